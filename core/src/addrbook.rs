@@ -1,0 +1,344 @@
+//! The user's address book: this device's overlay address and one stable address per friend
+//! device, all inside the user's own subnet.
+//!
+//! Addresses are chosen once (starting from a hash of the UID, so a friend tends to land on
+//! the same address even in a fresh install), kept across restarts and may be pinned by the
+//! user. Every change is persisted atomically before it is used.
+
+use crate::persist;
+use crate::subnet::Ipv4Subnet;
+use crate::uid::Uid;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+pub const ADDRESS_BOOK_FILE: &str = "addresses.json";
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AddressBookError {
+    #[error("cannot read or write the address book {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("the address book {path} is invalid ({reason}); it was left untouched")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{addr} is not a host address of the subnet {subnet}")]
+    OutsideSubnet { addr: Ipv4Addr, subnet: Ipv4Subnet },
+    #[error("{addr} is already pinned to another device")]
+    AddressTaken { addr: Ipv4Addr },
+    #[error("the subnet {0} is full")]
+    Full(Ipv4Subnet),
+    #[error("no device with that UID is in the address book")]
+    UnknownDevice,
+}
+
+/// One friend device's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressEntry {
+    pub addr: Ipv4Addr,
+    /// Chosen by the user: never moved to make room for another device.
+    #[serde(default)]
+    pub pinned: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored {
+    version: u32,
+    subnet: Ipv4Subnet,
+    own: Ipv4Addr,
+    devices: BTreeMap<Uid, AddressEntry>,
+}
+
+pub struct AddressBook {
+    path: PathBuf,
+    subnet: Ipv4Subnet,
+    own: Ipv4Addr,
+    devices: BTreeMap<Uid, AddressEntry>,
+    by_addr: HashMap<Ipv4Addr, Uid>,
+}
+
+impl AddressBook {
+    /// Opens the book in `state_dir`, creating it for `subnet` on first start. When the
+    /// configured subnet differs from the stored one, every address keeps its host offset
+    /// in the new subnet where it fits and is re-chosen where it does not.
+    pub fn open(state_dir: &Path, subnet: Ipv4Subnet) -> Result<AddressBook, AddressBookError> {
+        let path = state_dir.join(ADDRESS_BOOK_FILE);
+        let stored = match std::fs::read(&path) {
+            Ok(bytes) => Some(Self::decode(&path, &bytes)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(source) => return Err(AddressBookError::Io { path, source }),
+        };
+        let mut book = AddressBook {
+            path,
+            subnet,
+            own: subnet.host(1),
+            devices: BTreeMap::new(),
+            by_addr: HashMap::new(),
+        };
+        match stored {
+            Some(stored) if stored.subnet == subnet => {
+                book.own = stored.own;
+                for (uid, entry) in stored.devices {
+                    book.by_addr.insert(entry.addr, uid);
+                    book.devices.insert(uid, entry);
+                }
+            }
+            Some(stored) => {
+                tracing::info!(old = %stored.subnet, new = %subnet, "overlay subnet changed; moving addresses");
+                book.own = rebase(stored.subnet, subnet, stored.own);
+                // Pinned entries first so they keep their offsets when possible.
+                let mut entries: Vec<_> = stored.devices.into_iter().collect();
+                entries.sort_by_key(|(_, e)| !e.pinned);
+                for (uid, entry) in entries {
+                    let wanted = rebase(stored.subnet, subnet, entry.addr);
+                    let addr = if book.is_free(wanted) {
+                        wanted
+                    } else {
+                        book.free_address_for(&uid)?
+                    };
+                    book.insert(uid, AddressEntry { addr, ..entry });
+                }
+                book.save()?;
+            }
+            None => {
+                persist::ensure_private_dir(state_dir).map_err(|source| AddressBookError::Io {
+                    path: book.path.clone(),
+                    source,
+                })?;
+                book.save()?;
+            }
+        }
+        Ok(book)
+    }
+
+    fn decode(path: &Path, bytes: &[u8]) -> Result<Stored, AddressBookError> {
+        let corrupt = |reason: String| AddressBookError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let stored: Stored = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if stored.version != FORMAT_VERSION {
+            return Err(corrupt(format!("unknown format version {}", stored.version)));
+        }
+        if !stored.subnet.is_host(stored.own) {
+            return Err(corrupt(format!("own address {} outside {}", stored.own, stored.subnet)));
+        }
+        let mut seen = std::collections::HashSet::from([stored.own]);
+        for entry in stored.devices.values() {
+            if !stored.subnet.is_host(entry.addr) || !seen.insert(entry.addr) {
+                return Err(corrupt(format!("address {} outside the subnet or used twice", entry.addr)));
+            }
+        }
+        Ok(stored)
+    }
+
+    fn save(&self) -> Result<(), AddressBookError> {
+        let stored = Stored {
+            version: FORMAT_VERSION,
+            subnet: self.subnet,
+            own: self.own,
+            devices: self.devices.clone(),
+        };
+        // Serializing plain data cannot fail; map it anyway instead of unwrapping.
+        let json = serde_json::to_vec_pretty(&stored).map_err(|e| AddressBookError::Io {
+            path: self.path.clone(),
+            source: io::Error::other(e),
+        })?;
+        persist::write_atomic(&self.path, &json, 0o600).map_err(|source| AddressBookError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    pub fn subnet(&self) -> Ipv4Subnet {
+        self.subnet
+    }
+
+    pub fn own_address(&self) -> Ipv4Addr {
+        self.own
+    }
+
+    pub fn address_of(&self, uid: &Uid) -> Option<Ipv4Addr> {
+        self.devices.get(uid).map(|e| e.addr)
+    }
+
+    pub fn entry(&self, uid: &Uid) -> Option<AddressEntry> {
+        self.devices.get(uid).copied()
+    }
+
+    pub fn device_at(&self, addr: Ipv4Addr) -> Option<Uid> {
+        self.by_addr.get(&addr).copied()
+    }
+
+    pub fn devices(&self) -> impl Iterator<Item = (&Uid, &AddressEntry)> {
+        self.devices.iter()
+    }
+
+    /// The device's address, choosing and persisting one if it has none yet.
+    pub fn assign(&mut self, uid: Uid) -> Result<Ipv4Addr, AddressBookError> {
+        if let Some(addr) = self.address_of(&uid) {
+            return Ok(addr);
+        }
+        let addr = self.free_address_for(&uid)?;
+        self.insert(uid, AddressEntry { addr, pinned: false });
+        self.save()?;
+        Ok(addr)
+    }
+
+    /// Pins the device to `addr`. An unpinned device holding `addr` moves elsewhere.
+    pub fn pin(&mut self, uid: Uid, addr: Ipv4Addr) -> Result<(), AddressBookError> {
+        if !self.subnet.is_host(addr) || addr == self.own {
+            return Err(AddressBookError::OutsideSubnet {
+                addr,
+                subnet: self.subnet,
+            });
+        }
+        if let Some(holder) = self.device_at(addr).filter(|h| *h != uid) {
+            if self.devices[&holder].pinned {
+                return Err(AddressBookError::AddressTaken { addr });
+            }
+            self.remove_entry(&holder);
+            self.insert(uid, AddressEntry { addr, pinned: true });
+            let moved = self.free_address_for(&holder)?;
+            self.insert(holder, AddressEntry { addr: moved, pinned: false });
+        } else {
+            self.remove_entry(&uid);
+            self.insert(uid, AddressEntry { addr, pinned: true });
+        }
+        self.save()
+    }
+
+    /// Lets the device keep its address but allows it to be moved again.
+    pub fn unpin(&mut self, uid: &Uid) -> Result<(), AddressBookError> {
+        let entry = self.devices.get_mut(uid).ok_or(AddressBookError::UnknownDevice)?;
+        entry.pinned = false;
+        self.save()
+    }
+
+    fn insert(&mut self, uid: Uid, entry: AddressEntry) {
+        self.remove_entry(&uid);
+        self.by_addr.insert(entry.addr, uid);
+        self.devices.insert(uid, entry);
+    }
+
+    fn remove_entry(&mut self, uid: &Uid) {
+        if let Some(old) = self.devices.remove(uid) {
+            self.by_addr.remove(&old.addr);
+        }
+    }
+
+    fn is_free(&self, addr: Ipv4Addr) -> bool {
+        self.subnet.is_host(addr) && addr != self.own && !self.by_addr.contains_key(&addr)
+    }
+
+    /// First free host address at or after a UID-derived starting point.
+    fn free_address_for(&self, uid: &Uid) -> Result<Ipv4Addr, AddressBookError> {
+        let hosts = self.subnet.host_count();
+        let b = uid.as_bytes();
+        let start = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) % hosts;
+        (0..hosts)
+            .map(|i| self.subnet.host((start + i) % hosts + 1))
+            .find(|a| self.is_free(*a))
+            .ok_or(AddressBookError::Full(self.subnet))
+    }
+}
+
+fn rebase(from: Ipv4Subnet, to: Ipv4Subnet, addr: Ipv4Addr) -> Ipv4Addr {
+    let offset = from.offset_of(addr);
+    let candidate = Ipv4Addr::from(u32::from(to.network()) | (offset & !to.mask()));
+    if to.is_host(candidate) {
+        candidate
+    } else {
+        to.host(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subnet(s: &str) -> Ipv4Subnet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn addresses_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut book = AddressBook::open(dir.path(), subnet("100.64.0.0/16")).unwrap();
+        let uids: Vec<Uid> = (0..50u8).map(|i| Uid([i; 20])).collect();
+        let addrs: Vec<_> = uids.iter().map(|u| book.assign(*u).unwrap()).collect();
+        let mut unique = addrs.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), addrs.len());
+        assert!(addrs.iter().all(|a| book.subnet().is_host(*a) && *a != book.own_address()));
+        book.pin(uids[0], Ipv4Addr::new(100, 64, 9, 9)).unwrap();
+
+        let reopened = AddressBook::open(dir.path(), subnet("100.64.0.0/16")).unwrap();
+        assert_eq!(reopened.own_address(), book.own_address());
+        for (uid, addr) in uids.iter().zip(&addrs).skip(1) {
+            assert_eq!(reopened.address_of(uid), Some(*addr));
+            assert_eq!(reopened.device_at(*addr), Some(*uid));
+        }
+        assert_eq!(
+            reopened.entry(&uids[0]),
+            Some(AddressEntry { addr: Ipv4Addr::new(100, 64, 9, 9), pinned: true })
+        );
+    }
+
+    #[test]
+    fn pinning_moves_unpinned_holder_and_refuses_pinned_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut book = AddressBook::open(dir.path(), subnet("100.64.7.0/24")).unwrap();
+        let (a, b, c) = (Uid([1; 20]), Uid([2; 20]), Uid([3; 20]));
+        let addr_a = book.assign(a).unwrap();
+        book.assign(b).unwrap();
+        book.pin(b, addr_a).unwrap();
+        assert_eq!(book.address_of(&b), Some(addr_a));
+        assert_ne!(book.address_of(&a), Some(addr_a));
+        assert!(book.address_of(&a).is_some());
+        assert!(matches!(book.pin(c, addr_a), Err(AddressBookError::AddressTaken { .. })));
+        assert!(matches!(
+            book.pin(c, Ipv4Addr::new(100, 64, 8, 1)),
+            Err(AddressBookError::OutsideSubnet { .. })
+        ));
+        assert!(matches!(book.pin(c, book.own_address()), Err(AddressBookError::OutsideSubnet { .. })));
+    }
+
+    #[test]
+    fn full_subnet_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut book = AddressBook::open(dir.path(), subnet("100.64.0.0/30")).unwrap();
+        book.assign(Uid([1; 20])).unwrap();
+        assert!(matches!(book.assign(Uid([2; 20])), Err(AddressBookError::Full(_))));
+    }
+
+    #[test]
+    fn subnet_change_keeps_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut book = AddressBook::open(dir.path(), subnet("100.64.0.0/16")).unwrap();
+        let uid = Uid([5; 20]);
+        book.pin(uid, Ipv4Addr::new(100, 64, 3, 4)).unwrap();
+        let moved = AddressBook::open(dir.path(), subnet("100.70.0.0/16")).unwrap();
+        assert_eq!(moved.address_of(&uid), Some(Ipv4Addr::new(100, 70, 3, 4)));
+        assert_eq!(moved.own_address(), Ipv4Addr::new(100, 70, 0, 1));
+    }
+
+    #[test]
+    fn corrupt_file_is_reported_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ADDRESS_BOOK_FILE);
+        for bad in [
+            "{",
+            r#"{"version":1,"subnet":"100.64.0.0/16","own":"100.65.0.1","devices":{}}"#,
+            r#"{"version":1,"subnet":"100.64.0.0/16","own":"100.64.0.1","devices":{},"x":1}"#,
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = AddressBook::open(dir.path(), subnet("100.64.0.0/16")).err().unwrap();
+            assert!(matches!(err, AddressBookError::Corrupt { .. }), "{err}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), bad);
+        }
+    }
+}

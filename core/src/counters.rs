@@ -1,0 +1,176 @@
+//! Packet, byte and drop counters of the data plane.
+//!
+//! Plain integers owned by the engine task (no atomics on the data path); the API reads a
+//! snapshot through the engine's command channel.
+
+use serde::Serialize;
+
+/// Why a packet was dropped. Every drop on the data path is counted under one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than the headers it claims (or empty).
+    Truncated,
+    /// Larger than the engine's maximum packet size.
+    Oversized,
+    /// The IP version nibble is neither 4 nor 6.
+    NotIp,
+    /// The 4-byte utun address family does not match the packet's IP version, or is unknown.
+    FramingMismatch,
+    /// IPv4 header length field below 5 words or beyond the packet.
+    BadHeaderLength,
+    /// IPv4 total length below the header length.
+    BadTotalLength,
+    /// Destination in our overlay subnet or prefix, but no friend device has that address.
+    UnknownDestination,
+    /// Destination outside the overlay (the tun should never be routed such packets).
+    NoRoute,
+    /// The friend device has no link, or its link has no known endpoint yet.
+    NoLink,
+    /// A datagram from the network that is not WireGuard, or not for any of our links.
+    UnknownPeer,
+    /// WireGuard rejected the datagram (bad MAC or tag, replay, wrong index, bad inner packet).
+    WireGuardRejected,
+    /// Decrypted payload without a complete UID header after the IP packet.
+    MissingUidHeader,
+    /// The source UID in the header is not the link's peer.
+    SourceUidMismatch,
+    /// The destination UID in the header is neither us nor the broadcast UID.
+    DestinationUidMismatch,
+    /// IPv6 source not the sender's address, or IPv6 destination not ours.
+    AddressMismatch,
+    /// Writing to the tun fd failed (or it was full).
+    TunWrite,
+    /// Sending on the UDP socket failed (or its buffer was full).
+    NetSend,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 17] = [
+        DropReason::Truncated,
+        DropReason::Oversized,
+        DropReason::NotIp,
+        DropReason::FramingMismatch,
+        DropReason::BadHeaderLength,
+        DropReason::BadTotalLength,
+        DropReason::UnknownDestination,
+        DropReason::NoRoute,
+        DropReason::NoLink,
+        DropReason::UnknownPeer,
+        DropReason::WireGuardRejected,
+        DropReason::MissingUidHeader,
+        DropReason::SourceUidMismatch,
+        DropReason::DestinationUidMismatch,
+        DropReason::AddressMismatch,
+        DropReason::TunWrite,
+        DropReason::NetSend,
+    ];
+
+    /// The snake_case name used in JSON and status output.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Truncated => "truncated",
+            DropReason::Oversized => "oversized",
+            DropReason::NotIp => "not_ip",
+            DropReason::FramingMismatch => "framing_mismatch",
+            DropReason::BadHeaderLength => "bad_header_length",
+            DropReason::BadTotalLength => "bad_total_length",
+            DropReason::UnknownDestination => "unknown_destination",
+            DropReason::NoRoute => "no_route",
+            DropReason::NoLink => "no_link",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::WireGuardRejected => "wireguard_rejected",
+            DropReason::MissingUidHeader => "missing_uid_header",
+            DropReason::SourceUidMismatch => "source_uid_mismatch",
+            DropReason::DestinationUidMismatch => "destination_uid_mismatch",
+            DropReason::AddressMismatch => "address_mismatch",
+            DropReason::TunWrite => "tun_write",
+            DropReason::NetSend => "net_send",
+        }
+    }
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+impl Serialize for DropReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// Drops by reason, a fixed array indexed by the enum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropCounts([u64; DropReason::ALL.len()]);
+
+impl DropCounts {
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason.slot()]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    pub(crate) fn add(&mut self, reason: DropReason) {
+        self.0[reason.slot()] += 1;
+    }
+}
+
+impl Serialize for DropCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for reason in DropReason::ALL {
+            let n = self.get(reason);
+            if n > 0 {
+                map.serialize_entry(reason.name(), &n)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// Packets and bytes in one direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Traffic {
+    pub(crate) fn add(&mut self, bytes: usize) {
+        self.packets += 1;
+        self.bytes += bytes as u64;
+    }
+}
+
+/// Engine-wide counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// IP packets read from the tun fd.
+    pub tun_rx: Traffic,
+    /// IP packets written to the tun fd.
+    pub tun_tx: Traffic,
+    /// UDP datagrams received.
+    pub net_rx: Traffic,
+    /// UDP datagrams sent.
+    pub net_tx: Traffic,
+    pub drops: DropCounts,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_slot_and_name() {
+        let mut names = std::collections::HashSet::new();
+        for (i, reason) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(reason.slot(), i);
+            assert!(names.insert(reason.name()));
+            let json = serde_json::to_string(reason).unwrap();
+            assert_eq!(json, format!("\"{}\"", reason.name()));
+        }
+    }
+}

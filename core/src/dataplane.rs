@@ -1,0 +1,489 @@
+//! The sans-IO data plane: packets from the tun go out to friends' links, datagrams from the
+//! network come in through them. No sockets, no clock of its own: the I/O shell passes every
+//! input with the current `Instant` and gives sinks for the outputs.
+//!
+//! Outbound: IP packet → route by destination (address book / IPv6 interface id / group) →
+//! UID header appended after the packet → WireGuard encapsulation → datagram to the link's
+//! endpoint. Inbound: datagram → link (by WireGuard receiver index, or by the initiator's
+//! static key for a handshake) → decapsulation → UID header checks → per-user IPv4
+//! translation or IPv6 source check → tun.
+
+use crate::addrbook::{AddressBook, AddressBookError};
+use crate::counters::{Counters, DropReason};
+use crate::identity::DeviceIdentity;
+use crate::link::{Link, LinkCounters};
+use crate::packet::ip::{self, IpAddrs};
+use crate::packet::translate::rewrite_ipv4;
+use crate::packet::uid_header::{self, UID_HEADER_LEN};
+use crate::subnet::{ula_address, ula_interface_id};
+use crate::uid::Uid;
+use boringtun::noise::errors::WireGuardError;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519::PublicKey;
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+/// WireGuard data message overhead: 16-byte header + 16-byte tag.
+pub const WG_DATA_OVERHEAD: usize = 32;
+/// Smallest buffer boringtun accepts for handshake messages.
+const WG_MIN_BUFFER: usize = 148;
+
+/// Largest IP packet the engine carries. The tun MTU must not exceed it.
+pub const MAX_PACKET: usize = 1500;
+/// Buffer size for one outbound packet: IP packet + room for the UID header.
+pub const TUN_BUFFER: usize = MAX_PACKET + UID_HEADER_LEN;
+/// Buffer size for one datagram on the network.
+pub const NET_BUFFER: usize = TUN_BUFFER + WG_DATA_OVERHEAD;
+
+/// Where the data plane sends datagrams (the transport under the links).
+pub trait NetSink {
+    fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]) -> io::Result<()>;
+}
+
+/// Where the data plane writes IP packets for this device.
+pub trait TunSink {
+    fn write_packet(&mut self, packet: &[u8]) -> io::Result<()>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error(transparent)]
+    Addresses(#[from] AddressBookError),
+    #[error("that key is this device's own key")]
+    OwnKey,
+    #[error("too many links")]
+    TooManyLinks,
+}
+
+/// A link as the API reports it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LinkStatus {
+    pub uid: Uid,
+    pub overlay_address: Ipv4Addr,
+    pub endpoint: Option<SocketAddr>,
+    pub session: bool,
+    pub counters: LinkCounters,
+}
+
+/// Largest WireGuard local index (boringtun shifts it left by 8 into 32 bits).
+const MAX_INDEX: u32 = (1 << 24) - 1;
+
+pub struct DataPlane {
+    identity: DeviceIdentity,
+    book: AddressBook,
+    links: HashMap<u32, Link>,
+    by_uid: HashMap<Uid, u32>,
+    by_interface_id: HashMap<[u8; 8], Uid>,
+    next_index: u32,
+    counters: Counters,
+    /// Output buffer for WireGuard, reused for every packet.
+    scratch: Box<[u8]>,
+}
+
+impl DataPlane {
+    pub fn new(identity: DeviceIdentity, book: AddressBook) -> DataPlane {
+        DataPlane {
+            identity,
+            book,
+            links: HashMap::new(),
+            by_uid: HashMap::new(),
+            by_interface_id: HashMap::new(),
+            next_index: 1,
+            counters: Counters::default(),
+            scratch: vec![0u8; NET_BUFFER.max(WG_MIN_BUFFER)].into_boxed_slice(),
+        }
+    }
+
+    pub fn uid(&self) -> Uid {
+        self.identity.uid()
+    }
+
+    pub fn identity(&self) -> &DeviceIdentity {
+        &self.identity
+    }
+
+    pub fn address_book(&self) -> &AddressBook {
+        &self.book
+    }
+
+    pub fn address_book_mut(&mut self) -> &mut AddressBook {
+        &mut self.book
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    pub fn count_drop(&mut self, reason: DropReason) {
+        tracing::trace!(?reason, "drop");
+        self.counters.drops.add(reason);
+    }
+
+    /// Adds (or updates the endpoint of) the link to the device with `public_key` and gives
+    /// the device an overlay address if it has none.
+    pub fn add_peer(
+        &mut self,
+        now: Instant,
+        public_key: [u8; 32],
+        endpoint: Option<SocketAddr>,
+        keepalive_secs: Option<u16>,
+    ) -> Result<Uid, PeerError> {
+        let uid = Uid::from_public_key(&public_key);
+        if uid == self.identity.uid() {
+            return Err(PeerError::OwnKey);
+        }
+        if let Some(link) = self.by_uid.get(&uid).and_then(|i| self.links.get_mut(i)) {
+            if endpoint.is_some() {
+                link.endpoint = endpoint;
+            }
+            return Ok(uid);
+        }
+        self.book.assign(uid)?;
+        let index = self.allocate_index()?;
+        let link = Link::new(
+            self.identity.secret().clone(),
+            PublicKey::from(public_key),
+            index,
+            endpoint,
+            keepalive_secs,
+            now,
+        );
+        tracing::debug!(peer = %uid, ?endpoint, "link added");
+        self.links.insert(index, link);
+        self.by_uid.insert(uid, index);
+        self.by_interface_id.insert(uid.interface_id(), uid);
+        Ok(uid)
+    }
+
+    /// Removes the link to `uid`; the device keeps its overlay address.
+    pub fn remove_peer(&mut self, uid: &Uid) -> bool {
+        let Some(index) = self.by_uid.remove(uid) else {
+            return false;
+        };
+        self.links.remove(&index);
+        self.by_interface_id.remove(&uid.interface_id());
+        true
+    }
+
+    fn allocate_index(&mut self) -> Result<u32, PeerError> {
+        // Walk forward so a removed link's index is not reused at once (late datagrams for
+        // the old session then find nothing instead of the wrong peer).
+        for _ in 0..MAX_INDEX {
+            let candidate = self.next_index;
+            self.next_index = if candidate >= MAX_INDEX { 1 } else { candidate + 1 };
+            if !self.links.contains_key(&candidate) {
+                return Ok(candidate);
+            }
+        }
+        Err(PeerError::TooManyLinks)
+    }
+
+    pub fn links(&self) -> Vec<LinkStatus> {
+        let mut out: Vec<_> = self
+            .links
+            .values()
+            .map(|l| LinkStatus {
+                uid: l.uid,
+                overlay_address: self.book.address_of(&l.uid).unwrap_or(Ipv4Addr::UNSPECIFIED),
+                endpoint: l.endpoint,
+                session: l.has_session(),
+                counters: l.counters,
+            })
+            .collect();
+        out.sort_by_key(|s| s.uid);
+        out
+    }
+
+    /// The earliest instant any link needs a timer tick.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.links.values().filter_map(Link::next_deadline).min()
+    }
+
+    /// Ticks every link whose deadline has come.
+    pub fn handle_timeout(&mut self, now: Instant, net: &mut impl NetSink) {
+        for link in self.links.values_mut() {
+            if link.next_deadline().is_some_and(|d| d <= now) {
+                tick(link, now, &mut self.scratch, &mut self.counters, net);
+            }
+        }
+    }
+
+    /// Handles one IP packet read from the tun.
+    ///
+    /// `buf[..len]` holds the packet; `buf` must have at least `UID_HEADER_LEN` bytes of
+    /// room after it, where the UID header is written (no copy of the packet is made).
+    pub fn handle_tun_packet(&mut self, now: Instant, buf: &mut [u8], len: usize, net: &mut impl NetSink) {
+        self.counters.tun_rx.add(len);
+        if len > MAX_PACKET || buf.len() < len + UID_HEADER_LEN {
+            return self.count_drop(DropReason::Oversized);
+        }
+        let info = match ip::parse(&buf[..len]) {
+            Ok(info) => info,
+            Err(reason) => return self.count_drop(reason),
+        };
+        let len = info.len;
+        match self.route(&info.addrs) {
+            Ok(Some(dst)) => {
+                let Some(&index) = self.by_uid.get(&dst) else {
+                    return self.count_drop(DropReason::NoLink);
+                };
+                uid_header::write(&mut buf[len..], &self.identity.uid(), &dst);
+                let payload = &buf[..len + UID_HEADER_LEN];
+                let result = match self.links.get_mut(&index) {
+                    Some(link) => encapsulate(link, now, payload, &mut self.scratch, &mut self.counters, net),
+                    None => Err(DropReason::NoLink),
+                };
+                if let Err(reason) = result {
+                    self.count_drop(reason);
+                }
+            }
+            Ok(None) => {
+                uid_header::write(&mut buf[len..], &self.identity.uid(), &Uid::BROADCAST);
+                let payload = &buf[..len + UID_HEADER_LEN];
+                for link in self.links.values_mut().filter(|l| l.endpoint.is_some()) {
+                    if let Err(reason) = encapsulate(link, now, payload, &mut self.scratch, &mut self.counters, net) {
+                        self.counters.drops.add(reason);
+                    }
+                }
+            }
+            Err(reason) => self.count_drop(reason),
+        }
+    }
+
+    /// Destination → `Some(uid)` for one device, `None` for every device.
+    fn route(&self, addrs: &IpAddrs) -> Result<Option<Uid>, DropReason> {
+        match *addrs {
+            IpAddrs::V4 { dst, .. } => {
+                let subnet = self.book.subnet();
+                if ip::is_ipv4_group(dst) || dst == subnet.broadcast() {
+                    Ok(None)
+                } else if subnet.contains(dst) {
+                    self.book.device_at(dst).map(Some).ok_or(DropReason::UnknownDestination)
+                } else {
+                    Err(DropReason::NoRoute)
+                }
+            }
+            IpAddrs::V6 { dst, .. } => {
+                if dst.is_multicast() {
+                    Ok(None)
+                } else if let Some(iid) = ula_interface_id(&dst) {
+                    self.by_interface_id
+                        .get(&iid)
+                        .copied()
+                        .map(Some)
+                        .ok_or(DropReason::UnknownDestination)
+                } else {
+                    Err(DropReason::NoRoute)
+                }
+            }
+        }
+    }
+
+    /// Handles one datagram received from `from`.
+    pub fn handle_net_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        net: &mut impl NetSink,
+        tun: &mut impl TunSink,
+    ) {
+        self.counters.net_rx.add(datagram.len());
+        let Some(index) = self.link_for(datagram) else {
+            return self.count_drop(DropReason::UnknownPeer);
+        };
+        let Some(link) = self.links.get_mut(&index) else {
+            return self.count_drop(DropReason::UnknownPeer);
+        };
+        if link.note_activity(now) {
+            tick(link, now, &mut self.scratch, &mut self.counters, net);
+        }
+        let result = link.tunn.decapsulate(Some(from.ip()), datagram, &mut self.scratch);
+        match result {
+            TunnResult::WriteToNetwork(reply) => {
+                // A handshake message (or cookie) that needs an answer: the sender's address
+                // is now authenticated as this peer's endpoint.
+                link.endpoint = Some(from);
+                link.note_send(now);
+                send(&mut self.counters, net, from, reply);
+                // Then flush packets boringtun queued while the handshake was pending.
+                loop {
+                    let Some(link) = self.links.get_mut(&index) else {
+                        return;
+                    };
+                    match link.tunn.decapsulate(None, &[], &mut self.scratch) {
+                        TunnResult::WriteToNetwork(queued) => send(&mut self.counters, net, from, queued),
+                        _ => break,
+                    }
+                }
+            }
+            TunnResult::WriteToTunnelV4(packet, _) | TunnResult::WriteToTunnelV6(packet, _) => {
+                let ip_len = packet.len();
+                // The plaintext starts at the buffer's start and is the datagram minus the
+                // WireGuard overhead; the UID header follows the IP packet inside it.
+                let plaintext_len = datagram.len().saturating_sub(WG_DATA_OVERHEAD);
+                let starts_at_zero = std::ptr::eq(packet.as_ptr(), self.scratch.as_ptr());
+                link.endpoint = Some(from);
+                link.counters.rx.add(ip_len);
+                if !starts_at_zero || ip_len + UID_HEADER_LEN > plaintext_len {
+                    return self.count_drop(DropReason::MissingUidHeader);
+                }
+                let peer = link.uid;
+                self.deliver(peer, ip_len, tun);
+            }
+            TunnResult::Done => {
+                // Keepalive, or a handshake response that completed the session: flush
+                // packets queued while it was pending.
+                self.flush_queued(now, index, net);
+            }
+            TunnResult::Err(e) => {
+                tracing::trace!(error = ?e, "decapsulate rejected a datagram");
+                self.count_drop(DropReason::WireGuardRejected);
+            }
+        }
+    }
+
+    fn flush_queued(&mut self, now: Instant, index: u32, net: &mut impl NetSink) {
+        loop {
+            let Some(link) = self.links.get_mut(&index) else {
+                return;
+            };
+            let Some(endpoint) = link.endpoint else {
+                return;
+            };
+            match link.tunn.decapsulate(None, &[], &mut self.scratch) {
+                TunnResult::WriteToNetwork(queued) => {
+                    link.note_send(now);
+                    send(&mut self.counters, net, endpoint, queued);
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Checks the UID header of the decrypted packet in `scratch[..ip_len]` and writes it to
+    /// the tun, translated.
+    fn deliver(&mut self, peer: Uid, ip_len: usize, tun: &mut impl TunSink) {
+        let Some((src_uid, dst_uid)) = uid_header::read(&self.scratch[ip_len..]) else {
+            return self.count_drop(DropReason::MissingUidHeader);
+        };
+        if src_uid != peer {
+            return self.count_drop(DropReason::SourceUidMismatch);
+        }
+        let own = self.identity.uid();
+        if dst_uid != own && dst_uid != Uid::BROADCAST {
+            return self.count_drop(DropReason::DestinationUidMismatch);
+        }
+        let packet = &mut self.scratch[..ip_len];
+        let info = match ip::parse(packet) {
+            Ok(info) if info.len == ip_len => info,
+            Ok(_) => return self.count_drop(DropReason::BadTotalLength),
+            Err(reason) => return self.count_drop(reason),
+        };
+        match info.addrs {
+            IpAddrs::V4 { dst, .. } => {
+                let Some(src) = self.book.address_of(&peer) else {
+                    return self.count_drop(DropReason::UnknownPeer);
+                };
+                let new_dst = if ip::is_ipv4_group(dst) {
+                    dst
+                } else if dst_uid == Uid::BROADCAST {
+                    self.book.subnet().broadcast()
+                } else {
+                    self.book.own_address()
+                };
+                rewrite_ipv4(packet, src, new_dst);
+            }
+            IpAddrs::V6 { src, dst } => {
+                if src != ula_address(&peer) || !(dst == ula_address(&own) || dst.is_multicast()) {
+                    return self.count_drop(DropReason::AddressMismatch);
+                }
+            }
+        }
+        match tun.write_packet(&self.scratch[..ip_len]) {
+            Ok(()) => self.counters.tun_tx.add(ip_len),
+            Err(e) => {
+                tracing::trace!(error = %e, "tun write failed");
+                self.counters.drops.add(DropReason::TunWrite);
+            }
+        }
+    }
+
+    /// The link a datagram belongs to: by receiver index, or for a handshake initiation by
+    /// the initiator's static key (decrypted with our private key).
+    fn link_for(&self, datagram: &[u8]) -> Option<u32> {
+        let receiver_idx = match Tunn::parse_incoming_packet(datagram).ok()? {
+            Packet::HandshakeInit(init) => {
+                let half =
+                    parse_handshake_anon(self.identity.secret(), self.identity.public_key(), &init).ok()?;
+                let uid = Uid::from_public_key(&half.peer_static_public);
+                return self.by_uid.get(&uid).copied();
+            }
+            Packet::HandshakeResponse(p) => p.receiver_idx,
+            Packet::PacketCookieReply(p) => p.receiver_idx,
+            Packet::PacketData(p) => p.receiver_idx,
+        };
+        let index = receiver_idx >> 8;
+        self.links.contains_key(&index).then_some(index)
+    }
+}
+
+/// Ticks one link's WireGuard timers and sends what they produce.
+fn tick(link: &mut Link, now: Instant, scratch: &mut [u8], counters: &mut Counters, net: &mut impl NetSink) {
+    link.note_tick(now);
+    match link.tunn.update_timers(scratch) {
+        TunnResult::WriteToNetwork(datagram) => {
+            if let Some(endpoint) = link.endpoint {
+                link.note_send(now);
+                send(counters, net, endpoint, datagram);
+            }
+        }
+        TunnResult::Err(WireGuardError::ConnectionExpired) => {
+            tracing::debug!(peer = %link.uid, "session expired");
+        }
+        TunnResult::Err(e) => tracing::debug!(peer = %link.uid, error = ?e, "timer error"),
+        _ => {}
+    }
+}
+
+/// Encrypts `payload` (IP packet + UID header) for `link` and sends it to the link's
+/// endpoint. While a handshake is pending boringtun queues the packet and starts one.
+fn encapsulate(
+    link: &mut Link,
+    now: Instant,
+    payload: &[u8],
+    scratch: &mut [u8],
+    counters: &mut Counters,
+    net: &mut impl NetSink,
+) -> Result<(), DropReason> {
+    let endpoint = link.endpoint.ok_or(DropReason::NoLink)?;
+    if link.note_activity(now) {
+        tick(link, now, scratch, counters, net);
+    }
+    link.counters.tx.add(payload.len() - UID_HEADER_LEN);
+    match link.tunn.encapsulate(payload, scratch) {
+        TunnResult::WriteToNetwork(datagram) => {
+            link.note_send(now);
+            send(counters, net, endpoint, datagram);
+            Ok(())
+        }
+        TunnResult::Err(e) => {
+            tracing::debug!(peer = %link.uid, error = ?e, "encapsulate failed");
+            Err(DropReason::WireGuardRejected)
+        }
+        TunnResult::Done | TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => Ok(()),
+    }
+}
+
+fn send(counters: &mut Counters, net: &mut impl NetSink, dst: SocketAddr, datagram: &[u8]) {
+    match net.send_to(dst, datagram) {
+        Ok(()) => counters.net_tx.add(datagram.len()),
+        Err(e) => {
+            tracing::trace!(error = %e, "send failed");
+            counters.drops.add(DropReason::NetSend);
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The tokio shell around [`DataPlane`]: one task owns the state, waits on the tun fd, the
+//! UDP socket, the next timer deadline and the command channel, and feeds whatever is ready
+//! into the sans-IO core. Reads are drained in batches until the fd would block.
+
+use crate::addrbook::{AddressBook, AddressBookError};
+use crate::counters::{Counters, DropReason};
+use crate::dataplane::{DataPlane, LinkStatus, NetSink, PeerError, TunSink, MAX_PACKET, NET_BUFFER};
+use crate::framing::AF_HEADER_LEN;
+use crate::identity::{DeviceIdentity, IdentityError};
+use crate::packet::uid_header::UID_HEADER_LEN;
+use crate::subnet::{ula_address, Ipv4Subnet};
+use crate::tun::TunDevice;
+use crate::uid::Uid;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Instant;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Packets handled from one source before the loop looks at the others again.
+const BATCH: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    AddressBook(#[from] AddressBookError),
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    #[error("cannot open the UDP socket on {addr}: {source}")]
+    Socket { addr: SocketAddr, source: io::Error },
+    #[error("cannot watch the tun fd: {0}")]
+    TunFd(io::Error),
+    #[error("the tun fd failed: {0}")]
+    TunRead(io::Error),
+    #[error("the UDP socket failed: {0}")]
+    NetRecv(io::Error),
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// What the engine needs to start.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Where the device key and the address book live.
+    pub state_dir: PathBuf,
+    /// The user's overlay subnet.
+    pub subnet: Ipv4Subnet,
+    /// Local address of the UDP socket the links use.
+    pub listen: SocketAddr,
+}
+
+/// A friend device to link with.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    pub public_key: [u8; 32],
+    pub endpoint: Option<SocketAddr>,
+    /// Persistent keepalive in seconds, for paths through a NAT.
+    pub keepalive_secs: Option<u16>,
+}
+
+/// Identity and addresses loaded from the state directory, before the tun exists (the tun
+/// is configured with the addresses found here).
+pub struct PreparedEngine {
+    config: EngineConfig,
+    identity: DeviceIdentity,
+    book: AddressBook,
+}
+
+impl PreparedEngine {
+    pub fn load(config: EngineConfig) -> Result<PreparedEngine, EngineError> {
+        let identity = DeviceIdentity::load_or_create(&config.state_dir)?;
+        let book = AddressBook::open(&config.state_dir, config.subnet)?;
+        Ok(PreparedEngine {
+            config,
+            identity,
+            book,
+        })
+    }
+
+    pub fn uid(&self) -> Uid {
+        self.identity.uid()
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        *self.identity.public_key().as_bytes()
+    }
+
+    pub fn ipv4(&self) -> Ipv4Addr {
+        self.book.own_address()
+    }
+
+    pub fn ipv6(&self) -> Ipv6Addr {
+        ula_address(&self.identity.uid())
+    }
+
+    pub fn subnet(&self) -> Ipv4Subnet {
+        self.book.subnet()
+    }
+
+    /// Binds the UDP socket and spawns the engine task on the current tokio runtime.
+    pub fn start(self, tun: TunDevice) -> Result<Engine, EngineError> {
+        let listen = self.config.listen;
+        let std_socket = std::net::UdpSocket::bind(listen)
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .map_err(|source| EngineError::Socket { addr: listen, source })?;
+        let udp = UdpSocket::from_std(std_socket).map_err(|source| EngineError::Socket { addr: listen, source })?;
+        let local_addr = udp.local_addr().map_err(|source| EngineError::Socket { addr: listen, source })?;
+        // SAFETY: TunDevice owns its fd and never closes or replaces it while registered.
+        let tun = unsafe { AsyncFd::register_with_interest(tun, Interest::READABLE) }
+            .map_err(|e| EngineError::TunFd(e.into()))?;
+        let uid = self.identity.uid();
+        let public_key = self.public_key();
+        let dataplane = DataPlane::new(self.identity, self.book);
+        let (commands, receiver) = mpsc::channel(16);
+        let task = tokio::spawn(run(dataplane, tun, udp, receiver));
+        Ok(Engine {
+            commands,
+            task,
+            uid,
+            public_key,
+            local_addr,
+        })
+    }
+}
+
+enum Command {
+    AddPeer(PeerConfig, oneshot::Sender<Result<Uid, PeerError>>),
+    RemovePeer(Uid, oneshot::Sender<bool>),
+    Counters(oneshot::Sender<Counters>),
+    Links(oneshot::Sender<Vec<LinkStatus>>),
+}
+
+/// Handle to a running engine.
+pub struct Engine {
+    commands: mpsc::Sender<Command>,
+    task: JoinHandle<Result<(), EngineError>>,
+    uid: Uid,
+    public_key: [u8; 32],
+    local_addr: SocketAddr,
+}
+
+impl Engine {
+    pub fn uid(&self) -> Uid {
+        self.uid
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public_key
+    }
+
+    /// The UDP socket's bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    pub async fn add_peer(&self, peer: PeerConfig) -> Result<Uid, EngineError> {
+        Ok(self.ask(|tx| Command::AddPeer(peer, tx)).await??)
+    }
+
+    pub async fn remove_peer(&self, uid: Uid) -> Result<bool, EngineError> {
+        self.ask(|tx| Command::RemovePeer(uid, tx)).await
+    }
+
+    pub async fn counters(&self) -> Result<Counters, EngineError> {
+        self.ask(Command::Counters).await
+    }
+
+    pub async fn links(&self) -> Result<Vec<LinkStatus>, EngineError> {
+        self.ask(Command::Links).await
+    }
+
+    /// Whether the engine task has ended (on its own only after a fatal fd error).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops the engine and returns how its task ended.
+    pub async fn shutdown(self) -> Result<(), EngineError> {
+        drop(self.commands);
+        self.task.await.map_err(|_| EngineError::Stopped)?
+    }
+}
+
+struct UdpNet<'a>(&'a UdpSocket);
+
+impl NetSink for UdpNet<'_> {
+    fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]) -> io::Result<()> {
+        self.0.try_send_to(datagram, dst).map(|_| ())
+    }
+}
+
+struct TunWriter<'a>(&'a TunDevice);
+
+impl TunSink for TunWriter<'_> {
+    fn write_packet(&mut self, packet: &[u8]) -> io::Result<()> {
+        self.0.write_packet(packet)
+    }
+}
+
+async fn run(
+    mut dp: DataPlane,
+    tun: AsyncFd<TunDevice>,
+    udp: UdpSocket,
+    mut commands: mpsc::Receiver<Command>,
+) -> Result<(), EngineError> {
+    // Allocated once: frame header + largest packet + room for the UID header after it.
+    let mut tun_buf = vec![0u8; AF_HEADER_LEN + MAX_PACKET + UID_HEADER_LEN].into_boxed_slice();
+    let mut net_buf = vec![0u8; NET_BUFFER + 1].into_boxed_slice();
+    let framing = tun.get_ref().framing();
+    loop {
+        let deadline = dp.poll_timeout();
+        let timer = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            guard = tun.readable() => {
+                let mut guard = guard.map_err(EngineError::TunRead)?;
+                let now = Instant::now();
+                let mut net = UdpNet(&udp);
+                for _ in 0..BATCH {
+                    let n = match guard.try_io(|fd| fd.get_ref().read_frame(&mut tun_buf)) {
+                        Ok(Ok(n)) => n,
+                        Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Ok(Err(e)) => return Err(EngineError::TunRead(e)),
+                        Err(_would_block) => break,
+                    };
+                    match framing.decode(&tun_buf[..n]) {
+                        Ok(offset) if n - offset <= MAX_PACKET => {
+                            dp.handle_tun_packet(now, &mut tun_buf[offset..], n - offset, &mut net);
+                        }
+                        Ok(_) => dp.count_drop(DropReason::Oversized),
+                        Err(reason) => dp.count_drop(reason),
+                    }
+                }
+            }
+            ready = udp.readable() => {
+                ready.map_err(EngineError::NetRecv)?;
+                let now = Instant::now();
+                for _ in 0..BATCH {
+                    let (n, from) = match udp.try_recv_from(&mut net_buf) {
+                        Ok(got) => got,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        // ICMP errors from earlier sends surface here; they are not fatal.
+                        Err(e) if is_transient(&e) => continue,
+                        Err(e) => return Err(EngineError::NetRecv(e)),
+                    };
+                    if n > NET_BUFFER {
+                        dp.count_drop(DropReason::Oversized);
+                        continue;
+                    }
+                    let tun_ref = tun.get_ref();
+                    dp.handle_net_datagram(now, from, &net_buf[..n], &mut UdpNet(&udp), &mut TunWriter(tun_ref));
+                }
+            }
+            () = timer => {
+                dp.handle_timeout(Instant::now(), &mut UdpNet(&udp));
+            }
+            command = commands.recv() => {
+                let Some(command) = command else {
+                    tracing::debug!("engine stopping");
+                    return Ok(());
+                };
+                handle_command(&mut dp, command);
+            }
+        }
+    }
+}
+
+fn handle_command(dp: &mut DataPlane, command: Command) {
+    // A caller that went away no longer wants the answer: ignoring a failed reply is right.
+    match command {
+        Command::AddPeer(peer, reply) => {
+            let result = dp.add_peer(Instant::now(), peer.public_key, peer.endpoint, peer.keepalive_secs);
+            let _ = reply.send(result);
+        }
+        Command::RemovePeer(uid, reply) => {
+            let _ = reply.send(dp.remove_peer(&uid));
+        }
+        Command::Counters(reply) => {
+            let _ = reply.send(dp.counters());
+        }
+        Command::Links(reply) => {
+            let _ = reply.send(dp.links());
+        }
+    }
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::Interrupted
+    )
+}

@@ -1,0 +1,26 @@
+//! SocialVPN core: the engine that moves IP packets between this device's tun fd and its
+//! friends' devices.
+//!
+//! Layout, from the wire up: [`packet`] (zero-copy views, checksums, translation, the UID
+//! header), [`framing`] and [`tun`] (the platform fd), [`identity`], [`uid`], [`subnet`]
+//! and [`addrbook`] (who is who and at which address), [`link`] (one WireGuard session per
+//! friend device), [`dataplane`] (the sans-IO state machine tying them together) and
+//! [`engine`] (the thin tokio shell that drives it).
+
+pub mod addrbook;
+pub mod counters;
+pub mod dataplane;
+pub mod engine;
+pub mod framing;
+pub mod identity;
+pub mod link;
+pub mod packet;
+pub mod persist;
+pub mod subnet;
+pub mod tun;
+pub mod uid;
+
+pub use counters::{Counters, DropReason};
+pub use engine::{Engine, EngineConfig, EngineError, PeerConfig, PreparedEngine};
+pub use framing::Framing;
+pub use uid::Uid;

@@ -1,0 +1,134 @@
+//! Opening and configuring a Linux tun device by name (`/dev/net/tun`, `IFF_TUN | IFF_NO_PI`).
+//!
+//! Only the CLI and the tests use this; phones hand over an fd that is already set up.
+
+use super::{TunDevice, TunError};
+use crate::framing::Framing;
+use std::ffi::CString;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// `_IOW('T', 202, int)`
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+
+/// What to configure on a new device.
+#[derive(Clone, Debug)]
+pub struct TunConfig {
+    pub name: String,
+    pub mtu: u16,
+    pub ipv4: Ipv4Addr,
+    pub ipv4_prefix: u8,
+    /// The IPv6 address (a /64 is routed) or none.
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+/// Creates the device, sets its addresses and MTU, and brings it up. It disappears when the
+/// returned fd is closed.
+pub fn create(config: &TunConfig) -> Result<TunDevice, TunError> {
+    let name = config.name.clone();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('/') {
+        return Err(TunError::Open {
+            name,
+            source: io::Error::new(io::ErrorKind::InvalidInput, "interface names are 1-15 characters"),
+        });
+    }
+    let configure = |step: &'static str| {
+        let name = name.clone();
+        move |source| TunError::Configure { name, step, source }
+    };
+    let path = CString::new("/dev/net/tun").map_err(|e| TunError::Open {
+        name: name.clone(),
+        source: io::Error::other(e),
+    })?;
+    // SAFETY: open with a valid C string.
+    let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(TunError::Open {
+            name,
+            source: io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: `raw` was just opened and is owned here.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+
+    let mut req = ifreq(&name);
+    req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+    ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req).map_err(|source| TunError::Open {
+        name: name.clone(),
+        source,
+    })?;
+
+    let ctl = socket(libc::AF_INET).map_err(configure("control socket"))?;
+    let mut req = ifreq(&name);
+    req.ifr_ifru.ifru_addr = sockaddr_in(config.ipv4);
+    ioctl(ctl.as_raw_fd(), libc::SIOCSIFADDR, &mut req).map_err(configure("IPv4 address"))?;
+    let mask = Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(config.ipv4_prefix)).unwrap_or(0));
+    let mut req = ifreq(&name);
+    req.ifr_ifru.ifru_netmask = sockaddr_in(mask);
+    ioctl(ctl.as_raw_fd(), libc::SIOCSIFNETMASK, &mut req).map_err(configure("IPv4 netmask"))?;
+    let mut req = ifreq(&name);
+    req.ifr_ifru.ifru_mtu = libc::c_int::from(config.mtu);
+    ioctl(ctl.as_raw_fd(), libc::SIOCSIFMTU, &mut req).map_err(configure("MTU"))?;
+    let mut req = ifreq(&name);
+    ioctl(ctl.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req).map_err(configure("read flags"))?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    ioctl(ctl.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req).map_err(configure("bring up"))?;
+
+    if let Some(v6) = config.ipv6 {
+        let ctl6 = socket(libc::AF_INET6).map_err(configure("IPv6 control socket"))?;
+        let mut req = ifreq(&name);
+        ioctl(ctl6.as_raw_fd(), libc::SIOCGIFINDEX, &mut req).map_err(configure("interface index"))?;
+        let mut req6 = libc::in6_ifreq {
+            ifr6_addr: libc::in6_addr { s6_addr: v6.octets() },
+            ifr6_prefixlen: 64,
+            // SAFETY: SIOCGIFINDEX filled the index member of the union.
+            ifr6_ifindex: unsafe { req.ifr_ifru.ifru_ifindex },
+        };
+        ioctl(ctl6.as_raw_fd(), libc::SIOCSIFADDR, &mut req6).map_err(configure("IPv6 address"))?;
+    }
+    TunDevice::from_owned(fd, Framing::RawIp)
+}
+
+fn ifreq(name: &str) -> libc::ifreq {
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    req
+}
+
+fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(addr.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size on Linux; the kernel reads it as
+    // sockaddr_in because of the family.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+fn socket(family: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call.
+    let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just created, owned here.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn ioctl<T>(fd: RawFd, request: libc::c_ulong, arg: &mut T) -> io::Result<()> {
+    // SAFETY: `arg` is a live, correctly typed argument for `request` (checked at call sites).
+    if unsafe { libc::ioctl(fd, request as _, arg as *mut T) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
