@@ -1,1 +1,8 @@
-//! Test world helpers.
+//! The test world: network namespaces made and removed by the tests themselves, and
+//! processes started inside them and killed by PID when the test ends, even by a panic.
+//!
+//! Addresses: underlay 198.18.0.0/15, overlay 100.64.0.0/10. Nothing is routed from the
+//! host namespace into the world: both ends of every veth are created inside namespaces.
+
+pub mod netns;
+pub mod node;

@@ -1,0 +1,102 @@
+//! A `socialvpn-dpnode` process inside a namespace, driven over its stdin/stdout.
+
+use crate::netns::{ChildGuard, Namespace};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{ChildStdin, ChildStdout, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub struct DpNode {
+    child: ChildGuard,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    pub uid: String,
+    pub public_key: String,
+    pub ipv4: String,
+    pub ipv6: String,
+}
+
+impl DpNode {
+    /// Starts the node and waits for its hello line (identity and own addresses).
+    pub fn start(bin: &str, ns: &Namespace, state: &Path, tun: &str, subnet: &str, listen: &str) -> DpNode {
+        let mut child = ns
+            .command(bin)
+            .args([state.to_str().unwrap_or_default(), tun, subnet, listen])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout: ChildStdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut node = DpNode {
+            child: ChildGuard(child),
+            stdin,
+            lines,
+            uid: String::new(),
+            public_key: String::new(),
+            ipv4: String::new(),
+            ipv6: String::new(),
+        };
+        let hello = node.read_reply();
+        let field = |k: &str| hello[k].as_str().unwrap_or_else(|| panic!("hello lacks {k}: {hello}")).to_string();
+        node.uid = field("uid");
+        node.public_key = field("public_key");
+        node.ipv4 = field("ipv4");
+        node.ipv6 = field("ipv6");
+        node
+    }
+
+    fn read_reply(&mut self) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("node {} did not answer", self.child.pid()));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line}: {e}"))
+    }
+
+    pub fn ask(&mut self, command: &str) -> Value {
+        writeln!(self.stdin, "{command}").expect("node stdin");
+        let reply = self.read_reply();
+        assert!(reply.get("error").is_none(), "{command}: {reply}");
+        reply
+    }
+
+    /// Adds `other` as a peer reachable at `endpoint`; returns the overlay address this node
+    /// gave it.
+    pub fn add_peer(&mut self, public_key: &str, endpoint: &str) -> String {
+        let uid = self.ask(&format!("peer {public_key} {endpoint}"))["uid"]
+            .as_str()
+            .expect("uid")
+            .to_string();
+        self.address_of(&uid)
+    }
+
+    pub fn address_of(&mut self, uid: &str) -> String {
+        let links = self.ask("links");
+        links
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["uid"] == uid))
+            .and_then(|l| l["overlay_address"].as_str())
+            .unwrap_or_else(|| panic!("no link to {uid}: {links}"))
+            .to_string()
+    }
+
+    pub fn drops(&mut self, reason: &str) -> u64 {
+        self.ask("counters")["drops"][reason].as_u64().unwrap_or(0)
+    }
+
+    pub fn kill(&mut self) {
+        self.child.kill();
+    }
+}
