@@ -1,0 +1,36 @@
+//! Arbitrary bytes from the tun fd (either framing) into the data plane.
+#![no_main]
+
+#[path = "common.rs"]
+mod common;
+
+use libfuzzer_sys::fuzz_target;
+use socialvpn_core::dataplane::TUN_BUFFER;
+use socialvpn_core::Framing;
+use std::sync::Mutex;
+use std::time::Instant;
+
+static FIXTURE: Mutex<Option<common::Fixture>> = Mutex::new(None);
+
+fuzz_target!(|data: &[u8]| {
+    let mut guard = FIXTURE.lock().unwrap_or_else(|e| e.into_inner());
+    let fixture = guard.get_or_insert_with(common::Fixture::new);
+    let Some((&mode, frame)) = data.split_first() else {
+        return;
+    };
+    let framing = if mode & 1 == 0 { Framing::RawIp } else { Framing::AfHeader };
+    let mut buf = vec![0u8; TUN_BUFFER + 4];
+    let n = frame.len().min(buf.len());
+    buf[..n].copy_from_slice(&frame[..n]);
+    let before = fixture.dp.counters();
+    match framing.decode(&buf[..n]) {
+        Ok(offset) => {
+            fixture
+                .dp
+                .handle_tun_packet(Instant::now(), &mut buf[offset..], n - offset, &mut common::Discard)
+        }
+        Err(reason) => fixture.dp.count_drop(reason),
+    }
+    let after = fixture.dp.counters();
+    assert!(after.tun_rx.packets + after.drops.total() > before.tun_rx.packets + before.drops.total());
+});
