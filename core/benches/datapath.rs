@@ -19,7 +19,8 @@ fn outbound(c: &mut Criterion) {
         group.bench_function(format!("{len}B"), |b| {
             b.iter(|| {
                 buf[..packet.len()].copy_from_slice(&packet);
-                pair.dp.handle_tun_packet(Instant::now(), &mut buf, packet.len(), &mut sinks);
+                pair.dp
+                    .handle_tun_packet(Instant::now(), &mut buf, packet.len(), &mut sinks);
             })
         });
     }
@@ -45,8 +46,13 @@ fn inbound(c: &mut Criterion) {
                 let start = Instant::now();
                 for (chunk, n) in sealed.chunks(NET_BUFFER).zip(&lens) {
                     let mut tun = common::Sizes::default();
-                    pair.dp
-                        .handle_net_datagram(start, endpoint, &chunk[..*n], &mut sinks, &mut tun);
+                    pair.dp.handle_net_datagram(
+                        start,
+                        endpoint,
+                        &chunk[..*n],
+                        &mut sinks,
+                        &mut tun,
+                    );
                 }
                 let elapsed = start.elapsed();
                 assert_eq!(pair.dp.counters().drops.total(), 0);

@@ -120,15 +120,24 @@ impl AddressBook {
         };
         let stored: Stored = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
         if stored.version != FORMAT_VERSION {
-            return Err(corrupt(format!("unknown format version {}", stored.version)));
+            return Err(corrupt(format!(
+                "unknown format version {}",
+                stored.version
+            )));
         }
         if !stored.subnet.is_host(stored.own) {
-            return Err(corrupt(format!("own address {} outside {}", stored.own, stored.subnet)));
+            return Err(corrupt(format!(
+                "own address {} outside {}",
+                stored.own, stored.subnet
+            )));
         }
         let mut seen = std::collections::HashSet::from([stored.own]);
         for entry in stored.devices.values() {
             if !stored.subnet.is_host(entry.addr) || !seen.insert(entry.addr) {
-                return Err(corrupt(format!("address {} outside the subnet or used twice", entry.addr)));
+                return Err(corrupt(format!(
+                    "address {} outside the subnet or used twice",
+                    entry.addr
+                )));
             }
         }
         Ok(stored)
@@ -182,7 +191,13 @@ impl AddressBook {
             return Ok(addr);
         }
         let addr = self.free_address_for(&uid)?;
-        self.insert(uid, AddressEntry { addr, pinned: false });
+        self.insert(
+            uid,
+            AddressEntry {
+                addr,
+                pinned: false,
+            },
+        );
         self.save()?;
         Ok(addr)
     }
@@ -202,7 +217,13 @@ impl AddressBook {
             self.remove_entry(&holder);
             self.insert(uid, AddressEntry { addr, pinned: true });
             let moved = self.free_address_for(&holder)?;
-            self.insert(holder, AddressEntry { addr: moved, pinned: false });
+            self.insert(
+                holder,
+                AddressEntry {
+                    addr: moved,
+                    pinned: false,
+                },
+            );
         } else {
             self.remove_entry(&uid);
             self.insert(uid, AddressEntry { addr, pinned: true });
@@ -212,7 +233,10 @@ impl AddressBook {
 
     /// Lets the device keep its address but allows it to be moved again.
     pub fn unpin(&mut self, uid: &Uid) -> Result<(), AddressBookError> {
-        let entry = self.devices.get_mut(uid).ok_or(AddressBookError::UnknownDevice)?;
+        let entry = self
+            .devices
+            .get_mut(uid)
+            .ok_or(AddressBookError::UnknownDevice)?;
         entry.pinned = false;
         self.save()
     }
@@ -273,7 +297,9 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), addrs.len());
-        assert!(addrs.iter().all(|a| book.subnet().is_host(*a) && *a != book.own_address()));
+        assert!(addrs
+            .iter()
+            .all(|a| book.subnet().is_host(*a) && *a != book.own_address()));
         book.pin(uids[0], Ipv4Addr::new(100, 64, 9, 9)).unwrap();
 
         let reopened = AddressBook::open(dir.path(), subnet("100.64.0.0/16")).unwrap();
@@ -284,7 +310,10 @@ mod tests {
         }
         assert_eq!(
             reopened.entry(&uids[0]),
-            Some(AddressEntry { addr: Ipv4Addr::new(100, 64, 9, 9), pinned: true })
+            Some(AddressEntry {
+                addr: Ipv4Addr::new(100, 64, 9, 9),
+                pinned: true
+            })
         );
     }
 
@@ -299,12 +328,18 @@ mod tests {
         assert_eq!(book.address_of(&b), Some(addr_a));
         assert_ne!(book.address_of(&a), Some(addr_a));
         assert!(book.address_of(&a).is_some());
-        assert!(matches!(book.pin(c, addr_a), Err(AddressBookError::AddressTaken { .. })));
+        assert!(matches!(
+            book.pin(c, addr_a),
+            Err(AddressBookError::AddressTaken { .. })
+        ));
         assert!(matches!(
             book.pin(c, Ipv4Addr::new(100, 64, 8, 1)),
             Err(AddressBookError::OutsideSubnet { .. })
         ));
-        assert!(matches!(book.pin(c, book.own_address()), Err(AddressBookError::OutsideSubnet { .. })));
+        assert!(matches!(
+            book.pin(c, book.own_address()),
+            Err(AddressBookError::OutsideSubnet { .. })
+        ));
     }
 
     #[test]
@@ -312,7 +347,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut book = AddressBook::open(dir.path(), subnet("100.64.0.0/30")).unwrap();
         book.assign(Uid([1; 20])).unwrap();
-        assert!(matches!(book.assign(Uid([2; 20])), Err(AddressBookError::Full(_))));
+        assert!(matches!(
+            book.assign(Uid([2; 20])),
+            Err(AddressBookError::Full(_))
+        ));
     }
 
     #[test]
@@ -336,7 +374,9 @@ mod tests {
             r#"{"version":1,"subnet":"100.64.0.0/16","own":"100.64.0.1","devices":{},"x":1}"#,
         ] {
             std::fs::write(&path, bad).unwrap();
-            let err = AddressBook::open(dir.path(), subnet("100.64.0.0/16")).err().unwrap();
+            let err = AddressBook::open(dir.path(), subnet("100.64.0.0/16"))
+                .err()
+                .unwrap();
             assert!(matches!(err, AddressBookError::Corrupt { .. }), "{err}");
             assert_eq!(std::fs::read_to_string(&path).unwrap(), bad);
         }

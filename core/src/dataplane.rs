@@ -173,7 +173,11 @@ impl DataPlane {
         // the old session then find nothing instead of the wrong peer).
         for _ in 0..MAX_INDEX {
             let candidate = self.next_index;
-            self.next_index = if candidate >= MAX_INDEX { 1 } else { candidate + 1 };
+            self.next_index = if candidate >= MAX_INDEX {
+                1
+            } else {
+                candidate + 1
+            };
             if !self.links.contains_key(&candidate) {
                 return Ok(candidate);
             }
@@ -187,7 +191,10 @@ impl DataPlane {
             .values()
             .map(|l| LinkStatus {
                 uid: l.uid,
-                overlay_address: self.book.address_of(&l.uid).unwrap_or(Ipv4Addr::UNSPECIFIED),
+                overlay_address: self
+                    .book
+                    .address_of(&l.uid)
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED),
                 endpoint: l.endpoint,
                 session: l.has_session(),
                 counters: l.counters,
@@ -215,7 +222,13 @@ impl DataPlane {
     ///
     /// `buf[..len]` holds the packet; `buf` must have at least `UID_HEADER_LEN` bytes of
     /// room after it, where the UID header is written (no copy of the packet is made).
-    pub fn handle_tun_packet(&mut self, now: Instant, buf: &mut [u8], len: usize, net: &mut impl NetSink) {
+    pub fn handle_tun_packet(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        net: &mut impl NetSink,
+    ) {
         self.counters.tun_rx.add(len);
         if len > MAX_PACKET || buf.len() < len + UID_HEADER_LEN {
             return self.count_drop(DropReason::Oversized);
@@ -233,7 +246,14 @@ impl DataPlane {
                 uid_header::write(&mut buf[len..], &self.identity.uid(), &dst);
                 let payload = &buf[..len + UID_HEADER_LEN];
                 let result = match self.links.get_mut(&index) {
-                    Some(link) => encapsulate(link, now, payload, &mut self.scratch, &mut self.counters, net),
+                    Some(link) => encapsulate(
+                        link,
+                        now,
+                        payload,
+                        &mut self.scratch,
+                        &mut self.counters,
+                        net,
+                    ),
                     None => Err(DropReason::NoLink),
                 };
                 if let Err(reason) = result {
@@ -244,7 +264,14 @@ impl DataPlane {
                 uid_header::write(&mut buf[len..], &self.identity.uid(), &Uid::BROADCAST);
                 let payload = &buf[..len + UID_HEADER_LEN];
                 for link in self.links.values_mut().filter(|l| l.endpoint.is_some()) {
-                    if let Err(reason) = encapsulate(link, now, payload, &mut self.scratch, &mut self.counters, net) {
+                    if let Err(reason) = encapsulate(
+                        link,
+                        now,
+                        payload,
+                        &mut self.scratch,
+                        &mut self.counters,
+                        net,
+                    ) {
                         self.counters.drops.add(reason);
                     }
                 }
@@ -261,7 +288,10 @@ impl DataPlane {
                 if ip::is_ipv4_group(dst) || dst == subnet.broadcast() {
                     Ok(None)
                 } else if subnet.contains(dst) {
-                    self.book.device_at(dst).map(Some).ok_or(DropReason::UnknownDestination)
+                    self.book
+                        .device_at(dst)
+                        .map(Some)
+                        .ok_or(DropReason::UnknownDestination)
                 } else {
                     Err(DropReason::NoRoute)
                 }
@@ -301,7 +331,9 @@ impl DataPlane {
         if link.note_activity(now) {
             tick(link, now, &mut self.scratch, &mut self.counters, net);
         }
-        let result = link.tunn.decapsulate(Some(from.ip()), datagram, &mut self.scratch);
+        let result = link
+            .tunn
+            .decapsulate(Some(from.ip()), datagram, &mut self.scratch);
         match result {
             TunnResult::WriteToNetwork(reply) => {
                 // A handshake message (or cookie) that needs an answer: the sender's address
@@ -315,7 +347,9 @@ impl DataPlane {
                         return;
                     };
                     match link.tunn.decapsulate(None, &[], &mut self.scratch) {
-                        TunnResult::WriteToNetwork(queued) => send(&mut self.counters, net, from, queued),
+                        TunnResult::WriteToNetwork(queued) => {
+                            send(&mut self.counters, net, from, queued)
+                        }
                         _ => break,
                     }
                 }
@@ -418,7 +452,8 @@ impl DataPlane {
         let receiver_idx = match Tunn::parse_incoming_packet(datagram).ok()? {
             Packet::HandshakeInit(init) => {
                 let half =
-                    parse_handshake_anon(self.identity.secret(), self.identity.public_key(), &init).ok()?;
+                    parse_handshake_anon(self.identity.secret(), self.identity.public_key(), &init)
+                        .ok()?;
                 let uid = Uid::from_public_key(&half.peer_static_public);
                 return self.by_uid.get(&uid).copied();
             }
@@ -432,7 +467,13 @@ impl DataPlane {
 }
 
 /// Ticks one link's WireGuard timers and sends what they produce.
-fn tick(link: &mut Link, now: Instant, scratch: &mut [u8], counters: &mut Counters, net: &mut impl NetSink) {
+fn tick(
+    link: &mut Link,
+    now: Instant,
+    scratch: &mut [u8],
+    counters: &mut Counters,
+    net: &mut impl NetSink,
+) {
     link.note_tick(now);
     match link.tunn.update_timers(scratch) {
         TunnResult::WriteToNetwork(datagram) => {
@@ -474,7 +515,9 @@ fn encapsulate(
             tracing::debug!(peer = %link.uid, error = ?e, "encapsulate failed");
             Err(DropReason::WireGuardRejected)
         }
-        TunnResult::Done | TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => Ok(()),
+        TunnResult::Done | TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {
+            Ok(())
+        }
     }
 }
 

@@ -4,7 +4,9 @@
 
 use crate::addrbook::{AddressBook, AddressBookError};
 use crate::counters::{Counters, DropReason};
-use crate::dataplane::{DataPlane, LinkStatus, NetSink, PeerError, TunSink, MAX_PACKET, NET_BUFFER};
+use crate::dataplane::{
+    DataPlane, LinkStatus, NetSink, PeerError, TunSink, MAX_PACKET, NET_BUFFER,
+};
 use crate::framing::AF_HEADER_LEN;
 use crate::identity::{DeviceIdentity, IdentityError};
 use crate::packet::uid_header::UID_HEADER_LEN;
@@ -108,9 +110,18 @@ impl PreparedEngine {
         let listen = self.config.listen;
         let std_socket = std::net::UdpSocket::bind(listen)
             .and_then(|s| s.set_nonblocking(true).map(|()| s))
-            .map_err(|source| EngineError::Socket { addr: listen, source })?;
-        let udp = UdpSocket::from_std(std_socket).map_err(|source| EngineError::Socket { addr: listen, source })?;
-        let local_addr = udp.local_addr().map_err(|source| EngineError::Socket { addr: listen, source })?;
+            .map_err(|source| EngineError::Socket {
+                addr: listen,
+                source,
+            })?;
+        let udp = UdpSocket::from_std(std_socket).map_err(|source| EngineError::Socket {
+            addr: listen,
+            source,
+        })?;
+        let local_addr = udp.local_addr().map_err(|source| EngineError::Socket {
+            addr: listen,
+            source,
+        })?;
         // SAFETY: TunDevice owns its fd and never closes or replaces it while registered.
         let tun = unsafe { AsyncFd::register_with_interest(tun, Interest::READABLE) }
             .map_err(|e| EngineError::TunFd(e.into()))?;
@@ -159,9 +170,15 @@ impl Engine {
         self.local_addr
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, EngineError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, EngineError> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(make(tx)).await.map_err(|_| EngineError::Stopped)?;
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| EngineError::Stopped)?;
         rx.await.map_err(|_| EngineError::Stopped)
     }
 
@@ -285,7 +302,12 @@ fn handle_command(dp: &mut DataPlane, command: Command) {
     // A caller that went away no longer wants the answer: ignoring a failed reply is right.
     match command {
         Command::AddPeer(peer, reply) => {
-            let result = dp.add_peer(Instant::now(), peer.public_key, peer.endpoint, peer.keepalive_secs);
+            let result = dp.add_peer(
+                Instant::now(),
+                peer.public_key,
+                peer.endpoint,
+                peer.keepalive_secs,
+            );
             let _ = reply.send(result);
         }
         Command::RemovePeer(uid, reply) => {

@@ -73,10 +73,22 @@ mod tests {
 
     #[test]
     fn af_header_mismatch_and_truncation() {
-        assert_eq!(Framing::AfHeader.decode(&[0, 0, 0, 30, 0x45]), Err(DropReason::FramingMismatch));
-        assert_eq!(Framing::AfHeader.decode(&[0, 0, 0, 7, 0x45]), Err(DropReason::FramingMismatch));
-        assert_eq!(Framing::AfHeader.decode(&[0, 0, 0, 2]), Err(DropReason::Truncated));
-        assert_eq!(Framing::AfHeader.decode(&[0, 0]), Err(DropReason::Truncated));
+        assert_eq!(
+            Framing::AfHeader.decode(&[0, 0, 0, 30, 0x45]),
+            Err(DropReason::FramingMismatch)
+        );
+        assert_eq!(
+            Framing::AfHeader.decode(&[0, 0, 0, 7, 0x45]),
+            Err(DropReason::FramingMismatch)
+        );
+        assert_eq!(
+            Framing::AfHeader.decode(&[0, 0, 0, 2]),
+            Err(DropReason::Truncated)
+        );
+        assert_eq!(
+            Framing::AfHeader.decode(&[0, 0]),
+            Err(DropReason::Truncated)
+        );
         assert_eq!(Framing::RawIp.decode(&[0x45]), Ok(0));
     }
 }

@@ -13,7 +13,9 @@ pub const KEY_FILE: &str = "device.key";
 pub enum IdentityError {
     #[error("cannot read or write the device key {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("the device key file {path} is corrupt (expected 64 hex characters); it was left untouched")]
+    #[error(
+        "the device key file {path} is corrupt (expected 64 hex characters); it was left untouched"
+    )]
     Corrupt { path: PathBuf },
 }
 
@@ -96,8 +98,14 @@ mod tests {
         let second = DeviceIdentity::load_or_create(&state).unwrap();
         assert_eq!(first.uid(), second.uid());
         assert_eq!(first.public_key(), second.public_key());
-        assert_eq!(first.uid(), Uid::from_public_key(first.public_key().as_bytes()));
-        let mode = std::fs::metadata(state.join(KEY_FILE)).unwrap().permissions().mode();
+        assert_eq!(
+            first.uid(),
+            Uid::from_public_key(first.public_key().as_bytes())
+        );
+        let mode = std::fs::metadata(state.join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

@@ -104,7 +104,9 @@ impl Link {
         if self.last_tick < busy_until {
             return Some(self.last_tick + ACTIVE_TICK);
         }
-        let keepalive = self.keepalive.map(|k| self.last_send.max(self.last_tick) + k);
+        let keepalive = self
+            .keepalive
+            .map(|k| self.last_send.max(self.last_tick) + k);
         let wipe = (!self.wiped).then(|| self.last_activity + SESSION_WIPE_AFTER);
         match (keepalive, wipe) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -144,7 +146,10 @@ mod tests {
         // Traffic wakes it up again.
         let t2 = t0 + Duration::from_secs(1000);
         assert!(l.note_activity(t2));
-        assert_eq!(l.next_deadline(), Some(t0 + SESSION_WIPE_AFTER + ACTIVE_TICK));
+        assert_eq!(
+            l.next_deadline(),
+            Some(t0 + SESSION_WIPE_AFTER + ACTIVE_TICK)
+        );
         let _ = t;
     }
 

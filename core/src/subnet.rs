@@ -156,8 +156,14 @@ mod tests {
             "100.65.0.1/16".parse::<Ipv4Subnet>(),
             Err(SubnetError::HostBits("100.65.0.1/16".into()))
         );
-        assert_eq!("100.64.0.0/31".parse::<Ipv4Subnet>(), Err(SubnetError::PrefixLength(31)));
-        assert!(matches!("x/16".parse::<Ipv4Subnet>(), Err(SubnetError::Syntax(_))));
+        assert_eq!(
+            "100.64.0.0/31".parse::<Ipv4Subnet>(),
+            Err(SubnetError::PrefixLength(31))
+        );
+        assert!(matches!(
+            "x/16".parse::<Ipv4Subnet>(),
+            Err(SubnetError::Syntax(_))
+        ));
     }
 
     #[test]

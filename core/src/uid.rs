@@ -58,7 +58,11 @@ impl fmt::Display for Uid {
 impl fmt::Debug for Uid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Short form keeps logs readable; the full id is in Display.
-        write!(f, "Uid({:02x}{:02x}{:02x}{:02x}…)", self.0[0], self.0[1], self.0[2], self.0[3])
+        write!(
+            f,
+            "Uid({:02x}{:02x}{:02x}{:02x}…)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
     }
 }
 
@@ -105,7 +109,13 @@ mod tests {
 
     #[test]
     fn derivation_depends_on_the_key() {
-        assert_ne!(Uid::from_public_key(&[1; 32]), Uid::from_public_key(&[2; 32]));
-        assert_eq!(Uid::from_public_key(&[1; 32]), Uid::from_public_key(&[1; 32]));
+        assert_ne!(
+            Uid::from_public_key(&[1; 32]),
+            Uid::from_public_key(&[2; 32])
+        );
+        assert_eq!(
+            Uid::from_public_key(&[1; 32]),
+            Uid::from_public_key(&[1; 32])
+        );
     }
 }

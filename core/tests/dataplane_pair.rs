@@ -58,7 +58,8 @@ impl Node {
     fn send_ip(&mut self, now: Instant, packet: &[u8]) {
         let mut buf = [0u8; TUN_BUFFER];
         buf[..packet.len()].copy_from_slice(packet);
-        self.dp.handle_tun_packet(now, &mut buf, packet.len(), &mut self.wire);
+        self.dp
+            .handle_tun_packet(now, &mut buf, packet.len(), &mut self.wire);
     }
 }
 
@@ -143,7 +144,10 @@ fn broadcast_reaches_every_friend_as_their_broadcast() {
     a.send_ip(now, &udp(own, Ipv4Addr::new(100, 64, 255, 255), b"bcast"));
     a.send_ip(now, &udp(own, Ipv4Addr::new(224, 0, 0, 251), b"mdns"));
     pump(now, &mut [&mut a, &mut b, &mut c]);
-    for (node, bcast) in [(&b, Ipv4Addr::new(100, 65, 255, 255)), (&c, Ipv4Addr::new(100, 66, 0, 255))] {
+    for (node, bcast) in [
+        (&b, Ipv4Addr::new(100, 65, 255, 255)),
+        (&c, Ipv4Addr::new(100, 66, 0, 255)),
+    ] {
         let dsts: Vec<Ipv4Addr> = node
             .tun
             .0
@@ -193,9 +197,19 @@ fn forged_sources_are_dropped_and_counted() {
     let rogue_secret = StaticSecret::from([42u8; 32]);
     let rogue_public = PublicKey::from(&rogue_secret);
     let rogue_addr = SocketAddr::from(([198, 18, 0, 9], 9));
-    a.dp.add_peer(now, *rogue_public.as_bytes(), Some(rogue_addr), None).unwrap();
-    let victim = a.dp.add_peer(now, other.key(), Some(other.addr), None).unwrap();
-    let mut rogue = Tunn::new(rogue_secret, *a.dp.identity().public_key(), None, None, 7, None);
+    a.dp.add_peer(now, *rogue_public.as_bytes(), Some(rogue_addr), None)
+        .unwrap();
+    let victim =
+        a.dp.add_peer(now, other.key(), Some(other.addr), None)
+            .unwrap();
+    let mut rogue = Tunn::new(
+        rogue_secret,
+        *a.dp.identity().public_key(),
+        None,
+        None,
+        7,
+        None,
+    );
 
     let mut out = vec![0u8; 2048];
     let deliver = |a: &mut Node, datagram: &[u8], rogue: &mut Tunn| {
@@ -209,7 +223,8 @@ fn forged_sources_are_dropped_and_counted() {
         }
     };
     // Handshake.
-    let TunnResult::WriteToNetwork(init) = rogue.format_handshake_initiation(&mut out, false) else {
+    let TunnResult::WriteToNetwork(init) = rogue.format_handshake_initiation(&mut out, false)
+    else {
         panic!("no initiation");
     };
     let init = init.to_vec();
@@ -230,17 +245,30 @@ fn forged_sources_are_dropped_and_counted() {
             _ => panic!("rogue session not up"),
         }
     };
-    let ip4 = udp(Ipv4Addr::new(100, 90, 0, 1), Ipv4Addr::new(100, 64, 0, 1), b"x");
+    let ip4 = udp(
+        Ipv4Addr::new(100, 90, 0, 1),
+        Ipv4Addr::new(100, 64, 0, 1),
+        b"x",
+    );
     send(&mut a, &mut rogue, &ip4, &victim, &a_uid);
     assert_eq!(a.dp.counters().drops.get(DropReason::SourceUidMismatch), 1);
     send(&mut a, &mut rogue, &ip4, &rogue_uid, &victim);
-    assert_eq!(a.dp.counters().drops.get(DropReason::DestinationUidMismatch), 1);
+    assert_eq!(
+        a.dp.counters()
+            .drops
+            .get(DropReason::DestinationUidMismatch),
+        1
+    );
     // An IPv6 packet claiming the victim's address.
     let mut ip6 = Vec::new();
-    PacketBuilder::ipv6(ula_address(&victim).octets(), ula_address(&a_uid).octets(), 64)
-        .udp(1, 2)
-        .write(&mut ip6, b"y")
-        .unwrap();
+    PacketBuilder::ipv6(
+        ula_address(&victim).octets(),
+        ula_address(&a_uid).octets(),
+        64,
+    )
+    .udp(1, 2)
+    .write(&mut ip6, b"y")
+    .unwrap();
     send(&mut a, &mut rogue, &ip6, &rogue_uid, &a_uid);
     assert_eq!(a.dp.counters().drops.get(DropReason::AddressMismatch), 1);
     // A bare IP packet without a UID header.
@@ -284,7 +312,11 @@ fn idle_links_stop_ticking() {
         t = d;
         a.dp.handle_timeout(t, &mut a.wire);
     }
-    assert!(t < now + std::time::Duration::from_secs(20), "still ticking at {:?}", t - now);
+    assert!(
+        t < now + std::time::Duration::from_secs(20),
+        "still ticking at {:?}",
+        t - now
+    );
     let next = a.dp.poll_timeout().unwrap();
     assert!(next >= now + std::time::Duration::from_secs(500));
 }

@@ -58,7 +58,8 @@ fn outbound_and_inbound_paths_do_not_allocate() {
         .collect();
     // Warm up once: the first packet on a link may tick its timers.
     buf[..packet.len()].copy_from_slice(&packet);
-    pair.dp.handle_tun_packet(now, &mut buf, packet.len(), &mut sinks);
+    pair.dp
+        .handle_tun_packet(now, &mut buf, packet.len(), &mut sinks);
 
     let (dp, endpoint) = (&mut pair.dp, pair.peer_endpoint);
     let n = allocations_during(|| {
@@ -68,7 +69,13 @@ fn outbound_and_inbound_paths_do_not_allocate() {
         }
         for (d, n) in inbound.iter_mut() {
             let mut tun = common::Sizes::default();
-            dp.handle_net_datagram(now, endpoint, &d[..*n], &mut common::Sizes::default(), &mut tun);
+            dp.handle_net_datagram(
+                now,
+                endpoint,
+                &d[..*n],
+                &mut common::Sizes::default(),
+                &mut tun,
+            );
             assert_eq!(tun.written, 1200);
         }
     });

@@ -52,7 +52,10 @@ impl Namespace {
     }
 
     /// Runs `f` on a new thread that has entered this namespace: sockets it opens live here.
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
         let path = format!("/var/run/netns/{}", self.name);
         let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         std::thread::spawn(move || {
@@ -66,14 +69,27 @@ impl Namespace {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
 /// Joins `a` and `b` with a veth pair (created inside `a`, its peer placed straight into `b`)
 /// and gives each end an address (CIDR).
 pub fn veth(a: &Namespace, a_if: &str, a_cidr: &str, b: &Namespace, b_if: &str, b_cidr: &str) {
-    a.ip(&["link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.name()]);
+    a.ip(&[
+        "link",
+        "add",
+        a_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
+    ]);
     a.ip(&["addr", "add", a_cidr, "dev", a_if]);
     b.ip(&["addr", "add", b_cidr, "dev", b_if]);
     a.ip(&["link", "set", a_if, "up"]);
@@ -114,5 +130,9 @@ impl Drop for ChildGuard {
 /// fail loudly otherwise rather than pass vacuously.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "namespace tests must run as root");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "namespace tests must run as root"
+    );
 }

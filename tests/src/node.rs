@@ -20,7 +20,14 @@ pub struct DpNode {
 
 impl DpNode {
     /// Starts the node and waits for its hello line (identity and own addresses).
-    pub fn start(bin: &str, ns: &Namespace, state: &Path, tun: &str, subnet: &str, listen: &str) -> DpNode {
+    pub fn start(
+        bin: &str,
+        ns: &Namespace,
+        state: &Path,
+        tun: &str,
+        subnet: &str,
+        listen: &str,
+    ) -> DpNode {
         let mut child = ns
             .command(bin)
             .args([state.to_str().unwrap_or_default(), tun, subnet, listen])
@@ -49,7 +56,12 @@ impl DpNode {
             ipv6: String::new(),
         };
         let hello = node.read_reply();
-        let field = |k: &str| hello[k].as_str().unwrap_or_else(|| panic!("hello lacks {k}: {hello}")).to_string();
+        let field = |k: &str| {
+            hello[k]
+                .as_str()
+                .unwrap_or_else(|| panic!("hello lacks {k}: {hello}"))
+                .to_string()
+        };
         node.uid = field("uid");
         node.public_key = field("public_key");
         node.ipv4 = field("ipv4");

@@ -40,7 +40,14 @@ impl World {
         require_root();
         let a = Namespace::new(&format!("{tag}a"));
         let b = Namespace::new(&format!("{tag}b"));
-        veth(&a, "eth0", &format!("{A_UNDERLAY}/24"), &b, "eth0", &format!("{B_UNDERLAY}/24"));
+        veth(
+            &a,
+            "eth0",
+            &format!("{A_UNDERLAY}/24"),
+            &b,
+            "eth0",
+            &format!("{B_UNDERLAY}/24"),
+        );
         let state = tempdir::Dir(std::env::temp_dir().join(format!("{}-state", a.name())));
         let mut node_a = start(&a, &state.0.join("a"), "100.64.0.0/16", A_UNDERLAY);
         let mut node_b = start(&b, &state.0.join("b"), "100.65.0.0/16", B_UNDERLAY);
@@ -59,7 +66,14 @@ impl World {
 }
 
 fn start(ns: &Namespace, state: &std::path::Path, subnet: &str, underlay: &str) -> DpNode {
-    DpNode::start(BIN, ns, state, "svpn0", subnet, &format!("{underlay}:{PORT}"))
+    DpNode::start(
+        BIN,
+        ns,
+        state,
+        "svpn0",
+        subnet,
+        &format!("{underlay}:{PORT}"),
+    )
 }
 
 fn ping(ns: &Namespace, target: &str) -> bool {
@@ -126,7 +140,10 @@ fn udp_datagrams_arrive_from_the_address_the_receiver_assigned() {
     assert_eq!(got.len(), 50, "received {} of 50", got.len());
     let expected_from: SocketAddr = format!("{}:7001", w.a_at_b).parse().unwrap();
     for (i, (payload, from)) in got.iter().enumerate() {
-        assert_eq!(*from, expected_from, "B must see A at the address B assigned");
+        assert_eq!(
+            *from, expected_from,
+            "B must see A at the address B assigned"
+        );
         assert_eq!(payload.len(), 100 + i * 20);
         assert_eq!(&payload[..4], &(i as u32).to_be_bytes());
     }
@@ -153,7 +170,9 @@ fn tcp_transfer_of_100_mb_arrives_intact() {
         let listener = TcpListener::bind((b_own, 7100)).unwrap();
         ready_tx.send(()).unwrap();
         let (mut stream, peer) = listener.accept().unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
         let mut received = 0usize;
@@ -169,11 +188,12 @@ fn tcp_transfer_of_100_mb_arrives_intact() {
     });
     ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let target: SocketAddr = format!("{}:7100", w.b_at_a).parse().unwrap();
-    let sent_hash = w
-        .a
-        .run(move || {
+    let sent_hash =
+        w.a.run(move || {
             let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(10)).unwrap();
-            stream.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+            stream
+                .set_write_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
             let mut hasher = Sha256::new();
             let mut seed = 0x9e37_79b9_7f4a_7c15u64;
             let mut buf = vec![0u8; 256 * 1024];
@@ -193,7 +213,11 @@ fn tcp_transfer_of_100_mb_arrives_intact() {
     let (received, received_hash, peer) = server.join().unwrap();
     assert_eq!(received, TOTAL);
     assert_eq!(received_hash, sent_hash);
-    assert_eq!(peer.ip().to_string(), w.a_at_b, "B must see A at the address B assigned");
+    assert_eq!(
+        peer.ip().to_string(),
+        w.a_at_b,
+        "B must see A at the address B assigned"
+    );
 }
 
 /// A friend of A (a raw WireGuard session in B's namespace, with its own key) sends packets
@@ -209,33 +233,43 @@ fn forged_source_from_another_friend_is_dropped_and_counted() {
     let secret = StaticSecret::from([77u8; 32]);
     let public = PublicKey::from(&secret);
     let rogue_port = 51999;
-    w.node_a.add_peer(&hex::encode(public.as_bytes()), &format!("{B_UNDERLAY}:{rogue_port}"));
-    let a_key: [u8; 32] = hex::decode(&w.node_a.public_key).unwrap().try_into().unwrap();
+    w.node_a.add_peer(
+        &hex::encode(public.as_bytes()),
+        &format!("{B_UNDERLAY}:{rogue_port}"),
+    );
+    let a_key: [u8; 32] = hex::decode(&w.node_a.public_key)
+        .unwrap()
+        .try_into()
+        .unwrap();
     let a_uid: Uid = w.node_a.uid.parse().unwrap();
     let b_uid: Uid = w.node_b.uid.parse().unwrap();
     let rogue_uid = Uid::from_public_key(public.as_bytes());
     let a_endpoint: SocketAddr = format!("{A_UNDERLAY}:{PORT}").parse().unwrap();
     // Any packet from this friend to A's own address.
     let a_own: std::net::Ipv4Addr = w.node_a.ipv4.parse().unwrap();
-    let sent_ok = w
-        .b
-        .run(move || {
+    let sent_ok =
+        w.b.run(move || {
             let sock = UdpSocket::bind((B_UNDERLAY, rogue_port)).unwrap();
             sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut tunn = Tunn::new(secret, PublicKey::from(a_key), None, None, 3, None);
             let mut out = vec![0u8; 2048];
             let mut inbuf = vec![0u8; 2048];
-            let TunnResult::WriteToNetwork(init) = tunn.format_handshake_initiation(&mut out, false) else {
+            let TunnResult::WriteToNetwork(init) =
+                tunn.format_handshake_initiation(&mut out, false)
+            else {
                 panic!("no initiation");
             };
             sock.send_to(init, a_endpoint).unwrap();
             let (n, _) = sock.recv_from(&mut inbuf).unwrap();
-            if let TunnResult::WriteToNetwork(keepalive) = tunn.decapsulate(None, &inbuf[..n], &mut out) {
+            if let TunnResult::WriteToNetwork(keepalive) =
+                tunn.decapsulate(None, &inbuf[..n], &mut out)
+            {
                 sock.send_to(keepalive, a_endpoint).unwrap();
             }
             // An ICMP echo (any content) from "B", and one with an honest header.
             let mut ip = vec![
-                0x45, 0, 0, 28, 0, 1, 0, 0, 64, 1, 0, 0, 100, 64, 0, 99, 0, 0, 0, 0, 8, 0, 0xf7, 0xff, 0, 0, 0, 0,
+                0x45, 0, 0, 28, 0, 1, 0, 0, 64, 1, 0, 0, 100, 64, 0, 99, 0, 0, 0, 0, 8, 0, 0xf7,
+                0xff, 0, 0, 0, 0,
             ];
             ip[16..20].copy_from_slice(&a_own.octets());
             let mut sent = 0;
@@ -256,14 +290,21 @@ fn forged_source_from_another_friend_is_dropped_and_counted() {
     assert_eq!(sent_ok, 3);
     assert_eq!(w.node_a.drops("source_uid_mismatch"), 2);
     let counters = w.node_a.ask("counters");
-    assert_eq!(counters["tun_tx"]["packets"], 1, "only the honest packet reaches A's tun: {counters}");
+    assert_eq!(
+        counters["tun_tx"]["packets"], 1,
+        "only the honest packet reaches A's tun: {counters}"
+    );
 }
 
 #[test]
 fn restart_keeps_key_uid_and_address_map() {
     let mut w = World::new("restart");
     assert!(ping(&w.a, &w.b_at_a));
-    let (uid, key, ipv4) = (w.node_a.uid.clone(), w.node_a.public_key.clone(), w.node_a.ipv4.clone());
+    let (uid, key, ipv4) = (
+        w.node_a.uid.clone(),
+        w.node_a.public_key.clone(),
+        w.node_a.ipv4.clone(),
+    );
     let state_a: PathBuf = w.state.0.join("a");
     w.node_a.kill();
     let mut again = start(&w.a, &state_a, "100.64.0.0/16", A_UNDERLAY);

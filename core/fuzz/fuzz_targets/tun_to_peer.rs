@@ -1,7 +1,7 @@
 //! Arbitrary bytes from the tun fd (either framing) into the data plane.
 #![no_main]
 
-#[path = "common.rs"]
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use libfuzzer_sys::fuzz_target;
@@ -10,27 +10,34 @@ use socialvpn_core::Framing;
 use std::sync::Mutex;
 use std::time::Instant;
 
-static FIXTURE: Mutex<Option<common::Fixture>> = Mutex::new(None);
+static PAIR: Mutex<Option<common::Pair>> = Mutex::new(None);
 
 fuzz_target!(|data: &[u8]| {
-    let mut guard = FIXTURE.lock().unwrap_or_else(|e| e.into_inner());
-    let fixture = guard.get_or_insert_with(common::Fixture::new);
+    let mut guard = PAIR.lock().unwrap_or_else(|e| e.into_inner());
+    let pair = guard.get_or_insert_with(common::Pair::new);
     let Some((&mode, frame)) = data.split_first() else {
         return;
     };
-    let framing = if mode & 1 == 0 { Framing::RawIp } else { Framing::AfHeader };
+    let framing = if mode & 1 == 0 {
+        Framing::RawIp
+    } else {
+        Framing::AfHeader
+    };
     let mut buf = vec![0u8; TUN_BUFFER + 4];
     let n = frame.len().min(buf.len());
     buf[..n].copy_from_slice(&frame[..n]);
-    let before = fixture.dp.counters();
+    let before = pair.dp.counters();
+    let mut sinks = common::Sizes::default();
     match framing.decode(&buf[..n]) {
         Ok(offset) => {
-            fixture
-                .dp
-                .handle_tun_packet(Instant::now(), &mut buf[offset..], n - offset, &mut common::Discard)
+            pair.dp
+                .handle_tun_packet(Instant::now(), &mut buf[offset..], n - offset, &mut sinks)
         }
-        Err(reason) => fixture.dp.count_drop(reason),
+        Err(reason) => pair.dp.count_drop(reason),
     }
-    let after = fixture.dp.counters();
-    assert!(after.tun_rx.packets + after.drops.total() > before.tun_rx.packets + before.drops.total());
+    // Every input is either counted as received or as dropped.
+    let after = pair.dp.counters();
+    assert!(
+        after.tun_rx.packets + after.drops.total() > before.tun_rx.packets + before.drops.total()
+    );
 });

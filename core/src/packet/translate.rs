@@ -27,7 +27,9 @@ pub fn rewrite_ipv4(p: &mut [u8], new_src: Ipv4Addr, new_dst: Ipv4Addr) {
     }
     p[12..16].copy_from_slice(&new_src);
     p[16..20].copy_from_slice(&new_dst);
-    patch(p, 10, |c| update_addresses(c, old_src, new_src, old_dst, new_dst));
+    patch(p, 10, |c| {
+        update_addresses(c, old_src, new_src, old_dst, new_dst)
+    });
 
     let fragment_offset = u16::from_be_bytes([p[6], p[7]]) & 0x1fff;
     if fragment_offset != 0 {
@@ -86,12 +88,20 @@ mod tests {
         match ip.protocol {
             IpNumber::TCP => {
                 let (tcp, payload) = TcpHeader::from_slice(rest).unwrap();
-                assert_eq!(tcp.checksum, tcp.calc_checksum_ipv4(&ip, payload).unwrap(), "tcp");
+                assert_eq!(
+                    tcp.checksum,
+                    tcp.calc_checksum_ipv4(&ip, payload).unwrap(),
+                    "tcp"
+                );
             }
             IpNumber::UDP => {
                 let (udp, payload) = UdpHeader::from_slice(rest).unwrap();
                 if udp.checksum != 0 {
-                    assert_eq!(udp.checksum, udp.calc_checksum_ipv4(&ip, payload).unwrap(), "udp");
+                    assert_eq!(
+                        udp.checksum,
+                        udp.calc_checksum_ipv4(&ip, payload).unwrap(),
+                        "udp"
+                    );
                 }
             }
             _ => {}
@@ -110,7 +120,13 @@ mod tests {
         Icmp,
     }
 
-    fn build(kind: &Kind, src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8], ports: (u16, u16)) -> Vec<u8> {
+    fn build(
+        kind: &Kind,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        payload: &[u8],
+        ports: (u16, u16),
+    ) -> Vec<u8> {
         let b = PacketBuilder::ipv4(src.octets(), dst.octets(), 64);
         let mut out = Vec::new();
         match kind {
@@ -119,8 +135,13 @@ mod tests {
                 .syn()
                 .write(&mut out, payload)
                 .unwrap(),
-            Kind::Udp | Kind::UdpNoChecksum => b.udp(ports.0, ports.1).write(&mut out, payload).unwrap(),
-            Kind::Icmp => b.icmpv4_echo_request(7, 9).write(&mut out, payload).unwrap(),
+            Kind::Udp | Kind::UdpNoChecksum => {
+                b.udp(ports.0, ports.1).write(&mut out, payload).unwrap()
+            }
+            Kind::Icmp => b
+                .icmpv4_echo_request(7, 9)
+                .write(&mut out, payload)
+                .unwrap(),
         }
         if let Kind::UdpNoChecksum = kind {
             out[26] = 0;

@@ -30,7 +30,10 @@ pub fn create(config: &TunConfig) -> Result<TunDevice, TunError> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('/') {
         return Err(TunError::Open {
             name,
-            source: io::Error::new(io::ErrorKind::InvalidInput, "interface names are 1-15 characters"),
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "interface names are 1-15 characters",
+            ),
         });
     }
     let configure = |step: &'static str| {
@@ -63,7 +66,11 @@ pub fn create(config: &TunConfig) -> Result<TunDevice, TunError> {
     let mut req = ifreq(&name);
     req.ifr_ifru.ifru_addr = sockaddr_in(config.ipv4);
     ioctl(ctl.as_raw_fd(), libc::SIOCSIFADDR, &mut req).map_err(configure("IPv4 address"))?;
-    let mask = Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(config.ipv4_prefix)).unwrap_or(0));
+    let mask = Ipv4Addr::from(
+        u32::MAX
+            .checked_shl(32 - u32::from(config.ipv4_prefix))
+            .unwrap_or(0),
+    );
     let mut req = ifreq(&name);
     req.ifr_ifru.ifru_netmask = sockaddr_in(mask);
     ioctl(ctl.as_raw_fd(), libc::SIOCSIFNETMASK, &mut req).map_err(configure("IPv4 netmask"))?;
@@ -80,9 +87,12 @@ pub fn create(config: &TunConfig) -> Result<TunDevice, TunError> {
     if let Some(v6) = config.ipv6 {
         let ctl6 = socket(libc::AF_INET6).map_err(configure("IPv6 control socket"))?;
         let mut req = ifreq(&name);
-        ioctl(ctl6.as_raw_fd(), libc::SIOCGIFINDEX, &mut req).map_err(configure("interface index"))?;
+        ioctl(ctl6.as_raw_fd(), libc::SIOCGIFINDEX, &mut req)
+            .map_err(configure("interface index"))?;
         let mut req6 = libc::in6_ifreq {
-            ifr6_addr: libc::in6_addr { s6_addr: v6.octets() },
+            ifr6_addr: libc::in6_addr {
+                s6_addr: v6.octets(),
+            },
             ifr6_prefixlen: 64,
             // SAFETY: SIOCGIFINDEX filled the index member of the union.
             ifr6_ifindex: unsafe { req.ifr_ifru.ifru_ifindex },

@@ -129,7 +129,10 @@ mod tests {
     fn pair(framing: Framing) -> (TunDevice, OwnedFd) {
         let mut fds = [0; 2];
         // SAFETY: fds is a valid out-array of two ints.
-        assert_eq!(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, fds.as_mut_ptr()) }, 0);
+        assert_eq!(
+            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, fds.as_mut_ptr()) },
+            0
+        );
         // SAFETY: both descriptors were just created and are owned here.
         let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         (TunDevice::from_owned(a, framing).unwrap(), b)
@@ -149,7 +152,10 @@ mod tests {
     fn empty_read_would_block() {
         let (tun, _other) = pair(Framing::RawIp);
         let mut buf = [0u8; 16];
-        assert_eq!(tun.read_frame(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            tun.read_frame(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! A data plane with an established session to one friend, shared by the allocation test
-//! and the benchmark. The friend's side is a raw boringtun `Tunn`.
+//! A data plane with an established session to one friend, shared by the allocation test,
+//! the benchmark and the fuzz targets. The friend's side is a raw boringtun `Tunn`.
 
 #![allow(dead_code)]
 
@@ -28,6 +28,8 @@ impl NetSink for Sizes {
 }
 impl TunSink for Sizes {
     fn write_packet(&mut self, p: &[u8]) -> io::Result<()> {
+        // What reaches the tun must be an IP packet (checked here for the fuzz targets).
+        assert!(!p.is_empty() && matches!(p[0] >> 4, 4 | 6));
         self.written += p.len();
         Ok(())
     }
@@ -61,20 +63,35 @@ impl Pair {
         let secret = StaticSecret::from([5u8; 32]);
         let public = PublicKey::from(&secret);
         let peer_endpoint = SocketAddr::from(([198, 18, 0, 2], 51820));
-        let peer_uid = dp.add_peer(now, *public.as_bytes(), Some(peer_endpoint), None).unwrap();
+        let peer_uid = dp
+            .add_peer(now, *public.as_bytes(), Some(peer_endpoint), None)
+            .unwrap();
         let peer_overlay = dp.address_book().address_of(&peer_uid).unwrap();
         let mut peer = Tunn::new(secret, *dp.identity().public_key(), None, None, 4, None);
         let mut out = vec![0u8; 2048];
-        let TunnResult::WriteToNetwork(init) = peer.format_handshake_initiation(&mut out, false) else {
+        let TunnResult::WriteToNetwork(init) = peer.format_handshake_initiation(&mut out, false)
+        else {
             panic!("no initiation");
         };
         let init = init.to_vec();
         let mut replies = Capture(Vec::new());
-        dp.handle_net_datagram(now, peer_endpoint, &init, &mut replies, &mut Sizes::default());
+        dp.handle_net_datagram(
+            now,
+            peer_endpoint,
+            &init,
+            &mut replies,
+            &mut Sizes::default(),
+        );
         for reply in replies.0 {
             if let TunnResult::WriteToNetwork(k) = peer.decapsulate(None, &reply, &mut out) {
                 let k = k.to_vec();
-                dp.handle_net_datagram(now, peer_endpoint, &k, &mut Sizes::default(), &mut Sizes::default());
+                dp.handle_net_datagram(
+                    now,
+                    peer_endpoint,
+                    &k,
+                    &mut Sizes::default(),
+                    &mut Sizes::default(),
+                );
             }
         }
         assert!(dp.links()[0].session, "handshake did not complete");
@@ -95,7 +112,11 @@ impl Pair {
 
     /// A datagram from the friend carrying a UDP packet of `len` bytes, sealed by its session.
     pub fn inbound_datagram(&mut self, len: usize, out: &mut [u8]) -> usize {
-        let mut plain = udp(Ipv4Addr::new(100, 99, 0, 7), Ipv4Addr::new(100, 99, 0, 1), len);
+        let mut plain = udp(
+            Ipv4Addr::new(100, 99, 0, 7),
+            Ipv4Addr::new(100, 99, 0, 1),
+            len,
+        );
         let ip_len = plain.len();
         plain.resize(ip_len + uid_header::UID_HEADER_LEN, 0);
         uid_header::write(&mut plain[ip_len..], &self.peer_uid, &self.dp.uid());

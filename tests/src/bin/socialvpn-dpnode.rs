@@ -34,8 +34,12 @@ fn fail(message: &str) -> ! {
 async fn run(args: &[String]) {
     let config = EngineConfig {
         state_dir: PathBuf::from(&args[0]),
-        subnet: args[2].parse().unwrap_or_else(|e| fail(&format!("subnet: {e}"))),
-        listen: args[3].parse().unwrap_or_else(|e| fail(&format!("listen: {e}"))),
+        subnet: args[2]
+            .parse()
+            .unwrap_or_else(|e| fail(&format!("subnet: {e}"))),
+        listen: args[3]
+            .parse()
+            .unwrap_or_else(|e| fail(&format!("listen: {e}"))),
     };
     let prepared = PreparedEngine::load(config).unwrap_or_else(|e| fail(&e.to_string()));
     let tun = create(&TunConfig {
