@@ -6,3 +6,4 @@
 
 pub mod netns;
 pub mod node;
+pub mod two_hosts;

@@ -21,7 +21,7 @@ pub struct DpNode {
 impl DpNode {
     /// Starts the node and waits for its hello line (identity and own addresses).
     pub fn start(
-        bin: &str,
+        bin: &Path,
         ns: &Namespace,
         state: &Path,
         tun: &str,
@@ -29,13 +29,13 @@ impl DpNode {
         listen: &str,
     ) -> DpNode {
         let mut child = ns
-            .command(bin)
+            .command(bin.to_str().unwrap_or_default())
             .args([state.to_str().unwrap_or_default(), tun, subnet, listen])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout: ChildStdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();

@@ -2,96 +2,19 @@
 //! Run as root; each test builds and removes its own namespaces.
 
 use sha2::{Digest, Sha256};
-use socialvpn_tests::netns::{require_root, veth, Namespace};
-use socialvpn_tests::node::DpNode;
+use socialvpn_tests::two_hosts::{ping, TwoHosts, A_UNDERLAY, B_UNDERLAY, PORT};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_socialvpn-dpnode");
-const A_UNDERLAY: &str = "198.18.0.1";
-const B_UNDERLAY: &str = "198.18.0.2";
-const PORT: u16 = 51820;
-
-struct World {
-    a: Namespace,
-    b: Namespace,
-    node_a: DpNode,
-    node_b: DpNode,
-    /// B as A sees it, and A as B sees it.
-    b_at_a: String,
-    a_at_b: String,
-    state: tempdir::Dir,
-}
-
-mod tempdir {
-    /// A state directory removed at the end of the test.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-impl World {
-    fn new(tag: &str) -> World {
-        require_root();
-        let a = Namespace::new(&format!("{tag}a"));
-        let b = Namespace::new(&format!("{tag}b"));
-        veth(
-            &a,
-            "eth0",
-            &format!("{A_UNDERLAY}/24"),
-            &b,
-            "eth0",
-            &format!("{B_UNDERLAY}/24"),
-        );
-        let state = tempdir::Dir(std::env::temp_dir().join(format!("{}-state", a.name())));
-        let mut node_a = start(&a, &state.0.join("a"), "100.64.0.0/16", A_UNDERLAY);
-        let mut node_b = start(&b, &state.0.join("b"), "100.65.0.0/16", B_UNDERLAY);
-        let b_at_a = node_a.add_peer(&node_b.public_key, &format!("{B_UNDERLAY}:{PORT}"));
-        let a_at_b = node_b.add_peer(&node_a.public_key, &format!("{A_UNDERLAY}:{PORT}"));
-        World {
-            a,
-            b,
-            node_a,
-            node_b,
-            b_at_a,
-            a_at_b,
-            state,
-        }
-    }
-}
-
-fn start(ns: &Namespace, state: &std::path::Path, subnet: &str, underlay: &str) -> DpNode {
-    DpNode::start(
-        BIN,
-        ns,
-        state,
-        "svpn0",
-        subnet,
-        &format!("{underlay}:{PORT}"),
-    )
-}
-
-fn ping(ns: &Namespace, target: &str) -> bool {
-    let mut args = vec!["-c", "3", "-i", "0.2", "-W", "2", "-w", "10"];
-    if target.contains(':') {
-        args.insert(0, "-6");
-    }
-    args.push(target);
-    let out = ns.output("ping", &args);
-    if !out.status.success() {
-        eprintln!("{}", String::from_utf8_lossy(&out.stdout));
-    }
-    out.status.success()
+fn world(tag: &str) -> TwoHosts {
+    TwoHosts::new(tag, Path::new(env!("CARGO_BIN_EXE_socialvpn-dpnode")))
 }
 
 #[test]
 fn ping_both_ways_over_ipv4_and_ipv6() {
-    let mut w = World::new("ping");
+    let mut w = world("ping");
     assert!(ping(&w.a, &w.b_at_a), "A cannot ping B");
     assert!(ping(&w.b, &w.a_at_b), "B cannot ping A");
     assert!(ping(&w.a, &w.node_b.ipv6), "A cannot ping B over IPv6");
@@ -105,7 +28,7 @@ fn ping_both_ways_over_ipv4_and_ipv6() {
 
 #[test]
 fn udp_datagrams_arrive_from_the_address_the_receiver_assigned() {
-    let w = World::new("udp");
+    let w = world("udp");
     // Receiver in B: bound to B's own overlay address.
     let b_own: std::net::Ipv4Addr = w.node_b.ipv4.parse().unwrap();
     let receiver = w.b.run(move || {
@@ -163,7 +86,7 @@ fn fill(seed: &mut u64, buf: &mut [u8]) {
 #[test]
 fn tcp_transfer_of_100_mb_arrives_intact() {
     const TOTAL: usize = 100 * 1024 * 1024;
-    let w = World::new("tcp");
+    let w = world("tcp");
     let b_own: std::net::Ipv4Addr = w.node_b.ipv4.parse().unwrap();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let server = w.b.run(move || {
@@ -229,7 +152,7 @@ fn forged_source_from_another_friend_is_dropped_and_counted() {
     use socialvpn_core::packet::uid_header;
     use socialvpn_core::Uid;
 
-    let mut w = World::new("forge");
+    let mut w = world("forge");
     let secret = StaticSecret::from([77u8; 32]);
     let public = PublicKey::from(&secret);
     let rogue_port = 51999;
@@ -298,23 +221,20 @@ fn forged_source_from_another_friend_is_dropped_and_counted() {
 
 #[test]
 fn restart_keeps_key_uid_and_address_map() {
-    let mut w = World::new("restart");
+    let mut w = world("restart");
     assert!(ping(&w.a, &w.b_at_a));
     let (uid, key, ipv4) = (
         w.node_a.uid.clone(),
         w.node_a.public_key.clone(),
         w.node_a.ipv4.clone(),
     );
-    let state_a: PathBuf = w.state.0.join("a");
-    w.node_a.kill();
-    let mut again = start(&w.a, &state_a, "100.64.0.0/16", A_UNDERLAY);
-    assert_eq!(again.uid, uid);
-    assert_eq!(again.public_key, key);
-    assert_eq!(again.ipv4, ipv4);
-    let b_again = again.add_peer(&w.node_b.public_key, &format!("{B_UNDERLAY}:{PORT}"));
+    w.restart_a();
+    assert_eq!(w.node_a.uid, uid);
+    assert_eq!(w.node_a.public_key, key);
+    assert_eq!(w.node_a.ipv4, ipv4);
+    let b_key = w.node_b.public_key.clone();
+    let b_again = w.node_a.add_peer(&b_key, &format!("{B_UNDERLAY}:{PORT}"));
     assert_eq!(b_again, w.b_at_a, "B keeps the address A gave it");
-    w.node_a = again;
     assert!(ping(&w.a, &w.b_at_a), "traffic resumes after the restart");
     assert!(ping(&w.b, &w.a_at_b));
-    let _ = &w.node_b;
 }
