@@ -19,15 +19,21 @@ use crate::subnet::{ula_address, ula_interface_id};
 use crate::uid::Uid;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::PublicKey;
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// WireGuard data message overhead: 16-byte header + 16-byte tag.
-pub const WG_DATA_OVERHEAD: usize = 32;
+pub use crate::link::WG_DATA_OVERHEAD;
+use crate::link::{WG_COOKIE_REPLY, WG_DATA};
+/// Handshake messages per second, across all links, before cookies are demanded. Each
+/// initiation passes the limiter twice (ours, then boringtun's own check in `decapsulate`).
+const HANDSHAKE_RATE_LIMIT: u64 = 200;
 /// Smallest buffer boringtun accepts for handshake messages.
 const WG_MIN_BUFFER: usize = 148;
 
@@ -81,10 +87,13 @@ pub struct DataPlane {
     counters: Counters,
     /// Output buffer for WireGuard, reused for every packet.
     scratch: Box<[u8]>,
+    /// Shared by all links: bounds handshake work per second across the whole engine.
+    rate_limiter: Arc<RateLimiter>,
 }
 
 impl DataPlane {
     pub fn new(identity: DeviceIdentity, book: AddressBook) -> DataPlane {
+        let identity_public = &identity.public_key().clone();
         DataPlane {
             identity,
             book,
@@ -94,6 +103,7 @@ impl DataPlane {
             next_index: 1,
             counters: Counters::default(),
             scratch: vec![0u8; NET_BUFFER.max(WG_MIN_BUFFER)].into_boxed_slice(),
+            rate_limiter: Arc::new(RateLimiter::new(identity_public, HANDSHAKE_RATE_LIMIT)),
         }
     }
 
@@ -115,6 +125,12 @@ impl DataPlane {
 
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// Counts a frame read from the tun that the shell already rejected (framing, size).
+    pub fn count_tun_drop(&mut self, len: usize, reason: DropReason) {
+        self.counters.tun_rx.add(len);
+        self.count_drop(reason);
     }
 
     pub fn count_drop(&mut self, reason: DropReason) {
@@ -149,6 +165,7 @@ impl DataPlane {
             index,
             endpoint,
             keepalive_secs,
+            Arc::clone(&self.rate_limiter),
             now,
         );
         tracing::debug!(peer = %uid, ?endpoint, "link added");
@@ -322,37 +339,39 @@ impl DataPlane {
         tun: &mut impl TunSink,
     ) {
         self.counters.net_rx.add(datagram.len());
-        let Some(index) = self.link_for(datagram) else {
-            return self.count_drop(DropReason::UnknownPeer);
+        let index = match self.link_for(from, datagram) {
+            Ok(index) => index,
+            Err(Some(cookie_len)) => {
+                // Under handshake load: answer with a cookie, nothing else.
+                return send(&mut self.counters, net, from, &self.scratch[..cookie_len]);
+            }
+            Err(None) => return self.count_drop(DropReason::UnknownPeer),
         };
         let Some(link) = self.links.get_mut(&index) else {
             return self.count_drop(DropReason::UnknownPeer);
         };
-        if link.note_activity(now) {
+        // Let boringtun see time pass before it judges the datagram, but count the link as
+        // active only once the datagram proves authentic.
+        if link.is_quiet(now) {
             tick(link, now, &mut self.scratch, &mut self.counters, net);
         }
         let result = link
             .tunn
             .decapsulate(Some(from.ip()), datagram, &mut self.scratch);
         match result {
-            TunnResult::WriteToNetwork(reply) => {
-                // A handshake message (or cookie) that needs an answer: the sender's address
-                // is now authenticated as this peer's endpoint.
-                link.endpoint = Some(from);
-                link.note_send(now);
+            TunnResult::WriteToNetwork(reply) if reply.first() == Some(&WG_COOKIE_REPLY) => {
+                // A cookie reply proves nothing about the sender: answer, but neither adopt
+                // its address nor release queued packets to it.
                 send(&mut self.counters, net, from, reply);
-                // Then flush packets boringtun queued while the handshake was pending.
-                loop {
-                    let Some(link) = self.links.get_mut(&index) else {
-                        return;
-                    };
-                    match link.tunn.decapsulate(None, &[], &mut self.scratch) {
-                        TunnResult::WriteToNetwork(queued) => {
-                            send(&mut self.counters, net, from, queued)
-                        }
-                        _ => break,
-                    }
-                }
+            }
+            TunnResult::WriteToNetwork(reply) => {
+                // We answered an authentic handshake initiation (with a response) or response
+                // (with a keepalive): the sender's address is this peer's endpoint now.
+                link.mark_active(now);
+                link.endpoint = Some(from);
+                link.note_sent(now, reply);
+                send(&mut self.counters, net, from, reply);
+                self.flush_queued(now, index, net);
             }
             TunnResult::WriteToTunnelV4(packet, _) | TunnResult::WriteToTunnelV6(packet, _) => {
                 let ip_len = packet.len();
@@ -360,17 +379,25 @@ impl DataPlane {
                 // WireGuard overhead; the UID header follows the IP packet inside it.
                 let plaintext_len = datagram.len().saturating_sub(WG_DATA_OVERHEAD);
                 let starts_at_zero = std::ptr::eq(packet.as_ptr(), self.scratch.as_ptr());
+                link.mark_active(now);
                 link.endpoint = Some(from);
-                link.counters.rx.add(ip_len);
                 if !starts_at_zero || ip_len + UID_HEADER_LEN > plaintext_len {
                     return self.count_drop(DropReason::MissingUidHeader);
                 }
                 let peer = link.uid;
-                self.deliver(peer, ip_len, tun);
+                if self.deliver(peer, ip_len, tun) {
+                    if let Some(link) = self.links.get_mut(&index) {
+                        link.counters.rx.add(ip_len);
+                    }
+                }
             }
             TunnResult::Done => {
-                // Keepalive, or a handshake response that completed the session: flush
-                // packets queued while it was pending.
+                // An authentic keepalive (a roaming peer may send only those), or a cookie
+                // that lets our handshake retry.
+                if datagram.first() == Some(&WG_DATA) {
+                    link.mark_active(now);
+                    link.endpoint = Some(from);
+                }
                 self.flush_queued(now, index, net);
             }
             TunnResult::Err(e) => {
@@ -380,48 +407,63 @@ impl DataPlane {
         }
     }
 
+    /// Sends the packets boringtun queued while a handshake was pending.
     fn flush_queued(&mut self, now: Instant, index: u32, net: &mut impl NetSink) {
-        loop {
-            let Some(link) = self.links.get_mut(&index) else {
-                return;
-            };
-            let Some(endpoint) = link.endpoint else {
-                return;
-            };
-            match link.tunn.decapsulate(None, &[], &mut self.scratch) {
-                TunnResult::WriteToNetwork(queued) => {
-                    link.note_send(now);
-                    send(&mut self.counters, net, endpoint, queued);
-                }
-                _ => return,
-            }
+        let Some(link) = self.links.get_mut(&index) else {
+            return;
+        };
+        let Some(endpoint) = link.endpoint else {
+            return;
+        };
+        while let TunnResult::WriteToNetwork(queued) =
+            link.tunn.decapsulate(None, &[], &mut self.scratch)
+        {
+            link.note_sent(now, queued);
+            send(&mut self.counters, net, endpoint, queued);
         }
     }
 
     /// Checks the UID header of the decrypted packet in `scratch[..ip_len]` and writes it to
     /// the tun, translated.
-    fn deliver(&mut self, peer: Uid, ip_len: usize, tun: &mut impl TunSink) {
-        let Some((src_uid, dst_uid)) = uid_header::read(&self.scratch[ip_len..]) else {
-            return self.count_drop(DropReason::MissingUidHeader);
-        };
+    /// Returns whether the packet was written.
+    fn deliver(&mut self, peer: Uid, ip_len: usize, tun: &mut impl TunSink) -> bool {
+        match self.check_and_translate(peer, ip_len) {
+            Err(reason) => {
+                self.count_drop(reason);
+                false
+            }
+            Ok(()) => match tun.write_packet(&self.scratch[..ip_len]) {
+                Ok(()) => {
+                    self.counters.tun_tx.add(ip_len);
+                    true
+                }
+                Err(e) => {
+                    tracing::trace!(error = %e, "tun write failed");
+                    self.counters.drops.add(DropReason::TunWrite);
+                    false
+                }
+            },
+        }
+    }
+
+    fn check_and_translate(&mut self, peer: Uid, ip_len: usize) -> Result<(), DropReason> {
+        let (src_uid, dst_uid) =
+            uid_header::read(&self.scratch[ip_len..]).ok_or(DropReason::MissingUidHeader)?;
         if src_uid != peer {
-            return self.count_drop(DropReason::SourceUidMismatch);
+            return Err(DropReason::SourceUidMismatch);
         }
         let own = self.identity.uid();
         if dst_uid != own && dst_uid != Uid::BROADCAST {
-            return self.count_drop(DropReason::DestinationUidMismatch);
+            return Err(DropReason::DestinationUidMismatch);
         }
         let packet = &mut self.scratch[..ip_len];
-        let info = match ip::parse(packet) {
-            Ok(info) if info.len == ip_len => info,
-            Ok(_) => return self.count_drop(DropReason::BadTotalLength),
-            Err(reason) => return self.count_drop(reason),
-        };
+        let info = ip::parse(packet)?;
+        if info.len != ip_len {
+            return Err(DropReason::BadTotalLength);
+        }
         match info.addrs {
             IpAddrs::V4 { dst, .. } => {
-                let Some(src) = self.book.address_of(&peer) else {
-                    return self.count_drop(DropReason::UnknownPeer);
-                };
+                let src = self.book.address_of(&peer).ok_or(DropReason::UnknownPeer)?;
                 let new_dst = if ip::is_ipv4_group(dst) {
                     dst
                 } else if dst_uid == Uid::BROADCAST {
@@ -433,36 +475,48 @@ impl DataPlane {
             }
             IpAddrs::V6 { src, dst } => {
                 if src != ula_address(&peer) || !(dst == ula_address(&own) || dst.is_multicast()) {
-                    return self.count_drop(DropReason::AddressMismatch);
+                    return Err(DropReason::AddressMismatch);
                 }
             }
         }
-        match tun.write_packet(&self.scratch[..ip_len]) {
-            Ok(()) => self.counters.tun_tx.add(ip_len),
-            Err(e) => {
-                tracing::trace!(error = %e, "tun write failed");
-                self.counters.drops.add(DropReason::TunWrite);
-            }
-        }
+        Ok(())
     }
 
     /// The link a datagram belongs to: by receiver index, or for a handshake initiation by
-    /// the initiator's static key (decrypted with our private key).
-    fn link_for(&self, datagram: &[u8]) -> Option<u32> {
-        let receiver_idx = match Tunn::parse_incoming_packet(datagram).ok()? {
-            Packet::HandshakeInit(init) => {
+    /// the initiator's static key (decrypted with our private key). A handshake initiation
+    /// passes the shared rate limiter first (a cheap MAC check, and cookies under load) so
+    /// that floods cannot make us run a Diffie-Hellman per datagram.
+    ///
+    /// `Err(Some(n))`: a cookie reply of `n` bytes is waiting in `scratch`.
+    fn link_for(&mut self, from: SocketAddr, datagram: &[u8]) -> Result<u32, Option<usize>> {
+        let receiver_idx = match Tunn::parse_incoming_packet(datagram).map_err(|_| None)? {
+            Packet::HandshakeInit(_) => {
+                self.rate_limiter.reset_count();
+                let init = match self.rate_limiter.verify_packet(
+                    Some(from.ip()),
+                    datagram,
+                    &mut self.scratch,
+                ) {
+                    Ok(Packet::HandshakeInit(init)) => init,
+                    Err(TunnResult::WriteToNetwork(cookie)) => return Err(Some(cookie.len())),
+                    _ => return Err(None),
+                };
                 let half =
                     parse_handshake_anon(self.identity.secret(), self.identity.public_key(), &init)
-                        .ok()?;
+                        .map_err(|_| None)?;
                 let uid = Uid::from_public_key(&half.peer_static_public);
-                return self.by_uid.get(&uid).copied();
+                return self.by_uid.get(&uid).copied().ok_or(None);
             }
             Packet::HandshakeResponse(p) => p.receiver_idx,
             Packet::PacketCookieReply(p) => p.receiver_idx,
             Packet::PacketData(p) => p.receiver_idx,
         };
         let index = receiver_idx >> 8;
-        self.links.contains_key(&index).then_some(index)
+        if self.links.contains_key(&index) {
+            Ok(index)
+        } else {
+            Err(None)
+        }
     }
 }
 
@@ -478,7 +532,7 @@ fn tick(
     match link.tunn.update_timers(scratch) {
         TunnResult::WriteToNetwork(datagram) => {
             if let Some(endpoint) = link.endpoint {
-                link.note_send(now);
+                link.note_sent(now, datagram);
                 send(counters, net, endpoint, datagram);
             }
         }
@@ -501,13 +555,13 @@ fn encapsulate(
     net: &mut impl NetSink,
 ) -> Result<(), DropReason> {
     let endpoint = link.endpoint.ok_or(DropReason::NoLink)?;
-    if link.note_activity(now) {
+    if link.is_quiet(now) {
         tick(link, now, scratch, counters, net);
     }
-    link.counters.tx.add(payload.len() - UID_HEADER_LEN);
+    link.mark_active(now);
     match link.tunn.encapsulate(payload, scratch) {
         TunnResult::WriteToNetwork(datagram) => {
-            link.note_send(now);
+            link.note_sent(now, datagram);
             send(counters, net, endpoint, datagram);
             Ok(())
         }

@@ -251,6 +251,10 @@ async fn run(
                 let mut net = UdpNet(&udp);
                 for _ in 0..BATCH {
                     let n = match guard.try_io(|fd| fd.get_ref().read_frame(&mut tun_buf)) {
+                        // A tun fd never reads 0 bytes while the interface exists: it is gone.
+                        Ok(Ok(0)) => {
+                            return Err(EngineError::TunRead(io::ErrorKind::UnexpectedEof.into()))
+                        }
                         Ok(Ok(n)) => n,
                         Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Ok(Err(e)) => return Err(EngineError::TunRead(e)),
@@ -260,8 +264,8 @@ async fn run(
                         Ok(offset) if n - offset <= MAX_PACKET => {
                             dp.handle_tun_packet(now, &mut tun_buf[offset..], n - offset, &mut net);
                         }
-                        Ok(_) => dp.count_drop(DropReason::Oversized),
-                        Err(reason) => dp.count_drop(reason),
+                        Ok(_) => dp.count_tun_drop(n, DropReason::Oversized),
+                        Err(reason) => dp.count_tun_drop(n, reason),
                     }
                 }
             }

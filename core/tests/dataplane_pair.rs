@@ -313,10 +313,40 @@ fn idle_links_stop_ticking() {
         a.dp.handle_timeout(t, &mut a.wire);
     }
     assert!(
-        t < now + std::time::Duration::from_secs(20),
+        t <= now + socialvpn_core::link::ACTIVE_WINDOW + std::time::Duration::from_millis(250),
         "still ticking at {:?}",
         t - now
     );
     let next = a.dp.poll_timeout().unwrap();
     assert!(next >= now + std::time::Duration::from_secs(500));
+}
+
+#[test]
+fn endpoint_follows_authentic_datagrams_only() {
+    let now = Instant::now();
+    let mut a = Node::new("100.64.0.0/16", 1);
+    let mut b = Node::new("100.65.0.0/16", 2);
+    let (ub, ua) = link(&mut a, &mut b, now);
+    let dst = b.dp.address_book().address_of(&ua).unwrap();
+    let own = b.dp.address_book().own_address();
+    b.send_ip(now, &udp(own, dst, b"first"));
+    pump(now, &mut [&mut a, &mut b]);
+    assert_eq!(a.tun.0.len(), 1);
+
+    // B roams: its next packet arrives from a new address; A follows.
+    let roamed = SocketAddr::from(([198, 19, 9, 9], 4444));
+    b.send_ip(now, &udp(own, dst, b"moved"));
+    let (_, datagram) = b.wire.0.pop().unwrap();
+    // A forged copy (one flipped byte) from yet another address changes nothing.
+    let mut forged = datagram.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let attacker = SocketAddr::from(([198, 18, 6, 6], 6666));
+    a.dp.handle_net_datagram(now, attacker, &forged, &mut a.wire, &mut a.tun);
+    assert_eq!(a.dp.links()[0].endpoint, Some(b.addr));
+    a.dp.handle_net_datagram(now, roamed, &datagram, &mut a.wire, &mut a.tun);
+    assert_eq!(a.dp.links()[0].endpoint, Some(roamed));
+    assert_eq!(a.tun.0.len(), 2);
+    assert_eq!(a.dp.counters().drops.get(DropReason::WireGuardRejected), 1);
+    let _ = ub;
 }

@@ -21,6 +21,13 @@ pub fn update_4(checksum: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
     !fold(sum)
 }
 
+/// Returns `checksum` updated for one 16-bit field changing from `old` to `new`.
+#[inline]
+pub fn update_2(checksum: u16, old: u16, new: u16) -> u16 {
+    let sum = u32::from(!checksum) + u32::from(!old) + u32::from(new);
+    !fold(sum)
+}
+
 /// Updates `checksum` for both IPv4 addresses changing (the pseudo-header of TCP and UDP,
 /// or the IPv4 header itself).
 #[inline]

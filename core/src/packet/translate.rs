@@ -5,11 +5,15 @@
 //! destination by this device's own address (or this user's subnet broadcast). Checksums are
 //! patched incrementally: the IPv4 header always, TCP and UDP only in a packet that carries
 //! their header (a fragment at offset 0), UDP's "no checksum" zero left alone. ICMP's checksum
-//! does not cover the addresses and is untouched.
+//! does not cover the outer addresses; but an ICMP error (unreachable, time exceeded,
+//! parameter problem) quotes the header of a packet *we* sent, as the friend received it, so
+//! the quoted addresses are put back into our view too, or our stack could not match the
+//! error to its socket (path-MTU discovery depends on it).
 
-use super::checksum::update_addresses;
+use super::checksum::{update_2, update_addresses};
 use std::net::Ipv4Addr;
 
+const PROTO_ICMP: u8 = 1;
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
 const TCP_CHECKSUM_AT: usize = 16;
@@ -56,8 +60,74 @@ pub fn rewrite_ipv4(p: &mut [u8], new_src: Ipv4Addr, new_dst: Ipv4Addr) {
                 }
             });
         }
+        PROTO_ICMP => rewrite_icmp_error(p, l4, (old_src, new_src), (old_dst, new_dst)),
         _ => {}
     }
+}
+
+/// Puts the packet quoted in an ICMP error back into our view: its source was the outer
+/// destination (us) and its destination the outer source (the friend).
+fn rewrite_icmp_error(
+    p: &mut [u8],
+    icmp: usize,
+    (old_src, new_src): ([u8; 4], [u8; 4]),
+    (old_dst, new_dst): ([u8; 4], [u8; 4]),
+) {
+    const ICMP_UNREACHABLE: u8 = 3;
+    const ICMP_TIME_EXCEEDED: u8 = 11;
+    const ICMP_PARAMETER_PROBLEM: u8 = 12;
+    const ICMP_HEADER: usize = 8;
+    let inner = icmp + ICMP_HEADER;
+    if p.len() < inner + 20
+        || !matches!(
+            p[icmp],
+            ICMP_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
+        )
+        || p[inner] >> 4 != 4
+    {
+        return;
+    }
+    let inner_header_len = usize::from(p[inner] & 0x0f) * 4;
+    let quoted_src = [p[inner + 12], p[inner + 13], p[inner + 14], p[inner + 15]];
+    let quoted_dst = [p[inner + 16], p[inner + 17], p[inner + 18], p[inner + 19]];
+    if inner_header_len < 20 || quoted_src != old_dst || quoted_dst != old_src {
+        return;
+    }
+    // Each rewritten 16-bit word inside the ICMP message also changes the ICMP checksum.
+    let icmp_checksum_at = icmp + 2;
+    let rewrite_word = |p: &mut [u8], at: usize, new: u16| {
+        let old = u16::from_be_bytes([p[at], p[at + 1]]);
+        p[at..at + 2].copy_from_slice(&new.to_be_bytes());
+        patch(p, icmp_checksum_at, |c| update_2(c, old, new));
+    };
+    let (inner_new_src, inner_new_dst) = (new_dst, new_src);
+    for (at, bytes) in [(inner + 12, inner_new_src), (inner + 16, inner_new_dst)] {
+        rewrite_word(p, at, u16::from_be_bytes([bytes[0], bytes[1]]));
+        rewrite_word(p, at + 2, u16::from_be_bytes([bytes[2], bytes[3]]));
+    }
+    let update = |c: u16| update_addresses(c, quoted_src, inner_new_src, quoted_dst, inner_new_dst);
+    let inner_checksum = update(u16::from_be_bytes([p[inner + 10], p[inner + 11]]));
+    rewrite_word(p, inner + 10, inner_checksum);
+    // The quoted transport checksum, where the quote reaches it.
+    let l4 = inner + inner_header_len;
+    let quoted_fragment = u16::from_be_bytes([p[inner + 6], p[inner + 7]]) & 0x1fff;
+    let at = match p[inner + 9] {
+        PROTO_TCP => l4 + TCP_CHECKSUM_AT,
+        PROTO_UDP => l4 + UDP_CHECKSUM_AT,
+        _ => return,
+    };
+    if quoted_fragment != 0 || p.len() < at + 2 {
+        return;
+    }
+    let old = u16::from_be_bytes([p[at], p[at + 1]]);
+    if p[inner + 9] == PROTO_UDP && old == 0 {
+        return;
+    }
+    let new = match update(old) {
+        0 if p[inner + 9] == PROTO_UDP => 0xffff,
+        other => other,
+    };
+    rewrite_word(p, at, new);
 }
 
 #[inline]
@@ -215,6 +285,43 @@ mod tests {
         ip.header_checksum = ip.calc_header_checksum();
         let bytes = ip.to_bytes();
         p[..bytes.len()].copy_from_slice(&bytes);
+    }
+
+    proptest! {
+        /// A packet we send, translated at the friend, bounces as an ICMP error that quotes
+        /// it; translated back at our end, the quote must be exactly what we sent.
+        #[test]
+        fn icmp_errors_quote_our_own_view(
+            a_own in addr(), b_at_a in addr(), a_at_b in addr(), b_own in addr(),
+            tcp in any::<bool>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+            quote_len in 28usize..100,
+            icmp_type in prop_oneof![Just(3u8), Just(11u8), Just(12u8)],
+        ) {
+            let kind = if tcp { Kind::Tcp } else { Kind::Udp };
+            let sent = build(&kind, a_own, b_at_a, &payload, (1000, 2000));
+            let mut at_b = sent.clone();
+            rewrite_ipv4(&mut at_b, a_at_b, b_own);
+            // B's stack answers from b_own to a_at_b, quoting the packet as it received it.
+            // A quote that ends inside the TCP checksum cannot be restored (half of it is
+            // missing); real stacks quote 8 transport bytes or as much as fits.
+            let quote_len = if tcp && quote_len == 37 { 38 } else { quote_len };
+            let quote = &at_b[..quote_len.min(at_b.len())];
+            let mut error = Vec::new();
+            let icmp = etherparse::Icmpv4Type::Unknown { type_u8: icmp_type, code_u8: 0, bytes5to8: [0; 4] };
+            PacketBuilder::ipv4(b_own.octets(), a_at_b.octets(), 64)
+                .icmpv4(icmp)
+                .write(&mut error, quote)
+                .unwrap();
+            rewrite_ipv4(&mut error, b_at_a, a_own);
+            assert_checksums_valid(&error);
+            let icmp_bytes = &error[20..];
+            let (header, quoted) = etherparse::Icmpv4Header::from_slice(icmp_bytes).unwrap();
+            let mut recomputed = header.clone();
+            recomputed.update_checksum(quoted);
+            prop_assert_eq!(header.checksum, recomputed.checksum, "icmp checksum");
+            prop_assert_eq!(quoted, &sent[..quote.len()]);
+        }
     }
 
     #[test]
