@@ -16,6 +16,7 @@ pub mod identity;
 pub mod link;
 pub mod packet;
 pub mod persist;
+pub mod social;
 pub mod subnet;
 pub mod tun;
 pub mod uid;

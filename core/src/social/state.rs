@@ -1,0 +1,710 @@
+//! The sans-IO social state: roster, presence of friends' devices, the user's toggles, and
+//! the policy that decides which devices should be linked and which signals to accept.
+//!
+//! The XMPP shell turns stanzas into `handle_*` calls and sends what `poll_outgoing` yields;
+//! user actions come in as method calls. Nothing here touches a socket or a clock of its own.
+
+use super::payload::{DeviceInfo, Signal};
+use super::toggles::{Toggles, TogglesError};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+use xmpp_parsers::jid::{BareJid, FullJid, Jid};
+
+/// After a reconnect, devices not re-announced within this time are taken as offline.
+pub const PRESENCE_RESYNC_GRACE: Duration = Duration::from_secs(10);
+
+/// Subscription state of a contact (RFC 6121), from the user's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subscription {
+    None,
+    /// We see their presence; they do not see ours.
+    To,
+    /// They see our presence; we do not see theirs.
+    From,
+    /// Mutual: a friend.
+    Both,
+}
+
+/// One online resource of a contact (or of the user's own account).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    pub resource: String,
+    /// Set when the resource runs SocialVPN.
+    pub info: Option<DeviceInfo>,
+    epoch: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contact {
+    pub jid: BareJid,
+    pub name: Option<String>,
+    pub subscription: Subscription,
+    /// We asked to see their presence and they have not answered.
+    pub pending_out: bool,
+    /// They asked to see ours and the user has not accepted.
+    pub pending_in: bool,
+    pub devices: BTreeMap<String, Device>,
+}
+
+impl Contact {
+    fn new(jid: BareJid) -> Contact {
+        Contact {
+            jid,
+            name: None,
+            subscription: Subscription::None,
+            pending_out: false,
+            pending_in: false,
+            devices: BTreeMap::new(),
+        }
+    }
+
+    pub fn is_mutual(&self) -> bool {
+        self.subscription == Subscription::Both
+    }
+}
+
+/// A roster item as the server reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RosterItem {
+    pub jid: BareJid,
+    pub name: Option<String>,
+    pub subscription: Subscription,
+    pub pending_out: bool,
+    /// The server removed the item.
+    pub removed: bool,
+}
+
+/// Presence as the shell parsed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PresenceKind {
+    Available(Option<DeviceInfo>),
+    Unavailable,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Unsubscribed,
+}
+
+/// What the shell must send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    /// Our available presence with our device announcement.
+    Announce(DeviceInfo),
+    RosterGet,
+    Subscribe(BareJid),
+    Subscribed(BareJid),
+    Unsubscribed(BareJid),
+    RosterRemove(BareJid),
+    Signal {
+        to: FullJid,
+        signal: Signal,
+    },
+}
+
+/// What changed, for the UI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SocialEvent {
+    RosterChanged,
+    /// A friend request arrived from this account.
+    FriendRequest(BareJid),
+}
+
+/// A device the policy wants linked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WantedDevice {
+    pub jid: FullJid,
+    pub info: DeviceInfo,
+    /// True for the user's own other devices.
+    pub own: bool,
+}
+
+/// Why a signal was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalRejection {
+    /// Not a mutual friend, or not in the roster at all.
+    NotAFriend,
+    /// A friend the user switched off.
+    Disabled,
+    /// The device's signal carries another key than its presence announced.
+    KeyMismatch,
+    /// The payload was malformed.
+    Malformed,
+    /// A signal from ourselves (this very device).
+    FromSelf,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SocialCounters {
+    pub signals_accepted: u64,
+    pub signals_rejected: u64,
+    pub presences_ignored: u64,
+}
+
+pub struct SocialState {
+    own: BareJid,
+    own_full: Option<FullJid>,
+    own_device: DeviceInfo,
+    contacts: BTreeMap<BareJid, Contact>,
+    /// The user's other devices (same account, other resources).
+    own_devices: BTreeMap<String, Device>,
+    toggles: Toggles,
+    epoch: u64,
+    resync_at: Option<Instant>,
+    outbox: VecDeque<Outgoing>,
+    events: VecDeque<SocialEvent>,
+    counters: SocialCounters,
+}
+
+impl SocialState {
+    pub fn new(own: BareJid, own_device: DeviceInfo, toggles: Toggles) -> SocialState {
+        SocialState {
+            own,
+            own_full: None,
+            own_device,
+            contacts: BTreeMap::new(),
+            own_devices: BTreeMap::new(),
+            toggles,
+            epoch: 0,
+            resync_at: None,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: SocialCounters::default(),
+        }
+    }
+
+    pub fn own_jid(&self) -> &BareJid {
+        &self.own
+    }
+
+    pub fn counters(&self) -> SocialCounters {
+        self.counters
+    }
+
+    pub fn contacts(&self) -> impl Iterator<Item = &Contact> {
+        self.contacts.values()
+    }
+
+    pub fn own_devices(&self) -> impl Iterator<Item = &Device> {
+        self.own_devices.values()
+    }
+
+    pub fn is_enabled(&self, jid: &BareJid) -> bool {
+        self.toggles.is_enabled(jid)
+    }
+
+    /// The session is online as `bound`: announce ourselves and fetch the roster. Devices
+    /// known from before stay until the presence burst has had time to confirm them, so a
+    /// reconnect does not tear down working links.
+    pub fn handle_online(&mut self, now: Instant, bound: FullJid) {
+        self.own_full = Some(bound);
+        self.epoch += 1;
+        self.resync_at = Some(now + PRESENCE_RESYNC_GRACE);
+        self.outbox.push_back(Outgoing::RosterGet);
+        self.outbox.push_back(Outgoing::Announce(self.own_device));
+    }
+
+    /// The XMPP session dropped: keep everything (links keep running without the server).
+    pub fn handle_offline(&mut self) {
+        self.resync_at = None;
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.resync_at
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.resync_at.is_some_and(|at| at <= now) {
+            self.resync_at = None;
+            let epoch = self.epoch;
+            let mut changed = false;
+            for contact in self.contacts.values_mut() {
+                let before = contact.devices.len();
+                contact.devices.retain(|_, d| d.epoch == epoch);
+                changed |= before != contact.devices.len();
+            }
+            let before = self.own_devices.len();
+            self.own_devices.retain(|_, d| d.epoch == epoch);
+            if changed || before != self.own_devices.len() {
+                self.events.push_back(SocialEvent::RosterChanged);
+            }
+        }
+    }
+
+    /// A full roster (the answer to `RosterGet`).
+    pub fn handle_roster(&mut self, items: Vec<RosterItem>) {
+        let keep: std::collections::HashSet<BareJid> =
+            items.iter().map(|i| i.jid.clone()).collect();
+        self.contacts
+            .retain(|jid, c| keep.contains(jid) || c.pending_in);
+        for item in items {
+            self.apply_item(item);
+        }
+        self.events.push_back(SocialEvent::RosterChanged);
+    }
+
+    /// A roster push (already checked by the shell to come from our own account).
+    pub fn handle_roster_push(&mut self, item: RosterItem) {
+        self.apply_item(item);
+        self.events.push_back(SocialEvent::RosterChanged);
+    }
+
+    fn apply_item(&mut self, item: RosterItem) {
+        if item.jid == self.own {
+            return;
+        }
+        if item.removed {
+            self.contacts.remove(&item.jid);
+            return;
+        }
+        let contact = self
+            .contacts
+            .entry(item.jid.clone())
+            .or_insert_with(|| Contact::new(item.jid.clone()));
+        contact.name = item.name;
+        contact.subscription = item.subscription;
+        contact.pending_out = item.pending_out;
+        if matches!(item.subscription, Subscription::From | Subscription::Both) {
+            contact.pending_in = false;
+        }
+        if !matches!(item.subscription, Subscription::To | Subscription::Both) {
+            // We no longer see their presence.
+            contact.devices.clear();
+        }
+    }
+
+    pub fn handle_presence(&mut self, from: &Jid, kind: PresenceKind) {
+        let bare = from.to_bare();
+        let resource = from.resource().map(|r| r.to_string());
+        match (kind, resource) {
+            (PresenceKind::Available(_) | PresenceKind::Unavailable, None) => {
+                // Device presence always comes from a full JID.
+                self.counters.presences_ignored += 1;
+            }
+            (PresenceKind::Available(info), Some(resource)) => {
+                if self
+                    .own_full
+                    .as_ref()
+                    .is_some_and(|own| Jid::from(own.clone()) == *from)
+                {
+                    return;
+                }
+                let device = Device {
+                    resource: resource.clone(),
+                    info,
+                    epoch: self.epoch,
+                };
+                if bare == self.own {
+                    self.own_devices.insert(resource, device);
+                } else if let Some(contact) = self.contacts.get_mut(&bare) {
+                    contact.devices.insert(resource, device);
+                } else {
+                    // Presence from someone not in the roster: nothing to do with it.
+                    self.counters.presences_ignored += 1;
+                    return;
+                }
+                self.events.push_back(SocialEvent::RosterChanged);
+            }
+            (PresenceKind::Unavailable, Some(resource)) => {
+                let removed = if bare == self.own {
+                    self.own_devices.remove(&resource).is_some()
+                } else {
+                    self.contacts
+                        .get_mut(&bare)
+                        .is_some_and(|c| c.devices.remove(&resource).is_some())
+                };
+                if removed {
+                    self.events.push_back(SocialEvent::RosterChanged);
+                }
+            }
+            (PresenceKind::Subscribe, _) => {
+                if bare == self.own {
+                    return;
+                }
+                let contact = self
+                    .contacts
+                    .entry(bare.clone())
+                    .or_insert_with(|| Contact::new(bare.clone()));
+                if contact.pending_out || contact.subscription == Subscription::To {
+                    // We asked them first: their request completes the friendship.
+                    self.outbox.push_back(Outgoing::Subscribed(bare));
+                } else if !matches!(
+                    contact.subscription,
+                    Subscription::From | Subscription::Both
+                ) {
+                    contact.pending_in = true;
+                    self.events.push_back(SocialEvent::FriendRequest(bare));
+                    self.events.push_back(SocialEvent::RosterChanged);
+                }
+            }
+            // The roster push that accompanies these carries the state; nothing more to do.
+            (
+                PresenceKind::Subscribed | PresenceKind::Unsubscribe | PresenceKind::Unsubscribed,
+                _,
+            ) => {}
+        }
+    }
+
+    /// Sends a friend request (and pre-approves theirs, so one acceptance makes us mutual).
+    pub fn add_friend(&mut self, jid: BareJid) {
+        if jid == self.own {
+            return;
+        }
+        self.outbox.push_back(Outgoing::Subscribe(jid.clone()));
+        self.outbox.push_back(Outgoing::Subscribed(jid.clone()));
+        let contact = self
+            .contacts
+            .entry(jid.clone())
+            .or_insert_with(|| Contact::new(jid));
+        contact.pending_out = true;
+        self.events.push_back(SocialEvent::RosterChanged);
+    }
+
+    /// Accepts a friend request: approve theirs and ask for theirs in return.
+    pub fn accept_friend(&mut self, jid: BareJid) {
+        self.outbox.push_back(Outgoing::Subscribed(jid.clone()));
+        self.outbox.push_back(Outgoing::Subscribe(jid.clone()));
+        if let Some(contact) = self.contacts.get_mut(&jid) {
+            contact.pending_in = false;
+            contact.pending_out = true;
+        }
+        self.events.push_back(SocialEvent::RosterChanged);
+    }
+
+    /// Declines a pending request.
+    pub fn decline_friend(&mut self, jid: BareJid) {
+        self.outbox.push_back(Outgoing::Unsubscribed(jid.clone()));
+        if let Some(contact) = self.contacts.get_mut(&jid) {
+            contact.pending_in = false;
+        }
+        self.events.push_back(SocialEvent::RosterChanged);
+    }
+
+    /// Removes the friend from the roster (the server cancels both subscriptions).
+    pub fn remove_friend(&mut self, jid: BareJid) -> Result<(), TogglesError> {
+        self.outbox.push_back(Outgoing::RosterRemove(jid.clone()));
+        self.contacts.remove(&jid);
+        self.toggles.forget(&jid)?;
+        self.events.push_back(SocialEvent::RosterChanged);
+        Ok(())
+    }
+
+    /// Switches a friend on or off (persisted). Returns whether anything changed.
+    pub fn set_enabled(&mut self, jid: &BareJid, on: bool) -> Result<bool, TogglesError> {
+        let changed = self.toggles.set(jid, on)?;
+        if changed {
+            self.events.push_back(SocialEvent::RosterChanged);
+        }
+        Ok(changed)
+    }
+
+    /// Devices the policy wants linked: online SocialVPN devices of enabled mutual friends,
+    /// and the user's own other devices.
+    pub fn wanted_devices(&self) -> Vec<WantedDevice> {
+        let mut out = Vec::new();
+        for device in self.own_devices.values() {
+            let (Some(info), Ok(jid)) = (device.info, self.own.with_resource_str(&device.resource))
+            else {
+                continue;
+            };
+            if info.uid != self.own_device.uid {
+                out.push(WantedDevice {
+                    jid,
+                    info,
+                    own: true,
+                });
+            }
+        }
+        for contact in self.contacts.values() {
+            if !contact.is_mutual() || !self.toggles.is_enabled(&contact.jid) {
+                continue;
+            }
+            for device in contact.devices.values() {
+                let (Some(info), Ok(jid)) =
+                    (device.info, contact.jid.with_resource_str(&device.resource))
+                else {
+                    continue;
+                };
+                out.push(WantedDevice {
+                    jid,
+                    info,
+                    own: false,
+                });
+            }
+        }
+        out
+    }
+
+    /// Decides whether a signal from `from` may be acted upon.
+    pub fn authorize_signal(
+        &mut self,
+        from: &FullJid,
+        signal: &Signal,
+    ) -> Result<bool, SignalRejection> {
+        let result = self.check_signal(from, signal);
+        match result {
+            Ok(_) => self.counters.signals_accepted += 1,
+            Err(_) => self.counters.signals_rejected += 1,
+        }
+        result
+    }
+
+    /// Counts a signal whose payload did not parse.
+    pub fn count_malformed_signal(&mut self) {
+        self.counters.signals_rejected += 1;
+    }
+
+    /// Ok(true) for one of the user's own devices, Ok(false) for a friend's.
+    fn check_signal(&self, from: &FullJid, signal: &Signal) -> Result<bool, SignalRejection> {
+        if signal.from.uid == self.own_device.uid {
+            return Err(SignalRejection::FromSelf);
+        }
+        let bare = from.to_bare();
+        let resource = from.resource().as_str();
+        let announced = if bare == self.own {
+            self.own_devices.get(resource).and_then(|d| d.info)
+        } else {
+            let contact = self
+                .contacts
+                .get(&bare)
+                .ok_or(SignalRejection::NotAFriend)?;
+            if !contact.is_mutual() {
+                return Err(SignalRejection::NotAFriend);
+            }
+            if !self.toggles.is_enabled(&bare) {
+                return Err(SignalRejection::Disabled);
+            }
+            contact.devices.get(resource).and_then(|d| d.info)
+        };
+        if announced.is_some_and(|a| a.public_key != signal.from.public_key) {
+            return Err(SignalRejection::KeyMismatch);
+        }
+        Ok(bare == self.own)
+    }
+
+    pub fn poll_outgoing(&mut self) -> Option<Outgoing> {
+        self.outbox.pop_front()
+    }
+
+    /// Queues a signal to a device (from the link manager).
+    pub fn send_signal(&mut self, to: FullJid, signal: Signal) {
+        self.outbox.push_back(Outgoing::Signal { to, signal });
+    }
+
+    pub fn poll_event(&mut self) -> Option<SocialEvent> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::social::payload::{IceCredentials, SignalKind};
+
+    fn jid(s: &str) -> BareJid {
+        s.parse().unwrap()
+    }
+
+    fn full(s: &str) -> Jid {
+        s.parse().unwrap()
+    }
+
+    fn state(dir: &tempfile::TempDir) -> SocialState {
+        let toggles = Toggles::open(dir.path()).unwrap();
+        SocialState::new(jid("alice@svpn.test"), DeviceInfo::new([1; 32]), toggles)
+    }
+
+    fn item(j: &str, subscription: Subscription) -> RosterItem {
+        RosterItem {
+            jid: jid(j),
+            name: None,
+            subscription,
+            pending_out: false,
+            removed: false,
+        }
+    }
+
+    fn offer_from(key: [u8; 32]) -> Signal {
+        Signal {
+            kind: SignalKind::Offer,
+            session: 1,
+            from: DeviceInfo::new(key),
+            credentials: Some(IceCredentials {
+                ufrag: "abcd".into(),
+                pwd: "abcdefghijklmnopqrstuvwxyz".into(),
+            }),
+            candidates: vec![],
+        }
+    }
+
+    #[test]
+    fn only_enabled_mutual_friends_and_own_devices_are_wanted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(&dir);
+        let now = Instant::now();
+        s.handle_online(now, "alice@svpn.test/phone".parse().unwrap());
+        assert_eq!(s.poll_outgoing(), Some(Outgoing::RosterGet));
+        assert!(matches!(s.poll_outgoing(), Some(Outgoing::Announce(_))));
+        s.handle_roster(vec![
+            item("bob@svpn.test", Subscription::Both),
+            item("carol@svpn.test", Subscription::To),
+        ]);
+        let bob_dev = DeviceInfo::new([2; 32]);
+        s.handle_presence(
+            &full("bob@svpn.test/laptop"),
+            PresenceKind::Available(Some(bob_dev)),
+        );
+        s.handle_presence(&full("bob@svpn.test/chat"), PresenceKind::Available(None));
+        s.handle_presence(
+            &full("carol@svpn.test/x"),
+            PresenceKind::Available(Some(DeviceInfo::new([3; 32]))),
+        );
+        s.handle_presence(
+            &full("alice@svpn.test/tablet"),
+            PresenceKind::Available(Some(DeviceInfo::new([4; 32]))),
+        );
+        s.handle_presence(
+            &full("alice@svpn.test/phone"),
+            PresenceKind::Available(Some(DeviceInfo::new([1; 32]))),
+        );
+        s.handle_presence(
+            &full("mallory@svpn.test/x"),
+            PresenceKind::Available(Some(DeviceInfo::new([5; 32]))),
+        );
+        let wanted: Vec<String> = s
+            .wanted_devices()
+            .iter()
+            .map(|w| w.jid.to_string())
+            .collect();
+        assert_eq!(
+            wanted,
+            vec!["alice@svpn.test/tablet", "bob@svpn.test/laptop"]
+        );
+
+        assert!(s.set_enabled(&jid("bob@svpn.test"), false).unwrap());
+        assert_eq!(s.wanted_devices().len(), 1);
+        // The toggle is persisted.
+        let reopened = state(&dir);
+        assert!(!reopened.is_enabled(&jid("bob@svpn.test")));
+
+        s.handle_presence(&full("alice@svpn.test/tablet"), PresenceKind::Unavailable);
+        assert!(s.wanted_devices().is_empty());
+    }
+
+    #[test]
+    fn friend_requests_complete_in_one_acceptance() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(&dir);
+        s.add_friend(jid("bob@svpn.test"));
+        assert_eq!(
+            s.poll_outgoing(),
+            Some(Outgoing::Subscribe(jid("bob@svpn.test")))
+        );
+        assert_eq!(
+            s.poll_outgoing(),
+            Some(Outgoing::Subscribed(jid("bob@svpn.test")))
+        );
+        // Bob accepts and asks back: auto-approved because we asked first.
+        s.handle_presence(&full("bob@svpn.test"), PresenceKind::Subscribe);
+        assert_eq!(
+            s.poll_outgoing(),
+            Some(Outgoing::Subscribed(jid("bob@svpn.test")))
+        );
+        // A stranger's request waits for the user.
+        s.handle_presence(&full("dave@svpn.test"), PresenceKind::Subscribe);
+        assert_eq!(s.poll_outgoing(), None);
+        let events: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+        assert!(events.contains(&SocialEvent::FriendRequest(jid("dave@svpn.test"))));
+        s.accept_friend(jid("dave@svpn.test"));
+        assert_eq!(
+            s.poll_outgoing(),
+            Some(Outgoing::Subscribed(jid("dave@svpn.test")))
+        );
+        assert_eq!(
+            s.poll_outgoing(),
+            Some(Outgoing::Subscribe(jid("dave@svpn.test")))
+        );
+    }
+
+    #[test]
+    fn signals_are_authorized_by_friendship_toggle_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(&dir);
+        s.handle_online(Instant::now(), "alice@svpn.test/phone".parse().unwrap());
+        s.handle_roster(vec![
+            item("bob@svpn.test", Subscription::Both),
+            item("carol@svpn.test", Subscription::From),
+        ]);
+        s.handle_presence(
+            &full("bob@svpn.test/laptop"),
+            PresenceKind::Available(Some(DeviceInfo::new([2; 32]))),
+        );
+        let bob: FullJid = "bob@svpn.test/laptop".parse().unwrap();
+        assert_eq!(s.authorize_signal(&bob, &offer_from([2; 32])), Ok(false));
+        assert_eq!(
+            s.authorize_signal(&bob, &offer_from([7; 32])),
+            Err(SignalRejection::KeyMismatch)
+        );
+        let carol: FullJid = "carol@svpn.test/x".parse().unwrap();
+        assert_eq!(
+            s.authorize_signal(&carol, &offer_from([3; 32])),
+            Err(SignalRejection::NotAFriend)
+        );
+        let dave: FullJid = "dave@svpn.test/x".parse().unwrap();
+        assert_eq!(
+            s.authorize_signal(&dave, &offer_from([4; 32])),
+            Err(SignalRejection::NotAFriend)
+        );
+        let own: FullJid = "alice@svpn.test/tablet".parse().unwrap();
+        assert_eq!(s.authorize_signal(&own, &offer_from([6; 32])), Ok(true));
+        assert_eq!(
+            s.authorize_signal(&own, &offer_from([1; 32])),
+            Err(SignalRejection::FromSelf)
+        );
+        s.set_enabled(&jid("bob@svpn.test"), false).unwrap();
+        assert_eq!(
+            s.authorize_signal(&bob, &offer_from([2; 32])),
+            Err(SignalRejection::Disabled)
+        );
+        assert_eq!(s.counters().signals_accepted, 2);
+        assert_eq!(s.counters().signals_rejected, 5);
+    }
+
+    #[test]
+    fn reconnect_keeps_devices_until_the_presence_burst_has_had_its_chance() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(&dir);
+        let t0 = Instant::now();
+        s.handle_online(t0, "alice@svpn.test/phone".parse().unwrap());
+        s.handle_roster(vec![
+            item("bob@svpn.test", Subscription::Both),
+            item("carol@svpn.test", Subscription::Both),
+        ]);
+        s.handle_presence(
+            &full("bob@svpn.test/a"),
+            PresenceKind::Available(Some(DeviceInfo::new([2; 32]))),
+        );
+        s.handle_presence(
+            &full("carol@svpn.test/a"),
+            PresenceKind::Available(Some(DeviceInfo::new([3; 32]))),
+        );
+        s.handle_offline();
+        assert_eq!(s.wanted_devices().len(), 2, "links outlive the server");
+        let t1 = t0 + Duration::from_secs(60);
+        s.handle_online(t1, "alice@svpn.test/phone".parse().unwrap());
+        s.handle_presence(
+            &full("bob@svpn.test/a"),
+            PresenceKind::Available(Some(DeviceInfo::new([2; 32]))),
+        );
+        s.handle_timeout(t1 + Duration::from_secs(1));
+        assert_eq!(s.wanted_devices().len(), 2);
+        s.handle_timeout(t1 + PRESENCE_RESYNC_GRACE);
+        let wanted: Vec<String> = s
+            .wanted_devices()
+            .iter()
+            .map(|w| w.jid.to_string())
+            .collect();
+        assert_eq!(wanted, vec!["bob@svpn.test/a"]);
+    }
+}
