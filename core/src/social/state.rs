@@ -283,11 +283,7 @@ impl SocialState {
                 self.counters.presences_ignored += 1;
             }
             (PresenceKind::Available(info), Some(resource)) => {
-                if self
-                    .own_full
-                    .as_ref()
-                    .is_some_and(|own| Jid::from(own.clone()) == *from)
-                {
+                if self.own_full.is_some() && from.try_as_full().ok() == self.own_full.as_ref() {
                     return;
                 }
                 let device = Device {
