@@ -6,4 +6,5 @@
 
 pub mod netns;
 pub mod node;
+pub mod social_world;
 pub mod two_hosts;
