@@ -20,6 +20,7 @@ pub mod social;
 pub mod subnet;
 pub mod tun;
 pub mod uid;
+pub mod xmpp;
 
 pub use counters::{Counters, DropReason};
 pub use engine::{Engine, EngineConfig, EngineError, PeerConfig, PreparedEngine};

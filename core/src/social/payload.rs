@@ -39,7 +39,7 @@ pub struct DeviceInfo {
     pub version: u32,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PayloadError {
     #[error("bad UID")]
     Uid,

@@ -1,0 +1,4 @@
+//! The XMPP shell: login, reconnection and stanza translation for the social layer.
+
+pub mod connect;
+pub mod session;

@@ -1,0 +1,428 @@
+//! The XMPP session task: keeps one login alive (reconnecting with back-off), answers the
+//! protocol housekeeping itself (roster pushes, pings, unknown IQs) and turns stanzas into
+//! [`XmppInput`]s for the engine, and the engine's [`Outgoing`] into stanzas.
+
+use super::connect::{login, tls_config, LoginFailure, XmppAccount};
+use crate::social::payload::{
+    parse_signal, DeviceInfo, DeviceWire, PayloadError, Signal, NS_DEVICE,
+};
+use crate::social::state::{Outgoing, PresenceKind, RosterItem, Subscription};
+use futures::StreamExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_xmpp::stanzastream::{Connection, Event, StanzaStream, StreamEvent};
+use tokio_xmpp::xmlstream::Timeouts;
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::{FullJid, Jid};
+use xmpp_parsers::message::Message;
+use xmpp_parsers::minidom::Element;
+use xmpp_parsers::presence::{self, Presence};
+use xmpp_parsers::roster::{self, Roster};
+use xmpp_parsers::stanza::Stanza;
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+
+/// First and longest wait between login attempts.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Stanzas buffered each way.
+const QUEUE_DEPTH: usize = 32;
+
+/// Connection state reported upward.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum XmppState {
+    Connecting,
+    Online(FullJid),
+    /// Not connected; a new attempt follows after `retry_in`.
+    Offline {
+        reason: LoginFailure,
+        retry_in: Duration,
+    },
+    /// The server refused the credentials; no retry until the account changes.
+    AuthFailed,
+}
+
+/// What the session hands the engine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum XmppInput {
+    State(XmppState),
+    Roster(Vec<RosterItem>),
+    RosterPush(RosterItem),
+    Presence(Jid, PresenceKind),
+    Signal(FullJid, Result<Signal, PayloadError>),
+}
+
+/// Handle to the running session task.
+pub struct XmppSession {
+    outgoing: mpsc::Sender<Outgoing>,
+    stop: Arc<Stop>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Stop {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+impl Stop {
+    fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    async fn stopped(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.flag.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl XmppSession {
+    /// Starts logging in; inputs arrive on the returned receiver.
+    pub fn spawn(account: XmppAccount) -> (XmppSession, mpsc::Receiver<XmppInput>) {
+        let (input_tx, input_rx) = mpsc::channel(QUEUE_DEPTH * 4);
+        let (outgoing, outgoing_rx) = mpsc::channel(QUEUE_DEPTH);
+        let stop = Arc::new(Stop::default());
+        let task = tokio::spawn(run(account, input_tx, outgoing_rx, Arc::clone(&stop)));
+        (
+            XmppSession {
+                outgoing,
+                stop,
+                task,
+            },
+            input_rx,
+        )
+    }
+
+    /// Queues a stanza to send (dropped with a debug log if the session is gone).
+    pub fn send(&self, out: Outgoing) {
+        if let Err(e) = self.outgoing.try_send(out) {
+            tracing::debug!(error = %e, "XMPP outgoing queue full or closed; stanza dropped");
+        }
+    }
+
+    /// Sends unavailable presence if online and ends the session.
+    pub async fn shutdown(self) {
+        self.stop.stop();
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.task).await;
+    }
+}
+
+async fn run(
+    account: XmppAccount,
+    inputs: mpsc::Sender<XmppInput>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    stop: Arc<Stop>,
+) {
+    let tls = match tls_config(&account.trust) {
+        Ok(tls) => tls,
+        Err(reason) => {
+            let _ = inputs
+                .send(XmppInput::State(XmppState::Offline {
+                    reason,
+                    retry_in: Duration::MAX,
+                }))
+                .await;
+            return;
+        }
+    };
+    let _ = inputs.send(XmppInput::State(XmppState::Connecting)).await;
+    let reconnector = {
+        let (account, inputs, stop) = (account.clone(), inputs.clone(), Arc::clone(&stop));
+        Box::new(
+            move |_: Option<String>, slot: oneshot::Sender<Connection>| {
+                let (account, tls, inputs, stop) = (
+                    account.clone(),
+                    tls.clone(),
+                    inputs.clone(),
+                    Arc::clone(&stop),
+                );
+                tokio::spawn(reconnect(account, tls, inputs, stop, slot));
+            },
+        )
+    };
+    let mut stream = StanzaStream::new(reconnector, QUEUE_DEPTH);
+    let mut online: Option<FullJid> = None;
+    let mut roster_request: Option<String> = None;
+    let mut next_id: u64 = 0;
+    loop {
+        tokio::select! {
+            () = stop.stopped() => break,
+            event = stream.next() => {
+                let Some(event) = event else { break };
+                match event {
+                    Event::Stream(StreamEvent::Reset { bound_jid, .. }) => {
+                        let Ok(full) = bound_jid.try_into_full() else { continue };
+                        tracing::info!("XMPP session online");
+                        online = Some(full.clone());
+                        let _ = inputs.send(XmppInput::State(XmppState::Online(full))).await;
+                    }
+                    Event::Stream(_) => {
+                        if online.take().is_some() {
+                            tracing::info!("XMPP session lost; reconnecting");
+                            let _ = inputs.send(XmppInput::State(XmppState::Connecting)).await;
+                        }
+                    }
+                    Event::Stanza(stanza) => {
+                        handle_stanza(stanza, online.as_ref(), &mut roster_request, &inputs, &stream).await;
+                    }
+                }
+            }
+            out = outgoing.recv() => {
+                let Some(out) = out else { break };
+                next_id += 1;
+                let stanza = match out {
+                    Outgoing::RosterGet => {
+                        let id = format!("svpn-roster-{next_id}");
+                        roster_request = Some(id.clone());
+                        Iq::from_get(id, Roster { ver: None, items: vec![] }).into()
+                    }
+                    other => to_stanza(other, next_id),
+                };
+                let _token = stream.send(Box::new(stanza)).await;
+            }
+        }
+    }
+    if online.is_some() {
+        let _token = stream
+            .send(Box::new(Presence::new(presence::Type::Unavailable).into()))
+            .await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.close()).await;
+    }
+    // When not online the stream worker waits for a connection that will never come (the
+    // reconnector saw the stop flag); dropping it is all that can be done.
+}
+
+/// Login attempts for one (re)connection, with exponential back-off, until one succeeds,
+/// the credentials are refused, or the session stops.
+async fn reconnect(
+    account: XmppAccount,
+    tls: Arc<tokio_rustls::rustls::ClientConfig>,
+    inputs: mpsc::Sender<XmppInput>,
+    stop: Arc<Stop>,
+    slot: oneshot::Sender<Connection>,
+) {
+    let mut delay = BACKOFF_START;
+    loop {
+        let attempt = tokio::select! {
+            r = login(&account, tls.clone(), Timeouts::tight()) => r,
+            () = stop.stopped() => break,
+        };
+        match attempt {
+            Ok(connection) => {
+                let _ = slot.send(connection);
+                return;
+            }
+            Err(LoginFailure::BadCredentials) => {
+                tracing::warn!("XMPP login refused: check the account's password");
+                let _ = inputs.send(XmppInput::State(XmppState::AuthFailed)).await;
+                break;
+            }
+            Err(reason) => {
+                tracing::debug!(%reason, ?delay, "XMPP login failed; retrying");
+                let _ = inputs
+                    .send(XmppInput::State(XmppState::Offline {
+                        reason,
+                        retry_in: delay,
+                    }))
+                    .await;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.stopped() => break,
+        }
+        delay = (delay * 2).min(BACKOFF_MAX);
+    }
+    // Dropping the slot makes the stream worker fail; keeping it parked is harmless.
+    std::mem::forget(slot);
+}
+
+async fn handle_stanza(
+    stanza: Stanza,
+    own: Option<&FullJid>,
+    roster_request: &mut Option<String>,
+    inputs: &mpsc::Sender<XmppInput>,
+    stream: &StanzaStream,
+) {
+    match stanza {
+        Stanza::Presence(p) => {
+            let Some(from) = p.from.clone() else { return };
+            let kind = match p.type_ {
+                presence::Type::None => PresenceKind::Available(device_in(&p.payloads)),
+                presence::Type::Unavailable => PresenceKind::Unavailable,
+                presence::Type::Subscribe => PresenceKind::Subscribe,
+                presence::Type::Subscribed => PresenceKind::Subscribed,
+                presence::Type::Unsubscribe => PresenceKind::Unsubscribe,
+                presence::Type::Unsubscribed => PresenceKind::Unsubscribed,
+                presence::Type::Error | presence::Type::Probe => return,
+            };
+            let _ = inputs.send(XmppInput::Presence(from, kind)).await;
+        }
+        Stanza::Message(m) => {
+            // Signals are addressed to this device only; anything else is not for us.
+            let addressed_to_us = match (&m.to, own) {
+                (Some(to), Some(own)) => to.try_as_full().ok() == Some(own),
+                _ => false,
+            };
+            let Some(Ok(from)) = m.from.clone().map(|f| f.try_into_full()) else {
+                return;
+            };
+            if !addressed_to_us {
+                return;
+            }
+            for payload in m.payloads {
+                if let Some(signal) = parse_signal(payload) {
+                    let _ = inputs.send(XmppInput::Signal(from.clone(), signal)).await;
+                }
+            }
+        }
+        Stanza::Iq(iq) => handle_iq(iq, own, roster_request, inputs, stream).await,
+    }
+}
+
+async fn handle_iq(
+    iq: Iq,
+    own: Option<&FullJid>,
+    roster_request: &mut Option<String>,
+    inputs: &mpsc::Sender<XmppInput>,
+    stream: &StanzaStream,
+) {
+    let from_own_account = |from: &Option<Jid>| match (from, own) {
+        (None, _) => true,
+        (Some(f), Some(own)) => f.to_bare() == own.to_bare(),
+        _ => false,
+    };
+    match iq {
+        Iq::Result { id, payload, .. } if roster_request.as_deref() == Some(id.as_str()) => {
+            *roster_request = None;
+            let items = payload
+                .and_then(|p| Roster::try_from(p).ok())
+                .map(|r| r.items.into_iter().map(roster_item).collect())
+                .unwrap_or_default();
+            let _ = inputs.send(XmppInput::Roster(items)).await;
+        }
+        Iq::Set {
+            from, id, payload, ..
+        } if payload.is("query", xmpp_parsers::ns::ROSTER) => {
+            if !from_own_account(&from) {
+                // RFC 6121: pushes from anyone else are ignored (and refused).
+                reply_error(stream, from, id).await;
+                return;
+            }
+            if let Ok(push) = Roster::try_from(payload) {
+                for item in push.items {
+                    let _ = inputs.send(XmppInput::RosterPush(roster_item(item))).await;
+                }
+            }
+            let result = Iq::Result {
+                from: None,
+                to: from,
+                id,
+                payload: None,
+            };
+            let _token = stream.send(Box::new(result.into())).await;
+        }
+        Iq::Get {
+            from, id, payload, ..
+        } if payload.is("ping", xmpp_parsers::ns::PING) => {
+            let result = Iq::Result {
+                from: None,
+                to: from,
+                id,
+                payload: None,
+            };
+            let _token = stream.send(Box::new(result.into())).await;
+        }
+        Iq::Get { from, id, .. } | Iq::Set { from, id, .. } => reply_error(stream, from, id).await,
+        Iq::Result { .. } | Iq::Error { .. } => {}
+    }
+}
+
+async fn reply_error(stream: &StanzaStream, to: Option<Jid>, id: String) {
+    let error = StanzaError::new(
+        ErrorType::Cancel,
+        DefinedCondition::ServiceUnavailable,
+        "en",
+        "",
+    );
+    let mut iq = Iq::from_error(id, error);
+    if let Iq::Error { to: ref mut t, .. } = iq {
+        *t = to;
+    }
+    let _token = stream.send(Box::new(iq.into())).await;
+}
+
+fn device_in(payloads: &[Element]) -> Option<DeviceInfo> {
+    payloads
+        .iter()
+        .filter(|p| p.is("device", NS_DEVICE))
+        .find_map(|p| DeviceWire::try_from(p.clone()).ok())
+        .and_then(|wire| DeviceInfo::from_wire(&wire).ok())
+}
+
+fn roster_item(item: roster::Item) -> RosterItem {
+    let (subscription, removed) = match item.subscription {
+        roster::Subscription::None => (Subscription::None, false),
+        roster::Subscription::To => (Subscription::To, false),
+        roster::Subscription::From => (Subscription::From, false),
+        roster::Subscription::Both => (Subscription::Both, false),
+        roster::Subscription::Remove => (Subscription::None, true),
+    };
+    RosterItem {
+        jid: item.jid,
+        name: item.name,
+        subscription,
+        pending_out: item.ask == roster::Ask::Subscribe,
+        removed,
+    }
+}
+
+fn to_stanza(out: Outgoing, id: u64) -> Stanza {
+    match out {
+        Outgoing::Announce(device) => Presence::available().with_payload(device.to_wire()).into(),
+        Outgoing::RosterGet => Iq::from_get(
+            format!("svpn-{id}"),
+            Roster {
+                ver: None,
+                items: vec![],
+            },
+        )
+        .into(),
+        Outgoing::Subscribe(jid) => Presence::subscribe().with_to(jid).into(),
+        Outgoing::Subscribed(jid) => Presence::subscribed().with_to(jid).into(),
+        Outgoing::Unsubscribed(jid) => Presence::new(presence::Type::Unsubscribed)
+            .with_to(jid)
+            .into(),
+        Outgoing::RosterRemove(jid) => {
+            let item = roster::Item {
+                jid,
+                name: None,
+                subscription: roster::Subscription::Remove,
+                ask: roster::Ask::None,
+                groups: vec![],
+                approved: None,
+            };
+            Iq::from_set(
+                format!("svpn-{id}"),
+                Roster {
+                    ver: None,
+                    items: vec![item],
+                },
+            )
+            .into()
+        }
+        Outgoing::Signal { to, signal } => {
+            // Headline: never stored offline nor redirected to another resource (RFC 6121).
+            Message::headline(Jid::from(to))
+                .with_payload(signal.to_wire())
+                .into()
+        }
+    }
+}
