@@ -14,6 +14,7 @@ pub mod engine;
 pub mod framing;
 pub mod identity;
 pub mod link;
+pub mod links;
 pub mod packet;
 pub mod persist;
 pub mod social;

@@ -1,0 +1,302 @@
+//! One ICE session with one friend device (rtc-ice's sans-IO agent), on the engine's shared
+//! socket and the shared TURN allocation.
+
+use super::servers::LocalCandidates;
+use crate::social::payload::IceCredentials;
+use bytes::BytesMut;
+use rtc_ice::candidate::candidate_host::CandidateHostConfig;
+use rtc_ice::candidate::candidate_relay::CandidateRelayConfig;
+use rtc_ice::candidate::candidate_server_reflexive::CandidateServerReflexiveConfig;
+use rtc_ice::candidate::{unmarshal_candidate, CandidateConfig, CandidateType};
+use rtc_ice::mdns::MulticastDnsMode;
+use rtc_ice::state::ConnectionState;
+use rtc_ice::{Agent, AgentConfig, Event};
+use rtc_shared::{TransportContext, TransportMessage, TransportProtocol};
+use sansio::Protocol;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// ICE keepalives double as NAT keepalives: one every 25 s on the selected path.
+const KEEPALIVE: Duration = Duration::from_secs(25);
+/// A selected path silent for this long counts as disconnected; this much more, failed.
+const DISCONNECTED_AFTER: Duration = Duration::from_secs(60);
+const FAILED_AFTER: Duration = Duration::from_secs(30);
+
+/// The path ICE selected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SelectedPath {
+    pub remote: SocketAddr,
+    pub relayed: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("ICE: {0}")]
+pub struct IceError(String);
+
+fn err(e: impl std::fmt::Display) -> IceError {
+    IceError(e.to_string())
+}
+
+/// What the ICE session asks of the engine.
+pub enum IceOutput {
+    /// Send `data` to `dst` from the host socket, or through the relay if `via_relay`.
+    Transmit {
+        dst: SocketAddr,
+        via_relay: bool,
+        data: BytesMut,
+    },
+}
+
+pub struct IceLink {
+    agent: Agent,
+    controlling: bool,
+    relay_addr: Option<SocketAddr>,
+    state: ConnectionState,
+    selected: Option<SelectedPath>,
+}
+
+impl IceLink {
+    pub fn new(
+        now: Instant,
+        controlling: bool,
+        local: &LocalCandidates,
+    ) -> Result<IceLink, IceError> {
+        let config = AgentConfig {
+            is_controlling: controlling,
+            multicast_dns_mode: MulticastDnsMode::Disabled,
+            keepalive_interval: Some(KEEPALIVE),
+            disconnected_timeout: Some(DISCONNECTED_AFTER),
+            failed_timeout: Some(FAILED_AFTER),
+            ..Default::default()
+        };
+        let provider = rtc_ice::crypto::default_provider().map_err(err)?;
+        let mut agent = Agent::new(now, Arc::new(config), provider).map_err(err)?;
+        // Host first: inbound checks are matched to the first local candidate whose address
+        // (or related address) fits.
+        for host in &local.host {
+            let c = CandidateHostConfig {
+                base_config: base(*host),
+                ..Default::default()
+            }
+            .new_candidate_host()
+            .map_err(err)?;
+            agent.add_local_candidate(c).map_err(err)?;
+        }
+        let related = local.host.first().copied();
+        if let (Some(srflx), Some(base_addr)) = (local.srflx, related) {
+            let c = CandidateServerReflexiveConfig {
+                base_config: base(srflx),
+                rel_addr: base_addr.ip().to_string(),
+                rel_port: base_addr.port(),
+                url: None,
+            }
+            .new_candidate_server_reflexive()
+            .map_err(err)?;
+            agent.add_local_candidate(c).map_err(err)?;
+        }
+        if let Some(relay) = local.relay {
+            let rel = local.srflx.or(related).unwrap_or(relay);
+            let c = CandidateRelayConfig {
+                base_config: base(relay),
+                rel_addr: rel.ip().to_string(),
+                rel_port: rel.port(),
+                url: None,
+            }
+            .new_candidate_relay()
+            .map_err(err)?;
+            agent.add_local_candidate(c).map_err(err)?;
+        }
+        Ok(IceLink {
+            agent,
+            controlling,
+            relay_addr: local.relay,
+            state: ConnectionState::New,
+            selected: None,
+        })
+    }
+
+    pub fn credentials(&self) -> IceCredentials {
+        let c = self.agent.get_local_credentials();
+        IceCredentials {
+            ufrag: c.ufrag.clone(),
+            pwd: c.pwd.clone(),
+        }
+    }
+
+    /// Our candidates as signalling lines.
+    pub fn candidate_lines(&self) -> Vec<String> {
+        self.agent
+            .get_local_candidates()
+            .iter()
+            .map(|c| c.marshal())
+            .collect()
+    }
+
+    /// Takes the peer's credentials and candidates and starts the checks. Returns the
+    /// addresses of the peer's server-reflexive and relayed candidates: the ones the relay
+    /// may be asked to reach (never the peer's private host addresses).
+    pub fn start(
+        &mut self,
+        now: Instant,
+        remote: &IceCredentials,
+        candidates: &[String],
+    ) -> Result<Vec<SocketAddr>, IceError> {
+        let mut permit = Vec::new();
+        for line in candidates {
+            let line = line.strip_prefix("candidate:").unwrap_or(line);
+            match unmarshal_candidate(line) {
+                Ok(c) => {
+                    if c.candidate_type() != CandidateType::Host {
+                        permit.push(c.addr());
+                    }
+                    if let Err(e) = self.agent.add_remote_candidate(c) {
+                        tracing::debug!(error = %e, "remote candidate refused");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "unparsable remote candidate"),
+            }
+        }
+        self.agent
+            .start_connectivity_checks(
+                now,
+                self.controlling,
+                remote.ufrag.clone(),
+                remote.pwd.clone(),
+            )
+            .map_err(err)?;
+        Ok(permit)
+    }
+
+    /// A STUN message from `from`, received on the host socket or (`via_relay`) through the
+    /// relay.
+    pub fn handle_stun(
+        &mut self,
+        now: Instant,
+        local_host: SocketAddr,
+        from: SocketAddr,
+        via_relay: bool,
+        data: &[u8],
+    ) {
+        let local_addr = match (via_relay, self.relay_addr) {
+            (true, Some(relay)) => relay,
+            _ => local_host,
+        };
+        let msg = TransportMessage {
+            now,
+            transport: TransportContext {
+                local_addr,
+                peer_addr: from,
+                transport_protocol: TransportProtocol::UDP,
+                ecn: None,
+            },
+            message: BytesMut::from(data),
+        };
+        if let Err(e) = self.agent.handle_read(msg) {
+            tracing::trace!(error = %e, "STUN message not for this session");
+        }
+        self.drain_events();
+    }
+
+    pub fn poll_output(&mut self) -> Option<IceOutput> {
+        let t = self.agent.poll_write()?;
+        let via_relay = Some(t.transport.local_addr) == self.relay_addr;
+        Some(IceOutput::Transmit {
+            dst: t.transport.peer_addr,
+            via_relay,
+            data: t.message,
+        })
+    }
+
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.agent.poll_timeout()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Err(e) = self.agent.handle_timeout(now) {
+            tracing::trace!(error = %e, "ICE timer");
+        }
+        self.drain_events();
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(tagged) = self.agent.poll_event() {
+            match tagged.event {
+                Event::ConnectionStateChange(state) => {
+                    tracing::debug!(?state, "ICE state");
+                    self.state = state;
+                }
+                Event::SelectedCandidatePairChange(local, remote) => {
+                    let path = SelectedPath {
+                        remote: remote.addr(),
+                        relayed: local.candidate_type() == CandidateType::Relay,
+                    };
+                    tracing::debug!(?path, "ICE selected a path");
+                    self.selected = Some(path);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub fn state(&self) -> ConnectionState {
+        self.state
+    }
+
+    /// The selected path while the session is usable.
+    pub fn selected(&self) -> Option<SelectedPath> {
+        match self.state {
+            ConnectionState::Connected => self.selected,
+            _ => None,
+        }
+    }
+
+    pub fn has_failed(&self) -> bool {
+        matches!(
+            self.state,
+            ConnectionState::Failed | ConnectionState::Closed
+        )
+    }
+
+    /// Round-trip time of the selected pair's last check.
+    pub fn rtt(&self, now: Instant) -> Option<Duration> {
+        let (local, remote) = self.agent.get_selected_candidate_pair()?;
+        let (l, r) = (local.id().to_string(), remote.id().to_string());
+        self.agent
+            .get_candidate_pairs_stats(now)
+            .into_iter()
+            .find(|s| s.local_candidate_id == l && s.remote_candidate_id == r)
+            .map(|s| Duration::from_secs_f64(s.current_round_trip_time.max(0.0)))
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Whether `from` is one of this session's remote candidates (to route STUN responses).
+    pub fn knows_remote(&self, from: SocketAddr) -> bool {
+        self.agent
+            .get_remote_candidates()
+            .iter()
+            .any(|c| c.addr() == from)
+    }
+
+    /// Whether a STUN request's USERNAME is for this session (`our_ufrag:their_ufrag`).
+    pub fn owns_username(&self, username: &str) -> bool {
+        username
+            .split(':')
+            .next()
+            .is_some_and(|u| u == self.agent.get_local_credentials().ufrag)
+    }
+
+    pub fn close(&mut self) {
+        let _ = self.agent.close();
+    }
+}
+
+fn base(addr: SocketAddr) -> CandidateConfig {
+    CandidateConfig {
+        network: "udp".into(),
+        address: addr.ip().to_string(),
+        port: addr.port(),
+        component: 1,
+        ..Default::default()
+    }
+}

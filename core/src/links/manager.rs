@@ -1,0 +1,884 @@
+//! The link manager: for every device the policy wants linked, run ICE over the signalling
+//! channel until a path is selected, keep it up, retry with back-off when it fails, and close
+//! it when the device is no longer wanted. Sans-IO: inputs carry `Instant`s, outputs are
+//! polled.
+//!
+//! Roles: the device with the smaller UID controls ICE and sends offers; the other answers,
+//! and asks for a fresh offer (`restart`) when it wants a link and has none (or roamed).
+//! Offers are resent until answered (IPOP never retried lost signalling). Each ICE session has
+//! a random id: a duplicate of the current offer gets the same answer again, an offer or
+//! answer for a session seen before is stale and ignored.
+
+use super::ice::{IceLink, IceOutput, SelectedPath};
+use super::servers::{Gatherer, IceServers};
+use crate::social::payload::{DeviceInfo, Signal, SignalKind};
+use crate::social::state::WantedDevice;
+use crate::uid::Uid;
+use bytes::BytesMut;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use xmpp_parsers::jid::FullJid;
+
+/// Resend an unanswered offer this often…
+pub const OFFER_RETRY: Duration = Duration::from_secs(2);
+/// …this many times before backing off.
+pub const OFFER_TRIES: u32 = 5;
+/// First and longest back-off after a failed attempt.
+pub const BACKOFF_START: Duration = Duration::from_secs(2);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(120);
+/// A device that went offline keeps its link this long (presence flaps; traffic may go on).
+pub const OFFLINE_GRACE: Duration = Duration::from_secs(20);
+/// Session ids remembered per peer, to recognise replays.
+const SEEN_SESSIONS: usize = 16;
+
+/// Link state as the UI shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum LinkPhase {
+    /// Waiting for our candidates, an offer or an answer, or running ICE checks.
+    Connecting,
+    Connected {
+        relayed: bool,
+        rtt_ms: Option<u64>,
+    },
+    /// The last attempt failed; the next one starts after a back-off.
+    Retrying,
+}
+
+/// What the engine must do with the data plane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// Traffic to this device goes to `path.remote` (through the relay if `path.relayed`).
+    Up {
+        uid: Uid,
+        public_key: [u8; 32],
+        path: SelectedPath,
+    },
+    /// The device has no usable path any more; keep its WireGuard session for a comeback.
+    Down { uid: Uid },
+    /// The link is closed for good (no longer wanted, or closed by the peer).
+    Closed { uid: Uid },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LinkCounters {
+    pub offers_sent: u64,
+    pub signals_stale: u64,
+    pub ice_failures: u64,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Nothing in flight; act at `at` (offer if controlling, ask for one otherwise).
+    Idle { at: Instant },
+    /// Controlling: offer sent, waiting for the answer.
+    Offered { last: Instant, tries: u32 },
+    /// Controlled: asked for an offer at this time.
+    AwaitingOffer { asked: Instant },
+    /// ICE checks running or path selected.
+    Ice,
+}
+
+struct Peer {
+    jid: FullJid,
+    info: DeviceInfo,
+    controlling: bool,
+    wanted: bool,
+    /// Set while the device is no longer wanted: close at this instant.
+    close_at: Option<Instant>,
+    session: Option<u64>,
+    ice: Option<IceLink>,
+    phase: Phase,
+    /// The last answer we sent (resent for a duplicate offer).
+    answer: Option<Signal>,
+    /// An offer that arrived before our candidates were ready.
+    pending_offer: Option<Signal>,
+    seen: VecDeque<u64>,
+    backoff: Duration,
+    up: Option<SelectedPath>,
+}
+
+pub struct LinkManager {
+    own: DeviceInfo,
+    gatherer: Gatherer,
+    peers: HashMap<Uid, Peer>,
+    signals: VecDeque<(FullJid, Signal)>,
+    events: VecDeque<LinkEvent>,
+    transmits: VecDeque<(SocketAddr, BytesMut)>,
+    /// Datagrams that arrived through the relay and are not STUN: for the data plane.
+    relayed_data: VecDeque<(SocketAddr, BytesMut)>,
+    counters: LinkCounters,
+}
+
+impl LinkManager {
+    pub fn new(
+        now: Instant,
+        own: DeviceInfo,
+        servers: IceServers,
+        host: Vec<SocketAddr>,
+    ) -> LinkManager {
+        LinkManager {
+            own,
+            gatherer: Gatherer::start(now, servers, host),
+            peers: HashMap::new(),
+            signals: VecDeque::new(),
+            events: VecDeque::new(),
+            transmits: VecDeque::new(),
+            relayed_data: VecDeque::new(),
+            counters: LinkCounters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> LinkCounters {
+        self.counters
+    }
+
+    pub fn local_candidates(&self) -> &super::servers::LocalCandidates {
+        self.gatherer.candidates()
+    }
+
+    /// The phase of the link to `uid`, if there is one.
+    pub fn phase(&self, now: Instant, uid: &Uid) -> Option<LinkPhase> {
+        let peer = self.peers.get(uid)?;
+        Some(match (&peer.phase, peer.up) {
+            (_, Some(path)) => LinkPhase::Connected {
+                relayed: path.relayed,
+                rtt_ms: peer
+                    .ice
+                    .as_ref()
+                    .and_then(|i| i.rtt(now))
+                    .map(|d| d.as_millis() as u64),
+            },
+            (Phase::Idle { .. }, None) if peer.backoff > BACKOFF_START => LinkPhase::Retrying,
+            _ => LinkPhase::Connecting,
+        })
+    }
+
+    /// The devices the policy wants now. New ones start linking; ones that left stay for a
+    /// grace period (they may only have flapped).
+    pub fn set_wanted(&mut self, now: Instant, wanted: &[WantedDevice]) {
+        for peer in self.peers.values_mut() {
+            peer.wanted = false;
+        }
+        for w in wanted {
+            let peer = self.peers.entry(w.info.uid).or_insert_with(|| Peer {
+                jid: w.jid.clone(),
+                info: w.info,
+                controlling: self.own.uid < w.info.uid,
+                wanted: true,
+                close_at: None,
+                session: None,
+                ice: None,
+                phase: Phase::Idle { at: now },
+                answer: None,
+                pending_offer: None,
+                seen: VecDeque::new(),
+                backoff: BACKOFF_START,
+                up: None,
+            });
+            peer.wanted = true;
+            peer.close_at = None;
+            peer.jid = w.jid.clone();
+        }
+        for peer in self.peers.values_mut() {
+            if !peer.wanted && peer.close_at.is_none() {
+                peer.close_at = Some(now + OFFLINE_GRACE);
+            }
+        }
+        self.drive(now);
+    }
+
+    /// Closes the link to `uid` at once and tells the peer (toggle off, friend removed).
+    pub fn close_now(&mut self, uid: &Uid) {
+        if let Some(mut peer) = self.peers.remove(uid) {
+            self.close_peer(&mut peer, true);
+        }
+    }
+
+    fn close_peer(&mut self, peer: &mut Peer, tell: bool) {
+        if let Some(ice) = peer.ice.as_mut() {
+            ice.close();
+        }
+        if tell {
+            if let Some(session) = peer.session {
+                self.signals.push_back((
+                    peer.jid.clone(),
+                    Signal {
+                        kind: SignalKind::Close,
+                        session,
+                        from: self.own,
+                        credentials: None,
+                        candidates: vec![],
+                    },
+                ));
+            }
+        }
+        self.events
+            .push_back(LinkEvent::Closed { uid: peer.info.uid });
+    }
+
+    /// A signal already authorised by the social layer.
+    pub fn handle_signal(&mut self, now: Instant, from: FullJid, signal: Signal) {
+        let uid = signal.from.uid;
+        if !self.peers.contains_key(&uid) {
+            if signal.kind != SignalKind::Offer && signal.kind != SignalKind::Restart {
+                self.counters.signals_stale += 1;
+                return;
+            }
+            // An authorised device we have not seen online yet (presence may lag behind).
+            let wanted = WantedDevice {
+                jid: from.clone(),
+                info: signal.from,
+                own: false,
+            };
+            self.peers.insert(
+                uid,
+                Peer {
+                    jid: wanted.jid,
+                    info: wanted.info,
+                    controlling: self.own.uid < uid,
+                    wanted: true,
+                    close_at: Some(now + OFFLINE_GRACE),
+                    session: None,
+                    ice: None,
+                    phase: Phase::Idle {
+                        at: now + BACKOFF_MAX,
+                    },
+                    answer: None,
+                    pending_offer: None,
+                    seen: VecDeque::new(),
+                    backoff: BACKOFF_START,
+                    up: None,
+                },
+            );
+        }
+        let Some(mut peer) = self.peers.remove(&uid) else {
+            return;
+        };
+        peer.jid = from;
+        match signal.kind {
+            SignalKind::Offer => self.on_offer(now, &mut peer, signal),
+            SignalKind::Answer => self.on_answer(now, &mut peer, signal),
+            SignalKind::Restart => {
+                if peer.controlling && !matches!(peer.phase, Phase::Offered { .. }) {
+                    // Fresh offer now (new session), whatever the back-off said.
+                    peer.phase = Phase::Idle { at: now };
+                } else {
+                    self.counters.signals_stale += 1;
+                }
+            }
+            SignalKind::Close => {
+                if peer.session == Some(signal.session) || peer.up.is_some() {
+                    self.drop_session(&mut peer);
+                    // The peer does not want us now: don't insist before a long back-off.
+                    peer.backoff = BACKOFF_MAX;
+                    peer.phase = Phase::Idle {
+                        at: now + BACKOFF_MAX,
+                    };
+                    self.events.push_back(LinkEvent::Closed { uid });
+                } else {
+                    self.counters.signals_stale += 1;
+                }
+            }
+        }
+        self.peers.insert(uid, peer);
+        self.drive(now);
+    }
+
+    fn on_offer(&mut self, now: Instant, peer: &mut Peer, offer: Signal) {
+        if peer.controlling {
+            // We are the one who offers; an offer from them is out of role.
+            self.counters.signals_stale += 1;
+            return;
+        }
+        if Some(offer.session) == peer.session {
+            // Our answer was lost: send it again.
+            if let Some(answer) = peer.answer.clone() {
+                self.signals.push_back((peer.jid.clone(), answer));
+            }
+            return;
+        }
+        if peer.seen.contains(&offer.session) {
+            self.counters.signals_stale += 1;
+            return;
+        }
+        remember(&mut peer.seen, offer.session);
+        if !self.gatherer.is_complete(now) {
+            peer.pending_offer = Some(offer);
+            return;
+        }
+        self.answer(now, peer, offer);
+    }
+
+    fn answer(&mut self, now: Instant, peer: &mut Peer, offer: Signal) {
+        let Some(remote) = offer.credentials.clone() else {
+            return;
+        };
+        self.drop_session(peer);
+        let mut ice = match IceLink::new(now, false, self.gatherer.candidates()) {
+            Ok(ice) => ice,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start ICE");
+                return;
+            }
+        };
+        match ice.start(now, &remote, &offer.candidates) {
+            Ok(permit) => {
+                for addr in permit {
+                    self.gatherer.permit(now, addr);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "bad offer");
+                return;
+            }
+        }
+        let answer = Signal {
+            kind: SignalKind::Answer,
+            session: offer.session,
+            from: self.own,
+            credentials: Some(ice.credentials()),
+            candidates: ice.candidate_lines(),
+        };
+        peer.session = Some(offer.session);
+        peer.answer = Some(answer.clone());
+        peer.ice = Some(ice);
+        peer.phase = Phase::Ice;
+        self.signals.push_back((peer.jid.clone(), answer));
+    }
+
+    fn on_answer(&mut self, now: Instant, peer: &mut Peer, answer: Signal) {
+        let expected =
+            matches!(peer.phase, Phase::Offered { .. }) && peer.session == Some(answer.session);
+        let (true, Some(remote), Some(ice)) =
+            (expected, answer.credentials.as_ref(), peer.ice.as_mut())
+        else {
+            self.counters.signals_stale += 1;
+            return;
+        };
+        match ice.start(now, remote, &answer.candidates) {
+            Ok(permit) => {
+                for addr in permit {
+                    self.gatherer.permit(now, addr);
+                }
+                peer.phase = Phase::Ice;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "bad answer");
+                self.fail(now, peer);
+            }
+        }
+    }
+
+    fn offer(&mut self, now: Instant, peer: &mut Peer) {
+        self.drop_session(peer);
+        let ice = match IceLink::new(now, true, self.gatherer.candidates()) {
+            Ok(ice) => ice,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start ICE");
+                return self.fail(now, peer);
+            }
+        };
+        let session = rand::random::<u64>();
+        remember(&mut peer.seen, session);
+        peer.session = Some(session);
+        let offer = Signal {
+            kind: SignalKind::Offer,
+            session,
+            from: self.own,
+            credentials: Some(ice.credentials()),
+            candidates: ice.candidate_lines(),
+        };
+        peer.ice = Some(ice);
+        peer.answer = Some(offer.clone());
+        peer.phase = Phase::Offered {
+            last: now,
+            tries: 1,
+        };
+        self.counters.offers_sent += 1;
+        self.signals.push_back((peer.jid.clone(), offer));
+    }
+
+    /// Ends the ICE session (keeping the peer and its WireGuard session).
+    fn drop_session(&mut self, peer: &mut Peer) {
+        if let Some(mut ice) = peer.ice.take() {
+            ice.close();
+        }
+        peer.session = None;
+        peer.answer = None;
+        if peer.up.take().is_some() {
+            self.events
+                .push_back(LinkEvent::Down { uid: peer.info.uid });
+        }
+    }
+
+    fn fail(&mut self, now: Instant, peer: &mut Peer) {
+        self.drop_session(peer);
+        peer.phase = Phase::Idle {
+            at: now + peer.backoff,
+        };
+        peer.backoff = (peer.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// Everything time- or state-driven for every peer.
+    fn drive(&mut self, now: Instant) {
+        let uids: Vec<Uid> = self.peers.keys().copied().collect();
+        let gathered = self.gatherer.is_complete(now);
+        for uid in uids {
+            let Some(mut peer) = self.peers.remove(&uid) else {
+                continue;
+            };
+            if peer.close_at.is_some_and(|at| at <= now) {
+                self.close_peer(&mut peer, true);
+                continue;
+            }
+            if let Some(offer) = peer.pending_offer.take() {
+                if gathered {
+                    self.answer(now, &mut peer, offer);
+                } else {
+                    peer.pending_offer = Some(offer);
+                }
+            }
+            match peer.phase {
+                Phase::Idle { at } if at <= now && gathered && peer.wanted => {
+                    if peer.controlling {
+                        self.offer(now, &mut peer);
+                    } else {
+                        self.ask_for_offer(now, &mut peer);
+                    }
+                }
+                Phase::Offered { last, tries }
+                    if now.saturating_duration_since(last) >= OFFER_RETRY =>
+                {
+                    if tries >= OFFER_TRIES {
+                        tracing::debug!(peer = %peer.info.uid, "offer unanswered; backing off");
+                        self.fail(now, &mut peer);
+                    } else if let Some(offer) = peer.answer.clone() {
+                        self.signals.push_back((peer.jid.clone(), offer));
+                        peer.phase = Phase::Offered {
+                            last: now,
+                            tries: tries + 1,
+                        };
+                    }
+                }
+                Phase::AwaitingOffer { asked }
+                    if now.saturating_duration_since(asked) >= OFFER_RETRY * OFFER_TRIES =>
+                {
+                    self.fail(now, &mut peer);
+                }
+                _ => {}
+            }
+            self.service_ice(now, &mut peer);
+            self.peers.insert(uid, peer);
+        }
+    }
+
+    fn ask_for_offer(&mut self, now: Instant, peer: &mut Peer) {
+        self.signals.push_back((
+            peer.jid.clone(),
+            Signal {
+                kind: SignalKind::Restart,
+                session: rand::random::<u64>(),
+                from: self.own,
+                credentials: None,
+                candidates: vec![],
+            },
+        ));
+        peer.phase = Phase::AwaitingOffer { asked: now };
+    }
+
+    /// Moves an ICE session's output along and reacts to its state.
+    fn service_ice(&mut self, now: Instant, peer: &mut Peer) {
+        let Some(ice) = peer.ice.as_mut() else { return };
+        while let Some(IceOutput::Transmit {
+            dst,
+            via_relay,
+            data,
+        }) = ice.poll_output()
+        {
+            if via_relay {
+                if !self.gatherer.send_relayed(now, dst, &data) {
+                    tracing::trace!(%dst, "relay not ready for this peer yet");
+                }
+            } else {
+                self.transmits.push_back((dst, data));
+            }
+        }
+        let selected = ice.selected();
+        let failed = ice.has_failed();
+        if selected != peer.up && selected.is_some() {
+            peer.up = selected;
+            peer.backoff = BACKOFF_START;
+            if let Some(path) = selected {
+                self.events.push_back(LinkEvent::Up {
+                    uid: peer.info.uid,
+                    public_key: peer.info.public_key,
+                    path,
+                });
+            }
+        }
+        if failed {
+            tracing::debug!(peer = %peer.info.uid, "ICE failed");
+            self.counters.ice_failures += 1;
+            self.fail(now, peer);
+        }
+    }
+
+    /// The network changed: gather again and restart ICE on every link, keeping the
+    /// WireGuard sessions.
+    pub fn network_changed(&mut self, now: Instant, host: Vec<SocketAddr>) {
+        self.gatherer.restart(now, host);
+        for peer in self.peers.values_mut() {
+            if let Some(mut ice) = peer.ice.take() {
+                ice.close();
+            }
+            peer.session = None;
+            peer.answer = None;
+            peer.backoff = BACKOFF_START;
+            // Offer (or ask for one) as soon as the new candidates are in.
+            peer.phase = Phase::Idle { at: now };
+        }
+        self.drive(now);
+    }
+
+    /// True for datagrams that belong to the ICE/STUN/TURN machinery rather than WireGuard.
+    pub fn wants_datagram(&self, from: SocketAddr, data: &[u8]) -> bool {
+        self.gatherer.is_server(from) || rtc_stun::message::is_stun_message(data)
+    }
+
+    /// A datagram for which `wants_datagram` was true.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local_host: SocketAddr,
+        from: SocketAddr,
+        data: &[u8],
+    ) {
+        if self.gatherer.is_server(from) {
+            self.gatherer.handle_server_datagram(now, from, data);
+            while let Some((peer, bytes)) = self.gatherer.poll_relayed() {
+                if rtc_stun::message::is_stun_message(&bytes) {
+                    self.route_stun(now, local_host, peer, true, &bytes);
+                } else {
+                    self.relayed_data.push_back((peer, bytes));
+                }
+            }
+        } else {
+            self.route_stun(now, local_host, from, false, data);
+        }
+        self.drive(now);
+    }
+
+    fn route_stun(
+        &mut self,
+        now: Instant,
+        local_host: SocketAddr,
+        from: SocketAddr,
+        via_relay: bool,
+        data: &[u8],
+    ) {
+        // Responses and requests from a known candidate go to that session; anything else
+        // (peer-reflexive requests) to every running session, which ignore what is not theirs.
+        let known: Vec<Uid> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.ice.as_ref().is_some_and(|i| i.knows_remote(from)))
+            .map(|(u, _)| *u)
+            .collect();
+        let targets: Vec<Uid> = if known.is_empty() {
+            self.peers
+                .iter()
+                .filter(|(_, p)| p.ice.is_some())
+                .map(|(u, _)| *u)
+                .collect()
+        } else {
+            known
+        };
+        for uid in targets {
+            if let Some(ice) = self.peers.get_mut(&uid).and_then(|p| p.ice.as_mut()) {
+                ice.handle_stun(now, local_host, from, via_relay, data);
+            }
+        }
+    }
+
+    /// Sends WireGuard bytes to `peer` through the relay.
+    pub fn send_relayed(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) -> bool {
+        self.gatherer.send_relayed(now, peer, data)
+    }
+
+    pub fn poll_relayed_data(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        self.relayed_data.pop_front()
+    }
+
+    pub fn poll_signal(&mut self) -> Option<(FullJid, Signal)> {
+        self.signals.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<LinkEvent> {
+        self.events.pop_front()
+    }
+
+    /// Datagrams to send from the host socket (STUN checks, TURN control, relayed data).
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        self.transmits
+            .pop_front()
+            .or_else(|| self.gatherer.poll_transmit())
+    }
+
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let gathered_by = self.gatherer.completion_deadline();
+        let mut next = self.gatherer.poll_timeout();
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for peer in self.peers.values_mut() {
+            consider(peer.close_at);
+            consider(match peer.phase {
+                Phase::Idle { at } if peer.wanted => Some(at),
+                Phase::Offered { last, .. } => Some(last + OFFER_RETRY),
+                Phase::AwaitingOffer { asked } => Some(asked + OFFER_RETRY * OFFER_TRIES),
+                _ => None,
+            });
+            if peer.pending_offer.is_some() {
+                consider(gathered_by);
+            }
+            if let Some(ice) = peer.ice.as_mut() {
+                consider(ice.poll_timeout());
+            }
+        }
+        next
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.gatherer.handle_timeout(now);
+        for peer in self.peers.values_mut() {
+            if let Some(ice) = peer.ice.as_mut() {
+                ice.handle_timeout(now);
+            }
+        }
+        self.drive(now);
+    }
+}
+
+fn remember(seen: &mut VecDeque<u64>, session: u64) {
+    if seen.len() == SEEN_SESSIONS {
+        seen.pop_front();
+    }
+    seen.push_back(session);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Side {
+        m: LinkManager,
+        jid: FullJid,
+        addr: SocketAddr,
+        info: DeviceInfo,
+        events: Vec<LinkEvent>,
+    }
+
+    fn side(key: u8, jid: &str, addr: &str, now: Instant) -> Side {
+        let info = DeviceInfo::new([key; 32]);
+        let addr: SocketAddr = addr.parse().unwrap();
+        Side {
+            m: LinkManager::new(now, info, IceServers::default(), vec![addr]),
+            jid: jid.parse().unwrap(),
+            addr,
+            info,
+            events: vec![],
+        }
+    }
+
+    fn wanted(other: &Side) -> Vec<WantedDevice> {
+        vec![WantedDevice {
+            jid: other.jid.clone(),
+            info: other.info,
+            own: false,
+        }]
+    }
+
+    /// Exchanges signals (unless `drop_signals` says so) and datagrams, and steps virtual
+    /// time through the earliest deadline, until `until`.
+    fn run(
+        a: &mut Side,
+        b: &mut Side,
+        mut now: Instant,
+        until: Instant,
+        drop_signals: &mut dyn FnMut(&Signal) -> bool,
+    ) -> Instant {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            for (from, to) in [(0, 1), (1, 0)] {
+                let (src, dst) = if from == 0 {
+                    (&mut *a, &mut *b)
+                } else {
+                    (&mut *b, &mut *a)
+                };
+                while let Some((_, signal)) = src.m.poll_signal() {
+                    moved = true;
+                    if !drop_signals(&signal) {
+                        dst.m.handle_signal(now, src.jid.clone(), signal);
+                    }
+                }
+                while let Some((to_addr, data)) = src.m.poll_transmit() {
+                    moved = true;
+                    if to_addr == dst.addr {
+                        dst.m.handle_datagram(now, dst.addr, src.addr, &data);
+                    }
+                }
+                while let Some(e) = src.m.poll_event() {
+                    src.events.push(e);
+                }
+                let _ = to;
+            }
+            if moved {
+                continue;
+            }
+            let next = [a.m.poll_timeout(), b.m.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(t) if t <= until => {
+                    now = now.max(t);
+                    a.m.handle_timeout(now);
+                    b.m.handle_timeout(now);
+                }
+                _ => return now,
+            }
+        }
+        panic!("simulation did not settle");
+    }
+
+    fn up(side: &Side) -> Option<SelectedPath> {
+        side.events.iter().rev().find_map(|e| match e {
+            LinkEvent::Up { path, .. } => Some(*path),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn two_devices_link_directly_and_close() {
+        let t0 = Instant::now();
+        let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
+        let mut b = side(2, "bob@svpn.test/b", "198.18.0.2:2000", t0);
+        let (wa, wb) = (wanted(&b), wanted(&a));
+        a.m.set_wanted(t0, &wa);
+        b.m.set_wanted(t0, &wb);
+        let now = run(&mut a, &mut b, t0, t0 + Duration::from_secs(5), &mut |_| {
+            false
+        });
+        assert_eq!(
+            up(&a),
+            Some(SelectedPath {
+                remote: b.addr,
+                relayed: false
+            }),
+            "{:?}",
+            a.events
+        );
+        assert_eq!(
+            up(&b),
+            Some(SelectedPath {
+                remote: a.addr,
+                relayed: false
+            }),
+            "{:?}",
+            b.events
+        );
+        assert!(matches!(
+            a.m.phase(now, &b.info.uid),
+            Some(LinkPhase::Connected { relayed: false, .. })
+        ));
+
+        a.m.close_now(&b.info.uid);
+        run(
+            &mut a,
+            &mut b,
+            now,
+            now + Duration::from_secs(1),
+            &mut |_| false,
+        );
+        assert!(a.events.contains(&LinkEvent::Closed { uid: b.info.uid }));
+        assert!(b.events.contains(&LinkEvent::Closed { uid: a.info.uid }));
+    }
+
+    #[test]
+    fn lost_offers_are_retried_and_replays_ignored() {
+        let t0 = Instant::now();
+        let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
+        let mut b = side(2, "bob@svpn.test/b", "198.18.0.2:2000", t0);
+        let (wa, wb) = (wanted(&b), wanted(&a));
+        a.m.set_wanted(t0, &wa);
+        b.m.set_wanted(t0, &wb);
+        // The first two offers vanish.
+        let mut lost = 0;
+        let mut first_offer = None;
+        run(&mut a, &mut b, t0, t0 + Duration::from_secs(10), &mut |s| {
+            if s.kind == SignalKind::Offer && lost < 2 {
+                lost += 1;
+                first_offer.get_or_insert_with(|| s.clone());
+                return true;
+            }
+            false
+        });
+        assert!(
+            up(&a).is_some() && up(&b).is_some(),
+            "{:?} / {:?}",
+            a.events,
+            b.events
+        );
+        // The lost offers were resends of one session; the third copy got through.
+        assert_eq!(a.m.counters().offers_sent, 1);
+        // Roaming starts a new session; the old offer replayed afterwards is stale.
+        let now = t0 + Duration::from_secs(11);
+        a.m.network_changed(now, vec![a.addr]);
+        let now = run(
+            &mut a,
+            &mut b,
+            now,
+            now + Duration::from_secs(5),
+            &mut |_| false,
+        );
+        assert_eq!(a.m.counters().offers_sent, 2);
+        assert!(up(&b).is_some());
+        let offer = first_offer.unwrap();
+        let stale_before = b.m.counters().signals_stale;
+        b.m.handle_signal(now, a.jid.clone(), offer);
+        assert_eq!(
+            b.m.poll_signal(),
+            None,
+            "a replayed offer must not be answered"
+        );
+        assert_eq!(b.m.counters().signals_stale, stale_before + 1);
+    }
+
+    #[test]
+    fn an_unanswered_device_backs_off() {
+        let t0 = Instant::now();
+        let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
+        let mut b = side(2, "bob@svpn.test/b", "198.18.0.2:2000", t0);
+        let wa = wanted(&b);
+        a.m.set_wanted(t0, &wa);
+        // Bob never answers anything.
+        run(
+            &mut a,
+            &mut b,
+            t0,
+            t0 + Duration::from_secs(60),
+            &mut |_| true,
+        );
+        let offers = a.m.counters().offers_sent;
+        // Offers are resent a bounded number of times per attempt, attempts back off.
+        assert!((2..=5).contains(&offers), "{offers} offers in 60 s");
+        assert_eq!(
+            a.m.phase(t0 + Duration::from_secs(60), &b.info.uid),
+            Some(LinkPhase::Retrying)
+        );
+    }
+}

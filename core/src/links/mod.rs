@@ -1,0 +1,6 @@
+//! Links between devices: candidate gathering (STUN, TURN), one ICE session per friend
+//! device, and the signalling state machine that sets them up over XMPP.
+
+pub mod ice;
+pub mod manager;
+pub mod servers;

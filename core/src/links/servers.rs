@@ -1,0 +1,297 @@
+//! Candidate gathering for the whole engine: host addresses, the server-reflexive address
+//! (STUN binding) and one TURN allocation, all on the engine's single UDP socket. Every link
+//! offers the same local candidates; TURN permissions are per remote address.
+
+use bytes::BytesMut;
+use rtc_shared::{TransportContext, TransportMessage, TransportProtocol};
+use rtc_turn::client::{Client, ClientConfig, Event as TurnEvent};
+use sansio::Protocol;
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// How long links wait for server-reflexive and relay candidates before going without.
+pub const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
+/// Refresh the allocation well before coturn's default 600 s lifetime.
+const ALLOCATION_REFRESH_CAP: Duration = Duration::from_secs(60);
+
+/// A TURN server with long-term credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TurnServer {
+    pub addr: SocketAddr,
+    pub username: String,
+    pub password: String,
+}
+
+/// STUN and TURN servers from the configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IceServers {
+    pub stun: Option<SocketAddr>,
+    pub turn: Option<TurnServer>,
+}
+
+/// The candidates this device offers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalCandidates {
+    pub host: Vec<SocketAddr>,
+    pub srflx: Option<SocketAddr>,
+    pub relay: Option<SocketAddr>,
+}
+
+pub struct Gatherer {
+    servers: IceServers,
+    client: Option<Client>,
+    candidates: LocalCandidates,
+    started: Instant,
+    binding_pending: bool,
+    allocation_pending: bool,
+    permitted: HashSet<SocketAddr>,
+    permission_pending: HashSet<SocketAddr>,
+    /// Datagrams that arrived through the relay: (peer, bytes).
+    relayed_in: VecDeque<(SocketAddr, BytesMut)>,
+}
+
+impl Gatherer {
+    /// Starts gathering for a socket whose host addresses are `host`.
+    pub fn start(now: Instant, servers: IceServers, host: Vec<SocketAddr>) -> Gatherer {
+        let mut g = Gatherer {
+            servers,
+            client: None,
+            candidates: LocalCandidates {
+                host,
+                ..Default::default()
+            },
+            started: now,
+            binding_pending: false,
+            allocation_pending: false,
+            permitted: HashSet::new(),
+            permission_pending: HashSet::new(),
+            relayed_in: VecDeque::new(),
+        };
+        g.begin(now);
+        g
+    }
+
+    fn begin(&mut self, now: Instant) {
+        let Some(server) = self
+            .servers
+            .turn
+            .as_ref()
+            .map(|t| t.addr)
+            .or(self.servers.stun)
+        else {
+            return;
+        };
+        let local = self
+            .candidates
+            .host
+            .first()
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (username, password) = self
+            .servers
+            .turn
+            .as_ref()
+            .map(|t| (t.username.clone(), t.password.clone()))
+            .unwrap_or_default();
+        let config = ClientConfig {
+            stun_serv_addr: self.servers.stun.map(|s| s.to_string()).unwrap_or_default(),
+            turn_serv_addr: server.to_string(),
+            local_addr: local,
+            transport_protocol: TransportProtocol::UDP,
+            username,
+            password,
+            realm: String::new(),
+            software: "SocialVPN".into(),
+            rto_in_ms: 0,
+            allocation_refresh_interval_cap: Some(ALLOCATION_REFRESH_CAP),
+        };
+        let client = rtc_ice::crypto::default_provider()
+            .map_err(|e| tracing::warn!(error = %e, "no crypto provider for STUN/TURN"))
+            .ok()
+            .and_then(|p| {
+                Client::new(config, p)
+                    .map_err(|e| tracing::warn!(error = %e, "cannot create the TURN client"))
+                    .ok()
+            });
+        let Some(mut client) = client else { return };
+        if let Some(stun) = self
+            .servers
+            .stun
+            .or(self.servers.turn.as_ref().map(|t| t.addr))
+        {
+            self.binding_pending = client.send_binding_request_to(now, stun).is_ok();
+        }
+        if self.servers.turn.is_some() {
+            self.allocation_pending = client.allocate(now).is_ok();
+        }
+        self.client = Some(client);
+    }
+
+    /// Gathers again (after a network change) with new host addresses.
+    pub fn restart(&mut self, now: Instant, host: Vec<SocketAddr>) {
+        if let Some(client) = self.client.as_mut() {
+            let _ = client.close();
+        }
+        let servers = self.servers.clone();
+        *self = Gatherer::start(now, servers, host);
+    }
+
+    pub fn candidates(&self) -> &LocalCandidates {
+        &self.candidates
+    }
+
+    /// True once every server answered or the gathering time is up.
+    pub fn is_complete(&self, now: Instant) -> bool {
+        (!self.binding_pending && !self.allocation_pending)
+            || now.saturating_duration_since(self.started) >= GATHER_TIMEOUT
+    }
+
+    /// When gathering completes by timeout (if still pending).
+    pub fn completion_deadline(&self) -> Option<Instant> {
+        (self.binding_pending || self.allocation_pending).then_some(self.started + GATHER_TIMEOUT)
+    }
+
+    /// Datagrams from these addresses belong to the STUN/TURN client.
+    pub fn is_server(&self, from: SocketAddr) -> bool {
+        self.client.is_some()
+            && (Some(from) == self.servers.stun
+                || Some(from) == self.servers.turn.as_ref().map(|t| t.addr))
+    }
+
+    pub fn handle_server_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        let local = self.candidates.host.first().copied().unwrap_or(from);
+        let msg = TransportMessage {
+            now,
+            transport: TransportContext {
+                local_addr: local,
+                peer_addr: from,
+                transport_protocol: TransportProtocol::UDP,
+                ecn: None,
+            },
+            message: BytesMut::from(data),
+        };
+        if let Err(e) = client.handle_read(msg) {
+            tracing::trace!(error = %e, "STUN/TURN datagram ignored");
+        }
+        self.drain_events();
+    }
+
+    fn drain_events(&mut self) {
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        while let Some(event) = client.poll_event() {
+            match event {
+                TurnEvent::BindingResponse(_, addr) => {
+                    tracing::debug!(%addr, "server-reflexive address");
+                    self.candidates.srflx = Some(addr);
+                    self.binding_pending = false;
+                }
+                TurnEvent::BindingError(_, e) => {
+                    tracing::debug!(error = %e, "STUN binding failed");
+                    self.binding_pending = false;
+                }
+                TurnEvent::AllocateResponse(_, addr) => {
+                    tracing::debug!(%addr, "TURN relay allocated");
+                    self.candidates.relay = Some(addr);
+                    self.allocation_pending = false;
+                }
+                TurnEvent::AllocateError(_, e) => {
+                    tracing::warn!(error = %e, "TURN allocation failed: relayed links are unavailable");
+                    self.allocation_pending = false;
+                }
+                TurnEvent::CreatePermissionResponse(_, peer) => {
+                    self.permission_pending.remove(&peer);
+                    self.permitted.insert(peer);
+                }
+                TurnEvent::CreatePermissionError(_, e) => {
+                    tracing::debug!(error = %e, "TURN permission refused");
+                    // Let a later request try again (a stale nonce gives this error once).
+                    self.permission_pending.clear();
+                }
+                TurnEvent::DataIndicationOrChannelData(_, peer, data) => {
+                    self.relayed_in.push_back((peer, data));
+                }
+                TurnEvent::TransactionTimeout(_) => {
+                    // Whatever was pending has no answer coming.
+                    self.binding_pending = false;
+                    self.allocation_pending = false;
+                    self.permission_pending.clear();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A datagram that came through the relay: (the peer's address, its bytes).
+    pub fn poll_relayed(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        self.relayed_in.pop_front()
+    }
+
+    /// Allows `peer` to reach us through the relay (and us to send to it).
+    pub fn permit(&mut self, now: Instant, peer: SocketAddr) {
+        let Some(relay) = self.candidates.relay else {
+            return;
+        };
+        if self.permitted.contains(&peer) || !self.permission_pending.insert(peer) {
+            return;
+        }
+        if let Some(client) = self.client.as_mut() {
+            match client
+                .relay(relay)
+                .and_then(|mut r| r.create_permission(now, peer))
+            {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    self.permission_pending.remove(&peer);
+                    self.permitted.insert(peer);
+                }
+                Err(e) => {
+                    self.permission_pending.remove(&peer);
+                    tracing::debug!(error = %e, "TURN permission request failed");
+                }
+            }
+        }
+    }
+
+    /// Sends `data` to `peer` through the relay; false when that is not possible (yet).
+    pub fn send_relayed(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) -> bool {
+        let (Some(relay), Some(client)) = (self.candidates.relay, self.client.as_mut()) else {
+            return false;
+        };
+        if !self.permitted.contains(&peer) {
+            return false;
+        }
+        client
+            .relay(relay)
+            .and_then(|mut r| r.send_to(now, data, peer))
+            .is_ok()
+    }
+
+    /// Datagrams for the STUN/TURN servers.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        let t = self.client.as_mut()?.poll_write()?;
+        Some((t.transport.peer_addr, t.message))
+    }
+
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let client = self.client.as_mut().and_then(|c| c.poll_timeout());
+        match (client, self.completion_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(client) = self.client.as_mut() {
+            if let Err(e) = client.handle_timeout(now) {
+                tracing::trace!(error = %e, "TURN timer");
+            }
+        }
+        self.drain_events();
+    }
+}
