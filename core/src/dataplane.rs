@@ -175,6 +175,28 @@ impl DataPlane {
         Ok(uid)
     }
 
+    /// Starts a WireGuard handshake with `uid` now (a path was just found), so the first
+    /// packet does not wait for it.
+    pub fn initiate(&mut self, now: Instant, uid: &Uid, net: &mut impl NetSink) {
+        let Some(link) = self.by_uid.get(uid).and_then(|i| self.links.get_mut(i)) else {
+            return;
+        };
+        let Some(endpoint) = link.endpoint else {
+            return;
+        };
+        if link.has_session() {
+            return;
+        }
+        if let TunnResult::WriteToNetwork(init) = link
+            .tunn
+            .format_handshake_initiation(&mut self.scratch, false)
+        {
+            link.mark_active(now);
+            link.note_sent(now, init);
+            send(&mut self.counters, net, endpoint, init);
+        }
+    }
+
     /// Removes the link to `uid`; the device keeps its overlay address.
     pub fn remove_peer(&mut self, uid: &Uid) -> bool {
         let Some(index) = self.by_uid.remove(uid) else {

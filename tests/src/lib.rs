@@ -6,5 +6,6 @@
 
 pub mod netns;
 pub mod node;
+pub mod social_nodes;
 pub mod social_world;
 pub mod two_hosts;

@@ -28,9 +28,26 @@ impl DpNode {
         subnet: &str,
         listen: &str,
     ) -> DpNode {
+        Self::start_with(bin, ns, state, tun, subnet, listen, None)
+    }
+
+    /// Starts a node that logs in to XMPP with the JSON social configuration at `social`.
+    pub fn start_with(
+        bin: &Path,
+        ns: &Namespace,
+        state: &Path,
+        tun: &str,
+        subnet: &str,
+        listen: &str,
+        social: Option<&Path>,
+    ) -> DpNode {
+        let mut args = vec![state.to_str().unwrap_or_default(), tun, subnet, listen];
+        if let Some(path) = social {
+            args.push(path.to_str().unwrap_or_default());
+        }
         let mut child = ns
             .command(bin.to_str().unwrap_or_default())
-            .args([state.to_str().unwrap_or_default(), tun, subnet, listen])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -106,6 +123,31 @@ impl DpNode {
 
     pub fn drops(&mut self, reason: &str) -> u64 {
         self.ask("counters")["drops"][reason].as_u64().unwrap_or(0)
+    }
+
+    /// Asks `command` every 200 ms until `pred` holds (true) or `within` passes (false).
+    pub fn wait_until(
+        &mut self,
+        command: &str,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if pred(&self.ask(command)) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Sends a command whose answer may be an error (returned, not a panic).
+    pub fn try_ask(&mut self, command: &str) -> Value {
+        writeln!(self.stdin, "{command}").expect("node stdin");
+        self.read_reply()
     }
 
     pub fn kill(&mut self) {

@@ -27,7 +27,10 @@ const FAILED_AFTER: Duration = Duration::from_secs(30);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SelectedPath {
     pub remote: SocketAddr,
+    /// Traffic crosses a TURN relay (ours or the peer's).
     pub relayed: bool,
+    /// We send through our own TURN allocation (our candidate is the relayed one).
+    pub via_our_relay: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -227,9 +230,12 @@ impl IceLink {
                     self.state = state;
                 }
                 Event::SelectedCandidatePairChange(local, remote) => {
+                    // Relayed if either side's candidate is a TURN allocation.
+                    let ours = local.candidate_type() == CandidateType::Relay;
                     let path = SelectedPath {
                         remote: remote.addr(),
-                        relayed: local.candidate_type() == CandidateType::Relay,
+                        relayed: ours || remote.candidate_type() == CandidateType::Relay,
+                        via_our_relay: ours,
                     };
                     tracing::debug!(?path, "ICE selected a path");
                     self.selected = Some(path);

@@ -196,6 +196,27 @@ impl LinkManager {
         }
     }
 
+    /// Closes every link and tells each peer.
+    pub fn close_everything(&mut self) {
+        let uids: Vec<Uid> = self.peers.keys().copied().collect();
+        for uid in uids {
+            self.close_now(&uid);
+        }
+    }
+
+    /// Closes every link to devices of this account (the user switched the friend off).
+    pub fn close_account(&mut self, jid: &xmpp_parsers::jid::BareJid) {
+        let uids: Vec<Uid> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.jid.to_bare() == *jid)
+            .map(|(u, _)| *u)
+            .collect();
+        for uid in uids {
+            self.close_now(&uid);
+        }
+    }
+
     fn close_peer(&mut self, peer: &mut Peer, tell: bool) {
         if let Some(ice) = peer.ice.as_mut() {
             ice.close();
@@ -777,7 +798,8 @@ mod tests {
             up(&a),
             Some(SelectedPath {
                 remote: b.addr,
-                relayed: false
+                relayed: false,
+                via_our_relay: false,
             }),
             "{:?}",
             a.events
@@ -786,7 +808,8 @@ mod tests {
             up(&b),
             Some(SelectedPath {
                 remote: a.addr,
-                relayed: false
+                relayed: false,
+                via_our_relay: false,
             }),
             "{:?}",
             b.events

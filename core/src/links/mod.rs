@@ -1,6 +1,7 @@
 //! Links between devices: candidate gathering (STUN, TURN), one ICE session per friend
 //! device, and the signalling state machine that sets them up over XMPP.
 
+pub mod host;
 pub mod ice;
 pub mod manager;
 pub mod servers;

@@ -129,7 +129,7 @@ pub enum SignalKind {
     Offer,
     /// Accept an offer: the answerer's credentials and candidates.
     Answer,
-    /// New ICE credentials and candidates for the same link (roaming).
+    /// A request for a fresh offer (the sender roamed, or wants a link and has none).
     Restart,
     /// The sender closed the link.
     Close,
@@ -206,8 +206,8 @@ impl Signal {
             (None, None) => None,
             _ => return Err(PayloadError::Credentials),
         };
-        // Offers, answers and restarts carry credentials; a close does not need them.
-        if kind != SignalKind::Close && credentials.is_none() {
+        // Offers and answers carry credentials; a restart request and a close do not.
+        if matches!(kind, SignalKind::Offer | SignalKind::Answer) && credentials.is_none() {
             return Err(PayloadError::Credentials);
         }
         if wire.candidates.len() > MAX_CANDIDATES

@@ -1,13 +1,35 @@
-//! A data-plane node for the namespace tests: one engine on a real Linux TUN, peers
-//! configured by the test over stdin, answers as JSON lines on stdout.
+//! A SocialVPN node for the namespace tests: one engine on a real Linux TUN, driven over
+//! stdin, answering with JSON lines on stdout. Without a social config, links are configured
+//! by hand (`peer`); with one, the node logs in to XMPP and links with friends by itself.
 //!
-//! Usage: socialvpn-dpnode STATE_DIR TUN_NAME SUBNET LISTEN_ADDR
-//! Commands (one per line): `peer PUBKEY_HEX ENDPOINT`, `counters`, `links`. EOF stops it.
+//! Usage: socialvpn-dpnode STATE_DIR TUN_NAME SUBNET LISTEN_ADDR [SOCIAL_JSON_FILE]
+//! Commands (one per line): `peer PUBKEY_HEX ENDPOINT`, `counters`, `links`, `status`,
+//! `roster`, `friend add|accept|decline|remove|enable|disable JID`, `network-changed`.
+//! EOF stops it (closing links cleanly).
 
+use serde_json::{json, Value};
+use socialvpn_core::engine::{FriendAction, SocialConfig};
+use socialvpn_core::links::servers::{IceServers, TurnServer};
 use socialvpn_core::tun::linux::{create, TunConfig};
-use socialvpn_core::{EngineConfig, PeerConfig, PreparedEngine};
+use socialvpn_core::xmpp::connect::{TlsTrust, XmppAccount};
+use socialvpn_core::{Engine, EngineConfig, PeerConfig, PreparedEngine};
 use std::path::PathBuf;
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// The social part of the node's configuration (JSON file).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SocialFile {
+    jid: String,
+    password: String,
+    resource: String,
+    server: String,
+    ca_file: PathBuf,
+    stun: Option<String>,
+    turn: Option<String>,
+    turn_user: Option<String>,
+    turn_password: Option<String>,
+}
 
 fn main() {
     tracing_subscriber::fmt()
@@ -15,8 +37,8 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() != 4 {
-        eprintln!("usage: socialvpn-dpnode STATE_DIR TUN_NAME SUBNET LISTEN_ADDR");
+    if !(4..=5).contains(&args.len()) {
+        eprintln!("usage: socialvpn-dpnode STATE_DIR TUN_NAME SUBNET LISTEN_ADDR [SOCIAL_JSON]");
         std::process::exit(2);
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -31,6 +53,38 @@ fn fail(message: &str) -> ! {
     std::process::exit(1);
 }
 
+fn social_config(path: &str) -> SocialConfig {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
+    let f: SocialFile =
+        serde_json::from_str(&text).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
+    let (host, port) = f
+        .server
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
+        .unwrap_or_else(|| fail("server must be host:port"));
+    let addr = |s: &Option<String>| {
+        s.as_ref()
+            .map(|s| s.parse().unwrap_or_else(|_| fail("bad address")))
+    };
+    SocialConfig {
+        account: XmppAccount {
+            jid: f.jid.parse().unwrap_or_else(|_| fail("bad jid")),
+            password: f.password,
+            resource: f.resource,
+            server: Some((host, port)),
+            trust: TlsTrust::CaFile(f.ca_file),
+        },
+        servers: IceServers {
+            stun: addr(&f.stun),
+            turn: addr(&f.turn).map(|addr| TurnServer {
+                addr,
+                username: f.turn_user.unwrap_or_default(),
+                password: f.turn_password.unwrap_or_default(),
+            }),
+        },
+    }
+}
+
 async fn run(args: &[String]) {
     let config = EngineConfig {
         state_dir: PathBuf::from(&args[0]),
@@ -40,6 +94,7 @@ async fn run(args: &[String]) {
         listen: args[3]
             .parse()
             .unwrap_or_else(|e| fail(&format!("listen: {e}"))),
+        social: args.get(4).map(|p| social_config(p)),
     };
     let prepared = PreparedEngine::load(config).unwrap_or_else(|e| fail(&e.to_string()));
     let tun = create(&TunConfig {
@@ -50,7 +105,7 @@ async fn run(args: &[String]) {
         ipv6: Some(prepared.ipv6()),
     })
     .unwrap_or_else(|e| fail(&e.to_string()));
-    let hello = serde_json::json!({
+    let hello = json!({
         "uid": prepared.uid().to_string(),
         "public_key": hex::encode(prepared.public_key()),
         "ipv4": prepared.ipv4().to_string(),
@@ -61,38 +116,64 @@ async fn run(args: &[String]) {
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let reply = match words.as_slice() {
-            ["peer", key, endpoint] => {
-                let mut public_key = [0u8; 32];
-                match (hex::decode_to_slice(key, &mut public_key), endpoint.parse()) {
-                    (Ok(()), Ok(endpoint)) => {
-                        let peer = PeerConfig {
-                            public_key,
-                            endpoint: Some(endpoint),
-                            keepalive_secs: None,
-                        };
-                        match engine.add_peer(peer).await {
-                            Ok(uid) => serde_json::json!({ "uid": uid.to_string() }),
-                            Err(e) => serde_json::json!({ "error": e.to_string() }),
-                        }
-                    }
-                    _ => serde_json::json!({ "error": "bad key or endpoint" }),
-                }
-            }
-            ["counters"] => match engine.counters().await {
-                Ok(c) => serde_json::to_value(c).unwrap_or_default(),
-                Err(e) => serde_json::json!({ "error": e.to_string() }),
-            },
-            ["links"] => match engine.links().await {
-                Ok(l) => serde_json::to_value(l).unwrap_or_default(),
-                Err(e) => serde_json::json!({ "error": e.to_string() }),
-            },
-            _ => serde_json::json!({ "error": format!("unknown command: {line}") }),
-        };
-        println!("{reply}");
+        println!("{}", answer(&engine, &line).await);
     }
     if let Err(e) = engine.shutdown().await {
         fail(&e.to_string());
+    }
+}
+
+fn result<T: serde::Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Value {
+    match r {
+        Ok(v) => serde_json::to_value(v).unwrap_or_default(),
+        Err(e) => json!({ "error": e.to_string() }),
+    }
+}
+
+async fn answer(engine: &Engine, line: &str) -> Value {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["peer", key, endpoint] => {
+            let mut public_key = [0u8; 32];
+            match (hex::decode_to_slice(key, &mut public_key), endpoint.parse()) {
+                (Ok(()), Ok(endpoint)) => {
+                    let peer = PeerConfig {
+                        public_key,
+                        endpoint: Some(endpoint),
+                        keepalive_secs: None,
+                    };
+                    result(
+                        engine
+                            .add_peer(peer)
+                            .await
+                            .map(|uid| json!({ "uid": uid.to_string() })),
+                    )
+                }
+                _ => json!({ "error": "bad key or endpoint" }),
+            }
+        }
+        ["counters"] => result(engine.counters().await),
+        ["links"] => result(engine.links().await),
+        ["status"] => result(engine.status().await),
+        ["roster"] => result(engine.roster().await),
+        ["network-changed"] => result(engine.network_changed().await),
+        ["friend", action, jid] => {
+            let action = match *action {
+                "add" => FriendAction::Add,
+                "accept" => FriendAction::Accept,
+                "decline" => FriendAction::Decline,
+                "remove" => FriendAction::Remove,
+                "enable" => FriendAction::Enable,
+                "disable" => FriendAction::Disable,
+                _ => return json!({ "error": format!("unknown friend action {action}") }),
+            };
+            result(
+                engine
+                    .friend(action, jid)
+                    .await
+                    .map(|()| json!({ "ok": true })),
+            )
+        }
+        _ => json!({ "error": format!("unknown command: {line}") }),
     }
 }

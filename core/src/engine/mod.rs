@@ -1,18 +1,23 @@
-//! The tokio shell around [`DataPlane`]: one task owns the state, waits on the tun fd, the
-//! UDP socket, the next timer deadline and the command channel, and feeds whatever is ready
-//! into the sans-IO core. Reads are drained in batches until the fd would block.
+//! The tokio shell around the sans-IO state: one task owns the data plane (and, with an XMPP
+//! account, the social state and the link manager), waits on the tun fd, the UDP socket, the
+//! XMPP session, the next timer deadline and the command channel, and feeds whatever is ready
+//! into the state machines. Reads are drained in batches until the fd would block.
+
+mod social;
+
+pub use social::{DeviceView, FriendView, SocialConfig};
 
 use crate::addrbook::{AddressBook, AddressBookError};
 use crate::counters::{Counters, DropReason};
-use crate::dataplane::{
-    DataPlane, LinkStatus, NetSink, PeerError, TunSink, MAX_PACKET, NET_BUFFER,
-};
+use crate::dataplane::{DataPlane, LinkStatus, PeerError, TunSink, MAX_PACKET, NET_BUFFER};
 use crate::framing::AF_HEADER_LEN;
 use crate::identity::{DeviceIdentity, IdentityError};
 use crate::packet::uid_header::UID_HEADER_LEN;
+use crate::social::payload::DeviceInfo;
 use crate::subnet::{ula_address, Ipv4Subnet};
 use crate::tun::TunDevice;
 use crate::uid::Uid;
+use social::{Social, Transport};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -22,6 +27,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use xmpp_parsers::jid::BareJid;
 
 /// Packets handled from one source before the loop looks at the others again.
 const BATCH: usize = 64;
@@ -44,6 +50,12 @@ pub enum EngineError {
     NetRecv(io::Error),
     #[error("the engine has stopped")]
     Stopped,
+    #[error("{0}")]
+    Social(String),
+    #[error("this engine has no XMPP account")]
+    NoAccount,
+    #[error("'{0}' is not a valid JID")]
+    BadJid(String),
 }
 
 /// What the engine needs to start.
@@ -55,6 +67,8 @@ pub struct EngineConfig {
     pub subnet: Ipv4Subnet,
     /// Local address of the UDP socket the links use.
     pub listen: SocketAddr,
+    /// The XMPP account and STUN/TURN servers; without it, links are configured by hand.
+    pub social: Option<SocialConfig>,
 }
 
 /// A friend device to link with.
@@ -128,8 +142,19 @@ impl PreparedEngine {
         let uid = self.identity.uid();
         let public_key = self.public_key();
         let dataplane = DataPlane::new(self.identity, self.book);
+        let social = match self.config.social {
+            Some(config) => Some(social::Social::start(
+                Instant::now(),
+                config,
+                DeviceInfo::new(public_key),
+                &self.config.state_dir,
+                &dataplane,
+                local_addr.port(),
+            )?),
+            None => None,
+        };
         let (commands, receiver) = mpsc::channel(16);
-        let task = tokio::spawn(run(dataplane, tun, udp, receiver));
+        let task = tokio::spawn(run(dataplane, social, tun, udp, receiver));
         Ok(Engine {
             commands,
             task,
@@ -145,6 +170,41 @@ enum Command {
     RemovePeer(Uid, oneshot::Sender<bool>),
     Counters(oneshot::Sender<Counters>),
     Links(oneshot::Sender<Vec<LinkStatus>>),
+    Status(oneshot::Sender<Status>),
+    Roster(oneshot::Sender<Result<Vec<FriendView>, EngineError>>),
+    Friend(
+        FriendAction,
+        BareJid,
+        oneshot::Sender<Result<(), EngineError>>,
+    ),
+    NetworkChanged(oneshot::Sender<()>),
+}
+
+/// What the user can do with a roster entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FriendAction {
+    Add,
+    Accept,
+    Decline,
+    Remove,
+    Enable,
+    Disable,
+}
+
+/// The engine at a glance.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Status {
+    pub uid: String,
+    pub ipv4: Ipv4Addr,
+    pub ipv6: Ipv6Addr,
+    pub subnet: String,
+    /// XMPP session state (absent without an account).
+    pub xmpp: Option<String>,
+    pub counters: Counters,
+    pub social: Option<crate::social::state::SocialCounters>,
+    pub links: Option<crate::links::manager::LinkCounters>,
+    /// Local candidates offered to friends.
+    pub candidates: Option<Vec<String>>,
 }
 
 /// Handle to a running engine.
@@ -198,6 +258,29 @@ impl Engine {
         self.ask(Command::Links).await
     }
 
+    pub async fn status(&self) -> Result<Status, EngineError> {
+        self.ask(Command::Status).await
+    }
+
+    /// The roster with devices, toggles, addresses and link states.
+    pub async fn roster(&self) -> Result<Vec<FriendView>, EngineError> {
+        self.ask(Command::Roster).await?
+    }
+
+    /// Adds, accepts, declines, removes, enables or disables a friend.
+    pub async fn friend(&self, action: FriendAction, jid: &str) -> Result<(), EngineError> {
+        let jid: BareJid = jid
+            .parse()
+            .map_err(|_| EngineError::BadJid(jid.to_string()))?;
+        self.ask(|tx| Command::Friend(action, jid, tx)).await?
+    }
+
+    /// The platform's network changed (Wi-Fi ↔ cellular, new address): restart ICE on every
+    /// link, keeping the WireGuard sessions.
+    pub async fn network_changed(&self) -> Result<(), EngineError> {
+        self.ask(Command::NetworkChanged).await
+    }
+
     /// Whether the engine task has ended (on its own only after a fatal fd error).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
@@ -207,14 +290,6 @@ impl Engine {
     pub async fn shutdown(self) -> Result<(), EngineError> {
         drop(self.commands);
         self.task.await.map_err(|_| EngineError::Stopped)?
-    }
-}
-
-struct UdpNet<'a>(&'a UdpSocket);
-
-impl NetSink for UdpNet<'_> {
-    fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]) -> io::Result<()> {
-        self.0.try_send_to(datagram, dst).map(|_| ())
     }
 }
 
@@ -228,19 +303,50 @@ impl TunSink for TunWriter<'_> {
 
 async fn run(
     mut dp: DataPlane,
+    mut social: Option<Social>,
     tun: AsyncFd<TunDevice>,
     udp: UdpSocket,
     mut commands: mpsc::Receiver<Command>,
+) -> Result<(), EngineError> {
+    let result = run_loop(&mut dp, &mut social, &tun, &udp, &mut commands).await;
+    if let Some(mut social) = social {
+        // Tell friends the links are going away, then sign off.
+        let now = Instant::now();
+        social.close_all(now);
+        social.flush(now, &mut dp, &udp);
+        social.shutdown().await;
+    }
+    result
+}
+
+async fn run_loop(
+    dp: &mut DataPlane,
+    social: &mut Option<Social>,
+    tun: &AsyncFd<TunDevice>,
+    udp: &UdpSocket,
+    commands: &mut mpsc::Receiver<Command>,
 ) -> Result<(), EngineError> {
     // Allocated once: frame header + largest packet + room for the UID header after it.
     let mut tun_buf = vec![0u8; AF_HEADER_LEN + MAX_PACKET + UID_HEADER_LEN].into_boxed_slice();
     let mut net_buf = vec![0u8; NET_BUFFER + 1].into_boxed_slice();
     let framing = tun.get_ref().framing();
     loop {
-        let deadline = dp.poll_timeout();
+        let deadline = [
+            dp.poll_timeout(),
+            social.as_mut().and_then(|s| s.poll_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let timer = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let xmpp_input = async {
+            match social.as_mut() {
+                Some(s) => s.inputs.recv().await,
                 None => std::future::pending().await,
             }
         };
@@ -248,7 +354,7 @@ async fn run(
             guard = tun.readable() => {
                 let mut guard = guard.map_err(EngineError::TunRead)?;
                 let now = Instant::now();
-                let mut net = UdpNet(&udp);
+                let mut net = Transport { udp, social: social.as_mut(), now };
                 for _ in 0..BATCH {
                     let n = match guard.try_io(|fd| fd.get_ref().read_frame(&mut tun_buf)) {
                         // A tun fd never reads 0 bytes while the interface exists: it is gone.
@@ -284,34 +390,63 @@ async fn run(
                         dp.count_drop(DropReason::Oversized);
                         continue;
                     }
-                    let tun_ref = tun.get_ref();
-                    dp.handle_net_datagram(now, from, &net_buf[..n], &mut UdpNet(&udp), &mut TunWriter(tun_ref));
+                    let datagram = &net_buf[..n];
+                    let tun_writer = &mut TunWriter(tun.get_ref());
+                    match social.as_mut() {
+                        Some(s) if s.links.wants_datagram(from, datagram) => {
+                            let local = s.local_host;
+                            s.links.handle_datagram(now, local, from, datagram);
+                            // WireGuard that came through the relay, as if from the peer.
+                            let relayed: Vec<_> = std::iter::from_fn(|| s.links.poll_relayed_data()).collect();
+                            for (peer, bytes) in relayed {
+                                let mut net = Transport { udp, social: Some(&mut *s), now };
+                                dp.handle_net_datagram(now, peer, &bytes, &mut net, tun_writer);
+                            }
+                            s.flush(now, dp, udp);
+                        }
+                        other => {
+                            let mut net = Transport { udp, social: other, now };
+                            dp.handle_net_datagram(now, from, datagram, &mut net, tun_writer);
+                        }
+                    }
+                }
+            }
+            input = xmpp_input => {
+                let now = Instant::now();
+                if let (Some(s), Some(input)) = (social.as_mut(), input) {
+                    s.handle_xmpp(now, input, dp);
+                    s.flush(now, dp, udp);
                 }
             }
             () = timer => {
-                dp.handle_timeout(Instant::now(), &mut UdpNet(&udp));
+                let now = Instant::now();
+                if let Some(s) = social.as_mut() {
+                    s.handle_timeout(now, dp);
+                    s.flush(now, dp, udp);
+                }
+                let mut net = Transport { udp, social: social.as_mut(), now };
+                dp.handle_timeout(now, &mut net);
             }
             command = commands.recv() => {
                 let Some(command) = command else {
                     tracing::debug!("engine stopping");
                     return Ok(());
                 };
-                handle_command(&mut dp, command);
+                let now = Instant::now();
+                handle_command(now, dp, social.as_mut(), command);
+                if let Some(s) = social.as_mut() {
+                    s.flush(now, dp, udp);
+                }
             }
         }
     }
 }
 
-fn handle_command(dp: &mut DataPlane, command: Command) {
+fn handle_command(now: Instant, dp: &mut DataPlane, social: Option<&mut Social>, command: Command) {
     // A caller that went away no longer wants the answer: ignoring a failed reply is right.
     match command {
         Command::AddPeer(peer, reply) => {
-            let result = dp.add_peer(
-                Instant::now(),
-                peer.public_key,
-                peer.endpoint,
-                peer.keepalive_secs,
-            );
+            let result = dp.add_peer(now, peer.public_key, peer.endpoint, peer.keepalive_secs);
             let _ = reply.send(result);
         }
         Command::RemovePeer(uid, reply) => {
@@ -322,6 +457,41 @@ fn handle_command(dp: &mut DataPlane, command: Command) {
         }
         Command::Links(reply) => {
             let _ = reply.send(dp.links());
+        }
+        Command::Status(reply) => {
+            let book = dp.address_book();
+            let status = Status {
+                uid: dp.uid().to_string(),
+                ipv4: book.own_address(),
+                ipv6: ula_address(&dp.uid()),
+                subnet: book.subnet().to_string(),
+                xmpp: social.as_ref().map(|s| s.xmpp_state_name()),
+                counters: dp.counters(),
+                social: social.as_ref().map(|s| s.state.counters()),
+                links: social.as_ref().map(|s| s.links.counters()),
+                candidates: social.as_ref().map(|s| s.candidate_list()),
+            };
+            let _ = reply.send(status);
+        }
+        Command::Roster(reply) => {
+            let _ = reply.send(
+                social
+                    .map(|s| s.roster(now, dp))
+                    .ok_or(EngineError::NoAccount),
+            );
+        }
+        Command::Friend(action, jid, reply) => {
+            let result = match social {
+                None => Err(EngineError::NoAccount),
+                Some(s) => s.friend(now, action, jid, dp),
+            };
+            let _ = reply.send(result);
+        }
+        Command::NetworkChanged(reply) => {
+            if let Some(s) = social {
+                s.network_changed(now);
+            }
+            let _ = reply.send(());
         }
     }
 }

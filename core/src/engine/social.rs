@@ -1,0 +1,377 @@
+//! The engine's social half: the XMPP session, the social state and the link manager, and
+//! how their outputs reach the data plane, the socket and the server.
+
+use crate::dataplane::{DataPlane, NetSink};
+use crate::links::host::host_candidates;
+use crate::links::manager::{LinkEvent, LinkManager, LinkPhase};
+use crate::links::servers::IceServers;
+use crate::social::payload::DeviceInfo;
+use crate::social::state::{Outgoing, SocialState, Subscription};
+use crate::social::toggles::Toggles;
+use crate::uid::Uid;
+use crate::xmpp::connect::XmppAccount;
+use crate::xmpp::session::{XmppInput, XmppSession, XmppState};
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Instant;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use xmpp_parsers::jid::BareJid;
+
+use super::EngineError;
+
+/// The account and the STUN/TURN servers.
+#[derive(Clone, Debug)]
+pub struct SocialConfig {
+    pub account: XmppAccount,
+    pub servers: IceServers,
+}
+
+/// One device of a friend (or of the user) as the UI shows it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct DeviceView {
+    pub resource: String,
+    /// Whether the device runs SocialVPN.
+    pub socialvpn: bool,
+    pub uid: Option<String>,
+    /// The address this user gave the device.
+    pub overlay_address: Option<Ipv4Addr>,
+    pub link: Option<LinkPhase>,
+}
+
+/// One roster entry as the UI shows it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct FriendView {
+    pub jid: String,
+    pub name: Option<String>,
+    pub subscription: Subscription,
+    /// A friend (mutual subscription).
+    pub mutual: bool,
+    pub pending_in: bool,
+    pub pending_out: bool,
+    /// The user's switch for this friend.
+    pub enabled: bool,
+    /// True for the entry listing the user's own other devices.
+    pub own: bool,
+    pub devices: Vec<DeviceView>,
+}
+
+pub(super) struct Social {
+    pub(super) state: SocialState,
+    pub(super) links: LinkManager,
+    xmpp: XmppSession,
+    pub(super) inputs: mpsc::Receiver<XmppInput>,
+    pub(super) xmpp_state: XmppState,
+    /// Remote addresses reached through the TURN relay.
+    relayed: HashSet<SocketAddr>,
+    pub(super) local_host: SocketAddr,
+    port: u16,
+    subnet_excluded: crate::subnet::Ipv4Subnet,
+}
+
+impl Social {
+    pub(super) fn start(
+        now: Instant,
+        config: SocialConfig,
+        own: DeviceInfo,
+        state_dir: &std::path::Path,
+        dp: &DataPlane,
+        port: u16,
+    ) -> Result<Social, EngineError> {
+        let toggles = Toggles::open(state_dir).map_err(|e| EngineError::Social(e.to_string()))?;
+        let state = SocialState::new(config.account.jid.clone(), own, toggles);
+        let subnet = dp.address_book().subnet();
+        let host = host_candidates(port, |ip| subnet.contains(ip));
+        let local_host = host
+            .first()
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)));
+        let links = LinkManager::new(now, own, config.servers, host);
+        let (xmpp, inputs) = XmppSession::spawn(config.account);
+        Ok(Social {
+            state,
+            links,
+            xmpp,
+            inputs,
+            xmpp_state: XmppState::Connecting,
+            relayed: HashSet::new(),
+            local_host,
+            port,
+            subnet_excluded: subnet,
+        })
+    }
+
+    pub(super) async fn shutdown(self) {
+        self.xmpp.shutdown().await;
+    }
+
+    pub(super) fn handle_xmpp(&mut self, now: Instant, input: XmppInput, dp: &mut DataPlane) {
+        match input {
+            XmppInput::State(state) => {
+                match &state {
+                    XmppState::Online(full) => self.state.handle_online(now, full.clone()),
+                    _ => self.state.handle_offline(),
+                }
+                self.xmpp_state = state;
+            }
+            XmppInput::Roster(items) => self.state.handle_roster(items),
+            XmppInput::RosterPush(item) => self.state.handle_roster_push(item),
+            XmppInput::Presence(from, kind) => self.state.handle_presence(&from, kind),
+            XmppInput::Signal(from, Ok(signal)) => {
+                match self.state.authorize_signal(&from, &signal) {
+                    Ok(_) => {
+                        // Give the device its address before anything can arrive from it.
+                        let _ = dp.address_book_mut().assign(signal.from.uid);
+                        self.links.handle_signal(now, from, signal);
+                    }
+                    Err(reason) => tracing::debug!(?reason, "signal rejected"),
+                }
+            }
+            XmppInput::Signal(_, Err(e)) => {
+                tracing::debug!(error = %e, "malformed signal");
+                self.state.count_malformed_signal();
+            }
+        }
+        self.refresh_wanted(now, dp);
+    }
+
+    /// Tells the link manager which devices the policy wants, giving each an address.
+    pub(super) fn refresh_wanted(&mut self, now: Instant, dp: &mut DataPlane) {
+        let wanted = self.state.wanted_devices();
+        for device in &wanted {
+            if let Err(e) = dp.address_book_mut().assign(device.info.uid) {
+                tracing::warn!(error = %e, "no overlay address for a friend's device");
+            }
+        }
+        self.links.set_wanted(now, &wanted);
+    }
+
+    /// Switches a friend off (closing their links at once) or on.
+    pub(super) fn set_enabled(
+        &mut self,
+        now: Instant,
+        jid: &BareJid,
+        on: bool,
+        dp: &mut DataPlane,
+    ) -> Result<(), EngineError> {
+        self.state
+            .set_enabled(jid, on)
+            .map_err(|e| EngineError::Social(e.to_string()))?;
+        if !on {
+            self.links.close_account(jid);
+        }
+        self.refresh_wanted(now, dp);
+        Ok(())
+    }
+
+    pub(super) fn network_changed(&mut self, now: Instant) {
+        let subnet = self.subnet_excluded;
+        let host = host_candidates(self.port, |ip| subnet.contains(ip));
+        if let Some(first) = host.first() {
+            self.local_host = *first;
+        }
+        self.links.network_changed(now, host);
+    }
+
+    /// Sends everything the social state and the link manager produced, and applies link
+    /// events to the data plane.
+    pub(super) fn flush(&mut self, now: Instant, dp: &mut DataPlane, udp: &UdpSocket) {
+        while let Some(out) = self.state.poll_outgoing() {
+            self.xmpp.send(out);
+        }
+        while let Some((to, signal)) = self.links.poll_signal() {
+            self.xmpp.send(Outgoing::Signal { to, signal });
+        }
+        while let Some(event) = self.links.poll_event() {
+            self.apply(now, event, dp, udp);
+        }
+        while let Some((dst, data)) = self.links.poll_transmit() {
+            let _ = udp.try_send_to(&data, dst);
+        }
+        // Roster events are for the UI; the bindings will forward them.
+        while self.state.poll_event().is_some() {}
+    }
+
+    fn apply(&mut self, now: Instant, event: LinkEvent, dp: &mut DataPlane, udp: &UdpSocket) {
+        match event {
+            LinkEvent::Up {
+                uid,
+                public_key,
+                path,
+            } => {
+                if path.via_our_relay {
+                    self.relayed.insert(path.remote);
+                } else {
+                    self.relayed.remove(&path.remote);
+                }
+                tracing::info!(peer = %uid, relayed = path.relayed, "link up");
+                match dp.add_peer(now, public_key, Some(path.remote), None) {
+                    Ok(uid) => {
+                        let mut net = Transport {
+                            udp,
+                            social: Some(self),
+                            now,
+                        };
+                        dp.initiate(now, &uid, &mut net);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot link a friend's device"),
+                }
+            }
+            LinkEvent::Down { uid } => tracing::debug!(peer = %uid, "link path lost"),
+            LinkEvent::Closed { uid } => {
+                tracing::info!(peer = %uid, "link closed");
+                if let Some(status) = dp.links().into_iter().find(|l| l.uid == uid) {
+                    if let Some(endpoint) = status.endpoint {
+                        self.relayed.remove(&endpoint);
+                    }
+                }
+                dp.remove_peer(&uid);
+            }
+        }
+    }
+
+    pub(super) fn friend(
+        &mut self,
+        now: Instant,
+        action: super::FriendAction,
+        jid: BareJid,
+        dp: &mut DataPlane,
+    ) -> Result<(), EngineError> {
+        use super::FriendAction as A;
+        match action {
+            A::Add => self.state.add_friend(jid),
+            A::Accept => self.state.accept_friend(jid),
+            A::Decline => self.state.decline_friend(jid),
+            A::Remove => {
+                self.links.close_account(&jid);
+                self.state
+                    .remove_friend(jid)
+                    .map_err(|e| EngineError::Social(e.to_string()))?;
+            }
+            A::Enable => return self.set_enabled(now, &jid, true, dp),
+            A::Disable => return self.set_enabled(now, &jid, false, dp),
+        }
+        self.refresh_wanted(now, dp);
+        Ok(())
+    }
+
+    pub(super) fn poll_timeout(&mut self) -> Option<Instant> {
+        [self.state.poll_timeout(), self.links.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    pub(super) fn handle_timeout(&mut self, now: Instant, dp: &mut DataPlane) {
+        let resync_due = self.state.poll_timeout().is_some_and(|t| t <= now);
+        self.state.handle_timeout(now);
+        if resync_due {
+            self.refresh_wanted(now, dp);
+        }
+        self.links.handle_timeout(now);
+    }
+
+    /// Closes every link and tells each friend (engine shutting down).
+    pub(super) fn close_all(&mut self, now: Instant) {
+        self.links.set_wanted(now, &[]);
+        self.links.close_everything();
+    }
+
+    pub(super) fn xmpp_state_name(&self) -> String {
+        match &self.xmpp_state {
+            XmppState::Connecting => "connecting".into(),
+            XmppState::Online(_) => "online".into(),
+            XmppState::Offline { reason, .. } => format!("offline: {reason}"),
+            XmppState::AuthFailed => "auth_failed".into(),
+        }
+    }
+
+    pub(super) fn candidate_list(&self) -> Vec<String> {
+        let c = self.links.local_candidates();
+        c.host
+            .iter()
+            .map(|a| format!("host {a}"))
+            .chain(c.srflx.map(|a| format!("srflx {a}")))
+            .chain(c.relay.map(|a| format!("relay {a}")))
+            .collect()
+    }
+
+    pub(super) fn roster(&self, now: Instant, dp: &DataPlane) -> Vec<FriendView> {
+        let device_view = |resource: &str, info: Option<DeviceInfo>| {
+            let uid: Option<Uid> = info.map(|i| i.uid);
+            DeviceView {
+                resource: resource.to_string(),
+                socialvpn: info.is_some(),
+                uid: uid.map(|u| u.to_string()),
+                overlay_address: uid.and_then(|u| dp.address_book().address_of(&u)),
+                link: uid.and_then(|u| self.links.phase(now, &u)),
+            }
+        };
+        let mut out: Vec<FriendView> = self
+            .state
+            .contacts()
+            .map(|c| FriendView {
+                jid: c.jid.to_string(),
+                name: c.name.clone(),
+                subscription: c.subscription,
+                mutual: c.is_mutual(),
+                pending_in: c.pending_in,
+                pending_out: c.pending_out,
+                enabled: self.state.is_enabled(&c.jid),
+                own: false,
+                devices: c
+                    .devices
+                    .values()
+                    .map(|d| device_view(&d.resource, d.info))
+                    .collect(),
+            })
+            .collect();
+        let own_devices: Vec<DeviceView> = self
+            .state
+            .own_devices()
+            .map(|d| device_view(&d.resource, d.info))
+            .collect();
+        if !own_devices.is_empty() {
+            out.push(FriendView {
+                jid: self.state.own_jid().to_string(),
+                name: None,
+                subscription: Subscription::Both,
+                mutual: true,
+                pending_in: false,
+                pending_out: false,
+                enabled: true,
+                own: true,
+                devices: own_devices,
+            });
+        }
+        out
+    }
+
+    pub(super) fn is_relayed(&self, dst: &SocketAddr) -> bool {
+        self.relayed.contains(dst)
+    }
+}
+
+/// The data plane's transport: the UDP socket, or the TURN relay for relayed peers.
+pub(super) struct Transport<'a> {
+    pub(super) udp: &'a UdpSocket,
+    pub(super) social: Option<&'a mut Social>,
+    pub(super) now: Instant,
+}
+
+impl NetSink for Transport<'_> {
+    fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]) -> std::io::Result<()> {
+        if let Some(social) = self.social.as_deref_mut() {
+            if social.is_relayed(&dst) {
+                if !social.links.send_relayed(self.now, dst, datagram) {
+                    return Err(std::io::ErrorKind::NotConnected.into());
+                }
+                while let Some((to, data)) = social.links.poll_transmit() {
+                    let _ = self.udp.try_send_to(&data, to);
+                }
+                return Ok(());
+            }
+        }
+        self.udp.try_send_to(datagram, dst).map(|_| ())
+    }
+}

@@ -1,0 +1,104 @@
+//! SocialVPN nodes with XMPP accounts inside the social world's hosts.
+
+use crate::node::DpNode;
+use crate::social_world::{SocialWorld, TURN_PASSWORD, TURN_USER};
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+/// Overlay subnet of each user (each user picks their own; devices of one user share it).
+pub fn subnet_of(user: &str) -> &'static str {
+    match user {
+        "alice" => "100.64.0.0/16",
+        "bob" => "100.65.0.0/16",
+        "carol" => "100.66.0.0/16",
+        _ => "100.67.0.0/16",
+    }
+}
+
+/// Starts a node on `host` logged in as `user` (registered with password "pw-USER") with
+/// resource `host`.
+pub fn start_node(w: &SocialWorld, node_bin: &Path, host: &str, user: &str) -> DpNode {
+    let state = w.state_dir().join(format!("node-{host}"));
+    std::fs::create_dir_all(&state).expect("state dir");
+    let social = state.join("social.json");
+    let config = serde_json::json!({
+        "jid": format!("{user}@{}", w.domain()),
+        "password": format!("pw-{user}"),
+        "resource": host,
+        "server": w.xmpp_addr().to_string(),
+        "ca_file": w.ca_cert_path(),
+        "stun": w.stun_addr().to_string(),
+        "turn": w.turn_addr().to_string(),
+        "turn_user": TURN_USER,
+        "turn_password": TURN_PASSWORD,
+    });
+    std::fs::write(&social, config.to_string()).expect("social config");
+    let listen = format!("0.0.0.0:{}", 40000 + host.len() as u16);
+    DpNode::start_with(
+        node_bin,
+        w.host(host),
+        &state,
+        "svpn0",
+        subnet_of(user),
+        &listen,
+        Some(&social),
+    )
+}
+
+/// The roster entry for `jid` in a `roster` answer.
+pub fn entry<'a>(roster: &'a Value, jid: &str) -> Option<&'a Value> {
+    roster.as_array()?.iter().find(|e| e["jid"] == jid)
+}
+
+/// The device with `uid` anywhere in a `roster` answer.
+pub fn device<'a>(roster: &'a Value, uid: &str) -> Option<&'a Value> {
+    roster
+        .as_array()?
+        .iter()
+        .flat_map(|e| e["devices"].as_array().into_iter().flatten())
+        .find(|d| d["uid"] == uid)
+}
+
+/// Waits until `node` shows a connected link to the device `uid`; returns that link phase.
+pub fn wait_linked(node: &mut DpNode, uid: &str, within: Duration) -> Option<Value> {
+    let mut found = None;
+    node.wait_until("roster", within, |r| {
+        device(r, uid).is_some_and(|d| d["link"]["state"] == "connected")
+    });
+    let roster = node.ask("roster");
+    if let Some(d) = device(&roster, uid) {
+        if d["link"]["state"] == "connected" {
+            found = Some(d["link"].clone());
+        }
+    }
+    found
+}
+
+/// The overlay address `node` gave the device `uid`.
+pub fn address_of(node: &mut DpNode, uid: &str) -> Option<String> {
+    let roster = node.ask("roster");
+    device(&roster, uid)?["overlay_address"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Makes `a` and `b` mutual friends through the engine API.
+pub fn befriend(a: &mut DpNode, a_jid: &str, b: &mut DpNode, b_jid: &str) {
+    a.ask(&format!("friend add {b_jid}"));
+    assert!(
+        b.wait_until("roster", Duration::from_secs(15), |r| {
+            entry(r, a_jid).is_some_and(|e| e["pending_in"] == true)
+        }),
+        "{b_jid} never saw the request from {a_jid}"
+    );
+    b.ask(&format!("friend accept {a_jid}"));
+    for (node, other) in [(a, b_jid), (b, a_jid)] {
+        assert!(
+            node.wait_until("roster", Duration::from_secs(15), |r| {
+                entry(r, other).is_some_and(|e| e["mutual"] == true)
+            }),
+            "not mutual with {other}"
+        );
+    }
+}
