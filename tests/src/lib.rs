@@ -8,4 +8,5 @@ pub mod netns;
 pub mod node;
 pub mod social_nodes;
 pub mod social_world;
+pub mod traffic;
 pub mod two_hosts;

@@ -1,10 +1,10 @@
 //! The data plane between two namespaces joined by a veth, each engine on a real Linux TUN.
 //! Run as root; each test builds and removes its own namespaces.
 
-use sha2::{Digest, Sha256};
+use socialvpn_tests::traffic::tcp_transfer;
 use socialvpn_tests::two_hosts::{ping, TwoHosts, A_UNDERLAY, B_UNDERLAY, PORT};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
@@ -72,72 +72,22 @@ fn udp_datagrams_arrive_from_the_address_the_receiver_assigned() {
     }
 }
 
-/// Deterministic pseudo-random bytes (xorshift), so both ends can be checked by hash.
-fn fill(seed: &mut u64, buf: &mut [u8]) {
-    for chunk in buf.chunks_mut(8) {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
-        let bytes = seed.to_le_bytes();
-        chunk.copy_from_slice(&bytes[..chunk.len()]);
-    }
-}
-
 #[test]
 fn tcp_transfer_of_100_mb_arrives_intact() {
     const TOTAL: usize = 100 * 1024 * 1024;
     let w = world("tcp");
-    let b_own: std::net::Ipv4Addr = w.node_b.ipv4.parse().unwrap();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let server = w.b.run(move || {
-        let listener = TcpListener::bind((b_own, 7100)).unwrap();
-        ready_tx.send(()).unwrap();
-        let (mut stream, peer) = listener.accept().unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut received = 0usize;
-        loop {
-            let n = stream.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            received += n;
-        }
-        (received, hex::encode(hasher.finalize()), peer)
-    });
-    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    let target: SocketAddr = format!("{}:7100", w.b_at_a).parse().unwrap();
-    let sent_hash =
-        w.a.run(move || {
-            let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(10)).unwrap();
-            stream
-                .set_write_timeout(Some(Duration::from_secs(30)))
-                .unwrap();
-            let mut hasher = Sha256::new();
-            let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-            let mut buf = vec![0u8; 256 * 1024];
-            let mut sent = 0usize;
-            while sent < TOTAL {
-                let n = buf.len().min(TOTAL - sent);
-                fill(&mut seed, &mut buf[..n]);
-                stream.write_all(&buf[..n]).unwrap();
-                hasher.update(&buf[..n]);
-                sent += n;
-            }
-            stream.shutdown(std::net::Shutdown::Write).unwrap();
-            hex::encode(hasher.finalize())
-        })
-        .join()
-        .unwrap();
-    let (received, received_hash, peer) = server.join().unwrap();
-    assert_eq!(received, TOTAL);
-    assert_eq!(received_hash, sent_hash);
+    let t = tcp_transfer(
+        &w.a,
+        &w.b,
+        w.node_b.ipv4.parse().unwrap(),
+        w.b_at_a.parse().unwrap(),
+        7100,
+        TOTAL,
+    );
+    assert_eq!(t.received, TOTAL);
+    assert_eq!(t.received_sha256, t.sent_sha256);
     assert_eq!(
-        peer.ip().to_string(),
+        t.seen_from.ip().to_string(),
         w.a_at_b,
         "B must see A at the address B assigned"
     );

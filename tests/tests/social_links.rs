@@ -4,6 +4,7 @@
 use socialvpn_tests::node::DpNode;
 use socialvpn_tests::social_nodes::{address_of, befriend, entry, start_node, wait_linked};
 use socialvpn_tests::social_world::SocialWorld;
+use socialvpn_tests::traffic::tcp_transfer;
 use socialvpn_tests::two_hosts::ping;
 use std::path::Path;
 use std::time::Duration;
@@ -81,4 +82,180 @@ fn friends_link_directly_through_nat_and_through_turn() {
     );
     let alice2_at_alice = address_of(&mut alice, &alice2.uid).unwrap();
     assert!(ping(w.host("alice"), &alice2_at_alice));
+}
+
+#[test]
+fn toggles_cut_traffic_at_once_and_strangers_are_refused() {
+    use socialvpn_core::social::payload::{DeviceInfo, IceCredentials, Signal, SignalKind};
+    use socialvpn_core::social::state::Outgoing;
+    use socialvpn_core::xmpp::connect::{TlsTrust, XmppAccount};
+    use socialvpn_core::xmpp::session::{XmppInput, XmppSession, XmppState};
+
+    let w = world("slt", &["alice", "bob", "dave"]);
+    let mut alice = node(&w, "alice", "alice");
+    let mut bob = node(&w, "bob", "bob");
+    befriend(&mut alice, &jid("alice"), &mut bob, &jid("bob"));
+    assert!(wait_linked(&mut alice, &bob.uid, Duration::from_secs(30)).is_some());
+    assert!(wait_linked(&mut bob, &alice.uid, Duration::from_secs(30)).is_some());
+    let bob_at_alice = address_of(&mut alice, &bob.uid).unwrap();
+    let alice_at_bob = address_of(&mut bob, &alice.uid).unwrap();
+    assert!(ping(w.host("alice"), &bob_at_alice));
+
+    // 5. Toggle bob off at alice: nothing passes either way within a second.
+    alice.ask(&format!("friend disable {}", jid("bob")));
+    std::thread::sleep(Duration::from_secs(1));
+    let quick = |ns: &socialvpn_tests::netns::Namespace, target: &str| {
+        ns.output("ping", &["-c", "2", "-i", "0.2", "-W", "1", target])
+            .status
+            .success()
+    };
+    assert!(
+        !quick(w.host("alice"), &bob_at_alice),
+        "alice still reaches bob"
+    );
+    assert!(
+        !quick(w.host("bob"), &alice_at_bob),
+        "bob still reaches alice"
+    );
+    let roster = alice.ask("roster");
+    assert_eq!(entry(&roster, &jid("bob")).unwrap()["enabled"], false);
+    //    Toggle on: traffic resumes (and bob keeps the address alice gave him).
+    alice.ask(&format!("friend enable {}", jid("bob")));
+    assert!(
+        wait_linked(&mut alice, &bob.uid, Duration::from_secs(30)).is_some(),
+        "no relink"
+    );
+    assert_eq!(address_of(&mut alice, &bob.uid).unwrap(), bob_at_alice);
+    assert!(
+        ping(w.host("alice"), &bob_at_alice),
+        "traffic did not resume"
+    );
+
+    // 6. dave, no subscription, sends offers to alice: refused and counted, no link.
+    let rejected_before = alice.ask("status")["social"]["signals_rejected"]
+        .as_u64()
+        .unwrap();
+    let dave_account = XmppAccount {
+        jid: jid("dave").parse().unwrap(),
+        password: "pw-dave".into(),
+        resource: "dave".into(),
+        server: Some((w.xmpp_addr().ip().to_string(), w.xmpp_addr().port())),
+        trust: TlsTrust::CaFile(w.ca_cert_path()),
+    };
+    let dave_device = DeviceInfo::new([0xda; 32]);
+    let alice_full: xmpp_parsers::jid::FullJid = "alice@svpn.test/alice".parse().unwrap();
+    w.host("dave")
+        .run(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (session, mut rx) = XmppSession::spawn(dave_account);
+                let online = tokio::time::timeout(Duration::from_secs(10), async {
+                    while let Some(i) = rx.recv().await {
+                        if matches!(i, XmppInput::State(XmppState::Online(_))) {
+                            return true;
+                        }
+                    }
+                    false
+                })
+                .await;
+                assert_eq!(online, Ok(true), "dave did not log in");
+                for session_id in 1..=3u64 {
+                    session.send(Outgoing::Signal {
+                        to: alice_full.clone(),
+                        signal: Signal {
+                            kind: SignalKind::Offer,
+                            session: session_id,
+                            from: dave_device,
+                            credentials: Some(IceCredentials {
+                                ufrag: "dave".into(),
+                                pwd: "davedavedavedavedavedave".into(),
+                            }),
+                            candidates: vec!["1 1 udp 2130706431 198.18.0.21 40004 typ host".into()],
+                        },
+                    });
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                session.shutdown().await;
+            })
+        })
+        .join()
+        .unwrap();
+    assert!(
+        alice.wait_until("status", Duration::from_secs(5), |s| {
+            s["social"]["signals_rejected"].as_u64().unwrap_or(0) >= rejected_before + 3
+        }),
+        "dave's offers were not counted as rejected"
+    );
+    let dave_uid = dave_device.uid.to_string();
+    let links = alice.ask("links");
+    assert!(
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["uid"] != dave_uid),
+        "a link to dave exists: {links}"
+    );
+}
+
+#[test]
+fn links_survive_the_server_going_away_and_recover_after_roaming() {
+    let mut w = world("slr", &["alice", "carol"]);
+    let mut alice = node(&w, "alice", "alice");
+    let mut carol = node(&w, "carol", "carol");
+    befriend(&mut alice, &jid("alice"), &mut carol, &jid("carol"));
+    assert!(wait_linked(&mut alice, &carol.uid, LINK_WITHIN).is_some());
+    assert!(wait_linked(&mut carol, &alice.uid, LINK_WITHIN).is_some());
+    let carol_at_alice = address_of(&mut alice, &carol.uid).unwrap();
+    let alice_at_carol = address_of(&mut carol, &alice.uid).unwrap();
+    // 2 (continued). A TCP transfer over the direct link arrives intact, from the address
+    //    carol gave alice.
+    let t = tcp_transfer(
+        w.host("alice"),
+        w.host("carol"),
+        carol.ipv4.parse().unwrap(),
+        carol_at_alice.parse().unwrap(),
+        7200,
+        8 * 1024 * 1024,
+    );
+    assert_eq!(t.received_sha256, t.sent_sha256);
+    assert_eq!(t.seen_from.ip().to_string(), alice_at_carol);
+
+    // 7. prosody goes away while the link carries traffic: traffic continues.
+    w.stop_prosody();
+    assert!(
+        alice.wait_until("status", Duration::from_secs(10), |s| s["xmpp"] != "online"),
+        "alice did not notice the server going away"
+    );
+    assert!(
+        ping(w.host("alice"), &carol_at_alice),
+        "traffic stopped with the server"
+    );
+    assert!(ping(w.host("carol"), &alice_at_carol));
+    //    When it returns, the sessions log in again by themselves.
+    w.start_prosody();
+    for n in [&mut alice, &mut carol] {
+        assert!(
+            n.wait_until("status", Duration::from_secs(40), |s| s["xmpp"] == "online"),
+            "no re-login after the server returned"
+        );
+    }
+    assert!(ping(w.host("alice"), &carol_at_alice));
+
+    // 8. alice's underlay address changes behind her NAT; after network_changed() the link
+    //    recovers.
+    w.move_host("alice", std::net::Ipv4Addr::new(198, 19, 1, 9));
+    alice.ask("network-changed");
+    assert!(
+        wait_linked(&mut alice, &carol.uid, LINK_WITHIN).is_some(),
+        "no link after roaming"
+    );
+    assert!(
+        ping(w.host("alice"), &carol_at_alice),
+        "no traffic after roaming"
+    );
+    assert!(ping(w.host("carol"), &alice_at_carol));
 }

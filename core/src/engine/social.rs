@@ -165,6 +165,7 @@ impl Social {
     }
 
     pub(super) fn network_changed(&mut self, now: Instant) {
+        self.xmpp.reconnect();
         let subnet = self.subnet_excluded;
         let host = host_candidates(self.port, |ip| subnet.contains(ip));
         if let Some(first) = host.first() {

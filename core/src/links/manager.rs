@@ -550,15 +550,16 @@ impl LinkManager {
     /// WireGuard sessions.
     pub fn network_changed(&mut self, now: Instant, host: Vec<SocketAddr>) {
         self.gatherer.restart(now, host);
-        for peer in self.peers.values_mut() {
-            if let Some(mut ice) = peer.ice.take() {
-                ice.close();
-            }
-            peer.session = None;
-            peer.answer = None;
+        let uids: Vec<Uid> = self.peers.keys().copied().collect();
+        for uid in uids {
+            let Some(mut peer) = self.peers.remove(&uid) else {
+                continue;
+            };
+            self.drop_session(&mut peer);
             peer.backoff = BACKOFF_START;
             // Offer (or ask for one) as soon as the new candidates are in.
             peer.phase = Phase::Idle { at: now };
+            self.peers.insert(uid, peer);
         }
         self.drive(now);
     }

@@ -57,6 +57,7 @@ pub enum XmppInput {
 pub struct XmppSession {
     outgoing: mpsc::Sender<Outgoing>,
     stop: Arc<Stop>,
+    reconnect: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -89,15 +90,29 @@ impl XmppSession {
         let (input_tx, input_rx) = mpsc::channel(QUEUE_DEPTH * 4);
         let (outgoing, outgoing_rx) = mpsc::channel(QUEUE_DEPTH);
         let stop = Arc::new(Stop::default());
-        let task = tokio::spawn(run(account, input_tx, outgoing_rx, Arc::clone(&stop)));
+        let reconnect = Arc::new(Notify::new());
+        let task = tokio::spawn(run(
+            account,
+            input_tx,
+            outgoing_rx,
+            Arc::clone(&stop),
+            Arc::clone(&reconnect),
+        ));
         (
             XmppSession {
                 outgoing,
                 stop,
+                reconnect,
                 task,
             },
             input_rx,
         )
+    }
+
+    /// Drops the current connection and logs in again at once (the network changed: the old
+    /// TCP connection may be dead without knowing it).
+    pub fn reconnect(&self) {
+        self.reconnect.notify_one();
     }
 
     /// Queues a stanza to send (dropped with a debug log if the session is gone).
@@ -119,6 +134,7 @@ async fn run(
     inputs: mpsc::Sender<XmppInput>,
     mut outgoing: mpsc::Receiver<Outgoing>,
     stop: Arc<Stop>,
+    reconnect: Arc<Notify>,
 ) {
     let tls = match tls_config(&account.trust) {
         Ok(tls) => tls,
@@ -133,29 +149,46 @@ async fn run(
         }
     };
     let _ = inputs.send(XmppInput::State(XmppState::Connecting)).await;
-    let reconnector = {
-        let (account, inputs, stop) = (account.clone(), inputs.clone(), Arc::clone(&stop));
-        Box::new(
+    // Each stream gets its own stop flag so that a replaced stream's login attempts end
+    // instead of logging in a second time with the same resource.
+    let new_stream = |stream_stop: Arc<Stop>| {
+        let (account, tls, inputs, stop) = (
+            account.clone(),
+            tls.clone(),
+            inputs.clone(),
+            Arc::clone(&stop),
+        );
+        let reconnector = Box::new(
             move |_: Option<String>, slot: oneshot::Sender<Connection>| {
-                let (account, tls, inputs, stop) = (
-                    account.clone(),
-                    tls.clone(),
-                    inputs.clone(),
-                    Arc::clone(&stop),
-                );
-                tokio::spawn(reconnect(account, tls, inputs, stop, slot));
+                let stops = [Arc::clone(&stop), Arc::clone(&stream_stop)];
+                let (account, tls, inputs) = (account.clone(), tls.clone(), inputs.clone());
+                tokio::spawn(reconnect_loop(account, tls, inputs, stops, slot));
             },
-        )
+        );
+        StanzaStream::new(reconnector, QUEUE_DEPTH)
     };
-    let mut stream = StanzaStream::new(reconnector, QUEUE_DEPTH);
+    let mut stream_stop = Arc::new(Stop::default());
+    let mut stream = new_stream(Arc::clone(&stream_stop));
     let mut online: Option<FullJid> = None;
     let mut roster_request: Option<String> = None;
     let mut next_id: u64 = 0;
     loop {
         tokio::select! {
             () = stop.stopped() => break,
-            event = stream.next() => {
-                let Some(event) = event else { break };
+            () = reconnect.notified() => {
+                tracing::debug!("XMPP reconnecting after a network change");
+                if online.take().is_some() {
+                    let _ = inputs.send(XmppInput::State(XmppState::Connecting)).await;
+                }
+                stream_stop.stop();
+                stream_stop = Arc::new(Stop::default());
+                let old = std::mem::replace(&mut stream, new_stream(Arc::clone(&stream_stop)));
+                // The old connection may hang on a dead path: close it in the background.
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), old.close()).await;
+                });
+            }
+            event = stream.next() => {                let Some(event) = event else { break };
                 match event {
                     Event::Stream(StreamEvent::Reset { bound_jid, .. }) => {
                         let Ok(full) = bound_jid.try_into_full() else { continue };
@@ -201,18 +234,24 @@ async fn run(
 
 /// Login attempts for one (re)connection, with exponential back-off, until one succeeds,
 /// the credentials are refused, or the session stops.
-async fn reconnect(
+async fn reconnect_loop(
     account: XmppAccount,
     tls: Arc<tokio_rustls::rustls::ClientConfig>,
     inputs: mpsc::Sender<XmppInput>,
-    stop: Arc<Stop>,
+    stops: [Arc<Stop>; 2],
     slot: oneshot::Sender<Connection>,
 ) {
+    let stopped = || async {
+        tokio::select! {
+            () = stops[0].stopped() => {}
+            () = stops[1].stopped() => {}
+        }
+    };
     let mut delay = BACKOFF_START;
     loop {
         let attempt = tokio::select! {
             r = login(&account, tls.clone(), Timeouts::tight()) => r,
-            () = stop.stopped() => break,
+            () = stopped() => break,
         };
         match attempt {
             Ok(connection) => {
@@ -236,7 +275,7 @@ async fn reconnect(
         }
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            () = stop.stopped() => break,
+            () = stopped() => break,
         }
         delay = (delay * 2).min(BACKOFF_MAX);
     }
