@@ -89,7 +89,13 @@ pub struct DataPlane {
     scratch: Box<[u8]>,
     /// Shared by all links: bounds handshake work per second across the whole engine.
     rate_limiter: Arc<RateLimiter>,
+    /// Devices that packets were addressed to while they had no link (capacity reserved up
+    /// front: recording one never allocates).
+    demands: Vec<Uid>,
 }
+
+/// Distinct link demands kept until the engine collects them.
+const MAX_DEMANDS: usize = 16;
 
 impl DataPlane {
     pub fn new(identity: DeviceIdentity, book: AddressBook) -> DataPlane {
@@ -104,6 +110,7 @@ impl DataPlane {
             counters: Counters::default(),
             scratch: vec![0u8; NET_BUFFER.max(WG_MIN_BUFFER)].into_boxed_slice(),
             rate_limiter: Arc::new(RateLimiter::new(identity_public, HANDSHAKE_RATE_LIMIT)),
+            demands: Vec::with_capacity(MAX_DEMANDS),
         }
     }
 
@@ -173,6 +180,21 @@ impl DataPlane {
         self.by_uid.insert(uid, index);
         self.by_interface_id.insert(uid.interface_id(), uid);
         Ok(uid)
+    }
+
+    /// A device that packets were sent to while it had no link.
+    pub fn take_demand(&mut self) -> Option<Uid> {
+        self.demands.pop()
+    }
+
+    pub fn has_link(&self, uid: &Uid) -> bool {
+        self.by_uid.contains_key(uid)
+    }
+
+    /// When authentic traffic last crossed the link to `uid`.
+    pub fn last_activity(&self, uid: &Uid) -> Option<Instant> {
+        let index = self.by_uid.get(uid)?;
+        self.links.get(index).map(Link::last_activity)
     }
 
     /// Starts a WireGuard handshake with `uid` now (a path was just found), so the first
@@ -280,6 +302,11 @@ impl DataPlane {
         match self.route(&info.addrs) {
             Ok(Some(dst)) => {
                 let Some(&index) = self.by_uid.get(&dst) else {
+                    // A friend's device with an address but no link: the link layer may
+                    // want to set one up (on-demand linking).
+                    if !self.demands.contains(&dst) && self.demands.len() < MAX_DEMANDS {
+                        self.demands.push(dst);
+                    }
                     return self.count_drop(DropReason::NoLink);
                 };
                 uid_header::write(&mut buf[len..], &self.identity.uid(), &dst);
@@ -576,11 +603,17 @@ fn encapsulate(
     counters: &mut Counters,
     net: &mut impl NetSink,
 ) -> Result<(), DropReason> {
-    let endpoint = link.endpoint.ok_or(DropReason::NoLink)?;
     if link.is_quiet(now) {
         tick(link, now, scratch, counters, net);
     }
     link.mark_active(now);
+    let Some(endpoint) = link.endpoint else {
+        // The path is still being found: let boringtun queue the packet for the session
+        // (the handshake it starts cannot be sent yet; it is resent once a path exists).
+        // boringtun bounds that queue.
+        let _ = link.tunn.encapsulate(payload, scratch);
+        return Ok(());
+    };
     match link.tunn.encapsulate(payload, scratch) {
         TunnResult::WriteToNetwork(datagram) => {
             link.note_sent(now, datagram);

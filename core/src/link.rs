@@ -100,6 +100,10 @@ impl Link {
         self.endpoint
     }
 
+    pub fn last_activity(&self) -> Instant {
+        self.last_activity
+    }
+
     /// Whether a handshake has completed within the session lifetime.
     pub fn has_session(&self) -> bool {
         self.tunn

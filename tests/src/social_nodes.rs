@@ -19,6 +19,23 @@ pub fn subnet_of(user: &str) -> &'static str {
 /// Starts a node on `host` logged in as `user` (registered with password "pw-USER") with
 /// resource `host`.
 pub fn start_node(w: &SocialWorld, node_bin: &Path, host: &str, user: &str) -> DpNode {
+    start_node_with(
+        w,
+        node_bin,
+        host,
+        user,
+        serde_json::json!({ "proactive": { "max_links": 64 } }),
+    )
+}
+
+/// Like [`start_node`], with a link policy (JSON, as in the engine's `LinkPolicy`).
+pub fn start_node_with(
+    w: &SocialWorld,
+    node_bin: &Path,
+    host: &str,
+    user: &str,
+    policy: Value,
+) -> DpNode {
     let state = w.state_dir().join(format!("node-{host}"));
     std::fs::create_dir_all(&state).expect("state dir");
     let social = state.join("social.json");
@@ -32,6 +49,7 @@ pub fn start_node(w: &SocialWorld, node_bin: &Path, host: &str, user: &str) -> D
         "turn": w.turn_addr().to_string(),
         "turn_user": TURN_USER,
         "turn_password": TURN_PASSWORD,
+        "policy": policy,
     });
     std::fs::write(&social, config.to_string()).expect("social config");
     let listen = format!("0.0.0.0:{}", 40000 + host.len() as u16);

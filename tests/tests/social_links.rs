@@ -259,3 +259,39 @@ fn links_survive_the_server_going_away_and_recover_after_roaming() {
     );
     assert!(ping(w.host("carol"), &alice_at_carol));
 }
+
+#[test]
+fn on_demand_links_form_on_the_first_packet_and_close_when_idle() {
+    use socialvpn_tests::social_nodes::start_node_with;
+    let w = world("sld", &["alice", "carol"]);
+    let policy = serde_json::json!({ "on_demand": { "max_links": 8, "idle_secs": 4 } });
+    let mut alice = start_node_with(&w, Path::new(BIN), "alice", "alice", policy.clone());
+    let mut carol = start_node_with(&w, Path::new(BIN), "carol", "carol", policy);
+    for n in [&mut alice, &mut carol] {
+        assert!(n.wait_until("status", Duration::from_secs(15), |s| s["xmpp"] == "online"));
+    }
+    befriend(&mut alice, &jid("alice"), &mut carol, &jid("carol"));
+    // Friends, online, with addresses, but no link until someone sends a packet.
+    assert!(alice.wait_until("roster", Duration::from_secs(10), |r| {
+        socialvpn_tests::social_nodes::device(r, &carol.uid)
+            .is_some_and(|d| d["overlay_address"].is_string())
+    }));
+    std::thread::sleep(Duration::from_secs(2));
+    let roster = alice.ask("roster");
+    let device = socialvpn_tests::social_nodes::device(&roster, &carol.uid)
+        .unwrap()
+        .clone();
+    assert!(device["link"].is_null(), "linked without demand: {device}");
+    let carol_at_alice = device["overlay_address"].as_str().unwrap().to_string();
+    // The first ping starts the link; replies come back.
+    assert!(ping(w.host("alice"), &carol_at_alice), "no reply on demand");
+    assert!(wait_linked(&mut alice, &carol.uid, LINK_WITHIN).is_some());
+    // Idle for longer than 4 s: the link is closed again.
+    assert!(
+        alice.wait_until("roster", Duration::from_secs(15), |r| {
+            socialvpn_tests::social_nodes::device(r, &carol.uid)
+                .is_some_and(|d| d["link"].is_null())
+        }),
+        "idle on-demand link was not trimmed"
+    );
+}

@@ -5,6 +5,7 @@
 
 mod social;
 
+pub use crate::links::manager::LinkPolicy;
 pub use social::{DeviceView, FriendView, SocialConfig};
 
 use crate::addrbook::{AddressBook, AddressBookError};
@@ -372,6 +373,17 @@ async fn run_loop(
                         }
                         Ok(_) => dp.count_tun_drop(n, DropReason::Oversized),
                         Err(reason) => dp.count_tun_drop(n, reason),
+                    }
+                }
+                // (`net` borrowed `social` for the batch; that borrow ends here.)
+                if let Some(s) = social.as_mut() {
+                    let mut demanded = false;
+                    while let Some(uid) = dp.take_demand() {
+                        s.demand(now, uid, dp);
+                        demanded = true;
+                    }
+                    if demanded {
+                        s.flush(now, dp, udp);
                     }
                 }
             }

@@ -3,7 +3,7 @@
 
 use crate::dataplane::{DataPlane, NetSink};
 use crate::links::host::host_candidates;
-use crate::links::manager::{LinkEvent, LinkManager, LinkPhase};
+use crate::links::manager::{LinkEvent, LinkManager, LinkPhase, LinkPolicy};
 use crate::links::servers::IceServers;
 use crate::social::payload::DeviceInfo;
 use crate::social::state::{Outgoing, SocialState, Subscription};
@@ -20,11 +20,12 @@ use xmpp_parsers::jid::BareJid;
 
 use super::EngineError;
 
-/// The account and the STUN/TURN servers.
+/// The account, the STUN/TURN servers and the linking policy.
 #[derive(Clone, Debug)]
 pub struct SocialConfig {
     pub account: XmppAccount,
     pub servers: IceServers,
+    pub policy: LinkPolicy,
 }
 
 /// One device of a friend (or of the user) as the UI shows it.
@@ -86,7 +87,7 @@ impl Social {
             .first()
             .copied()
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)));
-        let links = LinkManager::new(now, own, config.servers, host);
+        let links = LinkManager::new(now, own, config.policy, config.servers, host);
         let (xmpp, inputs) = XmppSession::spawn(config.account);
         Ok(Social {
             state,
@@ -144,6 +145,27 @@ impl Social {
             }
         }
         self.links.set_wanted(now, &wanted);
+        self.prepare_data_plane(now, dp);
+    }
+
+    /// Gives every device that is getting a link a data-plane link without a path yet, so
+    /// packets sent to it meanwhile are queued for the session instead of dropped.
+    fn prepare_data_plane(&mut self, now: Instant, dp: &mut DataPlane) {
+        let devices: Vec<(Uid, [u8; 32])> = self.links.devices().collect();
+        for (uid, key) in devices {
+            if !dp.has_link(&uid) {
+                if let Err(e) = dp.add_peer(now, key, None, None) {
+                    tracing::warn!(error = %e, "cannot prepare a link");
+                }
+            }
+        }
+    }
+
+    /// Packets were addressed to `uid`, which has no link (on-demand linking).
+    pub(super) fn demand(&mut self, now: Instant, uid: Uid, dp: &mut DataPlane) {
+        if self.links.demand(now, &uid).is_some() {
+            self.prepare_data_plane(now, dp);
+        }
     }
 
     /// Switches a friend off (closing their links at once) or on.
@@ -269,7 +291,7 @@ impl Social {
         if resync_due {
             self.refresh_wanted(now, dp);
         }
-        self.links.handle_timeout(now);
+        self.links.handle_timeout(now, |uid| dp.last_activity(uid));
     }
 
     /// Closes every link and tells each friend (engine shutting down).

@@ -32,15 +32,50 @@ pub const OFFLINE_GRACE: Duration = Duration::from_secs(20);
 /// Session ids remembered per peer, to recognise replays.
 const SEEN_SESSIONS: usize = 16;
 
+/// Which devices get links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkPolicy {
+    /// Link every online, enabled friend device, up to `max_links` (IPOP's behaviour).
+    Proactive { max_links: usize },
+    /// Link when a packet is addressed to a device; close links idle for `idle_secs`. For
+    /// large rosters: no keepalives or ICE sessions for friends one never talks to.
+    OnDemand { max_links: usize, idle_secs: u64 },
+}
+
+impl Default for LinkPolicy {
+    fn default() -> Self {
+        LinkPolicy::Proactive { max_links: 64 }
+    }
+}
+
+impl LinkPolicy {
+    fn max_links(&self) -> usize {
+        match *self {
+            LinkPolicy::Proactive { max_links } | LinkPolicy::OnDemand { max_links, .. } => {
+                max_links
+            }
+        }
+    }
+
+    fn idle(&self) -> Option<Duration> {
+        match *self {
+            LinkPolicy::OnDemand { idle_secs, .. } => Some(Duration::from_secs(idle_secs.max(1))),
+            LinkPolicy::Proactive { .. } => None,
+        }
+    }
+}
+
 /// Link state as the UI shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum LinkPhase {
     /// Waiting for our candidates, an offer or an answer, or running ICE checks.
     Connecting,
     Connected {
         relayed: bool,
-        rtt_ms: Option<u64>,
+        /// Round-trip time of the last ICE check on the path, in milliseconds.
+        rtt_ms: Option<f64>,
     },
     /// The last attempt failed; the next one starts after a back-off.
     Retrying,
@@ -101,6 +136,12 @@ struct Peer {
 
 pub struct LinkManager {
     own: DeviceInfo,
+    policy: LinkPolicy,
+    /// Devices the policy allows (all wanted ones); with on-demand linking, only those a
+    /// packet asked for get a link.
+    eligible: HashMap<Uid, WantedDevice>,
+    /// Next check for idle on-demand links.
+    trim_at: Option<Instant>,
     gatherer: Gatherer,
     peers: HashMap<Uid, Peer>,
     signals: VecDeque<(FullJid, Signal)>,
@@ -111,15 +152,39 @@ pub struct LinkManager {
     counters: LinkCounters,
 }
 
+impl Peer {
+    fn new(now: Instant, w: &WantedDevice, controlling: bool) -> Peer {
+        Peer {
+            jid: w.jid.clone(),
+            info: w.info,
+            controlling,
+            wanted: true,
+            close_at: None,
+            session: None,
+            ice: None,
+            phase: Phase::Idle { at: now },
+            answer: None,
+            pending_offer: None,
+            seen: VecDeque::new(),
+            backoff: BACKOFF_START,
+            up: None,
+        }
+    }
+}
+
 impl LinkManager {
     pub fn new(
         now: Instant,
         own: DeviceInfo,
+        policy: LinkPolicy,
         servers: IceServers,
         host: Vec<SocketAddr>,
     ) -> LinkManager {
         LinkManager {
             own,
+            policy,
+            eligible: HashMap::new(),
+            trim_at: None,
             gatherer: Gatherer::start(now, servers, host),
             peers: HashMap::new(),
             signals: VecDeque::new(),
@@ -148,35 +213,35 @@ impl LinkManager {
                     .ice
                     .as_ref()
                     .and_then(|i| i.rtt(now))
-                    .map(|d| d.as_millis() as u64),
+                    .map(|d| d.as_secs_f64() * 1000.0),
             },
             (Phase::Idle { .. }, None) if peer.backoff > BACKOFF_START => LinkPhase::Retrying,
             _ => LinkPhase::Connecting,
         })
     }
 
-    /// The devices the policy wants now. New ones start linking; ones that left stay for a
-    /// grace period (they may only have flapped).
+    /// The devices the policy wants now. New ones start linking (proactive policy, up to the
+    /// cap); ones that left stay for a grace period (they may only have flapped).
     pub fn set_wanted(&mut self, now: Instant, wanted: &[WantedDevice]) {
+        self.eligible = wanted.iter().map(|w| (w.info.uid, w.clone())).collect();
+        let proactive = matches!(self.policy, LinkPolicy::Proactive { .. });
         for peer in self.peers.values_mut() {
             peer.wanted = false;
         }
-        for w in wanted {
-            let peer = self.peers.entry(w.info.uid).or_insert_with(|| Peer {
-                jid: w.jid.clone(),
-                info: w.info,
-                controlling: self.own.uid < w.info.uid,
-                wanted: true,
-                close_at: None,
-                session: None,
-                ice: None,
-                phase: Phase::Idle { at: now },
-                answer: None,
-                pending_offer: None,
-                seen: VecDeque::new(),
-                backoff: BACKOFF_START,
-                up: None,
-            });
+        // The user's own devices first, then friends, in roster order.
+        let mut ordered: Vec<&WantedDevice> = wanted.iter().filter(|w| w.own).collect();
+        ordered.extend(wanted.iter().filter(|w| !w.own));
+        let mut count = 0;
+        for w in ordered {
+            let exists = self.peers.contains_key(&w.info.uid);
+            if !exists && (!proactive || count >= self.policy.max_links()) {
+                continue;
+            }
+            count += 1;
+            let peer = self
+                .peers
+                .entry(w.info.uid)
+                .or_insert_with(|| Peer::new(now, w, self.own.uid < w.info.uid));
             peer.wanted = true;
             peer.close_at = None;
             peer.jid = w.jid.clone();
@@ -187,6 +252,61 @@ impl LinkManager {
             }
         }
         self.drive(now);
+    }
+
+    /// A packet was addressed to `uid`, which has no link: link it if the policy allows.
+    /// Returns the device's key when a link is now being set up.
+    pub fn demand(&mut self, now: Instant, uid: &Uid) -> Option<[u8; 32]> {
+        if self.peers.contains_key(uid) || self.peers.len() >= self.policy.max_links() {
+            return None;
+        }
+        let w = self.eligible.get(uid)?.clone();
+        self.peers
+            .insert(*uid, Peer::new(now, &w, self.own.uid < w.info.uid));
+        if let Some(idle) = self.policy.idle() {
+            let at = now + idle;
+            self.trim_at = Some(self.trim_at.map_or(at, |t| t.min(at)));
+        }
+        self.drive(now);
+        Some(w.info.public_key)
+    }
+
+    /// The devices that have (or are getting) a link, with their keys.
+    pub fn devices(&self) -> impl Iterator<Item = (Uid, [u8; 32])> + '_ {
+        self.peers.iter().map(|(u, p)| (*u, p.info.public_key))
+    }
+
+    /// On-demand policy: closes links whose last traffic (`last_activity`) is older than the
+    /// idle limit, and schedules the next check.
+    fn trim_idle(&mut self, now: Instant, last_activity: impl Fn(&Uid) -> Option<Instant>) {
+        let Some(idle) = self.policy.idle() else {
+            return;
+        };
+        if self.trim_at.is_none_or(|t| t > now) {
+            return;
+        }
+        let mut next: Option<Instant> = None;
+        let mut idle_peers = Vec::new();
+        for (uid, peer) in &self.peers {
+            if peer.up.is_none() {
+                continue;
+            }
+            let due = last_activity(uid).unwrap_or(now) + idle;
+            if due <= now {
+                idle_peers.push(*uid);
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        for uid in idle_peers {
+            tracing::debug!(peer = %uid, "closing an idle on-demand link");
+            self.close_now(&uid);
+        }
+        // Links still forming are checked again one idle period from now.
+        if next.is_none() && !self.peers.is_empty() {
+            next = Some(now + idle);
+        }
+        self.trim_at = next;
     }
 
     /// Closes the link to `uid` at once and tells the peer (toggle off, friend removed).
@@ -253,26 +373,14 @@ impl LinkManager {
                 info: signal.from,
                 own: false,
             };
-            self.peers.insert(
-                uid,
-                Peer {
-                    jid: wanted.jid,
-                    info: wanted.info,
-                    controlling: self.own.uid < uid,
-                    wanted: true,
-                    close_at: Some(now + OFFLINE_GRACE),
-                    session: None,
-                    ice: None,
-                    phase: Phase::Idle {
-                        at: now + BACKOFF_MAX,
-                    },
-                    answer: None,
-                    pending_offer: None,
-                    seen: VecDeque::new(),
-                    backoff: BACKOFF_START,
-                    up: None,
-                },
-            );
+            let mut peer = Peer::new(now, &wanted, self.own.uid < uid);
+            // Not (yet) wanted by our policy: answer, but do not initiate, and let it go
+            // unless the policy claims it before the grace period ends.
+            peer.close_at = Some(now + OFFLINE_GRACE);
+            peer.phase = Phase::Idle {
+                at: now + BACKOFF_MAX,
+            };
+            self.peers.insert(uid, peer);
         }
         let Some(mut peer) = self.peers.remove(&uid) else {
             return;
@@ -651,6 +759,9 @@ impl LinkManager {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let gathered_by = self.gatherer.completion_deadline();
         let mut next = self.gatherer.poll_timeout();
+        if let Some(t) = self.trim_at {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
                 next = Some(next.map_or(t, |n| n.min(t)));
@@ -659,7 +770,8 @@ impl LinkManager {
         for peer in self.peers.values_mut() {
             consider(peer.close_at);
             consider(match peer.phase {
-                Phase::Idle { at } if peer.wanted => Some(at),
+                // Nothing can start before our candidates are gathered.
+                Phase::Idle { at } if peer.wanted => Some(gathered_by.map_or(at, |g| at.max(g))),
                 Phase::Offered { last, .. } => Some(last + OFFER_RETRY),
                 Phase::AwaitingOffer { asked } => Some(asked + OFFER_RETRY * OFFER_TRIES),
                 _ => None,
@@ -674,7 +786,14 @@ impl LinkManager {
         next
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// Timers: gathering, ICE, signalling retries, grace periods, and (on-demand policy) idle
+    /// links, judged by `last_activity` (the data plane's last authentic traffic per device).
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        last_activity: impl Fn(&Uid) -> Option<Instant>,
+    ) {
+        self.trim_idle(now, last_activity);
         self.gatherer.handle_timeout(now);
         for peer in self.peers.values_mut() {
             if let Some(ice) = peer.ice.as_mut() {
@@ -708,7 +827,13 @@ mod tests {
         let info = DeviceInfo::new([key; 32]);
         let addr: SocketAddr = addr.parse().unwrap();
         Side {
-            m: LinkManager::new(now, info, IceServers::default(), vec![addr]),
+            m: LinkManager::new(
+                now,
+                info,
+                LinkPolicy::default(),
+                IceServers::default(),
+                vec![addr],
+            ),
             jid: jid.parse().unwrap(),
             addr,
             info,
@@ -768,8 +893,8 @@ mod tests {
             match next {
                 Some(t) if t <= until => {
                     now = now.max(t);
-                    a.m.handle_timeout(now);
-                    b.m.handle_timeout(now);
+                    a.m.handle_timeout(now, |_| None);
+                    b.m.handle_timeout(now, |_| None);
                 }
                 _ => return now,
             }
@@ -880,6 +1005,79 @@ mod tests {
             "a replayed offer must not be answered"
         );
         assert_eq!(b.m.counters().signals_stale, stale_before + 1);
+    }
+
+    #[test]
+    fn on_demand_links_only_when_asked_and_trims_idle_links() {
+        let t0 = Instant::now();
+        let policy = LinkPolicy::OnDemand {
+            max_links: 4,
+            idle_secs: 5,
+        };
+        let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
+        a.m = LinkManager::new(t0, a.info, policy, IceServers::default(), vec![a.addr]);
+        let mut b = side(2, "bob@svpn.test/b", "198.18.0.2:2000", t0);
+        b.m = LinkManager::new(t0, b.info, policy, IceServers::default(), vec![b.addr]);
+        let (wa, wb) = (wanted(&b), wanted(&a));
+        a.m.set_wanted(t0, &wa);
+        b.m.set_wanted(t0, &wb);
+        let now = run(&mut a, &mut b, t0, t0 + Duration::from_secs(5), &mut |_| {
+            false
+        });
+        assert!(
+            up(&a).is_none() && a.m.poll_signal().is_none(),
+            "linked without demand"
+        );
+        // A packet for bob: a link comes up (bob answers though he did not ask).
+        assert_eq!(a.m.demand(now, &b.info.uid), Some(b.info.public_key));
+        assert_eq!(a.m.demand(now, &Uid([9; 20])), None, "not eligible");
+        let now = run(
+            &mut a,
+            &mut b,
+            now,
+            now + Duration::from_secs(5),
+            &mut |_| false,
+        );
+        assert!(up(&a).is_some() && up(&b).is_some());
+        // Traffic until `now`, then silence: trimmed once the idle time has passed.
+        let last = now;
+        a.m.trim_idle(now + Duration::from_secs(3), |_| Some(last));
+        assert!(a.m.phase(now, &b.info.uid).is_some(), "trimmed too early");
+        let later = now + Duration::from_secs(6);
+        a.m.trim_idle(later, |_| Some(last));
+        assert!(a.m.phase(later, &b.info.uid).is_none());
+        assert!(
+            a.m.poll_event()
+                .into_iter()
+                .any(|e| e == LinkEvent::Closed { uid: b.info.uid })
+                || a.events.contains(&LinkEvent::Closed { uid: b.info.uid })
+                || std::iter::from_fn(|| a.m.poll_event())
+                    .any(|e| e == LinkEvent::Closed { uid: b.info.uid })
+        );
+    }
+
+    #[test]
+    fn proactive_links_stop_at_the_cap_own_devices_first() {
+        let t0 = Instant::now();
+        let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
+        a.m = LinkManager::new(
+            t0,
+            a.info,
+            LinkPolicy::Proactive { max_links: 2 },
+            IceServers::default(),
+            vec![a.addr],
+        );
+        let devices: Vec<WantedDevice> = (2..6u8)
+            .map(|k| WantedDevice {
+                jid: format!("f{k}@svpn.test/x").parse().unwrap(),
+                info: DeviceInfo::new([k; 32]),
+                own: k == 5,
+            })
+            .collect();
+        a.m.set_wanted(t0, &devices);
+        let linked: Vec<Uid> = a.m.devices().map(|(u, _)| u).collect();
+        assert_eq!(linked.len(), 2);
+        assert!(linked.contains(&devices[3].info.uid), "own device first");
     }
 
     #[test]

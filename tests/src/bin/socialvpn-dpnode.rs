@@ -8,7 +8,7 @@
 //! EOF stops it (closing links cleanly).
 
 use serde_json::{json, Value};
-use socialvpn_core::engine::{FriendAction, SocialConfig};
+use socialvpn_core::engine::{FriendAction, LinkPolicy, SocialConfig};
 use socialvpn_core::links::servers::{IceServers, TurnServer};
 use socialvpn_core::tun::linux::{create, TunConfig};
 use socialvpn_core::xmpp::connect::{TlsTrust, XmppAccount};
@@ -29,6 +29,8 @@ struct SocialFile {
     turn: Option<String>,
     turn_user: Option<String>,
     turn_password: Option<String>,
+    #[serde(default)]
+    policy: LinkPolicy,
 }
 
 fn main() {
@@ -82,6 +84,7 @@ fn social_config(path: &str) -> SocialConfig {
                 password: f.turn_password.unwrap_or_default(),
             }),
         },
+        policy: f.policy,
     }
 }
 
