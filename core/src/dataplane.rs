@@ -191,6 +191,14 @@ impl DataPlane {
         self.by_uid.contains_key(uid)
     }
 
+    /// Whether the link to `uid` has a live WireGuard session.
+    pub fn has_session(&self, uid: &Uid) -> bool {
+        self.by_uid
+            .get(uid)
+            .and_then(|i| self.links.get(i))
+            .is_some_and(Link::has_session)
+    }
+
     /// When authentic traffic last crossed the link to `uid`.
     pub fn last_activity(&self, uid: &Uid) -> Option<Instant> {
         let index = self.by_uid.get(uid)?;

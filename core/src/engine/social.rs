@@ -11,14 +11,19 @@ use crate::social::toggles::Toggles;
 use crate::uid::Uid;
 use crate::xmpp::connect::XmppAccount;
 use crate::xmpp::session::{XmppInput, XmppSession, XmppState};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use xmpp_parsers::jid::BareJid;
 
 use super::EngineError;
+
+/// How long a WireGuard handshake may take over a freshly selected path (boringtun retries
+/// every 5 s; three tries).
+const SESSION_DEADLINE: Duration = Duration::from_secs(16);
 
 /// The account, the STUN/TURN servers and the linking policy.
 #[derive(Clone, Debug)]
@@ -65,6 +70,9 @@ pub(super) struct Social {
     pub(super) xmpp_state: XmppState,
     /// Remote addresses reached through the TURN relay.
     relayed: HashSet<SocketAddr>,
+    /// Links whose path is up but whose WireGuard session is not confirmed yet: by when it
+    /// must be, or the path is given up and ICE tried again.
+    awaiting_session: HashMap<Uid, Instant>,
     pub(super) local_host: SocketAddr,
     port: u16,
     subnet_excluded: crate::subnet::Ipv4Subnet,
@@ -96,6 +104,7 @@ impl Social {
             inputs,
             xmpp_state: XmppState::Connecting,
             relayed: HashSet::new(),
+            awaiting_session: HashMap::new(),
             local_host,
             port,
             subnet_excluded: subnet,
@@ -228,6 +237,7 @@ impl Social {
                     self.relayed.remove(&path.remote);
                 }
                 tracing::info!(peer = %uid, relayed = path.relayed, "link up");
+                self.awaiting_session.insert(uid, now + SESSION_DEADLINE);
                 match dp.add_peer(now, public_key, Some(path.remote), None) {
                     Ok(uid) => {
                         let mut net = Transport {
@@ -243,6 +253,7 @@ impl Social {
             LinkEvent::Down { uid } => tracing::debug!(peer = %uid, "link path lost"),
             LinkEvent::Closed { uid } => {
                 tracing::info!(peer = %uid, "link closed");
+                self.awaiting_session.remove(&uid);
                 if let Some(status) = dp.links().into_iter().find(|l| l.uid == uid) {
                     if let Some(endpoint) = status.endpoint {
                         self.relayed.remove(&endpoint);
@@ -279,10 +290,14 @@ impl Social {
     }
 
     pub(super) fn poll_timeout(&mut self) -> Option<Instant> {
-        [self.state.poll_timeout(), self.links.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.state.poll_timeout(),
+            self.links.poll_timeout(),
+            self.awaiting_session.values().min().copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub(super) fn handle_timeout(&mut self, now: Instant, dp: &mut DataPlane) {
@@ -292,6 +307,18 @@ impl Social {
             self.refresh_wanted(now, dp);
         }
         self.links.handle_timeout(now, |uid| dp.last_activity(uid));
+        let due: Vec<Uid> = self
+            .awaiting_session
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(u, _)| *u)
+            .collect();
+        for uid in due {
+            self.awaiting_session.remove(&uid);
+            if !dp.has_session(&uid) {
+                self.links.path_failed(now, &uid);
+            }
+        }
     }
 
     /// Closes every link and tells each friend (engine shutting down).

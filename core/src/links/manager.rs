@@ -271,6 +271,18 @@ impl LinkManager {
         Some(w.info.public_key)
     }
 
+    /// ICE found a path but no WireGuard session came up over it: drop the session and try
+    /// again after a back-off.
+    pub fn path_failed(&mut self, now: Instant, uid: &Uid) {
+        if let Some(mut peer) = self.peers.remove(uid) {
+            tracing::debug!(peer = %uid, "no WireGuard session over the selected path; retrying");
+            self.counters.ice_failures += 1;
+            self.fail(now, &mut peer);
+            self.peers.insert(*uid, peer);
+        }
+        self.drive(now);
+    }
+
     /// The devices that have (or are getting) a link, with their keys.
     pub fn devices(&self) -> impl Iterator<Item = (Uid, [u8; 32])> + '_ {
         self.peers.iter().map(|(u, p)| (*u, p.info.public_key))
