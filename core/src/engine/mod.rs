@@ -347,8 +347,8 @@ async fn run_loop(
         };
         let xmpp_input = async {
             match social.as_mut() {
-                Some(s) => s.inputs.recv().await,
-                None => std::future::pending().await,
+                Some(s) if !s.inputs_closed => s.inputs.recv().await,
+                _ => std::future::pending().await,
             }
         };
         tokio::select! {
@@ -425,9 +425,15 @@ async fn run_loop(
             }
             input = xmpp_input => {
                 let now = Instant::now();
-                if let (Some(s), Some(input)) = (social.as_mut(), input) {
-                    s.handle_xmpp(now, input, dp);
-                    s.flush(now, dp, udp);
+                if let Some(s) = social.as_mut() {
+                    match input {
+                        Some(input) => {
+                            s.handle_xmpp(now, input, dp);
+                            s.flush(now, dp, udp);
+                        }
+                        // The session task ended (it reported why); links carry on without it.
+                        None => s.inputs_closed = true,
+                    }
                 }
             }
             () = timer => {

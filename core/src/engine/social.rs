@@ -67,6 +67,8 @@ pub(super) struct Social {
     pub(super) links: LinkManager,
     xmpp: XmppSession,
     pub(super) inputs: mpsc::Receiver<XmppInput>,
+    /// The session task has ended: stop polling its channel.
+    pub(super) inputs_closed: bool,
     pub(super) xmpp_state: XmppState,
     /// Remote addresses reached through the TURN relay.
     relayed: HashSet<SocketAddr>,
@@ -102,6 +104,7 @@ impl Social {
             links,
             xmpp,
             inputs,
+            inputs_closed: false,
             xmpp_state: XmppState::Connecting,
             relayed: HashSet::new(),
             awaiting_session: HashMap::new(),
@@ -119,7 +122,10 @@ impl Social {
         match input {
             XmppInput::State(state) => {
                 match &state {
-                    XmppState::Online(full) => self.state.handle_online(now, full.clone()),
+                    XmppState::Online(full) => {
+                        self.state.handle_online(now, full.clone());
+                        self.links.signalling_restored(now);
+                    }
                     _ => self.state.handle_offline(),
                 }
                 self.xmpp_state = state;
@@ -211,8 +217,12 @@ impl Social {
         while let Some(out) = self.state.poll_outgoing() {
             self.xmpp.send(out);
         }
+        let online = matches!(self.xmpp_state, XmppState::Online(_));
         while let Some((to, signal)) = self.links.poll_signal() {
-            self.xmpp.send(Outgoing::Signal { to, signal });
+            // Offline, a signal would only go stale in the queue; the link manager retries.
+            if online {
+                self.xmpp.send(Outgoing::Signal { to, signal });
+            }
         }
         while let Some(event) = self.links.poll_event() {
             self.apply(now, event, dp, udp);

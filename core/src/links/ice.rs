@@ -53,6 +53,7 @@ pub enum IceOutput {
 
 pub struct IceLink {
     agent: Agent,
+    last_tick: Instant,
     controlling: bool,
     relay_addr: Option<SocketAddr>,
     state: ConnectionState,
@@ -112,6 +113,7 @@ impl IceLink {
         }
         Ok(IceLink {
             agent,
+            last_tick: now,
             controlling,
             relay_addr: local.relay,
             state: ConnectionState::New,
@@ -211,11 +213,22 @@ impl IceLink {
         })
     }
 
+    /// The agent's next deadline. Once connected, rtc-ice would still tick every 200 ms (its
+    /// check interval bounds every timer); a connected session only needs its keepalive, so
+    /// it is woken once per keepalive interval: the idle engine sleeps.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.agent.poll_timeout()
+        let deadline = self.agent.poll_timeout()?;
+        Some(match self.state {
+            ConnectionState::Connected => deadline.max(self.last_tick + KEEPALIVE),
+            _ => deadline,
+        })
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.poll_timeout().is_some_and(|t| t > now) {
+            return;
+        }
+        self.last_tick = now;
         if let Err(e) = self.agent.handle_timeout(now) {
             tracing::trace!(error = %e, "ICE timer");
         }

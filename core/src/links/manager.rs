@@ -283,6 +283,17 @@ impl LinkManager {
         self.drive(now);
     }
 
+    /// Signalling works again (XMPP back online): retry at once whatever waits in back-off.
+    pub fn signalling_restored(&mut self, now: Instant) {
+        for peer in self.peers.values_mut() {
+            if peer.up.is_none() && matches!(peer.phase, Phase::Idle { .. }) {
+                peer.backoff = BACKOFF_START;
+                peer.phase = Phase::Idle { at: now };
+            }
+        }
+        self.drive(now);
+    }
+
     /// The devices that have (or are getting) a link, with their keys.
     pub fn devices(&self) -> impl Iterator<Item = (Uid, [u8; 32])> + '_ {
         self.peers.iter().map(|(u, p)| (*u, p.info.public_key))
@@ -397,6 +408,12 @@ impl LinkManager {
         let Some(mut peer) = self.peers.remove(&uid) else {
             return;
         };
+        if peer.jid.to_bare() != from.to_bare() {
+            // The device belongs to another account: a friend claiming someone else's key.
+            self.counters.signals_stale += 1;
+            self.peers.insert(uid, peer);
+            return;
+        }
         peer.jid = from;
         match signal.kind {
             SignalKind::Offer => self.on_offer(now, &mut peer, signal),
@@ -410,7 +427,7 @@ impl LinkManager {
                 }
             }
             SignalKind::Close => {
-                if peer.session == Some(signal.session) || peer.up.is_some() {
+                if peer.session == Some(signal.session) {
                     self.drop_session(&mut peer);
                     // The peer does not want us now: don't insist before a long back-off.
                     peer.backoff = BACKOFF_MAX;
@@ -1066,6 +1083,35 @@ mod tests {
                 || std::iter::from_fn(|| a.m.poll_event())
                     .any(|e| e == LinkEvent::Closed { uid: b.info.uid })
         );
+    }
+
+    #[test]
+    fn a_device_that_goes_offline_is_closed_after_the_grace_period() {
+        let t0 = Instant::now();
+        let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
+        let mut b = side(2, "bob@svpn.test/b", "198.18.0.2:2000", t0);
+        let (wa, wb) = (wanted(&b), wanted(&a));
+        a.m.set_wanted(t0, &wa);
+        b.m.set_wanted(t0, &wb);
+        let now = run(&mut a, &mut b, t0, t0 + Duration::from_secs(5), &mut |_| {
+            false
+        });
+        assert!(up(&a).is_some());
+        // Bob's device disappears from the roster: the link stays through a presence flap…
+        a.m.set_wanted(now, &[]);
+        let mid = run(&mut a, &mut b, now, now + OFFLINE_GRACE / 2, &mut |_| false);
+        assert!(!a.events.contains(&LinkEvent::Closed { uid: b.info.uid }));
+        assert!(a.m.phase(mid, &b.info.uid).is_some());
+        // …and is closed (and Bob told) once the grace period is over.
+        run(
+            &mut a,
+            &mut b,
+            mid,
+            now + OFFLINE_GRACE + Duration::from_secs(1),
+            &mut |_| false,
+        );
+        assert!(a.events.contains(&LinkEvent::Closed { uid: b.info.uid }));
+        assert!(b.events.contains(&LinkEvent::Closed { uid: a.info.uid }));
     }
 
     #[test]

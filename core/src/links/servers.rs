@@ -287,6 +287,15 @@ impl Gatherer {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.started) >= GATHER_TIMEOUT {
+            // Gathering is over: whatever has not answered is done without (its deadline
+            // must not stay in the past, or the engine would spin).
+            if self.binding_pending || self.allocation_pending {
+                tracing::debug!("STUN/TURN servers did not answer in time; going without");
+            }
+            self.binding_pending = false;
+            self.allocation_pending = false;
+        }
         if let Some(client) = self.client.as_mut() {
             if let Err(e) = client.handle_timeout(now) {
                 tracing::trace!(error = %e, "TURN timer");

@@ -417,6 +417,13 @@ impl SocialState {
                 continue;
             }
             for device in contact.devices.values() {
+                if device
+                    .info
+                    .is_some_and(|i| self.claimed_elsewhere(&i.uid, &contact.jid))
+                {
+                    // Two accounts announce the same device: link neither.
+                    continue;
+                }
                 let (Some(info), Ok(jid)) =
                     (device.info, contact.jid.with_resource_str(&device.resource))
                 else {
@@ -473,10 +480,35 @@ impl SocialState {
             }
             contact.devices.get(resource).and_then(|d| d.info)
         };
-        if announced.is_some_and(|a| a.public_key != signal.from.public_key) {
+        // The sending resource must have announced exactly this key in its presence, and no
+        // other account may claim the same device: a friend cannot speak for another
+        // friend's device, nor for one that never announced itself.
+        match announced {
+            Some(a) if a.public_key == signal.from.public_key => {}
+            _ => return Err(SignalRejection::KeyMismatch),
+        }
+        if self.claimed_elsewhere(&signal.from.uid, &bare) {
             return Err(SignalRejection::KeyMismatch);
         }
         Ok(bare == self.own)
+    }
+
+    /// Whether an account other than `owner` announces the device `uid`. The user's own
+    /// account is authoritative for its devices: a friend's claim never displaces them.
+    fn claimed_elsewhere(&self, uid: &crate::uid::Uid, owner: &BareJid) -> bool {
+        if *owner == self.own {
+            return false;
+        }
+        let announces = |devices: &BTreeMap<String, Device>| {
+            devices
+                .values()
+                .any(|d| d.info.is_some_and(|i| i.uid == *uid))
+        };
+        announces(&self.own_devices)
+            || self
+                .contacts
+                .values()
+                .any(|c| c.jid != *owner && announces(&c.devices))
     }
 
     pub fn poll_outgoing(&mut self) -> Option<Outgoing> {
@@ -653,18 +685,40 @@ mod tests {
             Err(SignalRejection::NotAFriend)
         );
         let own: FullJid = "alice@svpn.test/tablet".parse().unwrap();
+        // Not announced yet: refused (the sender retries; presence comes first normally).
+        assert_eq!(
+            s.authorize_signal(&own, &offer_from([6; 32])),
+            Err(SignalRejection::KeyMismatch)
+        );
+        s.handle_presence(
+            &full("alice@svpn.test/tablet"),
+            PresenceKind::Available(Some(DeviceInfo::new([6; 32]))),
+        );
         assert_eq!(s.authorize_signal(&own, &offer_from([6; 32])), Ok(true));
         assert_eq!(
             s.authorize_signal(&own, &offer_from([1; 32])),
             Err(SignalRejection::FromSelf)
         );
+        // Bob announcing (and signalling for) the tablet's key from a resource of his own:
+        // our own account is authoritative, so Bob is refused and the tablet still works.
+        s.handle_presence(
+            &full("bob@svpn.test/evil"),
+            PresenceKind::Available(Some(DeviceInfo::new([6; 32]))),
+        );
+        let evil: FullJid = "bob@svpn.test/evil".parse().unwrap();
+        assert_eq!(
+            s.authorize_signal(&evil, &offer_from([6; 32])),
+            Err(SignalRejection::KeyMismatch)
+        );
+        assert!(s.wanted_devices().iter().all(|w| w.jid != evil));
+        assert_eq!(s.authorize_signal(&own, &offer_from([6; 32])), Ok(true));
         s.set_enabled(&jid("bob@svpn.test"), false).unwrap();
         assert_eq!(
             s.authorize_signal(&bob, &offer_from([2; 32])),
             Err(SignalRejection::Disabled)
         );
-        assert_eq!(s.counters().signals_accepted, 2);
-        assert_eq!(s.counters().signals_rejected, 5);
+        assert_eq!(s.counters().signals_accepted, 3);
+        assert_eq!(s.counters().signals_rejected, 7);
     }
 
     #[test]

@@ -26,6 +26,9 @@ use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 /// First and longest wait between login attempts.
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A login attempt (TCP, TLS, SASL) that takes longer is abandoned (a captive portal can
+/// accept TCP and then stall).
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Stanzas buffered each way.
 const QUEUE_DEPTH: usize = 32;
 
@@ -55,7 +58,9 @@ pub enum XmppInput {
 
 /// Handle to the running session task.
 pub struct XmppSession {
-    outgoing: mpsc::Sender<Outgoing>,
+    /// Unbounded: presence and roster requests must never be dropped; the engine sends
+    /// signals only while online, so the queue stays short.
+    outgoing: mpsc::UnboundedSender<Outgoing>,
     stop: Arc<Stop>,
     reconnect: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
@@ -88,7 +93,7 @@ impl XmppSession {
     /// Starts logging in; inputs arrive on the returned receiver.
     pub fn spawn(account: XmppAccount) -> (XmppSession, mpsc::Receiver<XmppInput>) {
         let (input_tx, input_rx) = mpsc::channel(QUEUE_DEPTH * 4);
-        let (outgoing, outgoing_rx) = mpsc::channel(QUEUE_DEPTH);
+        let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
         let stop = Arc::new(Stop::default());
         let reconnect = Arc::new(Notify::new());
         let task = tokio::spawn(run(
@@ -117,8 +122,8 @@ impl XmppSession {
 
     /// Queues a stanza to send (dropped with a debug log if the session is gone).
     pub fn send(&self, out: Outgoing) {
-        if let Err(e) = self.outgoing.try_send(out) {
-            tracing::debug!(error = %e, "XMPP outgoing queue full or closed; stanza dropped");
+        if self.outgoing.send(out).is_err() {
+            tracing::debug!("XMPP session gone; stanza dropped");
         }
     }
 
@@ -132,7 +137,7 @@ impl XmppSession {
 async fn run(
     account: XmppAccount,
     inputs: mpsc::Sender<XmppInput>,
-    mut outgoing: mpsc::Receiver<Outgoing>,
+    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
     stop: Arc<Stop>,
     reconnect: Arc<Notify>,
 ) {
@@ -170,11 +175,20 @@ async fn run(
     let mut stream_stop = Arc::new(Stop::default());
     let mut stream = new_stream(Arc::clone(&stream_stop));
     let mut online: Option<FullJid> = None;
+    // The last bound JID: a resumed stream (XEP-0198) is online again under it.
+    let mut bound: Option<FullJid> = None;
     let mut roster_request: Option<String> = None;
-    let mut next_id: u64 = 0;
     loop {
         tokio::select! {
-            () = stop.stopped() => break,
+            // Outgoing first: at shutdown, the close signals queued last must still go out.
+            biased;
+            () = stop.stopped() => {
+                while let Ok(out) = outgoing.try_recv() {
+                    let stanza = to_stanza(out, &mut roster_request);
+                    let _token = stream.send(Box::new(stanza)).await;
+                }
+                break;
+            }
             () = reconnect.notified() => {
                 tracing::debug!("XMPP reconnecting after a network change");
                 if online.take().is_some() {
@@ -188,13 +202,27 @@ async fn run(
                     let _ = tokio::time::timeout(Duration::from_secs(2), old.close()).await;
                 });
             }
-            event = stream.next() => {                let Some(event) = event else { break };
+            out = outgoing.recv() => {
+                let Some(out) = out else { break };
+                let stanza = to_stanza(out, &mut roster_request);
+                let _token = stream.send(Box::new(stanza)).await;
+            }
+            event = stream.next() => {
+                let Some(event) = event else { break };
                 match event {
                     Event::Stream(StreamEvent::Reset { bound_jid, .. }) => {
                         let Ok(full) = bound_jid.try_into_full() else { continue };
                         tracing::info!("XMPP session online");
                         online = Some(full.clone());
+                        bound = Some(full.clone());
                         let _ = inputs.send(XmppInput::State(XmppState::Online(full))).await;
+                    }
+                    Event::Stream(StreamEvent::Resumed) => {
+                        if let Some(full) = bound.clone() {
+                            tracing::info!("XMPP session resumed");
+                            online = Some(full.clone());
+                            let _ = inputs.send(XmppInput::State(XmppState::Online(full))).await;
+                        }
                     }
                     Event::Stream(_) => {
                         if online.take().is_some() {
@@ -206,19 +234,6 @@ async fn run(
                         handle_stanza(stanza, online.as_ref(), &mut roster_request, &inputs, &stream).await;
                     }
                 }
-            }
-            out = outgoing.recv() => {
-                let Some(out) = out else { break };
-                next_id += 1;
-                let stanza = match out {
-                    Outgoing::RosterGet => {
-                        let id = format!("svpn-roster-{next_id}");
-                        roster_request = Some(id.clone());
-                        Iq::from_get(id, Roster { ver: None, items: vec![] }).into()
-                    }
-                    other => to_stanza(other, next_id),
-                };
-                let _token = stream.send(Box::new(stanza)).await;
             }
         }
     }
@@ -250,7 +265,9 @@ async fn reconnect_loop(
     let mut delay = BACKOFF_START;
     loop {
         let attempt = tokio::select! {
-            r = login(&account, tls.clone(), Timeouts::tight()) => r,
+            r = tokio::time::timeout(LOGIN_TIMEOUT, login(&account, tls.clone(), Timeouts::tight())) => {
+                r.unwrap_or_else(|_| Err(LoginFailure::Unreachable("the login timed out".into())))
+            }
             () = stopped() => break,
         };
         match attempt {
@@ -339,7 +356,13 @@ async fn handle_iq(
         _ => false,
     };
     match iq {
-        Iq::Result { id, payload, .. } if roster_request.as_deref() == Some(id.as_str()) => {
+        Iq::Result {
+            from, id, payload, ..
+        } if roster_request.as_deref() == Some(id.as_str()) => {
+            if !from_own_account(&from) {
+                // Only our server answers for our roster.
+                return;
+            }
             *roster_request = None;
             let items = payload
                 .and_then(|p| Roster::try_from(p).ok())
@@ -423,17 +446,23 @@ fn roster_item(item: roster::Item) -> RosterItem {
     }
 }
 
-fn to_stanza(out: Outgoing, id: u64) -> Stanza {
+/// A random IQ id: unguessable, so nobody else can answer our requests.
+fn new_id(kind: &str) -> String {
+    format!("svpn-{kind}-{:016x}", rand::random::<u64>())
+}
+
+fn to_stanza(out: Outgoing, roster_request: &mut Option<String>) -> Stanza {
     match out {
         Outgoing::Announce(device) => Presence::available().with_payload(device.to_wire()).into(),
-        Outgoing::RosterGet => Iq::from_get(
-            format!("svpn-{id}"),
-            Roster {
+        Outgoing::RosterGet => {
+            let id = new_id("roster");
+            *roster_request = Some(id.clone());
+            let query = Roster {
                 ver: None,
                 items: vec![],
-            },
-        )
-        .into(),
+            };
+            Iq::from_get(id, query).into()
+        }
         Outgoing::Subscribe(jid) => Presence::subscribe().with_to(jid).into(),
         Outgoing::Subscribed(jid) => Presence::subscribed().with_to(jid).into(),
         Outgoing::Unsubscribed(jid) => Presence::new(presence::Type::Unsubscribed)
@@ -449,7 +478,7 @@ fn to_stanza(out: Outgoing, id: u64) -> Stanza {
                 approved: None,
             };
             Iq::from_set(
-                format!("svpn-{id}"),
+                new_id("roster-set"),
                 Roster {
                     ver: None,
                     items: vec![item],
