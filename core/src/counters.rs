@@ -42,10 +42,13 @@ pub enum DropReason {
     TunWrite,
     /// Sending on the UDP socket failed (or its buffer was full).
     NetSend,
+    /// Link-local control traffic of this device's own stack (router solicitations, MLD,
+    /// IGMP): not forwarded.
+    LinkControl,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::NotIp,
@@ -63,6 +66,7 @@ impl DropReason {
         DropReason::AddressMismatch,
         DropReason::TunWrite,
         DropReason::NetSend,
+        DropReason::LinkControl,
     ];
 
     /// The snake_case name used in JSON and status output.
@@ -85,6 +89,7 @@ impl DropReason {
             DropReason::AddressMismatch => "address_mismatch",
             DropReason::TunWrite => "tun_write",
             DropReason::NetSend => "net_send",
+            DropReason::LinkControl => "link_control",
         }
     }
 

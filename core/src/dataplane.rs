@@ -307,6 +307,12 @@ impl DataPlane {
             Err(reason) => return self.count_drop(reason),
         };
         let len = info.len;
+        if ip::is_link_control(&buf[..len]) {
+            // Router solicitations, MLD and IGMP reports: meaningless on the overlay (it has no
+            // routers and carries every group anyway), and forwarding them would keep every
+            // link awake.
+            return self.count_drop(DropReason::LinkControl);
+        }
         match self.route(&info.addrs) {
             Ok(Some(dst)) => {
                 let Some(&index) = self.by_uid.get(&dst) else {

@@ -438,6 +438,12 @@ async fn run_loop(
             }
             () = timer => {
                 let now = Instant::now();
+                // Every wake-up should be explainable: which part asked for it.
+                tracing::trace!(
+                    data_plane = ?dp.poll_timeout().map(|t| t.saturating_duration_since(now)),
+                    social = ?social.as_mut().map(|s| s.timeout_sources(now)),
+                    "timer"
+                );
                 if let Some(s) = social.as_mut() {
                     s.handle_timeout(now, dp);
                     s.flush(now, dp, udp);

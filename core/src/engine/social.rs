@@ -310,6 +310,16 @@ impl Social {
         .min()
     }
 
+    /// How far off each part's next deadline is (for the wake-up trace).
+    pub(super) fn timeout_sources(&mut self, now: Instant) -> [Option<Duration>; 3] {
+        let until = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(now));
+        [
+            until(self.state.poll_timeout()),
+            until(self.links.poll_timeout()),
+            until(self.awaiting_session.values().min().copied()),
+        ]
+    }
+
     pub(super) fn handle_timeout(&mut self, now: Instant, dp: &mut DataPlane) {
         let resync_due = self.state.poll_timeout().is_some_and(|t| t <= now);
         self.state.handle_timeout(now);

@@ -86,6 +86,33 @@ pub fn is_ipv4_group(dst: Ipv4Addr) -> bool {
     dst.is_multicast() || dst.is_broadcast()
 }
 
+const PROTO_IGMP: u8 = 2;
+const NEXT_HOP_BY_HOP: u8 = 0;
+const NEXT_ICMPV6: u8 = 58;
+
+/// True for the device stack's own link-level control messages: IGMP, and ICMPv6 multicast
+/// listener (130-132, 143) and router/neighbour discovery (133-137) messages. `packet` must
+/// have passed [`parse`].
+pub fn is_link_control(packet: &[u8]) -> bool {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => packet.get(9) == Some(&PROTO_IGMP),
+        Some(6) => {
+            let mut next = packet.get(6).copied();
+            let mut at = IPV6_HEADER;
+            if next == Some(NEXT_HOP_BY_HOP) {
+                // MLD reports carry a router-alert hop-by-hop option first.
+                next = packet.get(at).copied();
+                at += packet
+                    .get(at + 1)
+                    .map_or(usize::MAX / 2, |l| (usize::from(*l) + 1) * 8);
+            }
+            next == Some(NEXT_ICMPV6)
+                && packet.get(at).is_some_and(|t| matches!(t, 130..=137 | 143))
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +150,30 @@ mod tests {
         short.truncate(24);
         assert_eq!(parse(&short), Err(DropReason::Truncated));
         assert_eq!(parse(&[0x15; 40]), Err(DropReason::NotIp));
+    }
+
+    #[test]
+    fn link_control_is_recognised() {
+        let mut igmp = v4(28, 5);
+        igmp[9] = 2;
+        assert!(is_link_control(&igmp));
+        assert!(!is_link_control(&v4(28, 5)));
+        // ICMPv6 router solicitation, directly and behind a hop-by-hop header (MLD report).
+        let mut rs = vec![0u8; 48];
+        rs[0] = 0x60;
+        rs[6] = 58;
+        rs[40] = 133;
+        assert!(is_link_control(&rs));
+        let mut mld = vec![0u8; 56];
+        mld[0] = 0x60;
+        mld[6] = 0;
+        mld[40] = 58;
+        mld[41] = 0;
+        mld[48] = 143;
+        assert!(is_link_control(&mld));
+        // An echo request is not.
+        rs[40] = 128;
+        assert!(!is_link_control(&rs));
     }
 
     #[test]
