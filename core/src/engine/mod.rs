@@ -57,6 +57,8 @@ pub enum EngineError {
     NoAccount,
     #[error("'{0}' is not a valid JID")]
     BadJid(String),
+    #[error("unknown friend action '{0}' (add, accept, decline, remove, enable, disable)")]
+    UnknownAction(String),
 }
 
 /// What the engine needs to start.
@@ -190,6 +192,21 @@ pub enum FriendAction {
     Remove,
     Enable,
     Disable,
+}
+
+impl std::str::FromStr for FriendAction {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "add" => FriendAction::Add,
+            "accept" => FriendAction::Accept,
+            "decline" => FriendAction::Decline,
+            "remove" => FriendAction::Remove,
+            "enable" => FriendAction::Enable,
+            "disable" => FriendAction::Disable,
+            other => return Err(EngineError::UnknownAction(other.to_string())),
+        })
+    }
 }
 
 /// The engine at a glance.

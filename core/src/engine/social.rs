@@ -43,6 +43,8 @@ pub struct DeviceView {
     /// The address this user gave the device.
     pub overlay_address: Option<Ipv4Addr>,
     pub link: Option<LinkPhase>,
+    /// Traffic over the link (IP bytes each way).
+    pub traffic: Option<crate::link::LinkCounters>,
 }
 
 /// One roster entry as the UI shows it.
@@ -367,14 +369,17 @@ impl Social {
     }
 
     pub(super) fn roster(&self, now: Instant, dp: &DataPlane) -> Vec<FriendView> {
+        let links = dp.links();
         let device_view = |resource: &str, info: Option<DeviceInfo>| {
             let uid: Option<Uid> = info.map(|i| i.uid);
+            let traffic = uid.and_then(|u| links.iter().find(|l| l.uid == u).map(|l| l.counters));
             DeviceView {
                 resource: resource.to_string(),
                 socialvpn: info.is_some(),
                 uid: uid.map(|u| u.to_string()),
                 overlay_address: uid.and_then(|u| dp.address_book().address_of(&u)),
                 link: uid.and_then(|u| self.links.phase(now, &u)),
+                traffic,
             }
         };
         let mut out: Vec<FriendView> = self

@@ -2,3 +2,4 @@
 
 pub mod connect;
 pub mod session;
+pub use xmpp_parsers::jid::BareJid;

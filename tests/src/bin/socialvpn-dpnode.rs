@@ -160,23 +160,15 @@ async fn answer(engine: &Engine, line: &str) -> Value {
         ["status"] => result(engine.status().await),
         ["roster"] => result(engine.roster().await),
         ["network-changed"] => result(engine.network_changed().await),
-        ["friend", action, jid] => {
-            let action = match *action {
-                "add" => FriendAction::Add,
-                "accept" => FriendAction::Accept,
-                "decline" => FriendAction::Decline,
-                "remove" => FriendAction::Remove,
-                "enable" => FriendAction::Enable,
-                "disable" => FriendAction::Disable,
-                _ => return json!({ "error": format!("unknown friend action {action}") }),
-            };
-            result(
+        ["friend", action, jid] => match action.parse::<FriendAction>() {
+            Ok(action) => result(
                 engine
                     .friend(action, jid)
                     .await
                     .map(|()| json!({ "ok": true })),
-            )
-        }
+            ),
+            Err(e) => json!({ "error": e.to_string() }),
+        },
         _ => json!({ "error": format!("unknown command: {line}") }),
     }
 }

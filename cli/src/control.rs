@@ -1,0 +1,108 @@
+//! The daemon's control socket: JSON lines over a Unix socket only its owner may use.
+
+use serde_json::{json, Value};
+use socialvpn_core::engine::FriendAction;
+use socialvpn_core::Engine;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 4096;
+
+/// Binds the socket (directory 0700, socket 0600), replacing a stale one.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("a daemon is already listening on {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves one connection: one request line, one answer line.
+pub async fn serve(stream: UnixStream, engine: &Engine) {
+    // SAFETY: geteuid has no preconditions.
+    let own_uid = unsafe { libc::geteuid() };
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == own_uid => {}
+        _ => return,
+    }
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = AsyncBufReader::new(read).take(MAX_REQUEST as u64);
+    let answer =
+        match tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await {
+            Ok(Ok(n)) if n > 0 => match serde_json::from_str::<Value>(&line) {
+                Ok(request) => handle(engine, &request).await,
+                Err(e) => json!({ "error": format!("bad request: {e}") }),
+            },
+            _ => return,
+        };
+    let mut text = answer.to_string();
+    text.push('\n');
+    let _ = write.write_all(text.as_bytes()).await;
+}
+
+async fn handle(engine: &Engine, request: &Value) -> Value {
+    fn reply<T: serde::Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Value {
+        match r {
+            Ok(v) => json!({ "ok": v }),
+            Err(e) => json!({ "error": e.to_string() }),
+        }
+    }
+    match request["cmd"].as_str() {
+        Some("status") => reply(engine.status().await),
+        Some("roster") => reply(engine.roster().await),
+        Some("network_changed") => reply(engine.network_changed().await),
+        Some("friend") => {
+            let (Some(action), Some(jid)) = (request["action"].as_str(), request["jid"].as_str())
+            else {
+                return json!({ "error": "friend needs an action and a jid" });
+            };
+            match action.parse::<FriendAction>() {
+                Ok(action) => reply(engine.friend(action, jid).await),
+                Err(e) => json!({ "error": e.to_string() }),
+            }
+        }
+        _ => json!({ "error": "unknown command" }),
+    }
+}
+
+/// Sends one request to the daemon and returns its answer (the `ok` value).
+pub fn request(path: &Path, request: &Value) -> Result<Value, String> {
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        format!(
+            "cannot reach the daemon at {} ({e}); is `socialvpn up` running?",
+            path.display()
+        )
+    })?;
+    let timeout = Some(Duration::from_secs(10));
+    let _ = stream.set_read_timeout(timeout);
+    let _ = stream.set_write_timeout(timeout);
+    writeln!(stream, "{request}").map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .map_err(|e| format!("no answer from the daemon: {e}"))?;
+    let answer: Value = serde_json::from_str(&line).map_err(|e| format!("bad answer: {e}"))?;
+    match answer.get("error") {
+        Some(e) => Err(e.as_str().unwrap_or("error").to_string()),
+        None => Ok(answer["ok"].clone()),
+    }
+}

@@ -1,0 +1,365 @@
+//! `socialvpn demo`: a small world in network namespaces — an XMPP server and a STUN/TURN
+//! server on an "internet", a home router with a cone NAT and a carrier with a symmetric
+//! NAT — with one `socialvpn up` daemon per device, driven through their control sockets
+//! exactly as a user would. Everything is removed at the end, on failure, and on Ctrl-C.
+
+use crate::control;
+use crate::table;
+use serde_json::{json, Value};
+use socialvpn_tests::netns::ChildGuard;
+use socialvpn_tests::social_world::{SocialWorld, TURN_PASSWORD, TURN_USER};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Debian packages the world needs, by the command that shows they are there.
+const TOOLS: [(&str, &str); 5] = [
+    ("prosodyctl", "prosody"),
+    ("turnserver", "coturn"),
+    ("iptables", "iptables"),
+    ("ping", "iputils-ping"),
+    ("openssl", "openssl"),
+];
+
+pub fn run() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("the demo builds network namespaces: run it as root".into());
+    }
+    install_missing_tools()?;
+    install_interrupt_cleanup();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let ok = std::panic::catch_unwind(|| world(&exe)).unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err("demo FAILED (the world has been torn down)".into())
+    }
+}
+
+fn install_missing_tools() -> Result<(), String> {
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(cmd, _)| !on_path(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "Installing {} from Debian (needed by the demo world)…",
+        missing.join(", ")
+    );
+    // Keep apt from starting prosody/coturn as host services.
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let made_policy = !policy.exists()
+        && std::fs::write(policy, "#!/bin/sh\nexit 101\n").is_ok()
+        && Command::new("chmod")
+            .args(["755", "/usr/sbin/policy-rc.d"])
+            .status()
+            .is_ok();
+    let ok = Command::new("apt-get")
+        .args(["update", "-qq"])
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if made_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("could not install {}", missing.join(", ")))
+    }
+}
+
+fn on_path(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+        .unwrap_or(false)
+}
+
+fn say(line: &str) {
+    println!("\n== {line}");
+}
+
+/// One `socialvpn up` daemon in a host of the world.
+struct Daemon {
+    _process: ChildGuard,
+    socket: PathBuf,
+    uid: String,
+}
+
+impl Daemon {
+    fn start(w: &SocialWorld, exe: &Path, host: &str, user: &str, subnet: &str) -> Daemon {
+        let dir = w.state_dir().join(format!("cli-{host}"));
+        std::fs::create_dir_all(&dir).expect("state dir");
+        let socket = dir.join("control.sock");
+        let password = dir.join("password");
+        std::fs::write(&password, format!("pw-{user}\n")).expect("password file");
+        let config = dir.join("socialvpn.toml");
+        let text = format!(
+            "state_dir = \"{state}\"\ncontrol_socket = \"{socket}\"\n\n[account]\njid = \"{user}@{domain}\"\n\
+             password_file = \"{password}\"\nresource = \"{host}\"\nserver = \"{server}\"\nca_file = \"{ca}\"\n\n\
+             [network]\nsubnet = \"{subnet}\"\n\n[ice]\nstun = \"{stun}\"\nturn = \"{turn}\"\n\
+             turn_user = \"{tu}\"\nturn_password = \"{tp}\"\n",
+            state = dir.join("state").display(),
+            socket = socket.display(),
+            domain = w.domain(),
+            password = password.display(),
+            server = w.xmpp_addr(),
+            ca = w.ca_cert_path().display(),
+            stun = w.stun_addr(),
+            turn = w.turn_addr(),
+            tu = TURN_USER,
+            tp = TURN_PASSWORD,
+        );
+        std::fs::write(&config, text).expect("config");
+        let log = std::fs::File::create(dir.join("daemon.log")).expect("log");
+        let process = w
+            .host(host)
+            .command(exe.to_str().unwrap_or("socialvpn"))
+            .args(["up", "--config", config.to_str().unwrap_or("")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start socialvpn up");
+        let mut daemon = Daemon {
+            _process: ChildGuard(process),
+            socket,
+            uid: String::new(),
+        };
+        let online = daemon.wait(Duration::from_secs(20), "status", |s| s["xmpp"] == "online");
+        assert!(
+            online.is_some(),
+            "{host}: the daemon did not log in (see {})",
+            dir.join("daemon.log").display()
+        );
+        daemon.uid = online
+            .and_then(|s| s["uid"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        daemon
+    }
+
+    fn ask(&self, request: Value) -> Result<Value, String> {
+        control::request(&self.socket, &request)
+    }
+
+    fn wait(&self, within: Duration, cmd: &str, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(v) = self.ask(json!({ "cmd": cmd })) {
+                if pred(&v) {
+                    return Some(v);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        None
+    }
+
+    fn friend(&self, action: &str, jid: &str) {
+        if let Err(e) = self.ask(json!({ "cmd": "friend", "action": action, "jid": jid })) {
+            panic!("friend {action} {jid}: {e}");
+        }
+    }
+
+    /// The device with `uid` in the roster, once it satisfies `pred`.
+    fn device(&self, uid: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let find = |r: &Value| -> Option<Value> {
+            r.as_array()?
+                .iter()
+                .flat_map(|e| e["devices"].as_array().cloned().unwrap_or_default())
+                .find(|d| d["uid"] == uid)
+        };
+        self.wait(within, "roster", |r| find(r).is_some_and(|d| pred(&d)))
+            .and_then(|r| find(&r))
+    }
+
+    fn print_status(&self, who: &str) {
+        if let (Ok(s), Ok(r)) = (
+            self.ask(json!({"cmd": "status"})),
+            self.ask(json!({"cmd": "roster"})),
+        ) {
+            println!("\n   $ socialvpn status   (on {who}'s laptop)");
+            for line in table::status(&s, &r).lines() {
+                println!("   {line}");
+            }
+        }
+    }
+}
+
+fn befriend(a: &Daemon, a_jid: &str, b: &Daemon, b_jid: &str) {
+    a.friend("add", b_jid);
+    let asked = b.wait(Duration::from_secs(15), "roster", |r| {
+        r.as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["jid"] == a_jid && e["pending_in"] == true)
+    });
+    assert!(asked.is_some(), "{b_jid} never saw {a_jid}'s request");
+    b.friend("accept", a_jid);
+    for (d, other) in [(a, b_jid), (b, a_jid)] {
+        let mutual = d.wait(Duration::from_secs(15), "roster", |r| {
+            r.as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| e["jid"] == other && e["mutual"] == true)
+        });
+        assert!(mutual.is_some(), "not friends with {other}");
+    }
+    println!("   {a_jid} ↔ {b_jid}: friends");
+}
+
+fn ping(w: &SocialWorld, host: &str, target: &str, count: &str) -> bool {
+    w.host(host)
+        .output(
+            "ping",
+            &["-c", count, "-i", "0.2", "-W", "1", "-w", "10", target],
+        )
+        .status
+        .success()
+}
+
+fn world(exe: &Path) -> bool {
+    say("Building the world in network namespaces");
+    println!(
+        "   the internet (198.18.0.0/24): prosody (XMPP) and coturn (STUN/TURN) at 198.18.0.1"
+    );
+    println!("   a home router with a cone NAT: alice's laptop and tablet behind it");
+    println!("   a carrier with a symmetric NAT: bob's laptop behind it");
+    println!("   carol's server: a public address, no NAT");
+    let w = SocialWorld::new("demo");
+    for user in ["alice", "bob", "carol"] {
+        w.register(user, &format!("pw-{user}"));
+    }
+
+    say("Starting `socialvpn up` on every device");
+    let alice = Daemon::start(&w, exe, "alice", "alice", "100.64.0.0/16");
+    let tablet = Daemon::start(&w, exe, "alice2", "alice", "100.64.0.0/16");
+    let bob = Daemon::start(&w, exe, "bob", "bob", "100.65.0.0/16");
+    let carol = Daemon::start(&w, exe, "carol", "carol", "100.66.0.0/16");
+    println!("   four daemons logged in (alice's laptop and tablet, bob, carol)");
+
+    say("Making friends: `socialvpn friend add`, then `socialvpn friend accept` on the other side");
+    befriend(&alice, "alice@svpn.test", &bob, "bob@svpn.test");
+    befriend(&alice, "alice@svpn.test", &carol, "carol@svpn.test");
+    befriend(&bob, "bob@svpn.test", &carol, "carol@svpn.test");
+
+    say("Links form by themselves (ICE through the NATs; TURN where no direct path exists)");
+    let connected = |d: &Value| d["link"]["state"] == "connected";
+    let within = Duration::from_secs(30);
+    let mut ok = true;
+    let mut addresses = Vec::new();
+    for (uid, what, expect) in [
+        (&carol.uid, "carol", "direct"),
+        (&bob.uid, "bob", "relayed"),
+        (&tablet.uid, "her tablet", "direct"),
+    ] {
+        let device = alice.device(uid, within, connected);
+        let (path, rtt) = device
+            .as_ref()
+            .map_or(("NOT LINKED".into(), "-".into()), |d| {
+                table::link(&d["link"])
+            });
+        ok &= path == expect;
+        println!("   alice → {what:<10} {path}, rtt {rtt}");
+        addresses.push((
+            what,
+            device.and_then(|d| d["overlay_address"].as_str().map(str::to_string)),
+        ));
+    }
+    ok &= bob.device(&carol.uid, within, connected).is_some();
+    alice.print_status("alice");
+    bob.print_status("bob");
+
+    say("Pinging through SocialVPN (each user chose the addresses friends have in their view)");
+    for (what, addr) in &addresses {
+        let addr = addr.clone().unwrap_or_default();
+        let replies = !addr.is_empty() && ping(&w, "alice", &addr, "3");
+        ok &= replies;
+        println!(
+            "   alice$ ping {addr:<15} ({what}): {}",
+            if replies { "replies" } else { "NO REPLY" }
+        );
+    }
+    let alice_at_bob = bob
+        .device(&alice.uid, within, connected)
+        .and_then(|d| d["overlay_address"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let replies = ping(&w, "bob", &alice_at_bob, "3");
+    ok &= replies;
+    println!(
+        "   bob$   ping {alice_at_bob:<15} (alice, in bob's own subnet): {}",
+        if replies { "replies" } else { "NO REPLY" }
+    );
+
+    say("alice switches bob off: `socialvpn friend disable bob@svpn.test`");
+    let bob_at_alice = addresses[1].1.clone().unwrap_or_default();
+    alice.friend("disable", "bob@svpn.test");
+    std::thread::sleep(Duration::from_secs(1));
+    let cut = !ping(&w, "alice", &bob_at_alice, "2") && !ping(&w, "bob", &alice_at_bob, "2");
+    ok &= cut;
+    println!(
+        "   traffic between alice and bob: {}",
+        if cut {
+            "stopped, both ways"
+        } else {
+            "STILL FLOWING"
+        }
+    );
+    alice.friend("enable", "bob@svpn.test");
+    let back = alice.device(&bob.uid, within, connected).is_some()
+        && ping(&w, "alice", &bob_at_alice, "3");
+    ok &= back;
+    println!(
+        "   `socialvpn friend enable bob@svpn.test`: {}",
+        if back {
+            "bob replies again"
+        } else {
+            "NO REPLY"
+        }
+    );
+
+    say("Stopping the daemons (friends are told) and tearing the world down");
+    drop((alice, tablet, bob, carol));
+    drop(w);
+    println!("\n{}", if ok { "demo OK" } else { "demo FAILED" });
+    ok
+}
+
+/// On Ctrl-C the daemons and servers (same process group) get the signal too; remove our
+/// namespaces and their files.
+fn install_interrupt_cleanup() {
+    extern "C" fn on_interrupt(_: libc::c_int) {
+        let marker = format!("-{}-", std::process::id());
+        if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let name = line.split_whitespace().next().unwrap_or("");
+                if name.starts_with("svpn-") && name.contains(&marker) {
+                    let _ = Command::new("ip").args(["netns", "del", name]).status();
+                    let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(name));
+                }
+            }
+        }
+        std::process::exit(130);
+    }
+    // SAFETY: installing a handler; it runs only process-level cleanup before exiting.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+    }
+}
