@@ -1,0 +1,234 @@
+//! The Linux client end to end (root): two `socialvpn up` daemons in the social test world,
+//! driven only through the `socialvpn` command line, as a user would.
+
+use socialvpn_tests::netns::ChildGuard;
+use socialvpn_tests::social_world::{SocialWorld, TURN_PASSWORD, TURN_USER};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_socialvpn");
+
+struct Daemon {
+    process: ChildGuard,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+fn config(w: &SocialWorld, host: &str, user: &str, subnet: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = w.state_dir().join(format!("cli-{host}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("control.sock");
+    std::fs::write(dir.join("password"), format!("pw-{user}\n")).unwrap();
+    let path = dir.join("socialvpn.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "state_dir = \"{}\"\ncontrol_socket = \"{}\"\n[account]\njid = \"{user}@svpn.test\"\n\
+             password_file = \"{}\"\nserver = \"{}\"\nca_file = \"{}\"\n[network]\nsubnet = \"{subnet}\"\n\
+             [ice]\nstun = \"{}\"\nturn = \"{}\"\nturn_user = \"{TURN_USER}\"\nturn_password = \"{TURN_PASSWORD}\"\n",
+            dir.join("state").display(),
+            socket.display(),
+            dir.join("password").display(),
+            w.xmpp_addr(),
+            w.ca_cert_path().display(),
+            w.stun_addr(),
+            w.turn_addr(),
+        ),
+    )
+    .unwrap();
+    (path, socket, dir.join("daemon.log"))
+}
+
+fn up(w: &SocialWorld, host: &str, user: &str, subnet: &str) -> Daemon {
+    let (path, socket, log) = config(w, host, user, subnet);
+    let file = std::fs::File::create(&log).unwrap();
+    let process = w
+        .host(host)
+        .command(BIN)
+        .args(["up", "--config", path.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let d = Daemon {
+        process: ChildGuard(process),
+        socket,
+        log,
+    };
+    assert!(
+        d.wait(Duration::from_secs(20), &["status"], |out| out
+            .contains("XMPP: online")),
+        "daemon did not log in: {}",
+        std::fs::read_to_string(&d.log).unwrap_or_default()
+    );
+    d
+}
+
+impl Daemon {
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .args(["--socket", self.socket.to_str().unwrap()])
+            .output()
+            .unwrap()
+    }
+
+    fn text(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn wait(&self, within: Duration, args: &[&str], pred: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let out = self.cli(args);
+            if out.status.success() && pred(&String::from_utf8_lossy(&out.stdout)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        false
+    }
+}
+
+/// The overlay address in `status` output on the row for `jid` (4th column from the right…
+/// found as the first 100.x token on that row).
+fn address_in(status: &str, jid: &str) -> Option<String> {
+    status
+        .lines()
+        .find(|l| l.starts_with(jid))?
+        .split_whitespace()
+        .find(|t| t.starts_with("100."))
+        .map(str::to_string)
+}
+
+fn ping(w: &SocialWorld, host: &str, target: &str) -> bool {
+    w.host(host)
+        .output(
+            "ping",
+            &["-c", "2", "-i", "0.2", "-W", "1", "-w", "5", target],
+        )
+        .status
+        .success()
+}
+
+#[test]
+fn two_daemons_link_show_status_and_obey_friend_disable() {
+    let w = SocialWorld::new("cli");
+    for user in ["alice", "carol"] {
+        w.register(user, &format!("pw-{user}"));
+    }
+    let alice = up(&w, "alice", "alice", "100.64.0.0/16");
+    let carol = up(&w, "carol", "carol", "100.66.0.0/16");
+
+    alice.text(&["friend", "add", "carol@svpn.test"]);
+    assert!(carol.wait(Duration::from_secs(15), &["friends"], |o| o
+        .contains("asks to be your friend")));
+    carol.text(&["friend", "accept", "alice@svpn.test"]);
+
+    // `status` shows the link with its path.
+    assert!(
+        alice.wait(Duration::from_secs(30), &["status"], |o| {
+            o.lines()
+                .any(|l| l.starts_with("carol@svpn.test") && l.contains("direct"))
+        }),
+        "no link in status: {}",
+        alice.text(&["status"])
+    );
+    let carol_at_alice = address_in(&alice.text(&["status"]), "carol@svpn.test").unwrap();
+    assert!(
+        ping(&w, "alice", &carol_at_alice),
+        "no traffic over the link"
+    );
+
+    // `friend disable` stops traffic; `enable` brings it back.
+    alice.text(&["friend", "disable", "carol@svpn.test"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!ping(&w, "alice", &carol_at_alice), "traffic after disable");
+    let friends = alice.text(&["friends"]);
+    assert!(
+        friends
+            .lines()
+            .any(|l| l.starts_with("carol@svpn.test") && l.contains("off")),
+        "{friends}"
+    );
+    alice.text(&["friend", "enable", "carol@svpn.test"]);
+    assert!(alice.wait(Duration::from_secs(30), &["status"], |o| {
+        o.lines()
+            .any(|l| l.starts_with("carol@svpn.test") && l.contains("direct"))
+    }));
+    assert!(ping(&w, "alice", &carol_at_alice), "traffic did not resume");
+
+    // SIGTERM: links closed (carol is told at once), interface and socket removed.
+    let pid = alice.process.pid() as i32;
+    // SAFETY: signalling our own child by PID.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut process = alice.process;
+    while Instant::now() < deadline && process.0.try_wait().ok().flatten().is_none() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = process
+        .0
+        .try_wait()
+        .ok()
+        .flatten()
+        .expect("daemon did not stop on SIGTERM");
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&alice.log).unwrap_or_default()
+    );
+    let log = std::fs::read_to_string(&alice.log).unwrap();
+    assert!(log.contains("stopped; svpn0 removed"), "{log}");
+    assert!(!alice.socket.exists());
+    let link = w.host("alice").output("ip", &["link", "show", "svpn0"]);
+    assert!(!link.status.success(), "svpn0 still exists");
+    assert!(
+        carol.wait(Duration::from_secs(5), &["status"], |o| {
+            o.lines()
+                .filter(|l| l.starts_with("alice@svpn.test"))
+                .all(|l| !l.contains("direct"))
+        }),
+        "carol still shows the link"
+    );
+}
+
+#[test]
+fn bad_configuration_names_the_key_and_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[account]\njid = \"alice@example.org\"\n\n[network]\nmtu = 99999\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["up", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mtu") && err.contains("line 5"), "{err}");
+    std::fs::write(
+        &path,
+        "[account]\njid = \"alice@example.org\"\nresourse = \"x\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["up", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("resourse") && err.contains("line 3"),
+        "{err}"
+    );
+}
