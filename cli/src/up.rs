@@ -74,7 +74,7 @@ async fn serve(engine: &Engine, listener: tokio::net::UnixListener) -> Result<()
                 }
             }
             _ = tick.tick(), if reporting => progress.report(engine).await,
-            () = async {}, if engine.is_finished() => {
+            () = engine.stopped() => {
                 return Err("the engine stopped (see the log above)".into());
             }
         }

@@ -157,10 +157,19 @@ impl PreparedEngine {
             None => None,
         };
         let (commands, receiver) = mpsc::channel(16);
-        let task = tokio::spawn(run(dataplane, social, tun, udp, receiver));
+        let (finished_tx, finished) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let result = run(dataplane, social, tun, udp, receiver).await;
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "the engine stopped");
+            }
+            let _ = finished_tx.send(true);
+            result
+        });
         Ok(Engine {
             commands,
             task,
+            finished,
             uid,
             public_key,
             local_addr,
@@ -229,6 +238,8 @@ pub struct Status {
 pub struct Engine {
     commands: mpsc::Sender<Command>,
     task: JoinHandle<Result<(), EngineError>>,
+    /// Becomes true when the engine task ends.
+    finished: tokio::sync::watch::Receiver<bool>,
     uid: Uid,
     public_key: [u8; 32],
     local_addr: SocketAddr,
@@ -297,6 +308,12 @@ impl Engine {
     /// link, keeping the WireGuard sessions.
     pub async fn network_changed(&self) -> Result<(), EngineError> {
         self.ask(Command::NetworkChanged).await
+    }
+
+    /// Resolves when the engine task has ended (by itself only after a fatal fd error).
+    pub async fn stopped(&self) {
+        let mut finished = self.finished.clone();
+        let _ = finished.wait_for(|done| *done).await;
     }
 
     /// Whether the engine task has ended (on its own only after a fatal fd error).
