@@ -82,7 +82,7 @@ impl Default for Network {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ice {
     pub stun: Option<SocketAddr>,
@@ -91,6 +91,17 @@ pub struct Ice {
     pub turn_user: String,
     #[serde(default)]
     pub turn_password: String,
+}
+
+impl std::fmt::Debug for Ice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ice")
+            .field("stun", &self.stun)
+            .field("turn", &self.turn)
+            .field("turn_user", &self.turn_user)
+            .field("turn_password", &"<redacted>")
+            .finish()
+    }
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +198,18 @@ impl Config {
                 "{}network.tun: '{tun}' is not an interface name (1-15 characters)",
                 line_of("tun")
             )));
+        }
+        if let Some(resource) = &config.account.resource {
+            let jid: Result<BareJid, _> = config.account.jid.parse();
+            if jid
+                .map(|j| j.with_resource_str(resource).is_err())
+                .unwrap_or(true)
+            {
+                return Err(invalid(format!(
+                    "{}account.resource: '{resource}' is not a valid XMPP resource",
+                    line_of("resource")
+                )));
+            }
         }
         if let Some(server) = &config.account.server {
             if parse_host_port(server).is_none() {

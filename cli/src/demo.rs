@@ -50,32 +50,61 @@ fn install_missing_tools() -> Result<(), String> {
         "Installing {} from Debian (needed by the demo world)…",
         missing.join(", ")
     );
-    // Keep apt from starting prosody/coturn as host services.
-    let policy = Path::new("/usr/sbin/policy-rc.d");
-    let made_policy = !policy.exists()
-        && std::fs::write(policy, "#!/bin/sh\nexit 101\n").is_ok()
-        && Command::new("chmod")
-            .args(["755", "/usr/sbin/policy-rc.d"])
+    let ok = {
+        // Keep apt from starting prosody/coturn as host services, for the install only.
+        let _policy = NoServiceStarts::install();
+        Command::new("apt-get")
+            .args(["update", "-qq"])
             .status()
-            .is_ok();
-    let ok = Command::new("apt-get")
-        .args(["update", "-qq"])
-        .status()
-        .is_ok_and(|s| s.success())
-        && Command::new("apt-get")
-            .args(["install", "-y", "-qq"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive")
+            .is_ok_and(|s| s.success())
+            && Command::new("apt-get")
+                .args(["install", "-y", "-qq"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+    };
+    // The demo runs its own servers; the host's should neither run nor start at boot.
+    for service in ["prosody", "coturn"] {
+        let _ = Command::new("systemctl")
+            .args(["disable", "--now", service])
             .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-    if made_policy {
-        let _ = std::fs::remove_file(policy);
+            .stderr(Stdio::null())
+            .status();
     }
     if ok {
         Ok(())
     } else {
         Err(format!("could not install {}", missing.join(", ")))
+    }
+}
+
+/// A `policy-rc.d` that refuses service starts while it lives (only if the host has none).
+struct NoServiceStarts(bool);
+
+impl NoServiceStarts {
+    const PATH: &'static str = "/usr/sbin/policy-rc.d";
+
+    fn install() -> NoServiceStarts {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let made = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o755)
+            .open(Self::PATH)
+            .and_then(|mut f| f.write_all(b"#!/bin/sh\nexit 101\n"))
+            .is_ok();
+        NoServiceStarts(made)
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = std::fs::remove_file(Self::PATH);
+        }
     }
 }
 
@@ -89,9 +118,10 @@ fn say(line: &str) {
     println!("\n== {line}");
 }
 
-/// One `socialvpn up` daemon in a host of the world.
+/// One `socialvpn up` daemon in a host of the world; stopped with SIGTERM (so it tells its
+/// friends), killed only if it does not exit within five seconds.
 struct Daemon {
-    _process: ChildGuard,
+    process: ChildGuard,
     socket: PathBuf,
     uid: String,
 }
@@ -132,7 +162,7 @@ impl Daemon {
             .spawn()
             .expect("start socialvpn up");
         let mut daemon = Daemon {
-            _process: ChildGuard(process),
+            process: ChildGuard(process),
             socket,
             uid: String::new(),
         };
@@ -193,6 +223,18 @@ impl Daemon {
                 println!("   {line}");
             }
         }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by PID.
+        unsafe { libc::kill(self.process.pid() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.process.0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // ChildGuard kills it if it is still there.
     }
 }
 

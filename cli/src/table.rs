@@ -37,8 +37,12 @@ pub fn status(status: &Value, roster: &Value) -> String {
     let _ = writeln!(
         out,
         "device {}  address {} ({})  XMPP: {}",
-        &status["uid"].as_str().unwrap_or("?")
-            [..12.min(status["uid"].as_str().unwrap_or("?").len())],
+        status["uid"]
+            .as_str()
+            .unwrap_or("?")
+            .chars()
+            .take(12)
+            .collect::<String>(),
         status["ipv4"].as_str().unwrap_or("?"),
         status["subnet"].as_str().unwrap_or("?"),
         status["xmpp"].as_str().unwrap_or("-"),

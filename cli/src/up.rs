@@ -27,47 +27,92 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async move {
-        let prepared = PreparedEngine::load(engine_config).map_err(|e| e.to_string())?;
-        let tun = create(&TunConfig {
-            name: config.network.tun.clone(),
-            mtu: config.network.mtu,
-            ipv4: prepared.ipv4(),
-            ipv4_prefix: prepared.subnet().prefix(),
-            ipv6: Some(prepared.ipv6()),
-        })
-        .map_err(|e| format!("{e} (socialvpn up needs root or CAP_NET_ADMIN)"))?;
-        println!(
-            "socialvpn: device {}, address {} in {} on {}",
-            prepared.uid(),
-            prepared.ipv4(),
-            prepared.subnet(),
-            config.network.tun
-        );
-        let engine = prepared.start(tun).map_err(|e| e.to_string())?;
+        // Signals and the control socket first: whatever happens after the interface exists
+        // ends in a clean shutdown.
+        let signals = Signals::new().map_err(|e| e.to_string())?;
         let socket = config.control_socket();
         let listener = control::bind(&socket)
             .map_err(|e| format!("control socket {}: {e}", socket.display()))?;
-        println!("socialvpn: logging in as {}", config.account.jid);
-        let result = serve(&engine, listener).await;
-        println!("socialvpn: closing links");
+        let result = run_engine(&config, engine_config, listener, signals).await;
         let _ = std::fs::remove_file(&socket);
-        engine.shutdown().await.map_err(|e| e.to_string())?;
-        println!("socialvpn: stopped; {} removed", config.network.tun);
         result
     })
 }
 
-async fn serve(engine: &Engine, listener: tokio::net::UnixListener) -> Result<(), String> {
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+async fn run_engine(
+    config: &Config,
+    engine_config: socialvpn_core::EngineConfig,
+    listener: tokio::net::UnixListener,
+    mut signals: Signals,
+) -> Result<(), String> {
+    let prepared = PreparedEngine::load(engine_config).map_err(|e| e.to_string())?;
+    let tun = create(&TunConfig {
+        name: config.network.tun.clone(),
+        mtu: config.network.mtu,
+        ipv4: prepared.ipv4(),
+        ipv4_prefix: prepared.subnet().prefix(),
+        ipv6: Some(prepared.ipv6()),
+    })
+    .map_err(|e| format!("{e} (socialvpn up needs root or CAP_NET_ADMIN)"))?;
+    say(&format!(
+        "device {}, address {} in {} on {}",
+        prepared.uid(),
+        prepared.ipv4(),
+        prepared.subnet(),
+        config.network.tun
+    ));
+    let engine = prepared.start(tun).map_err(|e| e.to_string())?;
+    say(&format!("logging in as {}", config.account.jid));
+    let result = serve(&engine, listener, &mut signals).await;
+    say("closing links");
+    engine.shutdown().await.map_err(|e| e.to_string())?;
+    say(&format!("stopped; {} removed", config.network.tun));
+    result
+}
+
+/// A progress line; a closed stdout (a detached terminal) must not kill the daemon.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "socialvpn: {line}");
+}
+
+/// SIGINT, SIGTERM and SIGHUP all mean: close the links and stop.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn any(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+            _ = self.hangup.recv() => {}
+        }
+    }
+}
+
+async fn serve(
+    engine: &Engine,
+    listener: tokio::net::UnixListener,
+    signals: &mut Signals,
+) -> Result<(), String> {
     let mut progress = Progress::default();
     let started = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         let reporting = started.elapsed() < PROGRESS_FOR;
         tokio::select! {
-            _ = interrupt.recv() => return Ok(()),
-            _ = terminate.recv() => return Ok(()),
+            () = signals.any() => return Ok(()),
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
                     control::serve(stream, engine).await;
@@ -95,10 +140,10 @@ impl Progress {
             let xmpp = status.xmpp.unwrap_or_default();
             if xmpp != self.xmpp {
                 match xmpp.as_str() {
-                    "online" => println!("socialvpn: logged in"),
-                    "auth_failed" => println!("socialvpn: login refused: check the password"),
+                    "online" => say("logged in"),
+                    "auth_failed" => say("login refused: check the password"),
                     "connecting" => {}
-                    other => println!("socialvpn: XMPP {other}"),
+                    other => say(&format!("XMPP {other}")),
                 }
                 self.xmpp = xmpp;
             }
@@ -119,7 +164,9 @@ impl Progress {
                     e["own"] != true && e["devices"].as_array().is_some_and(|d| !d.is_empty())
                 })
                 .count();
-            println!("socialvpn: roster loaded: {friends} friends, {online} online");
+            say(&format!(
+                "roster loaded: {friends} friends, {online} online"
+            ));
             self.roster_loaded = true;
         }
         for entry in &entries {
@@ -137,7 +184,7 @@ impl Progress {
                 };
                 if self.links.get(&name) != Some(&state) {
                     if path == "direct" || path == "relayed" {
-                        println!("socialvpn: link to {name}: {state}");
+                        say(&format!("link to {name}: {state}"));
                     }
                     self.links.insert(name, state);
                 }

@@ -143,12 +143,18 @@ impl SocialWorld {
     /// down whatever was already built) on any failure.
     pub fn new(tag: &str) -> SocialWorld {
         require_root();
-        let state = StateDir(std::env::temp_dir().join(format!(
-            "svpn-world-{tag}-{}-{}",
-            std::process::id(),
-            WORLDS.fetch_add(1, Ordering::Relaxed)
-        )));
-        let _ = std::fs::remove_dir_all(&state.0);
+        // Created atomically under an unpredictable name (the demo runs as root in /tmp),
+        // then opened up for the prosody user.
+        let dir = tempfile::Builder::new()
+            .prefix(&format!(
+                "svpn-world-{tag}-{}-{}-",
+                std::process::id(),
+                WORLDS.fetch_add(1, Ordering::Relaxed)
+            ))
+            .tempdir()
+            .expect("world state directory")
+            .keep();
+        let state = StateDir(dir);
         mkdir(&state.0, 0o755);
 
         // The internet: a bridge holding the server addresses, a black-hole default route.

@@ -15,12 +15,22 @@ pub const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
 /// Refresh the allocation well before coturn's default 600 s lifetime.
 const ALLOCATION_REFRESH_CAP: Duration = Duration::from_secs(60);
 
-/// A TURN server with long-term credentials.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A TURN server with long-term credentials. (`Debug` leaves the password out.)
+#[derive(Clone, PartialEq, Eq)]
 pub struct TurnServer {
     pub addr: SocketAddr,
     pub username: String,
     pub password: String,
+}
+
+impl std::fmt::Debug for TurnServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnServer")
+            .field("addr", &self.addr)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// STUN and TURN servers from the configuration.

@@ -38,8 +38,8 @@ pub enum TlsTrust {
     CaFile(PathBuf),
 }
 
-/// Where and how to log in.
-#[derive(Clone, Debug)]
+/// Where and how to log in. (`Debug` leaves the password out.)
+#[derive(Clone)]
 pub struct XmppAccount {
     pub jid: BareJid,
     pub password: String,
@@ -48,6 +48,18 @@ pub struct XmppAccount {
     /// Host and port to connect to instead of the JID's domain on 5222.
     pub server: Option<(String, u16)>,
     pub trust: TlsTrust,
+}
+
+impl std::fmt::Debug for XmppAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XmppAccount")
+            .field("jid", &self.jid)
+            .field("password", &"<redacted>")
+            .field("resource", &self.resource)
+            .field("server", &self.server)
+            .field("trust", &self.trust)
+            .finish()
+    }
 }
 
 /// Why a login attempt failed, in terms a user can act on.

@@ -383,28 +383,25 @@ async fn handle_iq(
                     let _ = inputs.send(XmppInput::RosterPush(roster_item(item))).await;
                 }
             }
-            let result = Iq::Result {
-                from: None,
-                to: from,
-                id,
-                payload: None,
-            };
-            let _token = stream.send(Box::new(result.into())).await;
+            reply_result(stream, from, id).await;
         }
         Iq::Get {
             from, id, payload, ..
-        } if payload.is("ping", xmpp_parsers::ns::PING) => {
-            let result = Iq::Result {
-                from: None,
-                to: from,
-                id,
-                payload: None,
-            };
-            let _token = stream.send(Box::new(result.into())).await;
-        }
+        } if payload.is("ping", xmpp_parsers::ns::PING) => reply_result(stream, from, id).await,
         Iq::Get { from, id, .. } | Iq::Set { from, id, .. } => reply_error(stream, from, id).await,
         Iq::Result { .. } | Iq::Error { .. } => {}
     }
+}
+
+/// An empty IQ result: the acknowledgement of a roster push or a ping.
+async fn reply_result(stream: &StanzaStream, to: Option<Jid>, id: String) {
+    let result = Iq::Result {
+        from: None,
+        to,
+        id,
+        payload: None,
+    };
+    let _token = stream.send(Box::new(result.into())).await;
 }
 
 async fn reply_error(stream: &StanzaStream, to: Option<Jid>, id: String) {
