@@ -3,17 +3,12 @@
 
 use crate::config::Config;
 use crate::control;
-use serde_json::Value;
+use socialvpn_core::engine::EngineEvent;
 use socialvpn_core::identity::DeviceIdentity;
 use socialvpn_core::tun::linux::{create, TunConfig};
 use socialvpn_core::{Engine, PreparedEngine};
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
-
-/// Progress lines are printed while starting; after this the daemon stays quiet (and idle).
-const PROGRESS_FOR: Duration = Duration::from_secs(60);
 
 pub fn run(config_path: &Path) -> Result<(), String> {
     let config = Config::load(config_path).map_err(|e| e.to_string())?;
@@ -106,11 +101,9 @@ async fn serve(
     listener: tokio::net::UnixListener,
     signals: &mut Signals,
 ) -> Result<(), String> {
+    let mut events = engine.subscribe();
     let mut progress = Progress::default();
-    let started = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
-        let reporting = started.elapsed() < PROGRESS_FOR;
         tokio::select! {
             () = signals.any() => return Ok(()),
             accepted = listener.accept() => {
@@ -118,7 +111,12 @@ async fn serve(
                     control::serve(stream, engine).await;
                 }
             }
-            _ = tick.tick(), if reporting => progress.report(engine).await,
+            event = events.recv() => match event {
+                Ok(event) => progress.report(engine, event).await,
+                // Missed some while busy: nothing to catch up on for progress lines.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+            },
             () = engine.stopped() => {
                 return Err("the engine stopped (see the log above)".into());
             }
@@ -126,69 +124,61 @@ async fn serve(
     }
 }
 
-/// What was last printed, to print only changes.
+/// Prints what changes: login state, the roster once loaded, links coming and going.
 #[derive(Default)]
 struct Progress {
-    xmpp: String,
+    online: bool,
     roster_loaded: bool,
-    links: BTreeMap<String, String>,
 }
 
 impl Progress {
-    async fn report(&mut self, engine: &Engine) {
-        if let Ok(status) = engine.status().await {
-            let xmpp = status.xmpp.unwrap_or_default();
-            if xmpp != self.xmpp {
-                match xmpp.as_str() {
+    async fn report(&mut self, engine: &Engine, event: EngineEvent) {
+        match event {
+            EngineEvent::Xmpp(state) => {
+                self.online = state == "online";
+                match state.as_str() {
                     "online" => say("logged in"),
                     "auth_failed" => say("login refused: check the password"),
                     "connecting" => {}
                     other => say(&format!("XMPP {other}")),
                 }
-                self.xmpp = xmpp;
             }
-        }
-        let Ok(roster) = engine.roster().await else {
-            return;
-        };
-        let roster = serde_json::to_value(roster).unwrap_or(Value::Null);
-        let entries = roster.as_array().cloned().unwrap_or_default();
-        if !self.roster_loaded && self.xmpp == "online" {
-            let friends = entries
-                .iter()
-                .filter(|e| e["mutual"] == true && e["own"] != true)
-                .count();
-            let online = entries
-                .iter()
-                .filter(|e| {
-                    e["own"] != true && e["devices"].as_array().is_some_and(|d| !d.is_empty())
-                })
-                .count();
-            say(&format!(
-                "roster loaded: {friends} friends, {online} online"
-            ));
-            self.roster_loaded = true;
-        }
-        for entry in &entries {
-            for d in entry["devices"].as_array().into_iter().flatten() {
-                let name = format!(
-                    "{}/{}",
-                    entry["jid"].as_str().unwrap_or(""),
-                    d["resource"].as_str().unwrap_or("")
-                );
-                let (path, rtt) = crate::table::link(&d["link"]);
-                let state = if path == "-" {
-                    String::new()
-                } else {
-                    format!("{path} (rtt {rtt})")
+            EngineEvent::RosterChanged if self.online && !self.roster_loaded => {
+                let Ok(roster) = engine.roster().await else {
+                    return;
                 };
-                if self.links.get(&name) != Some(&state) {
-                    if path == "direct" || path == "relayed" {
-                        say(&format!("link to {name}: {state}"));
-                    }
-                    self.links.insert(name, state);
+                let friends = roster.iter().filter(|e| e.mutual && !e.own).count();
+                let online = roster
+                    .iter()
+                    .filter(|e| !e.own && !e.devices.is_empty())
+                    .count();
+                say(&format!(
+                    "roster loaded: {friends} friends, {online} online"
+                ));
+                self.roster_loaded = true;
+            }
+            EngineEvent::FriendRequest(jid) => {
+                say(&format!(
+                    "{jid} asks to be your friend (socialvpn friend accept {jid})"
+                ));
+            }
+            EngineEvent::Link { uid, up, relayed } => {
+                let Ok(roster) = engine.roster().await else {
+                    return;
+                };
+                let name = roster
+                    .iter()
+                    .flat_map(|e| e.devices.iter().map(move |d| (e, d)))
+                    .find(|(_, d)| d.uid.as_deref() == Some(uid.as_str()))
+                    .map(|(e, d)| format!("{}/{}", e.jid, d.resource))
+                    .unwrap_or_else(|| uid.chars().take(12).collect());
+                match (up, relayed) {
+                    (true, true) => say(&format!("link to {name}: relayed (TURN)")),
+                    (true, false) => say(&format!("link to {name}: direct")),
+                    (false, _) => say(&format!("link to {name}: closed")),
                 }
             }
+            EngineEvent::RosterChanged => {}
         }
     }
 }

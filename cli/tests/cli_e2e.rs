@@ -143,6 +143,15 @@ fn two_daemons_link_show_status_and_obey_friend_disable() {
         alice.text(&["status"])
     );
     let carol_at_alice = address_in(&alice.text(&["status"]), "carol@svpn.test").unwrap();
+    // The daemon reported its progress as it happened.
+    let log = std::fs::read_to_string(&alice.log).unwrap();
+    for line in [
+        "logging in as alice@svpn.test",
+        "logged in",
+        "link to carol@svpn.test/",
+    ] {
+        assert!(log.contains(line), "missing progress line '{line}': {log}");
+    }
     assert!(
         ping(&w, "alice", &carol_at_alice),
         "no traffic over the link"

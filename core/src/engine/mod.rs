@@ -26,7 +26,7 @@ use std::time::Instant;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use xmpp_parsers::jid::BareJid;
 
@@ -145,6 +145,7 @@ impl PreparedEngine {
         let uid = self.identity.uid();
         let public_key = self.public_key();
         let dataplane = DataPlane::new(self.identity, self.book);
+        let (events, _) = broadcast::channel(EVENT_QUEUE);
         let social = match self.config.social {
             Some(config) => Some(social::Social::start(
                 Instant::now(),
@@ -153,6 +154,7 @@ impl PreparedEngine {
                 &self.config.state_dir,
                 &dataplane,
                 local_addr.port(),
+                events.clone(),
             )?),
             None => None,
         };
@@ -170,6 +172,7 @@ impl PreparedEngine {
             commands,
             task,
             finished,
+            events,
             uid,
             public_key,
             local_addr,
@@ -190,6 +193,26 @@ enum Command {
         oneshot::Sender<Result<(), EngineError>>,
     ),
     NetworkChanged(oneshot::Sender<()>),
+}
+
+/// Events kept for a slow subscriber.
+const EVENT_QUEUE: usize = 64;
+
+/// A change the UI may want to show (no personal data beyond what the roster holds).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum EngineEvent {
+    /// The XMPP session state: connecting, online, offline: …, auth_failed.
+    Xmpp(String),
+    RosterChanged,
+    /// Someone asks to be a friend.
+    FriendRequest(String),
+    /// A link to a device came up (with its path kind) or went away.
+    Link {
+        uid: String,
+        up: bool,
+        relayed: bool,
+    },
 }
 
 /// What the user can do with a roster entry.
@@ -240,6 +263,7 @@ pub struct Engine {
     task: JoinHandle<Result<(), EngineError>>,
     /// Becomes true when the engine task ends.
     finished: tokio::sync::watch::Receiver<bool>,
+    events: broadcast::Sender<EngineEvent>,
     uid: Uid,
     public_key: [u8; 32],
     local_addr: SocketAddr,
@@ -308,6 +332,12 @@ impl Engine {
     /// link, keeping the WireGuard sessions.
     pub async fn network_changed(&self) -> Result<(), EngineError> {
         self.ask(Command::NetworkChanged).await
+    }
+
+    /// Changes as they happen: XMPP state, roster, friend requests, links. A subscriber that
+    /// falls more than the queue behind misses events (and is told so by the channel).
+    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+        self.events.subscribe()
     }
 
     /// Resolves when the engine task has ended (by itself only after a fatal fd error).

@@ -6,7 +6,7 @@ use crate::links::host::host_candidates;
 use crate::links::manager::{LinkEvent, LinkManager, LinkPhase, LinkPolicy};
 use crate::links::servers::IceServers;
 use crate::social::payload::DeviceInfo;
-use crate::social::state::{Outgoing, SocialState, Subscription};
+use crate::social::state::{Outgoing, SocialEvent, SocialState, Subscription};
 use crate::social::toggles::Toggles;
 use crate::uid::Uid;
 use crate::xmpp::connect::XmppAccount;
@@ -16,10 +16,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use std::time::Instant;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use xmpp_parsers::jid::BareJid;
 
-use super::EngineError;
+use super::{EngineError, EngineEvent};
 
 /// How long a WireGuard handshake may take over a freshly selected path (boringtun retries
 /// every 5 s; three tries).
@@ -71,6 +71,8 @@ pub(super) struct Social {
     pub(super) inputs: mpsc::Receiver<XmppInput>,
     /// The session task has ended: stop polling its channel.
     pub(super) inputs_closed: bool,
+    /// Changes for the UI (bindings, CLI progress); nobody listening is fine.
+    events: broadcast::Sender<EngineEvent>,
     pub(super) xmpp_state: XmppState,
     /// Remote addresses reached through the TURN relay.
     relayed: HashSet<SocketAddr>,
@@ -90,6 +92,7 @@ impl Social {
         state_dir: &std::path::Path,
         dp: &DataPlane,
         port: u16,
+        events: broadcast::Sender<EngineEvent>,
     ) -> Result<Social, EngineError> {
         let toggles = Toggles::open(state_dir).map_err(|e| EngineError::Social(e.to_string()))?;
         let state = SocialState::new(config.account.jid.clone(), own, toggles);
@@ -107,6 +110,7 @@ impl Social {
             xmpp,
             inputs,
             inputs_closed: false,
+            events,
             xmpp_state: XmppState::Connecting,
             relayed: HashSet::new(),
             awaiting_session: HashMap::new(),
@@ -131,6 +135,7 @@ impl Social {
                     _ => self.state.handle_offline(),
                 }
                 self.xmpp_state = state;
+                let _ = self.events.send(EngineEvent::Xmpp(self.xmpp_state_name()));
             }
             XmppInput::Roster(items) => self.state.handle_roster(items),
             XmppInput::RosterPush(item) => self.state.handle_roster_push(item),
@@ -232,8 +237,20 @@ impl Social {
         while let Some((dst, data)) = self.links.poll_transmit() {
             let _ = udp.try_send_to(&data, dst);
         }
-        // Roster events are for the UI; the bindings will forward them.
-        while self.state.poll_event().is_some() {}
+        let mut roster_changed = false;
+        while let Some(event) = self.state.poll_event() {
+            match event {
+                SocialEvent::RosterChanged => roster_changed = true,
+                SocialEvent::FriendRequest(jid) => {
+                    let _ = self
+                        .events
+                        .send(EngineEvent::FriendRequest(jid.to_string()));
+                }
+            }
+        }
+        if roster_changed {
+            let _ = self.events.send(EngineEvent::RosterChanged);
+        }
     }
 
     fn apply(&mut self, now: Instant, event: LinkEvent, dp: &mut DataPlane, udp: &UdpSocket) {
@@ -243,6 +260,11 @@ impl Social {
                 public_key,
                 path,
             } => {
+                let _ = self.events.send(EngineEvent::Link {
+                    uid: uid.to_string(),
+                    up: true,
+                    relayed: path.relayed,
+                });
                 if path.via_our_relay {
                     self.relayed.insert(path.remote);
                 } else {
@@ -262,9 +284,21 @@ impl Social {
                     Err(e) => tracing::warn!(error = %e, "cannot link a friend's device"),
                 }
             }
-            LinkEvent::Down { uid } => tracing::debug!(peer = %uid, "link path lost"),
+            LinkEvent::Down { uid } => {
+                tracing::debug!(peer = %uid, "link path lost");
+                let _ = self.events.send(EngineEvent::Link {
+                    uid: uid.to_string(),
+                    up: false,
+                    relayed: false,
+                });
+            }
             LinkEvent::Closed { uid } => {
                 tracing::info!(peer = %uid, "link closed");
+                let _ = self.events.send(EngineEvent::Link {
+                    uid: uid.to_string(),
+                    up: false,
+                    relayed: false,
+                });
                 self.awaiting_session.remove(&uid);
                 if let Some(status) = dp.links().into_iter().find(|l| l.uid == uid) {
                     if let Some(endpoint) = status.endpoint {
