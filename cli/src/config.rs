@@ -244,6 +244,15 @@ impl Config {
     /// The password, from the file, the environment variable, or a prompt (never argv).
     pub fn password(&self) -> Result<String, ConfigError> {
         if let Some(path) = &self.account.password_file {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(path) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(
+                        "the password file {} can be read by others: chmod 600 it",
+                        path.display()
+                    );
+                }
+            }
             let text = std::fs::read_to_string(path).map_err(|e| {
                 ConfigError::Password(format!(
                     "cannot read the password file {}: {e}",
