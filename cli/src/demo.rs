@@ -133,6 +133,10 @@ impl Daemon {
         let socket = dir.join("control.sock");
         let password = dir.join("password");
         std::fs::write(&password, format!("pw-{user}\n")).expect("password file");
+        let _ = std::fs::set_permissions(
+            &password,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        );
         let config = dir.join("socialvpn.toml");
         let text = format!(
             "state_dir = \"{state}\"\ncontrol_socket = \"{socket}\"\n\n[account]\njid = \"{user}@{domain}\"\n\

@@ -20,6 +20,10 @@ fn config(w: &SocialWorld, host: &str, user: &str, subnet: &str) -> (PathBuf, Pa
     std::fs::create_dir_all(&dir).unwrap();
     let socket = dir.join("control.sock");
     std::fs::write(dir.join("password"), format!("pw-{user}\n")).unwrap();
+    let _ = std::fs::set_permissions(
+        dir.join("password"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    );
     let path = dir.join("socialvpn.toml");
     std::fs::write(
         &path,
