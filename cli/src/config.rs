@@ -308,6 +308,8 @@ impl Config {
                         Some(path) => TlsTrust::CaFile(path.clone()),
                         None => TlsTrust::PublicRoots,
                     },
+                    // Linux routes the daemon's own sockets outside the tunnel by itself.
+                    protect: None,
                 },
                 servers: IceServers {
                     stun: self.ice.stun,
@@ -319,6 +321,7 @@ impl Config {
                 },
                 policy,
             }),
+            protect: None,
         })
     }
 }

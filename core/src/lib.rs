@@ -17,6 +17,7 @@ pub mod link;
 pub mod links;
 pub mod packet;
 pub mod persist;
+pub mod protect;
 pub mod social;
 pub mod subnet;
 pub mod tun;

@@ -141,6 +141,7 @@ fn toggles_cut_traffic_at_once_and_strangers_are_refused() {
         resource: "dave".into(),
         server: Some((w.xmpp_addr().ip().to_string(), w.xmpp_addr().port())),
         trust: TlsTrust::CaFile(w.ca_cert_path()),
+        protect: None,
     };
     let dave_device = DeviceInfo::new([0xda; 32]);
     let alice_full: xmpp_parsers::jid::FullJid = "alice@svpn.test/alice".parse().unwrap();

@@ -16,6 +16,7 @@ fn account(w: &SocialWorld, user: &str, password: &str, resource: &str) -> XmppA
         resource: resource.into(),
         server: Some((w.xmpp_addr().ip().to_string(), w.xmpp_addr().port())),
         trust: TlsTrust::CaFile(w.ca_cert_path()),
+        protect: None,
     }
 }
 
@@ -220,4 +221,57 @@ fn friends_subscribe_see_devices_and_exchange_signals() {
             sb.shutdown().await;
         })
     });
+}
+
+#[test]
+fn the_xmpp_socket_is_protected_before_it_connects() {
+    use socialvpn_core::protect::SocketProtector;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let w = SocialWorld::new("xpr");
+    w.register("alice", "secret-a");
+    let asked = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&asked);
+    let accepting = XmppAccount {
+        protect: Some(SocketProtector::new(move |fd| {
+            assert!(fd >= 0);
+            count.fetch_add(1, Ordering::SeqCst);
+            true
+        })),
+        ..account(&w, "alice", "secret-a", "dev1")
+    };
+    let refusing = XmppAccount {
+        protect: Some(SocketProtector::new(|_| false)),
+        ..account(&w, "alice", "secret-a", "dev2")
+    };
+    in_host(&w, "carol", move || {
+        Box::pin(async move {
+            let (s, mut rx) = XmppSession::spawn(accepting);
+            let (hit, seen) = wait_for(&mut rx, Duration::from_secs(10), online).await;
+            assert!(hit.is_some(), "no login: {seen:?}");
+            s.shutdown().await;
+
+            let (s, mut rx) = XmppSession::spawn(refusing);
+            let (hit, seen) = wait_for(&mut rx, Duration::from_secs(10), |i| {
+                matches!(
+                    i,
+                    XmppInput::State(XmppState::Offline {
+                        reason: LoginFailure::Protect,
+                        ..
+                    })
+                )
+            })
+            .await;
+            assert!(
+                hit.is_some(),
+                "a refused protect must be reported: {seen:?}"
+            );
+            s.shutdown().await;
+        })
+    });
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        1,
+        "one TCP socket, protected once"
+    );
 }

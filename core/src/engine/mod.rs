@@ -14,6 +14,7 @@ use crate::dataplane::{DataPlane, LinkStatus, PeerError, TunSink, MAX_PACKET, NE
 use crate::framing::AF_HEADER_LEN;
 use crate::identity::{DeviceIdentity, IdentityError};
 use crate::packet::uid_header::UID_HEADER_LEN;
+use crate::protect::SocketProtector;
 use crate::social::payload::DeviceInfo;
 use crate::subnet::{ula_address, Ipv4Subnet};
 use crate::tun::TunDevice;
@@ -55,6 +56,8 @@ pub enum EngineError {
     Social(String),
     #[error("this engine has no XMPP account")]
     NoAccount,
+    #[error("the platform refused to keep the engine's socket out of the VPN")]
+    Protect,
     #[error("'{0}' is not a valid JID")]
     BadJid(String),
     #[error("unknown friend action '{0}' (add, accept, decline, remove, enable, disable)")]
@@ -72,6 +75,8 @@ pub struct EngineConfig {
     pub listen: SocketAddr,
     /// The XMPP account and STUN/TURN servers; without it, links are configured by hand.
     pub social: Option<SocialConfig>,
+    /// Called with every socket the engine opens, before use (Android `VpnService.protect`).
+    pub protect: Option<SocketProtector>,
 }
 
 /// A friend device to link with.
@@ -131,6 +136,12 @@ impl PreparedEngine {
                 addr: listen,
                 source,
             })?;
+        if let Some(protect) = &self.config.protect {
+            use std::os::fd::AsRawFd;
+            if !protect.protect(std_socket.as_raw_fd()) {
+                return Err(EngineError::Protect);
+            }
+        }
         let udp = UdpSocket::from_std(std_socket).map_err(|source| EngineError::Socket {
             addr: listen,
             source,
@@ -147,9 +158,15 @@ impl PreparedEngine {
         let dataplane = DataPlane::new(self.identity, self.book);
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         let social = match self.config.social {
-            Some(config) => Some(social::Social::start(
+            Some(mut config) => Some(social::Social::start(
                 Instant::now(),
-                config,
+                {
+                    // The XMPP connection is protected like the UDP socket.
+                    if config.account.protect.is_none() {
+                        config.account.protect = self.config.protect.clone();
+                    }
+                    config
+                },
                 DeviceInfo::new(public_key),
                 &self.config.state_dir,
                 &dataplane,

@@ -18,7 +18,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use sasl::common::{ChannelBinding, Credentials};
 use tokio::io::BufStream;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 use tokio_xmpp::error::{AuthError, Error as XmppError, ProtocolError};
@@ -28,6 +28,8 @@ use tokio_xmpp::xmlstream::{
 };
 use xmpp_parsers::jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::{ns, starttls};
+
+use crate::protect::SocketProtector;
 
 /// Which certificates the client trusts for the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +50,8 @@ pub struct XmppAccount {
     /// Host and port to connect to instead of the JID's domain on 5222.
     pub server: Option<(String, u16)>,
     pub trust: TlsTrust,
+    /// Called with the TCP socket's fd before it connects (Android `VpnService.protect`).
+    pub protect: Option<SocketProtector>,
 }
 
 impl std::fmt::Debug for XmppAccount {
@@ -58,6 +62,7 @@ impl std::fmt::Debug for XmppAccount {
             .field("resource", &self.resource)
             .field("server", &self.server)
             .field("trust", &self.trust)
+            .field("protect", &self.protect)
             .finish()
     }
 }
@@ -75,6 +80,8 @@ pub enum LoginFailure {
     Unsupported(String),
     #[error("the connection failed: {0}")]
     Other(String),
+    #[error("the platform refused to keep the XMPP connection out of the VPN")]
+    Protect,
 }
 
 impl LoginFailure {
@@ -91,6 +98,9 @@ impl LoginFailure {
                 LoginFailure::Unsupported("no STARTTLS".into())
             }
             XmppError::Io(io) => {
+                if io.get_ref().is_some_and(|e| e.is::<ProtectRefused>()) {
+                    return LoginFailure::Protect;
+                }
                 if let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
                     return LoginFailure::Certificate(tls.to_string());
                 }
@@ -135,6 +145,38 @@ pub fn tls_config(trust: &TlsTrust) -> Result<Arc<ClientConfig>, LoginFailure> {
     Ok(Arc::new(config))
 }
 
+/// Marks a protect refusal inside an io::Error, so it can be told apart from network errors.
+#[derive(Debug, thiserror::Error)]
+#[error("socket protection refused")]
+struct ProtectRefused;
+
+/// Connects to the first reachable address of `host`, protecting each socket before use.
+async fn connect_tcp(
+    host: &str,
+    port: u16,
+    protect: Option<&SocketProtector>,
+) -> io::Result<TcpStream> {
+    use std::os::fd::AsRawFd;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"));
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(protect) = protect {
+            if !protect.protect(socket.as_raw_fd()) {
+                return Err(io::Error::other(ProtectRefused));
+            }
+        }
+        match socket.connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// One login attempt. The returned connection is authenticated but not yet bound.
 pub async fn login(
     account: &XmppAccount,
@@ -161,7 +203,7 @@ async fn login_inner(
         .server
         .clone()
         .unwrap_or_else(|| (domain.clone(), 5222));
-    let tcp = TcpStream::connect((host.as_str(), port)).await?;
+    let tcp = connect_tcp(&host, port, account.protect.as_ref()).await?;
     let _ = tcp.set_nodelay(true);
 
     // Plain stream: only to ask for STARTTLS.

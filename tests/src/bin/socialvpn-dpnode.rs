@@ -75,6 +75,7 @@ fn social_config(path: &str) -> SocialConfig {
             resource: f.resource,
             server: Some((host, port)),
             trust: TlsTrust::CaFile(f.ca_file),
+            protect: None,
         },
         servers: IceServers {
             stun: addr(&f.stun),
@@ -98,6 +99,7 @@ async fn run(args: &[String]) {
             .parse()
             .unwrap_or_else(|e| fail(&format!("listen: {e}"))),
         social: args.get(4).map(|p| social_config(p)),
+        protect: None,
     };
     let prepared = PreparedEngine::load(config).unwrap_or_else(|e| fail(&e.to_string()));
     let tun = create(&TunConfig {
