@@ -150,10 +150,6 @@ impl DpNode {
         self.read_reply()
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.pid()
-    }
-
     pub fn kill(&mut self) {
         self.child.kill();
     }

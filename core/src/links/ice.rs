@@ -297,14 +297,6 @@ impl IceLink {
             .any(|c| c.addr() == from)
     }
 
-    /// Whether a STUN request's USERNAME is for this session (`our_ufrag:their_ufrag`).
-    pub fn owns_username(&self, username: &str) -> bool {
-        username
-            .split(':')
-            .next()
-            .is_some_and(|u| u == self.agent.get_local_credentials().ufrag)
-    }
-
     pub fn close(&mut self) {
         let _ = self.agent.close();
     }

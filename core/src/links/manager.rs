@@ -125,8 +125,9 @@ struct Peer {
     session: Option<u64>,
     ice: Option<IceLink>,
     phase: Phase,
-    /// The last answer we sent (resent for a duplicate offer).
-    answer: Option<Signal>,
+    /// Our current offer (controlling; resent until answered) or answer (controlled; resent
+    /// for a duplicate offer).
+    last_signal: Option<Signal>,
     /// An offer that arrived before our candidates were ready.
     pending_offer: Option<Signal>,
     seen: VecDeque<u64>,
@@ -163,7 +164,7 @@ impl Peer {
             session: None,
             ice: None,
             phase: Phase::Idle { at: now },
-            answer: None,
+            last_signal: None,
             pending_offer: None,
             seen: VecDeque::new(),
             backoff: BACKOFF_START,
@@ -452,7 +453,7 @@ impl LinkManager {
         }
         if Some(offer.session) == peer.session {
             // Our answer was lost: send it again.
-            if let Some(answer) = peer.answer.clone() {
+            if let Some(answer) = peer.last_signal.clone() {
                 self.signals.push_back((peer.jid.clone(), answer));
             }
             return;
@@ -500,7 +501,7 @@ impl LinkManager {
             candidates: ice.candidate_lines(),
         };
         peer.session = Some(offer.session);
-        peer.answer = Some(answer.clone());
+        peer.last_signal = Some(answer.clone());
         peer.ice = Some(ice);
         peer.phase = Phase::Ice;
         self.signals.push_back((peer.jid.clone(), answer));
@@ -549,7 +550,7 @@ impl LinkManager {
             candidates: ice.candidate_lines(),
         };
         peer.ice = Some(ice);
-        peer.answer = Some(offer.clone());
+        peer.last_signal = Some(offer.clone());
         peer.phase = Phase::Offered {
             last: now,
             tries: 1,
@@ -564,7 +565,7 @@ impl LinkManager {
             ice.close();
         }
         peer.session = None;
-        peer.answer = None;
+        peer.last_signal = None;
         if peer.up.take().is_some() {
             self.events
                 .push_back(LinkEvent::Down { uid: peer.info.uid });
@@ -612,7 +613,7 @@ impl LinkManager {
                     if tries >= OFFER_TRIES {
                         tracing::debug!(peer = %peer.info.uid, "offer unanswered; backing off");
                         self.fail(now, &mut peer);
-                    } else if let Some(offer) = peer.answer.clone() {
+                    } else if let Some(offer) = peer.last_signal.clone() {
                         self.signals.push_back((peer.jid.clone(), offer));
                         peer.phase = Phase::Offered {
                             last: now,
