@@ -402,6 +402,11 @@ impl DataPlane {
         tun: &mut impl TunSink,
     ) {
         self.counters.net_rx.add(datagram.len());
+        if datagram.len() > NET_BUFFER {
+            // Larger than anything a friend sends; boringtun would also refuse to decrypt it
+            // into our buffer (by panicking).
+            return self.count_drop(DropReason::Oversized);
+        }
         let index = match self.link_for(from, datagram) {
             Ok(index) => index,
             Err(Some(cookie_len)) => {

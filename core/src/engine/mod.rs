@@ -479,10 +479,8 @@ async fn run_loop(
                         Err(e) if is_transient(&e) => continue,
                         Err(e) => return Err(EngineError::NetRecv(e)),
                     };
-                    if n > NET_BUFFER {
-                        dp.count_drop(DropReason::Oversized);
-                        continue;
-                    }
+                    // A datagram longer than NET_BUFFER is cut to NET_BUFFER + 1 bytes here and
+                    // dropped as oversized by the data plane (or the link layer).
                     let datagram = &net_buf[..n];
                     let tun_writer = &mut TunWriter(tun.get_ref());
                     match social.as_mut() {
