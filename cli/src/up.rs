@@ -56,7 +56,7 @@ async fn run_engine(
         prepared.subnet(),
         config.network.tun
     ));
-    let engine = prepared.start(tun).map_err(|e| e.to_string())?;
+    let engine = prepared.start(Some(tun)).map_err(|e| e.to_string())?;
     say(&format!("logging in as {}", config.account.jid));
     let result = serve(&engine, listener, &mut signals).await;
     say("closing links");

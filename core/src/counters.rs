@@ -40,6 +40,8 @@ pub enum DropReason {
     AddressMismatch,
     /// Writing to the tun fd failed (or it was full).
     TunWrite,
+    /// A packet for this device arrived while no tunnel is attached (the VPN is off).
+    NoTunnel,
     /// Sending on the UDP socket failed (or its buffer was full).
     NetSend,
     /// Link-local control traffic of this device's own stack (router solicitations, MLD,
@@ -48,7 +50,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::NotIp,
@@ -65,6 +67,7 @@ impl DropReason {
         DropReason::DestinationUidMismatch,
         DropReason::AddressMismatch,
         DropReason::TunWrite,
+        DropReason::NoTunnel,
         DropReason::NetSend,
         DropReason::LinkControl,
     ];
@@ -88,6 +91,7 @@ impl DropReason {
             DropReason::DestinationUidMismatch => "destination_uid_mismatch",
             DropReason::AddressMismatch => "address_mismatch",
             DropReason::TunWrite => "tun_write",
+            DropReason::NoTunnel => "no_tunnel",
             DropReason::NetSend => "net_send",
             DropReason::LinkControl => "link_control",
         }

@@ -49,7 +49,8 @@ pub trait NetSink {
     fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]) -> io::Result<()>;
 }
 
-/// Where the data plane writes IP packets for this device.
+/// Where the data plane writes IP packets for this device. A sink without a device (the VPN
+/// is off) answers `NotConnected`, counted as [`DropReason::NoTunnel`].
 pub trait TunSink {
     fn write_packet(&mut self, packet: &[u8]) -> io::Result<()>;
 }
@@ -504,6 +505,10 @@ impl DataPlane {
                 Ok(()) => {
                     self.counters.tun_tx.add(ip_len);
                     true
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    self.counters.drops.add(DropReason::NoTunnel);
+                    false
                 }
                 Err(e) => {
                     tracing::trace!(error = %e, "tun write failed");

@@ -58,7 +58,7 @@ async fn the_udp_socket_is_protected_before_use() {
     });
     let engine = PreparedEngine::load(config(dir.path(), protect))
         .unwrap()
-        .start(tun())
+        .start(Some(tun()))
         .unwrap();
     assert_eq!(*seen.lock().unwrap(), vec![libc::SOCK_DGRAM]);
     engine.shutdown().await.unwrap();
@@ -69,7 +69,7 @@ async fn a_refused_protection_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
     let result = PreparedEngine::load(config(dir.path(), SocketProtector::new(|_| false)))
         .unwrap()
-        .start(tun());
+        .start(Some(tun()));
     assert!(
         matches!(result, Err(EngineError::Protect)),
         "{:?}",

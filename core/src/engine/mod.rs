@@ -127,8 +127,11 @@ impl PreparedEngine {
         self.book.subnet()
     }
 
-    /// Binds the UDP socket and spawns the engine task on the current tokio runtime.
-    pub fn start(self, tun: TunDevice) -> Result<Engine, EngineError> {
+    /// Binds the UDP socket and spawns the engine task on the current tokio runtime. Without a
+    /// tunnel the engine logs in, keeps the roster and links, and drops packets for this device
+    /// until [`Engine::attach_tunnel`] gives it one (a phone app shows friends before the VPN
+    /// is switched on).
+    pub fn start(self, tun: Option<TunDevice>) -> Result<Engine, EngineError> {
         let listen = self.config.listen;
         let std_socket = std::net::UdpSocket::bind(listen)
             .and_then(|s| s.set_nonblocking(true).map(|()| s))
@@ -150,9 +153,7 @@ impl PreparedEngine {
             addr: listen,
             source,
         })?;
-        // SAFETY: TunDevice owns its fd and never closes or replaces it while registered.
-        let tun = unsafe { AsyncFd::register_with_interest(tun, Interest::READABLE) }
-            .map_err(|e| EngineError::TunFd(e.into()))?;
+        let tun = tun.map(watch_tun).transpose()?;
         let uid = self.identity.uid();
         let public_key = self.public_key();
         let dataplane = DataPlane::new(self.identity, self.book);
@@ -197,7 +198,16 @@ impl PreparedEngine {
     }
 }
 
+/// Registers a tun fd with the runtime's reactor (inside the runtime).
+fn watch_tun(tun: TunDevice) -> Result<AsyncFd<TunDevice>, EngineError> {
+    // SAFETY: TunDevice owns its fd and never closes or replaces it while registered.
+    unsafe { AsyncFd::register_with_interest(tun, Interest::READABLE) }
+        .map_err(|e| EngineError::TunFd(e.into()))
+}
+
 enum Command {
+    /// Replaces the tunnel (None: detach it, the VPN is off).
+    Tunnel(Option<TunDevice>, oneshot::Sender<Result<(), EngineError>>),
     AddPeer(PeerConfig, oneshot::Sender<Result<Uid, PeerError>>),
     RemovePeer(Uid, oneshot::Sender<bool>),
     Counters(oneshot::Sender<Counters>),
@@ -265,6 +275,8 @@ pub struct Status {
     pub ipv4: Ipv4Addr,
     pub ipv6: Ipv6Addr,
     pub subnet: String,
+    /// Whether a tunnel fd is attached (the VPN is on).
+    pub tunnel: bool,
     /// XMPP session state (absent without an account).
     pub xmpp: Option<String>,
     pub counters: Counters,
@@ -310,6 +322,18 @@ impl Engine {
             .await
             .map_err(|_| EngineError::Stopped)?;
         rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Gives the engine its tunnel (or a new one, as VpnService hands over after a
+    /// reconfiguration); the previous fd is closed.
+    pub async fn attach_tunnel(&self, tun: TunDevice) -> Result<(), EngineError> {
+        self.ask(|tx| Command::Tunnel(Some(tun), tx)).await?
+    }
+
+    /// Closes the tunnel fd; the engine stays logged in and linked (packets for this device
+    /// are dropped as `no_tunnel`).
+    pub async fn detach_tunnel(&self) -> Result<(), EngineError> {
+        self.ask(|tx| Command::Tunnel(None, tx)).await?
     }
 
     pub async fn add_peer(&self, peer: PeerConfig) -> Result<Uid, EngineError> {
@@ -375,22 +399,35 @@ impl Engine {
     }
 }
 
-struct TunWriter<'a>(&'a TunDevice);
+struct TunWriter<'a>(Option<&'a TunDevice>);
 
 impl TunSink for TunWriter<'_> {
     fn write_packet(&mut self, packet: &[u8]) -> io::Result<()> {
-        self.0.write_packet(packet)
+        match self.0 {
+            Some(tun) => tun.write_packet(packet),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+/// Resolves when the tunnel has packets to read; never without a tunnel.
+async fn tun_readable(
+    tun: &Option<AsyncFd<TunDevice>>,
+) -> io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, TunDevice>> {
+    match tun {
+        Some(tun) => tun.readable().await,
+        None => std::future::pending().await,
     }
 }
 
 async fn run(
     mut dp: DataPlane,
     mut social: Option<Social>,
-    tun: AsyncFd<TunDevice>,
+    mut tun: Option<AsyncFd<TunDevice>>,
     udp: UdpSocket,
     mut commands: mpsc::Receiver<Command>,
 ) -> Result<(), EngineError> {
-    let result = run_loop(&mut dp, &mut social, &tun, &udp, &mut commands).await;
+    let result = run_loop(&mut dp, &mut social, &mut tun, &udp, &mut commands).await;
     if let Some(mut social) = social {
         // Tell friends the links are going away, then sign off.
         let now = Instant::now();
@@ -404,14 +441,13 @@ async fn run(
 async fn run_loop(
     dp: &mut DataPlane,
     social: &mut Option<Social>,
-    tun: &AsyncFd<TunDevice>,
+    tun: &mut Option<AsyncFd<TunDevice>>,
     udp: &UdpSocket,
     commands: &mut mpsc::Receiver<Command>,
 ) -> Result<(), EngineError> {
     // Allocated once: frame header + largest packet + room for the UID header after it.
     let mut tun_buf = vec![0u8; AF_HEADER_LEN + MAX_PACKET + UID_HEADER_LEN].into_boxed_slice();
     let mut net_buf = vec![0u8; NET_BUFFER + 1].into_boxed_slice();
-    let framing = tun.get_ref().framing();
     loop {
         let deadline = [
             dp.poll_timeout(),
@@ -433,8 +469,9 @@ async fn run_loop(
             }
         };
         tokio::select! {
-            guard = tun.readable() => {
+            guard = tun_readable(tun) => {
                 let mut guard = guard.map_err(EngineError::TunRead)?;
+                let framing = guard.get_inner().framing();
                 let now = Instant::now();
                 let mut net = Transport { udp, social: social.as_mut(), now };
                 for _ in 0..BATCH {
@@ -482,7 +519,7 @@ async fn run_loop(
                     // A datagram longer than NET_BUFFER is cut to NET_BUFFER + 1 bytes here and
                     // dropped as oversized by the data plane (or the link layer).
                     let datagram = &net_buf[..n];
-                    let tun_writer = &mut TunWriter(tun.get_ref());
+                    let tun_writer = &mut TunWriter(tun.as_ref().map(AsyncFd::get_ref));
                     match social.as_mut() {
                         Some(s) if s.links.wants_datagram(from, datagram) => {
                             let local = s.local_host;
@@ -536,7 +573,14 @@ async fn run_loop(
                     return Ok(());
                 };
                 let now = Instant::now();
-                handle_command(now, dp, social.as_mut(), command);
+                if let Command::Tunnel(new, reply) = command {
+                    tracing::debug!(attached = new.is_some(), "tunnel");
+                    // The old fd is deregistered and closed before the new one is watched.
+                    *tun = None;
+                    let _ = reply.send(new.map(watch_tun).transpose().map(|new| *tun = new));
+                    continue;
+                }
+                handle_command(now, dp, social.as_mut(), tun.is_some(), command);
                 if let Some(s) = social.as_mut() {
                     s.flush(now, dp, udp);
                 }
@@ -545,9 +589,17 @@ async fn run_loop(
     }
 }
 
-fn handle_command(now: Instant, dp: &mut DataPlane, social: Option<&mut Social>, command: Command) {
+fn handle_command(
+    now: Instant,
+    dp: &mut DataPlane,
+    social: Option<&mut Social>,
+    tunnel: bool,
+    command: Command,
+) {
     // A caller that went away no longer wants the answer: ignoring a failed reply is right.
     match command {
+        // Handled by the loop, which owns the tunnel.
+        Command::Tunnel(..) => {}
         Command::AddPeer(peer, reply) => {
             let result = dp.add_peer(now, peer.public_key, peer.endpoint, peer.keepalive_secs);
             let _ = reply.send(result);
@@ -568,6 +620,7 @@ fn handle_command(now: Instant, dp: &mut DataPlane, social: Option<&mut Social>,
                 ipv4: book.own_address(),
                 ipv6: ula_address(&dp.uid()),
                 subnet: book.subnet().to_string(),
+                tunnel,
                 xmpp: social.as_ref().map(|s| s.xmpp_state_name()),
                 counters: dp.counters(),
                 social: social.as_ref().map(|s| s.state.counters()),

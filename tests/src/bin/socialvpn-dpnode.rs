@@ -116,7 +116,9 @@ async fn run(args: &[String]) {
         "ipv4": prepared.ipv4().to_string(),
         "ipv6": prepared.ipv6().to_string(),
     });
-    let engine = prepared.start(tun).unwrap_or_else(|e| fail(&e.to_string()));
+    let engine = prepared
+        .start(Some(tun))
+        .unwrap_or_else(|e| fail(&e.to_string()));
     println!("{hello}");
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();

@@ -1,0 +1,121 @@
+//! An engine runs without a tunnel (the app shows friends before the VPN is on), drops
+//! packets for this device as `no_tunnel`, and delivers them once a tunnel is attached.
+
+mod common;
+
+use socialvpn_core::tun::TunDevice;
+use socialvpn_core::{DropReason, Engine, EngineConfig, Framing, PeerConfig, PreparedEngine};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::time::Duration;
+
+/// A socketpair stands in for the platform's tun: the engine gets one end, the test the other.
+fn tun_pair() -> (TunDevice, std::os::unix::net::UnixDatagram) {
+    let (engine_end, test_end) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    test_end.set_nonblocking(true).unwrap();
+    // SAFETY: the fd is taken out of its owner, which forgets it.
+    let fd = unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(engine_end)) };
+    (TunDevice::from_owned(fd, Framing::RawIp).unwrap(), test_end)
+}
+
+fn prepared(dir: &std::path::Path) -> PreparedEngine {
+    PreparedEngine::load(EngineConfig {
+        state_dir: dir.to_path_buf(),
+        subnet: "100.64.0.0/16".parse().unwrap(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        social: None,
+        protect: None,
+    })
+    .unwrap()
+}
+
+async fn no_tunnel_drops(engine: &Engine) -> u64 {
+    engine
+        .counters()
+        .await
+        .unwrap()
+        .drops
+        .get(DropReason::NoTunnel)
+}
+
+#[tokio::test]
+async fn packets_wait_for_an_attached_tunnel() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = prepared(dir_a.path()).start(None).unwrap();
+    assert!(!a.status().await.unwrap().tunnel);
+
+    let b_prepared = prepared(dir_b.path());
+    let b_address = b_prepared.ipv4();
+    let (b_tun, b_side) = tun_pair();
+    let b = b_prepared.start(Some(b_tun)).unwrap();
+
+    let a_uid = b
+        .add_peer(PeerConfig {
+            public_key: a.public_key(),
+            endpoint: Some(a.local_addr()),
+            keepalive_secs: None,
+        })
+        .await
+        .unwrap();
+    a.add_peer(PeerConfig {
+        public_key: b.public_key(),
+        endpoint: Some(b.local_addr()),
+        keepalive_secs: None,
+    })
+    .await
+    .unwrap();
+    let links = b.links().await.unwrap();
+    let a_as_seen_by_b = links.iter().find(|l| l.uid == a_uid).unwrap();
+    let packet = common::udp(b_address, a_as_seen_by_b.overlay_address, 200);
+
+    // Until A has a tunnel, B's packets reach A and are dropped there as `no_tunnel`.
+    let mut dropped = 0;
+    for _ in 0..100 {
+        b_side.send(&packet).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        dropped = no_tunnel_drops(&a).await;
+        if dropped > 0 {
+            break;
+        }
+    }
+    assert!(dropped > 0, "A never saw B's packets");
+
+    let (a_tun, a_side) = tun_pair();
+    a.attach_tunnel(a_tun).await.unwrap();
+    assert!(a.status().await.unwrap().tunnel);
+    let mut buf = [0u8; 2048];
+    let mut delivered = None;
+    for _ in 0..100 {
+        b_side.send(&packet).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Ok(n) = a_side.recv(&mut buf) {
+            delivered = Some(n);
+            break;
+        }
+    }
+    assert_eq!(
+        delivered,
+        Some(packet.len()),
+        "no packet through A's tunnel"
+    );
+    assert_eq!(&buf[16..20], &a.status().await.unwrap().ipv4.octets());
+
+    // Detached, the fd is closed (the test's end sees the peer gone) and drops resume.
+    a.detach_tunnel().await.unwrap();
+    assert!(!a.status().await.unwrap().tunnel);
+    let before = no_tunnel_drops(&a).await;
+    for _ in 0..100 {
+        b_side.send(&packet).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if no_tunnel_drops(&a).await > before {
+            break;
+        }
+    }
+    assert!(no_tunnel_drops(&a).await > before);
+    assert!(
+        a_side.send(&[0x45]).is_err(),
+        "A's old tunnel fd is still open"
+    );
+
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
