@@ -145,7 +145,7 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 0))
 }
 fn default_mtu() -> u16 {
-    1360
+    socialvpn_core::tun::DEFAULT_MTU
 }
 fn default_policy() -> PolicyName {
     PolicyName::Proactive

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::control;
-use socialvpn_core::engine::EngineEvent;
+use socialvpn_core::engine::{EngineEvent, XmppStatus};
 use socialvpn_core::identity::DeviceIdentity;
 use socialvpn_core::tun::linux::{create, TunConfig};
 use socialvpn_core::{Engine, PreparedEngine};
@@ -135,11 +135,11 @@ impl Progress {
     async fn report(&mut self, engine: &Engine, event: EngineEvent) {
         match event {
             EngineEvent::Xmpp(state) => {
-                self.online = state == "online";
-                match state.as_str() {
-                    "online" => say("logged in"),
-                    "auth_failed" => say("login refused: check the password"),
-                    "connecting" => {}
+                self.online = state == XmppStatus::Online;
+                match state {
+                    XmppStatus::Online => say("logged in"),
+                    XmppStatus::AuthFailed => say("login refused: check the password"),
+                    XmppStatus::Connecting => {}
                     other => say(&format!("XMPP {other}")),
                 }
             }
@@ -178,7 +178,8 @@ impl Progress {
                     (false, _) => say(&format!("link to {name}: closed")),
                 }
             }
-            EngineEvent::RosterChanged => {}
+            // `up` watches the engine task itself and reports how it ended.
+            EngineEvent::RosterChanged | EngineEvent::Stopped { .. } => {}
         }
     }
 }

@@ -1,105 +1,16 @@
 //! The Linux client end to end (root): two `socialvpn up` daemons in the social test world,
 //! driven only through the `socialvpn` command line, as a user would.
 
-use socialvpn_tests::netns::ChildGuard;
-use socialvpn_tests::social_world::{SocialWorld, TURN_PASSWORD, TURN_USER};
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use socialvpn_tests::cli_daemon::CliDaemon;
+use socialvpn_tests::social_world::SocialWorld;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_socialvpn");
 
-struct Daemon {
-    process: ChildGuard,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
-fn config(w: &SocialWorld, host: &str, user: &str, subnet: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let dir = w.state_dir().join(format!("cli-{host}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("control.sock");
-    std::fs::write(dir.join("password"), format!("pw-{user}\n")).unwrap();
-    let _ = std::fs::set_permissions(
-        dir.join("password"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    );
-    let path = dir.join("socialvpn.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "state_dir = \"{}\"\ncontrol_socket = \"{}\"\n[account]\njid = \"{user}@svpn.test\"\n\
-             password_file = \"{}\"\nserver = \"{}\"\nca_file = \"{}\"\n[network]\nsubnet = \"{subnet}\"\n\
-             [ice]\nstun = \"{}\"\nturn = \"{}\"\nturn_user = \"{TURN_USER}\"\nturn_password = \"{TURN_PASSWORD}\"\n",
-            dir.join("state").display(),
-            socket.display(),
-            dir.join("password").display(),
-            w.xmpp_addr(),
-            w.ca_cert_path().display(),
-            w.stun_addr(),
-            w.turn_addr(),
-        ),
-    )
-    .unwrap();
-    (path, socket, dir.join("daemon.log"))
-}
-
-fn up(w: &SocialWorld, host: &str, user: &str, subnet: &str) -> Daemon {
-    let (path, socket, log) = config(w, host, user, subnet);
-    let file = std::fs::File::create(&log).unwrap();
-    let process = w
-        .host(host)
-        .command(BIN)
-        .args(["up", "--config", path.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    let d = Daemon {
-        process: ChildGuard(process),
-        socket,
-        log,
-    };
-    assert!(
-        d.wait(Duration::from_secs(20), &["status"], |out| out
-            .contains("XMPP: online")),
-        "daemon did not log in: {}",
-        std::fs::read_to_string(&d.log).unwrap_or_default()
-    );
-    d
-}
-
-impl Daemon {
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .args(["--socket", self.socket.to_str().unwrap()])
-            .output()
-            .unwrap()
-    }
-
-    fn text(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn wait(&self, within: Duration, args: &[&str], pred: impl Fn(&str) -> bool) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            let out = self.cli(args);
-            if out.status.success() && pred(&String::from_utf8_lossy(&out.stdout)) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        false
-    }
+fn up(w: &SocialWorld, host: &str, user: &str, subnet: &str) -> CliDaemon {
+    socialvpn_tests::cli_daemon::up(Path::new(BIN), w, host, user, subnet)
 }
 
 /// The overlay address in `status` output on the row for `jid` (4th column from the right…

@@ -178,11 +178,15 @@ impl PreparedEngine {
         };
         let (commands, receiver) = mpsc::channel(16);
         let (finished_tx, finished) = tokio::sync::watch::channel(false);
+        let stopped_events = events.clone();
         let task = tokio::spawn(async move {
             let result = run(dataplane, social, tun, udp, receiver).await;
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "the engine stopped");
             }
+            let _ = stopped_events.send(EngineEvent::Stopped {
+                error: result.as_ref().err().map(ToString::to_string),
+            });
             let _ = finished_tx.send(true);
             result
         });
@@ -229,8 +233,8 @@ const EVENT_QUEUE: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case", tag = "event")]
 pub enum EngineEvent {
-    /// The XMPP session state: connecting, online, offline: …, auth_failed.
-    Xmpp(String),
+    /// The XMPP session state changed.
+    Xmpp(XmppStatus),
     RosterChanged,
     /// Someone asks to be a friend.
     FriendRequest(String),
@@ -240,6 +244,36 @@ pub enum EngineEvent {
         up: bool,
         relayed: bool,
     },
+    /// The engine task ended: asked to (no error) or after a fatal fd error. The last event.
+    Stopped {
+        error: Option<String>,
+    },
+}
+
+/// The XMPP session as the UI shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum XmppStatus {
+    Connecting,
+    Online,
+    /// Not connected; the engine tries again in `retry_in_secs`.
+    Offline {
+        reason: String,
+        retry_in_secs: u64,
+    },
+    /// The server refused the credentials; no retry until the account changes.
+    AuthFailed,
+}
+
+impl std::fmt::Display for XmppStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            XmppStatus::Connecting => f.write_str("connecting"),
+            XmppStatus::Online => f.write_str("online"),
+            XmppStatus::Offline { reason, .. } => write!(f, "offline: {reason}"),
+            XmppStatus::AuthFailed => f.write_str("auth_failed"),
+        }
+    }
 }
 
 /// What the user can do with a roster entry.
@@ -621,7 +655,7 @@ fn handle_command(
                 ipv6: ula_address(&dp.uid()),
                 subnet: book.subnet().to_string(),
                 tunnel,
-                xmpp: social.as_ref().map(|s| s.xmpp_state_name()),
+                xmpp: social.as_ref().map(|s| s.xmpp_status().to_string()),
                 counters: dp.counters(),
                 social: social.as_ref().map(|s| s.state.counters()),
                 links: social.as_ref().map(|s| s.links.counters()),

@@ -19,7 +19,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc};
 use xmpp_parsers::jid::BareJid;
 
-use super::{EngineError, EngineEvent};
+use super::{EngineError, EngineEvent, XmppStatus};
 
 /// How long a WireGuard handshake may take over a freshly selected path (boringtun retries
 /// every 5 s; three tries).
@@ -135,7 +135,7 @@ impl Social {
                     _ => self.state.handle_offline(),
                 }
                 self.xmpp_state = state;
-                let _ = self.events.send(EngineEvent::Xmpp(self.xmpp_state_name()));
+                let _ = self.events.send(EngineEvent::Xmpp(self.xmpp_status()));
             }
             XmppInput::Roster(items) => self.state.handle_roster(items),
             XmppInput::RosterPush(item) => self.state.handle_roster_push(item),
@@ -383,12 +383,15 @@ impl Social {
         self.links.close_everything();
     }
 
-    pub(super) fn xmpp_state_name(&self) -> String {
+    pub(super) fn xmpp_status(&self) -> XmppStatus {
         match &self.xmpp_state {
-            XmppState::Connecting => "connecting".into(),
-            XmppState::Online(_) => "online".into(),
-            XmppState::Offline { reason, .. } => format!("offline: {reason}"),
-            XmppState::AuthFailed => "auth_failed".into(),
+            XmppState::Connecting => XmppStatus::Connecting,
+            XmppState::Online(_) => XmppStatus::Online,
+            XmppState::Offline { reason, retry_in } => XmppStatus::Offline {
+                reason: reason.to_string(),
+                retry_in_secs: retry_in.as_secs(),
+            },
+            XmppState::AuthFailed => XmppStatus::AuthFailed,
         }
     }
 

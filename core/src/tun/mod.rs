@@ -10,6 +10,11 @@ use crate::framing::{Framing, AF_HEADER_LEN};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+/// The tunnel MTU the clients configure by default: a 1500-byte path minus the outer IPv4
+/// and UDP headers (28), WireGuard's data header and tag (32), the UID header (40) and a
+/// TURN ChannelData header (4), rounded down to leave room for tunnelled or PPPoE paths.
+pub const DEFAULT_MTU: u16 = 1360;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TunError {
     #[error("{0} is not an open file descriptor")]

@@ -1,0 +1,67 @@
+package org.socialvpn.core
+
+import com.sun.jna.NativeLong
+import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertFalse
+import org.junit.jupiter.api.Assertions.assertTrue
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.assertThrows
+import java.io.File
+
+/** What goes wrong in the field surfaces as typed states and errors, never a crash. */
+class FailureTest {
+    @Test
+    fun `a wrong password ends in the auth-failed state and the engine keeps answering`() {
+        val listener = RecordingListener()
+        SocialVpn(World.config("kate", World.stateDir("kate"), password = "not-her-password"), listener, null).use { vpn ->
+            listener.awaitState(20) { it is VpnState.AuthFailed }
+            assertEquals("auth_failed", vpn.status().xmpp)
+            // No retry storm: still refused a while later, and still answering.
+            Thread.sleep(2000)
+            assertEquals("auth_failed", vpn.status().xmpp)
+            assertTrue(vpn.roster().isEmpty())
+            vpn.stop()
+            listener.awaitState(10) { it is VpnState.Stopped }
+            assertThrows<VpnException.Stopped> { vpn.status() }
+            vpn.stop() // twice is fine
+        }
+    }
+
+    @Test
+    fun `invalid fds and bad input are typed errors`() {
+        val listener = RecordingListener()
+        SocialVpn(World.config("kate", World.stateDir("kate")), listener, null).use { vpn ->
+            val negative = assertThrows<VpnException.InvalidFd> { vpn.startTunnel(-1, TunFraming.RAW_IP) }
+            assertEquals(-1, negative.fd)
+            assertThrows<VpnException.InvalidFd> { vpn.startTunnel(987_654, TunFraming.RAW_IP) }
+            // An open fd that is not a tunnel (a regular file) is refused and left open.
+            val fd = LibC.lib.open(File(World.workDir, "not-a-tun").path, LibC.O_WRONLY_CREAT, 0x180)
+            assertTrue(fd >= 0)
+            val e = assertThrows<VpnException.InvalidFd> { vpn.startTunnel(fd, TunFraming.RAW_IP) }
+            assertTrue(e.reason.contains("not a tunnel"), e.reason)
+            // Refused fds stay the caller's: still open.
+            assertEquals(1L, LibC.lib.write(fd, byteArrayOf(1), NativeLong(1)).toLong())
+            assertEquals(0, LibC.lib.close(fd))
+            assertThrows<VpnException.InvalidJid> { vpn.addFriend("not a jid@@") }
+            assertFalse(vpn.status().tunnel)
+            listener.awaitState(20) { it is VpnState.Online }
+            vpn.stop()
+        }
+        val bad = World.config("kate", World.stateDir("kate")).copy(subnet = "100.64.0.0/33")
+        assertThrows<VpnException.InvalidConfig> { SocialVpn(bad, RecordingListener(), null) }
+        val badTurn = World.config("kate", World.stateDir("kate")).let { c ->
+            c.copy(iceServers = c.iceServers.map { it.copy(password = null) })
+        }
+        assertThrows<VpnException.InvalidConfig> { SocialVpn(badTurn, RecordingListener(), null) }
+    }
+
+    @Test
+    fun `a protector that refuses is a clear error`() {
+        val refusing = object : SocketProtector {
+            override fun protect(fd: Int): Boolean = false
+        }
+        assertThrows<VpnException.ProtectRefused> {
+            SocialVpn(World.config("kate", World.stateDir("kate")), RecordingListener(), refusing)
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The errors the apps see: typed, each variant something a screen can react to.
+
+use socialvpn_core::EngineError;
+
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+pub enum VpnError {
+    /// A config field is wrong; `reason` names it.
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig { reason: String },
+    #[error("'{jid}' is not a valid XMPP address")]
+    InvalidJid { jid: String },
+    /// The state directory (device key, addresses, toggles) cannot be read or written.
+    #[error("cannot use the state directory: {reason}")]
+    StateDirectory { reason: String },
+    /// `start_tunnel` was given something that is not an open tun fd.
+    #[error("fd {fd} is not a usable tunnel: {reason}")]
+    InvalidFd { fd: i32, reason: String },
+    /// The socket protector returned false (Android `VpnService.protect`).
+    #[error("the platform refused to keep the engine's socket out of the VPN")]
+    ProtectRefused,
+    #[error("cannot open the engine's UDP socket: {reason}")]
+    Socket { reason: String },
+    /// The tunnel fd failed (the platform closed the VPN).
+    #[error("the tunnel failed: {reason}")]
+    Tunnel { reason: String },
+    /// A friend action the social layer refused (e.g. unknown JID, not signed in yet).
+    #[error("{reason}")]
+    Friend { reason: String },
+    /// `stop` was called, or the engine ended after a fatal error.
+    #[error("the engine has stopped")]
+    Stopped,
+    /// Called from the socket protector, which runs inside the engine: it must not call back.
+    #[error("the engine cannot be called from inside its socket protector")]
+    Reentrant,
+}
+
+impl From<EngineError> for VpnError {
+    fn from(e: EngineError) -> VpnError {
+        let reason = e.to_string();
+        match e {
+            EngineError::Identity(_) | EngineError::AddressBook(_) => {
+                VpnError::StateDirectory { reason }
+            }
+            EngineError::Peer(_) | EngineError::Social(_) => VpnError::Friend { reason },
+            EngineError::Socket { .. } | EngineError::NetRecv(_) => VpnError::Socket { reason },
+            EngineError::TunFd(_) | EngineError::TunRead(_) => VpnError::Tunnel { reason },
+            EngineError::Stopped => VpnError::Stopped,
+            EngineError::NoAccount | EngineError::UnknownAction(_) => {
+                VpnError::InvalidConfig { reason }
+            }
+            EngineError::Protect => VpnError::ProtectRefused,
+            EngineError::BadJid(jid) => VpnError::InvalidJid { jid },
+        }
+    }
+}
+
+/// What the app's listener or protector may report back (any exception arrives as this):
+/// the engine logs it and carries on (a failed protector counts as a refusal).
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+pub enum CallbackError {
+    #[error("the callback failed: {reason}")]
+    Failed { reason: String },
+}
+
+// An exception the foreign code did not declare arrives as this.
+impl From<uniffi::UnexpectedUniFFICallbackError> for CallbackError {
+    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> CallbackError {
+        CallbackError::Failed { reason: e.reason }
+    }
+}

@@ -1,0 +1,110 @@
+//! Engine events delivered to the app's listener on a thread of ours.
+//!
+//! The dispatcher thread is outside the engine's runtime, so a listener may call back into
+//! the engine (for example read the roster on `on_roster_changed`) without deadlocking, and
+//! an exception in the listener is logged and forgotten: the engine never sees it.
+
+use crate::error::CallbackError;
+use socialvpn_core::engine::{EngineEvent, XmppStatus};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use tokio::runtime::Handle;
+use tokio::sync::broadcast;
+
+/// The account's connection as a login screen shows it.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum VpnState {
+    Connecting,
+    Online,
+    /// Not connected (no network, server unreachable); the engine retries by itself.
+    Offline {
+        reason: String,
+        retry_in_secs: u64,
+    },
+    /// The server refused the JID or password: no retry until the user fixes them.
+    AuthFailed,
+    /// The engine ended: `stop` (no error) or a fatal error (the tunnel fd failed).
+    Stopped {
+        error: Option<String>,
+    },
+}
+
+impl From<XmppStatus> for VpnState {
+    fn from(s: XmppStatus) -> VpnState {
+        match s {
+            XmppStatus::Connecting => VpnState::Connecting,
+            XmppStatus::Online => VpnState::Online,
+            XmppStatus::Offline {
+                reason,
+                retry_in_secs,
+            } => VpnState::Offline {
+                reason,
+                retry_in_secs,
+            },
+            XmppStatus::AuthFailed => VpnState::AuthFailed,
+        }
+    }
+}
+
+/// A link to a friend's device came up or went away.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct LinkEvent {
+    /// The device's id (hex), as in `Device.uid`.
+    pub uid: String,
+    pub up: bool,
+    /// Through a TURN relay rather than a direct path.
+    pub relayed: bool,
+}
+
+/// Implemented by the app. Called on one thread of the engine's, in order; may call the
+/// engine; should return quickly (events queue behind a slow listener, and one that falls
+/// too far behind gets `on_roster_changed` in place of the events it missed).
+#[uniffi::export(with_foreign)]
+pub trait VpnEventListener: Send + Sync {
+    fn on_state(&self, state: VpnState) -> Result<(), CallbackError>;
+    fn on_roster_changed(&self) -> Result<(), CallbackError>;
+    /// `jid` asks to be a friend (accept or decline with the friend actions).
+    fn on_friend_request(&self, jid: String) -> Result<(), CallbackError>;
+    fn on_link(&self, link: LinkEvent) -> Result<(), CallbackError>;
+}
+
+/// Starts the thread that hands events to the listener; it ends after the engine's last
+/// event (`Stopped`) or when the engine is gone.
+pub(crate) fn spawn_dispatcher(
+    runtime: Handle,
+    mut events: broadcast::Receiver<EngineEvent>,
+    listener: Arc<dyn VpnEventListener>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("socialvpn-events".into())
+        .spawn(move || loop {
+            let event = match runtime.block_on(events.recv()) {
+                Ok(event) => event,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "event listener fell behind");
+                    EngineEvent::RosterChanged
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let last = matches!(event, EngineEvent::Stopped { .. });
+            deliver(listener.as_ref(), event);
+            if last {
+                return;
+            }
+        })
+}
+
+fn deliver(listener: &dyn VpnEventListener, event: EngineEvent) {
+    let result = catch_unwind(AssertUnwindSafe(|| match event {
+        EngineEvent::Xmpp(status) => listener.on_state(status.into()),
+        EngineEvent::RosterChanged => listener.on_roster_changed(),
+        EngineEvent::FriendRequest(jid) => listener.on_friend_request(jid),
+        EngineEvent::Link { uid, up, relayed } => listener.on_link(LinkEvent { uid, up, relayed }),
+        EngineEvent::Stopped { error } => listener.on_state(VpnState::Stopped { error }),
+    }));
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::info!(error = %e, "the event listener failed"),
+        Err(_) => tracing::info!("the event listener panicked"),
+    }
+}

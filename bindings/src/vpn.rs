@@ -1,0 +1,307 @@
+//! The engine object the apps hold: one per signed-in account.
+
+use crate::config::VpnConfig;
+use crate::error::{CallbackError, VpnError};
+use crate::events::{spawn_dispatcher, VpnEventListener};
+use crate::logging;
+use crate::views::{Friend, LinkInfo, Status, TunnelSettings};
+use socialvpn_core::engine::FriendAction;
+use socialvpn_core::identity::DeviceIdentity;
+use socialvpn_core::tun::{TunDevice, DEFAULT_MTU};
+use socialvpn_core::{Engine, EngineError, Framing, PreparedEngine};
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::runtime::{Handle, Runtime};
+
+/// Implemented by the app: keeps a socket of the engine's out of the VPN before it is used
+/// (Android: `VpnService.protect(fd)`; Apple platforms need nothing and pass no protector).
+/// Called from inside the engine: it must not call the engine.
+#[uniffi::export(with_foreign)]
+pub trait SocketProtector: Send + Sync {
+    /// False (or an exception) refuses: the engine then reports `ProtectRefused`.
+    fn protect(&self, fd: i32) -> Result<bool, CallbackError>;
+}
+
+/// How packets are framed on the tunnel fd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum TunFraming {
+    /// Bare IP packets: Android `VpnService`, Linux tun with IFF_NO_PI.
+    RawIp,
+    /// A 4-byte address family before each packet: Apple utun.
+    AfHeader,
+}
+
+type EngineCall<'a, T> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send + 'a>>;
+
+/// A SocialVPN engine: signed in from creation, linked with the enabled friends, carrying
+/// their traffic once `start_tunnel` gives it the platform's tunnel fd. Methods may be
+/// called from any thread except from inside the socket protector; they block briefly
+/// while the engine answers (call them off the UI thread).
+#[derive(uniffi::Object)]
+pub struct SocialVpn {
+    runtime: Mutex<Option<Runtime>>,
+    handle: Handle,
+    engine: Mutex<Option<Engine>>,
+    device_id: String,
+    tunnel: TunnelSettings,
+}
+
+#[uniffi::export]
+impl SocialVpn {
+    /// Loads (or creates) the device identity in `config.state_dir`, starts the engine and
+    /// signs in; `listener` hears about the login, the roster and the links from then on.
+    /// Resolves the STUN/TURN names, which may block on DNS.
+    #[uniffi::constructor]
+    pub fn new(
+        config: VpnConfig,
+        listener: Arc<dyn VpnEventListener>,
+        protector: Option<Arc<dyn SocketProtector>>,
+    ) -> Result<Arc<SocialVpn>, VpnError> {
+        logging::init();
+        not_inside_engine()?;
+        let state_dir = Path::new(&config.state_dir);
+        let identity =
+            DeviceIdentity::load_or_create(state_dir).map_err(|e| VpnError::StateDirectory {
+                reason: e.to_string(),
+            })?;
+        let device_id = identity.uid().to_string();
+        let protect = protector.map(|p| {
+            socialvpn_core::protect::SocketProtector::new(move |fd| match p.protect(fd) {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::info!(error = %e, "the socket protector failed");
+                    false
+                }
+            })
+        });
+        let engine_config = config.engine_config(&device_id, protect)?;
+        let prepared = PreparedEngine::load(engine_config)?;
+        let subnet = prepared.subnet();
+        let tunnel = TunnelSettings {
+            ipv4: prepared.ipv4().to_string(),
+            ipv4_prefix: subnet.prefix(),
+            ipv4_route: subnet.to_string(),
+            ipv6: prepared.ipv6().to_string(),
+            ipv6_prefix: 64,
+            mtu: DEFAULT_MTU,
+        };
+        // One worker: the engine is one task, and a phone has cores to spare for the app.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("socialvpn-engine")
+            .enable_all()
+            .build()
+            .map_err(|e| VpnError::Socket {
+                reason: format!("cannot start the engine's runtime: {e}"),
+            })?;
+        let handle = runtime.handle().clone();
+        let engine = {
+            let _inside = runtime.enter();
+            prepared.start(None)?
+        };
+        let events = engine.subscribe();
+        if let Err(e) = spawn_dispatcher(handle.clone(), events, listener) {
+            handle.block_on(engine.shutdown()).ok();
+            return Err(VpnError::Socket {
+                reason: format!("cannot start the event thread: {e}"),
+            });
+        }
+        Ok(Arc::new(SocialVpn {
+            runtime: Mutex::new(Some(runtime)),
+            handle,
+            engine: Mutex::new(Some(engine)),
+            device_id,
+            tunnel,
+        }))
+    }
+
+    /// This device's id (hex), as friends see it.
+    pub fn device_id(&self) -> String {
+        self.device_id.clone()
+    }
+
+    /// Addresses, route and MTU for the platform's VPN builder.
+    pub fn tunnel_settings(&self) -> TunnelSettings {
+        self.tunnel.clone()
+    }
+
+    /// Hands over the platform's tunnel fd (Android: `ParcelFileDescriptor.detachFd()`; the
+    /// engine owns and closes it from now on). Replaces a previous tunnel. On error the fd
+    /// is left to the caller.
+    pub fn start_tunnel(&self, fd: i32, framing: TunFraming) -> Result<(), VpnError> {
+        not_inside_engine()?;
+        check_tunnel_fd(fd)?;
+        let framing = match framing {
+            TunFraming::RawIp => Framing::RawIp,
+            TunFraming::AfHeader => Framing::AfHeader,
+        };
+        // SAFETY: `fd` is open (checked above) and the caller hands its ownership over.
+        let tun =
+            unsafe { TunDevice::from_raw_fd(fd, framing) }.map_err(|e| VpnError::InvalidFd {
+                fd,
+                reason: e.to_string(),
+            })?;
+        self.call(move |e| Box::pin(e.attach_tunnel(tun)))
+    }
+
+    /// Closes the tunnel fd; the engine stays signed in and linked.
+    pub fn stop_tunnel(&self) -> Result<(), VpnError> {
+        self.call(|e| Box::pin(e.detach_tunnel()))
+    }
+
+    /// Tells friends the links are closing, signs off and ends the engine (the listener's
+    /// last event is `Stopped`). Calling it again does nothing.
+    pub fn stop(&self) -> Result<(), VpnError> {
+        not_inside_engine()?;
+        let engine = self
+            .engine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match engine {
+            Some(engine) => Ok(self.handle.block_on(engine.shutdown())?),
+            None => Ok(()),
+        }
+    }
+
+    /// The platform's network changed (Wi-Fi ↔ cellular, new address): the engine finds
+    /// new paths for its links and keeps their sessions.
+    pub fn network_changed(&self) -> Result<(), VpnError> {
+        self.call(|e| Box::pin(e.network_changed()))
+    }
+
+    pub fn status(&self) -> Result<Status, VpnError> {
+        let status = self.call(|e| Box::pin(e.status()))?;
+        Ok(Status {
+            uid: status.uid,
+            ipv4: status.ipv4.to_string(),
+            ipv6: status.ipv6.to_string(),
+            subnet: status.subnet,
+            tunnel: status.tunnel,
+            xmpp: status.xmpp,
+            tx_bytes: status.counters.net_tx.bytes,
+            rx_bytes: status.counters.net_rx.bytes,
+            dropped: status.counters.drops.total(),
+        })
+    }
+
+    /// Friends, requests and the user's own devices, with toggles, addresses and links.
+    pub fn roster(&self) -> Result<Vec<Friend>, VpnError> {
+        let roster = self.call(|e| Box::pin(e.roster()))?;
+        Ok(roster.into_iter().map(Friend::from).collect())
+    }
+
+    /// The data plane's links.
+    pub fn links(&self) -> Result<Vec<LinkInfo>, VpnError> {
+        let links = self.call(|e| Box::pin(e.links()))?;
+        Ok(links.into_iter().map(LinkInfo::from).collect())
+    }
+
+    /// Asks `jid` to be a friend (both see each other's devices once they accept).
+    pub fn add_friend(&self, jid: String) -> Result<(), VpnError> {
+        self.friend(FriendAction::Add, jid)
+    }
+
+    pub fn accept_friend(&self, jid: String) -> Result<(), VpnError> {
+        self.friend(FriendAction::Accept, jid)
+    }
+
+    pub fn decline_friend(&self, jid: String) -> Result<(), VpnError> {
+        self.friend(FriendAction::Decline, jid)
+    }
+
+    /// Ends the friendship both ways and closes the links.
+    pub fn remove_friend(&self, jid: String) -> Result<(), VpnError> {
+        self.friend(FriendAction::Remove, jid)
+    }
+
+    /// The user's switch for a friend: off closes the links and keeps them closed, across
+    /// restarts.
+    pub fn set_friend_enabled(&self, jid: String, enabled: bool) -> Result<(), VpnError> {
+        let action = if enabled {
+            FriendAction::Enable
+        } else {
+            FriendAction::Disable
+        };
+        self.friend(action, jid)
+    }
+}
+
+impl SocialVpn {
+    fn friend(&self, action: FriendAction, jid: String) -> Result<(), VpnError> {
+        self.call(move |e| Box::pin(async move { e.friend(action, &jid).await }))
+    }
+
+    /// Runs one request against the engine and waits for its answer.
+    fn call<T>(
+        &self,
+        request: impl for<'a> FnOnce(&'a Engine) -> EngineCall<'a, T>,
+    ) -> Result<T, VpnError> {
+        not_inside_engine()?;
+        let engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+        let engine = engine.as_ref().ok_or(VpnError::Stopped)?;
+        Ok(self.handle.block_on(request(engine))?)
+    }
+}
+
+impl Drop for SocialVpn {
+    fn drop(&mut self) {
+        // The app dropped the object without `stop`: end the engine all the same (friends
+        // then see the links time out instead of closing).
+        let engine = self
+            .engine
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let runtime = self
+            .runtime
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(runtime) = runtime {
+            if Handle::try_current().is_err() {
+                if let Some(engine) = engine {
+                    let _ = runtime.block_on(engine.shutdown());
+                }
+            }
+            // Never blocks, also when dropped on a runtime thread.
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Blocking on the engine from one of its own threads would deadlock it (and tokio panics).
+fn not_inside_engine() -> Result<(), VpnError> {
+    match Handle::try_current() {
+        Ok(_) => Err(VpnError::Reentrant),
+        Err(_) => Ok(()),
+    }
+}
+
+/// An open fd of the kind the platform's tunnel is: a character device (Linux and
+/// Android tun) or a socket (Apple utun).
+fn check_tunnel_fd(fd: i32) -> Result<(), VpnError> {
+    let invalid = |reason: String| VpnError::InvalidFd { fd, reason };
+    if fd < 0 {
+        return Err(invalid("negative".into()));
+    }
+    // SAFETY: fstat writes into a zeroed local struct; any integer fd is safe to ask about.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut stat) } != 0 {
+        return Err(invalid(std::io::Error::last_os_error().to_string()));
+    }
+    let kind = stat.st_mode & libc::S_IFMT;
+    let expected = if cfg!(target_vendor = "apple") {
+        libc::S_IFSOCK
+    } else {
+        libc::S_IFCHR
+    };
+    if kind != expected {
+        return Err(invalid(format!(
+            "not a tunnel (file type {kind:o}, expected {expected:o})"
+        )));
+    }
+    Ok(())
+}
