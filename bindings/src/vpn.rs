@@ -41,7 +41,8 @@ type EngineCall<'a, T> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + S
 /// while the engine answers (call them off the UI thread).
 #[derive(uniffi::Object)]
 pub struct SocialVpn {
-    runtime: Mutex<Option<Runtime>>,
+    /// Taken only by `drop`, to shut it down without blocking.
+    runtime: Option<Runtime>,
     handle: Handle,
     engine: Mutex<Option<Engine>>,
     device_id: String,
@@ -109,7 +110,7 @@ impl SocialVpn {
             });
         }
         Ok(Arc::new(SocialVpn {
-            runtime: Mutex::new(Some(runtime)),
+            runtime: Some(runtime),
             handle,
             engine: Mutex::new(Some(engine)),
             device_id,
@@ -255,12 +256,7 @@ impl Drop for SocialVpn {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let runtime = self
-            .runtime
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(runtime) = runtime {
+        if let Some(runtime) = self.runtime.take() {
             if Handle::try_current().is_err() {
                 if let Some(engine) = engine {
                     let _ = runtime.block_on(engine.shutdown());

@@ -153,4 +153,21 @@ impl DpNode {
     pub fn kill(&mut self) {
         self.child.kill();
     }
+
+    /// Closes stdin, as a clean shutdown (the node closes its links, releases its TURN
+    /// allocation and signs off), and waits up to 10 s for it to exit; true if it did.
+    pub fn stop(self) -> bool {
+        let DpNode {
+            mut child, stdin, ..
+        } = self;
+        drop(stdin);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if matches!(child.0.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
 }

@@ -296,3 +296,27 @@ fn on_demand_links_form_on_the_first_packet_and_close_when_idle() {
         "idle on-demand link was not trimmed"
     );
 }
+
+fn has_relay(n: &mut DpNode) -> bool {
+    n.wait_until("status", Duration::from_secs(10), |s| {
+        s["candidates"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c.as_str().is_some_and(|c| c.starts_with("relay")))
+        })
+    })
+}
+
+#[test]
+fn a_node_restarted_on_the_same_port_gets_a_relay_again() {
+    // The node's port is fixed and the cone NAT keeps its mapping: without releasing the
+    // allocation at shutdown, coturn would refuse the new one (allocation mismatch).
+    let w = world("slr", &["alice"]);
+    let mut alice = node(&w, "alice", "alice");
+    assert!(has_relay(&mut alice), "no relay at first start");
+    assert!(alice.stop(), "the node did not stop on EOF");
+    let mut alice = node(&w, "alice", "alice");
+    assert!(
+        has_relay(&mut alice),
+        "no relay after a clean restart on the same port"
+    );
+}

@@ -380,7 +380,7 @@ impl Social {
     /// Closes every link and tells each friend (engine shutting down).
     pub(super) fn close_all(&mut self, now: Instant) {
         self.links.set_wanted(now, &[]);
-        self.links.close_everything();
+        self.links.shutdown(now);
     }
 
     pub(super) fn xmpp_status(&self) -> XmppStatus {

@@ -348,6 +348,12 @@ impl LinkManager {
         }
     }
 
+    /// Shutting down: closes every link and releases the TURN allocation.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.close_everything();
+        self.gatherer.release(now);
+    }
+
     /// Closes every link to devices of this account (the user switched the friend off).
     pub fn close_account(&mut self, jid: &xmpp_parsers::jid::BareJid) {
         let uids: Vec<Uid> = self

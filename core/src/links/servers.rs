@@ -59,7 +59,14 @@ pub struct Gatherer {
     permission_pending: HashSet<SocketAddr>,
     /// Datagrams that arrived through the relay: (peer, bytes).
     relayed_in: VecDeque<(SocketAddr, BytesMut)>,
+    /// After a refused allocation: when to ask again, and the wait after that.
+    allocate_retry: Option<(Instant, Duration)>,
 }
+
+/// First wait before asking again for a refused allocation; doubles up to the cap. A server
+/// still holding a crashed predecessor's allocation frees it within its lifetime (600 s).
+const ALLOCATE_RETRY_FIRST: Duration = Duration::from_secs(5);
+const ALLOCATE_RETRY_CAP: Duration = Duration::from_secs(300);
 
 impl Gatherer {
     /// Starts gathering for a socket whose host addresses are `host`.
@@ -77,6 +84,7 @@ impl Gatherer {
             permitted: HashSet::new(),
             permission_pending: HashSet::new(),
             relayed_in: VecDeque::new(),
+            allocate_retry: None,
         };
         g.begin(now);
         g
@@ -138,13 +146,31 @@ impl Gatherer {
         self.client = Some(client);
     }
 
-    /// Gathers again (after a network change) with new host addresses.
+    /// Gathers again (after a network change) with new host addresses. The old allocation is
+    /// released only if its path may still work: after a move its refresh would come from a
+    /// new address, and the server refuses it anyway.
     pub fn restart(&mut self, now: Instant, host: Vec<SocketAddr>) {
         if let Some(client) = self.client.as_mut() {
             let _ = client.close();
         }
         let servers = self.servers.clone();
         *self = Gatherer::start(now, servers, host);
+    }
+
+    /// Releases the relay allocation (a Refresh with lifetime 0, sent by the next
+    /// `poll_transmit`). A restarted device on the same port would otherwise meet its own
+    /// allocation at the server until it expires (up to 10 minutes) and get no relay.
+    pub fn release(&mut self, now: Instant) {
+        let (Some(relay), Some(client)) = (self.candidates.relay.take(), self.client.as_mut())
+        else {
+            return;
+        };
+        self.permitted.clear();
+        self.permission_pending.clear();
+        match client.relay(relay).and_then(|mut r| r.close(now)) {
+            Ok(()) => tracing::debug!("TURN allocation released"),
+            Err(e) => tracing::debug!(error = %e, "cannot release the TURN allocation"),
+        }
     }
 
     pub fn candidates(&self) -> &LocalCandidates {
@@ -187,10 +213,10 @@ impl Gatherer {
         if let Err(e) = client.handle_read(msg) {
             tracing::trace!(error = %e, "STUN/TURN datagram ignored");
         }
-        self.drain_events();
+        self.drain_events(now);
     }
 
-    fn drain_events(&mut self) {
+    fn drain_events(&mut self, now: Instant) {
         let Some(client) = self.client.as_mut() else {
             return;
         };
@@ -209,10 +235,17 @@ impl Gatherer {
                     tracing::debug!(%addr, "TURN relay allocated");
                     self.candidates.relay = Some(addr);
                     self.allocation_pending = false;
+                    self.allocate_retry = None;
                 }
                 TurnEvent::AllocateError(_, e) => {
-                    tracing::warn!(error = %e, "TURN allocation failed: relayed links are unavailable");
+                    let wait = self.allocate_retry.map_or(ALLOCATE_RETRY_FIRST, |(_, w)| w);
+                    tracing::warn!(
+                        error = %e,
+                        retry_in_secs = wait.as_secs(),
+                        "TURN allocation failed: relayed links are unavailable until it works"
+                    );
                     self.allocation_pending = false;
+                    self.allocate_retry = Some((now + wait, (wait * 2).min(ALLOCATE_RETRY_CAP)));
                 }
                 TurnEvent::CreatePermissionResponse(_, peer) => {
                     self.permission_pending.remove(&peer);
@@ -290,10 +323,14 @@ impl Gatherer {
 
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let client = self.client.as_mut().and_then(|c| c.poll_timeout());
-        match (client, self.completion_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            client,
+            self.completion_deadline(),
+            self.allocate_retry.map(|(at, _)| at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -310,7 +347,15 @@ impl Gatherer {
             if let Err(e) = client.handle_timeout(now) {
                 tracing::trace!(error = %e, "TURN timer");
             }
+            if let Some((at, next)) = self.allocate_retry {
+                if now >= at {
+                    tracing::debug!("asking for a TURN allocation again");
+                    // Cleared by the answer; if the request cannot even be sent, wait again.
+                    self.allocate_retry = Some((now + next, (next * 2).min(ALLOCATE_RETRY_CAP)));
+                    let _ = client.allocate(now);
+                }
+            }
         }
-        self.drain_events();
+        self.drain_events(now);
     }
 }
