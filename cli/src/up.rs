@@ -47,6 +47,7 @@ async fn run_engine(
         ipv4: prepared.ipv4(),
         ipv4_prefix: prepared.subnet().prefix(),
         ipv6: Some(prepared.ipv6()),
+        offload: true,
     })
     .map_err(|e| format!("{e} (socialvpn up needs root or CAP_NET_ADMIN)"))?;
     say(&format!(

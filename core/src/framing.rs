@@ -17,6 +17,9 @@ pub enum Framing {
     RawIp,
     /// A 4-byte big-endian address family before each packet: iOS/macOS utun.
     AfHeader,
+    /// A `virtio_net_hdr` before each packet: a Linux tun with `IFF_VNET_HDR` and offloads
+    /// (reads may be TCP super-packets; see `packet::gso`).
+    VnetHdr,
 }
 
 impl Framing {
@@ -25,6 +28,7 @@ impl Framing {
         match self {
             Framing::RawIp => 0,
             Framing::AfHeader => AF_HEADER_LEN,
+            Framing::VnetHdr => crate::packet::gso::VNET_HDR_LEN,
         }
     }
 
@@ -32,6 +36,16 @@ impl Framing {
     pub fn decode(self, frame: &[u8]) -> Result<usize, DropReason> {
         match self {
             Framing::RawIp => Ok(0),
+            // The engine reads these frames through `packet::gso`; plain packets only here.
+            Framing::VnetHdr => {
+                let len = crate::packet::gso::VNET_HDR_LEN;
+                match crate::packet::gso::VnetHdr::parse(frame) {
+                    None => Err(DropReason::Truncated),
+                    Some(h) if h.is_gso() => Err(DropReason::Oversized),
+                    Some(_) if frame.len() == len => Err(DropReason::Truncated),
+                    Some(_) => Ok(len),
+                }
+            }
             Framing::AfHeader => {
                 let header: [u8; 4] = frame
                     .get(..AF_HEADER_LEN)

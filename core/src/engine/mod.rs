@@ -11,8 +11,9 @@ pub use social::{DeviceView, FriendView, SocialConfig};
 use crate::addrbook::{AddressBook, AddressBookError};
 use crate::counters::{Counters, DropReason};
 use crate::dataplane::{DataPlane, LinkStatus, PeerError, TunSink, MAX_PACKET, NET_BUFFER};
-use crate::framing::AF_HEADER_LEN;
+use crate::framing::Framing;
 use crate::identity::{DeviceIdentity, IdentityError};
+use crate::packet::gso::{self, VNET_HDR_LEN};
 use crate::packet::uid_header::UID_HEADER_LEN;
 use crate::protect::SocketProtector;
 use crate::social::payload::DeviceInfo;
@@ -479,8 +480,10 @@ async fn run_loop(
     udp: &UdpSocket,
     commands: &mut mpsc::Receiver<Command>,
 ) -> Result<(), EngineError> {
-    // Allocated once: frame header + largest packet + room for the UID header after it.
-    let mut tun_buf = vec![0u8; AF_HEADER_LEN + MAX_PACKET + UID_HEADER_LEN].into_boxed_slice();
+    // Allocated once: the largest frame (a TCP super-packet from an offloading Linux tun,
+    // else header + packet) with room for the UID header after it, and a segment buffer.
+    let mut tun_buf = vec![0u8; VNET_HDR_LEN + MAX_FRAME + UID_HEADER_LEN].into_boxed_slice();
+    let mut segment_buf = vec![0u8; MAX_PACKET + UID_HEADER_LEN].into_boxed_slice();
     let mut net_buf = vec![0u8; NET_BUFFER + 1].into_boxed_slice();
     loop {
         let deadline = [
@@ -519,6 +522,10 @@ async fn run_loop(
                         Ok(Err(e)) => return Err(EngineError::TunRead(e)),
                         Err(_would_block) => break,
                     };
+                    if framing == Framing::VnetHdr {
+                        offloaded_frame(now, dp, &mut tun_buf, n, &mut segment_buf, &mut net);
+                        continue;
+                    }
                     match framing.decode(&tun_buf[..n]) {
                         Ok(offset) if n - offset <= MAX_PACKET => {
                             dp.handle_tun_packet(now, &mut tun_buf[offset..], n - offset, &mut net);
@@ -620,6 +627,38 @@ async fn run_loop(
                 }
             }
         }
+    }
+}
+
+/// Largest frame an offloading tun hands over (a 64 KB TCP super-packet).
+const MAX_FRAME: usize = 65535;
+
+/// One frame of a tun with a `virtio_net_hdr`: a plain packet (its checksum finished if the
+/// kernel left it partial) or a TCP super-packet cut into segments.
+fn offloaded_frame(
+    now: Instant,
+    dp: &mut DataPlane,
+    frame: &mut [u8],
+    n: usize,
+    segment_buf: &mut [u8],
+    net: &mut Transport<'_>,
+) {
+    let Some(hdr) = gso::VnetHdr::parse(&frame[..n]) else {
+        return dp.count_tun_drop(n, DropReason::Truncated);
+    };
+    let packet_len = n - VNET_HDR_LEN;
+    let result = if hdr.is_gso() {
+        gso::segment_tcp(&hdr, &frame[VNET_HDR_LEN..n], segment_buf, |buf, len| {
+            dp.handle_tun_packet(now, buf, len, net)
+        })
+        .map(|_| ())
+    } else {
+        let packet = &mut frame[VNET_HDR_LEN..];
+        gso::complete_checksum(&hdr, &mut packet[..packet_len])
+            .map(|()| dp.handle_tun_packet(now, packet, packet_len, net))
+    };
+    if let Err(reason) = result {
+        dp.count_tun_drop(n, reason);
     }
 }
 

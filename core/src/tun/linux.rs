@@ -11,6 +11,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// `_IOW('T', 202, int)`
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUN_F_CSUM: u32 = 0x01;
+const TUN_F_TSO4: u32 = 0x02;
+const TUN_F_TSO6: u32 = 0x04;
 
 /// What to configure on a new device.
 #[derive(Clone, Debug)]
@@ -21,6 +25,9 @@ pub struct TunConfig {
     pub ipv4_prefix: u8,
     /// The IPv6 address (a /64 is routed) or none.
     pub ipv6: Option<Ipv6Addr>,
+    /// Let the kernel hand over TCP super-packets and partial checksums (`IFF_VNET_HDR` with
+    /// TSO): far fewer reads and a cheaper TCP stack on the sending side.
+    pub offload: bool,
 }
 
 /// Creates the device, sets its addresses and MTU, and brings it up. It disappears when the
@@ -56,11 +63,30 @@ pub fn create(config: &TunConfig) -> Result<TunDevice, TunError> {
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
 
     let mut req = ifreq(&name);
-    req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+    let vnet = if config.offload {
+        libc::IFF_VNET_HDR
+    } else {
+        0
+    };
+    req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI | vnet) as libc::c_short;
     ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req).map_err(|source| TunError::Open {
         name: name.clone(),
         source,
     })?;
+    if config.offload {
+        // SAFETY: TUNSETOFFLOAD takes its flags by value.
+        let rc = unsafe {
+            libc::ioctl(
+                fd.as_raw_fd(),
+                TUNSETOFFLOAD as _,
+                (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) as libc::c_ulong,
+            )
+        };
+        if rc < 0 {
+            // Still correct without offloads: every frame then has a zeroed header.
+            tracing::debug!(error = %io::Error::last_os_error(), "tun offloads unavailable");
+        }
+    }
 
     let ctl = socket(libc::AF_INET).map_err(configure("control socket"))?;
     let mut req = ifreq(&name);
@@ -99,7 +125,12 @@ pub fn create(config: &TunConfig) -> Result<TunDevice, TunError> {
         };
         ioctl(ctl6.as_raw_fd(), libc::SIOCSIFADDR, &mut req6).map_err(configure("IPv6 address"))?;
     }
-    TunDevice::from_owned(fd, Framing::RawIp)
+    let framing = if config.offload {
+        Framing::VnetHdr
+    } else {
+        Framing::RawIp
+    };
+    TunDevice::from_owned(fd, framing)
 }
 
 fn ifreq(name: &str) -> libc::ifreq {

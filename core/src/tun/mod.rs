@@ -6,7 +6,7 @@
 #[cfg(target_os = "linux")]
 pub mod linux;
 
-use crate::framing::{Framing, AF_HEADER_LEN};
+use crate::framing::Framing;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -80,12 +80,18 @@ impl TunDevice {
                 // SAFETY: `packet` is valid for its length.
                 unsafe { libc::write(self.fd.as_raw_fd(), packet.as_ptr().cast(), packet.len()) }
             }
-            Framing::AfHeader => {
-                let header = self.framing.encode(packet);
+            Framing::AfHeader | Framing::VnetHdr => {
+                // A zeroed virtio_net_hdr: one plain packet, checksums complete.
+                let vnet = [0u8; crate::packet::gso::VNET_HDR_LEN];
+                let af = self.framing.encode(packet);
+                let header: &[u8] = match self.framing {
+                    Framing::VnetHdr => &vnet,
+                    _ => &af,
+                };
                 let iov = [
                     libc::iovec {
                         iov_base: header.as_ptr() as *mut libc::c_void,
-                        iov_len: AF_HEADER_LEN,
+                        iov_len: header.len(),
                     },
                     libc::iovec {
                         iov_base: packet.as_ptr() as *mut libc::c_void,

@@ -108,6 +108,7 @@ async fn run(args: &[String]) {
         ipv4: prepared.ipv4(),
         ipv4_prefix: prepared.subnet().prefix(),
         ipv6: Some(prepared.ipv6()),
+        offload: true,
     })
     .unwrap_or_else(|e| fail(&e.to_string()));
     let hello = json!({
