@@ -4,15 +4,17 @@
 //! into the state machines. Reads are drained in batches until the fd would block.
 
 mod social;
+mod udp_io;
 
 pub use crate::links::manager::LinkPolicy;
 pub use social::{DeviceView, FriendView, SocialConfig};
 
 use crate::addrbook::{AddressBook, AddressBookError};
 use crate::counters::{Counters, DropReason};
-use crate::dataplane::{DataPlane, LinkStatus, PeerError, TunSink, MAX_PACKET, NET_BUFFER};
+use crate::dataplane::{DataPlane, LinkStatus, PeerError, TunSink, MAX_PACKET};
 use crate::framing::Framing;
 use crate::identity::{DeviceIdentity, IdentityError};
+use crate::packet::gro::Coalescer;
 use crate::packet::gso::{self, VNET_HDR_LEN};
 use crate::packet::uid_header::UID_HEADER_LEN;
 use crate::protect::SocketProtector;
@@ -30,6 +32,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use udp_io::UdpIo;
 use xmpp_parsers::jid::BareJid;
 
 /// Packets handled from one source before the loop looks at the others again.
@@ -146,10 +149,12 @@ impl PreparedEngine {
                 return Err(EngineError::Protect);
             }
         }
-        let udp = UdpSocket::from_std(std_socket).map_err(|source| EngineError::Socket {
-            addr: listen,
-            source,
-        })?;
+        let udp = UdpSocket::from_std(std_socket)
+            .and_then(UdpIo::new)
+            .map_err(|source| EngineError::Socket {
+                addr: listen,
+                source,
+            })?;
         let local_addr = udp.local_addr().map_err(|source| EngineError::Socket {
             addr: listen,
             source,
@@ -434,13 +439,31 @@ impl Engine {
     }
 }
 
-struct TunWriter<'a>(Option<&'a TunDevice>);
+/// Where decrypted packets go: the tun, through the TCP coalescer when it takes
+/// super-packets (a Linux tun with offloads).
+struct TunWriter<'a> {
+    tun: Option<&'a TunDevice>,
+    gro: &'a mut Coalescer,
+}
 
 impl TunSink for TunWriter<'_> {
     fn write_packet(&mut self, packet: &[u8]) -> io::Result<()> {
-        match self.0 {
+        match self.tun {
+            Some(mut tun) if tun.framing() == Framing::VnetHdr => self.gro.push(packet, &mut tun),
             Some(tun) => tun.write_packet(packet),
             None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+impl TunWriter<'_> {
+    /// Writes what the coalescer holds (at the end of each batch of datagrams).
+    fn flush(&mut self, dp: &mut DataPlane) {
+        if let Some(mut tun) = self.tun {
+            if let Err(e) = self.gro.flush(&mut tun) {
+                tracing::trace!(error = %e, "tun write failed");
+                dp.count_drop(DropReason::TunWrite);
+            }
         }
     }
 }
@@ -459,7 +482,7 @@ async fn run(
     mut dp: DataPlane,
     mut social: Option<Social>,
     mut tun: Option<AsyncFd<TunDevice>>,
-    udp: UdpSocket,
+    udp: UdpIo,
     mut commands: mpsc::Receiver<Command>,
 ) -> Result<(), EngineError> {
     let result = run_loop(&mut dp, &mut social, &mut tun, &udp, &mut commands).await;
@@ -468,6 +491,7 @@ async fn run(
         let now = Instant::now();
         social.close_all(now);
         social.flush(now, &mut dp, &udp);
+        udp.flush();
         social.shutdown().await;
     }
     result
@@ -477,15 +501,21 @@ async fn run_loop(
     dp: &mut DataPlane,
     social: &mut Option<Social>,
     tun: &mut Option<AsyncFd<TunDevice>>,
-    udp: &UdpSocket,
+    udp: &UdpIo,
     commands: &mut mpsc::Receiver<Command>,
 ) -> Result<(), EngineError> {
     // Allocated once: the largest frame (a TCP super-packet from an offloading Linux tun,
     // else header + packet) with room for the UID header after it, and a segment buffer.
     let mut tun_buf = vec![0u8; VNET_HDR_LEN + MAX_FRAME + UID_HEADER_LEN].into_boxed_slice();
     let mut segment_buf = vec![0u8; MAX_PACKET + UID_HEADER_LEN].into_boxed_slice();
-    let mut net_buf = vec![0u8; NET_BUFFER + 1].into_boxed_slice();
+    let mut net_buf = vec![0u8; udp_io::RECV_BYTES].into_boxed_slice();
+    let mut gro = Coalescer::default();
     loop {
+        // What the last wake-up queued leaves now, in as few sends as the kernel allows.
+        udp.flush();
+        for _ in 0..udp.take_failed() {
+            dp.count_drop(DropReason::NetSend);
+        }
         let deadline = [
             dp.poll_timeout(),
             social.as_mut().and_then(|s| s.poll_timeout()),
@@ -550,34 +580,40 @@ async fn run_loop(
                 ready.map_err(EngineError::NetRecv)?;
                 let now = Instant::now();
                 for _ in 0..BATCH {
-                    let (n, from) = match udp.try_recv_from(&mut net_buf) {
+                    // One read may bring many datagrams of `stride` bytes (UDP GRO).
+                    let got = match udp.try_recv(&mut net_buf) {
                         Ok(got) => got,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         // ICMP errors from earlier sends surface here; they are not fatal.
                         Err(e) if is_transient(&e) => continue,
                         Err(e) => return Err(EngineError::NetRecv(e)),
                     };
-                    // A datagram longer than NET_BUFFER is cut to NET_BUFFER + 1 bytes here and
-                    // dropped as oversized by the data plane (or the link layer).
-                    let datagram = &net_buf[..n];
-                    let tun_writer = &mut TunWriter(tun.as_ref().map(AsyncFd::get_ref));
-                    match social.as_mut() {
-                        Some(s) if s.links.wants_datagram(from, datagram) => {
-                            let local = s.local_host;
-                            s.links.handle_datagram(now, local, from, datagram);
-                            // WireGuard that came through the relay, as if from the peer.
-                            let relayed: Vec<_> = std::iter::from_fn(|| s.links.poll_relayed_data()).collect();
-                            for (peer, bytes) in relayed {
-                                let mut net = Transport { udp, social: Some(&mut *s), now };
-                                dp.handle_net_datagram(now, peer, &bytes, &mut net, tun_writer);
+                    let from = got.from;
+                    let tun_writer = &mut TunWriter {
+                        tun: tun.as_ref().map(AsyncFd::get_ref),
+                        gro: &mut gro,
+                    };
+                    for datagram in net_buf[..got.len].chunks(got.stride) {
+                        match social.as_mut() {
+                            Some(s) if s.links.wants_datagram(from, datagram) => {
+                                let local = s.local_host;
+                                s.links.handle_datagram(now, local, from, datagram);
+                                // WireGuard that came through the relay, as if from the peer.
+                                let relayed: Vec<_> =
+                                    std::iter::from_fn(|| s.links.poll_relayed_data()).collect();
+                                for (peer, bytes) in relayed {
+                                    let mut net = Transport { udp, social: Some(&mut *s), now };
+                                    dp.handle_net_datagram(now, peer, &bytes, &mut net, tun_writer);
+                                }
+                                s.flush(now, dp, udp);
                             }
-                            s.flush(now, dp, udp);
-                        }
-                        other => {
-                            let mut net = Transport { udp, social: other, now };
-                            dp.handle_net_datagram(now, from, datagram, &mut net, tun_writer);
+                            other => {
+                                let mut net = Transport { udp, social: other, now };
+                                dp.handle_net_datagram(now, from, datagram, &mut net, tun_writer);
+                            }
                         }
                     }
+                    tun_writer.flush(dp);
                 }
             }
             input = xmpp_input => {

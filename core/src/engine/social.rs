@@ -1,6 +1,7 @@
 //! The engine's social half: the XMPP session, the social state and the link manager, and
 //! how their outputs reach the data plane, the socket and the server.
 
+use super::udp_io::UdpIo;
 use crate::dataplane::{DataPlane, NetSink};
 use crate::links::host::host_candidates;
 use crate::links::manager::{LinkEvent, LinkManager, LinkPhase, LinkPolicy};
@@ -15,7 +16,6 @@ use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use std::time::Instant;
-use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc};
 use xmpp_parsers::jid::BareJid;
 
@@ -220,7 +220,7 @@ impl Social {
 
     /// Sends everything the social state and the link manager produced, and applies link
     /// events to the data plane.
-    pub(super) fn flush(&mut self, now: Instant, dp: &mut DataPlane, udp: &UdpSocket) {
+    pub(super) fn flush(&mut self, now: Instant, dp: &mut DataPlane, udp: &UdpIo) {
         while let Some(out) = self.state.poll_outgoing() {
             self.xmpp.send(out);
         }
@@ -235,7 +235,7 @@ impl Social {
             self.apply(now, event, dp, udp);
         }
         while let Some((dst, data)) = self.links.poll_transmit() {
-            let _ = udp.try_send_to(&data, dst);
+            udp.send_now(&data, dst);
         }
         let mut roster_changed = false;
         while let Some(event) = self.state.poll_event() {
@@ -253,7 +253,7 @@ impl Social {
         }
     }
 
-    fn apply(&mut self, now: Instant, event: LinkEvent, dp: &mut DataPlane, udp: &UdpSocket) {
+    fn apply(&mut self, now: Instant, event: LinkEvent, dp: &mut DataPlane, udp: &UdpIo) {
         match event {
             LinkEvent::Up {
                 uid,
@@ -466,7 +466,7 @@ impl Social {
 
 /// The data plane's transport: the UDP socket, or the TURN relay for relayed peers.
 pub(super) struct Transport<'a> {
-    pub(super) udp: &'a UdpSocket,
+    pub(super) udp: &'a UdpIo,
     pub(super) social: Option<&'a mut Social>,
     pub(super) now: Instant,
 }
@@ -479,11 +479,12 @@ impl NetSink for Transport<'_> {
                     return Err(std::io::ErrorKind::NotConnected.into());
                 }
                 while let Some((to, data)) = social.links.poll_transmit() {
-                    let _ = self.udp.try_send_to(&data, to);
+                    self.udp.send_now(&data, to);
                 }
                 return Ok(());
             }
         }
-        self.udp.try_send_to(datagram, dst).map(|_| ())
+        self.udp.queue(dst, datagram);
+        Ok(())
     }
 }

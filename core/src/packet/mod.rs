@@ -2,6 +2,7 @@
 //! and the UID header. Nothing here allocates or copies a packet.
 
 pub mod checksum;
+pub mod gro;
 pub mod gso;
 pub mod ip;
 pub mod translate;

@@ -109,6 +109,31 @@ impl TunDevice {
     }
 }
 
+impl crate::packet::gro::FrameSink for &TunDevice {
+    /// Writes a frame with its own `virtio_net_hdr` (a tun opened with `IFF_VNET_HDR`).
+    fn write_frame(
+        &mut self,
+        vnet: &[u8; crate::packet::gso::VNET_HDR_LEN],
+        packet: &[u8],
+    ) -> io::Result<()> {
+        let iov = [
+            libc::iovec {
+                iov_base: vnet.as_ptr() as *mut libc::c_void,
+                iov_len: vnet.len(),
+            },
+            libc::iovec {
+                iov_base: packet.as_ptr() as *mut libc::c_void,
+                iov_len: packet.len(),
+            },
+        ];
+        // SAFETY: both iovecs point at live buffers of the stated lengths.
+        if unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
 impl AsFd for TunDevice {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

@@ -1,0 +1,176 @@
+//! The links' UDP socket with the kernel's batching: WireGuard datagrams for one destination
+//! are gathered and sent with one `sendmsg` (UDP GSO, where the platform has it), and reads
+//! take many datagrams at once (UDP GRO). quinn-udp does the platform work.
+
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Bytes gathered into one send at most (UDP GSO's limit is 64 KB of payload).
+const BATCH_BYTES: usize = 65_000;
+/// Receive buffer: room for a full GRO batch.
+pub(super) const RECV_BYTES: usize = 65_535;
+
+pub(super) struct UdpIo {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    /// Datagrams waiting for `flush`: all to `dst`, all `segment` bytes but the last.
+    /// (A mutex only so the engine future is `Send`: one task ever touches it.)
+    batch: Mutex<Batch>,
+    max_segments: usize,
+}
+
+struct Batch {
+    buf: Box<[u8]>,
+    len: usize,
+    segment: usize,
+    count: usize,
+    dst: Option<SocketAddr>,
+    /// Sends that failed (full socket buffer, unreachable network), for the drop counters.
+    failed: u64,
+}
+
+/// One datagram of a batch read: where it came from and where it lies in the buffer.
+pub(super) struct Received {
+    pub from: SocketAddr,
+    pub len: usize,
+    pub stride: usize,
+}
+
+impl UdpIo {
+    pub(super) fn new(socket: UdpSocket) -> io::Result<UdpIo> {
+        let state = UdpSocketState::new((&socket).into())?;
+        allow_fragmentation(&socket);
+        let max_segments = state.max_gso_segments().max(1);
+        Ok(UdpIo {
+            socket,
+            state,
+            batch: Mutex::new(Batch {
+                buf: vec![0u8; BATCH_BYTES].into_boxed_slice(),
+                len: 0,
+                segment: 0,
+                count: 0,
+                dst: None,
+                failed: 0,
+            }),
+            max_segments,
+        })
+    }
+
+    fn batch(&self) -> MutexGuard<'_, Batch> {
+        self.batch.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    pub(super) async fn readable(&self) -> io::Result<()> {
+        self.socket.readable().await
+    }
+
+    /// Sends one datagram now (control traffic: STUN, TURN, ICE), after what is queued.
+    pub(super) fn send_now(&self, datagram: &[u8], dst: SocketAddr) {
+        self.flush();
+        let _ = self.socket.try_send_to(datagram, dst);
+    }
+
+    /// Queues a datagram; it leaves with the next `flush` (or earlier, when the batch is
+    /// full or the next datagram cannot join it).
+    pub(super) fn queue(&self, dst: SocketAddr, datagram: &[u8]) {
+        let joins = {
+            let b = self.batch();
+            b.count > 0
+                && b.dst == Some(dst)
+                && datagram.len() <= b.segment
+                && b.len % b.segment == 0
+                && b.count < self.max_segments
+                && b.len + datagram.len() <= BATCH_BYTES
+        };
+        if !joins {
+            self.flush();
+        }
+        let mut b = self.batch();
+        if datagram.len() > b.buf.len() {
+            b.failed += 1;
+            return;
+        }
+        if b.count == 0 {
+            b.dst = Some(dst);
+            b.segment = datagram.len();
+        }
+        let start = b.len;
+        b.buf[start..start + datagram.len()].copy_from_slice(datagram);
+        b.len += datagram.len();
+        b.count += 1;
+    }
+
+    /// Sends what is queued.
+    pub(super) fn flush(&self) {
+        let mut b = self.batch();
+        let Some(dst) = b.dst.take() else { return };
+        let transmit = Transmit {
+            destination: dst,
+            ecn: None,
+            contents: &b.buf[..b.len],
+            segment_size: (b.count > 1).then_some(b.segment),
+            src_ip: None,
+        };
+        let sent = self.socket.try_io(Interest::WRITABLE, || {
+            self.state.try_send((&self.socket).into(), &transmit)
+        });
+        if let Err(e) = sent {
+            tracing::trace!(error = %e, datagrams = b.count, "UDP send failed");
+            b.failed += b.count as u64;
+        }
+        b.len = 0;
+        b.count = 0;
+    }
+
+    /// Datagrams whose send failed since the last call.
+    pub(super) fn take_failed(&self) -> u64 {
+        std::mem::take(&mut self.batch().failed)
+    }
+
+    /// Reads what is waiting (possibly many datagrams of `stride` bytes back to back).
+    pub(super) fn try_recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        let mut meta = [RecvMeta::default()];
+        let mut bufs = [IoSliceMut::new(buf)];
+        self.socket.try_io(Interest::READABLE, || {
+            self.state.recv((&self.socket).into(), &mut bufs, &mut meta)
+        })?;
+        Ok(Received {
+            from: meta[0].addr,
+            len: meta[0].len,
+            stride: meta[0].stride.max(1),
+        })
+    }
+}
+
+/// quinn-udp forbids IP fragmentation (right for QUIC, which sizes its own packets); a VPN's
+/// outer datagrams must still get through a path with a smaller MTU, so allow it again.
+fn allow_fragmentation(socket: &UdpSocket) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use std::os::fd::AsRawFd;
+        let value: libc::c_int = libc::IP_PMTUDISC_DONT;
+        // SAFETY: setting an int option on our own socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!(error = %io::Error::last_os_error(), "cannot allow fragmentation");
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = socket;
+}

@@ -1,0 +1,347 @@
+//! Receive-side coalescing for a Linux tun with `IFF_VNET_HDR`: consecutive TCP segments of
+//! one flow, decrypted from one batch of datagrams, are joined into a super-packet written
+//! with one `write` and handed to the kernel's TCP as one unit (what GRO does for a NIC).
+//! Anything that cannot join is written as it is, in order.
+
+use crate::packet::checksum::accumulate;
+use crate::packet::gso::VNET_HDR_LEN;
+use std::io;
+
+const TCP: u8 = 6;
+const TCP_ACK: u8 = 0x10;
+const TCP_PSH: u8 = 0x08;
+/// Largest IP packet the kernel accepts from the tun.
+const MAX_SUPER: usize = 65_535;
+const F_NEEDS_CSUM: u8 = 1;
+const GSO_TCPV4: u8 = 1;
+const GSO_TCPV6: u8 = 4;
+
+/// Where frames go: a `virtio_net_hdr` and an IP packet.
+pub trait FrameSink {
+    fn write_frame(&mut self, vnet: &[u8; VNET_HDR_LEN], packet: &[u8]) -> io::Result<()>;
+}
+
+/// The flow being gathered: its header layout and where the next segment must start.
+struct Flow {
+    v4: bool,
+    ip_len: usize,
+    headers: usize,
+    mss: usize,
+    next_seq: u32,
+    segments: usize,
+    /// A short or PSH segment ended it: nothing more may join.
+    closed: bool,
+}
+
+pub struct Coalescer {
+    buf: Box<[u8]>,
+    len: usize,
+    flow: Option<Flow>,
+}
+
+impl Default for Coalescer {
+    fn default() -> Self {
+        Coalescer {
+            buf: vec![0u8; MAX_SUPER].into_boxed_slice(),
+            len: 0,
+            flow: None,
+        }
+    }
+}
+
+/// The parts of a TCP segment that decide whether it may join a flow.
+struct Segment {
+    v4: bool,
+    ip_len: usize,
+    headers: usize,
+    seq: u32,
+    flags: u8,
+}
+
+fn parse(packet: &[u8]) -> Option<Segment> {
+    let v4 = match packet.first()? >> 4 {
+        4 => {
+            // No IP options, not a fragment (MF clear, offset zero), TCP.
+            if packet.len() < 20 || packet[0] & 0x0f != 5 || packet[9] != TCP {
+                return None;
+            }
+            if u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff != 0 {
+                return None;
+            }
+            if usize::from(u16::from_be_bytes([packet[2], packet[3]])) != packet.len() {
+                return None;
+            }
+            true
+        }
+        6 => {
+            if packet.len() < 40 || packet[6] != TCP {
+                return None;
+            }
+            if usize::from(u16::from_be_bytes([packet[4], packet[5]])) + 40 != packet.len() {
+                return None;
+            }
+            false
+        }
+        _ => return None,
+    };
+    let ip_len = if v4 { 20 } else { 40 };
+    let tcp_len = usize::from(packet.get(ip_len + 12)? >> 4) * 4;
+    let headers = ip_len + tcp_len;
+    if tcp_len < 20 || packet.len() < headers {
+        return None;
+    }
+    let t = &packet[ip_len..];
+    Some(Segment {
+        v4,
+        ip_len,
+        headers,
+        seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
+        flags: t[13],
+    })
+}
+
+impl Coalescer {
+    /// Takes one complete IP packet (checksums valid) for the tun.
+    pub fn push(&mut self, packet: &[u8], sink: &mut impl FrameSink) -> io::Result<()> {
+        let segment = parse(packet);
+        if let Some(seg) = &segment {
+            if self.joins(seg, packet) {
+                self.append(seg, packet);
+                return Ok(());
+            }
+        }
+        self.flush(sink)?;
+        match segment {
+            // Pure data segments start a flow; everything else goes straight out.
+            Some(seg)
+                if packet.len() > seg.headers
+                    && seg.flags & !TCP_PSH == TCP_ACK
+                    && packet.len() <= self.buf.len() =>
+            {
+                self.buf[..packet.len()].copy_from_slice(packet);
+                self.len = packet.len();
+                self.flow = Some(Flow {
+                    v4: seg.v4,
+                    ip_len: seg.ip_len,
+                    headers: seg.headers,
+                    mss: packet.len() - seg.headers,
+                    next_seq: seg.seq.wrapping_add((packet.len() - seg.headers) as u32),
+                    segments: 1,
+                    closed: seg.flags & TCP_PSH != 0,
+                });
+                Ok(())
+            }
+            _ => sink.write_frame(&[0; VNET_HDR_LEN], packet),
+        }
+    }
+
+    fn joins(&self, seg: &Segment, packet: &[u8]) -> bool {
+        let Some(flow) = &self.flow else {
+            return false;
+        };
+        let payload = packet.len() - seg.headers;
+        let held = &self.buf[..self.len];
+        !flow.closed
+            && seg.v4 == flow.v4
+            && seg.headers == flow.headers
+            && seg.seq == flow.next_seq
+            && seg.flags & !TCP_PSH == TCP_ACK
+            && payload > 0
+            && payload <= flow.mss
+            && self.len + payload <= self.buf.len()
+            && same_ip(flow.v4, held, packet)
+            // Ports, ack, data offset, window: equal; the options too (timestamps included).
+            && held[flow.ip_len..flow.ip_len + 4] == packet[seg.ip_len..seg.ip_len + 4]
+            && held[flow.ip_len + 8..flow.ip_len + 13] == packet[seg.ip_len + 8..seg.ip_len + 13]
+            && held[flow.ip_len + 14..flow.ip_len + 16] == packet[seg.ip_len + 14..seg.ip_len + 16]
+            && held[flow.ip_len + 20..flow.headers] == packet[seg.ip_len + 20..seg.headers]
+    }
+
+    fn append(&mut self, seg: &Segment, packet: &[u8]) {
+        let payload = &packet[seg.headers..];
+        self.buf[self.len..self.len + payload.len()].copy_from_slice(payload);
+        self.len += payload.len();
+        if let Some(flow) = self.flow.as_mut() {
+            flow.next_seq = flow.next_seq.wrapping_add(payload.len() as u32);
+            flow.segments += 1;
+            if payload.len() < flow.mss || seg.flags & TCP_PSH != 0 {
+                flow.closed = true;
+            }
+            if seg.flags & TCP_PSH != 0 {
+                self.buf[flow.ip_len + 13] |= TCP_PSH;
+            }
+        }
+    }
+
+    /// Writes what is gathered: a lone segment as it came, several as one super-packet.
+    pub fn flush(&mut self, sink: &mut impl FrameSink) -> io::Result<()> {
+        let Some(flow) = self.flow.take() else {
+            return Ok(());
+        };
+        let len = std::mem::take(&mut self.len);
+        let packet = &mut self.buf[..len];
+        if flow.segments == 1 {
+            return sink.write_frame(&[0; VNET_HDR_LEN], packet);
+        }
+        let ip = flow.ip_len;
+        if flow.v4 {
+            packet[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            packet[10..12].fill(0);
+            let sum = crate::packet::checksum::finish(accumulate(0, &packet[..ip]));
+            packet[10..12].copy_from_slice(&sum.to_be_bytes());
+        } else {
+            packet[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+        }
+        // CHECKSUM_PARTIAL: the field holds the pseudo-header sum, the kernel does the rest
+        // where it is needed.
+        let addrs = if flow.v4 {
+            &packet[12..20]
+        } else {
+            &packet[8..40]
+        };
+        let mut pseudo = accumulate(0, addrs) + u64::from(TCP) + (len - ip) as u64;
+        while pseudo > 0xffff {
+            pseudo = (pseudo & 0xffff) + (pseudo >> 16);
+        }
+        packet[ip + 16..ip + 18].copy_from_slice(&(pseudo as u16).to_be_bytes());
+        let mut vnet = [0u8; VNET_HDR_LEN];
+        vnet[0] = F_NEEDS_CSUM;
+        vnet[1] = if flow.v4 { GSO_TCPV4 } else { GSO_TCPV6 };
+        vnet[2..4].copy_from_slice(&(flow.headers as u16).to_ne_bytes());
+        vnet[4..6].copy_from_slice(&(flow.mss as u16).to_ne_bytes());
+        vnet[6..8].copy_from_slice(&(ip as u16).to_ne_bytes());
+        vnet[8..10].copy_from_slice(&16u16.to_ne_bytes());
+        sink.write_frame(&vnet, packet)
+    }
+}
+
+/// Same addresses, and the fields the kernel's GRO also insists on (TOS, TTL, DF; traffic
+/// class, flow label, hop limit).
+fn same_ip(v4: bool, a: &[u8], b: &[u8]) -> bool {
+    if v4 {
+        a[1] == b[1] && a[6] & 0x40 == b[6] & 0x40 && a[8] == b[8] && a[12..20] == b[12..20]
+    } else {
+        a[0..4] == b[0..4] && a[7] == b[7] && a[8..40] == b[8..40]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::gso::{segment_tcp, VnetHdr};
+    use etherparse::PacketBuilder;
+
+    #[derive(Default)]
+    struct Frames(Vec<([u8; VNET_HDR_LEN], Vec<u8>)>);
+
+    impl FrameSink for Frames {
+        fn write_frame(&mut self, vnet: &[u8; VNET_HDR_LEN], packet: &[u8]) -> io::Result<()> {
+            self.0.push((*vnet, packet.to_vec()));
+            Ok(())
+        }
+    }
+
+    fn segment(v4: bool, seq: u32, payload: &[u8], psh: bool, port: u16) -> Vec<u8> {
+        let b = if v4 {
+            PacketBuilder::ipv4([100, 64, 0, 9], [100, 64, 0, 1], 64)
+        } else {
+            PacketBuilder::ipv6([0xfd; 16], [0xfe; 16], 64)
+        };
+        let mut t = b.tcp(port, 5201, seq, 500).ack(1);
+        if psh {
+            t = t.psh();
+        }
+        let mut out = Vec::new();
+        t.write(&mut out, payload).unwrap();
+        out
+    }
+
+    /// Joined segments, cut again as the kernel would, give back the same packets.
+    fn round_trip(v4: bool) {
+        let mut c = Coalescer::default();
+        let mut sink = Frames::default();
+        let data: Vec<u8> = (0..4000u32).map(|i| (i % 253) as u8).collect();
+        let originals: Vec<Vec<u8>> = data
+            .chunks(1000)
+            .enumerate()
+            .map(|(i, chunk)| segment(v4, 7 + 1000 * i as u32, chunk, i == 3, 4000))
+            .collect();
+        for p in &originals {
+            c.push(p, &mut sink).unwrap();
+        }
+        c.flush(&mut sink).unwrap();
+        assert_eq!(sink.0.len(), 1, "not joined");
+        let (vnet, packet) = &sink.0[0];
+        let hdr = VnetHdr::parse(vnet).unwrap();
+        assert!(hdr.is_gso());
+        let mut out = vec![0u8; 1500];
+        let mut cut = Vec::new();
+        segment_tcp(&hdr, packet, &mut out, |b, n| cut.push(b[..n].to_vec())).unwrap();
+        assert_eq!(cut.len(), originals.len());
+        for (i, (got, want)) in cut.iter().zip(&originals).enumerate() {
+            // Cutting numbers IPv4 ids upwards (as the kernel does); our originals all had 0.
+            let same = |a: &[u8], b: &[u8]| {
+                if v4 {
+                    a[..4] == b[..4] && a[6..10] == b[6..10] && a[12..] == b[12..]
+                } else {
+                    a == b
+                }
+            };
+            assert!(same(got, want), "segment {i} differs");
+        }
+    }
+
+    #[test]
+    fn consecutive_segments_join_and_split_back() {
+        round_trip(true);
+        round_trip(false);
+    }
+
+    #[test]
+    fn what_cannot_join_goes_out_in_order() {
+        let mut c = Coalescer::default();
+        let mut sink = Frames::default();
+        let a = segment(true, 1, &[1; 100], false, 4000);
+        let gap = segment(true, 500, &[2; 100], false, 4000); // not contiguous
+        let other = segment(true, 600, &[3; 100], false, 4001); // other flow
+        let syn = {
+            let mut out = Vec::new();
+            PacketBuilder::ipv4([100, 64, 0, 9], [100, 64, 0, 1], 64)
+                .tcp(4000, 5201, 1, 500)
+                .syn()
+                .write(&mut out, &[])
+                .unwrap();
+            out
+        };
+        let udp = {
+            let mut out = Vec::new();
+            PacketBuilder::ipv4([100, 64, 0, 9], [100, 64, 0, 1], 64)
+                .udp(1, 2)
+                .write(&mut out, &[9; 10])
+                .unwrap();
+            out
+        };
+        for p in [&a, &gap, &other, &syn, &udp] {
+            c.push(p, &mut sink).unwrap();
+        }
+        c.flush(&mut sink).unwrap();
+        let got: Vec<&Vec<u8>> = sink.0.iter().map(|(_, p)| p).collect();
+        assert_eq!(got, vec![&a, &gap, &other, &syn, &udp]);
+        assert!(sink.0.iter().all(|(v, _)| *v == [0; VNET_HDR_LEN]));
+    }
+
+    #[test]
+    fn a_short_segment_closes_the_flow() {
+        let mut c = Coalescer::default();
+        let mut sink = Frames::default();
+        let first = segment(true, 1, &[1; 100], false, 4000);
+        let short = segment(true, 101, &[2; 50], false, 4000);
+        let after = segment(true, 151, &[3; 100], false, 4000);
+        for p in [&first, &short, &after] {
+            c.push(p, &mut sink).unwrap();
+        }
+        c.flush(&mut sink).unwrap();
+        assert_eq!(sink.0.len(), 2);
+        assert_eq!(sink.0[1].1, after);
+    }
+}
