@@ -20,7 +20,6 @@ pub(super) struct UdpIo {
     /// Datagrams waiting for `flush`: all to `dst`, all `segment` bytes but the last.
     /// (A mutex only so the engine future is `Send`: one task ever touches it.)
     batch: Mutex<Batch>,
-    max_segments: usize,
 }
 
 struct Batch {
@@ -44,7 +43,6 @@ impl UdpIo {
     pub(super) fn new(socket: UdpSocket) -> io::Result<UdpIo> {
         let state = UdpSocketState::new((&socket).into())?;
         allow_fragmentation(&socket);
-        let max_segments = state.max_gso_segments().max(1);
         Ok(UdpIo {
             socket,
             state,
@@ -56,7 +54,6 @@ impl UdpIo {
                 dst: None,
                 failed: 0,
             }),
-            max_segments,
         })
     }
 
@@ -87,7 +84,8 @@ impl UdpIo {
                 && b.dst == Some(dst)
                 && datagram.len() <= b.segment
                 && b.len % b.segment == 0
-                && b.count < self.max_segments
+                // Asked each time: quinn-udp turns GSO off after a send the kernel refused.
+                && b.count < self.state.max_gso_segments().max(1)
                 && b.len + datagram.len() <= BATCH_BYTES
         };
         if !joins {
