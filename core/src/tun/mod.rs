@@ -75,34 +75,39 @@ impl TunDevice {
     /// Writes one IP packet, adding the framing header. A full device reports `WouldBlock`
     /// and the packet is dropped by the caller, as a router would: never a busy wait.
     pub fn write_packet(&self, packet: &[u8]) -> io::Result<()> {
-        let n = match self.framing {
+        match self.framing {
             Framing::RawIp => {
                 // SAFETY: `packet` is valid for its length.
-                unsafe { libc::write(self.fd.as_raw_fd(), packet.as_ptr().cast(), packet.len()) }
-            }
-            Framing::AfHeader | Framing::VnetHdr => {
-                // A zeroed virtio_net_hdr: one plain packet, checksums complete.
-                let vnet = [0u8; crate::packet::gso::VNET_HDR_LEN];
-                let af = self.framing.encode(packet);
-                let header: &[u8] = match self.framing {
-                    Framing::VnetHdr => &vnet,
-                    _ => &af,
+                let n = unsafe {
+                    libc::write(self.fd.as_raw_fd(), packet.as_ptr().cast(), packet.len())
                 };
-                let iov = [
-                    libc::iovec {
-                        iov_base: header.as_ptr() as *mut libc::c_void,
-                        iov_len: header.len(),
-                    },
-                    libc::iovec {
-                        iov_base: packet.as_ptr() as *mut libc::c_void,
-                        iov_len: packet.len(),
-                    },
-                ];
-                // SAFETY: both iovecs point at live buffers of the stated lengths.
-                unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) }
+                if n < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
             }
-        };
-        if n < 0 {
+            Framing::AfHeader => self.write_with_header(&self.framing.encode(packet), packet),
+            // A zeroed virtio_net_hdr: one plain packet, checksums complete.
+            Framing::VnetHdr => {
+                self.write_with_header(&[0; crate::packet::gso::VNET_HDR_LEN], packet)
+            }
+        }
+    }
+
+    /// One frame: `header` then `packet`, in a single `writev`.
+    fn write_with_header(&self, header: &[u8], packet: &[u8]) -> io::Result<()> {
+        let iov = [
+            libc::iovec {
+                iov_base: header.as_ptr() as *mut libc::c_void,
+                iov_len: header.len(),
+            },
+            libc::iovec {
+                iov_base: packet.as_ptr() as *mut libc::c_void,
+                iov_len: packet.len(),
+            },
+        ];
+        // SAFETY: both iovecs point at live buffers of the stated lengths.
+        if unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) } < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
@@ -116,21 +121,7 @@ impl crate::packet::gro::FrameSink for &TunDevice {
         vnet: &[u8; crate::packet::gso::VNET_HDR_LEN],
         packet: &[u8],
     ) -> io::Result<()> {
-        let iov = [
-            libc::iovec {
-                iov_base: vnet.as_ptr() as *mut libc::c_void,
-                iov_len: vnet.len(),
-            },
-            libc::iovec {
-                iov_base: packet.as_ptr() as *mut libc::c_void,
-                iov_len: packet.len(),
-            },
-        ];
-        // SAFETY: both iovecs point at live buffers of the stated lengths.
-        if unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        self.write_with_header(vnet, packet)
     }
 }
 
