@@ -3,18 +3,15 @@
 //! with one `write` and handed to the kernel's TCP as one unit (what GRO does for a NIC).
 //! Anything that cannot join is written as it is, in order.
 
-use crate::packet::checksum::accumulate;
-use crate::packet::gso::VNET_HDR_LEN;
+use crate::packet::checksum::{accumulate, finish};
+use crate::packet::gso::{
+    pseudo_header_sum, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, TCP, TCP_PSH, VNET_HDR_LEN,
+};
 use std::io;
 
-const TCP: u8 = 6;
 const TCP_ACK: u8 = 0x10;
-const TCP_PSH: u8 = 0x08;
 /// Largest IP packet the kernel accepts from the tun.
 const MAX_SUPER: usize = 65_535;
-const F_NEEDS_CSUM: u8 = 1;
-const GSO_TCPV4: u8 = 1;
-const GSO_TCPV6: u8 = 4;
 
 /// Where frames go: a `virtio_net_hdr` and an IP packet.
 pub trait FrameSink {
@@ -187,23 +184,15 @@ impl Coalescer {
         if flow.v4 {
             packet[2..4].copy_from_slice(&(len as u16).to_be_bytes());
             packet[10..12].fill(0);
-            let sum = crate::packet::checksum::finish(accumulate(0, &packet[..ip]));
+            let sum = finish(accumulate(0, &packet[..ip]));
             packet[10..12].copy_from_slice(&sum.to_be_bytes());
         } else {
             packet[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
         }
-        // CHECKSUM_PARTIAL: the field holds the pseudo-header sum, the kernel does the rest
-        // where it is needed.
-        let addrs = if flow.v4 {
-            &packet[12..20]
-        } else {
-            &packet[8..40]
-        };
-        let mut pseudo = accumulate(0, addrs) + u64::from(TCP) + (len - ip) as u64;
-        while pseudo > 0xffff {
-            pseudo = (pseudo & 0xffff) + (pseudo >> 16);
-        }
-        packet[ip + 16..ip + 18].copy_from_slice(&(pseudo as u16).to_be_bytes());
+        // CHECKSUM_PARTIAL: the field holds the pseudo-header sum (folded, not complemented),
+        // the kernel does the rest where it is needed.
+        let pseudo = !finish(pseudo_header_sum(&packet[..ip], flow.v4, (len - ip) as u32));
+        packet[ip + 16..ip + 18].copy_from_slice(&pseudo.to_be_bytes());
         let mut vnet = [0u8; VNET_HDR_LEN];
         vnet[0] = F_NEEDS_CSUM;
         vnet[1] = if flow.v4 { GSO_TCPV4 } else { GSO_TCPV6 };

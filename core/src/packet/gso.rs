@@ -10,15 +10,15 @@ use crate::packet::checksum::{accumulate, finish};
 /// Length of the legacy `virtio_net_hdr` (no `num_buffers`): the tun default.
 pub const VNET_HDR_LEN: usize = 10;
 
-const F_NEEDS_CSUM: u8 = 1;
+pub(crate) const F_NEEDS_CSUM: u8 = 1;
 const GSO_NONE: u8 = 0;
-const GSO_TCPV4: u8 = 1;
-const GSO_TCPV6: u8 = 4;
+pub(crate) const GSO_TCPV4: u8 = 1;
+pub(crate) const GSO_TCPV6: u8 = 4;
 const GSO_ECN: u8 = 0x80;
 
-const TCP: u8 = 6;
+pub(crate) const TCP: u8 = 6;
 const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
+pub(crate) const TCP_PSH: u8 = 0x08;
 const TCP_CWR: u8 = 0x80;
 
 /// The header of one tun frame (host byte order, as the tun uses by default).
@@ -146,7 +146,8 @@ pub fn segment_tcp(
     Ok(count)
 }
 
-fn pseudo_header_sum(ip: &[u8], v4: bool, tcp_len: u32) -> u64 {
+/// The TCP pseudo-header's sum for the IP header `ip` (IPv4 or IPv6 without extensions).
+pub(crate) fn pseudo_header_sum(ip: &[u8], v4: bool, tcp_len: u32) -> u64 {
     let addrs = if v4 { &ip[12..20] } else { &ip[8..40] };
     accumulate(0, addrs) + u64::from(TCP) + u64::from(tcp_len)
 }
