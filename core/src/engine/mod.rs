@@ -29,7 +29,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use udp_io::UdpIo;
@@ -137,9 +136,8 @@ impl PreparedEngine {
     /// is switched on).
     pub fn start(self, tun: Option<TunDevice>) -> Result<Engine, EngineError> {
         let listen = self.config.listen;
-        let std_socket = std::net::UdpSocket::bind(listen)
-            .and_then(|s| s.set_nonblocking(true).map(|()| s))
-            .map_err(|source| EngineError::Socket {
+        let std_socket =
+            std::net::UdpSocket::bind(listen).map_err(|source| EngineError::Socket {
                 addr: listen,
                 source,
             })?;
@@ -149,12 +147,10 @@ impl PreparedEngine {
                 return Err(EngineError::Protect);
             }
         }
-        let udp = UdpSocket::from_std(std_socket)
-            .and_then(UdpIo::new)
-            .map_err(|source| EngineError::Socket {
-                addr: listen,
-                source,
-            })?;
+        let udp = UdpIo::new(std_socket).map_err(|source| EngineError::Socket {
+            addr: listen,
+            source,
+        })?;
         let local_addr = udp.local_addr().map_err(|source| EngineError::Socket {
             addr: listen,
             source,

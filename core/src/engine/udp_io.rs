@@ -1,13 +1,19 @@
 //! The links' UDP socket with the kernel's batching: WireGuard datagrams for one destination
 //! are gathered and sent with one `sendmsg` (UDP GSO, where the platform has it), and reads
 //! take many datagrams at once (UDP GRO). quinn-udp does the platform work.
+//!
+//! The socket is watched for readability only. Sends never wait: a datagram the kernel
+//! cannot take now is dropped and counted, as a router would. Watching writability too (as
+//! `tokio::net::UdpSocket` does) costs a wake-up whenever the kernel frees a sent buffer, which
+//! on a phone's Wi-Fi happens later, from the driver's completion interrupt: one more wake-up
+//! per burst for nothing.
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use std::io::{self, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 /// Bytes gathered into one send at most (UDP GSO's limit is 64 KB of payload).
 const BATCH_BYTES: usize = 65_000;
@@ -15,7 +21,8 @@ const BATCH_BYTES: usize = 65_000;
 pub(super) const RECV_BYTES: usize = 65_535;
 
 pub(super) struct UdpIo {
-    socket: UdpSocket,
+    /// Non-blocking; registered with the runtime for readability only.
+    socket: AsyncFd<UdpSocket>,
     state: UdpSocketState,
     /// Datagrams waiting for `flush`: all to `dst`, all `segment` bytes but the last.
     /// (A mutex only so the engine future is `Send`: one task ever touches it.)
@@ -40,11 +47,14 @@ pub(super) struct Received {
 }
 
 impl UdpIo {
+    /// Takes a bound socket (made non-blocking here); needs a tokio runtime.
     pub(super) fn new(socket: UdpSocket) -> io::Result<UdpIo> {
+        socket.set_nonblocking(true)?;
         let state = UdpSocketState::new((&socket).into())?;
         allow_fragmentation(&socket);
         Ok(UdpIo {
-            socket,
+            // SAFETY: the UdpSocket owns its fd, which stays open while registered.
+            socket: unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?,
             state,
             batch: Mutex::new(Batch {
                 buf: vec![0u8; BATCH_BYTES].into_boxed_slice(),
@@ -62,17 +72,22 @@ impl UdpIo {
     }
 
     pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
+        self.socket.get_ref().local_addr()
     }
 
+    /// Resolves when datagrams may be waiting; `try_recv` until `WouldBlock` afterwards.
     pub(super) async fn readable(&self) -> io::Result<()> {
-        self.socket.readable().await
+        // The guard is dropped at once: `try_recv` clears the readiness when the queue is empty.
+        self.socket.readable().await.map(drop)
     }
 
     /// Sends one datagram now (control traffic: STUN, TURN, ICE), after what is queued.
+    /// A failure is left to the protocol's own retransmission.
     pub(super) fn send_now(&self, datagram: &[u8], dst: SocketAddr) {
         self.flush();
-        let _ = self.socket.try_send_to(datagram, dst);
+        if let Err(e) = self.socket.get_ref().send_to(datagram, dst) {
+            tracing::trace!(error = %e, "UDP control send failed");
+        }
     }
 
     /// Queues a datagram; it leaves with the next `flush` (or earlier, when the batch is
@@ -117,9 +132,7 @@ impl UdpIo {
             segment_size: (b.count > 1).then_some(b.segment),
             src_ip: None,
         };
-        let sent = self.socket.try_io(Interest::WRITABLE, || {
-            self.state.try_send((&self.socket).into(), &transmit)
-        });
+        let sent = self.state.try_send(self.socket.get_ref().into(), &transmit);
         if let Err(e) = sent {
             tracing::trace!(error = %e, datagrams = b.count, "UDP send failed");
             b.failed += b.count as u64;
@@ -137,8 +150,8 @@ impl UdpIo {
     pub(super) fn try_recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         let mut meta = [RecvMeta::default()];
         let mut bufs = [IoSliceMut::new(buf)];
-        self.socket.try_io(Interest::READABLE, || {
-            self.state.recv((&self.socket).into(), &mut bufs, &mut meta)
+        self.socket.try_io(Interest::READABLE, |socket| {
+            self.state.recv(socket.into(), &mut bufs, &mut meta)
         })?;
         Ok(Received {
             from: meta[0].addr,
