@@ -506,6 +506,11 @@ async fn run_loop(
     let mut segment_buf = vec![0u8; MAX_PACKET + UID_HEADER_LEN].into_boxed_slice();
     let mut net_buf = vec![0u8; udp_io::RECV_BYTES].into_boxed_slice();
     let mut gro = Coalescer::default();
+    // One timer for the engine's life, moved only when the next deadline moves (not on every
+    // packet: re-registering a timer each wake-up is work on the latency path).
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         // What the last wake-up queued leaves now, in as few sends as the kernel allows.
         udp.flush();
@@ -519,9 +524,15 @@ async fn run_loop(
         .into_iter()
         .flatten()
         .min();
-        let timer = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
+        if deadline != armed {
+            if let Some(at) = deadline {
+                timer.as_mut().reset(at.into());
+            }
+            armed = deadline;
+        }
+        let timer_fired = async {
+            match armed {
+                Some(_) => timer.as_mut().await,
                 None => std::future::pending().await,
             }
         };
@@ -537,7 +548,14 @@ async fn run_loop(
                 let framing = guard.get_inner().framing();
                 let now = Instant::now();
                 let mut net = Transport { udp, social: social.as_mut(), now };
-                for _ in 0..BATCH {
+                for read in 0..BATCH {
+                    if read == 1 {
+                        // The first packet of a wake-up leaves before the next read: at idle
+                        // that read only says "nothing more" and would delay the packet (an
+                        // interactive exchange is one packet per wake-up). Later packets of a
+                        // burst are gathered for one batched send.
+                        udp.flush();
+                    }
                     let n = match guard.try_io(|fd| fd.get_ref().read_frame(&mut tun_buf)) {
                         // A tun fd never reads 0 bytes while the interface exists: it is gone.
                         Ok(Ok(0)) => {
@@ -625,7 +643,9 @@ async fn run_loop(
                     }
                 }
             }
-            () = timer => {
+            () = timer_fired => {
+                // Fired: the next deadline re-arms it, even if it is the same instant.
+                armed = None;
                 let now = Instant::now();
                 // Every wake-up should be explainable: which part asked for it.
                 tracing::trace!(
