@@ -67,6 +67,9 @@ pub struct Gatherer {
 /// still holding a crashed predecessor's allocation frees it within its lifetime (600 s).
 const ALLOCATE_RETRY_FIRST: Duration = Duration::from_secs(5);
 const ALLOCATE_RETRY_CAP: Duration = Duration::from_secs(300);
+/// Longer than a STUN transaction retransmits (39.5 s with the default timers): a retry
+/// nobody answers is not repeated while it may still be answered.
+const ALLOCATE_ANSWER_WAIT: Duration = Duration::from_secs(40);
 
 impl Gatherer {
     /// Starts gathering for a socket whose host addresses are `host`.
@@ -347,15 +350,165 @@ impl Gatherer {
             if let Err(e) = client.handle_timeout(now) {
                 tracing::trace!(error = %e, "TURN timer");
             }
-            if let Some((at, next)) = self.allocate_retry {
+            if let Some((at, wait)) = self.allocate_retry {
                 if now >= at {
                     tracing::debug!("asking for a TURN allocation again");
-                    // Cleared by the answer; if the request cannot even be sent, wait again.
-                    self.allocate_retry = Some((now + next, (next * 2).min(ALLOCATE_RETRY_CAP)));
+                    // A refusal reschedules with `wait` (then doubles it), success clears it;
+                    // without any answer, ask again once the request has given up.
+                    self.allocate_retry = Some((now + wait.max(ALLOCATE_ANSWER_WAIT), wait));
                     let _ = client.allocate(now);
                 }
             }
         }
         self.drain_events(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc_stun::error_code::{ErrorCodeAttribute, CODE_ALLOC_QUOTA_REACHED};
+    use rtc_stun::fingerprint::FINGERPRINT;
+    use rtc_stun::message::{
+        Message, MessageType, Setter, CLASS_ERROR_RESPONSE, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE,
+        METHOD_ALLOCATE, METHOD_BINDING,
+    };
+    use rtc_stun::xoraddr::XorMappedAddress;
+
+    fn turn_addr() -> SocketAddr {
+        SocketAddr::from(([198, 18, 10, 1], 3478))
+    }
+
+    fn srflx() -> SocketAddr {
+        SocketAddr::from(([198, 18, 10, 10], 40000))
+    }
+
+    fn gatherer(now: Instant) -> Gatherer {
+        let servers = IceServers {
+            stun: None,
+            turn: Some(TurnServer {
+                addr: turn_addr(),
+                username: "svpn".into(),
+                password: "turnpass".into(),
+            }),
+        };
+        Gatherer::start(
+            now,
+            servers,
+            vec![SocketAddr::from(([198, 18, 0, 2], 50000))],
+        )
+    }
+
+    /// Plays the server for everything the gatherer sent: a binding gets the reflexive
+    /// address, an allocation is refused as coturn refuses it while it still holds a crashed
+    /// predecessor's allocation (quota reached). Returns the number of Allocate requests.
+    fn answer_refusing(g: &mut Gatherer, now: Instant) -> usize {
+        let mut allocates = 0;
+        while let Some((to, bytes)) = g.poll_transmit() {
+            assert_eq!(to, turn_addr());
+            let mut request = Message::new();
+            request.raw = bytes.to_vec();
+            request.decode().expect("a STUN message");
+            assert_eq!(request.typ.class, CLASS_REQUEST);
+            let setters: [Box<dyn Setter>; 4] = if request.typ.method == METHOD_ALLOCATE {
+                allocates += 1;
+                [
+                    Box::new(request.transaction_id),
+                    Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_ERROR_RESPONSE)),
+                    Box::new(ErrorCodeAttribute {
+                        code: CODE_ALLOC_QUOTA_REACHED,
+                        reason: b"Allocation Quota Reached".to_vec(),
+                    }),
+                    Box::new(FINGERPRINT),
+                ]
+            } else {
+                assert_eq!(request.typ.method, METHOD_BINDING);
+                [
+                    Box::new(request.transaction_id),
+                    Box::new(MessageType::new(METHOD_BINDING, CLASS_SUCCESS_RESPONSE)),
+                    Box::new(XorMappedAddress {
+                        ip: srflx().ip(),
+                        port: srflx().port(),
+                    }),
+                    Box::new(FINGERPRINT),
+                ]
+            };
+            let mut response = Message::new();
+            response.build(&setters).expect("a response");
+            g.handle_server_datagram(now, turn_addr(), &response.raw);
+        }
+        allocates
+    }
+
+    #[test]
+    fn a_refused_allocation_is_asked_for_again_with_growing_waits() {
+        let t0 = Instant::now();
+        let mut g = gatherer(t0);
+        assert_eq!(answer_refusing(&mut g, t0), 1);
+        assert_eq!(g.candidates().srflx, Some(srflx()));
+        assert_eq!(g.candidates().relay, None);
+        assert!(g.is_complete(t0), "links go on without a relay meanwhile");
+
+        // 5 s, 10 s, 20 s, ... up to 300 s between attempts; nothing is sent in between.
+        let mut at = t0;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let next = g.poll_timeout().expect("a retry is scheduled");
+            g.handle_timeout(next - Duration::from_millis(1));
+            assert!(
+                g.poll_transmit().is_none(),
+                "nothing before the retry is due"
+            );
+            waits.push((next - at).as_secs());
+            g.handle_timeout(next);
+            assert_eq!(answer_refusing(&mut g, next), 1, "one Allocate per retry");
+            at = next;
+        }
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300]);
+
+        // A retry nobody answers is repeated only after its transaction gave up.
+        let g = &mut gatherer(t0);
+        answer_refusing(g, t0);
+        let due = g.poll_timeout().expect("a retry is scheduled");
+        g.handle_timeout(due);
+        let decode = |bytes: BytesMut| {
+            let mut m = Message::new();
+            m.raw = bytes.to_vec();
+            m.decode().expect("a STUN message");
+            m
+        };
+        let (_, first) = g.poll_transmit().expect("the retry's Allocate");
+        let first = decode(first).transaction_id;
+        let mut now = due;
+        let mut new_request_at = None;
+        while now < due + 2 * ALLOCATE_ANSWER_WAIT && new_request_at.is_none() {
+            now += Duration::from_millis(100);
+            g.handle_timeout(now);
+            while let Some((_, bytes)) = g.poll_transmit() {
+                let m = decode(bytes);
+                // Retransmissions keep the request's transaction id.
+                if m.typ.method == METHOD_ALLOCATE && m.transaction_id != first {
+                    new_request_at.get_or_insert(now);
+                }
+            }
+        }
+        let at = new_request_at.expect("asked again in the end");
+        assert!(
+            at >= due + ALLOCATE_ANSWER_WAIT,
+            "asked again after {:?}",
+            at - due
+        );
+    }
+
+    #[test]
+    fn no_retry_without_a_turn_server() {
+        let t0 = Instant::now();
+        let mut g = Gatherer::start(t0, IceServers::default(), vec![]);
+        assert!(g.poll_transmit().is_none());
+        assert_eq!(
+            g.poll_timeout(),
+            None,
+            "an engine without servers never wakes for them"
+        );
     }
 }
