@@ -5,7 +5,7 @@
 
 use crate::packet::checksum::{accumulate, finish};
 use crate::packet::gso::{
-    pseudo_header_sum, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, TCP, TCP_PSH, VNET_HDR_LEN,
+    pseudo_header_sum, VnetHdr, F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, TCP, TCP_PSH, VNET_HDR_LEN,
 };
 use std::io;
 
@@ -193,14 +193,16 @@ impl Coalescer {
         // the kernel does the rest where it is needed.
         let pseudo = !finish(pseudo_header_sum(&packet[..ip], flow.v4, (len - ip) as u32));
         packet[ip + 16..ip + 18].copy_from_slice(&pseudo.to_be_bytes());
-        let mut vnet = [0u8; VNET_HDR_LEN];
-        vnet[0] = F_NEEDS_CSUM;
-        vnet[1] = if flow.v4 { GSO_TCPV4 } else { GSO_TCPV6 };
-        vnet[2..4].copy_from_slice(&(flow.headers as u16).to_ne_bytes());
-        vnet[4..6].copy_from_slice(&(flow.mss as u16).to_ne_bytes());
-        vnet[6..8].copy_from_slice(&(ip as u16).to_ne_bytes());
-        vnet[8..10].copy_from_slice(&16u16.to_ne_bytes());
-        sink.write_frame(&vnet, packet)
+        let vnet = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: if flow.v4 { GSO_TCPV4 } else { GSO_TCPV6 },
+            hdr_len: flow.headers as u16,
+            gso_size: flow.mss as u16,
+            csum_start: ip as u16,
+            // The TCP checksum's offset in the TCP header.
+            csum_offset: 16,
+        };
+        sink.write_frame(&vnet.to_bytes(), packet)
     }
 }
 
@@ -217,7 +219,7 @@ fn same_ip(v4: bool, a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::gso::{segment_tcp, VnetHdr};
+    use crate::packet::gso::segment_tcp;
     use etherparse::PacketBuilder;
 
     #[derive(Default)]

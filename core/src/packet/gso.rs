@@ -26,6 +26,8 @@ const TCP_CWR: u8 = 0x80;
 pub struct VnetHdr {
     pub flags: u8,
     pub gso_type: u8,
+    /// Length of the headers in front of each segment's payload (a hint for the kernel).
+    pub hdr_len: u16,
     pub gso_size: u16,
     pub csum_start: u16,
     pub csum_offset: u16,
@@ -38,10 +40,27 @@ impl VnetHdr {
         Some(VnetHdr {
             flags: b[0],
             gso_type: b[1],
+            hdr_len: u16_at(2),
             gso_size: u16_at(4),
             csum_start: u16_at(6),
             csum_offset: u16_at(8),
         })
+    }
+
+    /// The header as the tun reads it.
+    pub fn to_bytes(&self) -> [u8; VNET_HDR_LEN] {
+        let mut b = [0u8; VNET_HDR_LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        for (at, v) in [
+            (2, self.hdr_len),
+            (4, self.gso_size),
+            (6, self.csum_start),
+            (8, self.csum_offset),
+        ] {
+            b[at..at + 2].copy_from_slice(&v.to_ne_bytes());
+        }
+        b
     }
 
     /// Whether the frame is a super-packet to cut into segments.
@@ -164,6 +183,7 @@ mod tests {
             gso_size,
             csum_start: 0,
             csum_offset: 16,
+            ..VnetHdr::default()
         }
     }
 
@@ -253,9 +273,9 @@ mod tests {
         let h = VnetHdr {
             flags: F_NEEDS_CSUM,
             gso_type: GSO_NONE,
-            gso_size: 0,
             csum_start: 20,
             csum_offset: 16,
+            ..VnetHdr::default()
         };
         complete_checksum(&h, &mut packet).unwrap();
         assert_eq!(packet, good);
