@@ -4,10 +4,14 @@
 //! Addresses: underlay 198.18.0.0/15, overlay 100.64.0.0/10. Nothing is routed from the
 //! host namespace into the world: both ends of every veth are created inside namespaces.
 
+pub mod certs;
 pub mod cli_daemon;
 pub mod netns;
 pub mod node;
 pub mod social_nodes;
 pub mod social_world;
 pub mod traffic;
+pub mod turn_server;
 pub mod two_hosts;
+mod world_files;
+pub mod xmpp_server;

@@ -1,9 +1,10 @@
-//! The social test world of DESIGN.md §8: an "internet" namespace running prosody (XMPP) and
-//! coturn (STUN/TURN), two NAT routers (endpoint-independent and symmetric) and five hosts.
+//! The social test world of DESIGN.md §8: an "internet" namespace running an XMPP server
+//! (prosody or ejabberd, [`XmppServerKind`]) and coturn (STUN/TURN), two NAT routers
+//! (endpoint-independent and symmetric) and five hosts.
 //!
 //! ```text
 //!                       inet (bridge br0 198.18.0.0/24)
-//!   prosody 198.18.0.1:5222   coturn 198.18.0.1:3478 (+198.18.0.2 for RFC 5780)
+//!   XMPP 198.18.0.1:5222      coturn 198.18.0.1:3478 (+198.18.0.2 for RFC 5780)
 //!   default route: a black hole (veth bh0 → fake neighbour 198.18.255.2)
 //!      |                    |                     |               |
 //!   cone 198.18.0.10     sym 198.18.0.11      carol .20        dave .21
@@ -18,23 +19,26 @@
 //! route into the world. Processes are killed by PID and namespaces deleted on drop, also when
 //! a test panics (including halfway through [`SocialWorld::new`]).
 
-use crate::netns::{require_root, ChildGuard, Namespace};
+use crate::netns::{require_root, Namespace};
+use crate::turn_server::Coturn;
 use crate::two_hosts::StateDir;
-use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
-use std::os::unix::fs::PermissionsExt;
+use crate::world_files::{check, mkdir, write};
+use crate::xmpp_server::XmppServer;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
-/// The XMPP domain (prosody's VirtualHost) and TURN realm.
+pub use crate::turn_server::{stun_binding, stun_mapped};
+pub use crate::world_files::wait_port;
+pub use crate::xmpp_server::XmppServerKind;
+
+/// The XMPP domain and TURN realm.
 pub const DOMAIN: &str = "svpn.test";
 /// The server address of the world: prosody, coturn's primary listening and relay address.
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// coturn's second listening address (RFC 5780 alternate address).
 pub const SERVER_ALT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-/// prosody's client-to-server port (STARTTLS required).
+/// The XMPP server's client-to-server port (STARTTLS required).
 pub const XMPP_ADDR: SocketAddrV4 = SocketAddrV4::new(SERVER_IP, 5222);
 /// coturn: STUN and TURN over UDP.
 pub const TURN_ADDR: SocketAddrV4 = SocketAddrV4::new(SERVER_IP, 3478);
@@ -76,8 +80,9 @@ const BLACKHOLE_MAC: &str = "02:53:56:50:4e:01";
 /// The host-side interface of every host.
 pub const HOST_IF: &str = "eth0";
 
-const PROSODY_READY: Duration = Duration::from_secs(15);
-const COTURN_READY: Duration = Duration::from_secs(10);
+/// The iptables chain in the internet namespace that counts connection attempts (TCP SYNs)
+/// to the XMPP port, one rule per source address.
+const C2S_COUNTER: &str = "SVPN_C2S";
 
 static WORLDS: AtomicU32 = AtomicU32::new(0);
 
@@ -129,8 +134,8 @@ struct Host {
 /// The world. Field order is drop order: processes, then hosts, routers and the internet,
 /// then the state directory.
 pub struct SocialWorld {
-    prosody: Option<ChildGuard>,
-    coturn: ChildGuard,
+    xmpp: XmppServer,
+    coturn: Coturn,
     hosts: Vec<Host>,
     cone: Node,
     sym: Node,
@@ -139,12 +144,17 @@ pub struct SocialWorld {
 }
 
 impl SocialWorld {
-    /// Builds the whole world and returns once prosody and coturn answer. Panics (tearing
-    /// down whatever was already built) on any failure.
+    /// The world with prosody as its XMPP server.
     pub fn new(tag: &str) -> SocialWorld {
+        SocialWorld::with_server(tag, XmppServerKind::Prosody)
+    }
+
+    /// Builds the whole world and returns once the XMPP server and coturn answer. Panics
+    /// (tearing down whatever was already built) on any failure.
+    pub fn with_server(tag: &str, kind: XmppServerKind) -> SocialWorld {
         require_root();
         // Created atomically under an unpredictable name (the demo runs as root in /tmp),
-        // then opened up for the prosody user.
+        // then opened up for the servers' users.
         let dir = tempfile::Builder::new()
             .prefix(&format!(
                 "svpn-world-{tag}-{}-{}-",
@@ -161,20 +171,9 @@ impl SocialWorld {
         let inet = Node::new(tag, "inet");
         let i = &inet.ns;
         i.ip(&["link", "add", "br0", "type", "bridge"]);
-        i.ip(&[
-            "addr",
-            "add",
-            &format!("{SERVER_IP}/{PREFIX}"),
-            "dev",
-            "br0",
-        ]);
-        i.ip(&[
-            "addr",
-            "add",
-            &format!("{SERVER_ALT_IP}/{PREFIX}"),
-            "dev",
-            "br0",
-        ]);
+        for ip in [SERVER_IP, SERVER_ALT_IP] {
+            i.ip(&["addr", "add", &format!("{ip}/{PREFIX}"), "dev", "br0"]);
+        }
         i.ip(&["link", "set", "br0", "up"]);
         i.ip(&["link", "add", "bh0", "type", "veth", "peer", "name", "bh1"]);
         i.ip(&["addr", "add", BLACKHOLE_LOCAL, "dev", "bh0"]);
@@ -192,6 +191,7 @@ impl SocialWorld {
             "permanent",
         ]);
         i.ip(&["route", "add", "default", "via", BLACKHOLE_GW, "dev", "bh0"]);
+        count_c2s_attempts(i);
 
         // The two NAT routers.
         let cone = Node::new(tag, "cone");
@@ -223,18 +223,21 @@ impl SocialWorld {
             });
         }
 
-        make_certificates(&state.0);
-        write_prosody_config(&state.0);
-        mkdir(&state.0.join("turn"), 0o755);
-
-        // Both servers start at once; then wait for each.
-        let mut coturn = spawn_coturn(&inet.ns, &state.0);
-        let mut prosody = spawn_prosody(&inet.ns, &state.0);
-        wait_coturn(&inet.ns, &mut coturn, &state.0);
-        wait_prosody(&inet.ns, &mut prosody, &state.0);
+        let certs = crate::certs::make(&state.0.join("ca"), DOMAIN);
+        let mut xmpp = XmppServer::prepare(kind, &state.0, &certs, XMPP_ADDR, DOMAIN);
+        let mut coturn = Coturn::new(
+            &state.0,
+            [SERVER_IP, SERVER_ALT_IP],
+            TURN_ADDR.port(),
+            TURN_RELAY_PORTS,
+            &format!("{TURN_USER}:{TURN_PASSWORD}"),
+            DOMAIN,
+        );
+        coturn.start(&inet.ns);
+        xmpp.start(&inet.ns);
 
         SocialWorld {
-            prosody: Some(prosody),
+            xmpp,
             coturn,
             hosts,
             cone,
@@ -259,7 +262,17 @@ impl SocialWorld {
         self.host_entry(name).gateway
     }
 
-    /// The internet namespace (prosody, coturn).
+    /// The address the servers see a host's connections come from: its NAT router's WAN
+    /// address, or its own.
+    pub fn public_addr(&self, name: &str) -> Ipv4Addr {
+        match self.host_entry(name).gateway {
+            CONE_LAN => CONE_WAN,
+            SYM_LAN => SYM_WAN,
+            _ => self.host_addr(name),
+        }
+    }
+
+    /// The internet namespace (the XMPP server, coturn).
     pub fn inet(&self) -> &Namespace {
         &self.inet.ns
     }
@@ -288,7 +301,7 @@ impl SocialWorld {
         &self.state.0
     }
 
-    /// The throwaway CA that signed prosody's certificate: clients trust only this.
+    /// The throwaway CA that signed the XMPP server's certificate: clients trust only this.
     pub fn ca_cert_path(&self) -> PathBuf {
         self.state.0.join("ca").join("ca.crt")
     }
@@ -314,88 +327,115 @@ impl SocialWorld {
         (TURN_USER, TURN_PASSWORD)
     }
 
-    pub fn prosody_log_path(&self) -> PathBuf {
-        self.state.0.join("prosody").join("log").join("prosody.log")
+    /// Which XMPP server this world runs.
+    pub fn xmpp_kind(&self) -> XmppServerKind {
+        self.xmpp.kind()
+    }
+
+    pub fn xmpp_log_path(&self) -> PathBuf {
+        self.xmpp.log_path()
     }
 
     pub fn coturn_log_path(&self) -> PathBuf {
-        self.state.0.join("turn").join("turnserver.log")
+        self.coturn.log_path()
     }
 
-    /// prosody's PID while it runs.
-    pub fn prosody_pid(&mut self) -> Option<u32> {
-        let p = self.prosody.as_mut()?;
-        match p.0.try_wait() {
-            Ok(None) => Some(p.pid()),
-            _ => None,
-        }
+    /// The XMPP server's PID while it runs.
+    pub fn xmpp_pid(&mut self) -> Option<u32> {
+        self.xmpp.pid()
     }
 
-    pub fn coturn_pid(&self) -> u32 {
+    /// coturn's PID while it runs.
+    pub fn coturn_pid(&mut self) -> Option<u32> {
         self.coturn.pid()
     }
 
-    /// Creates an XMPP account `user@svpn.test` (prosodyctl, works whether or not prosody runs).
+    /// Creates the XMPP account `user@svpn.test`. prosody takes it whether or not it runs;
+    /// ejabberd must be running.
     pub fn register(&self, user: &str, password: &str) {
-        let cfg = prosody_config_path(&self.state.0);
-        let cfg = cfg.to_str().unwrap();
-        let out = self.inet.ns.output(
-            "timeout",
-            &[
-                "20",
-                "prosodyctl",
-                "--config",
-                cfg,
-                "register",
-                user,
-                DOMAIN,
-                password,
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "prosodyctl register {user}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.xmpp.register(&self.inet.ns, user, password);
     }
 
-    /// Stops prosody (SIGTERM, so clients see their streams closed; SIGKILL after 3 s).
-    /// Accounts and other data stay for [`SocialWorld::start_prosody`].
-    pub fn stop_prosody(&mut self) {
-        if let Some(mut p) = self.prosody.take() {
-            if let Ok(None) = p.0.try_wait() {
-                // SAFETY: signalling our own unreaped child by its PID.
-                unsafe { libc::kill(p.pid() as libc::pid_t, libc::SIGTERM) };
-                let deadline = Instant::now() + Duration::from_secs(3);
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = p.0.try_wait() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+    /// Creates several accounts at once (ejabberd's control tool takes seconds per call).
+    pub fn register_all(&self, accounts: &[(&str, &str)]) {
+        std::thread::scope(|scope| {
+            for (user, password) in accounts {
+                scope.spawn(move || self.register(user, password));
             }
-            p.kill();
+        });
+    }
+
+    /// Stops the XMPP server cleanly (SIGTERM: clients see their streams closed and their
+    /// contacts' presence go unavailable first; SIGKILL after 10 s). Accounts and other data
+    /// stay for [`SocialWorld::start_xmpp`].
+    pub fn stop_xmpp(&mut self) {
+        self.xmpp.stop();
+    }
+
+    /// Kills the XMPP server at once (SIGKILL), as a crash would.
+    pub fn kill_xmpp(&mut self) {
+        self.xmpp.kill();
+    }
+
+    /// Starts the XMPP server again with the same configuration and data and waits until it
+    /// accepts connections. Does nothing while it runs.
+    pub fn start_xmpp(&mut self) {
+        self.xmpp.start(&self.inet.ns);
+    }
+
+    /// Stops coturn (its allocations are lost).
+    pub fn stop_coturn(&mut self) {
+        self.coturn.stop();
+    }
+
+    /// Starts coturn again and waits until it answers.
+    pub fn start_coturn(&mut self) {
+        self.coturn.start(&self.inet.ns);
+    }
+
+    /// TCP connection attempts to the XMPP port from `source` seen so far by the internet
+    /// namespace (counted whether or not the server runs: a client's login attempts).
+    pub fn xmpp_connection_attempts(&self, source: Ipv4Addr) -> u64 {
+        let out = self
+            .inet
+            .ns
+            .output("iptables", &["-w", "-L", C2S_COUNTER, "-v", "-x", "-n"]);
+        check(out.clone(), "iptables -L");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let source = source.to_string();
+        text.lines()
+            .filter(|l| l.split_whitespace().any(|field| field == source))
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Switches IPv6 off in a host's namespace (an IPv4-only network).
+    pub fn disable_ipv6(&self, name: &str) {
+        let ns = self.host(name);
+        for key in ["all", "default", "lo", HOST_IF] {
+            check(
+                ns.output(
+                    "sysctl",
+                    &["-qw", &format!("net.ipv6.conf.{key}.disable_ipv6=1")],
+                ),
+                "sysctl disable_ipv6",
+            );
         }
     }
 
-    /// Kills prosody at once (SIGKILL), as a crash would.
-    pub fn kill_prosody(&mut self) {
-        if let Some(mut p) = self.prosody.take() {
-            p.kill();
+    /// Drops all traffic between two hosts of one LAN inside both hosts, as a Wi-Fi with
+    /// client isolation does: they reach each other only through the internet.
+    pub fn isolate(&self, a: &str, b: &str) {
+        for (me, other) in [(a, b), (b, a)] {
+            let other = self.host_addr(other).to_string();
+            let ns = self.host(me);
+            for chain in [["-A", "INPUT", "-s"], ["-A", "OUTPUT", "-d"]] {
+                let mut args = vec!["-w"];
+                args.extend_from_slice(&chain);
+                args.extend_from_slice(&[other.as_str(), "-j", "DROP"]);
+                check(ns.output("iptables", &args), "iptables isolate");
+            }
         }
-    }
-
-    /// Starts prosody again with the same configuration and data and waits until it accepts
-    /// connections. Does nothing while it runs.
-    pub fn start_prosody(&mut self) {
-        if self.prosody_pid().is_some() {
-            return;
-        }
-        self.prosody = None;
-        let mut p = spawn_prosody(&self.inet.ns, &self.state.0);
-        wait_prosody(&self.inet.ns, &mut p, &self.state.0);
-        self.prosody = Some(p);
     }
 
     /// Gives a host a new address in the same subnet (e.g. alice 198.19.1.2 → 198.19.1.9), as
@@ -449,6 +489,42 @@ impl SocialWorld {
             .iter()
             .find(|h| h.name == name)
             .unwrap_or_else(|| panic!("no host {name:?} (one of {HOSTS:?})"))
+    }
+}
+
+/// A chain that counts TCP SYNs to the XMPP port per source: every NAT's WAN address and
+/// every host on the internet.
+fn count_c2s_attempts(inet: &Namespace) {
+    let port = XMPP_ADDR.port().to_string();
+    let mut rules: Vec<Vec<String>> = vec![
+        vec!["-N".into(), C2S_COUNTER.into()],
+        vec![
+            "-A".into(),
+            "INPUT".into(),
+            "-p".into(),
+            "tcp".into(),
+            "--dport".into(),
+            port,
+            "--syn".into(),
+            "-j".into(),
+            C2S_COUNTER.into(),
+        ],
+    ];
+    let sources = [CONE_WAN, SYM_WAN]
+        .into_iter()
+        .chain(HOST_PLAN.iter().filter(|h| h.1 == Site::Inet).map(|h| h.2));
+    for source in sources {
+        rules.push(vec![
+            "-A".into(),
+            C2S_COUNTER.into(),
+            "-s".into(),
+            source.to_string(),
+        ]);
+    }
+    for rule in rules {
+        let mut args = vec!["-w"];
+        args.extend(rule.iter().map(String::as_str));
+        check(inet.output("iptables", &args), "iptables counter");
     }
 }
 
@@ -525,392 +601,4 @@ fn bridge_port(up: &Namespace, bridge: &str, up_if: &str, down: &Namespace, down
     up.ip(&["link", "set", up_if, "master", bridge]);
     up.ip(&["link", "set", up_if, "up"]);
     down.ip(&["link", "set", down_if, "up"]);
-}
-
-fn make_certificates(state: &Path) {
-    let ca = state.join("ca");
-    mkdir(&ca, 0o755);
-    let certs = state.join("prosody").join("certs");
-    std::fs::create_dir_all(&certs).unwrap();
-    let p = |p: &Path| p.to_str().unwrap().to_string();
-    openssl(&[
-        "req",
-        "-x509",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &p(&ca.join("ca.key")),
-        "-out",
-        &p(&ca.join("ca.crt")),
-        "-days",
-        "7",
-        "-subj",
-        "/CN=SocialVPN test world CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    let key = certs.join(format!("{DOMAIN}.key"));
-    let csr = ca.join(format!("{DOMAIN}.csr"));
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &p(&key),
-        "-out",
-        &p(&csr),
-        "-subj",
-        &format!("/CN={DOMAIN}"),
-    ]);
-    let ext = ca.join("server.ext");
-    write(
-        &ext,
-        &format!(
-            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-             extendedKeyUsage=serverAuth,clientAuth\n\
-             subjectAltName=DNS:{DOMAIN},DNS:*.{DOMAIN}\n"
-        ),
-    );
-    let serial = format!(
-        "{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-            & 0xffff_ffff_ffff
-    );
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p(&csr),
-        "-CA",
-        &p(&ca.join("ca.crt")),
-        "-CAkey",
-        &p(&ca.join("ca.key")),
-        "-set_serial",
-        &serial,
-        "-days",
-        "7",
-        "-out",
-        &p(&certs.join(format!("{DOMAIN}.crt"))),
-        "-extfile",
-        &p(&ext),
-    ]);
-}
-
-fn openssl(args: &[&str]) {
-    let out = Command::new("timeout")
-        .arg("20")
-        .arg("openssl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn prosody_config_path(state: &Path) -> PathBuf {
-    state.join("prosody").join("prosody.cfg.lua")
-}
-
-/// prosody's own config, data and log directories, `certs/` next to the config, all owned by
-/// the `prosody` user.
-fn write_prosody_config(state: &Path) {
-    let dir = state.join("prosody");
-    let data = dir.join("data");
-    let log = dir.join("log");
-    let certs = dir.join("certs");
-    for d in [&data, &log] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    let cfg = format!(
-        r#"-- SocialVPN test world (generated)
-prosody_user = "prosody"
-prosody_group = "prosody"
-data_path = "{data}"
-plugin_paths = {{ }}
-interfaces = {{ "{ip}" }}
-c2s_ports = {{ {port} }}
-c2s_direct_tls_ports = {{ }}
-modules_enabled = {{
-  "roster"; "saslauth"; "tls"; "disco"; "carbons"; "pep"; "private"; "blocklist";
-  "ping"; "smacks"; "posix";
-}}
-modules_disabled = {{ "s2s" }}
-c2s_require_encryption = true
-s2s_require_encryption = true
-allow_unencrypted_plain_auth = false
-allow_registration = false
-authentication = "internal_hashed"
-storage = "internal"
-log = {{ info = "{log}/prosody.log"; error = "{log}/prosody.err" }}
-certificates = "certs"
-ssl = {{ certificate = "{certs}/{DOMAIN}.crt"; key = "{certs}/{DOMAIN}.key" }}
-
-VirtualHost "{DOMAIN}"
-"#,
-        data = data.display(),
-        ip = XMPP_ADDR.ip(),
-        port = XMPP_ADDR.port(),
-        log = log.display(),
-        certs = certs.display(),
-    );
-    write(&prosody_config_path(state), &cfg);
-    let out = Command::new("chown")
-        .args(["-R", "prosody:prosody"])
-        .arg(&dir)
-        .output()
-        .expect("cannot run chown");
-    assert!(
-        out.status.success(),
-        "chown prosody: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// prosody in the foreground as user `prosody`: the PID held is the server itself
-/// (`ip netns exec` and `setpriv` both exec).
-fn spawn_prosody(inet: &Namespace, state: &Path) -> ChildGuard {
-    let out = log_file(&state.join("prosody").join("log").join("stdout.log"));
-    let cfg = prosody_config_path(state);
-    let child = inet
-        .command("setpriv")
-        .args([
-            "--reuid",
-            "prosody",
-            "--regid",
-            "prosody",
-            "--init-groups",
-            "prosody",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("-F")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("cannot start prosody");
-    ChildGuard(child)
-}
-
-fn wait_prosody(inet: &Namespace, p: &mut ChildGuard, state: &Path) {
-    let logs = [
-        state.join("prosody").join("log").join("stdout.log"),
-        state.join("prosody").join("log").join("prosody.log"),
-    ];
-    wait_ready("prosody", p, &logs, PROSODY_READY, || {
-        wait_port(inet, SocketAddr::V4(XMPP_ADDR), Duration::from_millis(200))
-    });
-}
-
-fn spawn_coturn(inet: &Namespace, state: &Path) -> ChildGuard {
-    let dir = state.join("turn");
-    let out = log_file(&dir.join("stdout.log"));
-    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    let user = format!("{TURN_USER}:{TURN_PASSWORD}");
-    let (min, max) = (
-        TURN_RELAY_PORTS.0.to_string(),
-        TURN_RELAY_PORTS.1.to_string(),
-    );
-    let child = inet
-        .command("turnserver")
-        .args([
-            "-n",
-            "--db",
-            &p("turndb"),
-            "--pidfile",
-            &p("turnserver.pid"),
-            "--log-file",
-            &p("turnserver.log"),
-            "--simple-log",
-            "--listening-ip",
-            &SERVER_IP.to_string(),
-            "--listening-ip",
-            &SERVER_ALT_IP.to_string(),
-            "--relay-ip",
-            &SERVER_IP.to_string(),
-            "--listening-port",
-            &TURN_ADDR.port().to_string(),
-            "--min-port",
-            &min,
-            "--max-port",
-            &max,
-            "--lt-cred-mech",
-            "--user",
-            &user,
-            "--realm",
-            DOMAIN,
-            "--fingerprint",
-            "--no-tls",
-            "--no-dtls",
-            "--no-cli",
-        ])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("cannot start turnserver");
-    ChildGuard(child)
-}
-
-fn wait_coturn(inet: &Namespace, c: &mut ChildGuard, state: &Path) {
-    let logs = [
-        state.join("turn").join("stdout.log"),
-        state.join("turn").join("turnserver.log"),
-    ];
-    wait_ready("coturn", c, &logs, COTURN_READY, || {
-        stun_binding(inet, SocketAddr::V4(STUN_ADDR), Duration::from_millis(200)).is_some()
-    });
-}
-
-/// Polls `probe` until it succeeds; panics with the logs if the process exits first or the
-/// time runs out.
-fn wait_ready(
-    what: &str,
-    child: &mut ChildGuard,
-    logs: &[PathBuf],
-    limit: Duration,
-    mut probe: impl FnMut() -> bool,
-) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if probe() {
-            return;
-        }
-        let exited = child.0.try_wait().ok().flatten();
-        if exited.is_some() || Instant::now() >= deadline {
-            let mut text = String::new();
-            for l in logs {
-                let s = std::fs::read_to_string(l).unwrap_or_default();
-                let tail: Vec<&str> = s.lines().rev().take(40).collect();
-                text.push_str(&format!("--- {}\n", l.display()));
-                for line in tail.iter().rev() {
-                    text.push_str(line);
-                    text.push('\n');
-                }
-            }
-            match exited {
-                Some(status) => panic!("{what} exited ({status}) before it was ready\n{text}"),
-                None => panic!("{what} not ready after {limit:?}\n{text}"),
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// True when a TCP connection to `addr` from inside `ns` succeeds within `timeout`.
-pub fn wait_port(ns: &Namespace, addr: SocketAddr, timeout: Duration) -> bool {
-    ns.run(move || TcpStream::connect_timeout(&addr, timeout).is_ok())
-        .join()
-        .unwrap_or(false)
-}
-
-/// One STUN Binding request from a fresh UDP socket inside `ns`; the mapped address the
-/// server saw, or None if no answer came within `timeout`.
-pub fn stun_binding(ns: &Namespace, server: SocketAddr, timeout: Duration) -> Option<SocketAddr> {
-    ns.run(move || {
-        let sock = UdpSocket::bind("0.0.0.0:0").ok()?;
-        stun_mapped(&sock, server, timeout)
-    })
-    .join()
-    .ok()
-    .flatten()
-}
-
-/// Sends a STUN Binding request from `sock` to `server` (retransmitting every 100 ms) and
-/// returns the (XOR-)MAPPED-ADDRESS of the answer, or None after `timeout`.
-pub fn stun_mapped(sock: &UdpSocket, server: SocketAddr, timeout: Duration) -> Option<SocketAddr> {
-    static REQUESTS: AtomicU32 = AtomicU32::new(0);
-    let mut txid = [0u8; 12];
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_nanos()
-        ^ (u128::from(std::process::id()) << 64)
-        ^ (u128::from(REQUESTS.fetch_add(1, Ordering::Relaxed)) << 32);
-    txid.copy_from_slice(&seed.to_be_bytes()[4..16]);
-    let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
-    req.extend_from_slice(&txid);
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 1500];
-    while Instant::now() < deadline {
-        sock.send_to(&req, server).ok()?;
-        let wait = deadline
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(100))
-            .max(Duration::from_millis(1));
-        sock.set_read_timeout(Some(wait)).ok()?;
-        while let Ok((n, from)) = sock.recv_from(&mut buf) {
-            if from == server && n >= 20 && buf[..2] == [0x01, 0x01] && buf[8..20] == txid {
-                return parse_mapped(&buf[..n]);
-            }
-        }
-    }
-    None
-}
-
-fn parse_mapped(msg: &[u8]) -> Option<SocketAddr> {
-    let len = u16::from_be_bytes([msg[2], msg[3]]) as usize;
-    let body = msg.get(20..20 + len)?;
-    let mut plain = None;
-    let mut i = 0;
-    while i + 4 <= body.len() {
-        let t = u16::from_be_bytes([body[i], body[i + 1]]);
-        let l = u16::from_be_bytes([body[i + 2], body[i + 3]]) as usize;
-        let v = body.get(i + 4..i + 4 + l)?;
-        if (t == 0x0020 || t == 0x0001) && l == 8 && v[1] == 1 {
-            let mut port = u16::from_be_bytes([v[2], v[3]]);
-            let mut ip = u32::from_be_bytes([v[4], v[5], v[6], v[7]]);
-            if t == 0x0020 {
-                port ^= 0x2112;
-                ip ^= 0x2112_a442;
-                return Some(SocketAddr::from((Ipv4Addr::from(ip), port)));
-            }
-            plain = Some(SocketAddr::from((Ipv4Addr::from(ip), port)));
-        }
-        i += 4 + l.div_ceil(4) * 4;
-    }
-    plain
-}
-
-fn check(out: std::process::Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn mkdir(p: &Path, mode: u32) {
-    std::fs::create_dir_all(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn write(p: &Path, text: &str) {
-    std::fs::write(p, text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-}
-
-fn log_file(p: &Path) -> File {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }

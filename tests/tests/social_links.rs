@@ -226,7 +226,7 @@ fn links_survive_the_server_going_away_and_recover_after_roaming() {
     assert_eq!(t.seen_from.ip().to_string(), alice_at_carol);
 
     // 7. prosody goes away while the link carries traffic: traffic continues.
-    w.stop_prosody();
+    w.stop_xmpp();
     assert!(
         alice.wait_until("status", Duration::from_secs(10), |s| s["xmpp"] != "online"),
         "alice did not notice the server going away"
@@ -237,7 +237,7 @@ fn links_survive_the_server_going_away_and_recover_after_roaming() {
     );
     assert!(ping(w.host("carol"), &alice_at_carol));
     //    When it returns, the sessions log in again by themselves.
-    w.start_prosody();
+    w.start_xmpp();
     for n in [&mut alice, &mut carol] {
         assert!(
             n.wait_until("status", Duration::from_secs(40), |s| s["xmpp"] == "online"),

@@ -1,12 +1,13 @@
 //! The social test world (DESIGN.md §8) checked with real tools: prosody over STARTTLS with the
 //! world's own CA, coturn's STUN through both NATs, a TURN allocation relaying to a peer,
-//! prosody going away and coming back, a host roaming on its LAN, and a clean teardown.
+//! prosody going away and coming back, a host roaming on its LAN, and a clean teardown; the
+//! same world with ejabberd.
 //! Run as root.
 
 use socialvpn_tests::netns::{ChildGuard, Namespace};
 use socialvpn_tests::social_world::{
-    stun_binding, stun_mapped, wait_port, SocialWorld, CONE_WAN, DOMAIN, HOST_IF, SERVER_ALT_IP,
-    STUN_ADDR, SYM_WAN, TURN_PASSWORD, TURN_USER, XMPP_ADDR,
+    stun_binding, stun_mapped, wait_port, SocialWorld, XmppServerKind, CONE_WAN, DOMAIN, HOST_IF,
+    SERVER_ALT_IP, STUN_ADDR, SYM_WAN, TURN_PASSWORD, TURN_USER, XMPP_ADDR,
 };
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
@@ -215,9 +216,9 @@ fn social_world_with_real_servers() {
     );
 
     // prosody goes away and comes back with the same data; accounts made meanwhile count too.
-    let old_pid = w.prosody_pid().expect("prosody runs");
-    w.stop_prosody();
-    assert_eq!(w.prosody_pid(), None);
+    let old_pid = w.xmpp_pid().expect("prosody runs");
+    w.stop_xmpp();
+    assert_eq!(w.xmpp_pid(), None);
     assert!(!Path::new(&format!("/proc/{old_pid}")).exists());
     assert!(!wait_port(
         w.host("carol"),
@@ -225,8 +226,8 @@ fn social_world_with_real_servers() {
         Duration::from_millis(300)
     ));
     w.register("carol", "carolpw");
-    w.start_prosody();
-    assert_ne!(w.prosody_pid(), None);
+    w.start_xmpp();
+    assert_ne!(w.xmpp_pid(), None);
     for (user, pw) in [("alice", "alicepw"), ("carol", "carolpw")] {
         let t = text(&xmpp_login(w.host("dave"), &ca, user, pw));
         assert!(t.contains("<success"), "{user} after restart: {t}");
@@ -250,7 +251,7 @@ fn social_world_with_real_servers() {
     let mapped = stun_binding(alice, STUN_ADDR.into(), Duration::from_secs(2));
     assert_eq!(mapped.map(|m| m.ip()), Some(IpAddr::V4(CONE_WAN)));
 
-    let pids = vec![w.prosody_pid().unwrap(), w.coturn_pid()];
+    let pids = vec![w.xmpp_pid().unwrap(), w.coturn_pid().unwrap()];
     let etc: Vec<_> = names.iter().map(|n| format!("/etc/netns/{n}")).collect();
     assert!(etc.iter().all(|d| Path::new(d).exists()));
     drop(_peer);
@@ -288,11 +289,55 @@ fn a_panicking_test_leaves_nothing_behind() {
     let seen = std::sync::Mutex::new(None);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut w = SocialWorld::new("pn");
-        let pids = vec![w.prosody_pid().unwrap(), w.coturn_pid()];
+        let pids = vec![w.xmpp_pid().unwrap(), w.coturn_pid().unwrap()];
         *seen.lock().unwrap() = Some((w.namespace_names(), w.state_dir().to_path_buf(), pids));
         panic!("planned panic with the world up");
     }));
     assert!(result.is_err());
     let (names, state, pids) = seen.lock().unwrap().take().expect("world was built");
     assert_torn_down(&names, &state, &pids);
+}
+
+#[test]
+fn ejabberd_world_logs_in_restarts_and_counts_connection_attempts() {
+    let mut w = SocialWorld::with_server("ew", XmppServerKind::Ejabberd);
+    let ca = w.ca_cert_path();
+    w.register_all(&[("alice", "alicepw"), ("bob", "bobpw")]);
+    let out = xmpp_login(w.host("carol"), &ca, "alice", "alicepw");
+    let t = text(&out);
+    assert!(t.contains("Verify return code: 0 (ok)"), "{t}");
+    assert!(t.contains("<mechanism>SCRAM-SHA-1</mechanism>"), "{t}");
+    assert!(t.contains("<success"), "{t}");
+    let out = xmpp_login(w.host("carol"), &ca, "bob", "wrong");
+    assert!(text(&out).contains("<failure"), "{}", text(&out));
+    // Two logins from carol, one from behind the cone NAT; none from elsewhere.
+    let carol = w.host_addr("carol");
+    assert_eq!(w.xmpp_connection_attempts(carol), 2);
+    assert!(wait_port(
+        w.host("alice"),
+        XMPP_ADDR.into(),
+        Duration::from_secs(1)
+    ));
+    assert_eq!(w.xmpp_connection_attempts(CONE_WAN), 1);
+    assert_eq!(w.xmpp_connection_attempts(SYM_WAN), 0);
+
+    // A clean stop and a crash; attempts meanwhile are still counted; data survives both.
+    for crash in [false, true] {
+        let pid = w.xmpp_pid().expect("ejabberd runs");
+        if crash {
+            w.kill_xmpp();
+        } else {
+            w.stop_xmpp();
+        }
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+        assert!(!wait_port(
+            w.host("carol"),
+            XMPP_ADDR.into(),
+            Duration::from_millis(300)
+        ));
+        w.start_xmpp();
+        let t = text(&xmpp_login(w.host("carol"), &ca, "bob", "bobpw"));
+        assert!(t.contains("<success"), "bob after restart: {t}");
+    }
+    assert_eq!(w.xmpp_connection_attempts(carol), 2 + 2 * 2);
 }

@@ -1,0 +1,444 @@
+//! The world's XMPP server: prosody or ejabberd (users run both), each with its own
+//! configuration, data and log directories under the world's state directory, started in the
+//! foreground as its own system user so that the PID held is the server itself.
+
+use crate::certs::WorldCerts;
+use crate::netns::{ChildGuard, Namespace};
+use crate::world_files::{chown, log_file, mkdir, terminate, wait_port, wait_ready, write};
+use std::net::{SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+/// Which server software the world runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XmppServerKind {
+    /// prosody 0.12 (Debian), stream management (`smacks`) on.
+    Prosody,
+    /// ejabberd 23.01 (Debian) with Debian's default module list (stream management,
+    /// presence-subscription flood limits, fail2ban among them).
+    Ejabberd,
+}
+
+impl XmppServerKind {
+    pub const ALL: [XmppServerKind; 2] = [XmppServerKind::Prosody, XmppServerKind::Ejabberd];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            XmppServerKind::Prosody => "prosody",
+            XmppServerKind::Ejabberd => "ejabberd",
+        }
+    }
+}
+
+impl std::fmt::Display for XmppServerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+const READY: Duration = Duration::from_secs(30);
+/// A clean stop (SIGTERM) may take this long before the server is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// ejabberd's Erlang distribution port on the internet namespace's loopback (no epmd: no
+/// daemon outlives the world).
+const EJABBERD_DIST_PORT: &str = "5210";
+const EJABBERD_NODE: &str = "ejabberd@localhost";
+
+pub(crate) struct XmppServer {
+    kind: XmppServerKind,
+    dir: PathBuf,
+    addr: SocketAddrV4,
+    domain: String,
+    process: Option<ChildGuard>,
+}
+
+impl XmppServer {
+    /// Writes the server's configuration (listening on `addr`, STARTTLS required, the
+    /// world's certificate) under `state`; [`XmppServer::start`] runs it.
+    pub(crate) fn prepare(
+        kind: XmppServerKind,
+        state: &Path,
+        certs: &WorldCerts,
+        addr: SocketAddrV4,
+        domain: &str,
+    ) -> XmppServer {
+        let dir = state.join(kind.name());
+        for sub in ["data", "log", "certs"] {
+            mkdir(&dir.join(sub), 0o750);
+        }
+        let s = XmppServer {
+            kind,
+            dir,
+            addr,
+            domain: domain.to_string(),
+            process: None,
+        };
+        match kind {
+            XmppServerKind::Prosody => s.write_prosody_config(certs),
+            XmppServerKind::Ejabberd => s.write_ejabberd_config(certs),
+        }
+        chown(&s.dir, kind.name());
+        mkdir(&s.dir, 0o755);
+        s
+    }
+
+    pub(crate) fn kind(&self) -> XmppServerKind {
+        self.kind
+    }
+
+    pub(crate) fn log_path(&self) -> PathBuf {
+        self.dir.join("log").join(match self.kind {
+            XmppServerKind::Prosody => "prosody.log",
+            XmppServerKind::Ejabberd => "ejabberd.log",
+        })
+    }
+
+    fn stdout_path(&self) -> PathBuf {
+        self.dir.join("log").join("stdout.log")
+    }
+
+    /// Starts the server (if it is not running) and waits until it accepts connections.
+    pub(crate) fn start(&mut self, inet: &Namespace) {
+        if self.pid().is_some() {
+            return;
+        }
+        let out = log_file(&self.stdout_path());
+        let mut cmd = inet.command("setpriv");
+        let user = self.kind.name();
+        cmd.args(["--reuid", user, "--regid", user, "--init-groups"]);
+        match self.kind {
+            XmppServerKind::Prosody => {
+                cmd.args(["prosody", "--config"])
+                    .arg(self.prosody_config())
+                    .arg("-F");
+            }
+            XmppServerKind::Ejabberd => {
+                // What `ejabberdctl foreground` runs, without its shell wrapper (whose PID
+                // would not be the server's) and without epmd.
+                let data = self.dir.join("data");
+                cmd.arg("env")
+                    .envs(self.ejabberd_env())
+                    .args(["/usr/bin/erl", "-sname", EJABBERD_NODE])
+                    .args(["-erl_epmd_port", EJABBERD_DIST_PORT, "-start_epmd", "false"])
+                    .args(["+K", "true", "-mnesia", "dir"])
+                    .arg(format!("\"{}\"", data.display()))
+                    .args(["-s", "ejabberd", "-noinput"])
+                    .current_dir(&data);
+            }
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.kind));
+        let mut child = ChildGuard(child);
+        let logs = [self.stdout_path(), self.log_path()];
+        let addr = SocketAddr::V4(self.addr);
+        wait_ready(self.kind.name(), &mut child, &logs, READY, || {
+            wait_port(inet, addr, Duration::from_millis(200))
+        });
+        self.process = Some(child);
+    }
+
+    /// The server's PID while it runs.
+    pub(crate) fn pid(&mut self) -> Option<u32> {
+        let p = self.process.as_mut()?;
+        match p.0.try_wait() {
+            Ok(None) => Some(p.pid()),
+            _ => None,
+        }
+    }
+
+    /// A clean shutdown (SIGTERM): the server closes its clients' streams first (and tells
+    /// their contacts they went offline). Data stays for [`XmppServer::start`].
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            terminate(&mut p, STOP_GRACE);
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.kill();
+        }
+    }
+
+    /// Creates an account. prosody's works whether or not the server runs; ejabberd's needs
+    /// it running.
+    pub(crate) fn register(&self, inet: &Namespace, user: &str, password: &str) {
+        let out = match self.kind {
+            XmppServerKind::Prosody => {
+                let cfg = self.prosody_config();
+                inet.output(
+                    "timeout",
+                    &[
+                        "20",
+                        "prosodyctl",
+                        "--config",
+                        cfg.to_str().expect("UTF-8 path"),
+                        "register",
+                        user,
+                        &self.domain,
+                        password,
+                    ],
+                )
+            }
+            XmppServerKind::Ejabberd => {
+                let data = self.dir.join("data");
+                let mut cmd = inet.command("setpriv");
+                cmd.args([
+                    "--reuid",
+                    "ejabberd",
+                    "--regid",
+                    "ejabberd",
+                    "--init-groups",
+                ])
+                .arg("env")
+                .envs(self.ejabberd_env())
+                .args(["timeout", "30", "/usr/sbin/ejabberdctl", "--no-timeout"])
+                .args(["-n", EJABBERD_NODE, "--config-dir"])
+                .arg(self.dir.join("config"))
+                .arg("--spool")
+                .arg(&data)
+                .arg("--logs")
+                .arg(self.dir.join("log"))
+                .args(["register", user, &self.domain, password])
+                .current_dir(&data)
+                .stdin(Stdio::null());
+                cmd.output().expect("cannot run ejabberdctl")
+            }
+        };
+        assert!(
+            out.status.success(),
+            "{} register {user}: {}\n{}",
+            self.kind,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn prosody_config(&self) -> PathBuf {
+        self.dir.join("prosody.cfg.lua")
+    }
+
+    fn write_prosody_config(&self, certs: &WorldCerts) {
+        let certs_dir = self.dir.join("certs");
+        let (cert, key) = self.copy_certs(certs, &certs_dir);
+        let cfg = format!(
+            r#"-- SocialVPN test world (generated)
+prosody_user = "prosody"
+prosody_group = "prosody"
+data_path = "{data}"
+plugin_paths = {{ }}
+interfaces = {{ "{ip}" }}
+c2s_ports = {{ {port} }}
+c2s_direct_tls_ports = {{ }}
+modules_enabled = {{
+  "roster"; "saslauth"; "tls"; "disco"; "carbons"; "pep"; "private"; "blocklist";
+  "ping"; "smacks"; "posix";
+}}
+modules_disabled = {{ "s2s" }}
+c2s_require_encryption = true
+s2s_require_encryption = true
+allow_unencrypted_plain_auth = false
+allow_registration = false
+authentication = "internal_hashed"
+storage = "internal"
+log = {{ info = "{log}/prosody.log"; error = "{log}/prosody.err" }}
+certificates = "certs"
+ssl = {{ certificate = "{cert}"; key = "{key}" }}
+
+VirtualHost "{domain}"
+"#,
+            data = self.dir.join("data").display(),
+            ip = self.addr.ip(),
+            port = self.addr.port(),
+            log = self.dir.join("log").display(),
+            cert = cert.display(),
+            key = key.display(),
+            domain = self.domain,
+        );
+        write(&self.prosody_config(), &cfg);
+    }
+
+    fn copy_certs(&self, certs: &WorldCerts, to: &Path) -> (PathBuf, PathBuf) {
+        let cert = to.join(format!("{}.crt", self.domain));
+        let key = to.join(format!("{}.key", self.domain));
+        std::fs::copy(&certs.server_cert, &cert).expect("copy the server certificate");
+        std::fs::copy(&certs.server_key, &key).expect("copy the server key");
+        (cert, key)
+    }
+
+    fn ejabberd_env(&self) -> Vec<(&'static str, PathBuf)> {
+        let config = self.dir.join("config");
+        vec![
+            ("HOME", self.dir.join("data")),
+            ("EJABBERD_CONFIG_PATH", config.join("ejabberd.yml")),
+            ("EJABBERD_LOG_PATH", self.log_path()),
+            ("ERL_INETRC", config.join("inetrc")),
+            ("ERL_LIBS", PathBuf::from("/usr/lib/x86_64-linux-gnu")),
+            ("ERL_DIST_PORT", PathBuf::from(EJABBERD_DIST_PORT)),
+            ("ERL_CRASH_DUMP_BYTES", PathBuf::from("0")),
+        ]
+    }
+
+    /// Debian's configuration with the world's host, certificate and one STARTTLS listener:
+    /// the module list is Debian 23.01's default one.
+    fn write_ejabberd_config(&self, certs: &WorldCerts) {
+        let config = self.dir.join("config");
+        mkdir(&config, 0o750);
+        let (cert, key) = self.copy_certs(certs, &self.dir.join("certs"));
+        let pem = self.dir.join("certs").join("server.pem");
+        let text = std::fs::read_to_string(&cert).expect("certificate")
+            + &std::fs::read_to_string(&key).expect("key");
+        write(&pem, &text);
+        write(&config.join("inetrc"), "{lookup,[\"file\",\"native\"]}.\n");
+        let yml = format!(
+            r#"# SocialVPN test world (generated from Debian's ejabberd.yml)
+loglevel: info
+log_rotate_count: 0
+hosts:
+  - "{domain}"
+certfiles:
+  - "{pem}"
+define_macro:
+  'TLS_CIPHERS': "HIGH:!aNULL:!eNULL:!3DES:@STRENGTH"
+  'TLS_OPTIONS':
+    - "no_sslv3"
+    - "no_tlsv1"
+    - "no_tlsv1_1"
+    - "cipher_server_preference"
+    - "no_compression"
+c2s_ciphers: 'TLS_CIPHERS'
+s2s_ciphers: 'TLS_CIPHERS'
+c2s_protocol_options: 'TLS_OPTIONS'
+s2s_protocol_options: 'TLS_OPTIONS'
+listen:
+  -
+    port: {port}
+    ip: "{ip}"
+    module: ejabberd_c2s
+    max_stanza_size: 262144
+    shaper: c2s_shaper
+    access: c2s
+    starttls_required: true
+    protocol_options: 'TLS_OPTIONS'
+disable_sasl_mechanisms:
+  - "digest-md5"
+  - "X-OAUTH2"
+s2s_use_starttls: required
+auth_password_format: scram
+acl:
+  admin:
+    user:
+      - ""
+  local:
+    user_regexp: ""
+  loopback:
+    ip:
+      - 127.0.0.0/8
+      - ::1/128
+access_rules:
+  local:
+    allow: local
+  c2s:
+    deny: blocked
+    allow: all
+  announce:
+    allow: admin
+  configure:
+    allow: admin
+  muc_create:
+    allow: local
+  pubsub_createnode:
+    allow: local
+  trusted_network:
+    allow: loopback
+shaper:
+  normal:
+    rate: 3000
+    burst_size: 20000
+  fast: 200000
+shaper_rules:
+  max_user_sessions: 10
+  max_user_offline_messages:
+    5000: admin
+    100: all
+  c2s_shaper:
+    none: admin
+    normal: all
+  s2s_shaper: fast
+modules:
+  mod_adhoc: {{}}
+  mod_admin_extra: {{}}
+  mod_announce:
+    access: announce
+  mod_avatar: {{}}
+  mod_blocking: {{}}
+  mod_bosh: {{}}
+  mod_caps: {{}}
+  mod_carboncopy: {{}}
+  mod_client_state: {{}}
+  mod_configure: {{}}
+  mod_disco: {{}}
+  mod_fail2ban: {{}}
+  mod_http_api: {{}}
+  mod_last: {{}}
+  mod_mqtt: {{}}
+  mod_muc:
+    access:
+      - allow
+    access_admin:
+      - allow: admin
+    access_create: muc_create
+    access_persistent: muc_create
+    access_mam:
+      - allow
+    default_room_options:
+      mam: true
+  mod_muc_admin: {{}}
+  mod_offline:
+    access_max_user_messages: max_user_offline_messages
+  mod_ping: {{}}
+  mod_pres_counter:
+    count: 5
+    interval: 60
+  mod_privacy: {{}}
+  mod_private: {{}}
+  mod_pubsub:
+    access_createnode: pubsub_createnode
+    plugins:
+      - flat
+      - pep
+  mod_push: {{}}
+  mod_push_keepalive: {{}}
+  mod_roster:
+    versioning: true
+  mod_s2s_dialback: {{}}
+  mod_shared_roster: {{}}
+  mod_sic: {{}}
+  mod_stream_mgmt:
+    resend_on_timeout: if_offline
+  mod_stun_disco: {{}}
+  mod_vcard:
+    search: false
+  mod_vcard_xupdate: {{}}
+  mod_version: {{}}
+"#,
+            domain = self.domain,
+            pem = pem.display(),
+            ip = self.addr.ip(),
+            port = self.addr.port(),
+        );
+        write(&config.join("ejabberd.yml"), &yml);
+    }
+}
+
+impl Drop for XmppServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
