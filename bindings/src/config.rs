@@ -119,6 +119,8 @@ impl VpnConfig {
                 policy: self.link_policy.into(),
             }),
             protect,
+            // The app reports network changes from the platform's callbacks.
+            watch_network: false,
         })
     }
 

@@ -5,7 +5,7 @@
 //! an exception in the listener is logged and forgotten: the engine never sees it.
 
 use crate::error::CallbackError;
-use socialvpn_core::engine::{EngineEvent, XmppStatus};
+use socialvpn_core::engine::{EngineEvent, LinkChange, XmppStatus};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use tokio::runtime::Handle;
@@ -46,14 +46,40 @@ impl From<XmppStatus> for VpnState {
     }
 }
 
-/// A link to a friend's device came up or went away.
+/// A link to a friend's device came up on a path, lost its path, or closed.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct LinkEvent {
     /// The device's id (hex), as in `Device.uid`.
     pub uid: String,
+    /// The device's full JID (`friend@server/resource`).
+    pub device: String,
+    /// Traffic flows (on a new path, if it had one before).
     pub up: bool,
-    /// Through a TURN relay rather than a direct path.
+    /// Through a TURN relay rather than a direct path (when `up`).
     pub relayed: bool,
+    /// The link is gone. Not `up` and not `closed`: the path was lost and a new one is
+    /// being looked for.
+    pub closed: bool,
+    /// Closed by the friend's device (they switched this user off, or removed them).
+    pub by_peer: bool,
+}
+
+impl LinkEvent {
+    fn new(uid: String, device: String, change: LinkChange) -> LinkEvent {
+        let (up, relayed, closed, by_peer) = match change {
+            LinkChange::Up { relayed } => (true, relayed, false, false),
+            LinkChange::PathLost => (false, false, false, false),
+            LinkChange::Closed { by_peer } => (false, false, true, by_peer),
+        };
+        LinkEvent {
+            uid,
+            device,
+            up,
+            relayed,
+            closed,
+            by_peer,
+        }
+    }
 }
 
 /// Implemented by the app. Called on one thread of the engine's, in order; may call the
@@ -99,7 +125,11 @@ fn deliver(listener: &dyn VpnEventListener, event: EngineEvent) {
         EngineEvent::Xmpp(status) => listener.on_state(status.into()),
         EngineEvent::RosterChanged => listener.on_roster_changed(),
         EngineEvent::FriendRequest(jid) => listener.on_friend_request(jid),
-        EngineEvent::Link { uid, up, relayed } => listener.on_link(LinkEvent { uid, up, relayed }),
+        EngineEvent::Link {
+            uid,
+            device,
+            change,
+        } => listener.on_link(LinkEvent::new(uid, device, change)),
         EngineEvent::Stopped { error } => listener.on_state(VpnState::Stopped { error }),
     }));
     match result {

@@ -52,6 +52,8 @@ pub enum LinkState {
     },
     /// The last attempt failed; the next one starts after a back-off.
     Retrying,
+    /// The friend's device closed the link (they switched this user off, or removed them).
+    ClosedByPeer,
 }
 
 /// A WireGuard link of the data plane.
@@ -133,6 +135,7 @@ impl From<DeviceView> for Device {
                     rtt_ms,
                 }) => LinkState::Relayed { rtt_ms },
                 Some(LinkPhase::Retrying) => LinkState::Retrying,
+                Some(LinkPhase::ClosedByPeer) => LinkState::ClosedByPeer,
             },
             tx_bytes: d.traffic.map_or(0, |t| t.tx.bytes),
             rx_bytes: d.traffic.map_or(0, |t| t.rx.bytes),

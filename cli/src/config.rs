@@ -11,6 +11,11 @@ use socialvpn_core::EngineConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// Where `socialvpn up` and the other commands look for the configuration by default.
+pub const DEFAULT_PATH: &str = "/etc/socialvpn/socialvpn.toml";
+/// The control socket of a daemon whose configuration does not say.
+pub const DEFAULT_SOCKET: &str = "/run/socialvpn/svpn0.sock";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -322,6 +327,8 @@ impl Config {
                 policy,
             }),
             protect: None,
+            // The daemon notices moves between networks by itself.
+            watch_network: true,
         })
     }
 }

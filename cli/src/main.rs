@@ -23,12 +23,42 @@ struct Cli {
     command: Command,
 }
 
+/// Where the daemon listens: `--socket`, else the configuration's (`--config`, else the
+/// default configuration file if there is one), else the default socket.
+#[derive(clap::Args)]
+struct Target {
+    /// The daemon's control socket.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// The daemon's configuration file (for its control socket).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl Target {
+    fn socket(&self) -> Result<PathBuf, String> {
+        if let Some(socket) = &self.socket {
+            return Ok(socket.clone());
+        }
+        let config = match &self.config {
+            Some(path) => Some(path.clone()),
+            None => Some(PathBuf::from(config::DEFAULT_PATH)).filter(|p| p.exists()),
+        };
+        match config {
+            Some(path) => Ok(config::Config::load(&path)
+                .map_err(|e| e.to_string())?
+                .control_socket()),
+            None => Ok(PathBuf::from(config::DEFAULT_SOCKET)),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: create the interface, log in and link with friends (root or
     /// CAP_NET_ADMIN). Stops on Ctrl-C / SIGTERM.
     Up {
-        #[arg(long)]
+        #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
     /// Friends and their devices: online, switch, address, link path, RTT, traffic.
@@ -36,55 +66,65 @@ enum Command {
         /// Redraw every two seconds.
         #[arg(long)]
         watch: bool,
-        #[arg(long, default_value = "/run/socialvpn/svpn0.sock")]
-        socket: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// The friends list, with requests.
     Friends {
-        #[arg(long, default_value = "/run/socialvpn/svpn0.sock")]
-        socket: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// add | accept | decline | remove | enable | disable a friend.
     Friend {
         action: String,
         jid: String,
-        #[arg(long, default_value = "/run/socialvpn/svpn0.sock")]
-        socket: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
-    /// The platform's network changed: restart link discovery.
+    /// The platform's network changed: restart link discovery (the daemon notices changes
+    /// of its own addresses by itself).
     NetworkChanged {
-        #[arg(long, default_value = "/run/socialvpn/svpn0.sock")]
-        socket: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// Build a small world in network namespaces and show SocialVPN at work (root).
     Demo,
 }
 
 fn main() -> ExitCode {
+    use std::io::IsTerminal;
+    // Other crates' warnings (ICE checks of stale sessions, WireGuard retries) describe
+    // their internals, not something a user can act on: SocialVPN reports what matters.
+    let default_filter = "warn,boringtun=off,rtc_ice=off,rtc_turn=off,rtc_stun=off";
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let result = match Cli::parse().command {
         Command::Up { config } => up::run(&config),
-        Command::Status { watch, socket } => status(&socket, watch),
-        Command::Friends { socket } => control::request(&socket, &json!({ "cmd": "roster" }))
-            .map(|roster| print!("{}", table::friends(&roster))),
+        Command::Status { watch, target } => target.socket().and_then(|s| status(&s, watch)),
+        Command::Friends { target } => target.socket().and_then(|socket| {
+            control::request(&socket, &json!({ "cmd": "roster" }))
+                .map(|roster| print!("{}", table::friends(&roster)))
+        }),
         Command::Friend {
             action,
             jid,
-            socket,
-        } => control::request(
-            &socket,
-            &json!({ "cmd": "friend", "action": action, "jid": jid }),
-        )
-        .map(|_| println!("{action} {jid}: done")),
-        Command::NetworkChanged { socket } => {
+            target,
+        } => target.socket().and_then(|socket| {
+            control::request(
+                &socket,
+                &json!({ "cmd": "friend", "action": action, "jid": jid }),
+            )
+            .map(|_| println!("{action} {jid}: done"))
+        }),
+        Command::NetworkChanged { target } => target.socket().and_then(|socket| {
             control::request(&socket, &json!({ "cmd": "network_changed" })).map(|_| ())
-        }
+        }),
         Command::Demo => demo::run(),
     };
     match result {

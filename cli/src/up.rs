@@ -3,10 +3,11 @@
 
 use crate::config::Config;
 use crate::control;
-use socialvpn_core::engine::{EngineEvent, XmppStatus};
+use socialvpn_core::engine::{EngineEvent, LinkChange, XmppStatus};
 use socialvpn_core::identity::DeviceIdentity;
 use socialvpn_core::tun::linux::{create, TunConfig};
 use socialvpn_core::{Engine, PreparedEngine};
+use std::collections::HashMap;
 use std::path::Path;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -49,7 +50,13 @@ async fn run_engine(
         ipv6: Some(prepared.ipv6()),
         offload: true,
     })
-    .map_err(|e| format!("{e} (socialvpn up needs root or CAP_NET_ADMIN)"))?;
+    .map_err(|e| {
+        if e.needs_privileges() {
+            format!("{e} (socialvpn up needs root or CAP_NET_ADMIN)")
+        } else {
+            e.to_string()
+        }
+    })?;
     say(&format!(
         "device {}, address {} in {} on {}",
         prepared.uid(),
@@ -57,7 +64,12 @@ async fn run_engine(
         prepared.subnet(),
         config.network.tun
     ));
-    let engine = prepared.start(Some(tun)).map_err(|e| e.to_string())?;
+    if !tun.ipv6 {
+        say("IPv6 is switched off on this machine: running IPv4 only");
+    }
+    let engine = prepared
+        .start(Some(tun.device))
+        .map_err(|e| e.to_string())?;
     say(&format!("logging in as {}", config.account.jid));
     let result = serve(&engine, listener, &mut signals).await;
     say("closing links");
@@ -130,6 +142,9 @@ async fn serve(
 struct Progress {
     online: bool,
     roster_loaded: bool,
+    /// The last reported change of each link (so a path replaced by one of the same kind,
+    /// or a repeated report, prints nothing).
+    links: HashMap<String, LinkChange>,
 }
 
 impl Progress {
@@ -163,24 +178,78 @@ impl Progress {
                     "{jid} asks to be your friend (socialvpn friend accept {jid})"
                 ));
             }
-            EngineEvent::Link { uid, up, relayed } => {
-                let Ok(roster) = engine.roster().await else {
-                    return;
-                };
-                let name = roster
-                    .iter()
-                    .flat_map(|e| e.devices.iter().map(move |d| (e, d)))
-                    .find(|(_, d)| d.uid.as_deref() == Some(uid.as_str()))
-                    .map(|(e, d)| format!("{}/{}", e.jid, d.resource))
-                    .unwrap_or_else(|| uid.chars().take(12).collect());
-                match (up, relayed) {
-                    (true, true) => say(&format!("link to {name}: relayed (TURN)")),
-                    (true, false) => say(&format!("link to {name}: direct")),
-                    (false, _) => say(&format!("link to {name}: closed")),
+            EngineEvent::Link {
+                uid,
+                device,
+                change,
+            } => {
+                if let Some(line) = self.link_line(&uid, &device, change) {
+                    say(&line);
                 }
             }
             // `up` watches the engine task itself and reports how it ended.
             EngineEvent::RosterChanged | EngineEvent::Stopped { .. } => {}
         }
+    }
+
+    /// What to print for a link's change, if anything.
+    fn link_line(&mut self, uid: &str, device: &str, change: LinkChange) -> Option<String> {
+        let before = self.links.insert(uid.to_string(), change);
+        if before == Some(change) {
+            return None;
+        }
+        let again = matches!(before, Some(LinkChange::PathLost));
+        Some(match change {
+            LinkChange::Up { relayed } => {
+                let path = if relayed { "relayed (TURN)" } else { "direct" };
+                if again {
+                    format!("link to {device}: back, {path}")
+                } else {
+                    format!("link to {device}: {path}")
+                }
+            }
+            LinkChange::PathLost => format!("link to {device}: path lost, reconnecting"),
+            LinkChange::Closed { by_peer: true } => {
+                self.links.remove(uid);
+                format!("link to {device}: closed by the friend's device (switched off?)")
+            }
+            LinkChange::Closed { by_peer: false } => {
+                self.links.remove(uid);
+                format!("link to {device}: closed")
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_lines_say_what_changed_once() {
+        let mut p = Progress::default();
+        let d = "bob@example.org/laptop";
+        let mut line = |c| p.link_line("ab12", d, c);
+        assert_eq!(
+            line(LinkChange::Up { relayed: false }).as_deref(),
+            Some("link to bob@example.org/laptop: direct")
+        );
+        assert_eq!(line(LinkChange::Up { relayed: false }), None);
+        assert_eq!(
+            line(LinkChange::PathLost).as_deref(),
+            Some("link to bob@example.org/laptop: path lost, reconnecting")
+        );
+        assert_eq!(
+            line(LinkChange::Up { relayed: true }).as_deref(),
+            Some("link to bob@example.org/laptop: back, relayed (TURN)")
+        );
+        assert_eq!(
+            line(LinkChange::Closed { by_peer: false }).as_deref(),
+            Some("link to bob@example.org/laptop: closed")
+        );
+        assert_eq!(
+            line(LinkChange::Up { relayed: false }).as_deref(),
+            Some("link to bob@example.org/laptop: direct")
+        );
     }
 }

@@ -12,6 +12,7 @@ use crate::addrbook::{AddressBook, AddressBookError};
 use crate::counters::{Counters, DropReason};
 use crate::identity::DeviceIdentity;
 use crate::link::{Link, LinkCounters};
+use crate::liveness::PathAlarm;
 use crate::packet::ip::{self, IpAddrs};
 use crate::packet::translate::rewrite_ipv4;
 use crate::packet::uid_header::{self, UID_HEADER_LEN};
@@ -93,6 +94,8 @@ pub struct DataPlane {
     /// Devices that packets were addressed to while they had no link (capacity reserved up
     /// front: recording one never allocates).
     demands: Vec<Uid>,
+    /// Links whose path went quiet while we sent (the link layer checks or replaces them).
+    alarms: Vec<(Uid, PathAlarm)>,
 }
 
 /// Distinct link demands kept until the engine collects them.
@@ -112,6 +115,7 @@ impl DataPlane {
             scratch: vec![0u8; NET_BUFFER.max(WG_MIN_BUFFER)].into_boxed_slice(),
             rate_limiter: Arc::new(RateLimiter::new(identity_public, HANDSHAKE_RATE_LIMIT)),
             demands: Vec::with_capacity(MAX_DEMANDS),
+            alarms: Vec::new(),
         }
     }
 
@@ -186,6 +190,19 @@ impl DataPlane {
     /// A device that packets were sent to while it had no link.
     pub fn take_demand(&mut self) -> Option<Uid> {
         self.demands.pop()
+    }
+
+    /// A link whose path went quiet while we sent data (see [`crate::liveness`]).
+    pub fn take_path_alarm(&mut self) -> Option<(Uid, PathAlarm)> {
+        self.alarms.pop()
+    }
+
+    /// The link layer confirmed the path to `uid` (the peer answered a check), or replaced
+    /// it: its silence so far does not count.
+    pub fn path_confirmed(&mut self, uid: &Uid) {
+        if let Some(link) = self.by_uid.get(uid).and_then(|i| self.links.get_mut(i)) {
+            link.path.heard();
+        }
     }
 
     pub fn has_link(&self, uid: &Uid) -> bool {
@@ -279,11 +296,15 @@ impl DataPlane {
         self.links.values().filter_map(Link::next_deadline).min()
     }
 
-    /// Ticks every link whose deadline has come.
+    /// Ticks every link whose deadline has come, and looks at its path.
     pub fn handle_timeout(&mut self, now: Instant, net: &mut impl NetSink) {
         for link in self.links.values_mut() {
             if link.next_deadline().is_some_and(|d| d <= now) {
                 tick(link, now, &mut self.scratch, &mut self.counters, net);
+                if let Some(alarm) = link.path.check(now) {
+                    self.alarms.retain(|(uid, _)| *uid != link.uid);
+                    self.alarms.push((link.uid, alarm));
+                }
             }
         }
     }
@@ -436,7 +457,7 @@ impl DataPlane {
             TunnResult::WriteToNetwork(reply) => {
                 // We answered an authentic handshake initiation (with a response) or response
                 // (with a keepalive): the sender's address is this peer's endpoint now.
-                link.mark_active(now);
+                link.note_heard(now);
                 link.endpoint = Some(from);
                 link.note_sent(now, reply);
                 send(&mut self.counters, net, from, reply);
@@ -448,7 +469,7 @@ impl DataPlane {
                 // WireGuard overhead; the UID header follows the IP packet inside it.
                 let plaintext_len = datagram.len().saturating_sub(WG_DATA_OVERHEAD);
                 let starts_at_zero = std::ptr::eq(packet.as_ptr(), self.scratch.as_ptr());
-                link.mark_active(now);
+                link.note_heard(now);
                 link.endpoint = Some(from);
                 if !starts_at_zero || ip_len + UID_HEADER_LEN > plaintext_len {
                     return self.count_drop(DropReason::MissingUidHeader);
@@ -464,7 +485,7 @@ impl DataPlane {
                 // An authentic keepalive (a roaming peer may send only those), or a cookie
                 // that lets our handshake retry.
                 if datagram.first() == Some(&WG_DATA) {
-                    link.mark_active(now);
+                    link.note_heard(now);
                     link.endpoint = Some(from);
                 }
                 self.flush_queued(now, index, net);

@@ -15,6 +15,9 @@ pub mod framing;
 pub mod identity;
 pub mod link;
 pub mod links;
+pub mod liveness;
+#[cfg(target_os = "linux")]
+pub mod netwatch;
 pub mod packet;
 pub mod persist;
 pub mod protect;

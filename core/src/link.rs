@@ -9,6 +9,7 @@
 //! ticks it first, so boringtun sees time pass.
 
 use crate::counters::Traffic;
+use crate::liveness::PathWatch;
 use crate::packet::uid_header::UID_HEADER_LEN;
 use crate::uid::Uid;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -49,6 +50,8 @@ pub struct Link {
     pub(crate) tunn: Tunn,
     pub(crate) endpoint: Option<SocketAddr>,
     pub(crate) counters: LinkCounters,
+    /// Whether the path still answers the data we send.
+    pub(crate) path: PathWatch,
     keepalive: Option<Duration>,
     last_tick: Instant,
     last_activity: Instant,
@@ -83,6 +86,7 @@ impl Link {
             ),
             endpoint,
             counters: LinkCounters::default(),
+            path: PathWatch::default(),
             keepalive: keepalive_secs.map(|s| Duration::from_secs(u64::from(s))),
             last_tick: now,
             last_activity: now,
@@ -125,7 +129,14 @@ impl Link {
         }
     }
 
-    /// Records a datagram we sent: data for the counters, an initiation for the retry timer.
+    /// Records an authentic datagram from the peer: the path works.
+    pub(crate) fn note_heard(&mut self, now: Instant) {
+        self.mark_active(now);
+        self.path.heard();
+    }
+
+    /// Records a datagram we sent: data for the counters and the path watch, an initiation
+    /// for the retry timer.
     pub(crate) fn note_sent(&mut self, now: Instant, datagram: &[u8]) {
         self.last_send = now;
         match datagram.first() {
@@ -133,6 +144,7 @@ impl Link {
                 self.counters
                     .tx
                     .add(datagram.len() - WG_DATA_OVERHEAD - UID_HEADER_LEN);
+                self.path.sent_data(now);
             }
             Some(&WG_HANDSHAKE_INIT) if self.handshake_since.is_none() => {
                 self.handshake_since = Some(now);
@@ -153,11 +165,13 @@ impl Link {
         }
     }
 
-    /// When this link next needs `update_timers`, or `None` if it can sleep until traffic.
+    /// When this link next needs `update_timers` (or a look at its path), or `None` if it
+    /// can sleep until traffic.
     pub fn next_deadline(&self) -> Option<Instant> {
         if self.last_tick < self.last_activity + ACTIVE_WINDOW {
             return Some(self.last_tick + ACTIVE_TICK);
         }
+        let path = self.path.next_check();
         if self.handshake_since.is_some() {
             return Some(self.last_tick + HANDSHAKE_TICK);
         }
@@ -165,10 +179,7 @@ impl Link {
             .keepalive
             .map(|k| self.last_send.max(self.last_tick) + k);
         let wipe = (!self.wiped).then(|| self.last_activity + SESSION_WIPE_AFTER);
-        match (keepalive, wipe) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [keepalive, wipe, path].into_iter().flatten().min()
     }
 }
 

@@ -27,6 +27,7 @@ fn config(dir: &std::path::Path, protect: SocketProtector) -> EngineConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         social: None,
         protect: Some(protect),
+        watch_network: false,
     }
 }
 

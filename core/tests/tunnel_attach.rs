@@ -24,6 +24,7 @@ fn prepared(dir: &std::path::Path) -> PreparedEngine {
         listen: "127.0.0.1:0".parse().unwrap(),
         social: None,
         protect: None,
+        watch_network: false,
     })
     .unwrap()
 }

@@ -372,6 +372,12 @@ impl SocialWorld {
         self.xmpp.stop();
     }
 
+    /// Makes the XMPP server's data so far (accounts, rosters) survive a crash, as it would on
+    /// a server that has run for minutes.
+    pub fn sync_xmpp(&self) {
+        self.xmpp.sync(&self.inet.ns);
+    }
+
     /// Kills the XMPP server at once (SIGKILL), as a crash would.
     pub fn kill_xmpp(&mut self) {
         self.xmpp.kill();

@@ -220,6 +220,55 @@ impl XmppServer {
         );
     }
 
+    /// Makes what the server wrote so far survive a crash: ejabberd keeps recent database
+    /// writes (accounts, rosters) in its log buffers, which a SIGKILL loses (a server that
+    /// has run for minutes has long written them). prosody writes at once.
+    pub(crate) fn sync(&self, inet: &Namespace) {
+        if self.kind != XmppServerKind::Ejabberd {
+            return;
+        }
+        let data = self.dir.join("data");
+        // Disc-only tables are dets files, which write behind a cache of their own.
+        let eval = format!(
+            "N = '{EJABBERD_NODE}', L = [rpc:call(N, mnesia, sync_log, []), \
+             rpc:call(N, mnesia, dump_log, [])], \
+             D = [rpc:call(N, dets, sync, [T]) || T <- rpc:call(N, dets, all, [])], \
+             io:format(\"~p ~p~n\", [L, lists:usort(D)]), halt(0)."
+        );
+        let out = inet
+            .command("setpriv")
+            .args([
+                "--reuid",
+                "ejabberd",
+                "--regid",
+                "ejabberd",
+                "--init-groups",
+            ])
+            .arg("env")
+            .envs(self.ejabberd_env())
+            .args(["timeout", "30", "/usr/bin/erl", "-sname"])
+            .arg(format!("sync-{}@localhost", std::process::id()))
+            .args(["-hidden", "-noinput", "-erl_epmd_port", EJABBERD_DIST_PORT])
+            .args([
+                "-start_epmd",
+                "false",
+                "-dist_listen",
+                "false",
+                "-eval",
+                &eval,
+            ])
+            .current_dir(&data)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run erl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.trim() == "[ok,dumped] [ok]",
+            "ejabberd sync: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn prosody_config(&self) -> PathBuf {
         self.dir.join("prosody.cfg.lua")
     }

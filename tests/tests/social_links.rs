@@ -155,7 +155,7 @@ fn toggles_cut_traffic_at_once_and_strangers_are_refused() {
                 let (session, mut rx) = XmppSession::spawn(dave_account);
                 let online = tokio::time::timeout(Duration::from_secs(10), async {
                     while let Some(i) = rx.recv().await {
-                        if matches!(i, XmppInput::State(XmppState::Online(_))) {
+                        if matches!(i, XmppInput::State(XmppState::Online { .. })) {
                             return true;
                         }
                     }

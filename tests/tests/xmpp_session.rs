@@ -38,7 +38,7 @@ async fn wait_for(
 }
 
 fn online(i: &XmppInput) -> bool {
-    matches!(i, XmppInput::State(XmppState::Online(_)))
+    matches!(i, XmppInput::State(XmppState::Online { .. }))
 }
 
 /// Runs `f` on a current-thread runtime inside the host's namespace.
@@ -145,12 +145,12 @@ fn friends_subscribe_see_devices_and_exchange_signals() {
         Box::pin(async move {
             let (sa, mut ra) = XmppSession::spawn(alice);
             let (sb, mut rb) = XmppSession::spawn(bob);
-            let Some(XmppInput::State(XmppState::Online(a_full))) =
+            let Some(XmppInput::State(XmppState::Online { jid: a_full, .. })) =
                 wait_for(&mut ra, Duration::from_secs(10), online).await.0
             else {
                 panic!("alice offline")
             };
-            let Some(XmppInput::State(XmppState::Online(b_full))) =
+            let Some(XmppInput::State(XmppState::Online { jid: b_full, .. })) =
                 wait_for(&mut rb, Duration::from_secs(10), online).await.0
             else {
                 panic!("bob offline")
@@ -273,5 +273,87 @@ fn the_xmpp_socket_is_protected_before_it_connects() {
         asked.load(Ordering::SeqCst),
         1,
         "one TCP socket, protected once"
+    );
+}
+
+#[test]
+fn experiment_ejabberd_restart() {
+    use socialvpn_tests::social_world::XmppServerKind;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let mut w = SocialWorld::with_server("xex", XmppServerKind::Ejabberd);
+    w.register("alice", "secret-a");
+    let acc = account(&w, "alice", "secret-a", "dev1");
+    let acc2 = acc.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let host = w.host("carol");
+    let handle = host.run(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let (s, mut inputs) = XmppSession::spawn(acc);
+                let (hit, seen) = wait_for(&mut inputs, Duration::from_secs(10), online).await;
+                assert!(hit.is_some(), "no login: {seen:?}");
+                let _ = tx.send(());
+                let t0 = Instant::now();
+                while t0.elapsed() < Duration::from_secs(25) {
+                    if let Ok(Some(i)) =
+                        tokio::time::timeout(Duration::from_secs(1), inputs.recv()).await
+                    {
+                        eprintln!("{:?} {:?}", t0.elapsed(), i);
+                    }
+                }
+                s.shutdown().await;
+                let (s, mut inputs) = XmppSession::spawn(acc2);
+                let (hit, seen) = wait_for(&mut inputs, Duration::from_secs(10), online).await;
+                eprintln!("second session: {hit:?} {seen:?}");
+                s.shutdown().await;
+            })
+    });
+    rx.recv().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let ls = |w: &SocialWorld| {
+        let d = w.state_dir().join("ejabberd/data");
+        let mut v: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                format!(
+                    "{} {}",
+                    e.file_name().to_string_lossy(),
+                    e.metadata().unwrap().len()
+                )
+            })
+            .collect();
+        v.sort();
+        eprintln!("{v:?}");
+    };
+    ls(&w);
+    if std::env::var("KILL").is_ok() {
+        w.sync_xmpp();
+        ls(&w);
+        w.kill_xmpp();
+    } else {
+        w.stop_xmpp();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    w.start_xmpp();
+    ls(&w);
+    handle.join().unwrap();
+    eprintln!(
+        "attempts {}",
+        w.xmpp_connection_attempts(w.host_addr("carol"))
+    );
+    let log = std::fs::read_to_string(w.xmpp_log_path()).unwrap();
+    eprintln!(
+        "{}",
+        log.lines()
+            .filter(|l| l.contains("uth") || l.contains("ccepted") || l.contains("tarted"))
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

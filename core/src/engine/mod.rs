@@ -80,6 +80,10 @@ pub struct EngineConfig {
     pub social: Option<SocialConfig>,
     /// Called with every socket the engine opens, before use (Android `VpnService.protect`).
     pub protect: Option<SocketProtector>,
+    /// Watch this machine's addresses and routes (Linux rtnetlink) and restart link
+    /// discovery when they change, as after a move between networks. Apps get the
+    /// platform's callbacks instead and call `network_changed`.
+    pub watch_network: bool,
 }
 
 /// A friend device to link with.
@@ -178,11 +182,15 @@ impl PreparedEngine {
             )?),
             None => None,
         };
+        let netwatch = match (&social, self.config.watch_network) {
+            (Some(_), true) => watch_network(),
+            _ => None,
+        };
         let (commands, receiver) = mpsc::channel(16);
         let (finished_tx, finished) = tokio::sync::watch::channel(false);
         let stopped_events = events.clone();
         let task = tokio::spawn(async move {
-            let result = run(dataplane, social, tun, udp, receiver).await;
+            let result = run(dataplane, social, tun, udp, receiver, netwatch).await;
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "the engine stopped");
             }
@@ -203,6 +211,37 @@ impl PreparedEngine {
         })
     }
 }
+
+#[cfg(target_os = "linux")]
+type NetWatch = crate::netwatch::NetWatch;
+#[cfg(not(target_os = "linux"))]
+type NetWatch = std::convert::Infallible;
+
+/// The network watcher, if the platform has one and it opens (a failure only costs the
+/// automatic restart after a move; it is logged).
+fn watch_network() -> Option<NetWatch> {
+    #[cfg(target_os = "linux")]
+    return crate::netwatch::NetWatch::new()
+        .map_err(|e| tracing::warn!(error = %e, "cannot watch network changes"))
+        .ok();
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
+/// Resolves when the watched network changed; never without a watcher.
+async fn network_change(watch: &Option<NetWatch>) -> io::Result<()> {
+    match watch {
+        #[cfg(target_os = "linux")]
+        Some(w) => w.changed().await,
+        #[cfg(not(target_os = "linux"))]
+        Some(never) => match *never {},
+        None => std::future::pending().await,
+    }
+}
+
+/// After a change notice, changes usually come in bursts (address removed, added, routes):
+/// look once they have settled.
+const NETWORK_SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Registers a tun fd with the runtime's reactor (inside the runtime).
 fn watch_tun(tun: TunDevice) -> Result<AsyncFd<TunDevice>, EngineError> {
@@ -240,16 +279,29 @@ pub enum EngineEvent {
     RosterChanged,
     /// Someone asks to be a friend.
     FriendRequest(String),
-    /// A link to a device came up (with its path kind) or went away.
+    /// A link to a device came up on a path, lost it, or closed.
     Link {
         uid: String,
-        up: bool,
-        relayed: bool,
+        /// The device's full JID (account and resource).
+        device: String,
+        change: LinkChange,
     },
     /// The engine task ended: asked to (no error) or after a fatal fd error. The last event.
     Stopped {
         error: Option<String>,
     },
+}
+
+/// What happened to a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "link")]
+pub enum LinkChange {
+    /// Traffic flows on a (new) path: direct, or through a TURN relay.
+    Up { relayed: bool },
+    /// The path stopped working; a new one is being looked for (the session stays).
+    PathLost,
+    /// The link is gone: no longer wanted, or closed by the friend's device.
+    Closed { by_peer: bool },
 }
 
 /// The XMPP session as the UI shows it.
@@ -480,8 +532,17 @@ async fn run(
     mut tun: Option<AsyncFd<TunDevice>>,
     udp: UdpIo,
     mut commands: mpsc::Receiver<Command>,
+    mut netwatch: Option<NetWatch>,
 ) -> Result<(), EngineError> {
-    let result = run_loop(&mut dp, &mut social, &mut tun, &udp, &mut commands).await;
+    let result = run_loop(
+        &mut dp,
+        &mut social,
+        &mut tun,
+        &udp,
+        &mut commands,
+        &mut netwatch,
+    )
+    .await;
     if let Some(mut social) = social {
         // Tell friends the links are going away, then sign off.
         let now = Instant::now();
@@ -499,6 +560,7 @@ async fn run_loop(
     tun: &mut Option<AsyncFd<TunDevice>>,
     udp: &UdpIo,
     commands: &mut mpsc::Receiver<Command>,
+    netwatch: &mut Option<NetWatch>,
 ) -> Result<(), EngineError> {
     // Allocated once: the largest frame (a TCP super-packet from an offloading Linux tun,
     // else header + packet) with room for the UID header after it, and a segment buffer.
@@ -511,6 +573,8 @@ async fn run_loop(
     let timer = tokio::time::sleep_until(tokio::time::Instant::now());
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
+    // When to compare our addresses after the watcher saw a change.
+    let mut network_check: Option<Instant> = None;
     loop {
         // What the last wake-up queued leaves now, in as few sends as the kernel allows.
         udp.flush();
@@ -520,6 +584,7 @@ async fn run_loop(
         let deadline = [
             dp.poll_timeout(),
             social.as_mut().and_then(|s| s.poll_timeout()),
+            network_check,
         ]
         .into_iter()
         .flatten()
@@ -643,10 +708,27 @@ async fn run_loop(
                     }
                 }
             }
+            changed = network_change(netwatch) => {
+                match changed {
+                    Ok(()) => {
+                        network_check.get_or_insert(Instant::now() + NETWORK_SETTLE);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "stopped watching network changes");
+                        *netwatch = None;
+                    }
+                }
+            }
             () = timer_fired => {
                 // Fired: the next deadline re-arms it, even if it is the same instant.
                 armed = None;
                 let now = Instant::now();
+                if network_check.is_some_and(|at| at <= now) {
+                    network_check = None;
+                    if let Some(s) = social.as_mut() {
+                        s.check_network(now);
+                    }
+                }
                 // Every wake-up should be explainable: which part asked for it.
                 tracing::trace!(
                     data_plane = ?dp.poll_timeout().map(|t| t.saturating_duration_since(now)),
@@ -659,6 +741,10 @@ async fn run_loop(
                 }
                 let mut net = Transport { udp, social: social.as_mut(), now };
                 dp.handle_timeout(now, &mut net);
+                if let Some(s) = social.as_mut() {
+                    s.handle_path_alarms(now, dp);
+                    s.flush(now, dp, udp);
+                }
             }
             command = commands.recv() => {
                 let Some(command) = command else {

@@ -17,9 +17,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::{broadcast, mpsc};
-use xmpp_parsers::jid::BareJid;
+use xmpp_parsers::jid::{BareJid, FullJid};
 
-use super::{EngineError, EngineEvent, XmppStatus};
+use super::{EngineError, EngineEvent, LinkChange, XmppStatus};
 
 /// How long a WireGuard handshake may take over a freshly selected path (boringtun retries
 /// every 5 s; three tries).
@@ -128,18 +128,22 @@ impl Social {
         match input {
             XmppInput::State(state) => {
                 match &state {
-                    XmppState::Online(full) => {
-                        self.state.handle_online(now, full.clone());
+                    XmppState::Online { jid, resumed } => {
+                        if *resumed {
+                            self.state.handle_resumed(jid.clone());
+                        } else {
+                            self.state.handle_online(now, jid.clone());
+                        }
                         self.links.signalling_restored(now);
                     }
-                    _ => self.state.handle_offline(),
+                    _ => self.state.handle_offline(now),
                 }
                 self.xmpp_state = state;
                 let _ = self.events.send(EngineEvent::Xmpp(self.xmpp_status()));
             }
             XmppInput::Roster(items) => self.state.handle_roster(items),
             XmppInput::RosterPush(item) => self.state.handle_roster_push(item),
-            XmppInput::Presence(from, kind) => self.state.handle_presence(&from, kind),
+            XmppInput::Presence(from, kind) => self.state.handle_presence(now, &from, kind),
             XmppInput::Signal(from, Ok(signal)) => {
                 match self.state.authorize_signal(&from, &signal) {
                     Ok(_) => {
@@ -224,7 +228,7 @@ impl Social {
         while let Some(out) = self.state.poll_outgoing() {
             self.xmpp.send(out);
         }
-        let online = matches!(self.xmpp_state, XmppState::Online(_));
+        let online = matches!(self.xmpp_state, XmppState::Online { .. });
         while let Some((to, signal)) = self.links.poll_signal() {
             // Offline, a signal would only go stale in the queue; the link manager retries.
             if online {
@@ -257,14 +261,17 @@ impl Social {
         match event {
             LinkEvent::Up {
                 uid,
+                jid,
                 public_key,
                 path,
             } => {
-                let _ = self.events.send(EngineEvent::Link {
-                    uid: uid.to_string(),
-                    up: true,
-                    relayed: path.relayed,
-                });
+                self.announce_link(
+                    uid,
+                    &jid,
+                    LinkChange::Up {
+                        relayed: path.relayed,
+                    },
+                );
                 if path.via_our_relay {
                     self.relayed.insert(path.remote);
                 } else {
@@ -274,6 +281,8 @@ impl Social {
                 self.awaiting_session.insert(uid, now + SESSION_DEADLINE);
                 match dp.add_peer(now, public_key, Some(path.remote), None) {
                     Ok(uid) => {
+                        // A new path: its silence so far belongs to the old one.
+                        dp.path_confirmed(&uid);
                         let mut net = Transport {
                             udp,
                             social: Some(self),
@@ -284,21 +293,16 @@ impl Social {
                     Err(e) => tracing::warn!(error = %e, "cannot link a friend's device"),
                 }
             }
-            LinkEvent::Down { uid } => {
-                tracing::debug!(peer = %uid, "link path lost");
-                let _ = self.events.send(EngineEvent::Link {
-                    uid: uid.to_string(),
-                    up: false,
-                    relayed: false,
-                });
+            LinkEvent::Down { uid, jid } => {
+                tracing::info!(peer = %uid, "link path lost; looking for a new one");
+                self.announce_link(uid, &jid, LinkChange::PathLost);
+                // A path dies when the network under it changed: if our addresses did,
+                // gather again and restart every link (the platform may not have said so).
+                self.check_network(now);
             }
-            LinkEvent::Closed { uid } => {
-                tracing::info!(peer = %uid, "link closed");
-                let _ = self.events.send(EngineEvent::Link {
-                    uid: uid.to_string(),
-                    up: false,
-                    relayed: false,
-                });
+            LinkEvent::Closed { uid, jid, by_peer } => {
+                tracing::info!(peer = %uid, by_peer, "link closed");
+                self.announce_link(uid, &jid, LinkChange::Closed { by_peer });
                 self.awaiting_session.remove(&uid);
                 if let Some(status) = dp.links().into_iter().find(|l| l.uid == uid) {
                     if let Some(endpoint) = status.endpoint {
@@ -307,6 +311,35 @@ impl Social {
                 }
                 dp.remove_peer(&uid);
             }
+            LinkEvent::PathConfirmed { uid } => dp.path_confirmed(&uid),
+        }
+    }
+
+    fn announce_link(&self, uid: Uid, jid: &FullJid, change: LinkChange) {
+        let _ = self.events.send(EngineEvent::Link {
+            uid: uid.to_string(),
+            device: jid.to_string(),
+            change,
+        });
+    }
+
+    /// The machine's network may have changed: if our addresses did, restart discovery.
+    pub(super) fn check_network(&mut self, now: Instant) {
+        if self.host_addresses_changed() {
+            tracing::info!("this device's addresses changed; finding new paths");
+            self.network_changed(now);
+        }
+    }
+
+    fn host_addresses_changed(&self) -> bool {
+        let subnet = self.subnet_excluded;
+        host_candidates(self.port, |ip| subnet.contains(ip)) != self.links.local_candidates().host
+    }
+
+    /// Paths the data plane found quiet while sending: checked or replaced.
+    pub(super) fn handle_path_alarms(&mut self, now: Instant, dp: &mut DataPlane) {
+        while let Some((uid, alarm)) = dp.take_path_alarm() {
+            self.links.path_alarm(now, &uid, alarm);
         }
     }
 
@@ -386,7 +419,7 @@ impl Social {
     pub(super) fn xmpp_status(&self) -> XmppStatus {
         match &self.xmpp_state {
             XmppState::Connecting => XmppStatus::Connecting,
-            XmppState::Online(_) => XmppStatus::Online,
+            XmppState::Online { .. } => XmppStatus::Online,
             XmppState::Offline { reason, retry_in } => XmppStatus::Offline {
                 reason: reason.to_string(),
                 retry_in_secs: retry_in.as_secs(),

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 /// ICE keepalives double as NAT keepalives: one every 25 s on the selected path.
 const KEEPALIVE: Duration = Duration::from_secs(25);
+/// While a path is suspect (see `crate::liveness`), a consent check this often.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// A selected path silent for this long counts as disconnected; this much more, failed.
 const DISCONNECTED_AFTER: Duration = Duration::from_secs(60);
 const FAILED_AFTER: Duration = Duration::from_secs(30);
@@ -58,6 +60,8 @@ pub struct IceLink {
     relay_addr: Option<SocketAddr>,
     state: ConnectionState,
     selected: Option<SelectedPath>,
+    /// Consent checks at `PROBE_INTERVAL` until this instant (the path is suspect).
+    probe_until: Option<Instant>,
 }
 
 impl IceLink {
@@ -69,7 +73,9 @@ impl IceLink {
         let config = AgentConfig {
             is_controlling: controlling,
             multicast_dns_mode: MulticastDnsMode::Disabled,
-            keepalive_interval: Some(KEEPALIVE),
+            // The agent may check consent this often; `poll_timeout` holds it to KEEPALIVE
+            // unless the path is being probed.
+            keepalive_interval: Some(PROBE_INTERVAL),
             disconnected_timeout: Some(DISCONNECTED_AFTER),
             failed_timeout: Some(FAILED_AFTER),
             ..Default::default()
@@ -118,6 +124,7 @@ impl IceLink {
             relay_addr: local.relay,
             state: ConnectionState::New,
             selected: None,
+            probe_until: None,
         })
     }
 
@@ -215,13 +222,28 @@ impl IceLink {
 
     /// The agent's next deadline. Once connected, rtc-ice would still tick every 200 ms (its
     /// check interval bounds every timer); a connected session only needs its keepalive, so
-    /// it is woken once per keepalive interval: the idle engine sleeps.
+    /// it is woken once per keepalive interval (the idle engine sleeps), unless its path is
+    /// being probed.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let deadline = self.agent.poll_timeout()?;
+        let probing = self.probe_until.is_some_and(|until| deadline < until);
         Some(match self.state {
-            ConnectionState::Connected => deadline.max(self.last_tick + KEEPALIVE),
+            ConnectionState::Connected | ConnectionState::Disconnected if !probing => {
+                deadline.max(self.last_tick + KEEPALIVE)
+            }
             _ => deadline,
         })
+    }
+
+    /// The path looks dead: check consent now and every `PROBE_INTERVAL` until `until`.
+    pub fn probe(&mut self, until: Instant) {
+        self.probe_until = Some(until);
+    }
+
+    /// When the peer was last heard on the selected path (a check or a response).
+    pub fn last_heard(&self) -> Option<Instant> {
+        let (_, remote) = self.agent.get_selected_candidate_pair()?;
+        remote.last_received()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -229,6 +251,9 @@ impl IceLink {
             return;
         }
         self.last_tick = now;
+        if self.probe_until.is_some_and(|until| until <= now) {
+            self.probe_until = None;
+        }
         if let Err(e) = self.agent.handle_timeout(now) {
             tracing::trace!(error = %e, "ICE timer");
         }

@@ -11,6 +11,7 @@
 
 use super::ice::{IceLink, IceOutput, SelectedPath};
 use super::servers::{Gatherer, IceServers};
+use crate::liveness::{PathAlarm, DEAD_AFTER};
 use crate::social::payload::{DeviceInfo, Signal, SignalKind};
 use crate::social::state::WantedDevice;
 use crate::uid::Uid;
@@ -79,6 +80,9 @@ pub enum LinkPhase {
     },
     /// The last attempt failed; the next one starts after a back-off.
     Retrying,
+    /// The friend's device closed the link (the friend switched us off, or removed us): it
+    /// is tried again only when they offer one or after a long back-off.
+    ClosedByPeer,
 }
 
 /// What the engine must do with the data plane.
@@ -87,13 +91,20 @@ pub enum LinkEvent {
     /// Traffic to this device goes to `path.remote` (through the relay if `path.relayed`).
     Up {
         uid: Uid,
+        jid: FullJid,
         public_key: [u8; 32],
         path: SelectedPath,
     },
-    /// The device has no usable path any more; keep its WireGuard session for a comeback.
-    Down { uid: Uid },
+    /// The path stopped working; ICE looks for a new one. The WireGuard session stays.
+    Down { uid: Uid, jid: FullJid },
     /// The link is closed for good (no longer wanted, or closed by the peer).
-    Closed { uid: Uid },
+    Closed {
+        uid: Uid,
+        jid: FullJid,
+        by_peer: bool,
+    },
+    /// A path that looked dead answered a check: its silence so far does not count.
+    PathConfirmed { uid: Uid },
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -101,6 +112,10 @@ pub struct LinkCounters {
     pub offers_sent: u64,
     pub signals_stale: u64,
     pub ice_failures: u64,
+    /// Paths found dead while in use (and looked for again).
+    pub paths_lost: u64,
+    /// TURN allocations lost (a restarted server) and made again.
+    pub relay_reallocations: u64,
 }
 
 #[derive(Debug)]
@@ -133,6 +148,10 @@ struct Peer {
     seen: VecDeque<u64>,
     backoff: Duration,
     up: Option<SelectedPath>,
+    /// The path is suspect and its ICE session is checking it since then.
+    probing_since: Option<Instant>,
+    /// The peer closed the link; cleared when it offers again.
+    closed_by_peer: bool,
 }
 
 pub struct LinkManager {
@@ -169,6 +188,8 @@ impl Peer {
             seen: VecDeque::new(),
             backoff: BACKOFF_START,
             up: None,
+            probing_since: None,
+            closed_by_peer: false,
         }
     }
 }
@@ -197,7 +218,10 @@ impl LinkManager {
     }
 
     pub fn counters(&self) -> LinkCounters {
-        self.counters
+        LinkCounters {
+            relay_reallocations: self.gatherer.reallocations,
+            ..self.counters
+        }
     }
 
     pub fn local_candidates(&self) -> &super::servers::LocalCandidates {
@@ -216,6 +240,7 @@ impl LinkManager {
                     .and_then(|i| i.rtt(now))
                     .map(|d| d.as_secs_f64() * 1000.0),
             },
+            (Phase::Idle { .. }, None) if peer.closed_by_peer => LinkPhase::ClosedByPeer,
             (Phase::Idle { .. }, None) if peer.backoff > BACKOFF_START => LinkPhase::Retrying,
             _ => LinkPhase::Connecting,
         })
@@ -284,15 +309,72 @@ impl LinkManager {
         self.drive(now);
     }
 
-    /// Signalling works again (XMPP back online): retry at once whatever waits in back-off.
+    /// Signalling works again (XMPP back online): retry at once whatever waits in back-off,
+    /// and send again what was waiting for an answer (it was dropped while offline).
     pub fn signalling_restored(&mut self, now: Instant) {
         for peer in self.peers.values_mut() {
-            if peer.up.is_none() && matches!(peer.phase, Phase::Idle { .. }) {
-                peer.backoff = BACKOFF_START;
-                peer.phase = Phase::Idle { at: now };
+            match peer.phase {
+                Phase::Idle { .. } if peer.up.is_none() && !peer.closed_by_peer => {
+                    peer.backoff = BACKOFF_START;
+                    peer.phase = Phase::Idle { at: now };
+                }
+                Phase::Offered { .. } => {
+                    if let Some(offer) = peer.last_signal.clone() {
+                        self.signals.push_back((peer.jid.clone(), offer));
+                        peer.phase = Phase::Offered {
+                            last: now,
+                            tries: 1,
+                        };
+                    }
+                }
+                Phase::AwaitingOffer { .. } => peer.phase = Phase::Idle { at: now },
+                _ => {}
             }
         }
         self.drive(now);
+    }
+
+    /// The data plane saw the path to `uid` go quiet while sending (see
+    /// [`crate::liveness`]): check it (suspect) or look for a new one (dead).
+    pub fn path_alarm(&mut self, now: Instant, uid: &Uid, alarm: PathAlarm) {
+        let Some(mut peer) = self.peers.remove(uid) else {
+            return;
+        };
+        let heard_recently = peer
+            .ice
+            .as_ref()
+            .and_then(IceLink::last_heard)
+            .is_some_and(|t| now.saturating_duration_since(t) < DEAD_AFTER);
+        match alarm {
+            PathAlarm::Suspect => {
+                if let (Some(ice), Some(_)) = (peer.ice.as_mut(), peer.up) {
+                    tracing::debug!(peer = %uid, "path quiet; checking it");
+                    ice.probe(now + DEAD_AFTER);
+                    peer.probing_since = Some(now);
+                }
+            }
+            PathAlarm::Dead if heard_recently => {
+                self.events
+                    .push_back(LinkEvent::PathConfirmed { uid: *uid });
+            }
+            PathAlarm::Dead if peer.up.is_some() => self.path_lost(now, &mut peer),
+            // No path yet: ICE is already at work.
+            PathAlarm::Dead => {}
+        }
+        self.peers.insert(*uid, peer);
+        self.drive(now);
+    }
+
+    /// The selected path is dead: run ICE again at once (the WireGuard session stays).
+    fn path_lost(&mut self, now: Instant, peer: &mut Peer) {
+        tracing::debug!(peer = %peer.info.uid, "path silent; looking for a new one");
+        self.counters.paths_lost += 1;
+        if peer.up.is_some_and(|p| p.via_our_relay) {
+            self.gatherer.verify(now);
+        }
+        self.drop_session(peer, false);
+        peer.backoff = BACKOFF_START;
+        peer.phase = Phase::Idle { at: now };
     }
 
     /// The devices that have (or are getting) a link, with their keys.
@@ -385,8 +467,11 @@ impl LinkManager {
                 ));
             }
         }
-        self.events
-            .push_back(LinkEvent::Closed { uid: peer.info.uid });
+        self.events.push_back(LinkEvent::Closed {
+            uid: peer.info.uid,
+            jid: peer.jid.clone(),
+            by_peer: false,
+        });
     }
 
     /// A signal already authorised by the social layer.
@@ -422,6 +507,14 @@ impl LinkManager {
             return;
         }
         peer.jid = from;
+        if matches!(signal.kind, SignalKind::Offer | SignalKind::Restart) {
+            peer.closed_by_peer = false;
+            if peer.up.is_some_and(|p| p.via_our_relay) {
+                // The peer looks for a new path although ours goes through our relay: the
+                // relay may be gone (a restarted TURN server).
+                self.gatherer.verify(now);
+            }
+        }
         match signal.kind {
             SignalKind::Offer => self.on_offer(now, &mut peer, signal),
             SignalKind::Answer => self.on_answer(now, &mut peer, signal),
@@ -435,13 +528,18 @@ impl LinkManager {
             }
             SignalKind::Close => {
                 if peer.session == Some(signal.session) {
-                    self.drop_session(&mut peer);
+                    self.drop_session(&mut peer, false);
                     // The peer does not want us now: don't insist before a long back-off.
                     peer.backoff = BACKOFF_MAX;
+                    peer.closed_by_peer = true;
                     peer.phase = Phase::Idle {
                         at: now + BACKOFF_MAX,
                     };
-                    self.events.push_back(LinkEvent::Closed { uid });
+                    self.events.push_back(LinkEvent::Closed {
+                        uid,
+                        jid: peer.jid.clone(),
+                        by_peer: true,
+                    });
                 } else {
                     self.counters.signals_stale += 1;
                 }
@@ -480,7 +578,8 @@ impl LinkManager {
         let Some(remote) = offer.credentials.clone() else {
             return;
         };
-        self.drop_session(peer);
+        // The old path carries traffic until the new session selects one.
+        self.drop_session(peer, true);
         let mut ice = match IceLink::new(now, false, self.gatherer.candidates()) {
             Ok(ice) => ice,
             Err(e) => {
@@ -537,7 +636,8 @@ impl LinkManager {
     }
 
     fn offer(&mut self, now: Instant, peer: &mut Peer) {
-        self.drop_session(peer);
+        // The old path carries traffic until the new session selects one.
+        self.drop_session(peer, true);
         let ice = match IceLink::new(now, true, self.gatherer.candidates()) {
             Ok(ice) => ice,
             Err(e) => {
@@ -565,21 +665,26 @@ impl LinkManager {
         self.signals.push_back((peer.jid.clone(), offer));
     }
 
-    /// Ends the ICE session (keeping the peer and its WireGuard session).
-    fn drop_session(&mut self, peer: &mut Peer) {
+    /// Ends the ICE session (keeping the peer and its WireGuard session). With `keep_path`
+    /// the path it selected stays in use (and shown) until a new session selects another:
+    /// it may well still work (a network change that did not touch it).
+    fn drop_session(&mut self, peer: &mut Peer, keep_path: bool) {
         if let Some(mut ice) = peer.ice.take() {
             ice.close();
         }
         peer.session = None;
         peer.last_signal = None;
-        if peer.up.take().is_some() {
-            self.events
-                .push_back(LinkEvent::Down { uid: peer.info.uid });
+        peer.probing_since = None;
+        if !keep_path && peer.up.take().is_some() {
+            self.events.push_back(LinkEvent::Down {
+                uid: peer.info.uid,
+                jid: peer.jid.clone(),
+            });
         }
     }
 
     fn fail(&mut self, now: Instant, peer: &mut Peer) {
-        self.drop_session(peer);
+        self.drop_session(peer, false);
         peer.phase = Phase::Idle {
             at: now + peer.backoff,
         };
@@ -589,6 +694,17 @@ impl LinkManager {
     /// Everything time- or state-driven for every peer.
     fn drive(&mut self, now: Instant) {
         let uids: Vec<Uid> = self.peers.keys().copied().collect();
+        if self.gatherer.take_relay_replaced() {
+            // Paths through the old relay address are gone with it.
+            for uid in &uids {
+                if let Some(mut peer) = self.peers.remove(uid) {
+                    if peer.up.is_some_and(|p| p.via_our_relay) {
+                        self.path_lost(now, &mut peer);
+                    }
+                    self.peers.insert(*uid, peer);
+                }
+            }
+        }
         let gathered = self.gatherer.is_complete(now);
         for uid in uids {
             let Some(mut peer) = self.peers.remove(&uid) else {
@@ -672,12 +788,21 @@ impl LinkManager {
         }
         let selected = ice.selected();
         let failed = ice.has_failed();
+        if let Some(since) = peer.probing_since {
+            if ice.last_heard().is_some_and(|t| t > since) {
+                // The peer answered the check: the path works.
+                peer.probing_since = None;
+                self.events
+                    .push_back(LinkEvent::PathConfirmed { uid: peer.info.uid });
+            }
+        }
         if selected != peer.up && selected.is_some() {
             peer.up = selected;
             peer.backoff = BACKOFF_START;
             if let Some(path) = selected {
                 self.events.push_back(LinkEvent::Up {
                     uid: peer.info.uid,
+                    jid: peer.jid.clone(),
                     public_key: peer.info.public_key,
                     path,
                 });
@@ -699,7 +824,8 @@ impl LinkManager {
             let Some(mut peer) = self.peers.remove(&uid) else {
                 continue;
             };
-            self.drop_session(&mut peer);
+            // A path that survives the change keeps carrying traffic meanwhile.
+            self.drop_session(&mut peer, true);
             peer.backoff = BACKOFF_START;
             // Offer (or ask for one) as soon as the new candidates are in.
             peer.phase = Phase::Idle { at: now };
@@ -848,324 +974,5 @@ fn remember(seen: &mut VecDeque<u64>, session: u64) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Side {
-        m: LinkManager,
-        jid: FullJid,
-        addr: SocketAddr,
-        info: DeviceInfo,
-        events: Vec<LinkEvent>,
-    }
-
-    fn side(key: u8, jid: &str, addr: &str, now: Instant) -> Side {
-        let info = DeviceInfo::new([key; 32]);
-        let addr: SocketAddr = addr.parse().unwrap();
-        Side {
-            m: LinkManager::new(
-                now,
-                info,
-                LinkPolicy::default(),
-                IceServers::default(),
-                vec![addr],
-            ),
-            jid: jid.parse().unwrap(),
-            addr,
-            info,
-            events: vec![],
-        }
-    }
-
-    fn wanted(other: &Side) -> Vec<WantedDevice> {
-        vec![WantedDevice {
-            jid: other.jid.clone(),
-            info: other.info,
-            own: false,
-        }]
-    }
-
-    /// Exchanges signals (unless `drop_signals` says so) and datagrams, and steps virtual
-    /// time through the earliest deadline, until `until`.
-    fn run(
-        a: &mut Side,
-        b: &mut Side,
-        mut now: Instant,
-        until: Instant,
-        drop_signals: &mut dyn FnMut(&Signal) -> bool,
-    ) -> Instant {
-        for _ in 0..10_000 {
-            let mut moved = false;
-            for (from, to) in [(0, 1), (1, 0)] {
-                let (src, dst) = if from == 0 {
-                    (&mut *a, &mut *b)
-                } else {
-                    (&mut *b, &mut *a)
-                };
-                while let Some((_, signal)) = src.m.poll_signal() {
-                    moved = true;
-                    if !drop_signals(&signal) {
-                        dst.m.handle_signal(now, src.jid.clone(), signal);
-                    }
-                }
-                while let Some((to_addr, data)) = src.m.poll_transmit() {
-                    moved = true;
-                    if to_addr == dst.addr {
-                        dst.m.handle_datagram(now, dst.addr, src.addr, &data);
-                    }
-                }
-                while let Some(e) = src.m.poll_event() {
-                    src.events.push(e);
-                }
-                let _ = to;
-            }
-            if moved {
-                continue;
-            }
-            let next = [a.m.poll_timeout(), b.m.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
-            match next {
-                Some(t) if t <= until => {
-                    now = now.max(t);
-                    a.m.handle_timeout(now, |_| None);
-                    b.m.handle_timeout(now, |_| None);
-                }
-                _ => return now,
-            }
-        }
-        panic!("simulation did not settle");
-    }
-
-    fn up(side: &Side) -> Option<SelectedPath> {
-        side.events.iter().rev().find_map(|e| match e {
-            LinkEvent::Up { path, .. } => Some(*path),
-            _ => None,
-        })
-    }
-
-    #[test]
-    fn two_devices_link_directly_and_close() {
-        let t0 = Instant::now();
-        let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
-        let mut b = side(2, "bob@svpn.test/b", "198.18.0.2:2000", t0);
-        let (wa, wb) = (wanted(&b), wanted(&a));
-        a.m.set_wanted(t0, &wa);
-        b.m.set_wanted(t0, &wb);
-        let now = run(&mut a, &mut b, t0, t0 + Duration::from_secs(5), &mut |_| {
-            false
-        });
-        assert_eq!(
-            up(&a),
-            Some(SelectedPath {
-                remote: b.addr,
-                relayed: false,
-                via_our_relay: false,
-            }),
-            "{:?}",
-            a.events
-        );
-        assert_eq!(
-            up(&b),
-            Some(SelectedPath {
-                remote: a.addr,
-                relayed: false,
-                via_our_relay: false,
-            }),
-            "{:?}",
-            b.events
-        );
-        assert!(matches!(
-            a.m.phase(now, &b.info.uid),
-            Some(LinkPhase::Connected { relayed: false, .. })
-        ));
-
-        a.m.close_now(&b.info.uid);
-        run(
-            &mut a,
-            &mut b,
-            now,
-            now + Duration::from_secs(1),
-            &mut |_| false,
-        );
-        assert!(a.events.contains(&LinkEvent::Closed { uid: b.info.uid }));
-        assert!(b.events.contains(&LinkEvent::Closed { uid: a.info.uid }));
-    }
-
-    #[test]
-    fn lost_offers_are_retried_and_replays_ignored() {
-        let t0 = Instant::now();
-        let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
-        let mut b = side(2, "bob@svpn.test/b", "198.18.0.2:2000", t0);
-        let (wa, wb) = (wanted(&b), wanted(&a));
-        a.m.set_wanted(t0, &wa);
-        b.m.set_wanted(t0, &wb);
-        // The first two offers vanish.
-        let mut lost = 0;
-        let mut first_offer = None;
-        run(&mut a, &mut b, t0, t0 + Duration::from_secs(10), &mut |s| {
-            if s.kind == SignalKind::Offer && lost < 2 {
-                lost += 1;
-                first_offer.get_or_insert_with(|| s.clone());
-                return true;
-            }
-            false
-        });
-        assert!(
-            up(&a).is_some() && up(&b).is_some(),
-            "{:?} / {:?}",
-            a.events,
-            b.events
-        );
-        // The lost offers were resends of one session; the third copy got through.
-        assert_eq!(a.m.counters().offers_sent, 1);
-        // Roaming starts a new session; the old offer replayed afterwards is stale.
-        let now = t0 + Duration::from_secs(11);
-        a.m.network_changed(now, vec![a.addr]);
-        let now = run(
-            &mut a,
-            &mut b,
-            now,
-            now + Duration::from_secs(5),
-            &mut |_| false,
-        );
-        assert_eq!(a.m.counters().offers_sent, 2);
-        assert!(up(&b).is_some());
-        let offer = first_offer.unwrap();
-        let stale_before = b.m.counters().signals_stale;
-        b.m.handle_signal(now, a.jid.clone(), offer);
-        assert_eq!(
-            b.m.poll_signal(),
-            None,
-            "a replayed offer must not be answered"
-        );
-        assert_eq!(b.m.counters().signals_stale, stale_before + 1);
-    }
-
-    #[test]
-    fn on_demand_links_only_when_asked_and_trims_idle_links() {
-        let t0 = Instant::now();
-        let policy = LinkPolicy::OnDemand {
-            max_links: 4,
-            idle_secs: 5,
-        };
-        let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
-        a.m = LinkManager::new(t0, a.info, policy, IceServers::default(), vec![a.addr]);
-        let mut b = side(2, "bob@svpn.test/b", "198.18.0.2:2000", t0);
-        b.m = LinkManager::new(t0, b.info, policy, IceServers::default(), vec![b.addr]);
-        let (wa, wb) = (wanted(&b), wanted(&a));
-        a.m.set_wanted(t0, &wa);
-        b.m.set_wanted(t0, &wb);
-        let now = run(&mut a, &mut b, t0, t0 + Duration::from_secs(5), &mut |_| {
-            false
-        });
-        assert!(
-            up(&a).is_none() && a.m.poll_signal().is_none(),
-            "linked without demand"
-        );
-        // A packet for bob: a link comes up (bob answers though he did not ask).
-        assert_eq!(a.m.demand(now, &b.info.uid), Some(b.info.public_key));
-        assert_eq!(a.m.demand(now, &Uid([9; 20])), None, "not eligible");
-        let now = run(
-            &mut a,
-            &mut b,
-            now,
-            now + Duration::from_secs(5),
-            &mut |_| false,
-        );
-        assert!(up(&a).is_some() && up(&b).is_some());
-        // Traffic until `now`, then silence: trimmed once the idle time has passed.
-        let last = now;
-        a.m.trim_idle(now + Duration::from_secs(3), |_| Some(last));
-        assert!(a.m.phase(now, &b.info.uid).is_some(), "trimmed too early");
-        let later = now + Duration::from_secs(6);
-        a.m.trim_idle(later, |_| Some(last));
-        assert!(a.m.phase(later, &b.info.uid).is_none());
-        assert!(
-            a.m.poll_event()
-                .into_iter()
-                .any(|e| e == LinkEvent::Closed { uid: b.info.uid })
-                || a.events.contains(&LinkEvent::Closed { uid: b.info.uid })
-                || std::iter::from_fn(|| a.m.poll_event())
-                    .any(|e| e == LinkEvent::Closed { uid: b.info.uid })
-        );
-    }
-
-    #[test]
-    fn a_device_that_goes_offline_is_closed_after_the_grace_period() {
-        let t0 = Instant::now();
-        let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
-        let mut b = side(2, "bob@svpn.test/b", "198.18.0.2:2000", t0);
-        let (wa, wb) = (wanted(&b), wanted(&a));
-        a.m.set_wanted(t0, &wa);
-        b.m.set_wanted(t0, &wb);
-        let now = run(&mut a, &mut b, t0, t0 + Duration::from_secs(5), &mut |_| {
-            false
-        });
-        assert!(up(&a).is_some());
-        // Bob's device disappears from the roster: the link stays through a presence flap…
-        a.m.set_wanted(now, &[]);
-        let mid = run(&mut a, &mut b, now, now + OFFLINE_GRACE / 2, &mut |_| false);
-        assert!(!a.events.contains(&LinkEvent::Closed { uid: b.info.uid }));
-        assert!(a.m.phase(mid, &b.info.uid).is_some());
-        // …and is closed (and Bob told) once the grace period is over.
-        run(
-            &mut a,
-            &mut b,
-            mid,
-            now + OFFLINE_GRACE + Duration::from_secs(1),
-            &mut |_| false,
-        );
-        assert!(a.events.contains(&LinkEvent::Closed { uid: b.info.uid }));
-        assert!(b.events.contains(&LinkEvent::Closed { uid: a.info.uid }));
-    }
-
-    #[test]
-    fn proactive_links_stop_at_the_cap_own_devices_first() {
-        let t0 = Instant::now();
-        let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
-        a.m = LinkManager::new(
-            t0,
-            a.info,
-            LinkPolicy::Proactive { max_links: 2 },
-            IceServers::default(),
-            vec![a.addr],
-        );
-        let devices: Vec<WantedDevice> = (2..6u8)
-            .map(|k| WantedDevice {
-                jid: format!("f{k}@svpn.test/x").parse().unwrap(),
-                info: DeviceInfo::new([k; 32]),
-                own: k == 5,
-            })
-            .collect();
-        a.m.set_wanted(t0, &devices);
-        let linked: Vec<Uid> = a.m.devices().map(|(u, _)| u).collect();
-        assert_eq!(linked.len(), 2);
-        assert!(linked.contains(&devices[3].info.uid), "own device first");
-    }
-
-    #[test]
-    fn an_unanswered_device_backs_off() {
-        let t0 = Instant::now();
-        let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
-        let mut b = side(2, "bob@svpn.test/b", "198.18.0.2:2000", t0);
-        let wa = wanted(&b);
-        a.m.set_wanted(t0, &wa);
-        // Bob never answers anything.
-        run(
-            &mut a,
-            &mut b,
-            t0,
-            t0 + Duration::from_secs(60),
-            &mut |_| true,
-        );
-        let offers = a.m.counters().offers_sent;
-        // Offers are resent a bounded number of times per attempt, attempts back off.
-        assert!((2..=5).contains(&offers), "{offers} offers in 60 s");
-        assert_eq!(
-            a.m.phase(t0 + Duration::from_secs(60), &b.info.uid),
-            Some(LinkPhase::Retrying)
-        );
-    }
-}
+#[path = "manager_tests.rs"]
+mod tests;

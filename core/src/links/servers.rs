@@ -61,7 +61,19 @@ pub struct Gatherer {
     relayed_in: VecDeque<(SocketAddr, BytesMut)>,
     /// After a refused allocation: when to ask again, and the wait after that.
     allocate_retry: Option<(Instant, Duration)>,
+    /// Our allocation is being checked (a Refresh is out): allocate again unless the server
+    /// confirms it by then.
+    verify_by: Option<Instant>,
+    /// The relay address changed since the link manager last asked: paths through the old
+    /// one are gone.
+    relay_replaced: bool,
+    /// Allocations lost and made again, for the status.
+    pub(crate) reallocations: u64,
 }
+
+/// How long a Refresh that checks our allocation may go unanswered (its transaction
+/// retransmits at 0.5, 1.5 and 3.5 s).
+const VERIFY_WAIT: Duration = Duration::from_secs(3);
 
 /// First wait before asking again for a refused allocation; doubles up to the cap. A server
 /// still holding a crashed predecessor's allocation frees it within its lifetime (600 s).
@@ -88,6 +100,9 @@ impl Gatherer {
             permission_pending: HashSet::new(),
             relayed_in: VecDeque::new(),
             allocate_retry: None,
+            verify_by: None,
+            relay_replaced: false,
+            reallocations: 0,
         };
         g.begin(now);
         g
@@ -157,7 +172,53 @@ impl Gatherer {
             let _ = client.close();
         }
         let servers = self.servers.clone();
+        let reallocations = self.reallocations;
+        let had_relay = self.candidates.relay.is_some();
         *self = Gatherer::start(now, servers, host);
+        self.reallocations = reallocations;
+        self.relay_replaced = had_relay;
+    }
+
+    /// A path through our relay went silent, or a peer gave up a path through it: ask the
+    /// server whether the allocation still exists (a restarted TURN server forgets it). A
+    /// refused or unanswered check leads to a new allocation.
+    pub fn verify(&mut self, now: Instant) {
+        if self.verify_by.is_some() || self.candidates.relay.is_none() {
+            return;
+        }
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        match client.refresh_allocations(now) {
+            Ok(()) => {
+                tracing::debug!("checking the TURN allocation");
+                self.verify_by = Some(now + VERIFY_WAIT);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot check the TURN allocation");
+                self.reallocate(now);
+            }
+        }
+    }
+
+    /// The allocation is gone: release whatever the server may still hold for it and ask
+    /// for a new one. Links through the old relay address must find new paths.
+    fn reallocate(&mut self, now: Instant) {
+        tracing::info!("TURN allocation lost; allocating again");
+        self.reallocations += 1;
+        self.verify_by = None;
+        self.release(now);
+        self.relay_replaced = true;
+        if let Some(client) = self.client.as_mut() {
+            self.allocation_pending = client.allocate(now).is_ok();
+            // New ICE sessions wait for the new relay as they did at start.
+            self.started = now;
+        }
+    }
+
+    /// Whether the relay address changed since the last call.
+    pub fn take_relay_replaced(&mut self) -> bool {
+        std::mem::take(&mut self.relay_replaced)
     }
 
     /// Releases the relay allocation (a Refresh with lifetime 0, sent by the next
@@ -213,8 +274,21 @@ impl Gatherer {
             },
             message: BytesMut::from(data),
         };
+        let verdict = allocation_verdict(data);
         if let Err(e) = client.handle_read(msg) {
             tracing::trace!(error = %e, "STUN/TURN datagram ignored");
+        }
+        match verdict {
+            Some(AllocationVerdict::Confirmed) => self.verify_by = None,
+            // (Answers to the release of a lost allocation come in around a new one.)
+            Some(AllocationVerdict::Lost(code))
+                if self.candidates.relay.is_some()
+                    && now.saturating_duration_since(self.started) >= GATHER_TIMEOUT =>
+            {
+                tracing::debug!(code, "the TURN server no longer knows our allocation");
+                self.reallocate(now);
+            }
+            _ => {}
         }
         self.drain_events(now);
     }
@@ -236,6 +310,7 @@ impl Gatherer {
                 }
                 TurnEvent::AllocateResponse(_, addr) => {
                     tracing::debug!(%addr, "TURN relay allocated");
+                    self.verify_by = None;
                     self.candidates.relay = Some(addr);
                     self.allocation_pending = false;
                     self.allocate_retry = None;
@@ -330,6 +405,7 @@ impl Gatherer {
             client,
             self.completion_deadline(),
             self.allocate_retry.map(|(at, _)| at),
+            self.verify_by,
         ]
         .into_iter()
         .flatten()
@@ -337,6 +413,10 @@ impl Gatherer {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.verify_by.is_some_and(|at| at <= now) {
+            tracing::debug!("the TURN server did not confirm our allocation");
+            self.reallocate(now);
+        }
         if now.saturating_duration_since(self.started) >= GATHER_TIMEOUT {
             // Gathering is over: whatever has not answered is done without (its deadline
             // must not stay in the past, or the engine would spin).
@@ -362,6 +442,49 @@ impl Gatherer {
         }
         self.drain_events(now);
     }
+}
+
+/// What a datagram from the TURN server says about our allocation.
+#[derive(Debug, PartialEq, Eq)]
+enum AllocationVerdict {
+    /// A Refresh succeeded: the allocation exists.
+    Confirmed,
+    /// A Refresh, CreatePermission or ChannelBind was refused in a way that means the server
+    /// has no allocation for us (437 Allocation Mismatch after a server restart; coturn also
+    /// answers 400 for requests on an allocation it lost).
+    Lost(u16),
+}
+
+fn allocation_verdict(data: &[u8]) -> Option<AllocationVerdict> {
+    use rtc_stun::error_code::{ErrorCodeAttribute, CODE_ALLOC_MISMATCH, CODE_BAD_REQUEST};
+    use rtc_stun::message::{
+        Getter, Message, CLASS_ERROR_RESPONSE, CLASS_SUCCESS_RESPONSE, METHOD_CHANNEL_BIND,
+        METHOD_CREATE_PERMISSION, METHOD_REFRESH,
+    };
+    if !rtc_stun::message::is_stun_message(data) {
+        return None;
+    }
+    let mut m = Message::new();
+    m.raw = data.to_vec();
+    m.decode().ok()?;
+    let method = m.typ.method;
+    if method == METHOD_REFRESH && m.typ.class == CLASS_SUCCESS_RESPONSE {
+        return Some(AllocationVerdict::Confirmed);
+    }
+    if m.typ.class != CLASS_ERROR_RESPONSE
+        || ![
+            METHOD_REFRESH,
+            METHOD_CREATE_PERMISSION,
+            METHOD_CHANNEL_BIND,
+        ]
+        .contains(&method)
+    {
+        return None;
+    }
+    let mut code = ErrorCodeAttribute::default();
+    code.get_from(&m).ok()?;
+    (code.code == CODE_ALLOC_MISMATCH || code.code == CODE_BAD_REQUEST)
+        .then_some(AllocationVerdict::Lost(code.code.0))
 }
 
 #[cfg(test)]

@@ -12,6 +12,12 @@ use xmpp_parsers::jid::{BareJid, FullJid, Jid};
 
 /// After a reconnect, devices not re-announced within this time are taken as offline.
 pub const PRESENCE_RESYNC_GRACE: Duration = Duration::from_secs(10);
+/// A server that shuts down cleanly first tells every contact that everyone went offline,
+/// then closes our stream. Devices that went offline this shortly before our own session
+/// dropped are taken as "server going away", not "friend gone", and kept.
+pub const SERVER_GOING_AWAY: Duration = Duration::from_secs(5);
+/// Most recent departures remembered for that (a bound on memory, not a limit users meet).
+const RECENT_DEPARTURES: usize = 1024;
 
 /// Subscription state of a contact (RFC 6121), from the user's side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -152,6 +158,8 @@ pub struct SocialState {
     toggles: Toggles,
     epoch: u64,
     resync_at: Option<Instant>,
+    /// Devices that went offline in the last moments: (when, account, device).
+    departed: VecDeque<(Instant, BareJid, Device)>,
     outbox: VecDeque<Outgoing>,
     events: VecDeque<SocialEvent>,
     counters: SocialCounters,
@@ -168,6 +176,7 @@ impl SocialState {
             toggles,
             epoch: 0,
             resync_at: None,
+            departed: VecDeque::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             counters: SocialCounters::default(),
@@ -194,20 +203,53 @@ impl SocialState {
         self.toggles.is_enabled(jid)
     }
 
-    /// The session is online as `bound`: announce ourselves and fetch the roster. Devices
-    /// known from before stay until the presence burst has had time to confirm them, so a
-    /// reconnect does not tear down working links.
+    /// A fresh session is online as `bound`: announce ourselves and fetch the roster.
+    /// Devices known from before stay until the presence burst has had time to confirm them,
+    /// so a reconnect does not tear down working links.
     pub fn handle_online(&mut self, now: Instant, bound: FullJid) {
         self.own_full = Some(bound);
         self.epoch += 1;
         self.resync_at = Some(now + PRESENCE_RESYNC_GRACE);
+        self.departed.clear();
         self.outbox.push_back(Outgoing::RosterGet);
         self.outbox.push_back(Outgoing::Announce(self.own_device));
     }
 
+    /// The server resumed the previous session (XEP-0198): our presence and subscriptions
+    /// stayed, and what contacts sent meanwhile is delivered again, so everything known
+    /// stays as it is.
+    pub fn handle_resumed(&mut self, bound: FullJid) {
+        self.own_full = Some(bound);
+    }
+
     /// The XMPP session dropped: keep everything (links keep running without the server).
-    pub fn handle_offline(&mut self) {
+    /// Devices reported offline just before are put back: a server shutting down cleanly
+    /// says so of everyone before it closes our stream.
+    pub fn handle_offline(&mut self, now: Instant) {
         self.resync_at = None;
+        let mut restored = false;
+        while let Some((at, account, device)) = self.departed.pop_back() {
+            if now.saturating_duration_since(at) > SERVER_GOING_AWAY {
+                break;
+            }
+            let devices = if account == self.own {
+                Some(&mut self.own_devices)
+            } else {
+                self.contacts.get_mut(&account).map(|c| &mut c.devices)
+            };
+            if let Some(devices) = devices {
+                if let std::collections::btree_map::Entry::Vacant(e) =
+                    devices.entry(device.resource.clone())
+                {
+                    e.insert(device);
+                    restored = true;
+                }
+            }
+        }
+        self.departed.clear();
+        if restored {
+            self.events.push_back(SocialEvent::RosterChanged);
+        }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -274,7 +316,7 @@ impl SocialState {
         }
     }
 
-    pub fn handle_presence(&mut self, from: &Jid, kind: PresenceKind) {
+    pub fn handle_presence(&mut self, now: Instant, from: &Jid, kind: PresenceKind) {
         let bare = from.to_bare();
         let resource = from.resource().map(|r| r.to_string());
         match (kind, resource) {
@@ -304,13 +346,17 @@ impl SocialState {
             }
             (PresenceKind::Unavailable, Some(resource)) => {
                 let removed = if bare == self.own {
-                    self.own_devices.remove(&resource).is_some()
+                    self.own_devices.remove(&resource)
                 } else {
                     self.contacts
                         .get_mut(&bare)
-                        .is_some_and(|c| c.devices.remove(&resource).is_some())
+                        .and_then(|c| c.devices.remove(&resource))
                 };
-                if removed {
+                if let Some(device) = removed {
+                    if self.departed.len() == RECENT_DEPARTURES {
+                        self.departed.pop_front();
+                    }
+                    self.departed.push_back((now, bare, device));
                     self.events.push_back(SocialEvent::RosterChanged);
                 }
             }
@@ -526,235 +572,5 @@ impl SocialState {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::social::payload::{IceCredentials, SignalKind};
-
-    fn jid(s: &str) -> BareJid {
-        s.parse().unwrap()
-    }
-
-    fn full(s: &str) -> Jid {
-        s.parse().unwrap()
-    }
-
-    fn state(dir: &tempfile::TempDir) -> SocialState {
-        let toggles = Toggles::open(dir.path()).unwrap();
-        SocialState::new(jid("alice@svpn.test"), DeviceInfo::new([1; 32]), toggles)
-    }
-
-    fn item(j: &str, subscription: Subscription) -> RosterItem {
-        RosterItem {
-            jid: jid(j),
-            name: None,
-            subscription,
-            pending_out: false,
-            removed: false,
-        }
-    }
-
-    fn offer_from(key: [u8; 32]) -> Signal {
-        Signal {
-            kind: SignalKind::Offer,
-            session: 1,
-            from: DeviceInfo::new(key),
-            credentials: Some(IceCredentials {
-                ufrag: "abcd".into(),
-                pwd: "abcdefghijklmnopqrstuvwxyz".into(),
-            }),
-            candidates: vec![],
-        }
-    }
-
-    #[test]
-    fn only_enabled_mutual_friends_and_own_devices_are_wanted() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = state(&dir);
-        let now = Instant::now();
-        s.handle_online(now, "alice@svpn.test/phone".parse().unwrap());
-        assert_eq!(s.poll_outgoing(), Some(Outgoing::RosterGet));
-        assert!(matches!(s.poll_outgoing(), Some(Outgoing::Announce(_))));
-        s.handle_roster(vec![
-            item("bob@svpn.test", Subscription::Both),
-            item("carol@svpn.test", Subscription::To),
-        ]);
-        let bob_dev = DeviceInfo::new([2; 32]);
-        s.handle_presence(
-            &full("bob@svpn.test/laptop"),
-            PresenceKind::Available(Some(bob_dev)),
-        );
-        s.handle_presence(&full("bob@svpn.test/chat"), PresenceKind::Available(None));
-        s.handle_presence(
-            &full("carol@svpn.test/x"),
-            PresenceKind::Available(Some(DeviceInfo::new([3; 32]))),
-        );
-        s.handle_presence(
-            &full("alice@svpn.test/tablet"),
-            PresenceKind::Available(Some(DeviceInfo::new([4; 32]))),
-        );
-        s.handle_presence(
-            &full("alice@svpn.test/phone"),
-            PresenceKind::Available(Some(DeviceInfo::new([1; 32]))),
-        );
-        s.handle_presence(
-            &full("mallory@svpn.test/x"),
-            PresenceKind::Available(Some(DeviceInfo::new([5; 32]))),
-        );
-        let wanted: Vec<String> = s
-            .wanted_devices()
-            .iter()
-            .map(|w| w.jid.to_string())
-            .collect();
-        assert_eq!(
-            wanted,
-            vec!["alice@svpn.test/tablet", "bob@svpn.test/laptop"]
-        );
-
-        assert!(s.set_enabled(&jid("bob@svpn.test"), false).unwrap());
-        assert_eq!(s.wanted_devices().len(), 1);
-        // The toggle is persisted.
-        let reopened = state(&dir);
-        assert!(!reopened.is_enabled(&jid("bob@svpn.test")));
-
-        s.handle_presence(&full("alice@svpn.test/tablet"), PresenceKind::Unavailable);
-        assert!(s.wanted_devices().is_empty());
-    }
-
-    #[test]
-    fn friend_requests_complete_in_one_acceptance() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = state(&dir);
-        s.add_friend(jid("bob@svpn.test"));
-        assert_eq!(
-            s.poll_outgoing(),
-            Some(Outgoing::Subscribe(jid("bob@svpn.test")))
-        );
-        assert_eq!(
-            s.poll_outgoing(),
-            Some(Outgoing::Subscribed(jid("bob@svpn.test")))
-        );
-        // Bob accepts and asks back: auto-approved because we asked first.
-        s.handle_presence(&full("bob@svpn.test"), PresenceKind::Subscribe);
-        assert_eq!(
-            s.poll_outgoing(),
-            Some(Outgoing::Subscribed(jid("bob@svpn.test")))
-        );
-        // A stranger's request waits for the user.
-        s.handle_presence(&full("dave@svpn.test"), PresenceKind::Subscribe);
-        assert_eq!(s.poll_outgoing(), None);
-        let events: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
-        assert!(events.contains(&SocialEvent::FriendRequest(jid("dave@svpn.test"))));
-        s.accept_friend(jid("dave@svpn.test"));
-        assert_eq!(
-            s.poll_outgoing(),
-            Some(Outgoing::Subscribed(jid("dave@svpn.test")))
-        );
-        assert_eq!(
-            s.poll_outgoing(),
-            Some(Outgoing::Subscribe(jid("dave@svpn.test")))
-        );
-    }
-
-    #[test]
-    fn signals_are_authorized_by_friendship_toggle_and_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = state(&dir);
-        s.handle_online(Instant::now(), "alice@svpn.test/phone".parse().unwrap());
-        s.handle_roster(vec![
-            item("bob@svpn.test", Subscription::Both),
-            item("carol@svpn.test", Subscription::From),
-        ]);
-        s.handle_presence(
-            &full("bob@svpn.test/laptop"),
-            PresenceKind::Available(Some(DeviceInfo::new([2; 32]))),
-        );
-        let bob: FullJid = "bob@svpn.test/laptop".parse().unwrap();
-        assert_eq!(s.authorize_signal(&bob, &offer_from([2; 32])), Ok(false));
-        assert_eq!(
-            s.authorize_signal(&bob, &offer_from([7; 32])),
-            Err(SignalRejection::KeyMismatch)
-        );
-        let carol: FullJid = "carol@svpn.test/x".parse().unwrap();
-        assert_eq!(
-            s.authorize_signal(&carol, &offer_from([3; 32])),
-            Err(SignalRejection::NotAFriend)
-        );
-        let dave: FullJid = "dave@svpn.test/x".parse().unwrap();
-        assert_eq!(
-            s.authorize_signal(&dave, &offer_from([4; 32])),
-            Err(SignalRejection::NotAFriend)
-        );
-        let own: FullJid = "alice@svpn.test/tablet".parse().unwrap();
-        // Not announced yet: refused (the sender retries; presence comes first normally).
-        assert_eq!(
-            s.authorize_signal(&own, &offer_from([6; 32])),
-            Err(SignalRejection::KeyMismatch)
-        );
-        s.handle_presence(
-            &full("alice@svpn.test/tablet"),
-            PresenceKind::Available(Some(DeviceInfo::new([6; 32]))),
-        );
-        assert_eq!(s.authorize_signal(&own, &offer_from([6; 32])), Ok(true));
-        assert_eq!(
-            s.authorize_signal(&own, &offer_from([1; 32])),
-            Err(SignalRejection::FromSelf)
-        );
-        // Bob announcing (and signalling for) the tablet's key from a resource of his own:
-        // our own account is authoritative, so Bob is refused and the tablet still works.
-        s.handle_presence(
-            &full("bob@svpn.test/evil"),
-            PresenceKind::Available(Some(DeviceInfo::new([6; 32]))),
-        );
-        let evil: FullJid = "bob@svpn.test/evil".parse().unwrap();
-        assert_eq!(
-            s.authorize_signal(&evil, &offer_from([6; 32])),
-            Err(SignalRejection::KeyMismatch)
-        );
-        assert!(s.wanted_devices().iter().all(|w| w.jid != evil));
-        assert_eq!(s.authorize_signal(&own, &offer_from([6; 32])), Ok(true));
-        s.set_enabled(&jid("bob@svpn.test"), false).unwrap();
-        assert_eq!(
-            s.authorize_signal(&bob, &offer_from([2; 32])),
-            Err(SignalRejection::Disabled)
-        );
-        assert_eq!(s.counters().signals_accepted, 3);
-        assert_eq!(s.counters().signals_rejected, 7);
-    }
-
-    #[test]
-    fn reconnect_keeps_devices_until_the_presence_burst_has_had_its_chance() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = state(&dir);
-        let t0 = Instant::now();
-        s.handle_online(t0, "alice@svpn.test/phone".parse().unwrap());
-        s.handle_roster(vec![
-            item("bob@svpn.test", Subscription::Both),
-            item("carol@svpn.test", Subscription::Both),
-        ]);
-        s.handle_presence(
-            &full("bob@svpn.test/a"),
-            PresenceKind::Available(Some(DeviceInfo::new([2; 32]))),
-        );
-        s.handle_presence(
-            &full("carol@svpn.test/a"),
-            PresenceKind::Available(Some(DeviceInfo::new([3; 32]))),
-        );
-        s.handle_offline();
-        assert_eq!(s.wanted_devices().len(), 2, "links outlive the server");
-        let t1 = t0 + Duration::from_secs(60);
-        s.handle_online(t1, "alice@svpn.test/phone".parse().unwrap());
-        s.handle_presence(
-            &full("bob@svpn.test/a"),
-            PresenceKind::Available(Some(DeviceInfo::new([2; 32]))),
-        );
-        s.handle_timeout(t1 + Duration::from_secs(1));
-        assert_eq!(s.wanted_devices().len(), 2);
-        s.handle_timeout(t1 + PRESENCE_RESYNC_GRACE);
-        let wanted: Vec<String> = s
-            .wanted_devices()
-            .iter()
-            .map(|w| w.jid.to_string())
-            .collect();
-        assert_eq!(wanted, vec!["bob@svpn.test/a"]);
-    }
-}
+#[path = "state_tests.rs"]
+mod tests;

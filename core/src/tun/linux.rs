@@ -30,9 +30,18 @@ pub struct TunConfig {
     pub offload: bool,
 }
 
+/// A device [`create`] made.
+#[derive(Debug)]
+pub struct CreatedTun {
+    pub device: TunDevice,
+    /// Whether it got its IPv6 address: false when asked for none, or when IPv6 is switched
+    /// off on this machine (the VPN then runs IPv4-only).
+    pub ipv6: bool,
+}
+
 /// Creates the device, sets its addresses and MTU, and brings it up. It disappears when the
-/// returned fd is closed.
-pub fn create(config: &TunConfig) -> Result<TunDevice, TunError> {
+/// returned fd is closed. On a machine with IPv6 switched off it is set up IPv4-only.
+pub fn create(config: &TunConfig) -> Result<CreatedTun, TunError> {
     let name = config.name.clone();
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('/') {
         return Err(TunError::Open {
@@ -110,27 +119,48 @@ pub fn create(config: &TunConfig) -> Result<TunDevice, TunError> {
     req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     ioctl(ctl.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req).map_err(configure("bring up"))?;
 
-    if let Some(v6) = config.ipv6 {
-        let ctl6 = socket(libc::AF_INET6).map_err(configure("IPv6 control socket"))?;
-        let mut req = ifreq(&name);
-        ioctl(ctl6.as_raw_fd(), libc::SIOCGIFINDEX, &mut req)
-            .map_err(configure("interface index"))?;
-        let mut req6 = libc::in6_ifreq {
-            ifr6_addr: libc::in6_addr {
-                s6_addr: v6.octets(),
-            },
-            ifr6_prefixlen: 64,
-            // SAFETY: SIOCGIFINDEX filled the index member of the union.
-            ifr6_ifindex: unsafe { req.ifr_ifru.ifru_ifindex },
-        };
-        ioctl(ctl6.as_raw_fd(), libc::SIOCSIFADDR, &mut req6).map_err(configure("IPv6 address"))?;
-    }
+    let ipv6 = match config.ipv6 {
+        Some(_) if ipv6_disabled(&name) => false,
+        Some(v6) => {
+            set_ipv6(&name, v6).map_err(configure("IPv6 address"))?;
+            true
+        }
+        None => false,
+    };
     let framing = if config.offload {
         Framing::VnetHdr
     } else {
         Framing::RawIp
     };
-    TunDevice::from_owned(fd, framing)
+    Ok(CreatedTun {
+        device: TunDevice::from_owned(fd, framing)?,
+        ipv6,
+    })
+}
+
+/// Whether IPv6 is switched off for the interface (or the machine has no IPv6 at all): then
+/// the kernel refuses an IPv6 address with EACCES.
+fn ipv6_disabled(name: &str) -> bool {
+    let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+    match std::fs::read_to_string(path) {
+        Ok(value) => value.trim() == "1",
+        Err(_) => !std::path::Path::new("/proc/sys/net/ipv6").exists(),
+    }
+}
+
+fn set_ipv6(name: &str, v6: Ipv6Addr) -> io::Result<()> {
+    let ctl6 = socket(libc::AF_INET6)?;
+    let mut req = ifreq(name);
+    ioctl(ctl6.as_raw_fd(), libc::SIOCGIFINDEX, &mut req)?;
+    let mut req6 = libc::in6_ifreq {
+        ifr6_addr: libc::in6_addr {
+            s6_addr: v6.octets(),
+        },
+        ifr6_prefixlen: 64,
+        // SAFETY: SIOCGIFINDEX filled the index member of the union.
+        ifr6_ifindex: unsafe { req.ifr_ifru.ifru_ifindex },
+    };
+    ioctl(ctl6.as_raw_fd(), libc::SIOCSIFADDR, &mut req6)
 }
 
 fn ifreq(name: &str) -> libc::ifreq {

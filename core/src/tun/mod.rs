@@ -31,6 +31,19 @@ pub enum TunError {
     },
 }
 
+impl TunError {
+    /// Whether the system refused for lack of privileges (root or CAP_NET_ADMIN needed), as
+    /// opposed to any other reason.
+    pub fn needs_privileges(&self) -> bool {
+        match self {
+            TunError::Open { source, .. } | TunError::Configure { source, .. } => {
+                source.raw_os_error() == Some(libc::EPERM)
+            }
+            TunError::BadFd(_) | TunError::NonBlocking(_) => false,
+        }
+    }
+}
+
 /// A tun fd with its framing.
 #[derive(Debug)]
 pub struct TunDevice {

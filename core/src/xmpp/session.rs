@@ -9,7 +9,7 @@ use crate::social::payload::{
 use crate::social::state::{Outgoing, PresenceKind, RosterItem, Subscription};
 use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_xmpp::stanzastream::{Connection, Event, StanzaStream, StreamEvent};
@@ -23,9 +23,19 @@ use xmpp_parsers::roster::{self, Roster};
 use xmpp_parsers::stanza::Stanza;
 use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
-/// First and longest wait between login attempts.
-const BACKOFF_START: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// First and longest wait between login attempts. The cap bounds how long a device stays
+/// offline after its server comes back (at most this, plus the login) while keeping an
+/// outage to a few attempts a minute (0, 1, 3, 7, 15, 35, 55 s).
+pub const BACKOFF_START: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(20);
+/// A session online at least this long proves the login works: the next reconnection after
+/// it is attempted at once. Shorter sessions (kicked out, refused resumption, a server that
+/// closes right after login) count as failed attempts and back off.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// After a password that worked earlier in this session is refused (the server may have
+/// lost its data in a crash, or the password changed elsewhere): try again this rarely,
+/// well under fail2ban-style limits.
+const REFUSED_AGAIN_RETRY: Duration = Duration::from_secs(600);
 /// A login attempt (TCP, TLS, SASL) that takes longer is abandoned (a captive portal can
 /// accept TCP and then stall).
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -36,13 +46,20 @@ const QUEUE_DEPTH: usize = 32;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum XmppState {
     Connecting,
-    Online(FullJid),
+    /// Online as `jid`. `resumed`: the server kept the previous session (XEP-0198): our
+    /// presence, the roster and the presence of contacts carry on, and stanzas lost in
+    /// the cut are sent again.
+    Online {
+        jid: FullJid,
+        resumed: bool,
+    },
     /// Not connected; a new attempt follows after `retry_in`.
     Offline {
         reason: LoginFailure,
         retry_in: Duration,
     },
-    /// The server refused the credentials; no retry until the account changes.
+    /// The server refused the credentials. No retry until the account changes, unless
+    /// they worked earlier in this session (then rarely, see `REFUSED_AGAIN_RETRY`).
     AuthFailed,
 }
 
@@ -64,6 +81,64 @@ pub struct XmppSession {
     stop: Arc<Stop>,
     reconnect: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// How the connections handed to the stream fared, shared by the session loop and the
+/// reconnector: the back-off continues across reconnections until a session proves stable.
+#[derive(Debug, Default)]
+struct Pacing {
+    /// Login attempts since the last stable session.
+    attempts: u32,
+    /// When the current connection came online (None: not online since it was handed out).
+    online_since: Option<std::time::Instant>,
+    /// A connection was handed out and the stream has not come online on it.
+    handed_out: bool,
+    /// The credentials were accepted at least once.
+    ever_online: bool,
+}
+
+impl Pacing {
+    /// The wait before attempt number `attempts` (0: at once).
+    fn delay(attempts: u32) -> Duration {
+        match attempts {
+            0 => Duration::ZERO,
+            n => BACKOFF_START
+                .saturating_mul(1 << (n - 1).min(16))
+                .min(BACKOFF_MAX),
+        }
+    }
+
+    /// A reconnection starts: was the last connection a failure? Returns whether stream
+    /// management must be left out of the next connection (its resumption just failed).
+    fn reconnecting(&mut self, now: std::time::Instant) -> bool {
+        let stable = self
+            .online_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= STABLE_AFTER);
+        if stable {
+            self.attempts = 0;
+        }
+        // The stream dropped a connection before it came online on it: most likely the
+        // server refused to resume the old session (ejabberd after a restart answers with a
+        // `<failed/>` tokio-xmpp cannot parse, and keeps the old state to resume with).
+        let failed_before_online = self.handed_out && self.online_since.is_none();
+        self.online_since = None;
+        self.handed_out = false;
+        failed_before_online
+    }
+
+    /// A new network: the next attempt goes out at once, whatever failed before.
+    fn network_changed(&mut self) {
+        *self = Pacing {
+            ever_online: self.ever_online,
+            ..Pacing::default()
+        };
+    }
+
+    fn online(&mut self, now: std::time::Instant) {
+        self.online_since = Some(now);
+        self.handed_out = false;
+        self.ever_online = true;
+    }
 }
 
 #[derive(Default)]
@@ -154,20 +229,23 @@ async fn run(
         }
     };
     let _ = inputs.send(XmppInput::State(XmppState::Connecting)).await;
+    let pacing = Arc::new(Mutex::new(Pacing::default()));
     // Each stream gets its own stop flag so that a replaced stream's login attempts end
     // instead of logging in a second time with the same resource.
     let new_stream = |stream_stop: Arc<Stop>| {
-        let (account, tls, inputs, stop) = (
+        let (account, tls, inputs, stop, pacing) = (
             account.clone(),
             tls.clone(),
             inputs.clone(),
             Arc::clone(&stop),
+            Arc::clone(&pacing),
         );
         let reconnector = Box::new(
             move |_: Option<String>, slot: oneshot::Sender<Connection>| {
                 let stops = [Arc::clone(&stop), Arc::clone(&stream_stop)];
                 let (account, tls, inputs) = (account.clone(), tls.clone(), inputs.clone());
-                tokio::spawn(reconnect_loop(account, tls, inputs, stops, slot));
+                let pacing = Arc::clone(&pacing);
+                tokio::spawn(reconnect_loop(account, tls, inputs, stops, slot, pacing));
             },
         );
         StanzaStream::new(reconnector, QUEUE_DEPTH)
@@ -194,6 +272,8 @@ async fn run(
                 if online.take().is_some() {
                     let _ = inputs.send(XmppInput::State(XmppState::Connecting)).await;
                 }
+                // A new network deserves an immediate attempt, whatever failed before.
+                lock(&pacing).network_changed();
                 stream_stop.stop();
                 stream_stop = Arc::new(Stop::default());
                 let old = std::mem::replace(&mut stream, new_stream(Arc::clone(&stream_stop)));
@@ -213,15 +293,19 @@ async fn run(
                     Event::Stream(StreamEvent::Reset { bound_jid, .. }) => {
                         let Ok(full) = bound_jid.try_into_full() else { continue };
                         tracing::info!("XMPP session online");
+                        lock(&pacing).online(std::time::Instant::now());
                         online = Some(full.clone());
                         bound = Some(full.clone());
-                        let _ = inputs.send(XmppInput::State(XmppState::Online(full))).await;
+                        let state = XmppState::Online { jid: full, resumed: false };
+                        let _ = inputs.send(XmppInput::State(state)).await;
                     }
                     Event::Stream(StreamEvent::Resumed) => {
                         if let Some(full) = bound.clone() {
                             tracing::info!("XMPP session resumed");
+                            lock(&pacing).online(std::time::Instant::now());
                             online = Some(full.clone());
-                            let _ = inputs.send(XmppInput::State(XmppState::Online(full))).await;
+                            let state = XmppState::Online { jid: full, resumed: true };
+                            let _ = inputs.send(XmppInput::State(state)).await;
                         }
                     }
                     Event::Stream(_) => {
@@ -247,14 +331,22 @@ async fn run(
     // reconnector saw the stop flag); dropping it is all that can be done.
 }
 
-/// Login attempts for one (re)connection, with exponential back-off, until one succeeds,
-/// the credentials are refused, or the session stops.
+fn lock(pacing: &Mutex<Pacing>) -> std::sync::MutexGuard<'_, Pacing> {
+    // Plain data: a panic elsewhere cannot leave it inconsistent.
+    pacing
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Login attempts for one (re)connection, backing off across reconnections (see
+/// [`Pacing`]), until one succeeds, the credentials are refused, or the session stops.
 async fn reconnect_loop(
     account: XmppAccount,
     tls: Arc<tokio_rustls::rustls::ClientConfig>,
     inputs: mpsc::Sender<XmppInput>,
     stops: [Arc<Stop>; 2],
     slot: oneshot::Sender<Connection>,
+    pacing: Arc<Mutex<Pacing>>,
 ) {
     let stopped = || async {
         tokio::select! {
@@ -262,8 +354,21 @@ async fn reconnect_loop(
             () = stops[1].stopped() => {}
         }
     };
-    let mut delay = BACKOFF_START;
+    let (fresh_session, mut wait) = {
+        let mut p = lock(&pacing);
+        (
+            p.reconnecting(std::time::Instant::now()),
+            Pacing::delay(p.attempts),
+        )
+    };
     loop {
+        if !wait.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stopped() => break,
+            }
+        }
+        lock(&pacing).attempts += 1;
         let attempt = tokio::select! {
             r = tokio::time::timeout(LOGIN_TIMEOUT, login(&account, tls.clone(), Timeouts::tight())) => {
                 r.unwrap_or_else(|_| Err(LoginFailure::Unreachable("the login timed out".into())))
@@ -271,30 +376,39 @@ async fn reconnect_loop(
             () = stopped() => break,
         };
         match attempt {
-            Ok(connection) => {
+            Ok(mut connection) => {
+                if fresh_session && connection.features.stream_management.take().is_some() {
+                    // Without the feature the stream drops its old state and binds anew
+                    // (stream management is back from the next connection on).
+                    tracing::debug!("resuming the XMPP session failed; starting a fresh one");
+                }
+                lock(&pacing).handed_out = true;
                 let _ = slot.send(connection);
                 return;
             }
             Err(LoginFailure::BadCredentials) => {
-                tracing::warn!("XMPP login refused: check the account's password");
                 let _ = inputs.send(XmppInput::State(XmppState::AuthFailed)).await;
-                break;
+                if !lock(&pacing).ever_online {
+                    tracing::warn!("XMPP login refused: check the account's password");
+                    break;
+                }
+                tracing::warn!(
+                    retry_in_secs = REFUSED_AGAIN_RETRY.as_secs(),
+                    "XMPP login refused for a password that worked before"
+                );
+                wait = REFUSED_AGAIN_RETRY;
             }
             Err(reason) => {
-                tracing::debug!(%reason, ?delay, "XMPP login failed; retrying");
+                wait = Pacing::delay(lock(&pacing).attempts);
+                tracing::debug!(%reason, ?wait, "XMPP login failed; retrying");
                 let _ = inputs
                     .send(XmppInput::State(XmppState::Offline {
                         reason,
-                        retry_in: delay,
+                        retry_in: wait,
                     }))
                     .await;
             }
         }
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = stopped() => break,
-        }
-        delay = (delay * 2).min(BACKOFF_MAX);
     }
     // Dropping the slot makes the stream worker fail; keeping it parked is harmless.
     std::mem::forget(slot);

@@ -100,6 +100,8 @@ async fn run(args: &[String]) {
             .unwrap_or_else(|e| fail(&format!("listen: {e}"))),
         social: args.get(4).map(|p| social_config(p)),
         protect: None,
+        // The daemon notices moves between networks by itself.
+        watch_network: true,
     };
     let prepared = PreparedEngine::load(config).unwrap_or_else(|e| fail(&e.to_string()));
     let tun = create(&TunConfig {
@@ -111,6 +113,10 @@ async fn run(args: &[String]) {
         offload: true,
     })
     .unwrap_or_else(|e| fail(&e.to_string()));
+    if !tun.ipv6 {
+        eprintln!("socialvpn-dpnode: IPv6 is off on this host: IPv4 only");
+    }
+    let tun = tun.device;
     let hello = json!({
         "uid": prepared.uid().to_string(),
         "public_key": hex::encode(prepared.public_key()),

@@ -1,0 +1,328 @@
+//! Tests of the link manager: two managers in virtual time.
+
+use super::*;
+
+struct Side {
+    m: LinkManager,
+    jid: FullJid,
+    addr: SocketAddr,
+    info: DeviceInfo,
+    events: Vec<LinkEvent>,
+}
+
+fn side(key: u8, jid: &str, addr: &str, now: Instant) -> Side {
+    let info = DeviceInfo::new([key; 32]);
+    let addr: SocketAddr = addr.parse().unwrap();
+    Side {
+        m: LinkManager::new(
+            now,
+            info,
+            LinkPolicy::default(),
+            IceServers::default(),
+            vec![addr],
+        ),
+        jid: jid.parse().unwrap(),
+        addr,
+        info,
+        events: vec![],
+    }
+}
+
+fn wanted(other: &Side) -> Vec<WantedDevice> {
+    vec![WantedDevice {
+        jid: other.jid.clone(),
+        info: other.info,
+        own: false,
+    }]
+}
+
+/// Exchanges signals (unless `drop_signals` says so) and datagrams, and steps virtual
+/// time through the earliest deadline, until `until`.
+fn run(
+    a: &mut Side,
+    b: &mut Side,
+    mut now: Instant,
+    until: Instant,
+    drop_signals: &mut dyn FnMut(&Signal) -> bool,
+) -> Instant {
+    for _ in 0..10_000 {
+        let mut moved = false;
+        for (from, to) in [(0, 1), (1, 0)] {
+            let (src, dst) = if from == 0 {
+                (&mut *a, &mut *b)
+            } else {
+                (&mut *b, &mut *a)
+            };
+            while let Some((_, signal)) = src.m.poll_signal() {
+                moved = true;
+                if !drop_signals(&signal) {
+                    dst.m.handle_signal(now, src.jid.clone(), signal);
+                }
+            }
+            while let Some((to_addr, data)) = src.m.poll_transmit() {
+                moved = true;
+                if to_addr == dst.addr {
+                    dst.m.handle_datagram(now, dst.addr, src.addr, &data);
+                }
+            }
+            while let Some(e) = src.m.poll_event() {
+                src.events.push(e);
+            }
+            let _ = to;
+        }
+        if moved {
+            continue;
+        }
+        let next = [a.m.poll_timeout(), b.m.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            Some(t) if t <= until => {
+                now = now.max(t);
+                a.m.handle_timeout(now, |_| None);
+                b.m.handle_timeout(now, |_| None);
+            }
+            _ => return now,
+        }
+    }
+    panic!("simulation did not settle");
+}
+
+fn is_closed(e: &LinkEvent, uid: &Uid) -> bool {
+    matches!(e, LinkEvent::Closed { uid: u, .. } if u == uid)
+}
+
+fn closed(events: &[LinkEvent], uid: &Uid) -> bool {
+    events.iter().any(|e| is_closed(e, uid))
+}
+
+fn up(side: &Side) -> Option<SelectedPath> {
+    side.events.iter().rev().find_map(|e| match e {
+        LinkEvent::Up { path, .. } => Some(*path),
+        _ => None,
+    })
+}
+
+#[test]
+fn two_devices_link_directly_and_close() {
+    let t0 = Instant::now();
+    let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
+    let mut b = side(2, "bob@svpn.test/b", "198.18.0.2:2000", t0);
+    let (wa, wb) = (wanted(&b), wanted(&a));
+    a.m.set_wanted(t0, &wa);
+    b.m.set_wanted(t0, &wb);
+    let now = run(&mut a, &mut b, t0, t0 + Duration::from_secs(5), &mut |_| {
+        false
+    });
+    assert_eq!(
+        up(&a),
+        Some(SelectedPath {
+            remote: b.addr,
+            relayed: false,
+            via_our_relay: false,
+        }),
+        "{:?}",
+        a.events
+    );
+    assert_eq!(
+        up(&b),
+        Some(SelectedPath {
+            remote: a.addr,
+            relayed: false,
+            via_our_relay: false,
+        }),
+        "{:?}",
+        b.events
+    );
+    assert!(matches!(
+        a.m.phase(now, &b.info.uid),
+        Some(LinkPhase::Connected { relayed: false, .. })
+    ));
+
+    a.m.close_now(&b.info.uid);
+    run(
+        &mut a,
+        &mut b,
+        now,
+        now + Duration::from_secs(1),
+        &mut |_| false,
+    );
+    assert!(closed(&a.events, &b.info.uid));
+    assert!(closed(&b.events, &a.info.uid));
+}
+
+#[test]
+fn lost_offers_are_retried_and_replays_ignored() {
+    let t0 = Instant::now();
+    let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
+    let mut b = side(2, "bob@svpn.test/b", "198.18.0.2:2000", t0);
+    let (wa, wb) = (wanted(&b), wanted(&a));
+    a.m.set_wanted(t0, &wa);
+    b.m.set_wanted(t0, &wb);
+    // The first two offers vanish.
+    let mut lost = 0;
+    let mut first_offer = None;
+    run(&mut a, &mut b, t0, t0 + Duration::from_secs(10), &mut |s| {
+        if s.kind == SignalKind::Offer && lost < 2 {
+            lost += 1;
+            first_offer.get_or_insert_with(|| s.clone());
+            return true;
+        }
+        false
+    });
+    assert!(
+        up(&a).is_some() && up(&b).is_some(),
+        "{:?} / {:?}",
+        a.events,
+        b.events
+    );
+    // The lost offers were resends of one session; the third copy got through.
+    assert_eq!(a.m.counters().offers_sent, 1);
+    // Roaming starts a new session; the old offer replayed afterwards is stale.
+    let now = t0 + Duration::from_secs(11);
+    a.m.network_changed(now, vec![a.addr]);
+    let now = run(
+        &mut a,
+        &mut b,
+        now,
+        now + Duration::from_secs(5),
+        &mut |_| false,
+    );
+    assert_eq!(a.m.counters().offers_sent, 2);
+    assert!(up(&b).is_some());
+    let offer = first_offer.unwrap();
+    let stale_before = b.m.counters().signals_stale;
+    b.m.handle_signal(now, a.jid.clone(), offer);
+    assert_eq!(
+        b.m.poll_signal(),
+        None,
+        "a replayed offer must not be answered"
+    );
+    assert_eq!(b.m.counters().signals_stale, stale_before + 1);
+}
+
+#[test]
+fn on_demand_links_only_when_asked_and_trims_idle_links() {
+    let t0 = Instant::now();
+    let policy = LinkPolicy::OnDemand {
+        max_links: 4,
+        idle_secs: 5,
+    };
+    let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
+    a.m = LinkManager::new(t0, a.info, policy, IceServers::default(), vec![a.addr]);
+    let mut b = side(2, "bob@svpn.test/b", "198.18.0.2:2000", t0);
+    b.m = LinkManager::new(t0, b.info, policy, IceServers::default(), vec![b.addr]);
+    let (wa, wb) = (wanted(&b), wanted(&a));
+    a.m.set_wanted(t0, &wa);
+    b.m.set_wanted(t0, &wb);
+    let now = run(&mut a, &mut b, t0, t0 + Duration::from_secs(5), &mut |_| {
+        false
+    });
+    assert!(
+        up(&a).is_none() && a.m.poll_signal().is_none(),
+        "linked without demand"
+    );
+    // A packet for bob: a link comes up (bob answers though he did not ask).
+    assert_eq!(a.m.demand(now, &b.info.uid), Some(b.info.public_key));
+    assert_eq!(a.m.demand(now, &Uid([9; 20])), None, "not eligible");
+    let now = run(
+        &mut a,
+        &mut b,
+        now,
+        now + Duration::from_secs(5),
+        &mut |_| false,
+    );
+    assert!(up(&a).is_some() && up(&b).is_some());
+    // Traffic until `now`, then silence: trimmed once the idle time has passed.
+    let last = now;
+    a.m.trim_idle(now + Duration::from_secs(3), |_| Some(last));
+    assert!(a.m.phase(now, &b.info.uid).is_some(), "trimmed too early");
+    let later = now + Duration::from_secs(6);
+    a.m.trim_idle(later, |_| Some(last));
+    assert!(a.m.phase(later, &b.info.uid).is_none());
+    assert!(
+        a.m.poll_event()
+            .into_iter()
+            .any(|e| is_closed(&e, &b.info.uid))
+            || closed(&a.events, &b.info.uid)
+            || std::iter::from_fn(|| a.m.poll_event()).any(|e| is_closed(&e, &b.info.uid))
+    );
+}
+
+#[test]
+fn a_device_that_goes_offline_is_closed_after_the_grace_period() {
+    let t0 = Instant::now();
+    let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
+    let mut b = side(2, "bob@svpn.test/b", "198.18.0.2:2000", t0);
+    let (wa, wb) = (wanted(&b), wanted(&a));
+    a.m.set_wanted(t0, &wa);
+    b.m.set_wanted(t0, &wb);
+    let now = run(&mut a, &mut b, t0, t0 + Duration::from_secs(5), &mut |_| {
+        false
+    });
+    assert!(up(&a).is_some());
+    // Bob's device disappears from the roster: the link stays through a presence flap…
+    a.m.set_wanted(now, &[]);
+    let mid = run(&mut a, &mut b, now, now + OFFLINE_GRACE / 2, &mut |_| false);
+    assert!(!closed(&a.events, &b.info.uid));
+    assert!(a.m.phase(mid, &b.info.uid).is_some());
+    // …and is closed (and Bob told) once the grace period is over.
+    run(
+        &mut a,
+        &mut b,
+        mid,
+        now + OFFLINE_GRACE + Duration::from_secs(1),
+        &mut |_| false,
+    );
+    assert!(closed(&a.events, &b.info.uid));
+    assert!(closed(&b.events, &a.info.uid));
+}
+
+#[test]
+fn proactive_links_stop_at_the_cap_own_devices_first() {
+    let t0 = Instant::now();
+    let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
+    a.m = LinkManager::new(
+        t0,
+        a.info,
+        LinkPolicy::Proactive { max_links: 2 },
+        IceServers::default(),
+        vec![a.addr],
+    );
+    let devices: Vec<WantedDevice> = (2..6u8)
+        .map(|k| WantedDevice {
+            jid: format!("f{k}@svpn.test/x").parse().unwrap(),
+            info: DeviceInfo::new([k; 32]),
+            own: k == 5,
+        })
+        .collect();
+    a.m.set_wanted(t0, &devices);
+    let linked: Vec<Uid> = a.m.devices().map(|(u, _)| u).collect();
+    assert_eq!(linked.len(), 2);
+    assert!(linked.contains(&devices[3].info.uid), "own device first");
+}
+
+#[test]
+fn an_unanswered_device_backs_off() {
+    let t0 = Instant::now();
+    let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
+    let mut b = side(2, "bob@svpn.test/b", "198.18.0.2:2000", t0);
+    let wa = wanted(&b);
+    a.m.set_wanted(t0, &wa);
+    // Bob never answers anything.
+    run(
+        &mut a,
+        &mut b,
+        t0,
+        t0 + Duration::from_secs(60),
+        &mut |_| true,
+    );
+    let offers = a.m.counters().offers_sent;
+    // Offers are resent a bounded number of times per attempt, attempts back off.
+    assert!((2..=5).contains(&offers), "{offers} offers in 60 s");
+    assert_eq!(
+        a.m.phase(t0 + Duration::from_secs(60), &b.info.uid),
+        Some(LinkPhase::Retrying)
+    );
+}
