@@ -8,6 +8,8 @@ struct Side {
     addr: SocketAddr,
     info: DeviceInfo,
     events: Vec<LinkEvent>,
+    /// The path is cut: datagrams from or to this side vanish (signalling still works).
+    cut: bool,
 }
 
 fn side(key: u8, jid: &str, addr: &str, now: Instant) -> Side {
@@ -25,6 +27,7 @@ fn side(key: u8, jid: &str, addr: &str, now: Instant) -> Side {
         addr,
         info,
         events: vec![],
+        cut: false,
     }
 }
 
@@ -61,7 +64,7 @@ fn run(
             }
             while let Some((to_addr, data)) = src.m.poll_transmit() {
                 moved = true;
-                if to_addr == dst.addr {
+                if to_addr == dst.addr && !src.cut && !dst.cut {
                     dst.m.handle_datagram(now, dst.addr, src.addr, &data);
                 }
             }
@@ -324,5 +327,141 @@ fn an_unanswered_device_backs_off() {
     assert_eq!(
         a.m.phase(t0 + Duration::from_secs(60), &b.info.uid),
         Some(LinkPhase::Retrying)
+    );
+}
+
+fn linked_pair(t0: Instant) -> (Side, Side, Instant) {
+    let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
+    let mut b = side(2, "bob@svpn.test/b", "198.18.0.2:2000", t0);
+    let (wa, wb) = (wanted(&b), wanted(&a));
+    a.m.set_wanted(t0, &wa);
+    b.m.set_wanted(t0, &wb);
+    let now = run(&mut a, &mut b, t0, t0 + Duration::from_secs(5), &mut |_| {
+        false
+    });
+    assert!(up(&a).is_some() && up(&b).is_some());
+    (a, b, now)
+}
+
+#[test]
+fn a_suspect_path_that_answers_its_check_is_confirmed() {
+    let t0 = Instant::now();
+    let (mut a, mut b, now) = linked_pair(t0);
+    // Long after the last check (idle link), data went unanswered for a while.
+    let now = run(&mut a, &mut b, now, now + Duration::from_secs(40), &mut |_| false);
+    a.events.clear();
+    a.m.path_alarm(now, &b.info.uid, PathAlarm::Suspect);
+    // Checked at once, not at the next keepalive.
+    let later = run(
+        &mut a,
+        &mut b,
+        now,
+        now + Duration::from_millis(1200),
+        &mut |_| false,
+    );
+    assert!(
+        a.events
+            .contains(&LinkEvent::PathConfirmed { uid: b.info.uid }),
+        "{:?}",
+        a.events
+    );
+    // A dead alarm on a path that just answered is a confirmation too: nothing restarts.
+    a.m.path_alarm(later, &b.info.uid, PathAlarm::Dead);
+    assert_eq!(a.m.counters().paths_lost, 0);
+    assert!(matches!(
+        a.m.phase(later, &b.info.uid),
+        Some(LinkPhase::Connected { .. })
+    ));
+}
+
+#[test]
+fn a_dead_path_is_reported_and_found_again() {
+    let t0 = Instant::now();
+    let (mut a, mut b, now) = linked_pair(t0);
+    let now = run(&mut a, &mut b, now, now + Duration::from_secs(40), &mut |_| false);
+    a.events.clear();
+    b.events.clear();
+    // The path dies (a NAT dropped its mapping); signalling still works.
+    a.cut = true;
+    a.m.path_alarm(now, &b.info.uid, PathAlarm::Suspect);
+    let t = now + Duration::from_secs(5);
+    run(&mut a, &mut b, now, t, &mut |_| false);
+    assert!(!a.events.iter().any(|e| matches!(e, LinkEvent::PathConfirmed { .. })));
+    let offers = a.m.counters().offers_sent + b.m.counters().offers_sent;
+    a.m.path_alarm(t, &b.info.uid, PathAlarm::Dead);
+    assert!(
+        a.m.poll_event() == Some(LinkEvent::Down {
+            uid: b.info.uid,
+            jid: b.jid.clone()
+        }),
+        "the lost path is reported"
+    );
+    assert_eq!(a.m.counters().paths_lost, 1);
+    assert_eq!(a.m.phase(t, &b.info.uid), Some(LinkPhase::Connecting));
+    // ICE runs again at once (a new offer, or a request for one) and finds the path once
+    // it works again.
+    a.cut = false;
+    run(&mut a, &mut b, t, t + Duration::from_secs(3), &mut |_| false);
+    assert_eq!(
+        a.m.counters().offers_sent + b.m.counters().offers_sent,
+        offers + 1
+    );
+    assert!(
+        a.events.iter().any(|e| matches!(e, LinkEvent::Up { .. })),
+        "{:?}",
+        a.events
+    );
+    assert!(matches!(
+        a.m.phase(t + Duration::from_secs(3), &b.info.uid),
+        Some(LinkPhase::Connected { .. })
+    ));
+}
+
+#[test]
+fn a_network_change_keeps_the_old_path_until_a_new_one_is_selected() {
+    let t0 = Instant::now();
+    let (mut a, mut b, now) = linked_pair(t0);
+    a.events.clear();
+    let offers = a.m.counters().offers_sent + b.m.counters().offers_sent;
+    a.m.network_changed(now, vec![a.addr]);
+    assert!(
+        matches!(
+            a.m.phase(now, &b.info.uid),
+            Some(LinkPhase::Connected { .. })
+        ),
+        "the old path still shows while ICE runs again"
+    );
+    let later = run(&mut a, &mut b, now, now + Duration::from_secs(3), &mut |_| false);
+    assert_eq!(
+        a.m.counters().offers_sent + b.m.counters().offers_sent,
+        offers + 1,
+        "a new ICE session"
+    );
+    assert!(
+        !a.events
+            .iter()
+            .any(|e| matches!(e, LinkEvent::Down { .. } | LinkEvent::Closed { .. })),
+        "{:?}",
+        a.events
+    );
+    assert!(matches!(
+        a.m.phase(later, &b.info.uid),
+        Some(LinkPhase::Connected { .. })
+    ));
+}
+
+#[test]
+fn a_friend_who_closes_the_link_shows_as_closed_by_peer() {
+    let t0 = Instant::now();
+    let (mut a, mut b, now) = linked_pair(t0);
+    b.m.close_now(&a.info.uid);
+    run(&mut a, &mut b, now, now + Duration::from_secs(1), &mut |_| false);
+    assert!(a.events.iter().any(|e| matches!(
+        e,
+        LinkEvent::Closed { by_peer: true, .. }
+    )));
+    assert_eq!(
+        a.m.phase(now + Duration::from_secs(60), &b.info.uid),
+        Some(LinkPhase::ClosedByPeer)
     );
 }

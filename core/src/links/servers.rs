@@ -634,4 +634,54 @@ mod tests {
             "an engine without servers never wakes for them"
         );
     }
+
+    #[test]
+    fn what_the_server_says_about_our_allocation() {
+        use rtc_stun::error_code::{CODE_ALLOC_MISMATCH, CODE_BAD_REQUEST, CODE_FORBIDDEN};
+        use rtc_stun::message::{METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH};
+        use rtc_stun::message::{TransactionId, CLASS_INDICATION};
+        let message = |method, class, code: Option<rtc_stun::error_code::ErrorCode>| {
+            let mut setters: Vec<Box<dyn Setter>> = vec![
+                Box::new(TransactionId::new()),
+                Box::new(MessageType::new(method, class)),
+            ];
+            if let Some(code) = code {
+                setters.push(Box::new(ErrorCodeAttribute {
+                    code,
+                    reason: b"x".to_vec(),
+                }));
+            }
+            let mut m = Message::new();
+            m.build(&setters).expect("a message");
+            m.raw
+        };
+        let lost = |method, code| {
+            allocation_verdict(&message(method, CLASS_ERROR_RESPONSE, Some(code)))
+        };
+        assert_eq!(
+            lost(METHOD_REFRESH, CODE_ALLOC_MISMATCH),
+            Some(AllocationVerdict::Lost(437))
+        );
+        assert_eq!(
+            lost(METHOD_CHANNEL_BIND, CODE_BAD_REQUEST),
+            Some(AllocationVerdict::Lost(400))
+        );
+        assert_eq!(
+            lost(METHOD_CREATE_PERMISSION, CODE_ALLOC_MISMATCH),
+            Some(AllocationVerdict::Lost(437))
+        );
+        // A peer address the server refuses says nothing about the allocation.
+        assert_eq!(lost(METHOD_CREATE_PERMISSION, CODE_FORBIDDEN), None);
+        // Allocation errors have their own retry; other methods and data are not verdicts.
+        assert_eq!(lost(METHOD_ALLOCATE, CODE_ALLOC_MISMATCH), None);
+        assert_eq!(
+            allocation_verdict(&message(METHOD_REFRESH, CLASS_SUCCESS_RESPONSE, None)),
+            Some(AllocationVerdict::Confirmed)
+        );
+        assert_eq!(
+            allocation_verdict(&message(METHOD_BINDING, CLASS_INDICATION, None)),
+            None
+        );
+        assert_eq!(allocation_verdict(b"\x40\x00\x00\x04data"), None);
+    }
 }
