@@ -101,11 +101,16 @@ pub fn address_of(node: &mut DpNode, uid: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// How long a friend request may take: servers drop subscription stanzas beyond a rate
+/// (ejabberd's default: 5 a minute per session and direction), and the engine sends a
+/// dropped request again after a minute.
+const BEFRIEND_WITHIN: Duration = Duration::from_secs(100);
+
 /// Makes `a` and `b` mutual friends through the engine API.
 pub fn befriend(a: &mut DpNode, a_jid: &str, b: &mut DpNode, b_jid: &str) {
     a.ask(&format!("friend add {b_jid}"));
     assert!(
-        b.wait_until("roster", Duration::from_secs(15), |r| {
+        b.wait_until("roster", BEFRIEND_WITHIN, |r| {
             entry(r, a_jid).is_some_and(|e| e["pending_in"] == true)
         }),
         "{b_jid} never saw the request from {a_jid}"
@@ -113,7 +118,7 @@ pub fn befriend(a: &mut DpNode, a_jid: &str, b: &mut DpNode, b_jid: &str) {
     b.ask(&format!("friend accept {a_jid}"));
     for (node, other) in [(a, b_jid), (b, a_jid)] {
         assert!(
-            node.wait_until("roster", Duration::from_secs(15), |r| {
+            node.wait_until("roster", BEFRIEND_WITHIN, |r| {
                 entry(r, other).is_some_and(|e| e["mutual"] == true)
             }),
             "not mutual with {other}"

@@ -498,6 +498,25 @@ impl SocialWorld {
     }
 }
 
+impl Drop for SocialWorld {
+    fn drop(&mut self) {
+        // A failing test shows what the servers saw (the state directory goes with the world).
+        if std::thread::panicking() {
+            for (what, path) in [
+                (self.xmpp.kind().name(), self.xmpp.log_path()),
+                ("coturn", self.coturn.log_path()),
+            ] {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(60).collect();
+                eprintln!("--- last lines of the {what} log ({})", path.display());
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
 /// A chain that counts TCP SYNs to the XMPP port per source: every NAT's WAN address and
 /// every host on the internet.
 fn count_c2s_attempts(inet: &Namespace) {

@@ -187,28 +187,18 @@ impl XmppServer {
                 )
             }
             XmppServerKind::Ejabberd => {
-                let data = self.dir.join("data");
-                let mut cmd = inet.command("setpriv");
-                cmd.args([
-                    "--reuid",
-                    "ejabberd",
-                    "--regid",
-                    "ejabberd",
-                    "--init-groups",
-                ])
-                .arg("env")
-                .envs(self.ejabberd_env())
-                .args(["timeout", "30", "/usr/sbin/ejabberdctl", "--no-timeout"])
-                .args(["-n", EJABBERD_NODE, "--config-dir"])
-                .arg(self.dir.join("config"))
-                .arg("--spool")
-                .arg(&data)
-                .arg("--logs")
-                .arg(self.dir.join("log"))
-                .args(["register", user, &self.domain, password])
-                .current_dir(&data)
-                .stdin(Stdio::null());
-                cmd.output().expect("cannot run ejabberdctl")
+                // Right after start (more so on a busy machine) ejabberd may accept
+                // connections before its tables exist: try again for a while.
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                loop {
+                    let out = self.ejabberdctl(inet, &["register", user, &self.domain, password]);
+                    let text = String::from_utf8_lossy(&out.stdout);
+                    let early = text.contains("no_exists") || text.contains("not running");
+                    if out.status.success() || !early || std::time::Instant::now() > deadline {
+                        break out;
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
             }
         };
         assert!(
@@ -218,6 +208,33 @@ impl XmppServer {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Runs `ejabberdctl ARGS` against the running server, as its user.
+    fn ejabberdctl(&self, inet: &Namespace, args: &[&str]) -> std::process::Output {
+        let data = self.dir.join("data");
+        inet.command("setpriv")
+            .args([
+                "--reuid",
+                "ejabberd",
+                "--regid",
+                "ejabberd",
+                "--init-groups",
+            ])
+            .arg("env")
+            .envs(self.ejabberd_env())
+            .args(["timeout", "30", "/usr/sbin/ejabberdctl", "--no-timeout"])
+            .args(["-n", EJABBERD_NODE, "--config-dir"])
+            .arg(self.dir.join("config"))
+            .arg("--spool")
+            .arg(&data)
+            .arg("--logs")
+            .arg(self.dir.join("log"))
+            .args(args)
+            .current_dir(&data)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run ejabberdctl")
     }
 
     /// Makes what the server wrote so far survive a crash: ejabberd keeps recent database

@@ -1,9 +1,10 @@
-//! SocialVPN end to end in the social test world (root): real prosody and coturn, a cone NAT
-//! and a symmetric NAT, an engine per host on its own TUN, linking by itself with friends.
+//! SocialVPN end to end in the social test world (root): a real XMPP server (each scenario
+//! against prosody and against ejabberd) and coturn, a cone NAT and a symmetric NAT, an
+//! engine per host on its own TUN, linking by itself with friends.
 
 use socialvpn_tests::node::DpNode;
 use socialvpn_tests::social_nodes::{address_of, befriend, entry, start_node, wait_linked};
-use socialvpn_tests::social_world::SocialWorld;
+use socialvpn_tests::social_world::{SocialWorld, XmppServerKind};
 use socialvpn_tests::traffic::tcp_transfer;
 use socialvpn_tests::two_hosts::ping;
 use std::path::Path;
@@ -16,13 +17,39 @@ fn jid(user: &str) -> String {
     format!("{user}@svpn.test")
 }
 
-fn world(tag: &str, users: &[&str]) -> SocialWorld {
-    let w = SocialWorld::new(tag);
-    for user in users {
-        w.register(user, &format!("pw-{user}"));
-    }
+fn world(kind: XmppServerKind, tag: &str, users: &[&str]) -> SocialWorld {
+    let w = SocialWorld::with_server(tag, kind);
+    let passwords: Vec<String> = users.iter().map(|u| format!("pw-{u}")).collect();
+    let accounts: Vec<(&str, &str)> = users
+        .iter()
+        .zip(&passwords)
+        .map(|(u, p)| (*u, p.as_str()))
+        .collect();
+    w.register_all(&accounts);
     w
 }
+
+/// One `#[test]` per XMPP server for a scenario `fn name(kind: XmppServerKind)`.
+macro_rules! on_both_servers {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn prosody() {
+                super::$name(super::XmppServerKind::Prosody);
+            }
+            #[test]
+            fn ejabberd() {
+                super::$name(super::XmppServerKind::Ejabberd);
+            }
+        }
+    )*};
+}
+
+on_both_servers!(
+    friends_link_directly_through_nat_and_through_turn,
+    toggles_cut_traffic_at_once_and_strangers_are_refused,
+    links_survive_the_server_going_away_and_recover_after_roaming,
+);
 
 fn node(w: &SocialWorld, host: &str, user: &str) -> DpNode {
     let mut n = start_node(w, Path::new(BIN), host, user);
@@ -33,9 +60,8 @@ fn node(w: &SocialWorld, host: &str, user: &str) -> DpNode {
     n
 }
 
-#[test]
-fn friends_link_directly_through_nat_and_through_turn() {
-    let w = world("sla", &["alice", "bob", "carol"]);
+fn friends_link_directly_through_nat_and_through_turn(kind: XmppServerKind) {
+    let w = world(kind, "sla", &["alice", "bob", "carol"]);
     let mut alice = node(&w, "alice", "alice");
     let alice2 = node(&w, "alice2", "alice");
     let mut bob = node(&w, "bob", "bob");
@@ -84,14 +110,13 @@ fn friends_link_directly_through_nat_and_through_turn() {
     assert!(ping(w.host("alice"), &alice2_at_alice));
 }
 
-#[test]
-fn toggles_cut_traffic_at_once_and_strangers_are_refused() {
+fn toggles_cut_traffic_at_once_and_strangers_are_refused(kind: XmppServerKind) {
     use socialvpn_core::social::payload::{DeviceInfo, IceCredentials, Signal, SignalKind};
     use socialvpn_core::social::state::Outgoing;
     use socialvpn_core::xmpp::connect::{TlsTrust, XmppAccount};
     use socialvpn_core::xmpp::session::{XmppInput, XmppSession, XmppState};
 
-    let w = world("slt", &["alice", "bob", "dave"]);
+    let w = world(kind, "slt", &["alice", "bob", "dave"]);
     let mut alice = node(&w, "alice", "alice");
     let mut bob = node(&w, "bob", "bob");
     befriend(&mut alice, &jid("alice"), &mut bob, &jid("bob"));
@@ -202,9 +227,8 @@ fn toggles_cut_traffic_at_once_and_strangers_are_refused() {
     );
 }
 
-#[test]
-fn links_survive_the_server_going_away_and_recover_after_roaming() {
-    let mut w = world("slr", &["alice", "carol"]);
+fn links_survive_the_server_going_away_and_recover_after_roaming(kind: XmppServerKind) {
+    let mut w = world(kind, "slr", &["alice", "carol"]);
     let mut alice = node(&w, "alice", "alice");
     let mut carol = node(&w, "carol", "carol");
     befriend(&mut alice, &jid("alice"), &mut carol, &jid("carol"));
@@ -264,7 +288,7 @@ fn links_survive_the_server_going_away_and_recover_after_roaming() {
 #[test]
 fn on_demand_links_form_on_the_first_packet_and_close_when_idle() {
     use socialvpn_tests::social_nodes::start_node_with;
-    let w = world("sld", &["alice", "carol"]);
+    let w = world(XmppServerKind::Prosody, "sld", &["alice", "carol"]);
     let policy = serde_json::json!({ "on_demand": { "max_links": 8, "idle_secs": 4 } });
     let mut alice = start_node_with(&w, Path::new(BIN), "alice", "alice", policy.clone());
     let mut carol = start_node_with(&w, Path::new(BIN), "carol", "carol", policy);
@@ -310,7 +334,7 @@ fn has_relay(n: &mut DpNode) -> bool {
 fn a_node_restarted_on_the_same_port_gets_a_relay_again() {
     // The node's port is fixed and the cone NAT keeps its mapping: without releasing the
     // allocation at shutdown, coturn would refuse the new one (allocation mismatch).
-    let w = world("slr", &["alice"]);
+    let w = world(XmppServerKind::Prosody, "slrr", &["alice"]);
     let mut alice = node(&w, "alice", "alice");
     assert!(has_relay(&mut alice), "no relay at first start");
     assert!(alice.stop(), "the node did not stop on EOF");

@@ -141,7 +141,7 @@ impl Social {
                 self.xmpp_state = state;
                 let _ = self.events.send(EngineEvent::Xmpp(self.xmpp_status()));
             }
-            XmppInput::Roster(items) => self.state.handle_roster(items),
+            XmppInput::Roster(items) => self.state.handle_roster(now, items),
             XmppInput::RosterPush(item) => self.state.handle_roster_push(item),
             XmppInput::Presence(from, kind) => self.state.handle_presence(now, &from, kind),
             XmppInput::Signal(from, Ok(signal)) => {
@@ -352,8 +352,8 @@ impl Social {
     ) -> Result<(), EngineError> {
         use super::FriendAction as A;
         match action {
-            A::Add => self.state.add_friend(jid),
-            A::Accept => self.state.accept_friend(jid),
+            A::Add => self.state.add_friend(now, jid),
+            A::Accept => self.state.accept_friend(now, jid),
             A::Decline => self.state.decline_friend(jid),
             A::Remove => {
                 self.links.close_account(&jid);

@@ -348,7 +348,13 @@ fn a_suspect_path_that_answers_its_check_is_confirmed() {
     let t0 = Instant::now();
     let (mut a, mut b, now) = linked_pair(t0);
     // Long after the last check (idle link), data went unanswered for a while.
-    let now = run(&mut a, &mut b, now, now + Duration::from_secs(40), &mut |_| false);
+    let now = run(
+        &mut a,
+        &mut b,
+        now,
+        now + Duration::from_secs(40),
+        &mut |_| false,
+    );
     a.events.clear();
     a.m.path_alarm(now, &b.info.uid, PathAlarm::Suspect);
     // Checked at once, not at the next keepalive.
@@ -378,7 +384,13 @@ fn a_suspect_path_that_answers_its_check_is_confirmed() {
 fn a_dead_path_is_reported_and_found_again() {
     let t0 = Instant::now();
     let (mut a, mut b, now) = linked_pair(t0);
-    let now = run(&mut a, &mut b, now, now + Duration::from_secs(40), &mut |_| false);
+    let now = run(
+        &mut a,
+        &mut b,
+        now,
+        now + Duration::from_secs(40),
+        &mut |_| false,
+    );
     a.events.clear();
     b.events.clear();
     // The path dies (a NAT dropped its mapping); signalling still works.
@@ -386,14 +398,18 @@ fn a_dead_path_is_reported_and_found_again() {
     a.m.path_alarm(now, &b.info.uid, PathAlarm::Suspect);
     let t = now + Duration::from_secs(5);
     run(&mut a, &mut b, now, t, &mut |_| false);
-    assert!(!a.events.iter().any(|e| matches!(e, LinkEvent::PathConfirmed { .. })));
+    assert!(!a
+        .events
+        .iter()
+        .any(|e| matches!(e, LinkEvent::PathConfirmed { .. })));
     let offers = a.m.counters().offers_sent + b.m.counters().offers_sent;
     a.m.path_alarm(t, &b.info.uid, PathAlarm::Dead);
     assert!(
-        a.m.poll_event() == Some(LinkEvent::Down {
-            uid: b.info.uid,
-            jid: b.jid.clone()
-        }),
+        a.m.poll_event()
+            == Some(LinkEvent::Down {
+                uid: b.info.uid,
+                jid: b.jid.clone()
+            }),
         "the lost path is reported"
     );
     assert_eq!(a.m.counters().paths_lost, 1);
@@ -401,7 +417,9 @@ fn a_dead_path_is_reported_and_found_again() {
     // ICE runs again at once (a new offer, or a request for one) and finds the path once
     // it works again.
     a.cut = false;
-    run(&mut a, &mut b, t, t + Duration::from_secs(3), &mut |_| false);
+    run(&mut a, &mut b, t, t + Duration::from_secs(3), &mut |_| {
+        false
+    });
     assert_eq!(
         a.m.counters().offers_sent + b.m.counters().offers_sent,
         offers + 1
@@ -431,7 +449,13 @@ fn a_network_change_keeps_the_old_path_until_a_new_one_is_selected() {
         ),
         "the old path still shows while ICE runs again"
     );
-    let later = run(&mut a, &mut b, now, now + Duration::from_secs(3), &mut |_| false);
+    let later = run(
+        &mut a,
+        &mut b,
+        now,
+        now + Duration::from_secs(3),
+        &mut |_| false,
+    );
     assert_eq!(
         a.m.counters().offers_sent + b.m.counters().offers_sent,
         offers + 1,
@@ -455,11 +479,17 @@ fn a_friend_who_closes_the_link_shows_as_closed_by_peer() {
     let t0 = Instant::now();
     let (mut a, mut b, now) = linked_pair(t0);
     b.m.close_now(&a.info.uid);
-    run(&mut a, &mut b, now, now + Duration::from_secs(1), &mut |_| false);
-    assert!(a.events.iter().any(|e| matches!(
-        e,
-        LinkEvent::Closed { by_peer: true, .. }
-    )));
+    run(
+        &mut a,
+        &mut b,
+        now,
+        now + Duration::from_secs(1),
+        &mut |_| false,
+    );
+    assert!(a
+        .events
+        .iter()
+        .any(|e| matches!(e, LinkEvent::Closed { by_peer: true, .. })));
     assert_eq!(
         a.m.phase(now + Duration::from_secs(60), &b.info.uid),
         Some(LinkPhase::ClosedByPeer)

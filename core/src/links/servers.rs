@@ -638,8 +638,8 @@ mod tests {
     #[test]
     fn what_the_server_says_about_our_allocation() {
         use rtc_stun::error_code::{CODE_ALLOC_MISMATCH, CODE_BAD_REQUEST, CODE_FORBIDDEN};
-        use rtc_stun::message::{METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH};
         use rtc_stun::message::{TransactionId, CLASS_INDICATION};
+        use rtc_stun::message::{METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH};
         let message = |method, class, code: Option<rtc_stun::error_code::ErrorCode>| {
             let mut setters: Vec<Box<dyn Setter>> = vec![
                 Box::new(TransactionId::new()),
@@ -655,9 +655,8 @@ mod tests {
             m.build(&setters).expect("a message");
             m.raw
         };
-        let lost = |method, code| {
-            allocation_verdict(&message(method, CLASS_ERROR_RESPONSE, Some(code)))
-        };
+        let lost =
+            |method, code| allocation_verdict(&message(method, CLASS_ERROR_RESPONSE, Some(code)));
         assert_eq!(
             lost(METHOD_REFRESH, CODE_ALLOC_MISMATCH),
             Some(AllocationVerdict::Lost(437))

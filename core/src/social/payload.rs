@@ -55,6 +55,10 @@ pub enum PayloadError {
     Candidates,
     #[error("bad ICE credentials")]
     Credentials,
+    /// A link element that does not have the shape of one (missing or unknown attributes
+    /// or children).
+    #[error("not a well-formed link signal")]
+    Shape,
 }
 
 impl DeviceInfo {
@@ -239,15 +243,18 @@ fn valid_ice_text(s: &str, min: usize, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
-/// Parses the signal in an XML payload element, if it is one.
+/// Parses the signal in an XML payload element, if it is one (an element of our namespace
+/// is one, well-formed or not, so that a broken signal is counted, not ignored).
 pub fn parse_signal(
     element: xmpp_parsers::minidom::Element,
 ) -> Option<Result<Signal, PayloadError>> {
     if !element.is("link", NS_LINK) {
         return None;
     }
-    let wire = SignalWire::try_from(element).ok()?;
-    Some(Signal::from_wire(&wire))
+    Some(match SignalWire::try_from(element) {
+        Ok(wire) => Signal::from_wire(&wire),
+        Err(_) => Err(PayloadError::Shape),
+    })
 }
 
 #[cfg(test)]
@@ -345,5 +352,9 @@ mod tests {
         }
         let other: Element = "<body xmlns='jabber:client'>hi</body>".parse().unwrap();
         assert_eq!(parse_signal(other), None);
+        let broken: Element = format!("<link xmlns='{NS_LINK}' kind='offer'/>")
+            .parse()
+            .unwrap();
+        assert_eq!(parse_signal(broken), Some(Err(PayloadError::Shape)));
     }
 }

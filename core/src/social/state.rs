@@ -18,6 +18,15 @@ pub const PRESENCE_RESYNC_GRACE: Duration = Duration::from_secs(10);
 pub const SERVER_GOING_AWAY: Duration = Duration::from_secs(5);
 /// Most recent departures remembered for that (a bound on memory, not a limit users meet).
 const RECENT_DEPARTURES: usize = 1024;
+/// An unanswered friend request is sent again after these waits. Servers drop subscription
+/// stanzas beyond a rate without a word (ejabberd's default `mod_pres_counter`: 5 a minute
+/// each way per session), which leaves a friendship half made; nobody else retries. The
+/// first wait outlasts that minute.
+pub const RESUBSCRIBE_AFTER: [Duration; 3] = [
+    Duration::from_secs(65),
+    Duration::from_secs(300),
+    Duration::from_secs(1800),
+];
 
 /// Subscription state of a contact (RFC 6121), from the user's side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -160,6 +169,8 @@ pub struct SocialState {
     resync_at: Option<Instant>,
     /// Devices that went offline in the last moments: (when, account, device).
     departed: VecDeque<(Instant, BareJid, Device)>,
+    /// Our friend requests not answered yet: when to send each again, and how often it was.
+    resubscribe: BTreeMap<BareJid, (Instant, usize)>,
     outbox: VecDeque<Outgoing>,
     events: VecDeque<SocialEvent>,
     counters: SocialCounters,
@@ -177,6 +188,7 @@ impl SocialState {
             epoch: 0,
             resync_at: None,
             departed: VecDeque::new(),
+            resubscribe: BTreeMap::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             counters: SocialCounters::default(),
@@ -253,10 +265,12 @@ impl SocialState {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.resync_at
+        let resubscribe = self.resubscribe.values().map(|(at, _)| *at).min();
+        [self.resync_at, resubscribe].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.resubscribe_due(now);
         if self.resync_at.is_some_and(|at| at <= now) {
             self.resync_at = None;
             let epoch = self.epoch;
@@ -274,16 +288,56 @@ impl SocialState {
         }
     }
 
-    /// A full roster (the answer to `RosterGet`).
-    pub fn handle_roster(&mut self, items: Vec<RosterItem>) {
+    /// A full roster (the answer to `RosterGet`). Requests of ours still pending (from
+    /// an earlier run, perhaps dropped by the server) are sent again later.
+    pub fn handle_roster(&mut self, now: Instant, items: Vec<RosterItem>) {
         let keep: std::collections::HashSet<BareJid> =
             items.iter().map(|i| i.jid.clone()).collect();
         self.contacts
             .retain(|jid, c| keep.contains(jid) || c.pending_in);
         for item in items {
+            if item.pending_out && !item.removed {
+                self.expect_answer(now, item.jid.clone());
+            }
             self.apply_item(item);
         }
         self.events.push_back(SocialEvent::RosterChanged);
+    }
+
+    /// We asked to see `jid`'s presence: send the request again unless answered in time.
+    fn expect_answer(&mut self, now: Instant, jid: BareJid) {
+        self.resubscribe
+            .entry(jid)
+            .or_insert((now + RESUBSCRIBE_AFTER[0], 0));
+    }
+
+    fn resubscribe_due(&mut self, now: Instant) {
+        let due: Vec<BareJid> = self
+            .resubscribe
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(jid, _)| jid.clone())
+            .collect();
+        for jid in due {
+            let unanswered = self
+                .contacts
+                .get(&jid)
+                .is_some_and(|c| matches!(c.subscription, Subscription::None | Subscription::From));
+            let sent = self.resubscribe.get(&jid).map_or(0, |(_, n)| *n);
+            match RESUBSCRIBE_AFTER.get(sent + 1) {
+                Some(wait) if unanswered => {
+                    self.resubscribe
+                        .insert(jid.clone(), (now + *wait, sent + 1));
+                }
+                _ => {
+                    self.resubscribe.remove(&jid);
+                }
+            }
+            if unanswered {
+                tracing::debug!(%jid, "friend request unanswered; sending it again");
+                self.outbox.push_back(Outgoing::Subscribe(jid));
+            }
+        }
     }
 
     /// A roster push (already checked by the shell to come from our own account).
@@ -297,8 +351,12 @@ impl SocialState {
             return;
         }
         if item.removed {
+            self.resubscribe.remove(&item.jid);
             self.contacts.remove(&item.jid);
             return;
+        }
+        if matches!(item.subscription, Subscription::To | Subscription::Both) {
+            self.resubscribe.remove(&item.jid);
         }
         let contact = self
             .contacts
@@ -388,13 +446,16 @@ impl SocialState {
         }
     }
 
-    /// Sends a friend request (and pre-approves theirs, so one acceptance makes us mutual).
-    pub fn add_friend(&mut self, jid: BareJid) {
+    /// Sends a friend request. Their acceptance comes with a request of theirs, approved at
+    /// once (see `handle_presence`), so one acceptance makes us mutual. No pre-approval is
+    /// sent: servers limit subscription stanzas (ejabberd's default: 5 a minute each way per
+    /// session), and a mutual friendship takes no more than the four RFC 6121 ones.
+    pub fn add_friend(&mut self, now: Instant, jid: BareJid) {
         if jid == self.own {
             return;
         }
         self.outbox.push_back(Outgoing::Subscribe(jid.clone()));
-        self.outbox.push_back(Outgoing::Subscribed(jid.clone()));
+        self.expect_answer(now, jid.clone());
         let contact = self
             .contacts
             .entry(jid.clone())
@@ -404,9 +465,10 @@ impl SocialState {
     }
 
     /// Accepts a friend request: approve theirs and ask for theirs in return.
-    pub fn accept_friend(&mut self, jid: BareJid) {
+    pub fn accept_friend(&mut self, now: Instant, jid: BareJid) {
         self.outbox.push_back(Outgoing::Subscribed(jid.clone()));
         self.outbox.push_back(Outgoing::Subscribe(jid.clone()));
+        self.expect_answer(now, jid.clone());
         if let Some(contact) = self.contacts.get_mut(&jid) {
             contact.pending_in = false;
             contact.pending_out = true;
@@ -426,6 +488,7 @@ impl SocialState {
     /// Removes the friend from the roster (the server cancels both subscriptions).
     pub fn remove_friend(&mut self, jid: BareJid) -> Result<(), TogglesError> {
         self.outbox.push_back(Outgoing::RosterRemove(jid.clone()));
+        self.resubscribe.remove(&jid);
         self.contacts.remove(&jid);
         self.toggles.forget(&jid)?;
         self.events.push_back(SocialEvent::RosterChanged);

@@ -47,10 +47,13 @@ fn only_enabled_mutual_friends_and_own_devices_are_wanted() {
     s.handle_online(now, "alice@svpn.test/phone".parse().unwrap());
     assert_eq!(s.poll_outgoing(), Some(Outgoing::RosterGet));
     assert!(matches!(s.poll_outgoing(), Some(Outgoing::Announce(_))));
-    s.handle_roster(vec![
-        item("bob@svpn.test", Subscription::Both),
-        item("carol@svpn.test", Subscription::To),
-    ]);
+    s.handle_roster(
+        Instant::now(),
+        vec![
+            item("bob@svpn.test", Subscription::Both),
+            item("carol@svpn.test", Subscription::To),
+        ],
+    );
     let bob_dev = DeviceInfo::new([2; 32]);
     s.handle_presence(
         Instant::now(),
@@ -110,15 +113,12 @@ fn only_enabled_mutual_friends_and_own_devices_are_wanted() {
 fn friend_requests_complete_in_one_acceptance() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = state(&dir);
-    s.add_friend(jid("bob@svpn.test"));
+    s.add_friend(Instant::now(), jid("bob@svpn.test"));
     assert_eq!(
         s.poll_outgoing(),
         Some(Outgoing::Subscribe(jid("bob@svpn.test")))
     );
-    assert_eq!(
-        s.poll_outgoing(),
-        Some(Outgoing::Subscribed(jid("bob@svpn.test")))
-    );
+    assert_eq!(s.poll_outgoing(), None, "no pre-approval");
     // Bob accepts and asks back: auto-approved because we asked first.
     s.handle_presence(
         Instant::now(),
@@ -138,7 +138,7 @@ fn friend_requests_complete_in_one_acceptance() {
     assert_eq!(s.poll_outgoing(), None);
     let events: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
     assert!(events.contains(&SocialEvent::FriendRequest(jid("dave@svpn.test"))));
-    s.accept_friend(jid("dave@svpn.test"));
+    s.accept_friend(Instant::now(), jid("dave@svpn.test"));
     assert_eq!(
         s.poll_outgoing(),
         Some(Outgoing::Subscribed(jid("dave@svpn.test")))
@@ -154,10 +154,13 @@ fn signals_are_authorized_by_friendship_toggle_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = state(&dir);
     s.handle_online(Instant::now(), "alice@svpn.test/phone".parse().unwrap());
-    s.handle_roster(vec![
-        item("bob@svpn.test", Subscription::Both),
-        item("carol@svpn.test", Subscription::From),
-    ]);
+    s.handle_roster(
+        Instant::now(),
+        vec![
+            item("bob@svpn.test", Subscription::Both),
+            item("carol@svpn.test", Subscription::From),
+        ],
+    );
     s.handle_presence(
         Instant::now(),
         &full("bob@svpn.test/laptop"),
@@ -224,10 +227,13 @@ fn reconnect_keeps_devices_until_the_presence_burst_has_had_its_chance() {
     let mut s = state(&dir);
     let t0 = Instant::now();
     s.handle_online(t0, "alice@svpn.test/phone".parse().unwrap());
-    s.handle_roster(vec![
-        item("bob@svpn.test", Subscription::Both),
-        item("carol@svpn.test", Subscription::Both),
-    ]);
+    s.handle_roster(
+        Instant::now(),
+        vec![
+            item("bob@svpn.test", Subscription::Both),
+            item("carol@svpn.test", Subscription::Both),
+        ],
+    );
     s.handle_presence(
         Instant::now(),
         &full("bob@svpn.test/a"),
@@ -261,10 +267,13 @@ fn reconnect_keeps_devices_until_the_presence_burst_has_had_its_chance() {
 fn online_with_bob_and_carol(dir: &tempfile::TempDir, t0: Instant) -> SocialState {
     let mut s = state(dir);
     s.handle_online(t0, "alice@svpn.test/phone".parse().unwrap());
-    s.handle_roster(vec![
-        item("bob@svpn.test", Subscription::Both),
-        item("carol@svpn.test", Subscription::Both),
-    ]);
+    s.handle_roster(
+        Instant::now(),
+        vec![
+            item("bob@svpn.test", Subscription::Both),
+            item("carol@svpn.test", Subscription::Both),
+        ],
+    );
     for (j, k) in [("bob@svpn.test/a", 2), ("carol@svpn.test/a", 3)] {
         s.handle_presence(
             t0,
@@ -350,4 +359,45 @@ fn a_resumed_session_keeps_every_device() {
     assert_eq!(s.poll_timeout(), None);
     s.handle_timeout(t1 + Duration::from_secs(120));
     assert_eq!(wanted_jids(&s).len(), 2);
+}
+
+#[test]
+fn an_unanswered_friend_request_is_sent_again_a_few_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = state(&dir);
+    let t0 = Instant::now();
+    s.handle_online(t0, "alice@svpn.test/phone".parse().unwrap());
+    while s.poll_outgoing().is_some() {}
+    s.add_friend(t0, jid("bob@svpn.test"));
+    assert_eq!(
+        s.poll_outgoing(),
+        Some(Outgoing::Subscribe(jid("bob@svpn.test")))
+    );
+    s.handle_roster_push(RosterItem {
+        pending_out: true,
+        ..item("bob@svpn.test", Subscription::None)
+    });
+    s.handle_timeout(t0 + PRESENCE_RESYNC_GRACE);
+    // The server dropped it (flood limit): sent again after the first wait, then less often.
+    let mut at = t0;
+    for wait in RESUBSCRIBE_AFTER {
+        assert_eq!(s.poll_timeout(), Some(at + wait));
+        s.handle_timeout(at + wait - Duration::from_millis(1));
+        assert_eq!(s.poll_outgoing(), None, "not before its time");
+        at += wait;
+        s.handle_timeout(at);
+        assert_eq!(
+            s.poll_outgoing(),
+            Some(Outgoing::Subscribe(jid("bob@svpn.test")))
+        );
+    }
+    assert_eq!(s.poll_timeout(), None, "then it is up to bob");
+
+    // An answered request is not sent again.
+    s.add_friend(at, jid("carol@svpn.test"));
+    while s.poll_outgoing().is_some() {}
+    s.handle_roster_push(item("carol@svpn.test", Subscription::To));
+    s.handle_timeout(at + RESUBSCRIBE_AFTER[0]);
+    assert_eq!(s.poll_outgoing(), None);
+    assert_eq!(s.poll_timeout(), None);
 }
