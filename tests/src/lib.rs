@@ -8,6 +8,7 @@ pub mod certs;
 pub mod cli_daemon;
 pub mod netns;
 pub mod node;
+pub mod pinger;
 pub mod social_nodes;
 pub mod social_world;
 pub mod traffic;

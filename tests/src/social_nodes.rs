@@ -19,27 +19,34 @@ pub fn subnet_of(user: &str) -> &'static str {
 /// Starts a node on `host` logged in as `user` (registered with password "pw-USER") with
 /// resource `host`.
 pub fn start_node(w: &SocialWorld, node_bin: &Path, host: &str, user: &str) -> DpNode {
-    start_node_with(
-        w,
-        node_bin,
-        host,
-        user,
-        serde_json::json!({ "proactive": { "max_links": 64 } }),
-    )
+    start_node_with(w, node_bin, host, user, serde_json::json!({}))
 }
 
-/// Like [`start_node`], with a link policy (JSON, as in the engine's `LinkPolicy`).
+/// Like [`start_node`], with more settings of the node's social configuration (`policy` as
+/// in the engine's `LinkPolicy`, `watch_network`).
 pub fn start_node_with(
     w: &SocialWorld,
     node_bin: &Path,
     host: &str,
     user: &str,
-    policy: Value,
+    settings: Value,
 ) -> DpNode {
     let state = w.state_dir().join(format!("node-{host}"));
-    std::fs::create_dir_all(&state).expect("state dir");
+    start_node_in(w, node_bin, host, user, &state, settings)
+}
+
+/// Like [`start_node_with`], keeping the node's key and address book in `state`.
+pub fn start_node_in(
+    w: &SocialWorld,
+    node_bin: &Path,
+    host: &str,
+    user: &str,
+    state: &Path,
+    settings: Value,
+) -> DpNode {
+    std::fs::create_dir_all(state).expect("state dir");
     let social = state.join("social.json");
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "jid": format!("{user}@{}", w.domain()),
         "password": format!("pw-{user}"),
         "resource": host,
@@ -49,14 +56,17 @@ pub fn start_node_with(
         "turn": w.turn_addr().to_string(),
         "turn_user": TURN_USER,
         "turn_password": TURN_PASSWORD,
-        "policy": policy,
+        "policy": { "proactive": { "max_links": 64 } },
     });
+    if let (Some(config), Some(settings)) = (config.as_object_mut(), settings.as_object()) {
+        config.extend(settings.clone());
+    }
     std::fs::write(&social, config.to_string()).expect("social config");
     let listen = format!("0.0.0.0:{}", 40000 + host.len() as u16);
     DpNode::start_with(
         node_bin,
         w.host(host),
-        &state,
+        state,
         "svpn0",
         subnet_of(user),
         &listen,

@@ -289,7 +289,8 @@ fn links_survive_the_server_going_away_and_recover_after_roaming(kind: XmppServe
 fn on_demand_links_form_on_the_first_packet_and_close_when_idle() {
     use socialvpn_tests::social_nodes::start_node_with;
     let w = world(XmppServerKind::Prosody, "sld", &["alice", "carol"]);
-    let policy = serde_json::json!({ "on_demand": { "max_links": 8, "idle_secs": 4 } });
+    let policy =
+        serde_json::json!({ "policy": { "on_demand": { "max_links": 8, "idle_secs": 4 } } });
     let mut alice = start_node_with(&w, Path::new(BIN), "alice", "alice", policy.clone());
     let mut carol = start_node_with(&w, Path::new(BIN), "carol", "carol", policy);
     for n in [&mut alice, &mut carol] {

@@ -369,7 +369,9 @@ impl LinkManager {
     fn path_lost(&mut self, now: Instant, peer: &mut Peer) {
         tracing::debug!(peer = %peer.info.uid, "path silent; looking for a new one");
         self.counters.paths_lost += 1;
-        if peer.up.is_some_and(|p| p.via_our_relay) {
+        if peer.up.is_some_and(|p| p.relayed) {
+            // A relay under it may be gone (a restarted TURN server forgets allocations):
+            // check ours (the peer checks its own).
             self.gatherer.verify(now);
         }
         self.drop_session(peer, false);
@@ -509,9 +511,9 @@ impl LinkManager {
         peer.jid = from;
         if matches!(signal.kind, SignalKind::Offer | SignalKind::Restart) {
             peer.closed_by_peer = false;
-            if peer.up.is_some_and(|p| p.via_our_relay) {
-                // The peer looks for a new path although ours goes through our relay: the
-                // relay may be gone (a restarted TURN server).
+            if peer.up.is_some_and(|p| p.relayed) {
+                // The peer looks for a new path although ours goes through a relay: the relay
+                // may be gone (a restarted TURN server).
                 self.gatherer.verify(now);
             }
         }
@@ -695,11 +697,16 @@ impl LinkManager {
     fn drive(&mut self, now: Instant) {
         let uids: Vec<Uid> = self.peers.keys().copied().collect();
         if self.gatherer.take_relay_replaced() {
-            // Paths through the old relay address are gone with it.
+            // Paths through the old relay address are gone with it, and sessions still
+            // checking offered it: start those again with the new one.
             for uid in &uids {
                 if let Some(mut peer) = self.peers.remove(uid) {
                     if peer.up.is_some_and(|p| p.via_our_relay) {
                         self.path_lost(now, &mut peer);
+                    } else if peer.up.is_none() && peer.ice.is_some() {
+                        self.drop_session(&mut peer, false);
+                        peer.backoff = BACKOFF_START;
+                        peer.phase = Phase::Idle { at: now };
                     }
                     self.peers.insert(*uid, peer);
                 }

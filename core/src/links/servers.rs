@@ -280,6 +280,13 @@ impl Gatherer {
         }
         match verdict {
             Some(AllocationVerdict::Confirmed) => self.verify_by = None,
+            Some(AllocationVerdict::StaleNonce) if self.verify_by.is_some() => {
+                // A restarted server has a new nonce; the client took it: ask again now
+                // rather than wait for the check to time out.
+                if let Some(client) = self.client.as_mut() {
+                    let _ = client.refresh_allocations(now);
+                }
+            }
             // (Answers to the release of a lost allocation come in around a new one.)
             Some(AllocationVerdict::Lost(code))
                 if self.candidates.relay.is_some()
@@ -449,6 +456,8 @@ impl Gatherer {
 enum AllocationVerdict {
     /// A Refresh succeeded: the allocation exists.
     Confirmed,
+    /// A Refresh came back with a new nonce (438): the server may have restarted.
+    StaleNonce,
     /// A Refresh, CreatePermission or ChannelBind was refused in a way that means the server
     /// has no allocation for us (437 Allocation Mismatch after a server restart; coturn also
     /// answers 400 for requests on an allocation it lost).
@@ -456,7 +465,9 @@ enum AllocationVerdict {
 }
 
 fn allocation_verdict(data: &[u8]) -> Option<AllocationVerdict> {
-    use rtc_stun::error_code::{ErrorCodeAttribute, CODE_ALLOC_MISMATCH, CODE_BAD_REQUEST};
+    use rtc_stun::error_code::{
+        ErrorCodeAttribute, CODE_ALLOC_MISMATCH, CODE_BAD_REQUEST, CODE_STALE_NONCE,
+    };
     use rtc_stun::message::{
         Getter, Message, CLASS_ERROR_RESPONSE, CLASS_SUCCESS_RESPONSE, METHOD_CHANNEL_BIND,
         METHOD_CREATE_PERMISSION, METHOD_REFRESH,
@@ -483,6 +494,9 @@ fn allocation_verdict(data: &[u8]) -> Option<AllocationVerdict> {
     }
     let mut code = ErrorCodeAttribute::default();
     code.get_from(&m).ok()?;
+    if method == METHOD_REFRESH && code.code == CODE_STALE_NONCE {
+        return Some(AllocationVerdict::StaleNonce);
+    }
     (code.code == CODE_ALLOC_MISMATCH || code.code == CODE_BAD_REQUEST)
         .then_some(AllocationVerdict::Lost(code.code.0))
 }

@@ -84,11 +84,15 @@ pub struct XmppSession {
 }
 
 /// How the connections handed to the stream fared, shared by the session loop and the
-/// reconnector: the back-off continues across reconnections until a session proves stable.
+/// reconnector. Two back-offs: failed logins (the server unreachable) and connections that
+/// logged in but did not last (a refused resumption, being kicked out, a server closing
+/// right after login): neither can loop fast, and a server that is back is used at once.
 #[derive(Debug, Default)]
 struct Pacing {
-    /// Login attempts since the last stable session.
+    /// Failed login attempts since the last successful one.
     attempts: u32,
+    /// Connections that logged in but did not stay online for `STABLE_AFTER`, in a row.
+    short_lived: u32,
     /// When the current connection came online (None: not online since it was handed out).
     online_since: Option<std::time::Instant>,
     /// A connection was handed out and the stream has not come online on it.
@@ -98,9 +102,9 @@ struct Pacing {
 }
 
 impl Pacing {
-    /// The wait before attempt number `attempts` (0: at once).
-    fn delay(attempts: u32) -> Duration {
-        match attempts {
+    /// The wait before a retry after `failures` failures in a row (0: at once).
+    fn delay(failures: u32) -> Duration {
+        match failures {
             0 => Duration::ZERO,
             n => BACKOFF_START
                 .saturating_mul(1 << (n - 1).min(16))
@@ -108,22 +112,26 @@ impl Pacing {
         }
     }
 
-    /// A reconnection starts: was the last connection a failure? Returns whether stream
-    /// management must be left out of the next connection (its resumption just failed).
-    fn reconnecting(&mut self, now: std::time::Instant) -> bool {
-        let stable = self
-            .online_since
-            .is_some_and(|t| now.saturating_duration_since(t) >= STABLE_AFTER);
-        if stable {
-            self.attempts = 0;
-        }
-        // The stream dropped a connection before it came online on it: most likely the
-        // server refused to resume the old session (ejabberd after a restart answers with a
-        // `<failed/>` tokio-xmpp cannot parse, and keeps the old state to resume with).
-        let failed_before_online = self.handed_out && self.online_since.is_none();
+    /// A reconnection starts. Returns the wait before its first attempt, and whether stream
+    /// management must be left out of the next connection (resuming just failed).
+    fn reconnecting(&mut self, now: std::time::Instant) -> (Duration, bool) {
+        let lived = self.online_since.map(|t| now.saturating_duration_since(t));
+        let handed_out = self.handed_out;
         self.online_since = None;
         self.handed_out = false;
-        failed_before_online
+        if lived.is_some_and(|l| l >= STABLE_AFTER) {
+            self.short_lived = 0;
+            return (Duration::ZERO, false);
+        }
+        if !handed_out && lived.is_none() {
+            // The first connection of a stream.
+            return (Pacing::delay(self.attempts), false);
+        }
+        self.short_lived += 1;
+        // The stream dropped a connection before it came online on it: most likely the
+        // server refused to resume the old session (ejabberd and prosody answer with a
+        // `<failed/>` tokio-xmpp cannot parse, and it keeps the old state to resume with).
+        (Pacing::delay(self.short_lived), lived.is_none())
     }
 
     /// A new network: the next attempt goes out at once, whatever failed before.
@@ -354,13 +362,7 @@ async fn reconnect_loop(
             () = stops[1].stopped() => {}
         }
     };
-    let (fresh_session, mut wait) = {
-        let mut p = lock(&pacing);
-        (
-            p.reconnecting(std::time::Instant::now()),
-            Pacing::delay(p.attempts),
-        )
-    };
+    let (mut wait, fresh_session) = lock(&pacing).reconnecting(std::time::Instant::now());
     loop {
         if !wait.is_zero() {
             tokio::select! {
@@ -368,7 +370,6 @@ async fn reconnect_loop(
                 () = stopped() => break,
             }
         }
-        lock(&pacing).attempts += 1;
         let attempt = tokio::select! {
             r = tokio::time::timeout(LOGIN_TIMEOUT, login(&account, tls.clone(), Timeouts::tight())) => {
                 r.unwrap_or_else(|_| Err(LoginFailure::Unreachable("the login timed out".into())))
@@ -382,7 +383,11 @@ async fn reconnect_loop(
                     // (stream management is back from the next connection on).
                     tracing::debug!("resuming the XMPP session failed; starting a fresh one");
                 }
-                lock(&pacing).handed_out = true;
+                {
+                    let mut p = lock(&pacing);
+                    p.handed_out = true;
+                    p.attempts = 0;
+                }
                 let _ = slot.send(connection);
                 return;
             }
@@ -399,7 +404,11 @@ async fn reconnect_loop(
                 wait = REFUSED_AGAIN_RETRY;
             }
             Err(reason) => {
-                wait = Pacing::delay(lock(&pacing).attempts);
+                wait = {
+                    let mut p = lock(&pacing);
+                    p.attempts += 1;
+                    Pacing::delay(p.attempts)
+                };
                 tracing::debug!(%reason, ?wait, "XMPP login failed; retrying");
                 let _ = inputs
                     .send(XmppInput::State(XmppState::Offline {
@@ -603,5 +612,49 @@ fn to_stanza(out: Outgoing, roster_request: &mut Option<String>) -> Stanza {
                 .with_payload(signal.to_wire())
                 .into()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn reconnections_back_off_unless_the_last_session_lasted() {
+        let t0 = Instant::now();
+        let mut p = Pacing::default();
+        // The stream's first connection: at once.
+        assert_eq!(p.reconnecting(t0), (Duration::ZERO, false));
+        p.handed_out = true;
+        p.online(t0);
+        // A session that lasted: the reconnection is at once, resuming allowed.
+        let t1 = t0 + Duration::from_secs(600);
+        assert_eq!(p.reconnecting(t1), (Duration::ZERO, false));
+        // Logins that fail meanwhile back off in the login loop (`attempts`); a login that
+        // works resets that. The resumption it tries is refused: again in a second, fresh.
+        p.handed_out = true;
+        assert_eq!(p.reconnecting(t1), (Duration::from_secs(1), true));
+        // Refused again and again (a server that closes every stream): waits grow.
+        p.handed_out = true;
+        assert_eq!(p.reconnecting(t1), (Duration::from_secs(2), true));
+        p.handed_out = true;
+        assert_eq!(p.reconnecting(t1), (Duration::from_secs(4), true));
+        // Online, but kicked out after a second (a resource conflict): still backing off,
+        // resuming allowed.
+        p.handed_out = true;
+        p.online(t1);
+        assert_eq!(
+            p.reconnecting(t1 + Duration::from_secs(1)),
+            (Duration::from_secs(8), false)
+        );
+        for _ in 0..10 {
+            p.handed_out = true;
+            assert!(p.reconnecting(t1).0 <= BACKOFF_MAX);
+        }
+        // A new network starts afresh.
+        p.network_changed();
+        assert_eq!(p.reconnecting(t1), (Duration::ZERO, false));
+        assert!(p.ever_online);
     }
 }

@@ -31,6 +31,13 @@ struct SocialFile {
     turn_password: Option<String>,
     #[serde(default)]
     policy: LinkPolicy,
+    /// Restart link discovery when this host's addresses change (rtnetlink).
+    #[serde(default = "yes")]
+    watch_network: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn main() {
@@ -55,7 +62,7 @@ fn fail(message: &str) -> ! {
     std::process::exit(1);
 }
 
-fn social_config(path: &str) -> SocialConfig {
+fn social_config(path: &str) -> (SocialConfig, bool) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
     let f: SocialFile =
         serde_json::from_str(&text).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
@@ -68,7 +75,8 @@ fn social_config(path: &str) -> SocialConfig {
         s.as_ref()
             .map(|s| s.parse().unwrap_or_else(|_| fail("bad address")))
     };
-    SocialConfig {
+    let watch_network = f.watch_network;
+    let social = SocialConfig {
         account: XmppAccount {
             jid: f.jid.parse().unwrap_or_else(|_| fail("bad jid")),
             password: f.password,
@@ -86,10 +94,18 @@ fn social_config(path: &str) -> SocialConfig {
             }),
         },
         policy: f.policy,
-    }
+    };
+    (social, watch_network)
 }
 
 async fn run(args: &[String]) {
+    let (social, watch_network) = match args.get(4) {
+        Some(path) => {
+            let (social, watch) = social_config(path);
+            (Some(social), watch)
+        }
+        None => (None, false),
+    };
     let config = EngineConfig {
         state_dir: PathBuf::from(&args[0]),
         subnet: args[2]
@@ -98,10 +114,11 @@ async fn run(args: &[String]) {
         listen: args[3]
             .parse()
             .unwrap_or_else(|e| fail(&format!("listen: {e}"))),
-        social: args.get(4).map(|p| social_config(p)),
+        social,
         protect: None,
-        // The daemon notices moves between networks by itself.
-        watch_network: true,
+        // Like the daemon, the node notices moves between networks by itself (unless the
+        // test turns that off to exercise the path watch alone).
+        watch_network,
     };
     let prepared = PreparedEngine::load(config).unwrap_or_else(|e| fail(&e.to_string()));
     let tun = create(&TunConfig {
