@@ -64,8 +64,8 @@ pub struct Gatherer {
     /// Our allocation is being checked (a Refresh is out): allocate again unless the server
     /// confirms it by then.
     verify_by: Option<Instant>,
-    /// The relay address changed since the link manager last asked: paths through the old
-    /// one are gone.
+    /// The relay address changed (or came late) since the link manager last asked: paths
+    /// through the old one are gone, sessions that offered no relay may need it.
     relay_replaced: bool,
     /// Allocations lost and made again, for the status.
     pub(crate) reallocations: u64,
@@ -76,8 +76,9 @@ pub struct Gatherer {
 const VERIFY_WAIT: Duration = Duration::from_secs(3);
 
 /// First wait before asking again for a refused allocation; doubles up to the cap. A server
-/// still holding a crashed predecessor's allocation frees it within its lifetime (600 s).
-const ALLOCATE_RETRY_FIRST: Duration = Duration::from_secs(5);
+/// still holding a crashed predecessor's allocation frees it within its lifetime (600 s); a
+/// clean predecessor's release may simply not have been processed yet (a quick restart).
+const ALLOCATE_RETRY_FIRST: Duration = Duration::from_secs(2);
 const ALLOCATE_RETRY_CAP: Duration = Duration::from_secs(300);
 /// Longer than a STUN transaction retransmits (39.5 s with the default timers): a retry
 /// nobody answers is not repeated while it may still be answered.
@@ -318,6 +319,9 @@ impl Gatherer {
                 TurnEvent::AllocateResponse(_, addr) => {
                     tracing::debug!(%addr, "TURN relay allocated");
                     self.verify_by = None;
+                    // Sessions that started without it (a refused first allocation, a
+                    // reallocation) can use it now: the link manager starts them again.
+                    self.relay_replaced = true;
                     self.candidates.relay = Some(addr);
                     self.allocation_pending = false;
                     self.allocate_retry = None;
@@ -586,10 +590,10 @@ mod tests {
         assert_eq!(g.candidates().relay, None);
         assert!(g.is_complete(t0), "links go on without a relay meanwhile");
 
-        // 5 s, 10 s, 20 s, ... up to 300 s between attempts; nothing is sent in between.
+        // 2 s, 4 s, 8 s, ... up to 300 s between attempts; nothing is sent in between.
         let mut at = t0;
         let mut waits = Vec::new();
-        for _ in 0..8 {
+        for _ in 0..10 {
             let next = g.poll_timeout().expect("a retry is scheduled");
             g.handle_timeout(next - Duration::from_millis(1));
             assert!(
@@ -601,7 +605,7 @@ mod tests {
             assert_eq!(answer_refusing(&mut g, next), 1, "one Allocate per retry");
             at = next;
         }
-        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(waits, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
 
         // A retry nobody answers is repeated only after its transaction gave up.
         let g = &mut gatherer(t0);
