@@ -40,13 +40,26 @@ fn two_daemons_link_show_status_and_obey_friend_disable() {
     for user in ["alice", "carol"] {
         w.register(user, &format!("pw-{user}"));
     }
+    // carol's machine has IPv6 switched off: her daemon runs IPv4 only, and says so.
+    w.disable_ipv6("carol");
     let alice = up(&w, "alice", "alice", "100.64.0.0/16");
     let carol = up(&w, "carol", "carol", "100.66.0.0/16");
+    let carol_log = std::fs::read_to_string(&carol.log).unwrap();
+    assert!(carol_log.contains("running IPv4 only"), "{carol_log}");
 
     alice.text(&["friend", "add", "carol@svpn.test"]);
-    assert!(carol.wait(Duration::from_secs(15), &["friends"], |o| o
-        .contains("asks to be your friend")));
-    carol.text(&["friend", "accept", "alice@svpn.test"]);
+    // The request names the command that accepts it; the socket may come from the config.
+    assert!(
+        carol.wait(Duration::from_secs(15), &["friends"], |o| o.contains(
+            "asks to be your friend: socialvpn friend accept alice@svpn.test"
+        ))
+    );
+    let out = carol.cli_by_config(&["friend", "accept", "alice@svpn.test"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // `status` shows the link with its path.
     assert!(
@@ -63,10 +76,20 @@ fn two_daemons_link_show_status_and_obey_friend_disable() {
     for line in [
         "logging in as alice@svpn.test",
         "logged in",
-        "link to carol@svpn.test/",
+        "link to carol@svpn.test/socialvpn-",
     ] {
         assert!(log.contains(line), "missing progress line '{line}': {log}");
     }
+    // A log written to a file has no colour codes, and no other crate's chatter.
+    for unwanted in ["\x1b[", "rtc_ice", "boringtun", "ErrMismatchUsername"] {
+        assert!(!log.contains(unwanted), "'{unwanted}' in the log: {log}");
+    }
+    let by_config = alice.cli_by_config(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&by_config.stdout).contains("carol@svpn.test"),
+        "status --config: {}",
+        String::from_utf8_lossy(&by_config.stderr)
+    );
     assert!(
         ping(&w, "alice", &carol_at_alice),
         "no traffic over the link"
@@ -83,6 +106,23 @@ fn two_daemons_link_show_status_and_obey_friend_disable() {
             .any(|l| l.starts_with("carol@svpn.test") && l.contains("off")),
         "{friends}"
     );
+    // carol sees why: alice's device closed the link.
+    assert!(
+        carol.wait(Duration::from_secs(10), &["status"], |o| {
+            o.lines()
+                .any(|l| l.starts_with("alice@svpn.test") && l.contains("closed by friend"))
+        }),
+        "{}",
+        carol.text(&["status"])
+    );
+    let log = std::fs::read_to_string(&alice.log).unwrap();
+    let closed: Vec<&str> = log.lines().filter(|l| l.contains(": closed")).collect();
+    assert!(
+        closed.len() == 1 && closed[0].contains("link to carol@svpn.test/socialvpn-"),
+        "{log}"
+    );
+    let log = std::fs::read_to_string(&carol.log).unwrap();
+    assert!(log.contains("closed by the friend's device"), "{log}");
     alice.text(&["friend", "enable", "carol@svpn.test"]);
     assert!(alice.wait(Duration::from_secs(30), &["status"], |o| {
         o.lines()

@@ -11,6 +11,8 @@ pub struct CliDaemon {
     pub process: ChildGuard,
     /// The daemon's control socket.
     pub socket: PathBuf,
+    /// Its configuration file.
+    pub config: PathBuf,
     /// Its stdout and stderr.
     pub log: PathBuf,
     bin: PathBuf,
@@ -68,6 +70,7 @@ pub fn up(bin: &Path, w: &SocialWorld, host: &str, user: &str, subnet: &str) -> 
     let d = CliDaemon {
         process: ChildGuard(process),
         socket,
+        config: path.clone(),
         log,
         bin: bin.to_path_buf(),
     };
@@ -86,6 +89,15 @@ impl CliDaemon {
         Command::new(&self.bin)
             .args(args)
             .args(["--socket", self.socket.to_str().unwrap()])
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `BIN ARGS --config CONFIG`: the socket comes from the daemon's configuration.
+    pub fn cli_by_config(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .args(["--config", self.config.to_str().unwrap()])
             .output()
             .unwrap()
     }

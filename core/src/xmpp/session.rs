@@ -383,10 +383,14 @@ async fn reconnect_loop(
                     // (stream management is back from the next connection on).
                     tracing::debug!("resuming the XMPP session failed; starting a fresh one");
                 }
-                {
+                let failed_before = {
                     let mut p = lock(&pacing);
                     p.handed_out = true;
-                    p.attempts = 0;
+                    std::mem::take(&mut p.attempts) > 0
+                };
+                if failed_before {
+                    // Logged in: the last failure no longer describes the session.
+                    let _ = inputs.send(XmppInput::State(XmppState::Connecting)).await;
                 }
                 let _ = slot.send(connection);
                 return;
