@@ -374,6 +374,19 @@ impl LinkManager {
             // check ours (the peer checks its own).
             self.gatherer.verify(now);
         }
+        let looking = peer.ice.as_ref().is_some_and(|i| i.selected().is_none())
+            && !matches!(peer.phase, Phase::Idle { .. });
+        if looking {
+            // A new session is already looking for a path (the network changed under the
+            // old one): let it finish, only stop showing the dead path as up.
+            if peer.up.take().is_some() {
+                self.events.push_back(LinkEvent::Down {
+                    uid: peer.info.uid,
+                    jid: peer.jid.clone(),
+                });
+            }
+            return;
+        }
         self.drop_session(peer, false);
         peer.backoff = BACKOFF_START;
         peer.phase = Phase::Idle { at: now };

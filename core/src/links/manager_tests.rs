@@ -495,3 +495,40 @@ fn a_friend_who_closes_the_link_shows_as_closed_by_peer() {
         Some(LinkPhase::ClosedByPeer)
     );
 }
+
+#[test]
+fn a_dead_old_path_does_not_restart_a_session_already_looking() {
+    let t0 = Instant::now();
+    let (mut a, mut b, now) = linked_pair(t0);
+    a.events.clear();
+    // The network changes and the old path with it: the new session cannot finish yet.
+    a.cut = true;
+    a.m.network_changed(now, vec![a.addr]);
+    let t = run(
+        &mut a,
+        &mut b,
+        now,
+        now + Duration::from_millis(500),
+        &mut |_| false,
+    );
+    let offers = a.m.counters().offers_sent + b.m.counters().offers_sent;
+    a.m.path_alarm(t, &b.info.uid, PathAlarm::Dead);
+    let down = std::iter::from_fn(|| a.m.poll_event()).any(|e| matches!(e, LinkEvent::Down { .. }));
+    assert!(down, "the dead old path is no longer shown as up");
+    assert_eq!(a.m.phase(t, &b.info.uid), Some(LinkPhase::Connecting));
+    // The running session goes on and finds the path once the network works.
+    a.cut = false;
+    run(&mut a, &mut b, t, t + Duration::from_secs(5), &mut |_| {
+        false
+    });
+    assert_eq!(
+        a.m.counters().offers_sent + b.m.counters().offers_sent,
+        offers,
+        "no new session"
+    );
+    assert!(
+        a.events.iter().any(|e| matches!(e, LinkEvent::Up { .. })),
+        "{:?}",
+        a.events
+    );
+}

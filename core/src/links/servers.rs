@@ -57,6 +57,13 @@ pub struct Gatherer {
     allocation_pending: bool,
     permitted: HashSet<SocketAddr>,
     permission_pending: HashSet<SocketAddr>,
+    /// Peers ICE sessions asked to reach through the relay, most recent last: asked again
+    /// after a refused permission and for every new allocation.
+    wanted_permits: VecDeque<SocketAddr>,
+    /// When to ask for the wanted permissions not granted yet.
+    permit_retry: Option<Instant>,
+    /// The wait after the next refusal (grows while refusals go on).
+    permit_wait: Duration,
     /// Datagrams that arrived through the relay: (peer, bytes).
     relayed_in: VecDeque<(SocketAddr, BytesMut)>,
     /// After a refused allocation: when to ask again, and the wait after that.
@@ -70,6 +77,12 @@ pub struct Gatherer {
     /// Allocations lost and made again, for the status.
     pub(crate) reallocations: u64,
 }
+
+/// Peers remembered for permissions (a bound on memory, not a limit on links).
+const WANTED_PERMITS: usize = 64;
+/// First and longest wait before asking again for refused permissions.
+const PERMIT_RETRY_FIRST: Duration = Duration::from_secs(1);
+const PERMIT_RETRY_CAP: Duration = Duration::from_secs(30);
 
 /// How long a Refresh that checks our allocation may go unanswered (its transaction
 /// retransmits at 0.5, 1.5 and 3.5 s).
@@ -99,6 +112,9 @@ impl Gatherer {
             allocation_pending: false,
             permitted: HashSet::new(),
             permission_pending: HashSet::new(),
+            wanted_permits: VecDeque::new(),
+            permit_retry: None,
+            permit_wait: PERMIT_RETRY_FIRST,
             relayed_in: VecDeque::new(),
             allocate_retry: None,
             verify_by: None,
@@ -319,6 +335,8 @@ impl Gatherer {
                 TurnEvent::AllocateResponse(_, addr) => {
                     tracing::debug!(%addr, "TURN relay allocated");
                     self.verify_by = None;
+                    // A new allocation has no permissions: give it those still wanted.
+                    self.permit_retry = Some(now);
                     // Sessions that started without it (a refused first allocation, a
                     // reallocation) can use it now: the link manager starts them again.
                     self.relay_replaced = true;
@@ -339,11 +357,16 @@ impl Gatherer {
                 TurnEvent::CreatePermissionResponse(_, peer) => {
                     self.permission_pending.remove(&peer);
                     self.permitted.insert(peer);
+                    self.permit_wait = PERMIT_RETRY_FIRST;
                 }
                 TurnEvent::CreatePermissionError(_, e) => {
-                    tracing::debug!(error = %e, "TURN permission refused");
-                    // Let a later request try again (a stale nonce gives this error once).
+                    // A stale nonce gives this error once; a server that just allocated
+                    // can refuse briefly. Whatever is not permitted yet is asked again.
+                    let wait = self.permit_wait;
+                    tracing::debug!(error = %e, retry_in = ?wait, "TURN permission refused");
                     self.permission_pending.clear();
+                    self.permit_retry = Some(now + wait);
+                    self.permit_wait = (wait * 2).min(PERMIT_RETRY_CAP);
                 }
                 TurnEvent::DataIndicationOrChannelData(_, peer, data) => {
                     self.relayed_in.push_back((peer, data));
@@ -369,6 +392,12 @@ impl Gatherer {
         let Some(relay) = self.candidates.relay else {
             return;
         };
+        if !self.wanted_permits.contains(&peer) {
+            if self.wanted_permits.len() == WANTED_PERMITS {
+                self.wanted_permits.pop_front();
+            }
+            self.wanted_permits.push_back(peer);
+        }
         if self.permitted.contains(&peer) || !self.permission_pending.insert(peer) {
             return;
         }
@@ -417,6 +446,7 @@ impl Gatherer {
             self.completion_deadline(),
             self.allocate_retry.map(|(at, _)| at),
             self.verify_by,
+            self.permit_retry,
         ]
         .into_iter()
         .flatten()
@@ -424,6 +454,19 @@ impl Gatherer {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.permit_retry.is_some_and(|at| at <= now) {
+            // A refusal schedules the next retry.
+            self.permit_retry = None;
+            let missing: Vec<SocketAddr> = self
+                .wanted_permits
+                .iter()
+                .filter(|p| !self.permitted.contains(p))
+                .copied()
+                .collect();
+            for peer in missing {
+                self.permit(now, peer);
+            }
+        }
         if self.verify_by.is_some_and(|at| at <= now) {
             tracing::debug!("the TURN server did not confirm our allocation");
             self.reallocate(now);

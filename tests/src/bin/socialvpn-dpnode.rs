@@ -40,12 +40,36 @@ fn yes() -> bool {
     true
 }
 
+/// Log lines go to stderr prefixed with the node's state directory name, so that the logs
+/// of several nodes in one test can be told apart.
+struct Prefixed(&'static str);
+
+impl std::io::Write for Prefixed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut err = std::io::stderr().lock();
+        err.write_all(self.0.as_bytes())?;
+        err.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let name = args
+        .first()
+        .and_then(|dir| std::path::Path::new(dir).file_name())
+        .map(|n| format!("[{}] ", n.to_string_lossy()))
+        .unwrap_or_default();
+    let name: &'static str = Box::leak(name.into_boxed_str());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_writer(move || Prefixed(name))
         .init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
     if !(4..=5).contains(&args.len()) {
         eprintln!("usage: socialvpn-dpnode STATE_DIR TUN_NAME SUBNET LISTEN_ADDR [SOCIAL_JSON]");
         std::process::exit(2);
