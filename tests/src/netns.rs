@@ -113,6 +113,14 @@ impl ChildGuard {
         self.0.id()
     }
 
+    /// The PID while the process runs.
+    pub fn running_pid(&mut self) -> Option<u32> {
+        match self.0.try_wait() {
+            Ok(None) => Some(self.pid()),
+            _ => None,
+        }
+    }
+
     /// Kills the process now, as a crash would.
     pub fn kill(&mut self) {
         let _ = self.0.kill();

@@ -1,7 +1,7 @@
 //! SocialVPN nodes with XMPP accounts inside the social world's hosts.
 
 use crate::node::DpNode;
-use crate::social_world::{SocialWorld, TURN_PASSWORD, TURN_USER};
+use crate::social_world::{SocialWorld, XmppServerKind, TURN_PASSWORD, TURN_USER};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -14,6 +14,36 @@ pub fn subnet_of(user: &str) -> &'static str {
         "carol" => "100.66.0.0/16",
         _ => "100.67.0.0/16",
     }
+}
+
+/// The social world with `kind` as its XMPP server and an account `USER` with the password
+/// `pw-USER` for each of `users`.
+pub fn world_with_users(kind: XmppServerKind, tag: &str, users: &[&str]) -> SocialWorld {
+    let w = SocialWorld::with_server(tag, kind);
+    let passwords: Vec<String> = users.iter().map(|u| format!("pw-{u}")).collect();
+    let accounts: Vec<(&str, &str)> = users
+        .iter()
+        .zip(&passwords)
+        .map(|(u, p)| (*u, p.as_str()))
+        .collect();
+    w.register_all(&accounts);
+    w
+}
+
+/// [`start_node_with`], then waits until the node is logged in.
+pub fn online_node(
+    w: &SocialWorld,
+    node_bin: &Path,
+    host: &str,
+    user: &str,
+    settings: Value,
+) -> DpNode {
+    let mut n = start_node_with(w, node_bin, host, user, settings);
+    assert!(
+        n.wait_until("status", Duration::from_secs(20), |s| s["xmpp"] == "online"),
+        "{host} did not log in"
+    );
+    n
 }
 
 /// Starts a node on `host` logged in as `user` (registered with password "pw-USER") with

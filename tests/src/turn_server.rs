@@ -102,11 +102,7 @@ impl Coturn {
     }
 
     pub(crate) fn pid(&mut self) -> Option<u32> {
-        let p = self.process.as_mut()?;
-        match p.0.try_wait() {
-            Ok(None) => Some(p.pid()),
-            _ => None,
-        }
+        self.process.as_mut()?.running_pid()
     }
 
     /// Stops coturn (SIGTERM, SIGKILL after a second): every allocation is gone.

@@ -144,11 +144,7 @@ impl XmppServer {
 
     /// The server's PID while it runs.
     pub(crate) fn pid(&mut self) -> Option<u32> {
-        let p = self.process.as_mut()?;
-        match p.0.try_wait() {
-            Ok(None) => Some(p.pid()),
-            _ => None,
-        }
+        self.process.as_mut()?.running_pid()
     }
 
     /// A clean shutdown (SIGTERM): the server closes its clients' streams first (and tells
@@ -210,29 +206,35 @@ impl XmppServer {
         );
     }
 
-    /// Runs `ejabberdctl ARGS` against the running server, as its user.
+    /// `program` run in the internet namespace as the ejabberd user, with the instance's
+    /// environment, in its data directory.
+    fn as_ejabberd(&self, inet: &Namespace, program: &str) -> std::process::Command {
+        let mut cmd = inet.command("setpriv");
+        cmd.args([
+            "--reuid",
+            "ejabberd",
+            "--regid",
+            "ejabberd",
+            "--init-groups",
+        ])
+        .arg("env")
+        .envs(self.ejabberd_env())
+        .args(["timeout", "30", program])
+        .current_dir(self.dir.join("data"))
+        .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `ejabberdctl ARGS` against the running server.
     fn ejabberdctl(&self, inet: &Namespace, args: &[&str]) -> std::process::Output {
-        let data = self.dir.join("data");
-        inet.command("setpriv")
-            .args([
-                "--reuid",
-                "ejabberd",
-                "--regid",
-                "ejabberd",
-                "--init-groups",
-            ])
-            .arg("env")
-            .envs(self.ejabberd_env())
-            .args(["timeout", "30", "/usr/sbin/ejabberdctl", "--no-timeout"])
-            .args(["-n", EJABBERD_NODE, "--config-dir"])
+        self.as_ejabberd(inet, "/usr/sbin/ejabberdctl")
+            .args(["--no-timeout", "-n", EJABBERD_NODE, "--config-dir"])
             .arg(self.dir.join("config"))
             .arg("--spool")
-            .arg(&data)
+            .arg(self.dir.join("data"))
             .arg("--logs")
             .arg(self.dir.join("log"))
             .args(args)
-            .current_dir(&data)
-            .stdin(Stdio::null())
             .output()
             .expect("cannot run ejabberdctl")
     }
@@ -244,7 +246,6 @@ impl XmppServer {
         if self.kind != XmppServerKind::Ejabberd {
             return;
         }
-        let data = self.dir.join("data");
         // Disc-only tables are dets files, which write behind a cache of their own.
         let eval = format!(
             "N = '{EJABBERD_NODE}', L = [rpc:call(N, mnesia, sync_log, []), \
@@ -252,18 +253,9 @@ impl XmppServer {
              D = [rpc:call(N, dets, sync, [T]) || T <- rpc:call(N, dets, all, [])], \
              io:format(\"~p ~p~n\", [L, lists:usort(D)]), halt(0)."
         );
-        let out = inet
-            .command("setpriv")
-            .args([
-                "--reuid",
-                "ejabberd",
-                "--regid",
-                "ejabberd",
-                "--init-groups",
-            ])
-            .arg("env")
-            .envs(self.ejabberd_env())
-            .args(["timeout", "30", "/usr/bin/erl", "-sname"])
+        let out = self
+            .as_ejabberd(inet, "/usr/bin/erl")
+            .arg("-sname")
             .arg(format!("sync-{}@localhost", std::process::id()))
             .args(["-hidden", "-noinput", "-erl_epmd_port", EJABBERD_DIST_PORT])
             .args([
@@ -274,8 +266,6 @@ impl XmppServer {
                 "-eval",
                 &eval,
             ])
-            .current_dir(&data)
-            .stdin(Stdio::null())
             .output()
             .expect("cannot run erl");
         let text = String::from_utf8_lossy(&out.stdout);

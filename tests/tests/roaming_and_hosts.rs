@@ -6,9 +6,9 @@
 use socialvpn_tests::node::DpNode;
 use socialvpn_tests::pinger::{unix_now, Pinger};
 use socialvpn_tests::social_nodes::{
-    address_of, befriend, start_node_in, start_node_with, wait_linked,
+    address_of, befriend, online_node, start_node_in, wait_linked, world_with_users,
 };
-use socialvpn_tests::social_world::SocialWorld;
+use socialvpn_tests::social_world::{SocialWorld, XmppServerKind};
 use socialvpn_tests::two_hosts::ping;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -21,21 +21,12 @@ fn jid(user: &str) -> String {
 }
 
 fn world(tag: &str, users: &[&str]) -> SocialWorld {
-    let w = SocialWorld::new(tag);
-    for user in users {
-        w.register(user, &format!("pw-{user}"));
-    }
-    w
+    world_with_users(XmppServerKind::Prosody, tag, users)
 }
 
 fn node(w: &SocialWorld, host: &str, user: &str, watch_network: bool) -> DpNode {
     let settings = serde_json::json!({ "watch_network": watch_network });
-    let mut n = start_node_with(w, Path::new(BIN), host, user, settings);
-    assert!(
-        n.wait_until("status", Duration::from_secs(20), |s| s["xmpp"] == "online"),
-        "{host} did not log in"
-    );
-    n
+    online_node(w, Path::new(BIN), host, user, settings)
 }
 
 /// alice (cone NAT) linked directly with carol and through TURN with bob.

@@ -3,7 +3,9 @@
 //! engine per host on its own TUN, linking by itself with friends.
 
 use socialvpn_tests::node::DpNode;
-use socialvpn_tests::social_nodes::{address_of, befriend, entry, start_node, wait_linked};
+use socialvpn_tests::social_nodes::{
+    address_of, befriend, entry, online_node, wait_linked, world_with_users,
+};
 use socialvpn_tests::social_world::{SocialWorld, XmppServerKind};
 use socialvpn_tests::traffic::tcp_transfer;
 use socialvpn_tests::two_hosts::ping;
@@ -15,18 +17,6 @@ const LINK_WITHIN: Duration = Duration::from_secs(20);
 
 fn jid(user: &str) -> String {
     format!("{user}@svpn.test")
-}
-
-fn world(kind: XmppServerKind, tag: &str, users: &[&str]) -> SocialWorld {
-    let w = SocialWorld::with_server(tag, kind);
-    let passwords: Vec<String> = users.iter().map(|u| format!("pw-{u}")).collect();
-    let accounts: Vec<(&str, &str)> = users
-        .iter()
-        .zip(&passwords)
-        .map(|(u, p)| (*u, p.as_str()))
-        .collect();
-    w.register_all(&accounts);
-    w
 }
 
 /// One `#[test]` per XMPP server for a scenario `fn name(kind: XmppServerKind)`.
@@ -52,16 +42,11 @@ on_both_servers!(
 );
 
 fn node(w: &SocialWorld, host: &str, user: &str) -> DpNode {
-    let mut n = start_node(w, Path::new(BIN), host, user);
-    assert!(
-        n.wait_until("status", Duration::from_secs(15), |s| s["xmpp"] == "online"),
-        "{host} did not log in"
-    );
-    n
+    online_node(w, Path::new(BIN), host, user, serde_json::json!({}))
 }
 
 fn friends_link_directly_through_nat_and_through_turn(kind: XmppServerKind) {
-    let w = world(kind, "sla", &["alice", "bob", "carol"]);
+    let w = world_with_users(kind, "sla", &["alice", "bob", "carol"]);
     let mut alice = node(&w, "alice", "alice");
     let alice2 = node(&w, "alice2", "alice");
     let mut bob = node(&w, "bob", "bob");
@@ -116,7 +101,7 @@ fn toggles_cut_traffic_at_once_and_strangers_are_refused(kind: XmppServerKind) {
     use socialvpn_core::xmpp::connect::{TlsTrust, XmppAccount};
     use socialvpn_core::xmpp::session::{XmppInput, XmppSession, XmppState};
 
-    let w = world(kind, "slt", &["alice", "bob", "dave"]);
+    let w = world_with_users(kind, "slt", &["alice", "bob", "dave"]);
     let mut alice = node(&w, "alice", "alice");
     let mut bob = node(&w, "bob", "bob");
     befriend(&mut alice, &jid("alice"), &mut bob, &jid("bob"));
@@ -228,7 +213,7 @@ fn toggles_cut_traffic_at_once_and_strangers_are_refused(kind: XmppServerKind) {
 }
 
 fn links_survive_the_server_going_away_and_recover_after_roaming(kind: XmppServerKind) {
-    let mut w = world(kind, "slr", &["alice", "carol"]);
+    let mut w = world_with_users(kind, "slr", &["alice", "carol"]);
     let mut alice = node(&w, "alice", "alice");
     let mut carol = node(&w, "carol", "carol");
     befriend(&mut alice, &jid("alice"), &mut carol, &jid("carol"));
@@ -288,7 +273,7 @@ fn links_survive_the_server_going_away_and_recover_after_roaming(kind: XmppServe
 #[test]
 fn on_demand_links_form_on_the_first_packet_and_close_when_idle() {
     use socialvpn_tests::social_nodes::start_node_with;
-    let w = world(XmppServerKind::Prosody, "sld", &["alice", "carol"]);
+    let w = world_with_users(XmppServerKind::Prosody, "sld", &["alice", "carol"]);
     let policy =
         serde_json::json!({ "policy": { "on_demand": { "max_links": 8, "idle_secs": 4 } } });
     let mut alice = start_node_with(&w, Path::new(BIN), "alice", "alice", policy.clone());
@@ -335,7 +320,7 @@ fn has_relay(n: &mut DpNode) -> bool {
 fn a_node_restarted_on_the_same_port_gets_a_relay_again() {
     // The node's port is fixed and the cone NAT keeps its mapping: without releasing the
     // allocation at shutdown, coturn would refuse the new one (allocation mismatch).
-    let w = world(XmppServerKind::Prosody, "slrr", &["alice"]);
+    let w = world_with_users(XmppServerKind::Prosody, "slrr", &["alice"]);
     let mut alice = node(&w, "alice", "alice");
     assert!(has_relay(&mut alice), "no relay at first start");
     assert!(alice.stop(), "the node did not stop on EOF");

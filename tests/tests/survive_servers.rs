@@ -4,7 +4,9 @@
 
 use socialvpn_tests::node::DpNode;
 use socialvpn_tests::pinger::{unix_now, Pinger};
-use socialvpn_tests::social_nodes::{address_of, befriend, start_node, wait_linked};
+use socialvpn_tests::social_nodes::{
+    address_of, befriend, online_node, wait_linked, world_with_users,
+};
 use socialvpn_tests::social_world::{SocialWorld, XmppServerKind};
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -22,25 +24,8 @@ fn jid(user: &str) -> String {
     format!("{user}@svpn.test")
 }
 
-fn world(kind: XmppServerKind, tag: &str, users: &[&str]) -> SocialWorld {
-    let w = SocialWorld::with_server(tag, kind);
-    let passwords: Vec<String> = users.iter().map(|u| format!("pw-{u}")).collect();
-    let accounts: Vec<(&str, &str)> = users
-        .iter()
-        .zip(&passwords)
-        .map(|(u, p)| (*u, p.as_str()))
-        .collect();
-    w.register_all(&accounts);
-    w
-}
-
 fn node(w: &SocialWorld, host: &str, user: &str) -> DpNode {
-    let mut n = start_node(w, Path::new(BIN), host, user);
-    assert!(
-        n.wait_until("status", Duration::from_secs(20), |s| s["xmpp"] == "online"),
-        "{host} did not log in"
-    );
-    n
+    online_node(w, Path::new(BIN), host, user, serde_json::json!({}))
 }
 
 /// alice (cone NAT) ↔ bob (symmetric NAT) through TURN, carol ↔ dave (both on the
@@ -54,7 +39,7 @@ struct TwoLinks {
 }
 
 fn two_links(kind: XmppServerKind, tag: &str) -> TwoLinks {
-    let w = world(kind, tag, &["alice", "bob", "carol", "dave"]);
+    let w = world_with_users(kind, tag, &["alice", "bob", "carol", "dave"]);
     let mut alice = node(&w, "alice", "alice");
     let mut bob = node(&w, "bob", "bob");
     let mut carol = node(&w, "carol", "carol");

@@ -314,6 +314,11 @@ impl IceLink {
             .filter(|d| !d.is_zero())
     }
 
+    /// The relay address this session offered as ours (if any).
+    pub fn relay(&self) -> Option<SocketAddr> {
+        self.relay_addr
+    }
+
     /// Whether `from` is one of this session's remote candidates (to route STUN responses).
     pub fn knows_remote(&self, from: SocketAddr) -> bool {
         self.agent

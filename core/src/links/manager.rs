@@ -374,7 +374,11 @@ impl LinkManager {
             // check ours (the peer checks its own).
             self.gatherer.verify(now);
         }
-        let looking = peer.ice.as_ref().is_some_and(|i| i.selected().is_none())
+        let relay = self.gatherer.candidates().relay;
+        let looking = peer
+            .ice
+            .as_ref()
+            .is_some_and(|i| i.selected().is_none() && i.relay() == relay)
             && !matches!(peer.phase, Phase::Idle { .. });
         if looking {
             // A new session is already looking for a path (the network changed under the
@@ -388,6 +392,11 @@ impl LinkManager {
             return;
         }
         self.drop_session(peer, false);
+        self.restart_now(now, peer);
+    }
+
+    /// Offer (or ask for an offer) again as soon as our candidates allow.
+    fn restart_now(&mut self, now: Instant, peer: &mut Peer) {
         peer.backoff = BACKOFF_START;
         peer.phase = Phase::Idle { at: now };
     }
@@ -620,6 +629,13 @@ impl LinkManager {
             credentials: Some(ice.credentials()),
             candidates: ice.candidate_lines(),
         };
+        tracing::debug!(
+            peer = %peer.info.uid,
+            session = offer.session,
+            ours = ?answer.candidates,
+            theirs = ?offer.candidates,
+            "answering"
+        );
         peer.session = Some(offer.session);
         peer.last_signal = Some(answer.clone());
         peer.ice = Some(ice);
@@ -636,6 +652,7 @@ impl LinkManager {
             self.counters.signals_stale += 1;
             return;
         };
+        tracing::debug!(peer = %peer.info.uid, session = answer.session, theirs = ?answer.candidates, "answered");
         match ice.start(now, remote, &answer.candidates) {
             Ok(permit) => {
                 for addr in permit {
@@ -677,6 +694,7 @@ impl LinkManager {
             tries: 1,
         };
         self.counters.offers_sent += 1;
+        tracing::debug!(peer = %peer.info.uid, session, ours = ?offer.candidates, "offering");
         self.signals.push_back((peer.jid.clone(), offer));
     }
 
@@ -710,16 +728,19 @@ impl LinkManager {
     fn drive(&mut self, now: Instant) {
         let uids: Vec<Uid> = self.peers.keys().copied().collect();
         if self.gatherer.take_relay_replaced() {
+            let relay = self.gatherer.candidates().relay;
             // Paths through the old relay address are gone with it, and sessions still
-            // checking offered it: start those again with the new one.
+            // checking offered the old one (or none): start those again with the new one.
             for uid in &uids {
                 if let Some(mut peer) = self.peers.remove(uid) {
+                    let stale = peer.ice.as_ref().is_some_and(|i| i.relay() != relay);
+                    let checking = peer.ice.as_ref().is_some_and(|i| i.selected().is_none());
                     if peer.up.is_some_and(|p| p.via_our_relay) {
-                        self.path_lost(now, &mut peer);
-                    } else if peer.up.is_none() && peer.ice.is_some() {
                         self.drop_session(&mut peer, false);
-                        peer.backoff = BACKOFF_START;
-                        peer.phase = Phase::Idle { at: now };
+                        self.restart_now(now, &mut peer);
+                    } else if stale && checking {
+                        self.drop_session(&mut peer, true);
+                        self.restart_now(now, &mut peer);
                     }
                     self.peers.insert(*uid, peer);
                 }
@@ -800,7 +821,7 @@ impl LinkManager {
         {
             if via_relay {
                 if !self.gatherer.send_relayed(now, dst, &data) {
-                    tracing::trace!(%dst, "relay not ready for this peer yet");
+                    tracing::debug!(%dst, "relay not ready for this peer yet");
                 }
             } else {
                 self.transmits.push_back((dst, data));

@@ -259,14 +259,19 @@ impl Gatherer {
     }
 
     /// True once every server answered or the gathering time is up.
+    /// While our allocation is being checked it is not offered either: the check ends
+    /// within `VERIFY_WAIT` (usually within a round trip).
     pub fn is_complete(&self, now: Instant) -> bool {
-        (!self.binding_pending && !self.allocation_pending)
-            || now.saturating_duration_since(self.started) >= GATHER_TIMEOUT
+        let gathered = (!self.binding_pending && !self.allocation_pending)
+            || now.saturating_duration_since(self.started) >= GATHER_TIMEOUT;
+        gathered && self.verify_by.is_none_or(|at| at <= now)
     }
 
     /// When gathering completes by timeout (if still pending).
     pub fn completion_deadline(&self) -> Option<Instant> {
-        (self.binding_pending || self.allocation_pending).then_some(self.started + GATHER_TIMEOUT)
+        let gathering = (self.binding_pending || self.allocation_pending)
+            .then_some(self.started + GATHER_TIMEOUT);
+        [gathering, self.verify_by].into_iter().flatten().max()
     }
 
     /// Datagrams from these addresses belong to the STUN/TURN client.
