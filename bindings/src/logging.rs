@@ -27,9 +27,29 @@ pub(crate) fn init() {
     DONE.get_or_init(|| platform::set_level(LogLevel::Info));
 }
 
+/// A platform logger that drops what must never be logged (the raw XMPP stream, which
+/// carries the password: see `socialvpn_core::logging`), whatever the level.
+struct Guarded<L>(L);
+
+impl<L: log::Log> log::Log for Guarded<L> {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        !socialvpn_core::logging::is_never_logged(metadata.target()) && self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            self.0.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
 #[cfg(any(target_os = "android", target_vendor = "apple"))]
 mod platform {
-    use super::LogLevel;
+    use super::{Guarded, LogLevel};
 
     fn filter(level: LogLevel) -> log::LevelFilter {
         match level {
@@ -49,22 +69,27 @@ mod platform {
         log::set_max_level(filter(level));
     }
 
-    #[cfg(target_os = "android")]
-    fn install() {
-        android_logger::init_once(
-            android_logger::Config::default()
-                .with_tag("SocialVPN")
-                .with_max_level(log::LevelFilter::Trace),
-        );
-    }
-
-    #[cfg(target_vendor = "apple")]
+    /// Installs the platform's logger behind the guard, once. Fails only if a logger is
+    /// already set (by the app): then that one is used.
     fn install() {
         static LOGGER: std::sync::OnceLock<()> = std::sync::OnceLock::new();
         LOGGER.get_or_init(|| {
-            // Fails only if a logger is already set (by the app): then that one is used.
-            let _ = oslog::OsLogger::new("org.socialvpn.core").init();
+            let _ = log::set_boxed_logger(Box::new(Guarded(platform_logger())));
         });
+    }
+
+    #[cfg(target_os = "android")]
+    fn platform_logger() -> android_logger::AndroidLogger {
+        android_logger::AndroidLogger::new(
+            android_logger::Config::default()
+                .with_tag("SocialVPN")
+                .with_max_level(log::LevelFilter::Trace),
+        )
+    }
+
+    #[cfg(target_vendor = "apple")]
+    fn platform_logger() -> oslog::OsLogger {
+        oslog::OsLogger::new("org.socialvpn.core")
     }
 }
 
@@ -93,9 +118,16 @@ mod platform {
         static HANDLE: OnceLock<Option<Handle>> = OnceLock::new();
         let handle = HANDLE.get_or_init(|| {
             let (layer, handle) = reload::Layer::new(filter(level));
+            let never = tracing_subscriber::filter::filter_fn(|m| {
+                !socialvpn_core::logging::is_never_logged(m.target())
+            });
             let installed = tracing_subscriber::registry()
                 .with(layer)
-                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_filter(never),
+                )
                 .try_init()
                 .is_ok();
             // Another subscriber (the host program's) keeps the logs: leave it alone.
@@ -104,5 +136,45 @@ mod platform {
         if let Some(handle) = handle {
             let _ = handle.modify(|f| *f = filter(level));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Guarded;
+    use log::Log;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Sink(Mutex<Vec<String>>);
+
+    impl Log for Sink {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            self.0.lock().unwrap().push(format!("{}", record.args()));
+        }
+        fn flush(&self) {}
+    }
+
+    #[test]
+    fn the_platform_logger_never_gets_the_raw_xmpp_stream() {
+        let guarded = Guarded(Sink::default());
+        let record = |target: &'static str, text: &'static str| {
+            guarded.log(
+                &log::Record::builder()
+                    .level(log::Level::Trace)
+                    .target(target)
+                    .args(format_args!("{text}"))
+                    .build(),
+            );
+        };
+        record(
+            "tokio_xmpp::xmlstream::capture",
+            "SEND <auth>c2VjcmV0</auth>",
+        );
+        record("socialvpn_core::engine", "link up");
+        assert_eq!(*guarded.0 .0.lock().unwrap(), vec!["link up".to_string()]);
     }
 }

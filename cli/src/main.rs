@@ -96,13 +96,20 @@ fn main() -> ExitCode {
     // Other crates' warnings (ICE checks of stale sessions, WireGuard retries) describe
     // their internals, not something a user can act on: SocialVPN reports what matters.
     let default_filter = "warn,boringtun=off,rtc_ice=off,rtc_turn=off,rtc_stun=off";
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .with_filter(filter)
+                // Never the raw XMPP stream (it carries the password), at any level.
+                .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                    !socialvpn_core::logging::is_never_logged(m.target())
+                })),
         )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
         .init();
     let result = match Cli::parse().command {
         Command::Up { config } => up::run(&config),

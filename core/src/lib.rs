@@ -16,6 +16,7 @@ pub mod identity;
 pub mod link;
 pub mod links;
 pub mod liveness;
+pub mod logging;
 #[cfg(target_os = "linux")]
 pub mod netwatch;
 pub mod packet;

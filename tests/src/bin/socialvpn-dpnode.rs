@@ -65,10 +65,17 @@ fn main() {
         .map(|n| format!("[{}] ", n.to_string_lossy()))
         .unwrap_or_default();
     let name: &'static str = Box::leak(name.into_boxed_str());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_ansi(false)
-        .with_writer(move || Prefixed(name))
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || Prefixed(name))
+                .with_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                    !socialvpn_core::logging::is_never_logged(m.target())
+                })),
+        )
         .init();
     if !(4..=5).contains(&args.len()) {
         eprintln!("usage: socialvpn-dpnode STATE_DIR TUN_NAME SUBNET LISTEN_ADDR [SOCIAL_JSON]");
