@@ -166,6 +166,36 @@ fn two_daemons_link_show_status_and_obey_friend_disable() {
 }
 
 #[test]
+fn a_trace_log_carries_no_password() {
+    let w = SocialWorld::new("clt");
+    w.register("alice", "pw-alice");
+    let alice = socialvpn_tests::cli_daemon::up_with_log(
+        Path::new(BIN),
+        &w,
+        "alice",
+        "alice",
+        "100.64.0.0/16",
+        Some("trace"),
+    );
+    alice.text(&["status"]);
+    let log = std::fs::read_to_string(&alice.log).unwrap();
+    assert!(
+        log.contains("tokio_xmpp::stanzastream"),
+        "not a trace log of the XMPP client"
+    );
+    // PLAIN would carry "\0alice\0pw-alice" in base64; SCRAM its proof; both in <auth>.
+    for secret in [
+        "pw-alice",
+        "AGFsaWNlAHB3LWFsaWNl",
+        "<auth",
+        "<response",
+        "SEND ",
+    ] {
+        assert!(!log.contains(secret), "'{secret}' in the trace log");
+    }
+}
+
+#[test]
 fn bad_configuration_names_the_key_and_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

@@ -56,11 +56,25 @@ pub fn config(
 
 /// Starts `BIN up` on `host` as `user@svpn.test` and waits until it is logged in.
 pub fn up(bin: &Path, w: &SocialWorld, host: &str, user: &str, subnet: &str) -> CliDaemon {
+    up_with_log(bin, w, host, user, subnet, None)
+}
+
+/// [`up`] with `RUST_LOG` set to `log_filter`.
+pub fn up_with_log(
+    bin: &Path,
+    w: &SocialWorld,
+    host: &str,
+    user: &str,
+    subnet: &str,
+    log_filter: Option<&str>,
+) -> CliDaemon {
     let (path, socket, log) = config(w, host, user, subnet);
     let file = std::fs::File::create(&log).unwrap();
-    let process = w
-        .host(host)
-        .command(bin.to_str().expect("UTF-8 path"))
+    let mut command = w.host(host).command(bin.to_str().expect("UTF-8 path"));
+    if let Some(filter) = log_filter {
+        command.env("RUST_LOG", filter);
+    }
+    let process = command
         .args(["up", "--config", path.to_str().unwrap()])
         .stdin(Stdio::null())
         .stdout(file.try_clone().unwrap())
