@@ -53,6 +53,9 @@ impl DeviceIdentity {
             path: path.clone(),
             source,
         };
+        // Ours, a real directory, closed to others: checked at every start, not only the
+        // first (the key is read from it).
+        persist::ensure_private_dir(state_dir).map_err(io_err)?;
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let mut bytes = [0u8; 32];
@@ -61,7 +64,6 @@ impl DeviceIdentity {
                 Ok(Self::from_secret(StaticSecret::from(bytes)))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                persist::ensure_private_dir(state_dir).map_err(io_err)?;
                 let identity = Self::generate();
                 let text = format!("{}\n", hex::encode(identity.secret.to_bytes()));
                 persist::write_atomic(&path, text.as_bytes(), 0o600).map_err(io_err)?;

@@ -10,6 +10,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Writes `bytes` to `path` atomically with the given Unix permission bits.
+///
+/// The temporary file has an unpredictable name and is created exclusively without
+/// following links (`O_EXCL | O_NOFOLLOW`): someone who can write to the directory cannot
+/// make a privileged daemon write through a link they planted.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = path
         .parent()
@@ -18,18 +22,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-
-    let result = (|| {
-        let mut file = OpenOptions::new()
+    let (tmp, mut file) = loop {
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{:016x}.tmp", rand::random::<u64>()));
+        let tmp = dir.join(tmp_name);
+        match OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
-            .open(&tmp)?;
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+        {
+            Ok(file) => break (tmp, file),
+            // A name taken by chance (or planted): draw another.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let result = (|| {
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -41,18 +52,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
-/// Creates the state directory (0700) if it does not exist yet.
+/// Creates the state directory (0700) if it does not exist yet. An existing one must be a
+/// real directory owned by this user; access for others is taken away.
 pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    match fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir);
+        }
+        Err(e) => return Err(e),
+    };
+    // SAFETY: geteuid has no preconditions.
+    let own_uid = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != own_uid {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} must be a directory owned by this user (uid {own_uid})",
+                dir.display()
+            ),
+        ));
     }
+    if meta.mode() & 0o077 != 0 {
+        tracing::info!(dir = %dir.display(), "state directory was open to others; now 0700");
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -71,6 +100,46 @@ mod tests {
         assert_eq!(mode, 0o600);
         // No temporary file is left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_planted_link_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        // Links at every name an old, predictable temporary file had.
+        for pid in [std::process::id(), 1, 2] {
+            let planted = dir.path().join(format!(".state.json.tmp{pid}"));
+            std::os::unix::fs::symlink(&victim, planted).unwrap();
+        }
+        let path = dir.path().join("state.json");
+        write_atomic(&path, b"new", 0o600).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+    }
+
+    #[test]
+    fn an_open_state_directory_is_closed_and_a_foreign_one_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        fs::create_dir(&state).unwrap();
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o777)).unwrap();
+        ensure_private_dir(&state).unwrap();
+        let mode = fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // A link to a directory is not the state directory.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&state, &link).unwrap();
+        assert!(ensure_private_dir(&link).is_err());
+        // Nor is a directory owned by someone else.
+        let foreign = dir.path().join("foreign");
+        fs::create_dir(&foreign).unwrap();
+        // SAFETY: chown of a directory we just made.
+        let path = std::ffi::CString::new(foreign.to_str().unwrap()).unwrap();
+        if unsafe { libc::chown(path.as_ptr(), 65534, 65534) } == 0 {
+            assert!(ensure_private_dir(&foreign).is_err());
+        }
     }
 
     #[test]

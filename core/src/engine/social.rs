@@ -352,14 +352,12 @@ impl Social {
     ) -> Result<(), EngineError> {
         use super::FriendAction as A;
         match action {
-            A::Add => self.state.add_friend(now, jid),
-            A::Accept => self.state.accept_friend(now, jid),
-            A::Decline => self.state.decline_friend(jid),
+            A::Add => self.state.add_friend(now, jid).map_err(social_err)?,
+            A::Accept => self.state.accept_friend(now, jid).map_err(social_err)?,
+            A::Decline => self.state.decline_friend(jid).map_err(social_err)?,
             A::Remove => {
                 self.links.close_account(&jid);
-                self.state
-                    .remove_friend(jid)
-                    .map_err(|e| EngineError::Social(e.to_string()))?;
+                self.state.remove_friend(jid).map_err(social_err)?;
             }
             A::Enable => return self.set_enabled(now, &jid, true, dp),
             A::Disable => return self.set_enabled(now, &jid, false, dp),
@@ -520,4 +518,8 @@ impl NetSink for Transport<'_> {
         self.udp.queue(dst, datagram);
         Ok(())
     }
+}
+
+fn social_err(e: crate::social::toggles::TogglesError) -> EngineError {
+    EngineError::Social(e.to_string())
 }

@@ -155,6 +155,8 @@ pub struct SocialCounters {
     pub signals_accepted: u64,
     pub signals_rejected: u64,
     pub presences_ignored: u64,
+    /// Friend requests from accounts the user declined.
+    pub requests_ignored: u64,
 }
 
 pub struct SocialState {
@@ -422,6 +424,11 @@ impl SocialState {
                 if bare == self.own {
                     return;
                 }
+                if self.toggles.is_declined(&bare) {
+                    // Declined once: neither asked again nor approved behind the user's back.
+                    self.counters.requests_ignored += 1;
+                    return;
+                }
                 let contact = self
                     .contacts
                     .entry(bare.clone())
@@ -450,10 +457,11 @@ impl SocialState {
     /// once (see `handle_presence`), so one acceptance makes us mutual. No pre-approval is
     /// sent: servers limit subscription stanzas (ejabberd's default: 5 a minute each way per
     /// session), and a mutual friendship takes no more than the four RFC 6121 ones.
-    pub fn add_friend(&mut self, now: Instant, jid: BareJid) {
+    pub fn add_friend(&mut self, now: Instant, jid: BareJid) -> Result<(), TogglesError> {
         if jid == self.own {
-            return;
+            return Ok(());
         }
+        self.toggles.set_declined(&jid, false)?;
         self.outbox.push_back(Outgoing::Subscribe(jid.clone()));
         self.expect_answer(now, jid.clone());
         let contact = self
@@ -462,10 +470,12 @@ impl SocialState {
             .or_insert_with(|| Contact::new(jid));
         contact.pending_out = true;
         self.events.push_back(SocialEvent::RosterChanged);
+        Ok(())
     }
 
     /// Accepts a friend request: approve theirs and ask for theirs in return.
-    pub fn accept_friend(&mut self, now: Instant, jid: BareJid) {
+    pub fn accept_friend(&mut self, now: Instant, jid: BareJid) -> Result<(), TogglesError> {
+        self.toggles.set_declined(&jid, false)?;
         self.outbox.push_back(Outgoing::Subscribed(jid.clone()));
         self.outbox.push_back(Outgoing::Subscribe(jid.clone()));
         self.expect_answer(now, jid.clone());
@@ -474,15 +484,19 @@ impl SocialState {
             contact.pending_out = true;
         }
         self.events.push_back(SocialEvent::RosterChanged);
+        Ok(())
     }
 
-    /// Declines a pending request.
-    pub fn decline_friend(&mut self, jid: BareJid) {
+    /// Declines a request; later ones from the same account are ignored (persisted) until
+    /// the user adds or accepts them.
+    pub fn decline_friend(&mut self, jid: BareJid) -> Result<(), TogglesError> {
+        self.toggles.set_declined(&jid, true)?;
         self.outbox.push_back(Outgoing::Unsubscribed(jid.clone()));
         if let Some(contact) = self.contacts.get_mut(&jid) {
             contact.pending_in = false;
         }
         self.events.push_back(SocialEvent::RosterChanged);
+        Ok(())
     }
 
     /// Removes the friend from the roster (the server cancels both subscriptions).

@@ -113,7 +113,7 @@ fn only_enabled_mutual_friends_and_own_devices_are_wanted() {
 fn friend_requests_complete_in_one_acceptance() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = state(&dir);
-    s.add_friend(Instant::now(), jid("bob@svpn.test"));
+    s.add_friend(Instant::now(), jid("bob@svpn.test")).unwrap();
     assert_eq!(
         s.poll_outgoing(),
         Some(Outgoing::Subscribe(jid("bob@svpn.test")))
@@ -138,7 +138,8 @@ fn friend_requests_complete_in_one_acceptance() {
     assert_eq!(s.poll_outgoing(), None);
     let events: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
     assert!(events.contains(&SocialEvent::FriendRequest(jid("dave@svpn.test"))));
-    s.accept_friend(Instant::now(), jid("dave@svpn.test"));
+    s.accept_friend(Instant::now(), jid("dave@svpn.test"))
+        .unwrap();
     assert_eq!(
         s.poll_outgoing(),
         Some(Outgoing::Subscribed(jid("dave@svpn.test")))
@@ -368,7 +369,7 @@ fn an_unanswered_friend_request_is_sent_again_a_few_times() {
     let t0 = Instant::now();
     s.handle_online(t0, "alice@svpn.test/phone".parse().unwrap());
     while s.poll_outgoing().is_some() {}
-    s.add_friend(t0, jid("bob@svpn.test"));
+    s.add_friend(t0, jid("bob@svpn.test")).unwrap();
     assert_eq!(
         s.poll_outgoing(),
         Some(Outgoing::Subscribe(jid("bob@svpn.test")))
@@ -394,10 +395,52 @@ fn an_unanswered_friend_request_is_sent_again_a_few_times() {
     assert_eq!(s.poll_timeout(), None, "then it is up to bob");
 
     // An answered request is not sent again.
-    s.add_friend(at, jid("carol@svpn.test"));
+    s.add_friend(at, jid("carol@svpn.test")).unwrap();
     while s.poll_outgoing().is_some() {}
     s.handle_roster_push(item("carol@svpn.test", Subscription::To));
     s.handle_timeout(at + RESUBSCRIBE_AFTER[0]);
     assert_eq!(s.poll_outgoing(), None);
     assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn a_declined_request_stays_declined_until_the_user_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = state(&dir);
+    let now = Instant::now();
+    s.handle_online(now, "alice@svpn.test/phone".parse().unwrap());
+    while s.poll_outgoing().is_some() {}
+    // alice follows mallory (she asked once, mallory accepted): subscription `to`.
+    s.handle_roster(now, vec![item("mallory@svpn.test", Subscription::To)]);
+    s.handle_presence(now, &full("mallory@svpn.test"), PresenceKind::Subscribe);
+    // (alice follows mallory: that request would be approved at once) — but alice declined.
+    assert_eq!(
+        s.poll_outgoing(),
+        Some(Outgoing::Subscribed(jid("mallory@svpn.test")))
+    );
+    s.decline_friend(jid("mallory@svpn.test")).unwrap();
+    assert_eq!(
+        s.poll_outgoing(),
+        Some(Outgoing::Unsubscribed(jid("mallory@svpn.test")))
+    );
+    // Asked again, and again after a restart: ignored, counted, nothing sent, no request.
+    let mut s = state(&dir);
+    s.handle_online(now, "alice@svpn.test/phone".parse().unwrap());
+    while s.poll_outgoing().is_some() {}
+    s.handle_roster(now, vec![item("mallory@svpn.test", Subscription::To)]);
+    while s.poll_event().is_some() {}
+    s.handle_presence(now, &full("mallory@svpn.test"), PresenceKind::Subscribe);
+    assert_eq!(s.poll_outgoing(), None);
+    assert!(
+        !std::iter::from_fn(|| s.poll_event()).any(|e| matches!(e, SocialEvent::FriendRequest(_)))
+    );
+    assert_eq!(s.counters().requests_ignored, 1);
+    // The user adds mallory after all: requests count again.
+    s.add_friend(now, jid("mallory@svpn.test")).unwrap();
+    while s.poll_outgoing().is_some() {}
+    s.handle_presence(now, &full("mallory@svpn.test"), PresenceKind::Subscribe);
+    assert_eq!(
+        s.poll_outgoing(),
+        Some(Outgoing::Subscribed(jid("mallory@svpn.test")))
+    );
 }

@@ -1,8 +1,10 @@
 //! The user's per-friend switch, persisted. A friend without an explicit choice is enabled
-//! (IPOP linked every friend); the user's own devices are always linked.
+//! (IPOP linked every friend); the user's own devices are always linked. Also the accounts
+//! whose friend requests the user declined: their later requests are ignored until the user
+//! adds or accepts them.
 
 use crate::persist;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use xmpp_parsers::jid::BareJid;
@@ -22,11 +24,15 @@ pub enum TogglesError {
 struct Stored {
     /// Bare JID → enabled.
     enabled: BTreeMap<String, bool>,
+    /// Bare JIDs whose friend requests were declined.
+    #[serde(default)]
+    declined: BTreeSet<String>,
 }
 
 pub struct Toggles {
     path: PathBuf,
     enabled: BTreeMap<BareJid, bool>,
+    declined: BTreeSet<BareJid>,
 }
 
 impl Toggles {
@@ -41,14 +47,24 @@ impl Toggles {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Stored::default(),
             Err(source) => return Err(TogglesError::Io { path, source }),
         };
+        let parse = |jid: &str| {
+            jid.parse::<BareJid>()
+                .map_err(|_| corrupt(format!("'{jid}' is not a JID")))
+        };
         let mut enabled = BTreeMap::new();
-        for (jid, on) in stored.enabled {
-            let jid: BareJid = jid
-                .parse()
-                .map_err(|_| corrupt(format!("'{jid}' is not a JID")))?;
-            enabled.insert(jid, on);
+        for (jid, on) in &stored.enabled {
+            enabled.insert(parse(jid)?, *on);
         }
-        Ok(Toggles { path, enabled })
+        let declined = stored
+            .declined
+            .iter()
+            .map(|j| parse(j))
+            .collect::<Result<_, _>>()?;
+        Ok(Toggles {
+            path,
+            enabled,
+            declined,
+        })
     }
 
     /// The user's choice for `jid`, or the default (on).
@@ -82,6 +98,31 @@ impl Toggles {
         Ok(())
     }
 
+    /// Whether the user declined `jid`'s friend request (and has not asked for them since).
+    pub fn is_declined(&self, jid: &BareJid) -> bool {
+        self.declined.contains(jid)
+    }
+
+    /// Records (and persists) that the user declined, or no longer declines, `jid`.
+    pub fn set_declined(&mut self, jid: &BareJid, declined: bool) -> Result<(), TogglesError> {
+        let changed = if declined {
+            self.declined.insert(jid.clone())
+        } else {
+            self.declined.remove(jid)
+        };
+        if changed {
+            if let Err(e) = self.save() {
+                if declined {
+                    self.declined.remove(jid);
+                } else {
+                    self.declined.insert(jid.clone());
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     fn save(&self) -> Result<(), TogglesError> {
         let stored = Stored {
             enabled: self
@@ -89,6 +130,7 @@ impl Toggles {
                 .iter()
                 .map(|(j, on)| (j.to_string(), *on))
                 .collect(),
+            declined: self.declined.iter().map(ToString::to_string).collect(),
         };
         let json = serde_json::to_vec_pretty(&stored).map_err(|e| TogglesError::Io {
             path: self.path.clone(),

@@ -477,9 +477,12 @@ async fn handle_iq(
     inputs: &mpsc::Sender<XmppInput>,
     stream: &StanzaStream,
 ) {
+    // RFC 6121 2.1.6: a roster push (and our roster's result) comes from the server on
+    // behalf of our bare JID, or without `from`; another of our own resources, or anyone
+    // else, cannot speak for the roster.
     let from_own_account = |from: &Option<Jid>| match (from, own) {
         (None, _) => true,
-        (Some(f), Some(own)) => f.to_bare() == own.to_bare(),
+        (Some(f), Some(own)) => f.try_as_full().is_err() && f.to_bare() == own.to_bare(),
         _ => false,
     };
     match iq {
