@@ -85,6 +85,21 @@ impl DeviceIdentity {
     pub(crate) fn secret(&self) -> &StaticSecret {
         &self.secret
     }
+
+    /// The key this device shares with the holder of `peer` (X25519, hashed with a label):
+    /// only the two key holders can compute it. None for a peer key that makes the exchange
+    /// non-contributory (a low-order point: anyone could compute the result).
+    pub fn shared_key(&self, peer: &[u8; 32], label: &[u8]) -> Option<[u8; 32]> {
+        use sha2::{Digest, Sha256};
+        let shared = self.secret.diffie_hellman(&PublicKey::from(*peer));
+        if !shared.was_contributory() {
+            return None;
+        }
+        let mut hash = Sha256::new();
+        hash.update(label);
+        hash.update(shared.as_bytes());
+        Some(hash.finalize().into())
+    }
 }
 
 #[cfg(test)]

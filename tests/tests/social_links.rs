@@ -96,7 +96,9 @@ fn friends_link_directly_through_nat_and_through_turn(kind: XmppServerKind) {
 }
 
 fn toggles_cut_traffic_at_once_and_strangers_are_refused(kind: XmppServerKind) {
-    use socialvpn_core::social::payload::{DeviceInfo, IceCredentials, Signal, SignalKind};
+    use socialvpn_core::social::payload::{
+        DeviceInfo, IceCredentials, Signal, SignalKind, SignedSignal,
+    };
     use socialvpn_core::social::state::Outgoing;
     use socialvpn_core::xmpp::connect::{TlsTrust, XmppAccount};
     use socialvpn_core::xmpp::session::{XmppInput, XmppSession, XmppState};
@@ -176,15 +178,20 @@ fn toggles_cut_traffic_at_once_and_strangers_are_refused(kind: XmppServerKind) {
                 for session_id in 1..=3u64 {
                     session.send(Outgoing::Signal {
                         to: alice_full.clone(),
-                        signal: Signal {
-                            kind: SignalKind::Offer,
-                            session: session_id,
-                            from: dave_device,
-                            credentials: Some(IceCredentials {
-                                ufrag: "dave".into(),
-                                pwd: "davedavedavedavedavedave".into(),
-                            }),
-                            candidates: vec!["1 1 udp 2130706431 198.18.0.21 40004 typ host".into()],
+                        signal: SignedSignal {
+                            signal: Signal {
+                                kind: SignalKind::Offer,
+                                session: session_id,
+                                from: dave_device,
+                                credentials: Some(IceCredentials {
+                                    ufrag: "dave".into(),
+                                    pwd: "davedavedavedavedavedave".into(),
+                                }),
+                                candidates: vec![
+                                    "1 1 udp 2130706431 198.18.0.21 40004 typ host".into()
+                                ],
+                            },
+                            proof: None,
                         },
                     });
                 }

@@ -1,7 +1,10 @@
 //! The XMPP session against the real prosody of the social test world (root): login,
 //! typed failures with back-off, subscriptions, device presence and signal delivery.
 
-use socialvpn_core::social::payload::{DeviceInfo, IceCredentials, Signal, SignalKind};
+use socialvpn_core::social::payload::{
+    DeviceInfo, IceCredentials, Signal, SignalKind, SignedSignal,
+};
+use socialvpn_core::social::proof::Proof;
 use socialvpn_core::social::state::{Outgoing, PresenceKind, Subscription};
 use socialvpn_core::xmpp::connect::{LoginFailure, TlsTrust, XmppAccount};
 use socialvpn_core::xmpp::session::{XmppInput, XmppSession, XmppState};
@@ -201,6 +204,14 @@ fn friends_subscribe_see_devices_and_exchange_signals() {
                     pwd: "0123456789abcdefghijklmn".into(),
                 }),
                 candidates: vec!["1 1 udp 2130706431 198.18.0.20 40000 typ host".into()],
+            };
+            // Carried as it is, proof and all (the engine makes and checks proofs).
+            let signal = SignedSignal {
+                signal,
+                proof: Some(Proof {
+                    at: 1_800_000_000,
+                    mac: [9; 32],
+                }),
             };
             sa.send(Outgoing::Signal {
                 to: b_full.clone(),

@@ -6,7 +6,8 @@ use crate::dataplane::{DataPlane, NetSink};
 use crate::links::host::host_candidates;
 use crate::links::manager::{LinkEvent, LinkManager, LinkPhase, LinkPolicy};
 use crate::links::servers::IceServers;
-use crate::social::payload::DeviceInfo;
+use crate::social::payload::{DeviceInfo, SignedSignal};
+use crate::social::proof::{self, ProofError};
 use crate::social::state::{Outgoing, SocialEvent, SocialState, Subscription};
 use crate::social::toggles::Toggles;
 use crate::uid::Uid;
@@ -144,8 +145,16 @@ impl Social {
             XmppInput::Roster(items) => self.state.handle_roster(now, items),
             XmppInput::RosterPush(item) => self.state.handle_roster_push(item),
             XmppInput::Presence(from, kind) => self.state.handle_presence(now, &from, kind),
-            XmppInput::Signal(from, Ok(signal)) => {
-                match self.state.authorize_signal(&from, &signal) {
+            XmppInput::Signal(from, Ok(SignedSignal { signal, proof })) => {
+                let to = self.state.own_full().cloned();
+                let identity = dp.identity();
+                let verdict = self.state.authorize_signal(&from, &signal, || match &to {
+                    Some(to) => {
+                        proof::verify(identity, &from, to, unix_now(), &signal, proof.as_ref())
+                    }
+                    None => Err(ProofError::Forged),
+                });
+                match verdict {
                     Ok(_) => {
                         // Give the device its address before anything can arrive from it.
                         let _ = dp.address_book_mut().assign(signal.from.uid);
@@ -229,11 +238,14 @@ impl Social {
             self.xmpp.send(out);
         }
         let online = matches!(self.xmpp_state, XmppState::Online { .. });
-        while let Some((to, signal)) = self.links.poll_signal() {
+        while let Some((to, peer_key, signal)) = self.links.poll_signal() {
             // Offline, a signal would only go stale in the queue; the link manager retries.
-            if online {
-                self.xmpp.send(Outgoing::Signal { to, signal });
-            }
+            let Some(from) = self.state.own_full().filter(|_| online) else {
+                continue;
+            };
+            let proof = proof::sign(dp.identity(), &peer_key, from, &to, unix_now(), &signal);
+            let signal = SignedSignal { signal, proof };
+            self.xmpp.send(Outgoing::Signal { to, signal });
         }
         while let Some(event) = self.links.poll_event() {
             self.apply(now, event, dp, udp);
@@ -438,13 +450,18 @@ impl Social {
 
     pub(super) fn roster(&self, now: Instant, dp: &DataPlane) -> Vec<FriendView> {
         let links = dp.links();
-        let device_view = |resource: &str, info: Option<DeviceInfo>| {
-            let uid: Option<Uid> = info.map(|i| i.uid);
+        // A device shows its address, link and traffic only under the account it belongs to:
+        // another account announcing a copy of it shows the copy, nothing more.
+        let device_view = |account: &BareJid, resource: &str, info: Option<DeviceInfo>| {
+            let uid: Option<Uid> = info.map(|i| i.uid).filter(|u| {
+                self.state.owner_of(u).is_none_or(|owner| owner == account)
+                    && self.links.account_of(u).is_none_or(|a| a == *account)
+            });
             let traffic = uid.and_then(|u| links.iter().find(|l| l.uid == u).map(|l| l.counters));
             DeviceView {
                 resource: resource.to_string(),
                 socialvpn: info.is_some(),
-                uid: uid.map(|u| u.to_string()),
+                uid: info.map(|i| i.uid.to_string()),
                 overlay_address: uid.and_then(|u| dp.address_book().address_of(&u)),
                 link: uid.and_then(|u| self.links.phase(now, &u)),
                 traffic,
@@ -465,14 +482,14 @@ impl Social {
                 devices: c
                     .devices
                     .values()
-                    .map(|d| device_view(&d.resource, d.info))
+                    .map(|d| device_view(&c.jid, &d.resource, d.info))
                     .collect(),
             })
             .collect();
         let own_devices: Vec<DeviceView> = self
             .state
             .own_devices()
-            .map(|d| device_view(&d.resource, d.info))
+            .map(|d| device_view(self.state.own_jid(), &d.resource, d.info))
             .collect();
         if !own_devices.is_empty() {
             out.push(FriendView {
@@ -522,4 +539,12 @@ impl NetSink for Transport<'_> {
 
 fn social_err(e: crate::social::toggles::TogglesError) -> EngineError {
     EngineError::Social(e.to_string())
+}
+
+/// Seconds since the epoch: signal proofs carry the wall-clock time (devices share no other).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

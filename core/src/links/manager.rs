@@ -152,6 +152,8 @@ struct Peer {
     probing_since: Option<Instant>,
     /// The peer closed the link; cleared when it offers again.
     closed_by_peer: bool,
+    /// A signal from `jid`'s account (proven by the device's key) was accepted.
+    proven: bool,
 }
 
 pub struct LinkManager {
@@ -164,7 +166,8 @@ pub struct LinkManager {
     trim_at: Option<Instant>,
     gatherer: Gatherer,
     peers: HashMap<Uid, Peer>,
-    signals: VecDeque<(FullJid, Signal)>,
+    /// Signals to send: (the device's full JID, its key, the signal).
+    signals: VecDeque<(FullJid, [u8; 32], Signal)>,
     events: VecDeque<LinkEvent>,
     transmits: VecDeque<(SocketAddr, BytesMut)>,
     /// Datagrams that arrived through the relay and are not STUN: for the data plane.
@@ -190,6 +193,7 @@ impl Peer {
             up: None,
             probing_since: None,
             closed_by_peer: false,
+            proven: false,
         }
     }
 }
@@ -270,7 +274,10 @@ impl LinkManager {
                 .or_insert_with(|| Peer::new(now, w, self.own.uid < w.info.uid));
             peer.wanted = true;
             peer.close_at = None;
-            peer.jid = w.jid.clone();
+            // A device proven to be one account's stays that account's.
+            if !peer.proven || peer.jid.to_bare() == w.jid.to_bare() {
+                peer.jid = w.jid.clone();
+            }
         }
         for peer in self.peers.values_mut() {
             if !peer.wanted && peer.close_at.is_none() {
@@ -320,7 +327,8 @@ impl LinkManager {
                 }
                 Phase::Offered { .. } => {
                     if let Some(offer) = peer.last_signal.clone() {
-                        self.signals.push_back((peer.jid.clone(), offer));
+                        self.signals
+                            .push_back((peer.jid.clone(), peer.info.public_key, offer));
                         peer.phase = Phase::Offered {
                             last: now,
                             tries: 1,
@@ -399,6 +407,11 @@ impl LinkManager {
     fn restart_now(&mut self, now: Instant, peer: &mut Peer) {
         peer.backoff = BACKOFF_START;
         peer.phase = Phase::Idle { at: now };
+    }
+
+    /// The account the link to `uid` belongs to.
+    pub fn account_of(&self, uid: &Uid) -> Option<xmpp_parsers::jid::BareJid> {
+        self.peers.get(uid).map(|p| p.jid.to_bare())
     }
 
     /// The devices that have (or are getting) a link, with their keys.
@@ -481,6 +494,7 @@ impl LinkManager {
             if let Some(session) = peer.session {
                 self.signals.push_back((
                     peer.jid.clone(),
+                    peer.info.public_key,
                     Signal {
                         kind: SignalKind::Close,
                         session,
@@ -525,12 +539,21 @@ impl LinkManager {
             return;
         };
         if peer.jid.to_bare() != from.to_bare() {
-            // The device belongs to another account: a friend claiming someone else's key.
-            self.counters.signals_stale += 1;
-            self.peers.insert(uid, peer);
-            return;
+            if peer.proven {
+                // Proven to be another account's: the social layer refuses this already.
+                self.counters.signals_stale += 1;
+                self.peers.insert(uid, peer);
+                return;
+            }
+            // The link was meant for an account that only claimed the device (a copied
+            // announcement); its key holder has proven it is this one's.
+            self.drop_session(&mut peer, false);
+            peer.seen.clear();
+            self.restart_now(now, &mut peer);
         }
         peer.jid = from;
+        // The social layer accepts only signals proven by the device's key.
+        peer.proven = true;
         if matches!(signal.kind, SignalKind::Offer | SignalKind::Restart) {
             peer.closed_by_peer = false;
             if peer.up.is_some_and(|p| p.relayed) {
@@ -582,7 +605,8 @@ impl LinkManager {
         if Some(offer.session) == peer.session {
             // Our answer was lost: send it again.
             if let Some(answer) = peer.last_signal.clone() {
-                self.signals.push_back((peer.jid.clone(), answer));
+                self.signals
+                    .push_back((peer.jid.clone(), peer.info.public_key, answer));
             }
             return;
         }
@@ -640,7 +664,8 @@ impl LinkManager {
         peer.last_signal = Some(answer.clone());
         peer.ice = Some(ice);
         peer.phase = Phase::Ice;
-        self.signals.push_back((peer.jid.clone(), answer));
+        self.signals
+            .push_back((peer.jid.clone(), peer.info.public_key, answer));
     }
 
     fn on_answer(&mut self, now: Instant, peer: &mut Peer, answer: Signal) {
@@ -695,7 +720,8 @@ impl LinkManager {
         };
         self.counters.offers_sent += 1;
         tracing::debug!(peer = %peer.info.uid, session, ours = ?offer.candidates, "offering");
-        self.signals.push_back((peer.jid.clone(), offer));
+        self.signals
+            .push_back((peer.jid.clone(), peer.info.public_key, offer));
     }
 
     /// Ends the ICE session (keeping the peer and its WireGuard session). With `keep_path`
@@ -773,11 +799,12 @@ impl LinkManager {
                 Phase::Offered { last, tries }
                     if now.saturating_duration_since(last) >= OFFER_RETRY =>
                 {
-                    if tries >= OFFER_TRIES {
+                    if tries >= OFFER_TRIES || peer.last_signal.is_none() {
                         tracing::debug!(peer = %peer.info.uid, "offer unanswered; backing off");
                         self.fail(now, &mut peer);
                     } else if let Some(offer) = peer.last_signal.clone() {
-                        self.signals.push_back((peer.jid.clone(), offer));
+                        self.signals
+                            .push_back((peer.jid.clone(), peer.info.public_key, offer));
                         peer.phase = Phase::Offered {
                             last: now,
                             tries: tries + 1,
@@ -799,6 +826,7 @@ impl LinkManager {
     fn ask_for_offer(&mut self, now: Instant, peer: &mut Peer) {
         self.signals.push_back((
             peer.jid.clone(),
+            peer.info.public_key,
             Signal {
                 kind: SignalKind::Restart,
                 session: rand::random::<u64>(),
@@ -944,7 +972,9 @@ impl LinkManager {
         self.relayed_data.pop_front()
     }
 
-    pub fn poll_signal(&mut self) -> Option<(FullJid, Signal)> {
+    /// A signal to send: (the device's full JID, its key — the proof is made for it —, the
+    /// signal).
+    pub fn poll_signal(&mut self) -> Option<(FullJid, [u8; 32], Signal)> {
         self.signals.pop_front()
     }
 

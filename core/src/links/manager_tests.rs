@@ -56,8 +56,11 @@ fn run(
             } else {
                 (&mut *b, &mut *a)
             };
-            while let Some((_, signal)) = src.m.poll_signal() {
+            while let Some((_, _, signal)) = src.m.poll_signal() {
                 moved = true;
+                if std::env::var("DEBUG_SIGNALS").is_ok() {
+                    eprintln!("{} -> {:?} {:x}", src.jid, signal.kind, signal.session);
+                }
                 if !drop_signals(&signal) {
                     dst.m.handle_signal(now, src.jid.clone(), signal);
                 }
@@ -530,5 +533,40 @@ fn a_dead_old_path_does_not_restart_a_session_already_looking() {
         a.events.iter().any(|e| matches!(e, LinkEvent::Up { .. })),
         "{:?}",
         a.events
+    );
+}
+
+#[test]
+fn a_link_meant_for_a_copied_announcement_goes_to_the_device_that_proves_it() {
+    let t0 = Instant::now();
+    let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
+    let mut b = side(2, "bob@svpn.test/b", "198.18.0.2:2000", t0);
+    // alice saw mallory announce bob's device before bob's own presence arrived.
+    let copy = WantedDevice {
+        jid: "mallory@svpn.test/copy".parse().unwrap(),
+        info: b.info,
+        own: false,
+    };
+    a.m.set_wanted(t0, &[copy.clone()]);
+    assert_eq!(
+        a.m.account_of(&b.info.uid),
+        Some("mallory@svpn.test".parse().unwrap())
+    );
+    // bob's device (the key holder: the social layer passed its proof) signals itself.
+    let wb = wanted(&a);
+    b.m.set_wanted(t0, &wb);
+    run(&mut a, &mut b, t0, t0 + Duration::from_secs(5), &mut |_| {
+        false
+    });
+    assert_eq!(
+        a.m.account_of(&b.info.uid),
+        Some("bob@svpn.test".parse().unwrap())
+    );
+    assert!(up(&a).is_some(), "{:?}", a.events);
+    // mallory's claim, still listed, no longer moves the link.
+    a.m.set_wanted(t0 + Duration::from_secs(5), &[copy]);
+    assert_eq!(
+        a.m.account_of(&b.info.uid),
+        Some("bob@svpn.test".parse().unwrap())
     );
 }

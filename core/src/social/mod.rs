@@ -2,5 +2,6 @@
 //! the signalling that sets up links between devices.
 
 pub mod payload;
+pub mod proof;
 pub mod state;
 pub mod toggles;

@@ -4,6 +4,7 @@
 //! Wire types (xso) only hold text; [`DeviceInfo::from_wire`] and [`Signal::from_wire`]
 //! validate them into typed values, so nothing malformed reaches the state machines.
 
+use super::proof::{Proof, PROOF_LEN};
 use crate::uid::Uid;
 use xso::{AsXml, FromXml};
 
@@ -59,6 +60,8 @@ pub enum PayloadError {
     /// or children).
     #[error("not a well-formed link signal")]
     Shape,
+    #[error("bad signal proof")]
+    Proof,
 }
 
 impl DeviceInfo {
@@ -121,6 +124,12 @@ pub struct SignalWire {
     pub ufrag: Option<String>,
     #[xml(attribute(default))]
     pub pwd: Option<String>,
+    /// When the sender made the signal (seconds since the epoch), for its proof.
+    #[xml(attribute(default))]
+    pub at: Option<String>,
+    /// The sender's proof (hex HMAC, see `proof`).
+    #[xml(attribute(default))]
+    pub proof: Option<String>,
     #[xml(child(n = ..))]
     pub candidates: Vec<CandidateWire>,
 }
@@ -177,6 +186,8 @@ impl Signal {
             key: hex::encode(self.from.public_key),
             ufrag: self.credentials.as_ref().map(|c| c.ufrag.clone()),
             pwd: self.credentials.as_ref().map(|c| c.pwd.clone()),
+            at: None,
+            proof: None,
             candidates: self
                 .candidates
                 .iter()
@@ -243,16 +254,48 @@ fn valid_ice_text(s: &str, min: usize, max: usize) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
+/// A signal with the sender's proof (see `proof`), as it travels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedSignal {
+    pub signal: Signal,
+    pub proof: Option<Proof>,
+}
+
+impl SignedSignal {
+    pub fn to_wire(&self) -> SignalWire {
+        SignalWire {
+            at: self.proof.map(|p| p.at.to_string()),
+            proof: self.proof.map(|p| hex::encode(p.mac)),
+            ..self.signal.to_wire()
+        }
+    }
+
+    pub fn from_wire(wire: &SignalWire) -> Result<SignedSignal, PayloadError> {
+        let signal = Signal::from_wire(wire)?;
+        let proof = match (&wire.at, &wire.proof) {
+            (None, None) => None,
+            (Some(at), Some(mac)) => {
+                let at = at.parse().map_err(|_| PayloadError::Proof)?;
+                let mut bytes = [0u8; PROOF_LEN];
+                hex::decode_to_slice(mac, &mut bytes).map_err(|_| PayloadError::Proof)?;
+                Some(Proof { at, mac: bytes })
+            }
+            _ => return Err(PayloadError::Proof),
+        };
+        Ok(SignedSignal { signal, proof })
+    }
+}
+
 /// Parses the signal in an XML payload element, if it is one (an element of our namespace
 /// is one, well-formed or not, so that a broken signal is counted, not ignored).
 pub fn parse_signal(
     element: xmpp_parsers::minidom::Element,
-) -> Option<Result<Signal, PayloadError>> {
+) -> Option<Result<SignedSignal, PayloadError>> {
     if !element.is("link", NS_LINK) {
         return None;
     }
     Some(match SignalWire::try_from(element) {
-        Ok(wire) => Signal::from_wire(&wire),
+        Ok(wire) => SignedSignal::from_wire(&wire),
         Err(_) => Err(PayloadError::Shape),
     })
 }
@@ -281,10 +324,20 @@ mod tests {
 
     #[test]
     fn signal_round_trips_through_xml() {
-        let element: Element = offer().to_wire().into();
+        let signed = SignedSignal {
+            signal: offer(),
+            proof: Some(Proof {
+                at: 1_800_000_000,
+                mac: [7; PROOF_LEN],
+            }),
+        };
+        let element: Element = signed.to_wire().into();
         let text = String::from(&element);
         let parsed: Element = text.parse().unwrap();
-        assert_eq!(parse_signal(parsed), Some(Ok(offer())));
+        assert_eq!(parse_signal(parsed), Some(Ok(signed)));
+        let unsigned: Element = offer().to_wire().into();
+        let parsed = parse_signal(unsigned).unwrap().unwrap();
+        assert_eq!((parsed.signal, parsed.proof), (offer(), None));
     }
 
     #[test]

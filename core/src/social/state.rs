@@ -4,8 +4,10 @@
 //! The XMPP shell turns stanzas into `handle_*` calls and sends what `poll_outgoing` yields;
 //! user actions come in as method calls. Nothing here touches a socket or a clock of its own.
 
-use super::payload::{DeviceInfo, Signal};
+use super::payload::{DeviceInfo, Signal, SignedSignal};
+use super::proof::ProofError;
 use super::toggles::{Toggles, TogglesError};
+use crate::uid::Uid;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 use xmpp_parsers::jid::{BareJid, FullJid, Jid};
@@ -113,7 +115,7 @@ pub enum Outgoing {
     RosterRemove(BareJid),
     Signal {
         to: FullJid,
-        signal: Signal,
+        signal: SignedSignal,
     },
 }
 
@@ -148,6 +150,10 @@ pub enum SignalRejection {
     Malformed,
     /// A signal from ourselves (this very device).
     FromSelf,
+    /// Its proof is missing, stale or forged: not from the key holder (see `proof`).
+    Unproven(ProofError),
+    /// The device is proven to belong to another account.
+    Conflict,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -173,6 +179,8 @@ pub struct SocialState {
     departed: VecDeque<(Instant, BareJid, Device)>,
     /// Our friend requests not answered yet: when to send each again, and how often it was.
     resubscribe: BTreeMap<BareJid, (Instant, usize)>,
+    /// Devices proven (by a signal only their key can make) to belong to an account.
+    bound: std::collections::HashMap<Uid, BareJid>,
     outbox: VecDeque<Outgoing>,
     events: VecDeque<SocialEvent>,
     counters: SocialCounters,
@@ -191,6 +199,7 @@ impl SocialState {
             resync_at: None,
             departed: VecDeque::new(),
             resubscribe: BTreeMap::new(),
+            bound: std::collections::HashMap::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             counters: SocialCounters::default(),
@@ -199,6 +208,11 @@ impl SocialState {
 
     pub fn own_jid(&self) -> &BareJid {
         &self.own
+    }
+
+    /// The full JID the session is bound to (while online or since last online).
+    pub fn own_full(&self) -> Option<&FullJid> {
+        self.own_full.as_ref()
     }
 
     pub fn counters(&self) -> SocialCounters {
@@ -519,56 +533,73 @@ impl SocialState {
     }
 
     /// Devices the policy wants linked: online SocialVPN devices of enabled mutual friends,
-    /// and the user's own other devices.
+    /// and the user's own other devices. One entry per device: a device proven to belong to
+    /// an account (see [`SocialState::authorize_signal`]) is wanted only as that account's;
+    /// one that nobody has proven yet, announced by several accounts, as the user's own
+    /// first, else the first friend's (only its key holder can answer).
     pub fn wanted_devices(&self) -> Vec<WantedDevice> {
+        let own = self.own_devices.values().map(|d| (&self.own, d, true));
+        let friends = self
+            .contacts
+            .values()
+            .filter(|c| c.is_mutual() && self.toggles.is_enabled(&c.jid))
+            .flat_map(|c| c.devices.values().map(move |d| (&c.jid, d, false)));
+        let claims: Vec<(&BareJid, &Device, bool)> = own.chain(friends).collect();
         let mut out = Vec::new();
-        for device in self.own_devices.values() {
-            let (Some(info), Ok(jid)) = (device.info, self.own.with_resource_str(&device.resource))
-            else {
-                continue;
-            };
-            if info.uid != self.own_device.uid {
-                out.push(WantedDevice {
-                    jid,
-                    info,
-                    own: true,
-                });
-            }
-        }
-        for contact in self.contacts.values() {
-            if !contact.is_mutual() || !self.toggles.is_enabled(&contact.jid) {
-                continue;
-            }
-            for device in contact.devices.values() {
-                if device
-                    .info
-                    .is_some_and(|i| self.claimed_elsewhere(&i.uid, &contact.jid))
-                {
-                    // Two accounts announce the same device: link neither.
+        let mut taken = std::collections::HashSet::new();
+        for proven_pass in [true, false] {
+            for (account, device, own) in &claims {
+                let Some(info) = device.info else { continue };
+                if info.uid == self.own_device.uid {
                     continue;
                 }
-                let (Some(info), Ok(jid)) =
-                    (device.info, contact.jid.with_resource_str(&device.resource))
-                else {
-                    continue;
+                let wanted_here = match self.bound.get(&info.uid) {
+                    Some(owner) => proven_pass && owner == *account,
+                    None => !proven_pass,
                 };
-                out.push(WantedDevice {
-                    jid,
-                    info,
-                    own: false,
-                });
+                if !wanted_here || !taken.insert(info.uid) {
+                    continue;
+                }
+                if let Ok(jid) = account.with_resource_str(&device.resource) {
+                    out.push(WantedDevice {
+                        jid,
+                        info,
+                        own: *own,
+                    });
+                }
             }
         }
         out
     }
 
-    /// Decides whether a signal from `from` may be acted upon.
+    /// The account a device has proven to belong to, if any.
+    pub fn owner_of(&self, uid: &Uid) -> Option<&BareJid> {
+        self.bound.get(uid)
+    }
+
+    /// Decides whether a signal from `from` may be acted upon: the sender is an enabled
+    /// mutual friend (or our own account), its resource announced this key, `prove` accepts
+    /// the signal's proof (only the key holder can make one), and the device is not proven
+    /// to belong to another account. The first proven signal binds the device to the
+    /// sender's account for the rest of the run. Ok(true) for one of the user's own devices.
     pub fn authorize_signal(
         &mut self,
         from: &FullJid,
         signal: &Signal,
+        prove: impl FnOnce() -> Result<(), ProofError>,
     ) -> Result<bool, SignalRejection> {
-        let result = self.check_signal(from, signal);
+        let result = self.check_signal(from, signal).and_then(|own| {
+            prove().map_err(SignalRejection::Unproven)?;
+            let account = from.to_bare();
+            match self.bound.get(&signal.from.uid) {
+                Some(owner) if *owner != account => Err(SignalRejection::Conflict),
+                Some(_) => Ok(own),
+                None => {
+                    self.bound.insert(signal.from.uid, account);
+                    Ok(own)
+                }
+            }
+        });
         match result {
             Ok(_) => self.counters.signals_accepted += 1,
             Err(_) => self.counters.signals_rejected += 1,
@@ -581,7 +612,7 @@ impl SocialState {
         self.counters.signals_rejected += 1;
     }
 
-    /// Ok(true) for one of the user's own devices, Ok(false) for a friend's.
+    /// The checks that need no cryptography: who sends, and with which announced key.
     fn check_signal(&self, from: &FullJid, signal: &Signal) -> Result<bool, SignalRejection> {
         if signal.from.uid == self.own_device.uid {
             return Err(SignalRejection::FromSelf);
@@ -603,44 +634,15 @@ impl SocialState {
             }
             contact.devices.get(resource).and_then(|d| d.info)
         };
-        // The sending resource must have announced exactly this key in its presence, and no
-        // other account may claim the same device: a friend cannot speak for another
-        // friend's device, nor for one that never announced itself.
+        // The sending resource must have announced exactly this key in its presence.
         match announced {
-            Some(a) if a.public_key == signal.from.public_key => {}
-            _ => return Err(SignalRejection::KeyMismatch),
+            Some(a) if a.public_key == signal.from.public_key => Ok(bare == self.own),
+            _ => Err(SignalRejection::KeyMismatch),
         }
-        if self.claimed_elsewhere(&signal.from.uid, &bare) {
-            return Err(SignalRejection::KeyMismatch);
-        }
-        Ok(bare == self.own)
-    }
-
-    /// Whether an account other than `owner` announces the device `uid`. The user's own
-    /// account is authoritative for its devices: a friend's claim never displaces them.
-    fn claimed_elsewhere(&self, uid: &crate::uid::Uid, owner: &BareJid) -> bool {
-        if *owner == self.own {
-            return false;
-        }
-        let announces = |devices: &BTreeMap<String, Device>| {
-            devices
-                .values()
-                .any(|d| d.info.is_some_and(|i| i.uid == *uid))
-        };
-        announces(&self.own_devices)
-            || self
-                .contacts
-                .values()
-                .any(|c| c.jid != *owner && announces(&c.devices))
     }
 
     pub fn poll_outgoing(&mut self) -> Option<Outgoing> {
         self.outbox.pop_front()
-    }
-
-    /// Queues a signal to a device (from the link manager).
-    pub fn send_signal(&mut self, to: FullJid, signal: Signal) {
-        self.outbox.push_back(Outgoing::Signal { to, signal });
     }
 
     pub fn poll_event(&mut self) -> Option<SocialEvent> {

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::social::payload::{IceCredentials, SignalKind};
+use crate::social::proof::ProofError;
 
 fn jid(s: &str) -> BareJid {
     s.parse().unwrap()
@@ -154,6 +155,8 @@ fn friend_requests_complete_in_one_acceptance() {
 fn signals_are_authorized_by_friendship_toggle_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = state(&dir);
+    let proven = || Ok(());
+    let forged = || Err(ProofError::Forged);
     s.handle_online(Instant::now(), "alice@svpn.test/phone".parse().unwrap());
     s.handle_roster(
         Instant::now(),
@@ -168,25 +171,28 @@ fn signals_are_authorized_by_friendship_toggle_and_key() {
         PresenceKind::Available(Some(DeviceInfo::new([2; 32]))),
     );
     let bob: FullJid = "bob@svpn.test/laptop".parse().unwrap();
-    assert_eq!(s.authorize_signal(&bob, &offer_from([2; 32])), Ok(false));
     assert_eq!(
-        s.authorize_signal(&bob, &offer_from([7; 32])),
+        s.authorize_signal(&bob, &offer_from([2; 32]), proven),
+        Ok(false)
+    );
+    assert_eq!(
+        s.authorize_signal(&bob, &offer_from([7; 32]), proven),
         Err(SignalRejection::KeyMismatch)
     );
     let carol: FullJid = "carol@svpn.test/x".parse().unwrap();
     assert_eq!(
-        s.authorize_signal(&carol, &offer_from([3; 32])),
+        s.authorize_signal(&carol, &offer_from([3; 32]), proven),
         Err(SignalRejection::NotAFriend)
     );
     let dave: FullJid = "dave@svpn.test/x".parse().unwrap();
     assert_eq!(
-        s.authorize_signal(&dave, &offer_from([4; 32])),
+        s.authorize_signal(&dave, &offer_from([4; 32]), proven),
         Err(SignalRejection::NotAFriend)
     );
     let own: FullJid = "alice@svpn.test/tablet".parse().unwrap();
     // Not announced yet: refused (the sender retries; presence comes first normally).
     assert_eq!(
-        s.authorize_signal(&own, &offer_from([6; 32])),
+        s.authorize_signal(&own, &offer_from([6; 32]), proven),
         Err(SignalRejection::KeyMismatch)
     );
     s.handle_presence(
@@ -194,13 +200,16 @@ fn signals_are_authorized_by_friendship_toggle_and_key() {
         &full("alice@svpn.test/tablet"),
         PresenceKind::Available(Some(DeviceInfo::new([6; 32]))),
     );
-    assert_eq!(s.authorize_signal(&own, &offer_from([6; 32])), Ok(true));
     assert_eq!(
-        s.authorize_signal(&own, &offer_from([1; 32])),
+        s.authorize_signal(&own, &offer_from([6; 32]), proven),
+        Ok(true)
+    );
+    assert_eq!(
+        s.authorize_signal(&own, &offer_from([1; 32]), proven),
         Err(SignalRejection::FromSelf)
     );
-    // Bob announcing (and signalling for) the tablet's key from a resource of his own:
-    // our own account is authoritative, so Bob is refused and the tablet still works.
+    // Bob announcing (and signalling for) the tablet's key from a resource of his own: he
+    // cannot prove it (he lacks the key), and even with the key the device is proven ours.
     s.handle_presence(
         Instant::now(),
         &full("bob@svpn.test/evil"),
@@ -208,18 +217,25 @@ fn signals_are_authorized_by_friendship_toggle_and_key() {
     );
     let evil: FullJid = "bob@svpn.test/evil".parse().unwrap();
     assert_eq!(
-        s.authorize_signal(&evil, &offer_from([6; 32])),
-        Err(SignalRejection::KeyMismatch)
+        s.authorize_signal(&evil, &offer_from([6; 32]), forged),
+        Err(SignalRejection::Unproven(ProofError::Forged))
+    );
+    assert_eq!(
+        s.authorize_signal(&evil, &offer_from([6; 32]), proven),
+        Err(SignalRejection::Conflict)
     );
     assert!(s.wanted_devices().iter().all(|w| w.jid != evil));
-    assert_eq!(s.authorize_signal(&own, &offer_from([6; 32])), Ok(true));
+    assert_eq!(
+        s.authorize_signal(&own, &offer_from([6; 32]), proven),
+        Ok(true)
+    );
     s.set_enabled(&jid("bob@svpn.test"), false).unwrap();
     assert_eq!(
-        s.authorize_signal(&bob, &offer_from([2; 32])),
+        s.authorize_signal(&bob, &offer_from([2; 32]), proven),
         Err(SignalRejection::Disabled)
     );
     assert_eq!(s.counters().signals_accepted, 3);
-    assert_eq!(s.counters().signals_rejected, 7);
+    assert_eq!(s.counters().signals_rejected, 8);
 }
 
 #[test]
@@ -443,4 +459,85 @@ fn a_declined_request_stays_declined_until_the_user_asks() {
         s.poll_outgoing(),
         Some(Outgoing::Subscribed(jid("mallory@svpn.test")))
     );
+}
+
+#[test]
+fn a_copied_device_announcement_takes_nothing_from_its_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = state(&dir);
+    let now = Instant::now();
+    s.handle_online(now, "alice@svpn.test/laptop".parse().unwrap());
+    s.handle_roster(
+        now,
+        vec![
+            item("bob@svpn.test", Subscription::Both),
+            item("mallory@svpn.test", Subscription::Both),
+        ],
+    );
+    let phone = DeviceInfo::new([6; 32]);
+    // mallory copies alice's phone announcement before the phone is even online.
+    s.handle_presence(
+        now,
+        &full("mallory@svpn.test/copy"),
+        PresenceKind::Available(Some(phone)),
+    );
+    let wanted = s.wanted_devices();
+    assert_eq!(
+        wanted.len(),
+        1,
+        "unproven: one link attempt, to the claimer"
+    );
+    // The phone comes online: the user's own claim goes first while nothing is proven.
+    s.handle_presence(
+        now,
+        &full("alice@svpn.test/phone"),
+        PresenceKind::Available(Some(phone)),
+    );
+    let wanted = s.wanted_devices();
+    assert_eq!(wanted.len(), 1);
+    assert_eq!(wanted[0].jid.to_string(), "alice@svpn.test/phone");
+    // The phone proves itself; mallory never can: she takes nothing, whatever comes later.
+    let phone_jid: FullJid = "alice@svpn.test/phone".parse().unwrap();
+    assert_eq!(
+        s.authorize_signal(&phone_jid, &offer_from([6; 32]), || Ok(())),
+        Ok(true)
+    );
+    s.handle_presence(
+        now,
+        &full("alice@svpn.test/phone"),
+        PresenceKind::Unavailable,
+    );
+    s.handle_presence(
+        now,
+        &full("mallory@svpn.test/copy2"),
+        PresenceKind::Available(Some(phone)),
+    );
+    assert!(
+        s.wanted_devices().is_empty(),
+        "the proven owner's device only"
+    );
+    assert_eq!(s.owner_of(&phone.uid), Some(&jid("alice@svpn.test")));
+    // A friend's device is bound the same way.
+    let bob_dev = DeviceInfo::new([2; 32]);
+    s.handle_presence(
+        now,
+        &full("bob@svpn.test/pc"),
+        PresenceKind::Available(Some(bob_dev)),
+    );
+    s.handle_presence(
+        now,
+        &full("mallory@svpn.test/pc"),
+        PresenceKind::Available(Some(bob_dev)),
+    );
+    let bob_pc: FullJid = "bob@svpn.test/pc".parse().unwrap();
+    assert_eq!(
+        s.authorize_signal(&bob_pc, &offer_from([2; 32]), || Ok(())),
+        Ok(false)
+    );
+    let wanted: Vec<String> = s
+        .wanted_devices()
+        .iter()
+        .map(|w| w.jid.to_string())
+        .collect();
+    assert_eq!(wanted, vec!["bob@svpn.test/pc"]);
 }

@@ -4,7 +4,7 @@
 
 use super::connect::{login, tls_config, LoginFailure, XmppAccount};
 use crate::social::payload::{
-    parse_signal, DeviceInfo, DeviceWire, PayloadError, Signal, NS_DEVICE,
+    parse_signal, DeviceInfo, DeviceWire, PayloadError, SignedSignal, NS_DEVICE,
 };
 use crate::social::state::{Outgoing, PresenceKind, RosterItem, Subscription};
 use futures::StreamExt;
@@ -70,7 +70,7 @@ pub enum XmppInput {
     Roster(Vec<RosterItem>),
     RosterPush(RosterItem),
     Presence(Jid, PresenceKind),
-    Signal(FullJid, Result<Signal, PayloadError>),
+    Signal(FullJid, Result<SignedSignal, PayloadError>),
 }
 
 /// Handle to the running session task.
