@@ -547,7 +547,7 @@ fn a_link_meant_for_a_copied_announcement_goes_to_the_device_that_proves_it() {
         info: b.info,
         own: false,
     };
-    a.m.set_wanted(t0, &[copy.clone()]);
+    a.m.set_wanted(t0, std::slice::from_ref(&copy));
     assert_eq!(
         a.m.account_of(&b.info.uid),
         Some("mallory@svpn.test".parse().unwrap())
