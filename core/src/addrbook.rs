@@ -3,7 +3,11 @@
 //!
 //! Addresses are chosen once (starting from a hash of the UID, so a friend tends to land on
 //! the same address even in a fresh install), kept across restarts and may be pinned by the
-//! user. Every change is persisted atomically before it is used.
+//! user. Each records the account it belongs to: one account holds at most
+//! [`MAX_PER_OWNER`] addresses (a friend minting device keys takes the addresses of their
+//! own stale devices, never anyone else's), and a full subnet makes room by giving away
+//! addresses unseen for [`STALE_AFTER`] seconds. New addresses are written out in the
+//! background ([`AddressBook::take_dirty`]); pins are written before they are used.
 
 use crate::persist;
 use crate::subnet::Ipv4Subnet;
@@ -31,15 +35,31 @@ pub enum AddressBookError {
     Full(Ipv4Subnet),
     #[error("no device with that UID is in the address book")]
     UnknownDevice,
+    #[error("{0} already has the most devices one account may have, all pinned")]
+    TooManyDevices(String),
 }
 
+/// Most addresses the devices of one account hold.
+pub const MAX_PER_OWNER: usize = 16;
+/// An unpinned address unseen this long (seconds) may go to another device when the subnet
+/// is full.
+pub const STALE_AFTER: u64 = 30 * 86_400;
+/// How often (seconds) a device's last sighting is brought up to date (each time is a write).
+const SEEN_GRANULARITY: u64 = 3_600;
+
 /// One friend device's address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddressEntry {
     pub addr: Ipv4Addr,
     /// Chosen by the user: never moved to make room for another device.
     #[serde(default)]
     pub pinned: bool,
+    /// The account (bare JID) the device belongs to, when known.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// When the device was last wanted or heard from (seconds since the epoch).
+    #[serde(default)]
+    pub last_seen: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -57,6 +77,8 @@ pub struct AddressBook {
     own: Ipv4Addr,
     devices: BTreeMap<Uid, AddressEntry>,
     by_addr: HashMap<Ipv4Addr, Uid>,
+    /// Changed since the last [`AddressBook::take_dirty`].
+    dirty: bool,
 }
 
 impl AddressBook {
@@ -76,6 +98,7 @@ impl AddressBook {
             own: subnet.host(1),
             devices: BTreeMap::new(),
             by_addr: HashMap::new(),
+            dirty: false,
         };
         match stored {
             Some(stored) if stored.subnet == subnet => {
@@ -143,7 +166,7 @@ impl AddressBook {
         Ok(stored)
     }
 
-    fn save(&self) -> Result<(), AddressBookError> {
+    fn encode(&self) -> Result<Vec<u8>, AddressBookError> {
         let stored = Stored {
             version: FORMAT_VERSION,
             subnet: self.subnet,
@@ -151,14 +174,38 @@ impl AddressBook {
             devices: self.devices.clone(),
         };
         // Serializing plain data cannot fail; map it anyway instead of unwrapping.
-        let json = serde_json::to_vec_pretty(&stored).map_err(|e| AddressBookError::Io {
+        serde_json::to_vec_pretty(&stored).map_err(|e| AddressBookError::Io {
             path: self.path.clone(),
             source: io::Error::other(e),
-        })?;
+        })
+    }
+
+    /// Writes the book now (pins, and the first start).
+    fn save(&mut self) -> Result<(), AddressBookError> {
+        let json = self.encode()?;
         persist::write_atomic(&self.path, &json, 0o600).map_err(|source| AddressBookError::Io {
             path: self.path.clone(),
             source,
-        })
+        })?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// The book's file and what to write to it, if it changed since the last call: the
+    /// engine writes it off its own task ([`crate::persist::Writer`]). A crash before the
+    /// write loses only new addresses, which the same devices mostly get again (they start
+    /// from a hash of the UID).
+    pub fn take_dirty(&mut self) -> Option<(PathBuf, Vec<u8>)> {
+        if !std::mem::take(&mut self.dirty) {
+            return None;
+        }
+        match self.encode() {
+            Ok(json) => Some((self.path.clone(), json)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot save the address book");
+                None
+            }
+        }
     }
 
     pub fn subnet(&self) -> Ipv4Subnet {
@@ -173,8 +220,8 @@ impl AddressBook {
         self.devices.get(uid).map(|e| e.addr)
     }
 
-    pub fn entry(&self, uid: &Uid) -> Option<AddressEntry> {
-        self.devices.get(uid).copied()
+    pub fn entry(&self, uid: &Uid) -> Option<&AddressEntry> {
+        self.devices.get(uid)
     }
 
     pub fn device_at(&self, addr: Ipv4Addr) -> Option<Uid> {
@@ -185,21 +232,77 @@ impl AddressBook {
         self.devices.iter()
     }
 
-    /// The device's address, choosing and persisting one if it has none yet.
+    /// The device's address, choosing one if it has none yet (a device configured by hand).
     pub fn assign(&mut self, uid: Uid) -> Result<Ipv4Addr, AddressBookError> {
-        if let Some(addr) = self.address_of(&uid) {
-            return Ok(addr);
+        self.claim(uid, None, 0)
+    }
+
+    /// The address of `uid`, a device of `owner` (when known) seen at `now` (seconds since
+    /// the epoch), choosing one if it has none yet. An owner at [`MAX_PER_OWNER`] gives up
+    /// the address of its least recently seen unpinned device; a full subnet, the least
+    /// recently seen unpinned address unseen for [`STALE_AFTER`].
+    pub fn claim(
+        &mut self,
+        uid: Uid,
+        owner: Option<&str>,
+        now: u64,
+    ) -> Result<Ipv4Addr, AddressBookError> {
+        if let Some(entry) = self.devices.get_mut(&uid) {
+            if entry.owner.is_none() && owner.is_some() {
+                entry.owner = owner.map(str::to_string);
+                self.dirty = true;
+            }
+            if now >= entry.last_seen + SEEN_GRANULARITY {
+                entry.last_seen = now;
+                self.dirty = true;
+            }
+            return Ok(entry.addr);
         }
-        let addr = self.free_address_for(&uid)?;
+        if let Some(owner) = owner {
+            let held = self
+                .devices
+                .values()
+                .filter(|e| e.owner.as_deref() == Some(owner))
+                .count();
+            if held >= MAX_PER_OWNER {
+                let oldest = self.oldest_unpinned(|e| e.owner.as_deref() == Some(owner));
+                let Some(oldest) = oldest else {
+                    return Err(AddressBookError::TooManyDevices(owner.to_string()));
+                };
+                tracing::debug!(device = %oldest, "an account's oldest device gives up its address");
+                self.remove_entry(&oldest);
+            }
+        }
+        let addr = match self.free_address_for(&uid) {
+            Ok(addr) => addr,
+            Err(AddressBookError::Full(_)) => {
+                let stale = self.oldest_unpinned(|e| now >= e.last_seen + STALE_AFTER);
+                let stale = stale.ok_or(AddressBookError::Full(self.subnet))?;
+                tracing::debug!(device = %stale, "a long unseen device gives up its address");
+                self.remove_entry(&stale);
+                self.free_address_for(&uid)?
+            }
+            Err(e) => return Err(e),
+        };
         self.insert(
             uid,
             AddressEntry {
                 addr,
                 pinned: false,
+                owner: owner.map(str::to_string),
+                last_seen: now,
             },
         );
-        self.save()?;
         Ok(addr)
+    }
+
+    /// The least recently seen unpinned device among those `pick` selects.
+    fn oldest_unpinned(&self, pick: impl Fn(&AddressEntry) -> bool) -> Option<Uid> {
+        self.devices
+            .iter()
+            .filter(|(_, e)| !e.pinned && pick(e))
+            .min_by_key(|(_, e)| e.last_seen)
+            .map(|(u, _)| *u)
     }
 
     /// Pins the device to `addr`. An unpinned device holding `addr` moves elsewhere.
@@ -210,23 +313,40 @@ impl AddressBook {
                 subnet: self.subnet,
             });
         }
-        if let Some(holder) = self.device_at(addr).filter(|h| *h != uid) {
-            if self.devices[&holder].pinned {
-                return Err(AddressBookError::AddressTaken { addr });
+        let (owner, last_seen) = self
+            .devices
+            .get(&uid)
+            .map(|e| (e.owner.clone(), e.last_seen))
+            .unwrap_or_default();
+        let pinned = AddressEntry {
+            addr,
+            pinned: true,
+            owner,
+            last_seen,
+        };
+        match self.device_at(addr).filter(|h| *h != uid) {
+            Some(holder) => {
+                let Some(held) = self.devices.get(&holder).cloned() else {
+                    return Err(AddressBookError::UnknownDevice);
+                };
+                if held.pinned {
+                    return Err(AddressBookError::AddressTaken { addr });
+                }
+                self.remove_entry(&holder);
+                self.insert(uid, pinned);
+                let moved = self.free_address_for(&holder)?;
+                self.insert(
+                    holder,
+                    AddressEntry {
+                        addr: moved,
+                        ..held
+                    },
+                );
             }
-            self.remove_entry(&holder);
-            self.insert(uid, AddressEntry { addr, pinned: true });
-            let moved = self.free_address_for(&holder)?;
-            self.insert(
-                holder,
-                AddressEntry {
-                    addr: moved,
-                    pinned: false,
-                },
-            );
-        } else {
-            self.remove_entry(&uid);
-            self.insert(uid, AddressEntry { addr, pinned: true });
+            None => {
+                self.remove_entry(&uid);
+                self.insert(uid, pinned);
+            }
         }
         self.save()
     }
@@ -245,11 +365,13 @@ impl AddressBook {
         self.remove_entry(&uid);
         self.by_addr.insert(entry.addr, uid);
         self.devices.insert(uid, entry);
+        self.dirty = true;
     }
 
     fn remove_entry(&mut self, uid: &Uid) {
         if let Some(old) = self.devices.remove(uid) {
             self.by_addr.remove(&old.addr);
+            self.dirty = true;
         }
     }
 
@@ -293,6 +415,9 @@ mod tests {
         let mut book = AddressBook::open(dir.path(), subnet("100.64.0.0/16")).unwrap();
         let uids: Vec<Uid> = (0..50u8).map(|i| Uid([i; 20])).collect();
         let addrs: Vec<_> = uids.iter().map(|u| book.assign(*u).unwrap()).collect();
+        let (path, bytes) = book.take_dirty().expect("new addresses to write");
+        persist::write_atomic(&path, &bytes, 0o600).unwrap();
+        assert!(book.take_dirty().is_none());
         let mut unique = addrs.clone();
         unique.sort();
         unique.dedup();
@@ -308,12 +433,10 @@ mod tests {
             assert_eq!(reopened.address_of(uid), Some(*addr));
             assert_eq!(reopened.device_at(*addr), Some(*uid));
         }
+        let pinned = reopened.entry(&uids[0]).unwrap();
         assert_eq!(
-            reopened.entry(&uids[0]),
-            Some(AddressEntry {
-                addr: Ipv4Addr::new(100, 64, 9, 9),
-                pinned: true
-            })
+            (pinned.addr, pinned.pinned),
+            (Ipv4Addr::new(100, 64, 9, 9), true)
         );
     }
 
@@ -339,6 +462,66 @@ mod tests {
         assert!(matches!(
             book.pin(c, book.own_address()),
             Err(AddressBookError::OutsideSubnet { .. })
+        ));
+    }
+
+    #[test]
+    fn one_account_cannot_take_more_than_its_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut book = AddressBook::open(dir.path(), subnet("100.64.0.0/16")).unwrap();
+        let friend = book
+            .claim(Uid([200; 20]), Some("bob@svpn.test"), 1000)
+            .unwrap();
+        // mallory mints device keys: each new one takes her oldest device's address.
+        for i in 0..1000u32 {
+            let mut key = [7u8; 20];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            book.claim(Uid(key), Some("mallory@svpn.test"), 2000 + u64::from(i))
+                .unwrap();
+        }
+        let mallory = book
+            .devices()
+            .filter(|(_, e)| e.owner.as_deref() == Some("mallory@svpn.test"))
+            .count();
+        assert_eq!(mallory, MAX_PER_OWNER);
+        assert_eq!(
+            book.address_of(&Uid([200; 20])),
+            Some(friend),
+            "bob keeps his"
+        );
+        // With all her devices pinned by the user, she gets no more.
+        let held: Vec<Uid> = book
+            .devices()
+            .filter(|(_, e)| e.owner.as_deref() == Some("mallory@svpn.test"))
+            .map(|(u, _)| *u)
+            .collect();
+        for (i, uid) in held.into_iter().enumerate() {
+            book.pin(uid, Ipv4Addr::new(100, 64, 200, i as u8 + 1))
+                .unwrap();
+        }
+        assert!(matches!(
+            book.claim(Uid([9; 20]), Some("mallory@svpn.test"), 9000),
+            Err(AddressBookError::TooManyDevices(_))
+        ));
+    }
+
+    #[test]
+    fn a_full_subnet_gives_away_long_unseen_addresses_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut book = AddressBook::open(dir.path(), subnet("100.64.0.0/29")).unwrap();
+        // Five host addresses besides ours: all taken, one long unseen.
+        for i in 0..5u8 {
+            let seen = if i == 0 { 0 } else { STALE_AFTER };
+            book.claim(Uid([i; 20]), Some(&format!("f{i}@svpn.test")), seen)
+                .unwrap();
+        }
+        let now = STALE_AFTER + 10;
+        let new = book.claim(Uid([9; 20]), Some("g@svpn.test"), now).unwrap();
+        assert_eq!(book.address_of(&Uid([0; 20])), None, "the stale one went");
+        assert_eq!(book.device_at(new), Some(Uid([9; 20])));
+        assert!(matches!(
+            book.claim(Uid([10; 20]), Some("h@svpn.test"), now),
+            Err(AddressBookError::Full(_))
         ));
     }
 

@@ -61,6 +61,8 @@ pub enum EngineError {
     NoAccount,
     #[error("the platform refused to keep the engine's socket out of the VPN")]
     Protect,
+    #[error("cannot start writing state in the background: {0}")]
+    Persist(io::Error),
     #[error("'{0}' is not a valid JID")]
     BadJid(String),
     #[error("unknown friend action '{0}' (add, accept, decline, remove, enable, disable)")]
@@ -182,6 +184,7 @@ impl PreparedEngine {
             )?),
             None => None,
         };
+        let writer = crate::persist::Writer::new().map_err(EngineError::Persist)?;
         let netwatch = match (&social, self.config.watch_network) {
             (Some(_), true) => watch_network(),
             _ => None,
@@ -190,7 +193,7 @@ impl PreparedEngine {
         let (finished_tx, finished) = tokio::sync::watch::channel(false);
         let stopped_events = events.clone();
         let task = tokio::spawn(async move {
-            let result = run(dataplane, social, tun, udp, receiver, netwatch).await;
+            let result = run(dataplane, social, tun, udp, receiver, netwatch, writer).await;
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "the engine stopped");
             }
@@ -533,6 +536,7 @@ async fn run(
     udp: UdpIo,
     mut commands: mpsc::Receiver<Command>,
     mut netwatch: Option<NetWatch>,
+    writer: crate::persist::Writer,
 ) -> Result<(), EngineError> {
     let result = run_loop(
         &mut dp,
@@ -541,6 +545,7 @@ async fn run(
         &udp,
         &mut commands,
         &mut netwatch,
+        &writer,
     )
     .await;
     if let Some(mut social) = social {
@@ -551,6 +556,11 @@ async fn run(
         udp.flush();
         social.shutdown().await;
     }
+    if let Some((path, bytes)) = dp.address_book_mut().take_dirty() {
+        writer.write(path, bytes);
+    }
+    // Written before the engine reports that it has stopped.
+    let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
     result
 }
 
@@ -561,6 +571,7 @@ async fn run_loop(
     udp: &UdpIo,
     commands: &mut mpsc::Receiver<Command>,
     netwatch: &mut Option<NetWatch>,
+    writer: &crate::persist::Writer,
 ) -> Result<(), EngineError> {
     // Allocated once: the largest frame (a TCP super-packet from an offloading Linux tun,
     // else header + packet) with room for the UID header after it, and a segment buffer.
@@ -578,6 +589,10 @@ async fn run_loop(
     loop {
         // What the last wake-up queued leaves now, in as few sends as the kernel allows.
         udp.flush();
+        // New addresses are written in the background.
+        if let Some((path, bytes)) = dp.address_book_mut().take_dirty() {
+            writer.write(path, bytes);
+        }
         for _ in 0..udp.take_failed() {
             dp.count_drop(DropReason::NetSend);
         }

@@ -157,7 +157,11 @@ impl Social {
                 match verdict {
                     Ok(_) => {
                         // Give the device its address before anything can arrive from it.
-                        let _ = dp.address_book_mut().assign(signal.from.uid);
+                        let owner = from.to_bare().to_string();
+                        let book = dp.address_book_mut();
+                        if let Err(e) = book.claim(signal.from.uid, Some(&owner), unix_now()) {
+                            tracing::debug!(error = %e, "no overlay address for a device");
+                        }
                         self.links.handle_signal(now, from, signal);
                     }
                     Err(reason) => tracing::debug!(?reason, "signal rejected"),
@@ -174,8 +178,11 @@ impl Social {
     /// Tells the link manager which devices the policy wants, giving each an address.
     pub(super) fn refresh_wanted(&mut self, now: Instant, dp: &mut DataPlane) {
         let wanted = self.state.wanted_devices();
+        let now_unix = unix_now();
         for device in &wanted {
-            if let Err(e) = dp.address_book_mut().assign(device.info.uid) {
+            let owner = device.jid.to_bare().to_string();
+            let book = dp.address_book_mut();
+            if let Err(e) = book.claim(device.info.uid, Some(&owner), now_unix) {
                 tracing::warn!(error = %e, "no overlay address for a friend's device");
             }
         }

@@ -258,9 +258,21 @@ impl LinkManager {
         for peer in self.peers.values_mut() {
             peer.wanted = false;
         }
-        // The user's own devices first, then friends, in roster order.
-        let mut ordered: Vec<&WantedDevice> = wanted.iter().filter(|w| w.own).collect();
-        ordered.extend(wanted.iter().filter(|w| !w.own));
+        // The user's own devices first, then friends taking turns (each friend's first
+        // device, then each one's second, …), so that one friend's many devices cannot take
+        // every slot.
+        let mut rank: HashMap<xmpp_parsers::jid::BareJid, usize> = HashMap::new();
+        let mut ordered: Vec<(bool, usize, usize, &WantedDevice)> = wanted
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let turn = rank.entry(w.jid.to_bare()).or_default();
+                *turn += 1;
+                (!w.own, *turn, i, w)
+            })
+            .collect();
+        ordered.sort_by_key(|(friend, turn, i, _)| (*friend, *turn, *i));
+        let ordered: Vec<&WantedDevice> = ordered.into_iter().map(|(_, _, _, w)| w).collect();
         let mut count = 0;
         for w in ordered {
             let exists = self.peers.contains_key(&w.info.uid);

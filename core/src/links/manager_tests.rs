@@ -570,3 +570,41 @@ fn a_link_meant_for_a_copied_announcement_goes_to_the_device_that_proves_it() {
         Some("bob@svpn.test".parse().unwrap())
     );
 }
+
+#[test]
+fn friends_take_turns_for_the_link_slots() {
+    let t0 = Instant::now();
+    let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
+    a.m = LinkManager::new(
+        t0,
+        a.info,
+        LinkPolicy::Proactive { max_links: 4 },
+        IceServers::default(),
+        vec![a.addr],
+    );
+    // mallory shows up first with ten devices; bob and carol with one each.
+    let mut devices: Vec<WantedDevice> = (10..20u8)
+        .map(|k| WantedDevice {
+            jid: format!("mallory@svpn.test/r{k}").parse().unwrap(),
+            info: DeviceInfo::new([k; 32]),
+            own: false,
+        })
+        .collect();
+    for (k, who) in [(30u8, "bob"), (31, "carol")] {
+        devices.push(WantedDevice {
+            jid: format!("{who}@svpn.test/x").parse().unwrap(),
+            info: DeviceInfo::new([k; 32]),
+            own: false,
+        });
+    }
+    a.m.set_wanted(t0, &devices);
+    let linked: Vec<String> =
+        a.m.devices()
+            .filter_map(|(u, _)| a.m.account_of(&u))
+            .map(|j| j.to_string())
+            .collect();
+    assert_eq!(linked.len(), 4);
+    for who in ["bob@svpn.test", "carol@svpn.test"] {
+        assert!(linked.iter().any(|j| j == who), "{linked:?}");
+    }
+}

@@ -20,6 +20,9 @@ pub const PRESENCE_RESYNC_GRACE: Duration = Duration::from_secs(10);
 pub const SERVER_GOING_AWAY: Duration = Duration::from_secs(5);
 /// Most recent departures remembered for that (a bound on memory, not a limit users meet).
 const RECENT_DEPARTURES: usize = 1024;
+/// Most online resources kept per contact (and for the user's own account): more are a
+/// friend flooding presence, not devices (see also `addrbook::MAX_PER_OWNER`).
+pub const MAX_DEVICES_PER_CONTACT: usize = 16;
 /// An unanswered friend request is sent again after these waits. Servers drop subscription
 /// stanzas beyond a rate without a word (ejabberd's default `mod_pres_counter`: 5 a minute
 /// each way per session), which leaves a friendship half made; nobody else retries. The
@@ -407,10 +410,18 @@ impl SocialState {
                     info,
                     epoch: self.epoch,
                 };
-                if bare == self.own {
-                    self.own_devices.insert(resource, device);
-                } else if let Some(contact) = self.contacts.get_mut(&bare) {
-                    contact.devices.insert(resource, device);
+                let devices = if bare == self.own {
+                    Some(&mut self.own_devices)
+                } else {
+                    self.contacts.get_mut(&bare).map(|c| &mut c.devices)
+                };
+                if let Some(devices) = devices {
+                    if devices.len() >= MAX_DEVICES_PER_CONTACT && !devices.contains_key(&resource)
+                    {
+                        self.counters.presences_ignored += 1;
+                        return;
+                    }
+                    devices.insert(resource, device);
                 } else {
                     // Presence from someone not in the roster: nothing to do with it.
                     self.counters.presences_ignored += 1;
