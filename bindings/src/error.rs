@@ -38,7 +38,7 @@ impl From<EngineError> for VpnError {
     fn from(e: EngineError) -> VpnError {
         let reason = e.to_string();
         match e {
-            EngineError::Identity(_) | EngineError::AddressBook(_) => {
+            EngineError::Identity(_) | EngineError::AddressBook(_) | EngineError::Persist(_) => {
                 VpnError::StateDirectory { reason }
             }
             EngineError::Peer(_) | EngineError::Social(_) => VpnError::Friend { reason },
