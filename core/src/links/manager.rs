@@ -32,6 +32,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(120);
 pub const OFFLINE_GRACE: Duration = Duration::from_secs(20);
 /// Session ids remembered per peer, to recognise replays.
 const SEEN_SESSIONS: usize = 16;
+/// New ICE sessions a device may start (offers, restart requests) per minute: each costs
+/// an agent and checks towards the addresses it names.
+pub const SESSIONS_PER_MINUTE: usize = 6;
 
 /// Which devices get links.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -116,6 +119,9 @@ pub struct LinkCounters {
     pub paths_lost: u64,
     /// TURN allocations lost (a restarted server) and made again.
     pub relay_reallocations: u64,
+    /// Signals refused because the device starts sessions too often or the link slots
+    /// are full.
+    pub signals_refused: u64,
 }
 
 #[derive(Debug)]
@@ -154,6 +160,9 @@ struct Peer {
     closed_by_peer: bool,
     /// A signal from `jid`'s account (proven by the device's key) was accepted.
     proven: bool,
+    /// When the device started its recent sessions (offers, restart requests): the last
+    /// minute's, for the rate limit.
+    started: VecDeque<Instant>,
 }
 
 pub struct LinkManager {
@@ -194,6 +203,7 @@ impl Peer {
             probing_since: None,
             closed_by_peer: false,
             proven: false,
+            started: VecDeque::new(),
         }
     }
 }
@@ -532,6 +542,11 @@ impl LinkManager {
                 self.counters.signals_stale += 1;
                 return;
             }
+            if self.peers.len() >= self.policy.max_links() {
+                // A signal cannot take a link slot past the policy's cap.
+                self.counters.signals_refused += 1;
+                return;
+            }
             // An authorised device we have not seen online yet (presence may lag behind).
             let wanted = WantedDevice {
                 jid: from.clone(),
@@ -541,6 +556,7 @@ impl LinkManager {
             let mut peer = Peer::new(now, &wanted, self.own.uid < uid);
             // Not (yet) wanted by our policy: answer, but do not initiate, and let it go
             // unless the policy claims it before the grace period ends.
+            peer.wanted = false;
             peer.close_at = Some(now + OFFLINE_GRACE);
             peer.phase = Phase::Idle {
                 at: now + BACKOFF_MAX,
@@ -566,6 +582,28 @@ impl LinkManager {
         peer.jid = from;
         // The social layer accepts only signals proven by the device's key.
         peer.proven = true;
+        let new_session = match signal.kind {
+            SignalKind::Offer => {
+                peer.session != Some(signal.session) && !peer.seen.contains(&signal.session)
+            }
+            SignalKind::Restart => true,
+            SignalKind::Answer | SignalKind::Close => false,
+        };
+        if new_session {
+            while peer
+                .started
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(60))
+            {
+                peer.started.pop_front();
+            }
+            if peer.started.len() >= SESSIONS_PER_MINUTE {
+                self.counters.signals_refused += 1;
+                self.peers.insert(uid, peer);
+                return;
+            }
+            peer.started.push_back(now);
+        }
         if matches!(signal.kind, SignalKind::Offer | SignalKind::Restart) {
             peer.closed_by_peer = false;
             if peer.up.is_some_and(|p| p.relayed) {

@@ -608,3 +608,61 @@ fn friends_take_turns_for_the_link_slots() {
         assert!(linked.iter().any(|j| j == who), "{linked:?}");
     }
 }
+
+#[test]
+fn a_device_cannot_make_us_start_sessions_without_end() {
+    let t0 = Instant::now();
+    let (mut a, b, now) = linked_pair(t0);
+    let restart = |session| Signal {
+        kind: SignalKind::Restart,
+        session,
+        from: b.info,
+        credentials: None,
+        candidates: vec![],
+    };
+    let refused = a.m.counters().signals_refused;
+    for i in 0..20 {
+        a.m.handle_signal(now, b.jid.clone(), restart(1000 + i));
+    }
+    assert_eq!(
+        a.m.counters().signals_refused - refused,
+        20 - SESSIONS_PER_MINUTE as u64 + 1,
+        "the pair's first session counts too"
+    );
+    // A minute later the device may start sessions again.
+    let later = now + Duration::from_secs(61);
+    a.m.handle_signal(later, b.jid.clone(), restart(5000));
+    assert_eq!(
+        a.m.counters().signals_refused - refused,
+        20 - SESSIONS_PER_MINUTE as u64 + 1
+    );
+}
+
+#[test]
+fn signals_from_unlisted_devices_take_no_slot_past_the_cap() {
+    let t0 = Instant::now();
+    let mut a = side(1, "alice@svpn.test/a", "198.18.0.1:1000", t0);
+    a.m = LinkManager::new(
+        t0,
+        a.info,
+        LinkPolicy::Proactive { max_links: 2 },
+        IceServers::default(),
+        vec![a.addr],
+    );
+    for k in 2..10u8 {
+        let dev = DeviceInfo::new([k; 32]);
+        a.m.handle_signal(
+            t0,
+            format!("f{k}@svpn.test/x").parse().unwrap(),
+            Signal {
+                kind: SignalKind::Restart,
+                session: u64::from(k),
+                from: dev,
+                credentials: None,
+                candidates: vec![],
+            },
+        );
+    }
+    assert_eq!(a.m.devices().count(), 2);
+    assert_eq!(a.m.counters().signals_refused, 6);
+}
