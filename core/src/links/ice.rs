@@ -55,6 +55,8 @@ pub enum IceOutput {
 
 pub struct IceLink {
     agent: Agent,
+    /// For checking requests before the agent sees them.
+    crypto: Arc<dyn rtc_ice::crypto::RTCCryptoProvider>,
     last_tick: Instant,
     controlling: bool,
     relay_addr: Option<SocketAddr>,
@@ -81,7 +83,7 @@ impl IceLink {
             ..Default::default()
         };
         let provider = rtc_ice::crypto::default_provider().map_err(err)?;
-        let mut agent = Agent::new(now, Arc::new(config), provider).map_err(err)?;
+        let mut agent = Agent::new(now, Arc::new(config), Arc::clone(&provider)).map_err(err)?;
         // Host first: inbound checks are matched to the first local candidate whose address
         // (or related address) fits.
         for host in &local.host {
@@ -119,6 +121,7 @@ impl IceLink {
         }
         Ok(IceLink {
             agent,
+            crypto: provider,
             last_tick: now,
             controlling,
             relay_addr: local.relay,
@@ -312,6 +315,29 @@ impl IceLink {
             .find(|s| s.local_candidate_id == l && s.remote_candidate_id == r)
             .map(|s| Duration::from_secs_f64(s.current_round_trip_time.max(0.0)))
             .filter(|d| !d.is_zero())
+    }
+
+    /// Whether a STUN request is for this session and authentic: its USERNAME starts with
+    /// our username fragment and its MESSAGE-INTEGRITY matches our password. rtc-ice acts
+    /// on a request's role attributes before it checks these, so nothing else reaches it.
+    pub fn authenticates(&self, request: &mut rtc_stun::message::Message) -> bool {
+        use rtc_stun::attributes::ATTR_USERNAME;
+        use rtc_stun::integrity::MessageIntegrity;
+        use rtc_stun::textattrs::TextAttribute;
+        let credentials = self.agent.get_local_credentials();
+        let for_us = TextAttribute::get_from_as(request, ATTR_USERNAME).is_ok_and(|u| {
+            u.text
+                .split_once(':')
+                .is_some_and(|(ours, _)| ours == credentials.ufrag)
+        });
+        for_us
+            && MessageIntegrity::check(request, credentials.pwd.as_bytes(), self.crypto.crypto())
+                .is_ok()
+    }
+
+    /// Our username fragment in this session.
+    pub fn local_ufrag(&self) -> &str {
+        &self.agent.get_local_credentials().ufrag
     }
 
     /// The relay address this session offered as ours (if any).

@@ -122,6 +122,9 @@ pub struct LinkCounters {
     /// Signals refused because the device starts sessions too often or the link slots
     /// are full.
     pub signals_refused: u64,
+    /// STUN requests for no session of ours, or failing its integrity check, and undecodable
+    /// STUN messages.
+    pub stun_rejected: u64,
 }
 
 #[derive(Debug)]
@@ -989,8 +992,41 @@ impl LinkManager {
         via_relay: bool,
         data: &[u8],
     ) {
-        // Responses and requests from a known candidate go to that session; anything else
-        // (peer-reflexive requests) to every running session, which ignore what is not theirs.
+        use rtc_stun::message::{Message, CLASS_INDICATION, CLASS_REQUEST};
+        let mut msg = Message::new();
+        msg.raw = data.to_vec();
+        if msg.decode().is_err() {
+            self.counters.stun_rejected += 1;
+            return;
+        }
+        if msg.typ.class == CLASS_REQUEST {
+            // A check goes to the one session its USERNAME names, and only if its integrity
+            // holds: anyone who knows our port could otherwise steer every session.
+            let username = rtc_stun::textattrs::TextAttribute::get_from_as(
+                &msg,
+                rtc_stun::attributes::ATTR_USERNAME,
+            );
+            let ours = username
+                .ok()
+                .and_then(|u| u.text.split_once(':').map(|(ours, _)| ours.to_string()));
+            let session = ours.and_then(|ours| {
+                self.peers
+                    .values_mut()
+                    .find_map(|p| p.ice.as_mut().filter(|i| i.local_ufrag() == ours))
+            });
+            match session {
+                Some(ice) if ice.authenticates(&mut msg) => {
+                    ice.handle_stun(now, local_host, from, via_relay, data);
+                }
+                _ => self.counters.stun_rejected += 1,
+            }
+            return;
+        }
+        if msg.typ.class == CLASS_INDICATION {
+            return;
+        }
+        // Responses answer our own checks (their transaction ids are unguessable and rtc-ice
+        // checks their integrity): to the session that knows the sender, else to all.
         let known: Vec<Uid> = self
             .peers
             .iter()

@@ -666,3 +666,74 @@ fn signals_from_unlisted_devices_take_no_slot_past_the_cap() {
     assert_eq!(a.m.devices().count(), 2);
     assert_eq!(a.m.counters().signals_refused, 6);
 }
+
+#[test]
+fn stun_that_is_not_for_a_session_or_not_authentic_reaches_none() {
+    use rtc_ice::attributes::control::AttrControlling;
+    use rtc_stun::fingerprint::FINGERPRINT;
+    use rtc_stun::integrity::MessageIntegrity;
+    use rtc_stun::message::{Message, Setter, TransactionId, BINDING_REQUEST};
+    use rtc_stun::textattrs::TextAttribute;
+    let t0 = Instant::now();
+    let (mut a, mut b, now) = linked_pair(t0);
+    let ufrag = a.m.peers[&b.info.uid]
+        .ice
+        .as_ref()
+        .unwrap()
+        .local_ufrag()
+        .to_string();
+    let crypto = rtc_ice::crypto::default_provider().unwrap();
+    let request = |username: &str, password: &str| {
+        let mut m = Message::new();
+        let setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(TransactionId::new()),
+            Box::new(BINDING_REQUEST),
+            Box::new(TextAttribute::new(
+                rtc_stun::attributes::ATTR_USERNAME,
+                username.to_string(),
+            )),
+            Box::new(AttrControlling(7)),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                password.to_string(),
+                crypto.crypto(),
+            )),
+            Box::new(FINGERPRINT),
+        ];
+        m.build(&setters).unwrap();
+        m.raw
+    };
+    let attacker: SocketAddr = "198.18.0.66:4444".parse().unwrap();
+    // Right username, wrong password; unknown username; garbage.
+    a.m.handle_datagram(
+        now,
+        a.addr,
+        attacker,
+        &request(&format!("{ufrag}:x"), "wrong-password-wrong"),
+    );
+    a.m.handle_datagram(
+        now,
+        a.addr,
+        attacker,
+        &request("nobody:x", "wrong-password-wrong"),
+    );
+    a.m.handle_datagram(
+        now,
+        a.addr,
+        attacker,
+        &[0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 1, 2],
+    );
+    assert_eq!(a.m.counters().stun_rejected, 3);
+    // The session carries on as it was.
+    let later = run(
+        &mut a,
+        &mut b,
+        now,
+        now + Duration::from_secs(30),
+        &mut |_| false,
+    );
+    assert!(matches!(
+        a.m.phase(later, &b.info.uid),
+        Some(LinkPhase::Connected { .. })
+    ));
+    assert!(!a.events.iter().any(|e| matches!(e, LinkEvent::Down { .. })));
+}
