@@ -64,6 +64,49 @@ pub struct IceLink {
     selected: Option<SelectedPath>,
     /// Consent checks at `PROBE_INTERVAL` until this instant (the path is suspect).
     probe_until: Option<Instant>,
+    /// Our host addresses: a peer's private address is used only on a LAN we share.
+    local_hosts: Vec<SocketAddr>,
+}
+
+/// What [`IceLink::start`] made of the peer's candidates.
+pub struct Started {
+    /// The addresses of the peer's server-reflexive and relayed candidates: the ones the
+    /// relay may be asked to reach (never the peer's private host addresses).
+    pub permit: Vec<SocketAddr>,
+    /// Candidates refused (see [`usable_remote`]) or unparsable.
+    pub dropped: usize,
+}
+
+/// Whether a candidate address a peer names may be checked: never loopback, unspecified,
+/// link-local, multicast, broadcast or reserved addresses, nor IPv6 (our socket is IPv4);
+/// a private one (RFC 1918, shared address space) only on a LAN one of our host addresses
+/// is on (the same /24). Checks are sent from our address to wherever a peer says: they must
+/// not reach into our own machine or into networks we are not part of.
+pub fn usable_remote(addr: SocketAddr, local_hosts: &[SocketAddr]) -> bool {
+    let std::net::IpAddr::V4(ip) = addr.ip() else {
+        return false;
+    };
+    let [a, b, _, _] = ip.octets();
+    if ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_link_local()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || a == 0
+        || a >= 240
+        || addr.port() == 0
+    {
+        return false;
+    }
+    let shared_space = a == 100 && (64..128).contains(&b);
+    if ip.is_private() || shared_space {
+        let lan = |h: &SocketAddr| match h.ip() {
+            std::net::IpAddr::V4(h) => h.octets()[..3] == ip.octets()[..3],
+            std::net::IpAddr::V6(_) => false,
+        };
+        return local_hosts.iter().any(lan);
+    }
+    true
 }
 
 impl IceLink {
@@ -128,6 +171,7 @@ impl IceLink {
             state: ConnectionState::New,
             selected: None,
             probe_until: None,
+            local_hosts: local.host.clone(),
         })
     }
 
@@ -148,28 +192,35 @@ impl IceLink {
             .collect()
     }
 
-    /// Takes the peer's credentials and candidates and starts the checks. Returns the
-    /// addresses of the peer's server-reflexive and relayed candidates: the ones the relay
-    /// may be asked to reach (never the peer's private host addresses).
+    /// Takes the peer's credentials and candidates and starts the checks.
     pub fn start(
         &mut self,
         now: Instant,
         remote: &IceCredentials,
         candidates: &[String],
-    ) -> Result<Vec<SocketAddr>, IceError> {
+    ) -> Result<Started, IceError> {
         let mut permit = Vec::new();
+        let mut dropped = 0;
         for line in candidates {
             let line = line.strip_prefix("candidate:").unwrap_or(line);
             match unmarshal_candidate(line) {
-                Ok(c) => {
+                Ok(c) if usable_remote(c.addr(), &self.local_hosts) => {
                     if c.candidate_type() != CandidateType::Host {
                         permit.push(c.addr());
                     }
                     if let Err(e) = self.agent.add_remote_candidate(c) {
                         tracing::debug!(error = %e, "remote candidate refused");
+                        dropped += 1;
                     }
                 }
-                Err(e) => tracing::debug!(error = %e, "unparsable remote candidate"),
+                Ok(c) => {
+                    tracing::debug!(addr = %c.addr(), "remote candidate not used");
+                    dropped += 1;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "unparsable remote candidate");
+                    dropped += 1;
+                }
             }
         }
         self.agent
@@ -180,7 +231,7 @@ impl IceLink {
                 remote.pwd.clone(),
             )
             .map_err(err)?;
-        Ok(permit)
+        Ok(Started { permit, dropped })
     }
 
     /// A STUN message from `from`, received on the host socket or (`via_relay`) through the
@@ -365,5 +416,35 @@ fn base(addr: SocketAddr) -> CandidateConfig {
         port: addr.port(),
         component: 1,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_into_our_machine_or_foreign_lans_are_not_used() {
+        let hosts: Vec<SocketAddr> = vec!["192.168.1.20:5000".parse().unwrap()];
+        let usable = |s: &str| usable_remote(s.parse().unwrap(), &hosts);
+        for bad in [
+            "127.0.0.1:22",
+            "0.0.0.0:1",
+            "169.254.1.1:5000",
+            "224.0.0.251:5353",
+            "255.255.255.255:9",
+            "240.0.0.1:9",
+            "10.1.2.3:5000",
+            "172.16.0.9:5000",
+            "192.168.2.7:5000",
+            "100.64.0.2:5000",
+            "[::1]:5000",
+            "203.0.113.9:0",
+        ] {
+            assert!(!usable(bad), "{bad}");
+        }
+        for good in ["192.168.1.33:5000", "203.0.113.9:5000", "198.18.0.20:40005"] {
+            assert!(usable(good), "{good}");
+        }
     }
 }

@@ -125,6 +125,8 @@ pub struct LinkCounters {
     /// STUN requests for no session of ours, or failing its integrity check, and undecodable
     /// STUN messages.
     pub stun_rejected: u64,
+    /// Candidates peers named that are not checked (see `ice::usable_remote`).
+    pub candidates_dropped: u64,
 }
 
 #[derive(Debug)]
@@ -689,8 +691,9 @@ impl LinkManager {
             }
         };
         match ice.start(now, &remote, &offer.candidates) {
-            Ok(permit) => {
-                for addr in permit {
+            Ok(started) => {
+                self.counters.candidates_dropped += started.dropped as u64;
+                for addr in started.permit {
                     self.gatherer.permit(now, addr);
                 }
             }
@@ -732,8 +735,9 @@ impl LinkManager {
         };
         tracing::debug!(peer = %peer.info.uid, session = answer.session, theirs = ?answer.candidates, "answered");
         match ice.start(now, remote, &answer.candidates) {
-            Ok(permit) => {
-                for addr in permit {
+            Ok(started) => {
+                self.counters.candidates_dropped += started.dropped as u64;
+                for addr in started.permit {
                     self.gatherer.permit(now, addr);
                 }
                 peer.phase = Phase::Ice;
