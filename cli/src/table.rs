@@ -137,7 +137,34 @@ pub fn status(status: &Value, roster: &Value) -> String {
         }
     }
     out.push_str(&columns(&rows));
+    let refused = refused(status);
+    if !refused.is_empty() {
+        let _ = writeln!(out, "refused: {refused}");
+    }
     out
+}
+
+/// What peers, strangers and servers tried that was refused, from the status counters; empty
+/// when nothing was.
+fn refused(status: &Value) -> String {
+    let counts = [
+        ("social", "signals_rejected", "signals"),
+        ("social", "device_claims_refused", "device claims"),
+        ("social", "presences_ignored", "presences"),
+        ("social", "requests_ignored", "declined requests"),
+        ("links", "signals_refused", "sessions over the rate"),
+        ("links", "stun_rejected", "STUN"),
+        ("links", "candidates_dropped", "candidates"),
+        ("links", "permits_refused", "relay permissions"),
+    ];
+    counts
+        .iter()
+        .filter_map(|(part, key, what)| {
+            let n = status[part][key].as_u64().filter(|n| *n > 0)?;
+            Some(format!("{n} {what}"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The friends list with pending requests.
@@ -205,6 +232,20 @@ mod tests {
         assert_eq!(lines[2].find("100.64.0.3"), Some(at), "{text}");
         assert!(lines[2].contains("closed by friend"), "{text}");
         assert!(lines[1].contains("2.0 KiB / 10 B"), "{text}");
+    }
+
+    #[test]
+    fn refused_attempts_are_summed_up_only_when_there_are_some() {
+        let mut status = json!({ "uid": "01", "social": { "signals_rejected": 0 },
+                                 "links": { "stun_rejected": 0 } });
+        assert!(!super::status(&status, &roster()).contains("refused"));
+        status["social"]["signals_rejected"] = json!(3);
+        status["links"]["candidates_dropped"] = json!(40);
+        let text = super::status(&status, &roster());
+        assert!(
+            text.ends_with("refused: 3 signals, 40 candidates\n"),
+            "{text}"
+        );
     }
 
     #[test]

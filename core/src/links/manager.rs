@@ -9,7 +9,7 @@
 //! a random id: a duplicate of the current offer gets the same answer again, an offer or
 //! answer for a session seen before is stale and ignored.
 
-use super::ice::{IceLink, IceOutput, SelectedPath};
+use super::ice::{IceLink, IceOutput, SelectedPath, Started};
 use super::servers::{Gatherer, IceServers};
 use crate::liveness::{PathAlarm, DEAD_AFTER};
 use crate::social::payload::{DeviceInfo, Signal, SignalKind};
@@ -35,6 +35,8 @@ const SEEN_SESSIONS: usize = 16;
 /// New ICE sessions a device may start (offers, restart requests) per minute: each costs
 /// an agent and checks towards the addresses it names.
 pub const SESSIONS_PER_MINUTE: usize = 6;
+/// A peer's candidates one session lets through our relay at most.
+const PERMITS_PER_SESSION: usize = 4;
 
 /// Which devices get links.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -125,8 +127,14 @@ pub struct LinkCounters {
     /// STUN requests for no session of ours, or failing its integrity check, and undecodable
     /// STUN messages.
     pub stun_rejected: u64,
-    /// Candidates peers named that are not checked (see `ice::usable_remote`).
+    /// Candidates peers named that are not checked (see `ice::usable_remote`), or not let
+    /// through our relay (more than a few in one session).
     pub candidates_dropped: u64,
+    /// Relay permissions not asked for: an account's share or the allocation is full (see
+    /// `permits`).
+    pub permits_refused: u64,
+    /// Allocations renewed to shed relay permissions no longer in use.
+    pub permit_renewals: u64,
 }
 
 #[derive(Debug)]
@@ -168,6 +176,8 @@ struct Peer {
     /// When the device started its recent sessions (offers, restart requests): the last
     /// minute's, for the rate limit.
     started: VecDeque<Instant>,
+    /// The peer's addresses our relay lets through for its current session.
+    permits: Vec<SocketAddr>,
 }
 
 pub struct LinkManager {
@@ -209,6 +219,7 @@ impl Peer {
             closed_by_peer: false,
             proven: false,
             started: VecDeque::new(),
+            permits: Vec::new(),
         }
     }
 }
@@ -239,6 +250,8 @@ impl LinkManager {
     pub fn counters(&self) -> LinkCounters {
         LinkCounters {
             relay_reallocations: self.gatherer.reallocations,
+            permits_refused: self.gatherer.permits.refused,
+            permit_renewals: self.gatherer.permits.renewals,
             ..self.counters
         }
     }
@@ -692,10 +705,7 @@ impl LinkManager {
         };
         match ice.start(now, &remote, &offer.candidates) {
             Ok(started) => {
-                self.counters.candidates_dropped += started.dropped as u64;
-                for addr in started.permit {
-                    self.gatherer.permit(now, addr);
-                }
+                self.use_candidates(now, peer, started);
             }
             Err(e) => {
                 tracing::debug!(error = %e, "bad offer");
@@ -724,6 +734,23 @@ impl LinkManager {
             .push_back((peer.jid.clone(), peer.info.public_key, answer));
     }
 
+    /// Counts the candidates a session does not check and lets the others of the peer's
+    /// candidates that need it through our relay (a few per session: a device has one
+    /// server-reflexive and one relayed address per network it is on).
+    fn use_candidates(&mut self, now: Instant, peer: &mut Peer, started: Started) {
+        let mut dropped = started.dropped;
+        if started.permit.len() > PERMITS_PER_SESSION {
+            dropped += started.permit.len() - PERMITS_PER_SESSION;
+        }
+        self.counters.candidates_dropped += dropped as u64;
+        peer.permits = started.permit;
+        peer.permits.truncate(PERMITS_PER_SESSION);
+        let owner = peer.jid.to_bare();
+        for addr in &peer.permits {
+            self.gatherer.permit(now, *addr, &owner);
+        }
+    }
+
     fn on_answer(&mut self, now: Instant, peer: &mut Peer, answer: Signal) {
         let expected =
             matches!(peer.phase, Phase::Offered { .. }) && peer.session == Some(answer.session);
@@ -736,10 +763,7 @@ impl LinkManager {
         tracing::debug!(peer = %peer.info.uid, session = answer.session, theirs = ?answer.candidates, "answered");
         match ice.start(now, remote, &answer.candidates) {
             Ok(started) => {
-                self.counters.candidates_dropped += started.dropped as u64;
-                for addr in started.permit {
-                    self.gatherer.permit(now, addr);
-                }
+                self.use_candidates(now, peer, started);
                 peer.phase = Phase::Ice;
             }
             Err(e) => {
@@ -810,6 +834,14 @@ impl LinkManager {
     /// Everything time- or state-driven for every peer.
     fn drive(&mut self, now: Instant) {
         let uids: Vec<Uid> = self.peers.keys().copied().collect();
+        if self.gatherer.take_permits_full() {
+            let in_use = self
+                .peers
+                .values()
+                .flat_map(|p| p.permits.iter().map(|a| (*a, p.jid.to_bare())))
+                .collect();
+            self.gatherer.renew_permits(now, in_use);
+        }
         if self.gatherer.take_relay_replaced() {
             let relay = self.gatherer.candidates().relay;
             // Paths through the old relay address are gone with it, and sessions still

@@ -4,4 +4,5 @@
 pub mod host;
 pub mod ice;
 pub mod manager;
+pub mod permits;
 pub mod servers;

@@ -2,13 +2,15 @@
 //! (STUN binding) and one TURN allocation, all on the engine's single UDP socket. Every link
 //! offers the same local candidates; TURN permissions are per remote address.
 
+use super::permits::{Admit, Permits};
 use bytes::BytesMut;
 use rtc_shared::{TransportContext, TransportMessage, TransportProtocol};
 use rtc_turn::client::{Client, ClientConfig, Event as TurnEvent};
 use sansio::Protocol;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use xmpp_parsers::jid::BareJid;
 
 /// How long links wait for server-reflexive and relay candidates before going without.
 pub const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -55,15 +57,7 @@ pub struct Gatherer {
     started: Instant,
     binding_pending: bool,
     allocation_pending: bool,
-    permitted: HashSet<SocketAddr>,
-    permission_pending: HashSet<SocketAddr>,
-    /// Peers ICE sessions asked to reach through the relay, most recent last: asked again
-    /// after a refused permission and for every new allocation.
-    wanted_permits: VecDeque<SocketAddr>,
-    /// When to ask for the wanted permissions not granted yet.
-    permit_retry: Option<Instant>,
-    /// The wait after the next refusal (grows while refusals go on).
-    permit_wait: Duration,
+    pub(crate) permits: Permits,
     /// Datagrams that arrived through the relay: (peer, bytes).
     relayed_in: VecDeque<(SocketAddr, BytesMut)>,
     /// After a refused allocation: when to ask again, and the wait after that.
@@ -77,12 +71,6 @@ pub struct Gatherer {
     /// Allocations lost and made again, for the status.
     pub(crate) reallocations: u64,
 }
-
-/// Peers remembered for permissions (a bound on memory, not a limit on links).
-const WANTED_PERMITS: usize = 64;
-/// First and longest wait before asking again for refused permissions.
-const PERMIT_RETRY_FIRST: Duration = Duration::from_secs(1);
-const PERMIT_RETRY_CAP: Duration = Duration::from_secs(30);
 
 /// How long a Refresh that checks our allocation may go unanswered (its transaction
 /// retransmits at 0.5, 1.5 and 3.5 s).
@@ -110,11 +98,7 @@ impl Gatherer {
             started: now,
             binding_pending: false,
             allocation_pending: false,
-            permitted: HashSet::new(),
-            permission_pending: HashSet::new(),
-            wanted_permits: VecDeque::new(),
-            permit_retry: None,
-            permit_wait: PERMIT_RETRY_FIRST,
+            permits: Permits::default(),
             relayed_in: VecDeque::new(),
             allocate_retry: None,
             verify_by: None,
@@ -190,9 +174,12 @@ impl Gatherer {
         }
         let servers = self.servers.clone();
         let reallocations = self.reallocations;
+        let (refused, renewals) = (self.permits.refused, self.permits.renewals);
         let had_relay = self.candidates.relay.is_some();
         *self = Gatherer::start(now, servers, host);
         self.reallocations = reallocations;
+        self.permits.refused = refused;
+        self.permits.renewals = renewals;
         self.relay_replaced = had_relay;
     }
 
@@ -223,6 +210,11 @@ impl Gatherer {
     fn reallocate(&mut self, now: Instant) {
         tracing::info!("TURN allocation lost; allocating again");
         self.reallocations += 1;
+        self.allocate_afresh(now);
+    }
+
+    /// Releases the allocation and asks for a new one.
+    fn allocate_afresh(&mut self, now: Instant) {
         self.verify_by = None;
         self.release(now);
         self.relay_replaced = true;
@@ -246,8 +238,7 @@ impl Gatherer {
         else {
             return;
         };
-        self.permitted.clear();
-        self.permission_pending.clear();
+        self.permits.forget_allocation();
         match client.relay(relay).and_then(|mut r| r.close(now)) {
             Ok(()) => tracing::debug!("TURN allocation released"),
             Err(e) => tracing::debug!(error = %e, "cannot release the TURN allocation"),
@@ -341,7 +332,8 @@ impl Gatherer {
                     tracing::debug!(%addr, "TURN relay allocated");
                     self.verify_by = None;
                     // A new allocation has no permissions: give it those still wanted.
-                    self.permit_retry = Some(now);
+                    self.permits.forget_allocation();
+                    self.permits.retry_now(now);
                     // Sessions that started without it (a refused first allocation, a
                     // reallocation) can use it now: the link manager starts them again.
                     self.relay_replaced = true;
@@ -359,19 +351,12 @@ impl Gatherer {
                     self.allocation_pending = false;
                     self.allocate_retry = Some((now + wait, (wait * 2).min(ALLOCATE_RETRY_CAP)));
                 }
-                TurnEvent::CreatePermissionResponse(_, peer) => {
-                    self.permission_pending.remove(&peer);
-                    self.permitted.insert(peer);
-                    self.permit_wait = PERMIT_RETRY_FIRST;
-                }
+                TurnEvent::CreatePermissionResponse(_, peer) => self.permits.granted(peer),
                 TurnEvent::CreatePermissionError(_, e) => {
                     // A stale nonce gives this error once; a server that just allocated
                     // can refuse briefly. Whatever is not permitted yet is asked again.
-                    let wait = self.permit_wait;
+                    let wait = self.permits.refused_by_server(now);
                     tracing::debug!(error = %e, retry_in = ?wait, "TURN permission refused");
-                    self.permission_pending.clear();
-                    self.permit_retry = Some(now + wait);
-                    self.permit_wait = (wait * 2).min(PERMIT_RETRY_CAP);
                 }
                 TurnEvent::DataIndicationOrChannelData(_, peer, data) => {
                     self.relayed_in.push_back((peer, data));
@@ -380,7 +365,7 @@ impl Gatherer {
                     // Whatever was pending has no answer coming.
                     self.binding_pending = false;
                     self.allocation_pending = false;
-                    self.permission_pending.clear();
+                    self.permits.timed_out();
                 }
                 _ => {}
             }
@@ -392,35 +377,40 @@ impl Gatherer {
         self.relayed_in.pop_front()
     }
 
-    /// Allows `peer` to reach us through the relay (and us to send to it).
-    pub fn permit(&mut self, now: Instant, peer: SocketAddr) {
-        let Some(relay) = self.candidates.relay else {
+    /// Allows `peer` to reach us through the relay (and us to send to it), for a device of
+    /// `owner` (see [`Permits`] for the caps).
+    pub fn permit(&mut self, now: Instant, peer: SocketAddr, owner: &BareJid) {
+        let (Some(relay), Some(client)) = (self.candidates.relay, self.client.as_mut()) else {
             return;
         };
-        if !self.wanted_permits.contains(&peer) {
-            if self.wanted_permits.len() == WANTED_PERMITS {
-                self.wanted_permits.pop_front();
-            }
-            self.wanted_permits.push_back(peer);
-        }
-        if self.permitted.contains(&peer) || !self.permission_pending.insert(peer) {
+        if self.permits.admit(peer, owner) != Admit::Ask {
             return;
         }
-        if let Some(client) = self.client.as_mut() {
-            match client
-                .relay(relay)
-                .and_then(|mut r| r.create_permission(now, peer))
-            {
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    self.permission_pending.remove(&peer);
-                    self.permitted.insert(peer);
-                }
-                Err(e) => {
-                    self.permission_pending.remove(&peer);
-                    tracing::debug!(error = %e, "TURN permission request failed");
-                }
+        match client
+            .relay(relay)
+            .and_then(|mut r| r.create_permission(now, peer))
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => self.permits.granted(peer),
+            Err(e) => {
+                self.permits.not_sent(peer);
+                tracing::debug!(error = %e, "TURN permission request failed");
             }
+        }
+    }
+
+    /// Whether a permission was refused because the allocation holds the most it may.
+    pub fn take_permits_full(&mut self) -> bool {
+        self.permits.take_full()
+    }
+
+    /// Sheds the permissions no ICE session uses any more: a new allocation that holds only
+    /// `in_use` (see [`Permits::renew`]). Paths through the old relay address must be found
+    /// again, as after a lost allocation.
+    pub fn renew_permits(&mut self, now: Instant, in_use: Vec<(SocketAddr, BareJid)>) {
+        if self.candidates.relay.is_some() && self.permits.renew(now, in_use) {
+            tracing::debug!("TURN permissions full; renewing the allocation");
+            self.allocate_afresh(now);
         }
     }
 
@@ -429,7 +419,7 @@ impl Gatherer {
         let (Some(relay), Some(client)) = (self.candidates.relay, self.client.as_mut()) else {
             return false;
         };
-        if !self.permitted.contains(&peer) {
+        if !self.permits.is_permitted(&peer) {
             return false;
         }
         client
@@ -451,7 +441,7 @@ impl Gatherer {
             self.completion_deadline(),
             self.allocate_retry.map(|(at, _)| at),
             self.verify_by,
-            self.permit_retry,
+            self.permits.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -459,18 +449,8 @@ impl Gatherer {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.permit_retry.is_some_and(|at| at <= now) {
-            // A refusal schedules the next retry.
-            self.permit_retry = None;
-            let missing: Vec<SocketAddr> = self
-                .wanted_permits
-                .iter()
-                .filter(|p| !self.permitted.contains(p))
-                .copied()
-                .collect();
-            for peer in missing {
-                self.permit(now, peer);
-            }
+        for (peer, owner) in self.permits.due(now) {
+            self.permit(now, peer, &owner);
         }
         if self.verify_by.is_some_and(|at| at <= now) {
             tracing::debug!("the TURN server did not confirm our allocation");

@@ -166,6 +166,9 @@ pub struct SocialCounters {
     pub presences_ignored: u64,
     /// Friend requests from accounts the user declined.
     pub requests_ignored: u64,
+    /// Device announcements naming our own device, or one proven to belong to another
+    /// account: kept off the links and the address book.
+    pub device_claims_refused: u64,
 }
 
 pub struct SocialState {
@@ -404,6 +407,12 @@ impl SocialState {
             (PresenceKind::Available(info), Some(resource)) => {
                 if self.own_full.is_some() && from.try_as_full().ok() == self.own_full.as_ref() {
                     return;
+                }
+                if let Some(claimed) = info {
+                    let foreign = self.bound.get(&claimed.uid).is_some_and(|o| *o != bare);
+                    if foreign || claimed.uid == self.own_device.uid {
+                        self.counters.device_claims_refused += 1;
+                    }
                 }
                 let device = Device {
                     resource: resource.clone(),

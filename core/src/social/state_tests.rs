@@ -516,6 +516,7 @@ fn a_copied_device_announcement_takes_nothing_from_its_owner() {
         s.wanted_devices().is_empty(),
         "the proven owner's device only"
     );
+    assert_eq!(s.counters().device_claims_refused, 1);
     assert_eq!(s.owner_of(&phone.uid), Some(&jid("alice@svpn.test")));
     // A friend's device is bound the same way.
     let bob_dev = DeviceInfo::new([2; 32]);
