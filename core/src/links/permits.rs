@@ -157,7 +157,7 @@ impl Permits {
 
     /// The wanted permissions to ask for again, once their retry is due.
     pub fn due(&mut self, now: Instant) -> Vec<(SocketAddr, BareJid)> {
-        if !self.retry.is_some_and(|at| at <= now) {
+        if self.retry.is_none_or(|at| at > now) {
             return Vec::new();
         }
         // A refusal schedules the next retry.
