@@ -20,7 +20,7 @@ pub enum VpnError {
     ProtectRefused,
     #[error("cannot open the engine's UDP socket: {reason}")]
     Socket { reason: String },
-    /// The tunnel fd failed (the platform closed the VPN).
+    /// The engine cannot use the tunnel fd (its reactor refuses to watch it).
     #[error("the tunnel failed: {reason}")]
     Tunnel { reason: String },
     /// A friend action the social layer refused (e.g. unknown JID, not signed in yet).
@@ -43,7 +43,7 @@ impl From<EngineError> for VpnError {
             }
             EngineError::Peer(_) | EngineError::Social(_) => VpnError::Friend { reason },
             EngineError::Socket { .. } | EngineError::NetRecv(_) => VpnError::Socket { reason },
-            EngineError::TunFd(_) | EngineError::TunRead(_) => VpnError::Tunnel { reason },
+            EngineError::TunFd(_) => VpnError::Tunnel { reason },
             EngineError::Stopped => VpnError::Stopped,
             EngineError::NoAccount | EngineError::UnknownAction(_) => {
                 VpnError::InvalidConfig { reason }

@@ -23,7 +23,7 @@ pub enum VpnState {
     },
     /// The server refused the JID or password: no retry until the user fixes them.
     AuthFailed,
-    /// The engine ended: `stop` (no error) or a fatal error (the tunnel fd failed).
+    /// The engine ended: `stop` (no error) or a fatal error (its UDP socket failed).
     Stopped {
         error: Option<String>,
     },
@@ -92,6 +92,10 @@ pub trait VpnEventListener: Send + Sync {
     /// `jid` asks to be a friend (accept or decline with the friend actions).
     fn on_friend_request(&self, jid: String) -> Result<(), CallbackError>;
     fn on_link(&self, link: LinkEvent) -> Result<(), CallbackError>;
+    /// The tunnel fd failed (the interface went away, or reads keep failing): the engine
+    /// closed it and stays signed in and linked. Hand over a new fd with `start_tunnel` (or
+    /// show the VPN as off).
+    fn on_tunnel_lost(&self, reason: String) -> Result<(), CallbackError>;
 }
 
 /// Starts the thread that hands events to the listener; it ends after the engine's last
@@ -130,6 +134,7 @@ fn deliver(listener: &dyn VpnEventListener, event: EngineEvent) {
             device,
             change,
         } => listener.on_link(LinkEvent::new(uid, device, change)),
+        EngineEvent::TunnelLost { reason } => listener.on_tunnel_lost(reason),
         EngineEvent::Stopped { error } => listener.on_state(VpnState::Stopped { error }),
     }));
     match result {

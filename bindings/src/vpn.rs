@@ -10,6 +10,7 @@ use socialvpn_core::identity::DeviceIdentity;
 use socialvpn_core::tun::{TunDevice, DEFAULT_MTU};
 use socialvpn_core::{Engine, EngineError, Framing, PreparedEngine};
 use std::future::Future;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -128,9 +129,13 @@ impl SocialVpn {
         self.tunnel.clone()
     }
 
-    /// Hands over the platform's tunnel fd (Android: `ParcelFileDescriptor.detachFd()`; the
-    /// engine owns and closes it from now on). Replaces a previous tunnel. On error the fd
-    /// is left to the caller.
+    /// Hands over the platform's tunnel fd (Android: `ParcelFileDescriptor.detachFd()`).
+    /// Replaces a previous tunnel.
+    ///
+    /// Ownership is exact: on success the engine owns the tunnel and `fd` is closed (the
+    /// engine works on its own duplicate, closed when the tunnel is stopped, replaced or
+    /// lost). On any error `fd` is left open, with the flags it had, and stays the
+    /// caller's to use or close.
     pub fn start_tunnel(&self, fd: i32, framing: TunFraming) -> Result<(), VpnError> {
         not_inside_engine()?;
         check_tunnel_fd(fd)?;
@@ -138,13 +143,33 @@ impl SocialVpn {
             TunFraming::RawIp => Framing::RawIp,
             TunFraming::AfHeader => Framing::AfHeader,
         };
-        // SAFETY: `fd` is open (checked above) and the caller hands its ownership over.
-        let tun =
-            unsafe { TunDevice::from_raw_fd(fd, framing) }.map_err(|e| VpnError::InvalidFd {
-                fd,
-                reason: e.to_string(),
-            })?;
-        self.call(move |e| Box::pin(e.attach_tunnel(tun)))
+        let invalid = |reason: String| VpnError::InvalidFd { fd, reason };
+        // SAFETY: `fd` is open (checked above); borrowed only for this call.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        // The engine gets a duplicate, so nothing it does on a failure path (dropping the
+        // device, a stopped engine dropping its command) can close the caller's fd.
+        let copy = borrowed
+            .try_clone_to_owned()
+            .map_err(|e| invalid(format!("cannot duplicate it: {e}")))?;
+        let flags = fd_flags(fd);
+        let result = TunDevice::from_owned(copy, framing)
+            .map_err(|e| invalid(e.to_string()))
+            .and_then(|tun| self.call(move |e| Box::pin(e.attach_tunnel(tun))));
+        match result {
+            Ok(()) => {
+                // SAFETY: the caller handed `fd` over; the engine holds its duplicate.
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+                Ok(())
+            }
+            Err(e) => {
+                // O_NONBLOCK is shared with the duplicate: give the fd back as it came.
+                if let Some(flags) = flags {
+                    // SAFETY: fcntl on an open descriptor.
+                    unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Closes the tunnel fd; the engine stays signed in and linked.
@@ -274,6 +299,13 @@ fn not_inside_engine() -> Result<(), VpnError> {
         Ok(_) => Err(VpnError::Reentrant),
         Err(_) => Ok(()),
     }
+}
+
+/// The file status flags of an open fd.
+fn fd_flags(fd: i32) -> Option<i32> {
+    // SAFETY: fcntl on any integer is safe; it fails for a closed descriptor.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    (flags >= 0).then_some(flags)
 }
 
 /// An open fd of the kind the platform's tunnel is: a character device (Linux and

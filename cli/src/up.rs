@@ -125,6 +125,11 @@ async fn serve(
                 }
             }
             event = events.recv() => match event {
+                Ok(EngineEvent::TunnelLost { reason }) => {
+                    // Nothing carries this device's traffic any more: stop rather than look
+                    // connected (a service manager starts the daemon again with a new one).
+                    return Err(format!("the tunnel failed ({reason})"));
+                }
                 Ok(event) => progress.report(engine, event).await,
                 // Missed some while busy: nothing to catch up on for progress lines.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
@@ -188,7 +193,9 @@ impl Progress {
                 }
             }
             // `up` watches the engine task itself and reports how it ended.
-            EngineEvent::RosterChanged | EngineEvent::Stopped { .. } => {}
+            EngineEvent::RosterChanged
+            | EngineEvent::Stopped { .. }
+            | EngineEvent::TunnelLost { .. } => {}
         }
     }
 

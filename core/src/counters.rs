@@ -40,6 +40,9 @@ pub enum DropReason {
     AddressMismatch,
     /// Writing to the tun fd failed (or it was full).
     TunWrite,
+    /// Reading the tun fd failed for a moment (no buffers or memory); a tunnel whose reads
+    /// keep failing is detached.
+    TunRead,
     /// A packet for this device arrived while no tunnel is attached (the VPN is off).
     NoTunnel,
     /// Sending on the UDP socket failed (or its buffer was full).
@@ -50,7 +53,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::NotIp,
@@ -67,6 +70,7 @@ impl DropReason {
         DropReason::DestinationUidMismatch,
         DropReason::AddressMismatch,
         DropReason::TunWrite,
+        DropReason::TunRead,
         DropReason::NoTunnel,
         DropReason::NetSend,
         DropReason::LinkControl,
@@ -91,6 +95,7 @@ impl DropReason {
             DropReason::DestinationUidMismatch => "destination_uid_mismatch",
             DropReason::AddressMismatch => "address_mismatch",
             DropReason::TunWrite => "tun_write",
+            DropReason::TunRead => "tun_read",
             DropReason::NoTunnel => "no_tunnel",
             DropReason::NetSend => "net_send",
             DropReason::LinkControl => "link_control",

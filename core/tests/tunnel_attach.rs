@@ -120,3 +120,54 @@ async fn packets_wait_for_an_attached_tunnel() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// A SOCK_SEQPACKET pair: like a tun, one packet per read, and closing the test's end is
+/// what the engine sees when the interface goes away (reads return 0 bytes).
+fn seqpacket_tun() -> (TunDevice, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two fds into the array.
+    let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0, fds.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    // SAFETY: both fds are new and owned here.
+    let (engine_end, test_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    (
+        TunDevice::from_owned(engine_end, Framing::RawIp).unwrap(),
+        test_end,
+    )
+}
+
+#[tokio::test]
+async fn a_tunnel_that_goes_away_is_detached_and_the_engine_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tun, test_end) = seqpacket_tun();
+    let engine = prepared(dir.path()).start(Some(tun)).unwrap();
+    let mut events = engine.subscribe();
+    assert!(engine.status().await.unwrap().tunnel);
+
+    // The interface disappears under the engine.
+    drop(test_end);
+    let lost = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(socialvpn_core::engine::EngineEvent::TunnelLost { reason }) => return reason,
+                Ok(socialvpn_core::engine::EngineEvent::Stopped { error }) => {
+                    panic!("the engine stopped: {error:?}")
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("no TunnelLost event");
+    assert!(!lost.is_empty());
+    let status = engine.status().await.expect("the engine stopped");
+    assert!(!status.tunnel);
+
+    // A new tunnel works as the first did.
+    let (tun, _test_end) = seqpacket_tun();
+    engine.attach_tunnel(tun).await.unwrap();
+    assert!(engine.status().await.unwrap().tunnel);
+    engine.shutdown().await.unwrap();
+}

@@ -4,6 +4,7 @@
 //! into the state machines. Reads are drained in batches until the fd would block.
 
 mod social;
+mod tun_io;
 mod udp_io;
 
 pub use crate::links::manager::LinkPolicy;
@@ -11,12 +12,9 @@ pub use social::{DeviceView, FriendView, SocialConfig};
 
 use crate::addrbook::{AddressBook, AddressBookError};
 use crate::counters::{Counters, DropReason};
-use crate::dataplane::{DataPlane, LinkStatus, PeerError, TunSink, MAX_PACKET};
-use crate::framing::Framing;
+use crate::dataplane::{DataPlane, LinkStatus, PeerError};
 use crate::identity::{DeviceIdentity, IdentityError};
 use crate::packet::gro::Coalescer;
-use crate::packet::gso::{self, VNET_HDR_LEN};
-use crate::packet::uid_header::UID_HEADER_LEN;
 use crate::protect::SocketProtector;
 use crate::social::payload::DeviceInfo;
 use crate::subnet::{ula_address, Ipv4Subnet};
@@ -28,9 +26,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Instant;
 use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tun_io::{tun_readable, watch_tun, TunReader, TunWriter};
 use udp_io::UdpIo;
 use xmpp_parsers::jid::BareJid;
 
@@ -49,8 +47,6 @@ pub enum EngineError {
     Socket { addr: SocketAddr, source: io::Error },
     #[error("cannot watch the tun fd: {0}")]
     TunFd(io::Error),
-    #[error("the tun fd failed: {0}")]
-    TunRead(io::Error),
     #[error("the UDP socket failed: {0}")]
     NetRecv(io::Error),
     #[error("the engine has stopped")]
@@ -161,7 +157,7 @@ impl PreparedEngine {
             addr: listen,
             source,
         })?;
-        let tun = tun.map(watch_tun).transpose()?;
+        let tun = tun.map(watch_tun).transpose().map_err(EngineError::TunFd)?;
         let uid = self.identity.uid();
         let public_key = self.public_key();
         let dataplane = DataPlane::new(self.identity, self.book);
@@ -192,8 +188,16 @@ impl PreparedEngine {
         let (commands, receiver) = mpsc::channel(16);
         let (finished_tx, finished) = tokio::sync::watch::channel(false);
         let stopped_events = events.clone();
+        let task_events = events.clone();
         let task = tokio::spawn(async move {
-            let result = run(dataplane, social, tun, udp, receiver, netwatch, writer).await;
+            let io = EngineIo {
+                udp,
+                commands: receiver,
+                netwatch,
+                writer,
+                events: task_events,
+            };
+            let result = run(dataplane, social, tun, io).await;
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "the engine stopped");
             }
@@ -246,13 +250,6 @@ async fn network_change(watch: &Option<NetWatch>) -> io::Result<()> {
 /// look once they have settled.
 const NETWORK_SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
 
-/// Registers a tun fd with the runtime's reactor (inside the runtime).
-fn watch_tun(tun: TunDevice) -> Result<AsyncFd<TunDevice>, EngineError> {
-    // SAFETY: TunDevice owns its fd and never closes or replaces it while registered.
-    unsafe { AsyncFd::register_with_interest(tun, Interest::READABLE) }
-        .map_err(|e| EngineError::TunFd(e.into()))
-}
-
 enum Command {
     /// Replaces the tunnel (None: detach it, the VPN is off).
     Tunnel(Option<TunDevice>, oneshot::Sender<Result<(), EngineError>>),
@@ -289,7 +286,13 @@ pub enum EngineEvent {
         device: String,
         change: LinkChange,
     },
-    /// The engine task ended: asked to (no error) or after a fatal fd error. The last event.
+    /// The tunnel fd failed (the interface is gone, or reads keep failing) and was detached
+    /// and closed; the engine stays signed in and linked. A new fd turns the VPN on again.
+    TunnelLost {
+        reason: String,
+    },
+    /// The engine task ended: asked to (no error) or after a fatal socket error. The last
+    /// event.
     Stopped {
         error: Option<String>,
     },
@@ -490,64 +493,23 @@ impl Engine {
     }
 }
 
-/// Where decrypted packets go: the tun, through the TCP coalescer when it takes
-/// super-packets (a Linux tun with offloads).
-struct TunWriter<'a> {
-    tun: Option<&'a TunDevice>,
-    gro: &'a mut Coalescer,
-}
-
-impl TunSink for TunWriter<'_> {
-    fn write_packet(&mut self, packet: &[u8]) -> io::Result<()> {
-        match self.tun {
-            Some(mut tun) if tun.framing() == Framing::VnetHdr => self.gro.push(packet, &mut tun),
-            Some(tun) => tun.write_packet(packet),
-            None => Err(io::ErrorKind::NotConnected.into()),
-        }
-    }
-}
-
-impl TunWriter<'_> {
-    /// Writes what the coalescer holds (at the end of each batch of datagrams).
-    fn flush(&mut self, dp: &mut DataPlane) {
-        if let Some(mut tun) = self.tun {
-            if let Err(e) = self.gro.flush(&mut tun) {
-                tracing::trace!(error = %e, "tun write failed");
-                dp.count_drop(DropReason::TunWrite);
-            }
-        }
-    }
-}
-
-/// Resolves when the tunnel has packets to read; never without a tunnel.
-async fn tun_readable(
-    tun: &Option<AsyncFd<TunDevice>>,
-) -> io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, TunDevice>> {
-    match tun {
-        Some(tun) => tun.readable().await,
-        None => std::future::pending().await,
-    }
+/// What the engine task waits on and writes to besides its state.
+struct EngineIo {
+    udp: UdpIo,
+    commands: mpsc::Receiver<Command>,
+    netwatch: Option<NetWatch>,
+    writer: crate::persist::Writer,
+    events: broadcast::Sender<EngineEvent>,
 }
 
 async fn run(
     mut dp: DataPlane,
     mut social: Option<Social>,
     mut tun: Option<AsyncFd<TunDevice>>,
-    udp: UdpIo,
-    mut commands: mpsc::Receiver<Command>,
-    mut netwatch: Option<NetWatch>,
-    writer: crate::persist::Writer,
+    mut io: EngineIo,
 ) -> Result<(), EngineError> {
-    let result = run_loop(
-        &mut dp,
-        &mut social,
-        &mut tun,
-        &udp,
-        &mut commands,
-        &mut netwatch,
-        &writer,
-    )
-    .await;
+    let result = run_loop(&mut dp, &mut social, &mut tun, &mut io).await;
+    let EngineIo { udp, writer, .. } = io;
     if let Some(mut social) = social {
         // Tell friends the links are going away, then sign off.
         let now = Instant::now();
@@ -568,15 +530,14 @@ async fn run_loop(
     dp: &mut DataPlane,
     social: &mut Option<Social>,
     tun: &mut Option<AsyncFd<TunDevice>>,
-    udp: &UdpIo,
-    commands: &mut mpsc::Receiver<Command>,
-    netwatch: &mut Option<NetWatch>,
-    writer: &crate::persist::Writer,
+    io: &mut EngineIo,
 ) -> Result<(), EngineError> {
-    // Allocated once: the largest frame (a TCP super-packet from an offloading Linux tun,
-    // else header + packet) with room for the UID header after it, and a segment buffer.
-    let mut tun_buf = vec![0u8; VNET_HDR_LEN + MAX_FRAME + UID_HEADER_LEN].into_boxed_slice();
-    let mut segment_buf = vec![0u8; MAX_PACKET + UID_HEADER_LEN].into_boxed_slice();
+    let udp = &io.udp;
+    let writer = &io.writer;
+    let events = &io.events;
+    let commands = &mut io.commands;
+    let netwatch = &mut io.netwatch;
+    let mut tun_reader = TunReader::new();
     let mut net_buf = vec![0u8; udp_io::RECV_BYTES].into_boxed_slice();
     let mut gro = Coalescer::default();
     // One timer for the engine's life, moved only when the next deadline moves (not on every
@@ -624,39 +585,16 @@ async fn run_loop(
         };
         tokio::select! {
             guard = tun_readable(tun) => {
-                let mut guard = guard.map_err(EngineError::TunRead)?;
-                let framing = guard.get_inner().framing();
                 let now = Instant::now();
-                let mut net = Transport { udp, social: social.as_mut(), now };
-                for read in 0..BATCH {
-                    if read == 1 {
-                        // The first packet of a wake-up leaves before the next read: at idle
-                        // that read only says "nothing more" and would delay the packet (an
-                        // interactive exchange is one packet per wake-up). Later packets of a
-                        // burst are gathered for one batched send.
-                        udp.flush();
+                let lost = match guard {
+                    Ok(mut guard) => {
+                        let mut net = Transport { udp, social: social.as_mut(), now };
+                        tun_reader.read_batch(&mut guard, dp, udp, &mut net)
                     }
-                    let n = match guard.try_io(|fd| fd.get_ref().read_frame(&mut tun_buf)) {
-                        // A tun fd never reads 0 bytes while the interface exists: it is gone.
-                        Ok(Ok(0)) => {
-                            return Err(EngineError::TunRead(io::ErrorKind::UnexpectedEof.into()))
-                        }
-                        Ok(Ok(n)) => n,
-                        Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Ok(Err(e)) => return Err(EngineError::TunRead(e)),
-                        Err(_would_block) => break,
-                    };
-                    if framing == Framing::VnetHdr {
-                        offloaded_frame(now, dp, &mut tun_buf, n, &mut segment_buf, &mut net);
-                        continue;
-                    }
-                    match framing.decode(&tun_buf[..n]) {
-                        Ok(offset) if n - offset <= MAX_PACKET => {
-                            dp.handle_tun_packet(now, &mut tun_buf[offset..], n - offset, &mut net);
-                        }
-                        Ok(_) => dp.count_tun_drop(n, DropReason::Oversized),
-                        Err(reason) => dp.count_tun_drop(n, reason),
-                    }
+                    Err(e) => Some(e),
+                };
+                if let Some(error) = lost {
+                    tunnel_lost(tun, events, error);
                 }
                 // (`net` borrowed `social` for the batch; that borrow ends here.)
                 if let Some(s) = social.as_mut() {
@@ -771,7 +709,9 @@ async fn run_loop(
                     tracing::debug!(attached = new.is_some(), "tunnel");
                     // The old fd is deregistered and closed before the new one is watched.
                     *tun = None;
-                    let _ = reply.send(new.map(watch_tun).transpose().map(|new| *tun = new));
+                    tun_reader.reset();
+                    let watched = new.map(watch_tun).transpose().map_err(EngineError::TunFd);
+                    let _ = reply.send(watched.map(|new| *tun = new));
                     continue;
                 }
                 handle_command(now, dp, social.as_mut(), tun.is_some(), command);
@@ -783,36 +723,18 @@ async fn run_loop(
     }
 }
 
-/// Largest frame an offloading tun hands over (a 64 KB TCP super-packet).
-const MAX_FRAME: usize = 65535;
-
-/// One frame of a tun with a `virtio_net_hdr`: a plain packet (its checksum finished if the
-/// kernel left it partial) or a TCP super-packet cut into segments.
-fn offloaded_frame(
-    now: Instant,
-    dp: &mut DataPlane,
-    frame: &mut [u8],
-    n: usize,
-    segment_buf: &mut [u8],
-    net: &mut Transport<'_>,
+/// The tunnel failed for good: it is detached (and its fd closed), the app is told, and the
+/// engine stays signed in and linked until it gets a new one.
+fn tunnel_lost(
+    tun: &mut Option<AsyncFd<TunDevice>>,
+    events: &broadcast::Sender<EngineEvent>,
+    error: io::Error,
 ) {
-    let Some(hdr) = gso::VnetHdr::parse(&frame[..n]) else {
-        return dp.count_tun_drop(n, DropReason::Truncated);
-    };
-    let packet_len = n - VNET_HDR_LEN;
-    let result = if hdr.is_gso() {
-        gso::segment_tcp(&hdr, &frame[VNET_HDR_LEN..n], segment_buf, |buf, len| {
-            dp.handle_tun_packet(now, buf, len, net)
-        })
-        .map(|_| ())
-    } else {
-        let packet = &mut frame[VNET_HDR_LEN..];
-        gso::complete_checksum(&hdr, &mut packet[..packet_len])
-            .map(|()| dp.handle_tun_packet(now, packet, packet_len, net))
-    };
-    if let Err(reason) = result {
-        dp.count_tun_drop(n, reason);
-    }
+    tracing::warn!(%error, "the tunnel failed and is detached: the VPN is off until it is started again");
+    *tun = None;
+    let _ = events.send(EngineEvent::TunnelLost {
+        reason: error.to_string(),
+    });
 }
 
 fn handle_command(

@@ -52,20 +52,23 @@ pub struct TunDevice {
 }
 
 impl TunDevice {
-    /// Takes ownership of `fd` as handed over by the platform and makes it non-blocking.
+    /// Makes `fd` non-blocking and takes ownership of it. On error it is not taken: the
+    /// caller still owns (and closes) it.
     ///
     /// # Safety
-    /// `fd` must be an open descriptor that nothing else closes.
+    /// `fd` must be an open descriptor that nothing else closes once this returns `Ok`.
     pub unsafe fn from_raw_fd(fd: RawFd, framing: Framing) -> Result<TunDevice, TunError> {
         // SAFETY: fcntl on any integer is safe; it fails with EBADF for a closed descriptor.
         if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
             return Err(TunError::BadFd(fd));
         }
+        set_nonblocking(fd).map_err(TunError::NonBlocking)?;
         // SAFETY: the caller hands over ownership of an open descriptor.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Self::from_owned(fd, framing)
+        Ok(TunDevice { fd, framing })
     }
 
+    /// Makes `fd` non-blocking and wraps it; on error the fd is closed with `fd`.
     pub fn from_owned(fd: OwnedFd, framing: Framing) -> Result<TunDevice, TunError> {
         set_nonblocking(fd.as_raw_fd()).map_err(TunError::NonBlocking)?;
         Ok(TunDevice { fd, framing })

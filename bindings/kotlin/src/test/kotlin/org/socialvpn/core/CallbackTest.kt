@@ -18,6 +18,7 @@ class CallbackTest {
             override fun onRosterChanged() { calls.incrementAndGet(); throw RuntimeException("boom") }
             override fun onFriendRequest(jid: String) { throw IllegalArgumentException("boom") }
             override fun onLink(link: LinkEvent) { throw CallbackException.Failed("declared") }
+            override fun onTunnelLost(reason: String) { throw IllegalStateException("boom") }
         }
         SocialVpn(World.config("liam", World.stateDir("liam")), throwing, null).use { vpn ->
             eventually(20, "online") { vpn.status().takeIf { it.xmpp == "online" } }
@@ -48,6 +49,7 @@ class CallbackTest {
             override fun onRosterChanged() { safely { "roster:" + vpn().roster().size } }
             override fun onFriendRequest(jid: String) { safely { vpn().declineFriend(jid); "declined" } }
             override fun onLink(link: LinkEvent) { safely { "links:" + vpn().links().size } }
+            override fun onTunnelLost(reason: String) { safely { "tunnel:" + vpn().status().tunnel } }
         }
         // A protector runs inside the engine: calling in from there is refused, not a hang.
         // The UDP socket is protected on the constructing thread itself, which cannot wait for

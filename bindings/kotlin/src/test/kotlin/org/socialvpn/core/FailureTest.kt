@@ -45,7 +45,17 @@ class FailureTest {
             assertThrows<VpnException.InvalidJid> { vpn.addFriend("not a jid@@") }
             assertFalse(vpn.status().tunnel)
             listener.awaitState(20) { it is VpnState.Online }
+            // A character device the engine cannot watch: refused by the engine itself, and
+            // the fd is still the caller's; so it is once the engine has stopped.
+            val devNull = LibC.lib.open("/dev/null", LibC.O_RDWR, 0)
+            assertTrue(devNull >= 0)
+            assertThrows<VpnException.Tunnel> { vpn.startTunnel(devNull, TunFraming.RAW_IP) }
+            assertEquals(1L, LibC.lib.write(devNull, byteArrayOf(1), NativeLong(1)).toLong())
+            assertFalse(vpn.status().tunnel)
             vpn.stop()
+            assertThrows<VpnException.Stopped> { vpn.startTunnel(devNull, TunFraming.RAW_IP) }
+            assertEquals(1L, LibC.lib.write(devNull, byteArrayOf(1), NativeLong(1)).toLong())
+            assertEquals(0, LibC.lib.close(devNull))
         }
         val bad = World.config("kate", World.stateDir("kate")).copy(subnet = "100.64.0.0/33")
         assertThrows<VpnException.InvalidConfig> { SocialVpn(bad, RecordingListener(), null) }

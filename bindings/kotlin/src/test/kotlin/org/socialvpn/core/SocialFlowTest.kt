@@ -131,5 +131,23 @@ class SocialFlowTest {
         assertEquals("online", engine().status().xmpp)
         val (after, _) = World.run("ping", "-c", "1", "-W", "1", address)
         assertFalse(after, "ping worked without a tunnel")
+
+        // The interface deleted under the engine (as when the platform tears the VPN down):
+        // the app is told, the engine stays online, and a new fd turns the VPN on again.
+        val second = LinuxTun.open("svpn-kt1", settings)
+        engine().startTunnel(second, TunFraming.RAW_IP)
+        assertTrue(engine().status().tunnel)
+        val (deleted, delOut) = World.run("ip", "link", "del", "svpn-kt1")
+        assertTrue(deleted, delOut)
+        listener.await(10, "tunnel lost") { it as? RecordingListener.Event.TunnelLost }
+        assertFalse(engine().status().tunnel)
+        assertEquals("online", engine().status().xmpp)
+        val third = LinuxTun.open("svpn-kt2", settings)
+        engine().startTunnel(third, TunFraming.RAW_IP)
+        assertTrue(engine().status().tunnel)
+        eventually(20, "ping through the new tunnel") {
+            World.run("ping", "-c", "1", "-W", "1", address).first.takeIf { it }
+        }
+        engine().stopTunnel()
     }
 }

@@ -82,6 +82,7 @@ class RecordingListener : VpnEventListener {
         object RosterChanged : Event()
         data class FriendRequest(val jid: String) : Event()
         data class Link(val link: LinkEvent) : Event()
+        data class TunnelLost(val reason: String) : Event()
     }
 
     val events = LinkedBlockingQueue<Event>()
@@ -98,6 +99,7 @@ class RecordingListener : VpnEventListener {
     override fun onRosterChanged() = record(Event.RosterChanged)
     override fun onFriendRequest(jid: String) = record(Event.FriendRequest(jid))
     override fun onLink(link: LinkEvent) = record(Event.Link(link))
+    override fun onTunnelLost(reason: String) = record(Event.TunnelLost(reason))
 
     /** Waits for an event matching `match` (past events included) and returns it. */
     fun <T : Any> await(seconds: Long, what: String, match: (Event) -> T?): T {

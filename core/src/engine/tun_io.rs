@@ -1,0 +1,194 @@
+//! The engine's side of the tun fd: watching it, draining its frames into the data plane,
+//! writing decrypted packets to it, and deciding when a failing fd means the tunnel is gone.
+//!
+//! A tunnel that fails is detached, never the engine stopped: the platform may tear the
+//! interface down under us (Android revokes the VPN, iOS stops the extension's tunnel) while
+//! the account, the roster and the links are still wanted; the app hands over a new fd.
+
+use super::social::Transport;
+use super::udp_io::UdpIo;
+use super::BATCH;
+use crate::counters::DropReason;
+use crate::dataplane::{DataPlane, TunSink, MAX_PACKET};
+use crate::framing::Framing;
+use crate::packet::gro::Coalescer;
+use crate::packet::gso::{self, VNET_HDR_LEN};
+use crate::packet::uid_header::UID_HEADER_LEN;
+use crate::tun::TunDevice;
+use std::io;
+use std::time::Instant;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+use tokio::io::Interest;
+
+/// Largest frame an offloading tun hands over (a 64 KB TCP super-packet).
+const MAX_FRAME: usize = 65535;
+
+/// Failed reads in a row (over any number of wake-ups) after which a tunnel whose errors
+/// looked transient is given up all the same: a fd that is readable and fails forever would
+/// otherwise keep the engine busy.
+const ERRORS_IN_A_ROW: u32 = 64;
+
+/// Registers a tun fd with the runtime's reactor (inside the runtime). A fd the reactor
+/// refuses is closed with the device.
+pub(super) fn watch_tun(tun: TunDevice) -> io::Result<AsyncFd<TunDevice>> {
+    // SAFETY: TunDevice owns its fd and never closes or replaces it while registered.
+    unsafe { AsyncFd::register_with_interest(tun, TUN_INTEREST) }.map_err(Into::into)
+}
+
+/// Readable, or in error: a tun whose interface was deleted reports only EPOLLERR, and a
+/// wait for readability alone would never see it go.
+const TUN_INTEREST: Interest = Interest::READABLE.add(Interest::ERROR);
+
+/// Resolves when the tunnel has packets to read (or has failed); never without a tunnel.
+pub(super) async fn tun_readable(
+    tun: &Option<AsyncFd<TunDevice>>,
+) -> io::Result<AsyncFdReadyGuard<'_, TunDevice>> {
+    match tun {
+        Some(tun) => tun.ready(TUN_INTEREST).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The buffers of the tun reader, allocated once for the engine's life: the largest frame
+/// (a TCP super-packet from an offloading Linux tun, else header + packet) with room for the
+/// UID header after it, and a segment buffer.
+pub(super) struct TunReader {
+    frame: Box<[u8]>,
+    segment: Box<[u8]>,
+    /// Failed reads since the last good one.
+    errors: u32,
+}
+
+impl TunReader {
+    pub(super) fn new() -> TunReader {
+        TunReader {
+            frame: vec![0u8; VNET_HDR_LEN + MAX_FRAME + UID_HEADER_LEN].into_boxed_slice(),
+            segment: vec![0u8; MAX_PACKET + UID_HEADER_LEN].into_boxed_slice(),
+            errors: 0,
+        }
+    }
+
+    /// A new tunnel starts with a clean slate.
+    pub(super) fn reset(&mut self) {
+        self.errors = 0;
+    }
+
+    /// Reads up to a batch of frames into the data plane. Returns the error that ends the
+    /// tunnel (end of file, a fd in a bad state, or failures that do not stop); transient
+    /// failures are counted as `tun_read` drops and end only this wake-up's batch.
+    pub(super) fn read_batch(
+        &mut self,
+        guard: &mut AsyncFdReadyGuard<'_, TunDevice>,
+        dp: &mut DataPlane,
+        udp: &UdpIo,
+        net: &mut Transport<'_>,
+    ) -> Option<io::Error> {
+        let framing = guard.get_inner().framing();
+        let now = net.now;
+        for read in 0..BATCH {
+            if read == 1 {
+                // The first packet of a wake-up leaves before the next read: at idle that
+                // read only says "nothing more" and would delay the packet (an interactive
+                // exchange is one packet per wake-up). Later packets of a burst are gathered
+                // for one batched send.
+                udp.flush();
+            }
+            let n = match guard.try_io(|fd| fd.get_ref().read_frame(&mut self.frame)) {
+                // A tun fd never reads 0 bytes while the interface exists: it is gone.
+                Ok(Ok(0)) => return Some(io::ErrorKind::UnexpectedEof.into()),
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) => {
+                    self.errors += 1;
+                    if !is_transient(&e) || self.errors >= ERRORS_IN_A_ROW {
+                        return Some(e);
+                    }
+                    tracing::debug!(error = %e, "tun read failed");
+                    dp.count_drop(DropReason::TunRead);
+                    break;
+                }
+                Err(_would_block) => break,
+            };
+            self.errors = 0;
+            if framing == Framing::VnetHdr {
+                offloaded_frame(now, dp, &mut self.frame, n, &mut self.segment, net);
+                continue;
+            }
+            match framing.decode(&self.frame[..n]) {
+                Ok(offset) if n - offset <= MAX_PACKET => {
+                    dp.handle_tun_packet(now, &mut self.frame[offset..], n - offset, net);
+                }
+                Ok(_) => dp.count_tun_drop(n, DropReason::Oversized),
+                Err(reason) => dp.count_tun_drop(n, reason),
+            }
+        }
+        None
+    }
+}
+
+/// Read failures that say nothing about the tunnel itself: the system is short of memory or
+/// buffers for a moment (a utun socket), or a single frame was refused.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOBUFS | libc::ENOMEM | libc::EAGAIN | libc::EMSGSIZE | libc::EINVAL)
+    )
+}
+
+/// One frame of a tun with a `virtio_net_hdr`: a plain packet (its checksum finished if the
+/// kernel left it partial) or a TCP super-packet cut into segments.
+fn offloaded_frame(
+    now: Instant,
+    dp: &mut DataPlane,
+    frame: &mut [u8],
+    n: usize,
+    segment_buf: &mut [u8],
+    net: &mut Transport<'_>,
+) {
+    let Some(hdr) = gso::VnetHdr::parse(&frame[..n]) else {
+        return dp.count_tun_drop(n, DropReason::Truncated);
+    };
+    let packet_len = n - VNET_HDR_LEN;
+    let result = if hdr.is_gso() {
+        gso::segment_tcp(&hdr, &frame[VNET_HDR_LEN..n], segment_buf, |buf, len| {
+            dp.handle_tun_packet(now, buf, len, net)
+        })
+        .map(|_| ())
+    } else {
+        let packet = &mut frame[VNET_HDR_LEN..];
+        gso::complete_checksum(&hdr, &mut packet[..packet_len])
+            .map(|()| dp.handle_tun_packet(now, packet, packet_len, net))
+    };
+    if let Err(reason) = result {
+        dp.count_tun_drop(n, reason);
+    }
+}
+
+/// Where decrypted packets go: the tun, through the TCP coalescer when it takes
+/// super-packets (a Linux tun with offloads).
+pub(super) struct TunWriter<'a> {
+    pub(super) tun: Option<&'a TunDevice>,
+    pub(super) gro: &'a mut Coalescer,
+}
+
+impl TunSink for TunWriter<'_> {
+    fn write_packet(&mut self, packet: &[u8]) -> io::Result<()> {
+        match self.tun {
+            Some(mut tun) if tun.framing() == Framing::VnetHdr => self.gro.push(packet, &mut tun),
+            Some(tun) => tun.write_packet(packet),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+impl TunWriter<'_> {
+    /// Writes what the coalescer holds (at the end of each batch of datagrams).
+    pub(super) fn flush(&mut self, dp: &mut DataPlane) {
+        if let Some(mut tun) = self.tun {
+            if let Err(e) = self.gro.flush(&mut tun) {
+                tracing::trace!(error = %e, "tun write failed");
+                dp.count_drop(DropReason::TunWrite);
+            }
+        }
+    }
+}
