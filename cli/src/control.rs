@@ -1,7 +1,7 @@
 //! The daemon's control socket: JSON lines over a Unix socket only its owner may use.
 
 use serde_json::{json, Value};
-use socialvpn_core::engine::FriendAction;
+use socialvpn_core::control::{Request, MAX_REQUEST};
 use socialvpn_core::Engine;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::DirBuilderExt;
@@ -9,9 +9,6 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::{UnixListener, UnixStream};
-
-/// Longest request line accepted.
-const MAX_REQUEST: usize = 4096;
 
 /// Binds the socket (directory 0700, socket 0600), replacing a stale one of ours.
 ///
@@ -81,9 +78,9 @@ pub async fn serve(stream: UnixStream, engine: &Engine) {
         let mut line = String::new();
         let mut reader = AsyncBufReader::new(read).take(MAX_REQUEST as u64);
         let answer = match reader.read_line(&mut line).await {
-            Ok(n) if n > 0 => match serde_json::from_str::<Value>(&line) {
-                Ok(request) => handle(engine, &request).await,
-                Err(e) => json!({ "error": format!("bad request: {e}") }),
+            Ok(n) if n > 0 => match Request::parse(line.as_bytes()) {
+                Ok(request) => handle(engine, request).await,
+                Err(e) => json!({ "error": e.to_string() }),
             },
             _ => return,
         };
@@ -94,33 +91,23 @@ pub async fn serve(stream: UnixStream, engine: &Engine) {
     .await;
 }
 
-async fn handle(engine: &Engine, request: &Value) -> Value {
+async fn handle(engine: &Engine, request: Request) -> Value {
     fn reply<T: serde::Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Value {
         match r {
             Ok(v) => json!({ "ok": v }),
             Err(e) => json!({ "error": e.to_string() }),
         }
     }
-    match request["cmd"].as_str() {
-        Some("status") => reply(engine.status().await),
-        Some("roster") => reply(engine.roster().await),
-        Some("network_changed") => reply(engine.network_changed().await),
-        Some("friend") => {
-            let (Some(action), Some(jid)) = (request["action"].as_str(), request["jid"].as_str())
-            else {
-                return json!({ "error": "friend needs an action and a jid" });
-            };
-            match action.parse::<FriendAction>() {
-                Ok(action) => reply(engine.friend(action, jid).await),
-                Err(e) => json!({ "error": e.to_string() }),
-            }
-        }
-        _ => json!({ "error": "unknown command" }),
+    match request {
+        Request::Status => reply(engine.status().await),
+        Request::Roster => reply(engine.roster().await),
+        Request::NetworkChanged => reply(engine.network_changed().await),
+        Request::Friend { action, jid } => reply(engine.friend(action, &jid).await),
     }
 }
 
 /// Sends one request to the daemon and returns its answer (the `ok` value).
-pub fn request(path: &Path, request: &Value) -> Result<Value, String> {
+pub fn request(path: &Path, request: &Request) -> Result<Value, String> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
         format!(
             "cannot reach the daemon at {} ({e}); is `socialvpn up` running?",
@@ -130,7 +117,7 @@ pub fn request(path: &Path, request: &Value) -> Result<Value, String> {
     let timeout = Some(Duration::from_secs(10));
     let _ = stream.set_read_timeout(timeout);
     let _ = stream.set_write_timeout(timeout);
-    writeln!(stream, "{request}").map_err(|e| e.to_string())?;
+    writeln!(stream, "{}", request.to_line()).map_err(|e| e.to_string())?;
     let mut line = String::new();
     BufReader::new(&stream)
         .read_line(&mut line)

@@ -5,7 +5,9 @@
 
 use crate::control;
 use crate::table;
-use serde_json::{json, Value};
+use serde_json::Value;
+use socialvpn_core::control::Request;
+use socialvpn_core::engine::FriendAction;
 use socialvpn_tests::netns::ChildGuard;
 use socialvpn_tests::social_world::{SocialWorld, TURN_PASSWORD, TURN_USER};
 use std::path::{Path, PathBuf};
@@ -170,7 +172,9 @@ impl Daemon {
             socket,
             uid: String::new(),
         };
-        let online = daemon.wait(Duration::from_secs(20), "status", |s| s["xmpp"] == "online");
+        let online = daemon.wait(Duration::from_secs(20), Request::Status, |s| {
+            s["xmpp"] == "online"
+        });
         assert!(
             online.is_some(),
             "{host}: the daemon did not log in (see {})",
@@ -182,14 +186,14 @@ impl Daemon {
         daemon
     }
 
-    fn ask(&self, request: Value) -> Result<Value, String> {
-        control::request(&self.socket, &request)
+    fn ask(&self, request: &Request) -> Result<Value, String> {
+        control::request(&self.socket, request)
     }
 
-    fn wait(&self, within: Duration, cmd: &str, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    fn wait(&self, within: Duration, ask: Request, pred: impl Fn(&Value) -> bool) -> Option<Value> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            if let Ok(v) = self.ask(json!({ "cmd": cmd })) {
+            if let Ok(v) = self.ask(&ask) {
                 if pred(&v) {
                     return Some(v);
                 }
@@ -199,9 +203,13 @@ impl Daemon {
         None
     }
 
-    fn friend(&self, action: &str, jid: &str) {
-        if let Err(e) = self.ask(json!({ "cmd": "friend", "action": action, "jid": jid })) {
-            panic!("friend {action} {jid}: {e}");
+    fn friend(&self, action: FriendAction, jid: &str) {
+        let request = Request::Friend {
+            action,
+            jid: jid.to_string(),
+        };
+        if let Err(e) = self.ask(&request) {
+            panic!("friend {action:?} {jid}: {e}");
         }
     }
 
@@ -213,15 +221,14 @@ impl Daemon {
                 .flat_map(|e| e["devices"].as_array().cloned().unwrap_or_default())
                 .find(|d| d["uid"] == uid)
         };
-        self.wait(within, "roster", |r| find(r).is_some_and(|d| pred(&d)))
-            .and_then(|r| find(&r))
+        self.wait(within, Request::Roster, |r| {
+            find(r).is_some_and(|d| pred(&d))
+        })
+        .and_then(|r| find(&r))
     }
 
     fn print_status(&self, who: &str) {
-        if let (Ok(s), Ok(r)) = (
-            self.ask(json!({"cmd": "status"})),
-            self.ask(json!({"cmd": "roster"})),
-        ) {
+        if let (Ok(s), Ok(r)) = (self.ask(&Request::Status), self.ask(&Request::Roster)) {
             println!("\n   $ socialvpn status   (on {who}'s laptop)");
             for line in table::status(&s, &r).lines() {
                 println!("   {line}");
@@ -243,17 +250,17 @@ impl Drop for Daemon {
 }
 
 fn befriend(a: &Daemon, a_jid: &str, b: &Daemon, b_jid: &str) {
-    a.friend("add", b_jid);
-    let asked = b.wait(Duration::from_secs(15), "roster", |r| {
+    a.friend(FriendAction::Add, b_jid);
+    let asked = b.wait(Duration::from_secs(15), Request::Roster, |r| {
         r.as_array()
             .into_iter()
             .flatten()
             .any(|e| e["jid"] == a_jid && e["pending_in"] == true)
     });
     assert!(asked.is_some(), "{b_jid} never saw {a_jid}'s request");
-    b.friend("accept", a_jid);
+    b.friend(FriendAction::Accept, a_jid);
     for (d, other) in [(a, b_jid), (b, a_jid)] {
-        let mutual = d.wait(Duration::from_secs(15), "roster", |r| {
+        let mutual = d.wait(Duration::from_secs(15), Request::Roster, |r| {
             r.as_array()
                 .into_iter()
                 .flatten()
@@ -349,7 +356,7 @@ fn world(exe: &Path) -> bool {
 
     say("alice switches bob off: `socialvpn friend disable bob@svpn.test`");
     let bob_at_alice = addresses[1].1.clone().unwrap_or_default();
-    alice.friend("disable", "bob@svpn.test");
+    alice.friend(FriendAction::Disable, "bob@svpn.test");
     std::thread::sleep(Duration::from_secs(1));
     let cut = !ping(&w, "alice", &bob_at_alice, "2") && !ping(&w, "bob", &alice_at_bob, "2");
     ok &= cut;
@@ -361,7 +368,7 @@ fn world(exe: &Path) -> bool {
             "STILL FLOWING"
         }
     );
-    alice.friend("enable", "bob@svpn.test");
+    alice.friend(FriendAction::Enable, "bob@svpn.test");
     let back = alice.device(&bob.uid, within, connected).is_some()
         && ping(&w, "alice", &bob_at_alice, "3");
     ok &= back;

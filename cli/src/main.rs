@@ -8,7 +8,9 @@ mod table;
 mod up;
 
 use clap::{Parser, Subcommand};
-use serde_json::json;
+use socialvpn_core::control::Request;
+use socialvpn_core::engine::FriendAction;
+use socialvpn_core::EngineError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -115,7 +117,7 @@ fn main() -> ExitCode {
         Command::Up { config } => up::run(&config),
         Command::Status { watch, target } => target.socket().and_then(|s| status(&s, watch)),
         Command::Friends { target } => target.socket().and_then(|socket| {
-            control::request(&socket, &json!({ "cmd": "roster" }))
+            control::request(&socket, &Request::Roster)
                 .map(|roster| print!("{}", table::friends(&roster)))
         }),
         Command::Friend {
@@ -123,15 +125,16 @@ fn main() -> ExitCode {
             jid,
             target,
         } => target.socket().and_then(|socket| {
-            control::request(
-                &socket,
-                &json!({ "cmd": "friend", "action": action, "jid": jid }),
-            )
-            .map(|_| println!("{action} {jid}: done"))
+            let parsed: FriendAction = action.parse().map_err(|e: EngineError| e.to_string())?;
+            let request = Request::Friend {
+                action: parsed,
+                jid: jid.clone(),
+            };
+            control::request(&socket, &request).map(|_| println!("{action} {jid}: done"))
         }),
-        Command::NetworkChanged { target } => target.socket().and_then(|socket| {
-            control::request(&socket, &json!({ "cmd": "network_changed" })).map(|_| ())
-        }),
+        Command::NetworkChanged { target } => target
+            .socket()
+            .and_then(|socket| control::request(&socket, &Request::NetworkChanged).map(|_| ())),
         Command::Demo => demo::run(),
     };
     match result {
@@ -145,8 +148,8 @@ fn main() -> ExitCode {
 
 fn status(socket: &std::path::Path, watch: bool) -> Result<(), String> {
     loop {
-        let status = control::request(socket, &json!({ "cmd": "status" }))?;
-        let roster = control::request(socket, &json!({ "cmd": "roster" }))?;
+        let status = control::request(socket, &Request::Status)?;
+        let roster = control::request(socket, &Request::Roster)?;
         if watch {
             print!("\x1b[2J\x1b[H");
         }

@@ -8,6 +8,7 @@
 //! [`engine`] (the thin tokio shell that drives it).
 
 pub mod addrbook;
+pub mod control;
 pub mod counters;
 pub mod dataplane;
 pub mod engine;

@@ -337,7 +337,8 @@ impl std::fmt::Display for XmppStatus {
 }
 
 /// What the user can do with a roster entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FriendAction {
     Add,
     Accept,
