@@ -252,7 +252,8 @@ impl AddressBook {
                 entry.owner = owner.map(str::to_string);
                 self.dirty = true;
             }
-            if now >= entry.last_seen + SEEN_GRANULARITY {
+            // (A sighting in the future is a clock that was wrong: corrected by this one.)
+            if entry.last_seen > now || now >= entry.last_seen.saturating_add(SEEN_GRANULARITY) {
                 entry.last_seen = now;
                 self.dirty = true;
             }
@@ -276,7 +277,8 @@ impl AddressBook {
         let addr = match self.free_address_for(&uid) {
             Ok(addr) => addr,
             Err(AddressBookError::Full(_)) => {
-                let stale = self.oldest_unpinned(|e| now >= e.last_seen + STALE_AFTER);
+                let stale =
+                    self.oldest_unpinned(|e| now >= e.last_seen.saturating_add(STALE_AFTER));
                 let stale = stale.ok_or(AddressBookError::Full(self.subnet))?;
                 tracing::debug!(device = %stale, "a long unseen device gives up its address");
                 self.remove_entry(&stale);
