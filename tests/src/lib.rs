@@ -4,6 +4,7 @@
 //! Addresses: underlay 198.18.0.0/15, overlay 100.64.0.0/10. Nothing is routed from the
 //! host namespace into the world: both ends of every veth are created inside namespaces.
 
+pub mod attacker;
 pub mod certs;
 pub mod cli_daemon;
 pub mod netns;
