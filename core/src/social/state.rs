@@ -422,7 +422,12 @@ impl SocialState {
                 let devices = if bare == self.own {
                     Some(&mut self.own_devices)
                 } else {
-                    self.contacts.get_mut(&bare).map(|c| &mut c.devices)
+                    // Only from contacts whose presence we asked to see: anyone can send a
+                    // directed presence to our full JID.
+                    self.contacts
+                        .get_mut(&bare)
+                        .filter(|c| matches!(c.subscription, Subscription::To | Subscription::Both))
+                        .map(|c| &mut c.devices)
                 };
                 if let Some(devices) = devices {
                     if devices.len() >= MAX_DEVICES_PER_CONTACT && !devices.contains_key(&resource)
@@ -432,7 +437,7 @@ impl SocialState {
                     }
                     devices.insert(resource, device);
                 } else {
-                    // Presence from someone not in the roster: nothing to do with it.
+                    // Presence from someone not in the roster, or not subscribed to.
                     self.counters.presences_ignored += 1;
                     return;
                 }

@@ -542,3 +542,40 @@ fn a_copied_device_announcement_takes_nothing_from_its_owner() {
         .collect();
     assert_eq!(wanted, vec!["bob@svpn.test/pc"]);
 }
+
+#[test]
+fn directed_presence_from_contacts_we_do_not_follow_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = state(&dir);
+    let now = Instant::now();
+    s.handle_roster(
+        now,
+        vec![
+            item("bob@svpn.test", Subscription::Both),
+            item("dave@svpn.test", Subscription::From),
+        ],
+    );
+    let dev = DeviceInfo::new([9; 32]);
+    // dave sees us, we never asked to see him: his presence is a claim nobody asked for.
+    s.handle_presence(
+        now,
+        &full("dave@svpn.test/pc"),
+        PresenceKind::Available(Some(dev)),
+    );
+    s.handle_presence(
+        now,
+        &full("eve@svpn.test/pc"),
+        PresenceKind::Available(Some(dev)),
+    );
+    assert_eq!(s.counters().presences_ignored, 2);
+    assert!(
+        s.contacts().all(|c| c.devices.is_empty()),
+        "a device stored from unasked presence"
+    );
+    s.handle_presence(
+        now,
+        &full("bob@svpn.test/pc"),
+        PresenceKind::Available(Some(dev)),
+    );
+    assert_eq!(wanted_jids(&s), ["bob@svpn.test/pc"]);
+}
