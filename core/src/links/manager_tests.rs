@@ -95,6 +95,11 @@ fn run(
     panic!("simulation did not settle");
 }
 
+/// Runs for `span` with every signal delivered.
+fn settle(a: &mut Side, b: &mut Side, now: Instant, span: Duration) -> Instant {
+    run(a, b, now, now + span, &mut |_| false)
+}
+
 fn is_closed(e: &LinkEvent, uid: &Uid) -> bool {
     matches!(e, LinkEvent::Closed { uid: u, .. } if u == uid)
 }
@@ -118,9 +123,7 @@ fn two_devices_link_directly_and_close() {
     let (wa, wb) = (wanted(&b), wanted(&a));
     a.m.set_wanted(t0, &wa);
     b.m.set_wanted(t0, &wb);
-    let now = run(&mut a, &mut b, t0, t0 + Duration::from_secs(5), &mut |_| {
-        false
-    });
+    let now = settle(&mut a, &mut b, t0, Duration::from_secs(5));
     assert_eq!(
         up(&a),
         Some(SelectedPath {
@@ -147,13 +150,7 @@ fn two_devices_link_directly_and_close() {
     ));
 
     a.m.close_now(&b.info.uid);
-    run(
-        &mut a,
-        &mut b,
-        now,
-        now + Duration::from_secs(1),
-        &mut |_| false,
-    );
+    settle(&mut a, &mut b, now, Duration::from_secs(1));
     assert!(closed(&a.events, &b.info.uid));
     assert!(closed(&b.events, &a.info.uid));
 }
@@ -188,13 +185,7 @@ fn lost_offers_are_retried_and_replays_ignored() {
     // Roaming starts a new session; the old offer replayed afterwards is stale.
     let now = t0 + Duration::from_secs(11);
     a.m.network_changed(now, vec![a.addr]);
-    let now = run(
-        &mut a,
-        &mut b,
-        now,
-        now + Duration::from_secs(5),
-        &mut |_| false,
-    );
+    let now = settle(&mut a, &mut b, now, Duration::from_secs(5));
     assert_eq!(a.m.counters().offers_sent, 2);
     assert!(up(&b).is_some());
     let offer = first_offer.unwrap();
@@ -222,9 +213,7 @@ fn on_demand_links_only_when_asked_and_trims_idle_links() {
     let (wa, wb) = (wanted(&b), wanted(&a));
     a.m.set_wanted(t0, &wa);
     b.m.set_wanted(t0, &wb);
-    let now = run(&mut a, &mut b, t0, t0 + Duration::from_secs(5), &mut |_| {
-        false
-    });
+    let now = settle(&mut a, &mut b, t0, Duration::from_secs(5));
     assert!(
         up(&a).is_none() && a.m.poll_signal().is_none(),
         "linked without demand"
@@ -232,13 +221,7 @@ fn on_demand_links_only_when_asked_and_trims_idle_links() {
     // A packet for bob: a link comes up (bob answers though he did not ask).
     assert_eq!(a.m.demand(now, &b.info.uid), Some(b.info.public_key));
     assert_eq!(a.m.demand(now, &Uid([9; 20])), None, "not eligible");
-    let now = run(
-        &mut a,
-        &mut b,
-        now,
-        now + Duration::from_secs(5),
-        &mut |_| false,
-    );
+    let now = settle(&mut a, &mut b, now, Duration::from_secs(5));
     assert!(up(&a).is_some() && up(&b).is_some());
     // Traffic until `now`, then silence: trimmed once the idle time has passed.
     let last = now;
@@ -264,9 +247,7 @@ fn a_device_that_goes_offline_is_closed_after_the_grace_period() {
     let (wa, wb) = (wanted(&b), wanted(&a));
     a.m.set_wanted(t0, &wa);
     b.m.set_wanted(t0, &wb);
-    let now = run(&mut a, &mut b, t0, t0 + Duration::from_secs(5), &mut |_| {
-        false
-    });
+    let now = settle(&mut a, &mut b, t0, Duration::from_secs(5));
     assert!(up(&a).is_some());
     // Bob's device disappears from the roster: the link stays through a presence flap…
     a.m.set_wanted(now, &[]);
@@ -339,9 +320,7 @@ fn linked_pair(t0: Instant) -> (Side, Side, Instant) {
     let (wa, wb) = (wanted(&b), wanted(&a));
     a.m.set_wanted(t0, &wa);
     b.m.set_wanted(t0, &wb);
-    let now = run(&mut a, &mut b, t0, t0 + Duration::from_secs(5), &mut |_| {
-        false
-    });
+    let now = settle(&mut a, &mut b, t0, Duration::from_secs(5));
     assert!(up(&a).is_some() && up(&b).is_some());
     (a, b, now)
 }
@@ -351,23 +330,11 @@ fn a_suspect_path_that_answers_its_check_is_confirmed() {
     let t0 = Instant::now();
     let (mut a, mut b, now) = linked_pair(t0);
     // Long after the last check (idle link), data went unanswered for a while.
-    let now = run(
-        &mut a,
-        &mut b,
-        now,
-        now + Duration::from_secs(40),
-        &mut |_| false,
-    );
+    let now = settle(&mut a, &mut b, now, Duration::from_secs(40));
     a.events.clear();
     a.m.path_alarm(now, &b.info.uid, PathAlarm::Suspect);
     // Checked at once, not at the next keepalive.
-    let later = run(
-        &mut a,
-        &mut b,
-        now,
-        now + Duration::from_millis(1200),
-        &mut |_| false,
-    );
+    let later = settle(&mut a, &mut b, now, Duration::from_millis(1200));
     assert!(
         a.events
             .contains(&LinkEvent::PathConfirmed { uid: b.info.uid }),
@@ -387,13 +354,7 @@ fn a_suspect_path_that_answers_its_check_is_confirmed() {
 fn a_dead_path_is_reported_and_found_again() {
     let t0 = Instant::now();
     let (mut a, mut b, now) = linked_pair(t0);
-    let now = run(
-        &mut a,
-        &mut b,
-        now,
-        now + Duration::from_secs(40),
-        &mut |_| false,
-    );
+    let now = settle(&mut a, &mut b, now, Duration::from_secs(40));
     a.events.clear();
     b.events.clear();
     // The path dies (a NAT dropped its mapping); signalling still works.
@@ -420,9 +381,7 @@ fn a_dead_path_is_reported_and_found_again() {
     // ICE runs again at once (a new offer, or a request for one) and finds the path once
     // it works again.
     a.cut = false;
-    run(&mut a, &mut b, t, t + Duration::from_secs(3), &mut |_| {
-        false
-    });
+    settle(&mut a, &mut b, t, Duration::from_secs(3));
     assert_eq!(
         a.m.counters().offers_sent + b.m.counters().offers_sent,
         offers + 1
@@ -452,13 +411,7 @@ fn a_network_change_keeps_the_old_path_until_a_new_one_is_selected() {
         ),
         "the old path still shows while ICE runs again"
     );
-    let later = run(
-        &mut a,
-        &mut b,
-        now,
-        now + Duration::from_secs(3),
-        &mut |_| false,
-    );
+    let later = settle(&mut a, &mut b, now, Duration::from_secs(3));
     assert_eq!(
         a.m.counters().offers_sent + b.m.counters().offers_sent,
         offers + 1,
@@ -482,13 +435,7 @@ fn a_friend_who_closes_the_link_shows_as_closed_by_peer() {
     let t0 = Instant::now();
     let (mut a, mut b, now) = linked_pair(t0);
     b.m.close_now(&a.info.uid);
-    run(
-        &mut a,
-        &mut b,
-        now,
-        now + Duration::from_secs(1),
-        &mut |_| false,
-    );
+    settle(&mut a, &mut b, now, Duration::from_secs(1));
     assert!(a
         .events
         .iter()
@@ -507,13 +454,7 @@ fn a_dead_old_path_does_not_restart_a_session_already_looking() {
     // The network changes and the old path with it: the new session cannot finish yet.
     a.cut = true;
     a.m.network_changed(now, vec![a.addr]);
-    let t = run(
-        &mut a,
-        &mut b,
-        now,
-        now + Duration::from_millis(500),
-        &mut |_| false,
-    );
+    let t = settle(&mut a, &mut b, now, Duration::from_millis(500));
     let offers = a.m.counters().offers_sent + b.m.counters().offers_sent;
     a.m.path_alarm(t, &b.info.uid, PathAlarm::Dead);
     let down = std::iter::from_fn(|| a.m.poll_event()).any(|e| matches!(e, LinkEvent::Down { .. }));
@@ -521,9 +462,7 @@ fn a_dead_old_path_does_not_restart_a_session_already_looking() {
     assert_eq!(a.m.phase(t, &b.info.uid), Some(LinkPhase::Connecting));
     // The running session goes on and finds the path once the network works.
     a.cut = false;
-    run(&mut a, &mut b, t, t + Duration::from_secs(5), &mut |_| {
-        false
-    });
+    settle(&mut a, &mut b, t, Duration::from_secs(5));
     assert_eq!(
         a.m.counters().offers_sent + b.m.counters().offers_sent,
         offers,
@@ -555,9 +494,7 @@ fn a_link_meant_for_a_copied_announcement_goes_to_the_device_that_proves_it() {
     // bob's device (the key holder: the social layer passed its proof) signals itself.
     let wb = wanted(&a);
     b.m.set_wanted(t0, &wb);
-    run(&mut a, &mut b, t0, t0 + Duration::from_secs(5), &mut |_| {
-        false
-    });
+    settle(&mut a, &mut b, t0, Duration::from_secs(5));
     assert_eq!(
         a.m.account_of(&b.info.uid),
         Some("bob@svpn.test".parse().unwrap())
@@ -724,13 +661,7 @@ fn stun_that_is_not_for_a_session_or_not_authentic_reaches_none() {
     );
     assert_eq!(a.m.counters().stun_rejected, 3);
     // The session carries on as it was.
-    let later = run(
-        &mut a,
-        &mut b,
-        now,
-        now + Duration::from_secs(30),
-        &mut |_| false,
-    );
+    let later = settle(&mut a, &mut b, now, Duration::from_secs(30));
     assert!(matches!(
         a.m.phase(later, &b.info.uid),
         Some(LinkPhase::Connected { .. })
