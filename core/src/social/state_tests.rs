@@ -27,6 +27,11 @@ fn item(j: &str, subscription: Subscription) -> RosterItem {
     }
 }
 
+/// `jid` comes online announcing `device`.
+fn announce(s: &mut SocialState, now: Instant, jid: &str, device: DeviceInfo) {
+    s.handle_presence(now, &full(jid), PresenceKind::Available(Some(device)));
+}
+
 fn offer_from(key: [u8; 32]) -> Signal {
     Signal {
         kind: SignalKind::Offer,
@@ -476,11 +481,7 @@ fn a_copied_device_announcement_takes_nothing_from_its_owner() {
     );
     let phone = DeviceInfo::new([6; 32]);
     // mallory copies alice's phone announcement before the phone is even online.
-    s.handle_presence(
-        now,
-        &full("mallory@svpn.test/copy"),
-        PresenceKind::Available(Some(phone)),
-    );
+    announce(&mut s, now, "mallory@svpn.test/copy", phone);
     let wanted = s.wanted_devices();
     assert_eq!(
         wanted.len(),
@@ -488,11 +489,7 @@ fn a_copied_device_announcement_takes_nothing_from_its_owner() {
         "unproven: one link attempt, to the claimer"
     );
     // The phone comes online: the user's own claim goes first while nothing is proven.
-    s.handle_presence(
-        now,
-        &full("alice@svpn.test/phone"),
-        PresenceKind::Available(Some(phone)),
-    );
+    announce(&mut s, now, "alice@svpn.test/phone", phone);
     let wanted = s.wanted_devices();
     assert_eq!(wanted.len(), 1);
     assert_eq!(wanted[0].jid.to_string(), "alice@svpn.test/phone");
@@ -507,11 +504,7 @@ fn a_copied_device_announcement_takes_nothing_from_its_owner() {
         &full("alice@svpn.test/phone"),
         PresenceKind::Unavailable,
     );
-    s.handle_presence(
-        now,
-        &full("mallory@svpn.test/copy2"),
-        PresenceKind::Available(Some(phone)),
-    );
+    announce(&mut s, now, "mallory@svpn.test/copy2", phone);
     assert!(
         s.wanted_devices().is_empty(),
         "the proven owner's device only"
@@ -520,16 +513,8 @@ fn a_copied_device_announcement_takes_nothing_from_its_owner() {
     assert_eq!(s.owner_of(&phone.uid), Some(&jid("alice@svpn.test")));
     // A friend's device is bound the same way.
     let bob_dev = DeviceInfo::new([2; 32]);
-    s.handle_presence(
-        now,
-        &full("bob@svpn.test/pc"),
-        PresenceKind::Available(Some(bob_dev)),
-    );
-    s.handle_presence(
-        now,
-        &full("mallory@svpn.test/pc"),
-        PresenceKind::Available(Some(bob_dev)),
-    );
+    announce(&mut s, now, "bob@svpn.test/pc", bob_dev);
+    announce(&mut s, now, "mallory@svpn.test/pc", bob_dev);
     let bob_pc: FullJid = "bob@svpn.test/pc".parse().unwrap();
     assert_eq!(
         s.authorize_signal(&bob_pc, &offer_from([2; 32]), || Ok(())),
@@ -557,25 +542,13 @@ fn directed_presence_from_contacts_we_do_not_follow_is_ignored() {
     );
     let dev = DeviceInfo::new([9; 32]);
     // dave sees us, we never asked to see him: his presence is a claim nobody asked for.
-    s.handle_presence(
-        now,
-        &full("dave@svpn.test/pc"),
-        PresenceKind::Available(Some(dev)),
-    );
-    s.handle_presence(
-        now,
-        &full("eve@svpn.test/pc"),
-        PresenceKind::Available(Some(dev)),
-    );
+    announce(&mut s, now, "dave@svpn.test/pc", dev);
+    announce(&mut s, now, "eve@svpn.test/pc", dev);
     assert_eq!(s.counters().presences_ignored, 2);
     assert!(
         s.contacts().all(|c| c.devices.is_empty()),
         "a device stored from unasked presence"
     );
-    s.handle_presence(
-        now,
-        &full("bob@svpn.test/pc"),
-        PresenceKind::Available(Some(dev)),
-    );
+    announce(&mut s, now, "bob@svpn.test/pc", dev);
     assert_eq!(wanted_jids(&s), ["bob@svpn.test/pc"]);
 }
