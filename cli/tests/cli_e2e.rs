@@ -196,6 +196,34 @@ fn a_trace_log_carries_no_password() {
 }
 
 #[test]
+fn the_daemon_stops_when_its_interface_is_removed() {
+    let w = SocialWorld::new("cli");
+    w.register("alice", "pw-alice");
+    let mut alice = up(&w, "alice", "alice", "100.64.0.0/16");
+    let deleted = w
+        .host("alice")
+        .command("ip")
+        .args(["link", "del", "svpn0"])
+        .status()
+        .unwrap();
+    assert!(deleted.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = alice.process.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon kept running without its interface"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let log = std::fs::read_to_string(&alice.log).unwrap();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("the tunnel failed"), "{log}");
+}
+
+#[test]
 fn bad_configuration_names_the_key_and_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
