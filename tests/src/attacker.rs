@@ -1,0 +1,1074 @@
+//! The attacker of the social world: a scripted XMPP client and a raw UDP sender, both run
+//! inside a namespace of the world.
+//!
+//! [`XmppAttacker`] logs in as any account of the world with core's own login (STARTTLS
+//! against the world's CA, SCRAM) and sends exactly what a test scripts: presence carrying
+//! any `<device/>` element (a copy of another device's, or fresh keys by the hundred),
+//! subscription presences, link signals with any proof (none, a wrong one, a stale one, one
+//! captured elsewhere), forged roster pushes, or any other stanza. It keeps what it receives
+//! (signals addressed to it, presences, IQ results), so that a test can replay a victim's
+//! signals. It does nothing on its own: no reconnection, no stream management, no answers
+//! beyond the IQ housekeeping a server expects.
+//!
+//! [`Forger`] is a device key the attacker really holds, to sign with; [`stun`] builds STUN
+//! messages by hand and [`send_udp`] sends datagrams from inside a namespace. [`cpu_seconds`]
+//! and [`pid_with_arg`] measure the victim process.
+//!
+//! Every loop here is bounded in count and time; the client's thread ends when its handle is
+//! dropped (the session is closed first, at most a few seconds).
+
+use crate::netns::Namespace;
+use crate::social_world::SocialWorld;
+use futures::StreamExt;
+use socialvpn_core::identity::DeviceIdentity;
+use socialvpn_core::social::payload::{
+    DeviceInfo, DeviceWire, IceCredentials, Signal, SignalKind, SignalWire, SignedSignal, NS_LINK,
+};
+use socialvpn_core::social::proof::{self, Proof, PROOF_LEN};
+use socialvpn_core::uid::Uid;
+use socialvpn_core::xmpp::connect::{login, tls_config, TlsTrust, XmppAccount};
+use std::collections::{HashMap, VecDeque};
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_xmpp::stanzastream::{
+    Connection, Event, StanzaStage, StanzaState, StanzaStream, StreamEvent,
+};
+use tokio_xmpp::xmlstream::Timeouts;
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::{BareJid, FullJid, Jid};
+use xmpp_parsers::message::Message;
+use xmpp_parsers::minidom::Element;
+use xmpp_parsers::presence::{self, Presence};
+use xmpp_parsers::roster::{self, Roster};
+use xmpp_parsers::stanza::Stanza;
+use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+
+/// Longest a login (TCP, TLS, SASL, resource binding) may take.
+const LOGIN_WITHIN: Duration = Duration::from_secs(20);
+/// Longest one batch of stanzas may take to be written out (ejabberd's shaper reads 3 KB/s
+/// from a client once its 20 KB burst is used up).
+const SEND_WITHIN: Duration = Duration::from_secs(90);
+/// Longest the answer to an IQ of ours may take.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+/// How long closing a session may take before its thread is left behind.
+const CLOSE_WITHIN: Duration = Duration::from_secs(5);
+/// Stanzas buffered each way in the stream.
+const QUEUE_DEPTH: usize = 64;
+/// Most stanzas one command sends, and most keys one flood mints.
+pub const MAX_BATCH: usize = 2_000;
+/// Most received signals and presences kept (the oldest go first).
+const INBOX_LIMIT: usize = 4_096;
+/// Most datagrams [`send_udp`] sends in one call.
+pub const MAX_DATAGRAMS: usize = 10_000;
+
+/// A signal received by the attacker: who sent it, and its wire form (to replay as it is).
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub from: FullJid,
+    pub wire: SignalWire,
+}
+
+#[derive(Default)]
+struct Inbox {
+    signals: VecDeque<Received>,
+    presences: VecDeque<Presence>,
+    /// Answers to our IQs by id: the payload of a result, or the error.
+    answers: HashMap<String, Result<Option<Element>, String>>,
+    /// The stream broke (the server closed it, or the connection was lost).
+    lost: bool,
+}
+
+enum Command {
+    /// Send these stanzas in order; answer with how many were written out in time.
+    Send(Vec<Stanza>, std::sync::mpsc::Sender<usize>),
+    /// Go unavailable and close the stream.
+    Close(std::sync::mpsc::Sender<()>),
+}
+
+/// One scripted XMPP session (one account, one resource) inside a namespace of the world.
+pub struct XmppAttacker {
+    jid: FullJid,
+    commands: mpsc::UnboundedSender<Command>,
+    inbox: Arc<Mutex<Inbox>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn lock(inbox: &Mutex<Inbox>) -> MutexGuard<'_, Inbox> {
+    // Plain data: a panic elsewhere cannot leave it inconsistent.
+    inbox
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl XmppAttacker {
+    /// Logs in as `user@DOMAIN/resource` with the password "pw-USER" (the convention of
+    /// `social_nodes::world_with_users`) from inside `host`'s namespace. Panics if the
+    /// login fails.
+    pub fn login(w: &SocialWorld, host: &str, user: &str, resource: &str) -> XmppAttacker {
+        Self::login_with_password(w, host, user, &format!("pw-{user}"), resource)
+    }
+
+    pub fn login_with_password(
+        w: &SocialWorld,
+        host: &str,
+        user: &str,
+        password: &str,
+        resource: &str,
+    ) -> XmppAttacker {
+        Self::try_login(w, w.host(host), user, password, resource)
+            .unwrap_or_else(|e| panic!("{user}/{resource} could not log in from {host}: {e}"))
+    }
+
+    /// Logs in from inside `ns`; the error says why not.
+    pub fn try_login(
+        w: &SocialWorld,
+        ns: &Namespace,
+        user: &str,
+        password: &str,
+        resource: &str,
+    ) -> Result<XmppAttacker, String> {
+        let bare: BareJid = format!("{user}@{}", w.domain())
+            .parse()
+            .map_err(|e| format!("bad JID for {user}: {e}"))?;
+        let account = XmppAccount {
+            jid: bare,
+            password: password.to_string(),
+            resource: resource.to_string(),
+            server: Some((w.xmpp_addr().ip().to_string(), w.xmpp_addr().port())),
+            trust: TlsTrust::CaFile(w.ca_cert_path()),
+            protect: None,
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let inbox = Arc::new(Mutex::new(Inbox::default()));
+        let thread_inbox = Arc::clone(&inbox);
+        let thread = ns.run(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("tokio runtime: {e}")));
+                    return;
+                }
+            };
+            runtime.block_on(session(account, commands_rx, thread_inbox, ready_tx));
+        });
+        match ready_rx.recv_timeout(LOGIN_WITHIN + Duration::from_secs(5)) {
+            Ok(Ok(jid)) => Ok(XmppAttacker {
+                jid,
+                commands,
+                inbox,
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            // The session gives up by itself within LOGIN_WITHIN; its thread is left to end.
+            Err(_) => Err("no answer from the attacker's thread".into()),
+        }
+    }
+
+    /// The full JID the server bound.
+    pub fn jid(&self) -> &FullJid {
+        &self.jid
+    }
+
+    pub fn bare(&self) -> BareJid {
+        self.jid.to_bare()
+    }
+
+    /// Sends `stanzas` in order and waits until they are written out (at most
+    /// [`SEND_WITHIN`]); returns how many were. Panics beyond [`MAX_BATCH`] stanzas.
+    pub fn send(&self, stanzas: Vec<Stanza>) -> usize {
+        assert!(
+            stanzas.len() <= MAX_BATCH,
+            "{} stanzas in one batch (at most {MAX_BATCH})",
+            stanzas.len()
+        );
+        let (done, answer) = std::sync::mpsc::channel();
+        if self.commands.send(Command::Send(stanzas, done)).is_err() {
+            return 0;
+        }
+        answer
+            .recv_timeout(SEND_WITHIN + Duration::from_secs(5))
+            .unwrap_or(0)
+    }
+
+    /// Sends one stanza; panics if it could not be written out.
+    pub fn send_one(&self, stanza: impl Into<Stanza>) {
+        assert_eq!(
+            self.send(vec![stanza.into()]),
+            1,
+            "{}: stanza not sent",
+            self.jid
+        );
+    }
+
+    /// Available presence carrying `device` (any announcement: ours, a copy, a forged one),
+    /// or no device at all. Broadcast by the server to everyone who sees our presence.
+    pub fn announce(&self, device: Option<DeviceWire>) {
+        self.send_one(available(device));
+    }
+
+    /// Available presence with `device` sent straight to one full JID (directed presence:
+    /// needs no subscription).
+    pub fn announce_to(&self, to: &FullJid, device: Option<DeviceWire>) {
+        self.send_one(available(device).with_to(Jid::from(to.clone())));
+    }
+
+    /// Unavailable presence (the session stays open).
+    pub fn go_offline(&self) {
+        self.send_one(Presence::new(presence::Type::Unavailable));
+    }
+
+    /// A subscription presence (`Subscribe`, `Subscribed`, `Unsubscribe`, `Unsubscribed`)
+    /// to `to`.
+    pub fn subscription(&self, to: &BareJid, kind: presence::Type) {
+        self.send_one(Presence::new(kind).with_to(Jid::from(to.clone())));
+    }
+
+    /// A `<message type='headline'>` to `to` carrying `wire` as a link signal, as SocialVPN
+    /// sends them.
+    pub fn signal(&self, to: &FullJid, wire: SignalWire) {
+        self.send_one(Message::headline(Jid::from(to.clone())).with_payload(wire));
+    }
+
+    /// Several signals to `to`, written out in order; returns how many went.
+    pub fn signals(&self, to: &FullJid, wires: Vec<SignalWire>) -> usize {
+        let stanzas = wires
+            .into_iter()
+            .map(|w| {
+                Message::headline(Jid::from(to.clone()))
+                    .with_payload(w)
+                    .into()
+            })
+            .collect();
+        self.send(stanzas)
+    }
+
+    /// A roster push (an IQ set of the roster namespace) sent to another user's device, as
+    /// if from its server: `item` added with `subscription`.
+    pub fn forged_roster_push(
+        &self,
+        to: &FullJid,
+        item: BareJid,
+        subscription: roster::Subscription,
+    ) {
+        let push = Roster {
+            ver: None,
+            items: vec![roster::Item {
+                jid: item,
+                name: None,
+                subscription,
+                ask: roster::Ask::None,
+                groups: vec![],
+                approved: None,
+            }],
+        };
+        let id = format!("atk-push-{:016x}", random_u64());
+        self.send_one(Iq::from_set(id, push).with_to(Jid::from(to.clone())));
+    }
+
+    /// Announces `count` freshly minted device keys one after the other from this resource
+    /// (each presence replaces the last); returns them in the order sent. Panics if they
+    /// could not all be written out within [`SEND_WITHIN`].
+    pub fn flood_fresh_devices(&self, count: usize) -> Vec<DeviceInfo> {
+        let devices: Vec<DeviceInfo> = (0..count).map(|_| fresh_device()).collect();
+        let stanzas = devices
+            .iter()
+            .map(|d| available(Some(d.to_wire())).into())
+            .collect();
+        let sent = self.send(stanzas);
+        assert_eq!(sent, count, "{}: flood not written out", self.jid);
+        devices
+    }
+
+    /// Our roster as the server holds it (an IQ get).
+    pub fn roster(&self) -> Result<Vec<roster::Item>, String> {
+        let id = format!("atk-roster-{:016x}", random_u64());
+        let get = Iq::from_get(
+            id.clone(),
+            Roster {
+                ver: None,
+                items: vec![],
+            },
+        );
+        self.send_one(get);
+        let payload = self.answer(&id, ANSWER_WITHIN)?;
+        let element = payload.ok_or("empty roster result")?;
+        Roster::try_from(element)
+            .map(|r| r.items)
+            .map_err(|e| format!("bad roster: {e}"))
+    }
+
+    /// The answer to our IQ `id` (its payload, or the error), waiting at most `within`.
+    pub fn answer(&self, id: &str, within: Duration) -> Result<Option<Element>, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(answer) = lock(&self.inbox).answers.remove(id) {
+                return answer;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("no answer to {id} within {within:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The signals received so far (addressed to this resource).
+    pub fn signals_received(&self) -> Vec<Received> {
+        lock(&self.inbox).signals.iter().cloned().collect()
+    }
+
+    /// Waits (at most `within`) for a received signal `pred` accepts.
+    pub fn wait_signal(
+        &self,
+        within: Duration,
+        pred: impl Fn(&Received) -> bool,
+    ) -> Option<Received> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(found) = lock(&self.inbox).signals.iter().find(|r| pred(r)) {
+                return Some(found.clone());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (at most `within`) for a received presence `pred` accepts.
+    pub fn wait_presence(
+        &self,
+        within: Duration,
+        pred: impl Fn(&Presence) -> bool,
+    ) -> Option<Presence> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(found) = lock(&self.inbox).presences.iter().find(|p| pred(p)) {
+                return Some(found.clone());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the server closed the stream or the connection was lost.
+    pub fn is_lost(&self) -> bool {
+        lock(&self.inbox).lost
+    }
+
+    /// Goes unavailable, closes the stream and ends the thread (what dropping does).
+    pub fn close(self) {}
+}
+
+impl Drop for XmppAttacker {
+    fn drop(&mut self) {
+        let (done, closed) = std::sync::mpsc::channel();
+        if self.commands.send(Command::Close(done)).is_ok() {
+            let _ = closed.recv_timeout(CLOSE_WITHIN);
+        }
+        if let Some(thread) = self.thread.take() {
+            let deadline = Instant::now() + CLOSE_WITHIN;
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+            // Otherwise it is left behind: it holds nothing but a socket in the namespace.
+        }
+    }
+}
+
+fn available(device: Option<DeviceWire>) -> Presence {
+    match device {
+        Some(device) => Presence::available().with_payload(device),
+        None => Presence::available(),
+    }
+}
+
+/// Logs in and hands the stream its one connection: no stream management, so a lost
+/// connection ends the session instead of being resumed, and no reconnection.
+async fn connect(account: &XmppAccount) -> Result<StanzaStream, String> {
+    let tls = tls_config(&account.trust).map_err(|e| e.to_string())?;
+    let mut connection = login(account, tls, Timeouts::tight())
+        .await
+        .map_err(|e| e.to_string())?;
+    connection.features.stream_management = None;
+    let mut first = Some(connection);
+    // Later requests for a connection are parked, not dropped: a dropped slot makes the
+    // stream's worker panic; a parked one leaves the stream waiting until it is closed.
+    let mut parked: Vec<oneshot::Sender<Connection>> = Vec::new();
+    let connector = Box::new(
+        move |_: Option<String>, slot: oneshot::Sender<Connection>| match first.take() {
+            Some(connection) => {
+                let _ = slot.send(connection);
+            }
+            None => parked.push(slot),
+        },
+    );
+    Ok(StanzaStream::new(connector, QUEUE_DEPTH))
+}
+
+async fn session(
+    account: XmppAccount,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    inbox: Arc<Mutex<Inbox>>,
+    ready: std::sync::mpsc::Sender<Result<FullJid, String>>,
+) {
+    let mut stream = match tokio::time::timeout(LOGIN_WITHIN, connect(&account)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+        Err(_) => {
+            let _ = ready.send(Err(format!("login took longer than {LOGIN_WITHIN:?}")));
+            return;
+        }
+    };
+    let bound = tokio::time::timeout(LOGIN_WITHIN, async {
+        while let Some(event) = stream.next().await {
+            match event {
+                Event::Stream(StreamEvent::Reset { bound_jid, .. }) => {
+                    return bound_jid.try_into_full().ok();
+                }
+                Event::Stream(_) => {}
+                Event::Stanza(stanza) => handle(&stream, stanza, &inbox).await,
+            }
+        }
+        None
+    })
+    .await;
+    let jid = match bound {
+        Ok(Some(jid)) => jid,
+        Ok(None) => {
+            let _ = ready.send(Err("the stream ended before a resource was bound".into()));
+            return;
+        }
+        Err(_) => {
+            let _ = ready.send(Err("no resource bound in time".into()));
+            let _ = tokio::time::timeout(CLOSE_WITHIN, stream.close()).await;
+            return;
+        }
+    };
+    if ready.send(Ok(jid)).is_err() {
+        let _ = tokio::time::timeout(CLOSE_WITHIN, stream.close()).await;
+        return;
+    }
+    let mut closed: Option<std::sync::mpsc::Sender<()>> = None;
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(Command::Send(stanzas, done)) => {
+                    // A lost stream is never reconnected: nothing would go out.
+                    let sent = if lock(&inbox).lost { 0 } else { send_all(&stream, stanzas).await };
+                    let _ = done.send(sent);
+                }
+                Some(Command::Close(done)) => {
+                    closed = Some(done);
+                    break;
+                }
+                None => break,
+            },
+            event = stream.next() => match event {
+                Some(Event::Stanza(stanza)) => handle(&stream, stanza, &inbox).await,
+                Some(Event::Stream(StreamEvent::Suspended)) => lock(&inbox).lost = true,
+                Some(Event::Stream(_)) => {}
+                None => {
+                    lock(&inbox).lost = true;
+                    break;
+                }
+            },
+        }
+    }
+    if !lock(&inbox).lost {
+        let unavailable = Presence::new(presence::Type::Unavailable);
+        let mut token = stream.send(Box::new(unavailable.into())).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), token.wait_for(StanzaStage::Sent)).await;
+    }
+    let _ = tokio::time::timeout(CLOSE_WITHIN, stream.close()).await;
+    if let Some(done) = closed {
+        let _ = done.send(());
+    }
+}
+
+/// Queues every stanza, then waits until each is written out; returns how many were.
+async fn send_all(stream: &StanzaStream, stanzas: Vec<Stanza>) -> usize {
+    let deadline = tokio::time::Instant::now() + SEND_WITHIN;
+    let mut tokens = Vec::with_capacity(stanzas.len());
+    for stanza in stanzas {
+        match tokio::time::timeout_at(deadline, stream.send(Box::new(stanza))).await {
+            Ok(token) => tokens.push(token),
+            Err(_) => break,
+        }
+    }
+    let mut sent = 0;
+    for mut token in tokens {
+        let state = tokio::time::timeout_at(deadline, token.wait_for(StanzaStage::Sent)).await;
+        if matches!(
+            state,
+            Ok(Some(StanzaState::Sent { .. } | StanzaState::Acked { .. }))
+        ) {
+            sent += 1;
+        }
+    }
+    sent
+}
+
+/// Keeps what arrives and answers the IQs a server expects answered.
+async fn handle(stream: &StanzaStream, stanza: Stanza, inbox: &Mutex<Inbox>) {
+    match stanza {
+        Stanza::Message(message) => {
+            let Some(Ok(from)) = message.from.clone().map(Jid::try_into_full) else {
+                return;
+            };
+            for payload in message.payloads {
+                if !payload.is("link", NS_LINK) {
+                    continue;
+                }
+                if let Ok(wire) = SignalWire::try_from(payload) {
+                    let mut inbox = lock(inbox);
+                    if inbox.signals.len() == INBOX_LIMIT {
+                        inbox.signals.pop_front();
+                    }
+                    inbox.signals.push_back(Received {
+                        from: from.clone(),
+                        wire,
+                    });
+                }
+            }
+        }
+        Stanza::Presence(presence) => {
+            let mut inbox = lock(inbox);
+            if inbox.presences.len() == INBOX_LIMIT {
+                inbox.presences.pop_front();
+            }
+            inbox.presences.push_back(presence);
+        }
+        Stanza::Iq(iq) => match iq {
+            Iq::Result { id, payload, .. } => {
+                lock(inbox).answers.insert(id, Ok(payload));
+            }
+            Iq::Error { id, error, .. } => {
+                lock(inbox)
+                    .answers
+                    .insert(id, Err(format!("{:?}", error.defined_condition)));
+            }
+            Iq::Get {
+                from, id, payload, ..
+            } if payload.is("ping", xmpp_parsers::ns::PING) => reply(stream, from, id, true).await,
+            // Our own server's roster pushes: acknowledged.
+            Iq::Set {
+                from, id, payload, ..
+            } if payload.is("query", xmpp_parsers::ns::ROSTER) => {
+                reply(stream, from, id, true).await;
+            }
+            Iq::Get { from, id, .. } | Iq::Set { from, id, .. } => {
+                reply(stream, from, id, false).await;
+            }
+        },
+    }
+}
+
+async fn reply(stream: &StanzaStream, to: Option<Jid>, id: String, ok: bool) {
+    let iq = if ok {
+        Iq::Result {
+            from: None,
+            to,
+            id,
+            payload: None,
+        }
+    } else {
+        let error = StanzaError::new(
+            ErrorType::Cancel,
+            DefinedCondition::ServiceUnavailable,
+            "en",
+            "",
+        );
+        let mut iq = Iq::from_error(id, error);
+        if let Iq::Error { to: ref mut t, .. } = iq {
+            *t = to;
+        }
+        iq
+    };
+    let _token = stream.send(Box::new(iq.into())).await;
+}
+
+/// How long setting up a friendship may take.
+const SETUP_WITHIN: Duration = Duration::from_secs(20);
+
+/// Makes `a` and `b` (registered with the password "pw-USER") mutual friends by scripting
+/// both sides from `host` with fresh sessions: the four stanzas of RFC 6121, each side's
+/// session sending two and receiving two, so that no server's limit on subscription
+/// stanzas (ejabberd's `mod_pres_counter`: 5 a minute per session and direction) comes into
+/// play. Meant for before the accounts' nodes run (their sessions would see the requests).
+pub fn make_friends(w: &SocialWorld, host: &str, a: &str, b: &str) {
+    let sa = XmppAttacker::login(w, host, a, &format!("setup-{b}"));
+    let sb = XmppAttacker::login(w, host, b, &format!("setup-{a}"));
+    // Only available resources are handed subscription requests.
+    sa.announce(None);
+    sb.announce(None);
+    sa.subscription(&sb.bare(), presence::Type::Subscribe);
+    wait_request(&sb, &sa.bare(), presence::Type::Subscribe);
+    sb.subscription(&sa.bare(), presence::Type::Subscribed);
+    sb.subscription(&sa.bare(), presence::Type::Subscribe);
+    wait_request(&sa, &sb.bare(), presence::Type::Subscribe);
+    sa.subscription(&sb.bare(), presence::Type::Subscribed);
+    wait_subscription(&sa, &sb.bare(), roster::Subscription::Both);
+    wait_subscription(&sb, &sa.bare(), roster::Subscription::Both);
+}
+
+/// One-way contact: `follower` sees `followed`'s presence (the follower's roster says `to`,
+/// the followed's `from`), and the followed does not see the follower's.
+pub fn follow(w: &SocialWorld, host: &str, follower: &str, followed: &str) {
+    let sa = XmppAttacker::login(w, host, follower, &format!("setup-{followed}"));
+    let sb = XmppAttacker::login(w, host, followed, &format!("setup-{follower}"));
+    sa.announce(None);
+    sb.announce(None);
+    sa.subscription(&sb.bare(), presence::Type::Subscribe);
+    wait_request(&sb, &sa.bare(), presence::Type::Subscribe);
+    sb.subscription(&sa.bare(), presence::Type::Subscribed);
+    wait_subscription(&sa, &sb.bare(), roster::Subscription::To);
+    wait_subscription(&sb, &sa.bare(), roster::Subscription::From);
+}
+
+fn wait_request(at: &XmppAttacker, from: &BareJid, kind: presence::Type) {
+    let found = at.wait_presence(SETUP_WITHIN, |p| {
+        p.type_ == kind && p.from.as_ref().is_some_and(|f| f.to_bare() == *from)
+    });
+    assert!(
+        found.is_some(),
+        "{} never received {kind:?} from {from}",
+        at.jid()
+    );
+}
+
+fn wait_subscription(at: &XmppAttacker, contact: &BareJid, wanted: roster::Subscription) {
+    let deadline = Instant::now() + SETUP_WITHIN;
+    loop {
+        let items = at.roster().unwrap_or_default();
+        let now = items
+            .iter()
+            .find(|i| i.jid == *contact)
+            .map(|i| i.subscription.clone());
+        if now.as_ref() == Some(&wanted) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: subscription with {contact} is {now:?}, not {wanted:?}",
+            at.jid()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A device key the attacker really holds: what a friend who runs SocialVPN has, or one of
+/// the keys a flood mints.
+pub struct Forger {
+    identity: DeviceIdentity,
+}
+
+impl Default for Forger {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Forger {
+    pub fn new() -> Forger {
+        Forger {
+            identity: DeviceIdentity::generate(),
+        }
+    }
+
+    /// A key whose UID sorts below `uid`: the device with `uid` is then the ICE-controlled
+    /// side of a link with this key, and answers its offers.
+    pub fn below(uid: &Uid) -> Forger {
+        for _ in 0..1_000_000 {
+            let forger = Forger::new();
+            if forger.identity.uid() < *uid {
+                return forger;
+            }
+        }
+        panic!("no key with a UID below {uid} in a million tries");
+    }
+
+    pub fn device(&self) -> DeviceInfo {
+        DeviceInfo::new(*self.identity.public_key().as_bytes())
+    }
+
+    pub fn uid(&self) -> Uid {
+        self.identity.uid()
+    }
+
+    /// The proof this key makes for `signal` from `from` to the device with `peer_key` at
+    /// `to`, dated `at` (seconds since the epoch).
+    pub fn prove(
+        &self,
+        peer_key: &[u8; 32],
+        from: &FullJid,
+        to: &FullJid,
+        at: u64,
+        signal: &Signal,
+    ) -> Proof {
+        proof::sign(&self.identity, peer_key, from, to, at, signal)
+            .expect("a peer key an exchange can be made with (not of low order)")
+    }
+
+    /// `signal` with a proof of this key made now: what the key holder's node would send.
+    pub fn signed(
+        &self,
+        signal: &Signal,
+        peer_key: &[u8; 32],
+        from: &FullJid,
+        to: &FullJid,
+    ) -> SignalWire {
+        let proof = self.prove(peer_key, from, to, unix_now(), signal);
+        wire(signal, Some(proof))
+    }
+}
+
+/// A device announcement for a freshly minted key.
+pub fn fresh_device() -> DeviceInfo {
+    Forger::new().device()
+}
+
+/// The announcement of the device with this public key (hex, as the nodes print it): what
+/// anyone who sees its presence can copy.
+pub fn device_of(public_key_hex: &str) -> DeviceInfo {
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(public_key_hex, &mut key).expect("a 32-byte hex public key");
+    DeviceInfo::new(key)
+}
+
+/// An offer from `from` for ICE session `session` with fresh credentials and `candidates`
+/// (lines as in SDP, without the `candidate:` prefix).
+pub fn offer(from: DeviceInfo, session: u64, candidates: &[&str]) -> Signal {
+    Signal {
+        kind: SignalKind::Offer,
+        session,
+        from,
+        credentials: Some(IceCredentials {
+            ufrag: format!("atk{:08x}", random_u64() as u32),
+            pwd: hex::encode(random_bytes::<16>()),
+        }),
+        candidates: candidates.iter().map(|c| c.to_string()).collect(),
+    }
+}
+
+/// A request for a fresh offer from `from`.
+pub fn restart(from: DeviceInfo, session: u64) -> Signal {
+    Signal {
+        kind: SignalKind::Restart,
+        session,
+        from,
+        credentials: None,
+        candidates: vec![],
+    }
+}
+
+/// The wire form of `signal` with `proof` (or none).
+pub fn wire(signal: &Signal, proof: Option<Proof>) -> SignalWire {
+    SignedSignal {
+        signal: signal.clone(),
+        proof,
+    }
+    .to_wire()
+}
+
+/// A proof of random bytes dated `at`: what someone without the key can make.
+pub fn random_proof(at: u64) -> Proof {
+    Proof {
+        at,
+        mac: random_bytes::<PROOF_LEN>(),
+    }
+}
+
+/// Seconds since the epoch (signal proofs carry wall-clock time).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("/dev/urandom");
+    bytes
+}
+
+pub fn random_u64() -> u64 {
+    u64::from_be_bytes(random_bytes::<8>())
+}
+
+/// STUN messages built by hand (RFC 8489, with the ICE attributes of RFC 8445), as a
+/// stranger on the network can make them.
+pub mod stun {
+    const MAGIC_COOKIE: u32 = 0x2112_A442;
+    const BINDING_REQUEST: u16 = 0x0001;
+    const BINDING_SUCCESS: u16 = 0x0101;
+    const ATTR_USERNAME: u16 = 0x0006;
+    const ATTR_MESSAGE_INTEGRITY: u16 = 0x0008;
+    const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
+    const ATTR_PRIORITY: u16 = 0x0024;
+    const ATTR_USE_CANDIDATE: u16 = 0x0025;
+    const ATTR_FINGERPRINT: u16 = 0x8028;
+    const ATTR_ICE_CONTROLLED: u16 = 0x8029;
+    const ATTR_ICE_CONTROLLING: u16 = 0x802A;
+    const FINGERPRINT_XOR: u32 = 0x5354_554E;
+
+    /// The ICE role attribute a request carries, with its tie-breaker.
+    #[derive(Clone, Copy, Debug)]
+    pub enum Role {
+        Controlling(u64),
+        Controlled(u64),
+        None,
+    }
+
+    /// A binding request: every field is what the sender chooses to put in.
+    #[derive(Clone, Debug)]
+    pub struct BindingRequest {
+        pub transaction: [u8; 12],
+        pub username: Option<String>,
+        pub priority: Option<u32>,
+        pub role: Role,
+        pub use_candidate: bool,
+        /// A MESSAGE-INTEGRITY attribute with these bytes (anything but the real HMAC).
+        pub integrity: Option<[u8; 20]>,
+        pub fingerprint: bool,
+    }
+
+    impl BindingRequest {
+        /// A request with a random transaction id and nothing else.
+        pub fn new() -> BindingRequest {
+            BindingRequest {
+                transaction: super::random_bytes::<12>(),
+                username: None,
+                priority: None,
+                role: Role::None,
+                use_candidate: false,
+                integrity: None,
+                fingerprint: false,
+            }
+        }
+
+        pub fn encode(&self) -> Vec<u8> {
+            let mut m = header(BINDING_REQUEST, &self.transaction);
+            if let Some(username) = &self.username {
+                attribute(&mut m, ATTR_USERNAME, username.as_bytes());
+            }
+            if let Some(priority) = self.priority {
+                attribute(&mut m, ATTR_PRIORITY, &priority.to_be_bytes());
+            }
+            match self.role {
+                Role::Controlling(tie) => {
+                    attribute(&mut m, ATTR_ICE_CONTROLLING, &tie.to_be_bytes())
+                }
+                Role::Controlled(tie) => attribute(&mut m, ATTR_ICE_CONTROLLED, &tie.to_be_bytes()),
+                Role::None => {}
+            }
+            if self.use_candidate {
+                attribute(&mut m, ATTR_USE_CANDIDATE, &[]);
+            }
+            if let Some(mac) = self.integrity {
+                attribute(&mut m, ATTR_MESSAGE_INTEGRITY, &mac);
+            }
+            if self.fingerprint {
+                fingerprint(&mut m);
+            }
+            m
+        }
+    }
+
+    impl Default for BindingRequest {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    /// A binding success response nobody asked for, naming `mapped` as our address.
+    pub fn unsolicited_success(mapped: std::net::SocketAddrV4) -> Vec<u8> {
+        let mut m = header(BINDING_SUCCESS, &super::random_bytes::<12>());
+        let mut value = vec![0, 1];
+        value.extend_from_slice(&(mapped.port() ^ (MAGIC_COOKIE >> 16) as u16).to_be_bytes());
+        value.extend_from_slice(&(u32::from(*mapped.ip()) ^ MAGIC_COOKIE).to_be_bytes());
+        attribute(&mut m, ATTR_XOR_MAPPED_ADDRESS, &value);
+        fingerprint(&mut m);
+        m
+    }
+
+    /// A message with the STUN magic cookie whose header claims more attribute bytes than
+    /// it carries: it looks like STUN but cannot be decoded.
+    pub fn undecodable() -> Vec<u8> {
+        let mut m = header(BINDING_REQUEST, &super::random_bytes::<12>());
+        attribute(&mut m, ATTR_USERNAME, b"evil:evil");
+        m[2..4].copy_from_slice(&400u16.to_be_bytes());
+        m
+    }
+
+    fn header(typ: u16, transaction: &[u8; 12]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(128);
+        m.extend_from_slice(&typ.to_be_bytes());
+        m.extend_from_slice(&0u16.to_be_bytes());
+        m.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
+        m.extend_from_slice(transaction);
+        m
+    }
+
+    /// Appends an attribute (padded to 4 bytes) and updates the header's length.
+    fn attribute(m: &mut Vec<u8>, typ: u16, value: &[u8]) {
+        m.extend_from_slice(&typ.to_be_bytes());
+        m.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        m.extend_from_slice(value);
+        let padding = (4 - value.len() % 4) % 4;
+        m.extend(std::iter::repeat_n(0, padding));
+        let length = (m.len() - 20) as u16;
+        m[2..4].copy_from_slice(&length.to_be_bytes());
+    }
+
+    /// FINGERPRINT: CRC-32 of the message (its length already counting the attribute),
+    /// XOR 0x5354554e.
+    fn fingerprint(m: &mut Vec<u8>) {
+        let length = (m.len() - 20 + 8) as u16;
+        m[2..4].copy_from_slice(&length.to_be_bytes());
+        let crc = crc32(m) ^ FINGERPRINT_XOR;
+        attribute(m, ATTR_FINGERPRINT, &crc.to_be_bytes());
+    }
+
+    /// CRC-32 (IEEE 802.3, reflected, as STUN's FINGERPRINT uses it).
+    pub fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for byte in data {
+            crc ^= u32::from(*byte);
+            for _ in 0..8 {
+                let mask = (crc & 1).wrapping_neg();
+                crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+            }
+        }
+        !crc
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn crc32_matches_the_check_value() {
+            assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        }
+
+        #[test]
+        fn requests_are_well_formed_where_they_mean_to_be() {
+            let request = BindingRequest {
+                username: Some("abcd:efgh".into()),
+                priority: Some(1),
+                role: Role::Controlling(7),
+                use_candidate: true,
+                integrity: Some([0x55; 20]),
+                fingerprint: true,
+                ..BindingRequest::new()
+            };
+            let m = request.encode();
+            assert_eq!(m.len() % 4, 0);
+            assert_eq!(usize::from(u16::from_be_bytes([m[2], m[3]])), m.len() - 20);
+            assert_eq!(&m[4..8], &MAGIC_COOKIE.to_be_bytes());
+            // The fingerprint covers everything before it.
+            let crc = u32::from_be_bytes([
+                m[m.len() - 4],
+                m[m.len() - 3],
+                m[m.len() - 2],
+                m[m.len() - 1],
+            ]);
+            assert_eq!(crc, crc32(&m[..m.len() - 8]) ^ FINGERPRINT_XOR);
+            let bad = undecodable();
+            assert!(usize::from(u16::from_be_bytes([bad[2], bad[3]])) > bad.len() - 20);
+        }
+    }
+}
+
+/// Whether `ip` is an underlay address of the test world (198.18.0.0/15): the only
+/// addresses [`send_udp`] sends to.
+pub fn in_world(ip: Ipv4Addr) -> bool {
+    let [a, b, _, _] = ip.octets();
+    a == 198 && (b == 18 || b == 19)
+}
+
+/// Sends `datagrams` to `target` (an address of the world) from a fresh UDP socket inside
+/// `ns`, `pace` apart; returns how many the kernel accepted.
+pub fn send_udp(
+    ns: &Namespace,
+    target: SocketAddrV4,
+    datagrams: Vec<Vec<u8>>,
+    pace: Duration,
+) -> usize {
+    assert!(
+        in_world(*target.ip()),
+        "{target} is not an address of the test world"
+    );
+    assert!(
+        datagrams.len() <= MAX_DATAGRAMS,
+        "{} datagrams (at most {MAX_DATAGRAMS})",
+        datagrams.len()
+    );
+    ns.run(move || {
+        let socket = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+            .expect("a UDP socket in the namespace");
+        let mut sent = 0;
+        for datagram in datagrams {
+            if socket.send_to(&datagram, target).is_ok() {
+                sent += 1;
+            }
+            if !pace.is_zero() {
+                std::thread::sleep(pace);
+            }
+        }
+        sent
+    })
+    .join()
+    .expect("the UDP sender's thread")
+}
+
+/// The PID of the running process whose program name ends with `program` and that has
+/// `arg` among its arguments (e.g. a node's state directory).
+pub fn pid_with_arg(program: &str, arg: &str) -> Option<u32> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries.flatten().find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let mut args = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned());
+        let name = args.next()?;
+        (name.ends_with(program) && args.any(|a| a == arg)).then_some(pid)
+    })
+}
+
+/// CPU time (user + system, seconds) the process `pid` has used so far.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line; here, after pid and comm, 11 and 12.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
+}
