@@ -35,7 +35,7 @@ pub enum AddressBookError {
     Full(Ipv4Subnet),
     #[error("no device with that UID is in the address book")]
     UnknownDevice,
-    #[error("{0} already has the most devices one account may have, all pinned")]
+    #[error("{0} already has the most devices one account may have, all pinned or in use")]
     TooManyDevices(String),
 }
 
@@ -234,20 +234,35 @@ impl AddressBook {
 
     /// The device's address, choosing one if it has none yet (a device configured by hand).
     pub fn assign(&mut self, uid: Uid) -> Result<Ipv4Addr, AddressBookError> {
-        self.claim(uid, None, 0)
+        self.claim(uid, None, 0, |_| false)
     }
 
     /// The address of `uid`, a device of `owner` (when known) seen at `now` (seconds since
     /// the epoch), choosing one if it has none yet. An owner at [`MAX_PER_OWNER`] gives up
-    /// the address of its least recently seen unpinned device; a full subnet, the least
-    /// recently seen unpinned address unseen for [`STALE_AFTER`].
+    /// the address of its least recently seen unpinned device that is not `in_use` (wanted or
+    /// linked right now); a full subnet, the least recently seen unpinned address unseen for
+    /// [`STALE_AFTER`]. A device recorded without an owner (a book from before owners were
+    /// kept) counts against the owner that claims it.
     pub fn claim(
         &mut self,
         uid: Uid,
         owner: Option<&str>,
         now: u64,
+        in_use: impl Fn(&Uid) -> bool,
     ) -> Result<Ipv4Addr, AddressBookError> {
-        if let Some(entry) = self.devices.get_mut(&uid) {
+        if let Some(entry) = self.devices.get(&uid) {
+            let (ownerless, pinned) = (entry.owner.is_none(), entry.pinned);
+            if let (true, Some(owner)) = (ownerless, owner) {
+                if let Err(e) = self.make_room(owner, &uid, &in_use) {
+                    if !pinned {
+                        self.remove_entry(&uid);
+                    }
+                    return Err(e);
+                }
+            }
+            let Some(entry) = self.devices.get_mut(&uid) else {
+                return Err(AddressBookError::UnknownDevice);
+            };
             if entry.owner.is_none() && owner.is_some() {
                 entry.owner = owner.map(str::to_string);
                 self.dirty = true;
@@ -260,25 +275,14 @@ impl AddressBook {
             return Ok(entry.addr);
         }
         if let Some(owner) = owner {
-            let held = self
-                .devices
-                .values()
-                .filter(|e| e.owner.as_deref() == Some(owner))
-                .count();
-            if held >= MAX_PER_OWNER {
-                let oldest = self.oldest_unpinned(|e| e.owner.as_deref() == Some(owner));
-                let Some(oldest) = oldest else {
-                    return Err(AddressBookError::TooManyDevices(owner.to_string()));
-                };
-                tracing::debug!(device = %oldest, "an account's oldest device gives up its address");
-                self.remove_entry(&oldest);
-            }
+            self.make_room(owner, &uid, &in_use)?;
         }
         let addr = match self.free_address_for(&uid) {
             Ok(addr) => addr,
             Err(AddressBookError::Full(_)) => {
-                let stale =
-                    self.oldest_unpinned(|e| now >= e.last_seen.saturating_add(STALE_AFTER));
+                let stale = self.oldest_unpinned(|u, e| {
+                    !in_use(u) && now >= e.last_seen.saturating_add(STALE_AFTER)
+                });
                 let stale = stale.ok_or(AddressBookError::Full(self.subnet))?;
                 tracing::debug!(device = %stale, "a long unseen device gives up its address");
                 self.remove_entry(&stale);
@@ -298,11 +302,37 @@ impl AddressBook {
         Ok(addr)
     }
 
+    /// Makes room for one more device of `owner` (`uid`, not counted): at the cap, its least
+    /// recently seen unpinned device not in use gives up its address.
+    fn make_room(
+        &mut self,
+        owner: &str,
+        uid: &Uid,
+        in_use: &impl Fn(&Uid) -> bool,
+    ) -> Result<(), AddressBookError> {
+        let held = self
+            .devices
+            .iter()
+            .filter(|(u, e)| *u != uid && e.owner.as_deref() == Some(owner))
+            .count();
+        if held < MAX_PER_OWNER {
+            return Ok(());
+        }
+        let oldest = self
+            .oldest_unpinned(|u, e| u != uid && !in_use(u) && e.owner.as_deref() == Some(owner));
+        let Some(oldest) = oldest else {
+            return Err(AddressBookError::TooManyDevices(owner.to_string()));
+        };
+        tracing::debug!(device = %oldest, "an account's oldest device gives up its address");
+        self.remove_entry(&oldest);
+        Ok(())
+    }
+
     /// The least recently seen unpinned device among those `pick` selects.
-    fn oldest_unpinned(&self, pick: impl Fn(&AddressEntry) -> bool) -> Option<Uid> {
+    fn oldest_unpinned(&self, pick: impl Fn(&Uid, &AddressEntry) -> bool) -> Option<Uid> {
         self.devices
             .iter()
-            .filter(|(_, e)| !e.pinned && pick(e))
+            .filter(|(u, e)| !e.pinned && pick(u, e))
             .min_by_key(|(_, e)| e.last_seen)
             .map(|(u, _)| *u)
     }
@@ -472,14 +502,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut book = AddressBook::open(dir.path(), subnet("100.64.0.0/16")).unwrap();
         let friend = book
-            .claim(Uid([200; 20]), Some("bob@svpn.test"), 1000)
+            .claim(Uid([200; 20]), Some("bob@svpn.test"), 1000, |_| false)
             .unwrap();
         // mallory mints device keys: each new one takes her oldest device's address.
         for i in 0..1000u32 {
             let mut key = [7u8; 20];
             key[..4].copy_from_slice(&i.to_be_bytes());
-            book.claim(Uid(key), Some("mallory@svpn.test"), 2000 + u64::from(i))
-                .unwrap();
+            book.claim(
+                Uid(key),
+                Some("mallory@svpn.test"),
+                2000 + u64::from(i),
+                |_| false,
+            )
+            .unwrap();
         }
         let mallory = book
             .devices()
@@ -502,9 +537,50 @@ mod tests {
                 .unwrap();
         }
         assert!(matches!(
-            book.claim(Uid([9; 20]), Some("mallory@svpn.test"), 9000),
+            book.claim(Uid([9; 20]), Some("mallory@svpn.test"), 9000, |_| false),
             Err(AddressBookError::TooManyDevices(_))
         ));
+    }
+
+    #[test]
+    fn devices_in_use_keep_their_addresses_and_ownerless_ones_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut book = AddressBook::open(dir.path(), subnet("100.64.0.0/16")).unwrap();
+        let mallory = Some("mallory@svpn.test");
+        // All seen in the same second (a flood): ties must not evict a device in use.
+        let held: Vec<Uid> = (0..MAX_PER_OWNER as u8).map(|i| Uid([i; 20])).collect();
+        for uid in &held {
+            book.claim(*uid, mallory, 5000, |_| false).unwrap();
+        }
+        let in_use = |u: &Uid| held.contains(u);
+        assert!(matches!(
+            book.claim(Uid([99; 20]), mallory, 5000, in_use),
+            Err(AddressBookError::TooManyDevices(_))
+        ));
+        for uid in &held {
+            assert!(
+                book.address_of(uid).is_some(),
+                "a device in use lost its address"
+            );
+        }
+        // A device recorded without an owner (a manual peer, an old book) is not a way
+        // around the cap: claimed by a full owner, it gives up its address.
+        let legacy = Uid([77; 20]);
+        book.assign(legacy).unwrap();
+        assert!(matches!(
+            book.claim(legacy, mallory, 5000, in_use),
+            Err(AddressBookError::TooManyDevices(_))
+        ));
+        assert_eq!(book.address_of(&legacy), None);
+        let count = book
+            .devices()
+            .filter(|(_, e)| e.owner.as_deref() == mallory)
+            .count();
+        assert_eq!(count, MAX_PER_OWNER);
+        // Once one is no longer in use, a newcomer takes its place.
+        let newcomer = book.claim(Uid([99; 20]), mallory, 5000, |u| *u != held[3]);
+        assert!(newcomer.is_ok());
+        assert_eq!(book.address_of(&held[3]), None);
     }
 
     #[test]
@@ -514,15 +590,19 @@ mod tests {
         // Five host addresses besides ours: all taken, one long unseen.
         for i in 0..5u8 {
             let seen = if i == 0 { 0 } else { STALE_AFTER };
-            book.claim(Uid([i; 20]), Some(&format!("f{i}@svpn.test")), seen)
-                .unwrap();
+            book.claim(Uid([i; 20]), Some(&format!("f{i}@svpn.test")), seen, |_| {
+                false
+            })
+            .unwrap();
         }
         let now = STALE_AFTER + 10;
-        let new = book.claim(Uid([9; 20]), Some("g@svpn.test"), now).unwrap();
+        let new = book
+            .claim(Uid([9; 20]), Some("g@svpn.test"), now, |_| false)
+            .unwrap();
         assert_eq!(book.address_of(&Uid([0; 20])), None, "the stale one went");
         assert_eq!(book.device_at(new), Some(Uid([9; 20])));
         assert!(matches!(
-            book.claim(Uid([10; 20]), Some("h@svpn.test"), now),
+            book.claim(Uid([10; 20]), Some("h@svpn.test"), now, |_| false),
             Err(AddressBookError::Full(_))
         ));
     }

@@ -64,6 +64,8 @@ pub enum PeerError {
     OwnKey,
     #[error("too many links")]
     TooManyLinks,
+    #[error("the device has no overlay address")]
+    NoAddress,
 }
 
 /// A link as the API reports it.
@@ -163,13 +165,44 @@ impl DataPlane {
         if uid == self.identity.uid() {
             return Err(PeerError::OwnKey);
         }
+        if !self.by_uid.contains_key(&uid) {
+            self.book.assign(uid)?;
+        }
+        self.add_link(now, public_key, endpoint, keepalive_secs)
+    }
+
+    /// A link to a device that already has its address (the social layer gives addresses,
+    /// within each account's share): never one outside the address book.
+    pub fn link_device(
+        &mut self,
+        now: Instant,
+        public_key: [u8; 32],
+        endpoint: Option<SocketAddr>,
+    ) -> Result<Uid, PeerError> {
+        let uid = Uid::from_public_key(&public_key);
+        if self.book.address_of(&uid).is_none() {
+            return Err(PeerError::NoAddress);
+        }
+        self.add_link(now, public_key, endpoint, None)
+    }
+
+    fn add_link(
+        &mut self,
+        now: Instant,
+        public_key: [u8; 32],
+        endpoint: Option<SocketAddr>,
+        keepalive_secs: Option<u16>,
+    ) -> Result<Uid, PeerError> {
+        let uid = Uid::from_public_key(&public_key);
+        if uid == self.identity.uid() {
+            return Err(PeerError::OwnKey);
+        }
         if let Some(link) = self.by_uid.get(&uid).and_then(|i| self.links.get_mut(i)) {
             if endpoint.is_some() {
                 link.endpoint = endpoint;
             }
             return Ok(uid);
         }
-        self.book.assign(uid)?;
         let index = self.allocate_index()?;
         let link = Link::new(
             self.identity.secret().clone(),
@@ -207,6 +240,11 @@ impl DataPlane {
 
     pub fn has_link(&self, uid: &Uid) -> bool {
         self.by_uid.contains_key(uid)
+    }
+
+    /// The devices with a link.
+    pub fn linked(&self) -> impl Iterator<Item = &Uid> {
+        self.by_uid.keys()
     }
 
     /// Whether the link to `uid` has a live WireGuard session.

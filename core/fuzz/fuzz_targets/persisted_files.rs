@@ -59,7 +59,7 @@ fn address_book(dir: &PathBuf, content: &[u8], subnet: &str) {
     // A new device of a known owner, seen now: an address or a clear refusal.
     let owner = book.devices().find_map(|(_, e)| e.owner.clone());
     let newcomer = Uid::from_public_key(&[7; 32]);
-    let _ = book.claim(newcomer, owner.as_deref(), 1_900_000_000);
+    let _ = book.claim(newcomer, owner.as_deref(), 1_900_000_000, |_| false);
     let before: Vec<_> = book.devices().map(|(u, e)| (*u, e.clone())).collect();
     if let Some((path, bytes)) = book.take_dirty() {
         std::fs::write(path, bytes).unwrap();

@@ -83,7 +83,12 @@ pub(super) struct Social {
     pub(super) local_host: SocketAddr,
     port: u16,
     subnet_excluded: crate::subnet::Ipv4Subnet,
+    /// Devices refused an address (counted once each; forgotten in bulk past a bound).
+    refused_addresses: HashSet<Uid>,
 }
+
+/// Devices remembered as refused an address, for counting each once.
+const REFUSED_ADDRESSES_KEPT: usize = 4096;
 
 impl Social {
     pub(super) fn start(
@@ -118,6 +123,7 @@ impl Social {
             local_host,
             port,
             subnet_excluded: subnet,
+            refused_addresses: HashSet::new(),
         })
     }
 
@@ -156,13 +162,12 @@ impl Social {
                 });
                 match verdict {
                     Ok(_) => {
-                        // Give the device its address before anything can arrive from it.
-                        let owner = from.to_bare().to_string();
-                        let book = dp.address_book_mut();
-                        if let Err(e) = book.claim(signal.from.uid, Some(&owner), unix_now()) {
-                            tracing::debug!(error = %e, "no overlay address for a device");
+                        // Give the device its address before anything can arrive from it;
+                        // one its account has no room for gets no link either.
+                        let in_use = self.in_use(dp);
+                        if self.claim_address(dp, &from, &signal.from.uid, &in_use) {
+                            self.links.handle_signal(now, from, signal);
                         }
-                        self.links.handle_signal(now, from, signal);
                     }
                     Err(reason) => tracing::debug!(?reason, "signal rejected"),
                 }
@@ -176,18 +181,52 @@ impl Social {
     }
 
     /// Tells the link manager which devices the policy wants, giving each an address.
+    /// Devices without an address (their account has no room) are not wanted.
     pub(super) fn refresh_wanted(&mut self, now: Instant, dp: &mut DataPlane) {
-        let wanted = self.state.wanted_devices();
-        let now_unix = unix_now();
-        for device in &wanted {
-            let owner = device.jid.to_bare().to_string();
-            let book = dp.address_book_mut();
-            if let Err(e) = book.claim(device.info.uid, Some(&owner), now_unix) {
-                tracing::warn!(error = %e, "no overlay address for a friend's device");
-            }
-        }
+        let mut wanted = self.state.wanted_devices();
+        let mut in_use = self.in_use(dp);
+        in_use.extend(wanted.iter().map(|d| d.info.uid));
+        wanted.retain(|device| {
+            let account = device.jid.clone();
+            self.claim_address(dp, &account, &device.info.uid, &in_use)
+        });
         self.links.set_wanted(now, &wanted);
         self.prepare_data_plane(now, dp);
+    }
+
+    /// Devices that must keep their addresses: those with a link or an ICE session.
+    fn in_use(&self, dp: &DataPlane) -> HashSet<Uid> {
+        self.links
+            .devices()
+            .map(|(uid, _)| uid)
+            .chain(dp.linked().copied())
+            .collect()
+    }
+
+    /// The address of `uid`, a device of `jid`'s account, within the account's share (see
+    /// `AddressBook::claim`); false (counted once per device) when it gets none.
+    fn claim_address(
+        &mut self,
+        dp: &mut DataPlane,
+        jid: &FullJid,
+        uid: &Uid,
+        in_use: &HashSet<Uid>,
+    ) -> bool {
+        let owner = jid.to_bare().to_string();
+        let book = dp.address_book_mut();
+        match book.claim(*uid, Some(&owner), unix_now(), |u| in_use.contains(u)) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, device = %uid, "no overlay address for a device");
+                if self.refused_addresses.len() >= REFUSED_ADDRESSES_KEPT {
+                    self.refused_addresses.clear();
+                }
+                if self.refused_addresses.insert(*uid) {
+                    self.state.count_address_refused();
+                }
+                false
+            }
+        }
     }
 
     /// Gives every device that is getting a link a data-plane link without a path yet, so
@@ -196,8 +235,8 @@ impl Social {
         let devices: Vec<(Uid, [u8; 32])> = self.links.devices().collect();
         for (uid, key) in devices {
             if !dp.has_link(&uid) {
-                if let Err(e) = dp.add_peer(now, key, None, None) {
-                    tracing::warn!(error = %e, "cannot prepare a link");
+                if let Err(e) = dp.link_device(now, key, None) {
+                    tracing::debug!(error = %e, "cannot prepare a link");
                 }
             }
         }
@@ -298,7 +337,7 @@ impl Social {
                 }
                 tracing::info!(peer = %uid, relayed = path.relayed, "link up");
                 self.awaiting_session.insert(uid, now + SESSION_DEADLINE);
-                match dp.add_peer(now, public_key, Some(path.remote), None) {
+                match dp.link_device(now, public_key, Some(path.remote)) {
                     Ok(uid) => {
                         // A new path: its silence so far belongs to the old one.
                         dp.path_confirmed(&uid);

@@ -169,6 +169,9 @@ pub struct SocialCounters {
     /// Device announcements naming our own device, or one proven to belong to another
     /// account: kept off the links and the address book.
     pub device_claims_refused: u64,
+    /// Devices of friends given no overlay address: their account holds its share, all in
+    /// use or pinned.
+    pub addresses_refused: u64,
 }
 
 pub struct SocialState {
@@ -630,6 +633,11 @@ impl SocialState {
             Err(_) => self.counters.signals_rejected += 1,
         }
         result
+    }
+
+    /// Counts a device refused an overlay address.
+    pub fn count_address_refused(&mut self) {
+        self.counters.addresses_refused += 1;
     }
 
     /// Counts a signal whose payload did not parse.
