@@ -152,7 +152,7 @@ fn refused(status: &Value) -> String {
         ("social", "device_claims_refused", "device claims"),
         ("social", "presences_ignored", "presences"),
         ("social", "requests_ignored", "declined requests"),
-        ("social", "addresses_refused", "devices over an account's share"),
+        ("social", "addresses_refused", "devices over their share"),
         ("links", "signals_refused", "sessions over the rate"),
         ("links", "stun_rejected", "STUN"),
         ("links", "candidates_dropped", "candidates"),
