@@ -148,9 +148,18 @@ impl Social {
                 self.xmpp_state = state;
                 let _ = self.events.send(EngineEvent::Xmpp(self.xmpp_status()));
             }
-            XmppInput::Roster(items) => self.state.handle_roster(now, items),
-            XmppInput::RosterPush(item) => self.state.handle_roster_push(item),
-            XmppInput::Presence(from, kind) => self.state.handle_presence(now, &from, kind),
+            XmppInput::Roster(items) => {
+                tracing::debug!(?items, "roster");
+                self.state.handle_roster(now, items)
+            }
+            XmppInput::RosterPush(item) => {
+                tracing::debug!(?item, "roster push");
+                self.state.handle_roster_push(item)
+            }
+            XmppInput::Presence(from, kind) => {
+                tracing::debug!(%from, ?kind, "presence");
+                self.state.handle_presence(now, &from, kind)
+            }
             XmppInput::Signal(from, Ok(SignedSignal { signal, proof })) => {
                 let to = self.state.own_full().cloned();
                 let identity = dp.identity();

@@ -82,6 +82,14 @@ impl Contact {
     pub fn is_mutual(&self) -> bool {
         self.subscription == Subscription::Both
     }
+
+    /// We see their presence, or asked to. A server delivers a contact's presence as soon
+    /// as *its* roster says we are subscribed, which can be before the `subscribed` that
+    /// tells us so — or instead of it: ejabberd's default `mod_pres_counter` drops
+    /// subscription stanzas past a few a minute, and the presence is never sent again.
+    fn presence_asked(&self) -> bool {
+        self.pending_out || matches!(self.subscription, Subscription::To | Subscription::Both)
+    }
 }
 
 /// A roster item as the server reports it.
@@ -393,7 +401,7 @@ impl SocialState {
         if matches!(item.subscription, Subscription::From | Subscription::Both) {
             contact.pending_in = false;
         }
-        if !matches!(item.subscription, Subscription::To | Subscription::Both) {
+        if !contact.presence_asked() {
             // We no longer see their presence.
             contact.devices.clear();
         }
@@ -429,7 +437,7 @@ impl SocialState {
                     // directed presence to our full JID.
                     self.contacts
                         .get_mut(&bare)
-                        .filter(|c| matches!(c.subscription, Subscription::To | Subscription::Both))
+                        .filter(|c| c.presence_asked())
                         .map(|c| &mut c.devices)
                 };
                 if let Some(devices) = devices {

@@ -552,3 +552,34 @@ fn directed_presence_from_contacts_we_do_not_follow_is_ignored() {
     announce(&mut s, now, "bob@svpn.test/pc", dev);
     assert_eq!(wanted_jids(&s), ["bob@svpn.test/pc"]);
 }
+
+#[test]
+fn presence_that_arrives_before_the_subscription_does_is_kept() {
+    // Seen on ejabberd: carol accepts alice's request (and asks in return); alice's
+    // server approves and sends alice's presence at once, but the `subscribed` for carol
+    // is dropped by mod_pres_counter and comes a minute later, with no new presence.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = state(&dir);
+    let now = Instant::now();
+    s.handle_roster(now, vec![]);
+    s.handle_presence(now, &full("carol@svpn.test"), PresenceKind::Subscribe);
+    s.accept_friend(now, jid("carol@svpn.test")).unwrap();
+    s.handle_roster_push(item("carol@svpn.test", Subscription::From));
+    s.handle_roster_push(RosterItem {
+        pending_out: true,
+        ..item("carol@svpn.test", Subscription::From)
+    });
+    announce(
+        &mut s,
+        now,
+        "carol@svpn.test/phone",
+        DeviceInfo::new([7; 32]),
+    );
+    assert_eq!(s.counters().presences_ignored, 0);
+    assert!(wanted_jids(&s).is_empty(), "not mutual yet");
+    s.handle_roster_push(item("carol@svpn.test", Subscription::Both));
+    assert_eq!(wanted_jids(&s), ["carol@svpn.test/phone"]);
+    // A request that is answered with a refusal forgets what was announced.
+    s.handle_roster_push(item("carol@svpn.test", Subscription::From));
+    assert!(s.contacts().all(|c| c.devices.is_empty()));
+}
