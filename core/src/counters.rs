@@ -1,9 +1,11 @@
-//! Packet, byte and drop counters of the data plane.
+//! Counters: packets, bytes and drops of the data plane, per-link traffic, and what the
+//! social layer and the link manager refused. Data only (they travel in the control
+//! protocol's replies, see `api`).
 //!
 //! Plain integers owned by the engine task (no atomics on the data path); the API reads a
 //! snapshot through the engine's command channel.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a packet was dropped. Every drop on the data path is counted under one of these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -105,6 +107,10 @@ impl DropReason {
     fn slot(self) -> usize {
         self as usize
     }
+
+    pub fn from_name(name: &str) -> Option<DropReason> {
+        DropReason::ALL.into_iter().find(|r| r.name() == name)
+    }
 }
 
 impl Serialize for DropReason {
@@ -145,8 +151,22 @@ impl Serialize for DropCounts {
     }
 }
 
+impl<'de> Deserialize<'de> for DropCounts {
+    /// Reasons this build does not know (from a newer engine) are left out.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = std::collections::BTreeMap::<String, u64>::deserialize(d)?;
+        let mut counts = DropCounts::default();
+        for (name, n) in map {
+            if let Some(reason) = DropReason::from_name(&name) {
+                counts.0[reason.slot()] = n;
+            }
+        }
+        Ok(counts)
+    }
+}
+
 /// Packets and bytes in one direction.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Traffic {
     pub packets: u64,
     pub bytes: u64,
@@ -159,8 +179,15 @@ impl Traffic {
     }
 }
 
+/// Per-link figures reported upward (IP bytes, without tunnel overhead).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkTraffic {
+    pub tx: Traffic,
+    pub rx: Traffic,
+}
+
 /// Engine-wide counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
     /// IP packets read from the tun fd.
     pub tun_rx: Traffic,
@@ -171,6 +198,50 @@ pub struct Counters {
     /// UDP datagrams sent.
     pub net_tx: Traffic,
     pub drops: DropCounts,
+}
+
+/// What the social layer accepted and refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SocialCounters {
+    pub signals_accepted: u64,
+    pub signals_rejected: u64,
+    pub presences_ignored: u64,
+    /// Friend requests from accounts the user declined.
+    pub requests_ignored: u64,
+    /// Device announcements naming our own device, or one proven to belong to another
+    /// account: kept off the links and the address book.
+    pub device_claims_refused: u64,
+    /// Devices of friends given no overlay address: their account holds its share, all in
+    /// use or pinned.
+    pub addresses_refused: u64,
+}
+
+/// What the link manager did and refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LinkCounters {
+    pub offers_sent: u64,
+    pub signals_stale: u64,
+    pub ice_failures: u64,
+    /// Paths found dead while in use (and looked for again).
+    pub paths_lost: u64,
+    /// TURN allocations lost (a restarted server) and made again.
+    pub relay_reallocations: u64,
+    /// Signals refused because the device starts sessions too often or the link slots
+    /// are full.
+    pub signals_refused: u64,
+    /// STUN requests for no session of ours, or failing its integrity check, and undecodable
+    /// STUN messages.
+    pub stun_rejected: u64,
+    /// Candidates peers named that are not checked (see `ice::usable_remote`), or not let
+    /// through our relay (more than a few in one session).
+    pub candidates_dropped: u64,
+    /// Relay permissions not asked for: an account's share or the allocation is full (see
+    /// `permits`).
+    pub permits_refused: u64,
+    /// Allocations renewed to shed relay permissions no longer in use.
+    pub permit_renewals: u64,
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@
 use crate::addrbook::{AddressBook, AddressBookError};
 use crate::counters::{Counters, DropReason};
 use crate::identity::DeviceIdentity;
-use crate::link::{Link, LinkCounters};
+use crate::counters::LinkTraffic;
+use crate::link::Link;
 use crate::liveness::PathAlarm;
 use crate::packet::ip::{self, IpAddrs};
 use crate::packet::translate::rewrite_ipv4;
@@ -66,6 +67,8 @@ pub enum PeerError {
     TooManyLinks,
     #[error("the device has no overlay address")]
     NoAddress,
+    #[error("not a WireGuard public key (64 hex digits)")]
+    BadKey,
 }
 
 /// A link as the API reports it.
@@ -75,7 +78,7 @@ pub struct LinkStatus {
     pub overlay_address: Ipv4Addr,
     pub endpoint: Option<SocketAddr>,
     pub session: bool,
-    pub counters: LinkCounters,
+    pub counters: LinkTraffic,
 }
 
 /// Largest WireGuard local index (boringtun shifts it left by 8 into 32 bits).

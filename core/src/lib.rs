@@ -5,10 +5,11 @@
 //! header), [`framing`] and [`tun`] (the platform fd), [`identity`], [`uid`], [`subnet`]
 //! and [`addrbook`] (who is who and at which address), [`link`] (one WireGuard session per
 //! friend device), [`dataplane`] (the sans-IO state machine tying them together) and
-//! [`engine`] (the thin tokio shell that drives it).
+//! [`engine`] (the thin tokio shell that drives it). [`api`] is the control protocol every
+//! front end speaks: requests, replies, events and the records they carry (data only).
 
 pub mod addrbook;
-pub mod control;
+pub mod api;
 pub mod counters;
 pub mod dataplane;
 pub mod engine;

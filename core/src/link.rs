@@ -8,7 +8,7 @@
 //! boringtun expire and wipe the session keys. Before a quiet link is used again, the caller
 //! ticks it first, so boringtun sees time pass.
 
-use crate::counters::Traffic;
+use crate::counters::LinkTraffic;
 use crate::liveness::PathWatch;
 use crate::packet::uid_header::UID_HEADER_LEN;
 use crate::uid::Uid;
@@ -38,18 +38,11 @@ pub const HANDSHAKE_GIVE_UP: Duration = Duration::from_secs(92);
 /// One tick after this much silence lets boringtun drop the session keys (3 x 180 s).
 pub const SESSION_WIPE_AFTER: Duration = Duration::from_secs(541);
 
-/// Per-link figures reported upward (IP bytes, without tunnel overhead).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct LinkCounters {
-    pub tx: Traffic,
-    pub rx: Traffic,
-}
-
 pub struct Link {
     pub(crate) uid: Uid,
     pub(crate) tunn: Tunn,
     pub(crate) endpoint: Option<SocketAddr>,
-    pub(crate) counters: LinkCounters,
+    pub(crate) counters: LinkTraffic,
     /// Whether the path still answers the data we send.
     pub(crate) path: PathWatch,
     keepalive: Option<Duration>,
@@ -85,7 +78,7 @@ impl Link {
                 Some(rate_limiter),
             ),
             endpoint,
-            counters: LinkCounters::default(),
+            counters: LinkTraffic::default(),
             path: PathWatch::default(),
             keepalive: keepalive_secs.map(|s| Duration::from_secs(u64::from(s))),
             last_tick: now,

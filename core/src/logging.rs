@@ -5,6 +5,35 @@
 //! the SCRAM proof, and every stanza. A user asked for a trace to attach to a bug report must
 //! not hand over their password: every front end (CLI, apps, test nodes) drops these targets.
 
+use crate::api::LogLevel;
+use std::sync::{Arc, RwLock};
+
+type LevelControl = Arc<dyn Fn(LogLevel) + Send + Sync>;
+
+static LEVEL_CONTROL: RwLock<Option<LevelControl>> = RwLock::new(None);
+
+/// Installed by the front end that owns the process's logger (the CLI daemon, the bindings):
+/// how `Request::SetLogLevel` changes its level.
+pub fn set_level_control(control: impl Fn(LogLevel) + Send + Sync + 'static) {
+    let mut slot = LEVEL_CONTROL.write().unwrap_or_else(|e| e.into_inner());
+    *slot = Some(Arc::new(control));
+}
+
+/// Changes the level through the installed control; false when no front end installed one.
+pub fn set_level(level: LogLevel) -> bool {
+    let control = LEVEL_CONTROL
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    match control {
+        Some(control) => {
+            control(level);
+            true
+        }
+        None => false,
+    }
+}
+
 /// Log targets (and their sub-targets) that are never written.
 pub const NEVER_LOGGED: &[&str] = &["tokio_xmpp::xmlstream"];
 

@@ -8,11 +8,14 @@ mod tun_io;
 mod udp_io;
 
 pub use crate::links::manager::LinkPolicy;
-pub use social::{DeviceView, FriendView, SocialConfig};
+pub use social::SocialConfig;
 
 use crate::addrbook::{AddressBook, AddressBookError};
-use crate::counters::{Counters, DropReason};
-use crate::dataplane::{DataPlane, LinkStatus, PeerError};
+use crate::api::{
+    ApiError, ErrorKind, Event, FriendAction, FriendView, LinkView, Request, Response, StatusView,
+};
+use crate::counters::DropReason;
+use crate::dataplane::{DataPlane, PeerError};
 use crate::identity::{DeviceIdentity, IdentityError};
 use crate::packet::gro::Coalescer;
 use crate::protect::SocketProtector;
@@ -51,8 +54,8 @@ pub enum EngineError {
     NetRecv(io::Error),
     #[error("the engine has stopped")]
     Stopped,
-    #[error("{0}")]
-    Social(String),
+    #[error(transparent)]
+    Toggles(#[from] crate::social::toggles::TogglesError),
     #[error("this engine has no XMPP account")]
     NoAccount,
     #[error("the platform refused to keep the engine's socket out of the VPN")]
@@ -61,8 +64,42 @@ pub enum EngineError {
     Persist(io::Error),
     #[error("'{0}' is not a valid JID")]
     BadJid(String),
-    #[error("unknown friend action '{0}' (add, accept, decline, remove, enable, disable)")]
-    UnknownAction(String),
+    #[error("'{0}' is not a device id (40 hex digits)")]
+    BadDevice(String),
+    #[error("this front end cannot change its log level")]
+    NoLogControl,
+}
+
+impl From<&EngineError> for ApiError {
+    fn from(e: &EngineError) -> ApiError {
+        let kind = match e {
+            EngineError::Identity(_) | EngineError::Persist(_) | EngineError::Toggles(_) => {
+                ErrorKind::StateDirectory
+            }
+            EngineError::AddressBook(
+                AddressBookError::OutsideSubnet { .. } | AddressBookError::AddressTaken { .. },
+            ) => ErrorKind::AddressRefused,
+            EngineError::AddressBook(AddressBookError::UnknownDevice) | EngineError::BadDevice(_) => {
+                ErrorKind::BadDevice
+            }
+            EngineError::AddressBook(
+                AddressBookError::Io { .. } | AddressBookError::Corrupt { .. },
+            ) => ErrorKind::StateDirectory,
+            EngineError::AddressBook(_) | EngineError::Peer(_) => ErrorKind::PeerRefused,
+            EngineError::NoAccount => ErrorKind::NoAccount,
+            EngineError::BadJid(_) => ErrorKind::BadJid,
+            EngineError::NoLogControl => ErrorKind::Unsupported,
+            EngineError::Socket { .. }
+            | EngineError::TunFd(_)
+            | EngineError::NetRecv(_)
+            | EngineError::Stopped
+            | EngineError::Protect => ErrorKind::Stopped,
+        };
+        ApiError {
+            kind,
+            message: e.to_string(),
+        }
+    }
 }
 
 /// What the engine needs to start.
@@ -201,7 +238,7 @@ impl PreparedEngine {
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "the engine stopped");
             }
-            let _ = stopped_events.send(EngineEvent::Stopped {
+            let _ = stopped_events.send(Event::Stopped {
                 error: result.as_ref().err().map(ToString::to_string),
             });
             let _ = finished_tx.send(true);
@@ -255,131 +292,29 @@ enum Command {
     Tunnel(Option<TunDevice>, oneshot::Sender<Result<(), EngineError>>),
     AddPeer(PeerConfig, oneshot::Sender<Result<Uid, PeerError>>),
     RemovePeer(Uid, oneshot::Sender<bool>),
-    Counters(oneshot::Sender<Counters>),
-    Links(oneshot::Sender<Vec<LinkStatus>>),
-    Status(oneshot::Sender<Status>),
+    Links(oneshot::Sender<Vec<LinkView>>),
+    Status(oneshot::Sender<StatusView>),
     Roster(oneshot::Sender<Result<Vec<FriendView>, EngineError>>),
+    /// Pins (Some) or unpins (None) a device's address.
+    Pin(Uid, Option<Ipv4Addr>, oneshot::Sender<Result<(), EngineError>>),
     Friend(
         FriendAction,
         BareJid,
         oneshot::Sender<Result<(), EngineError>>,
     ),
     NetworkChanged(oneshot::Sender<()>),
+    /// Ends the engine task (as dropping every handle does).
+    Stop(oneshot::Sender<()>),
+}
+
+fn parse_uid(device: &str) -> Result<Uid, EngineError> {
+    device
+        .parse()
+        .map_err(|_| EngineError::BadDevice(device.to_string()))
 }
 
 /// Events kept for a slow subscriber.
 const EVENT_QUEUE: usize = 64;
-
-/// A change the UI may want to show (no personal data beyond what the roster holds).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case", tag = "event")]
-pub enum EngineEvent {
-    /// The XMPP session state changed.
-    Xmpp(XmppStatus),
-    RosterChanged,
-    /// Someone asks to be a friend.
-    FriendRequest(String),
-    /// A link to a device came up on a path, lost it, or closed.
-    Link {
-        uid: String,
-        /// The device's full JID (account and resource).
-        device: String,
-        change: LinkChange,
-    },
-    /// The tunnel fd failed (the interface is gone, or reads keep failing) and was detached
-    /// and closed; the engine stays signed in and linked. A new fd turns the VPN on again.
-    TunnelLost {
-        reason: String,
-    },
-    /// The engine task ended: asked to (no error) or after a fatal socket error. The last
-    /// event.
-    Stopped {
-        error: Option<String>,
-    },
-}
-
-/// What happened to a link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case", tag = "link")]
-pub enum LinkChange {
-    /// Traffic flows on a (new) path: direct, or through a TURN relay.
-    Up { relayed: bool },
-    /// The path stopped working; a new one is being looked for (the session stays).
-    PathLost,
-    /// The link is gone: no longer wanted, or closed by the friend's device.
-    Closed { by_peer: bool },
-}
-
-/// The XMPP session as the UI shows it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
-pub enum XmppStatus {
-    Connecting,
-    Online,
-    /// Not connected; the engine tries again in `retry_in_secs`.
-    Offline {
-        reason: String,
-        retry_in_secs: u64,
-    },
-    /// The server refused the credentials; no retry until the account changes.
-    AuthFailed,
-}
-
-impl std::fmt::Display for XmppStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            XmppStatus::Connecting => f.write_str("connecting"),
-            XmppStatus::Online => f.write_str("online"),
-            XmppStatus::Offline { reason, .. } => write!(f, "offline: {reason}"),
-            XmppStatus::AuthFailed => f.write_str("auth_failed"),
-        }
-    }
-}
-
-/// What the user can do with a roster entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FriendAction {
-    Add,
-    Accept,
-    Decline,
-    Remove,
-    Enable,
-    Disable,
-}
-
-impl std::str::FromStr for FriendAction {
-    type Err = EngineError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "add" => FriendAction::Add,
-            "accept" => FriendAction::Accept,
-            "decline" => FriendAction::Decline,
-            "remove" => FriendAction::Remove,
-            "enable" => FriendAction::Enable,
-            "disable" => FriendAction::Disable,
-            other => return Err(EngineError::UnknownAction(other.to_string())),
-        })
-    }
-}
-
-/// The engine at a glance.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Status {
-    pub uid: String,
-    pub ipv4: Ipv4Addr,
-    pub ipv6: Ipv6Addr,
-    pub subnet: String,
-    /// Whether a tunnel fd is attached (the VPN is on).
-    pub tunnel: bool,
-    /// XMPP session state (absent without an account).
-    pub xmpp: Option<String>,
-    pub counters: Counters,
-    pub social: Option<crate::social::state::SocialCounters>,
-    pub links: Option<crate::links::manager::LinkCounters>,
-    /// Local candidates offered to friends.
-    pub candidates: Option<Vec<String>>,
-}
 
 /// Handle to a running engine.
 pub struct Engine {
@@ -387,7 +322,7 @@ pub struct Engine {
     task: JoinHandle<Result<(), EngineError>>,
     /// Becomes true when the engine task ends.
     finished: tokio::sync::watch::Receiver<bool>,
-    events: broadcast::Sender<EngineEvent>,
+    events: broadcast::Sender<Event>,
     uid: Uid,
     public_key: [u8; 32],
     local_addr: SocketAddr,
@@ -439,40 +374,97 @@ impl Engine {
         self.ask(|tx| Command::RemovePeer(uid, tx)).await
     }
 
-    pub async fn counters(&self) -> Result<Counters, EngineError> {
-        self.ask(Command::Counters).await
+    /// Answers one request of the control protocol: the one entry point of every front end.
+    pub async fn handle(&self, request: Request) -> Response {
+        match self.call(request).await {
+            Ok(response) => response,
+            Err(e) => Response::Error {
+                error: ApiError::from(&e),
+            },
+        }
     }
 
-    pub async fn links(&self) -> Result<Vec<LinkStatus>, EngineError> {
-        self.ask(Command::Links).await
+    /// Decodes a request, answers it and encodes the reply: the byte channel of the iOS
+    /// app↔extension messages and the CLI's control socket. Bytes that are no request get
+    /// an error reply, never a partial action.
+    pub async fn handle_bytes(&self, bytes: &[u8]) -> Vec<u8> {
+        match Request::decode(bytes) {
+            Ok(request) => self.handle(request).await.encode(),
+            Err(error) => Response::Error { error }.encode(),
+        }
     }
 
-    pub async fn status(&self) -> Result<Status, EngineError> {
-        self.ask(Command::Status).await
-    }
-
-    /// The roster with devices, toggles, addresses and link states.
-    pub async fn roster(&self) -> Result<Vec<FriendView>, EngineError> {
-        self.ask(Command::Roster).await?
-    }
-
-    /// Adds, accepts, declines, removes, enables or disables a friend.
-    pub async fn friend(&self, action: FriendAction, jid: &str) -> Result<(), EngineError> {
-        let jid: BareJid = jid
-            .parse()
-            .map_err(|_| EngineError::BadJid(jid.to_string()))?;
-        self.ask(|tx| Command::Friend(action, jid, tx)).await?
-    }
-
-    /// The platform's network changed (Wi-Fi ↔ cellular, new address): restart ICE on every
-    /// link, keeping the WireGuard sessions.
-    pub async fn network_changed(&self) -> Result<(), EngineError> {
-        self.ask(Command::NetworkChanged).await
+    async fn call(&self, request: Request) -> Result<Response, EngineError> {
+        Ok(match request {
+            Request::Status => Response::Status {
+                status: self.ask(Command::Status).await?,
+            },
+            Request::Roster => Response::Roster {
+                friends: self.ask(Command::Roster).await??,
+            },
+            Request::Links => Response::Links {
+                links: self.ask(Command::Links).await?,
+            },
+            Request::Friend { action, jid } => {
+                let jid: BareJid = jid.parse().map_err(|_| EngineError::BadJid(jid))?;
+                self.ask(|tx| Command::Friend(action, jid, tx)).await??;
+                Response::Done
+            }
+            Request::PinAddress { device, address } => {
+                let uid = parse_uid(&device)?;
+                self.ask(|tx| Command::Pin(uid, Some(address), tx)).await??;
+                Response::Done
+            }
+            Request::UnpinAddress { device } => {
+                let uid = parse_uid(&device)?;
+                self.ask(|tx| Command::Pin(uid, None, tx)).await??;
+                Response::Done
+            }
+            Request::NetworkChanged => {
+                self.ask(Command::NetworkChanged).await?;
+                Response::Done
+            }
+            Request::SetLogLevel { level } => {
+                if !crate::logging::set_level(level) {
+                    return Err(EngineError::NoLogControl);
+                }
+                Response::Done
+            }
+            Request::AddPeer {
+                public_key,
+                endpoint,
+                keepalive_secs,
+            } => {
+                let mut key = [0u8; 32];
+                hex::decode_to_slice(&public_key, &mut key)
+                    .map_err(|_| EngineError::Peer(PeerError::BadKey))?;
+                let peer = PeerConfig {
+                    public_key: key,
+                    endpoint: Some(endpoint),
+                    keepalive_secs,
+                };
+                let uid = self.add_peer(peer).await?;
+                Response::PeerAdded {
+                    uid: uid.to_string(),
+                }
+            }
+            Request::SignOut => {
+                // The engine task says goodbye to friends and signs off as it ends.
+                let (tx, rx) = oneshot::channel();
+                self.commands
+                    .send(Command::Stop(tx))
+                    .await
+                    .map_err(|_| EngineError::Stopped)?;
+                let _ = rx.await;
+                self.stopped().await;
+                Response::Done
+            }
+        })
     }
 
     /// Changes as they happen: XMPP state, roster, friend requests, links. A subscriber that
     /// falls more than the queue behind misses events (and is told so by the channel).
-    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
 
@@ -500,7 +492,7 @@ struct EngineIo {
     commands: mpsc::Receiver<Command>,
     netwatch: Option<NetWatch>,
     writer: crate::persist::Writer,
-    events: broadcast::Sender<EngineEvent>,
+    events: broadcast::Sender<Event>,
 }
 
 async fn run(
@@ -706,6 +698,11 @@ async fn run_loop(
                     return Ok(());
                 };
                 let now = Instant::now();
+                if let Command::Stop(reply) = command {
+                    tracing::debug!("engine stopping on request");
+                    let _ = reply.send(());
+                    return Ok(());
+                }
                 if let Command::Tunnel(new, reply) = command {
                     tracing::debug!(attached = new.is_some(), "tunnel");
                     // The old fd is deregistered and closed before the new one is watched.
@@ -728,12 +725,12 @@ async fn run_loop(
 /// engine stays signed in and linked until it gets a new one.
 fn tunnel_lost(
     tun: &mut Option<AsyncFd<TunDevice>>,
-    events: &broadcast::Sender<EngineEvent>,
+    events: &broadcast::Sender<Event>,
     error: io::Error,
 ) {
     tracing::warn!(%error, "the tunnel failed and is detached: the VPN is off until it is started again");
     *tun = None;
-    let _ = events.send(EngineEvent::TunnelLost {
+    let _ = events.send(Event::TunnelLost {
         reason: error.to_string(),
     });
 }
@@ -747,8 +744,8 @@ fn handle_command(
 ) {
     // A caller that went away no longer wants the answer: ignoring a failed reply is right.
     match command {
-        // Handled by the loop, which owns the tunnel.
-        Command::Tunnel(..) => {}
+        // Handled by the loop, which owns the tunnel and its own end.
+        Command::Tunnel(..) | Command::Stop(_) => {}
         Command::AddPeer(peer, reply) => {
             let result = dp.add_peer(now, peer.public_key, peer.endpoint, peer.keepalive_secs);
             let _ = reply.send(result);
@@ -756,27 +753,48 @@ fn handle_command(
         Command::RemovePeer(uid, reply) => {
             let _ = reply.send(dp.remove_peer(&uid));
         }
-        Command::Counters(reply) => {
-            let _ = reply.send(dp.counters());
-        }
         Command::Links(reply) => {
-            let _ = reply.send(dp.links());
+            let links = dp
+                .links()
+                .into_iter()
+                .map(|l| LinkView {
+                    uid: l.uid.to_string(),
+                    overlay_address: l.overlay_address,
+                    endpoint: l.endpoint,
+                    session: l.session,
+                    traffic: l.counters,
+                })
+                .collect();
+            let _ = reply.send(links);
         }
         Command::Status(reply) => {
             let book = dp.address_book();
-            let status = Status {
+            let status = StatusView {
                 uid: dp.uid().to_string(),
                 ipv4: book.own_address(),
                 ipv6: ula_address(&dp.uid()),
                 subnet: book.subnet().to_string(),
                 tunnel,
-                xmpp: social.as_ref().map(|s| s.xmpp_status().to_string()),
+                xmpp: social.as_ref().map(|s| s.xmpp_status()),
                 counters: dp.counters(),
                 social: social.as_ref().map(|s| s.state.counters()),
                 links: social.as_ref().map(|s| s.links.counters()),
                 candidates: social.as_ref().map(|s| s.candidate_list()),
             };
             let _ = reply.send(status);
+        }
+        Command::Pin(uid, address, reply) => {
+            let book = dp.address_book_mut();
+            let result = match address {
+                Some(address) => book.pin(uid, address),
+                None => book.unpin(&uid),
+            };
+            if result.is_ok() {
+                if let Some(s) = social {
+                    s.address_changed();
+                }
+            }
+            let _ = reply.send(result.map_err(EngineError::from));
         }
         Command::Roster(reply) => {
             let _ = reply.send(

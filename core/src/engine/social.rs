@@ -4,7 +4,7 @@
 use super::udp_io::UdpIo;
 use crate::dataplane::{DataPlane, NetSink};
 use crate::links::host::host_candidates;
-use crate::links::manager::{LinkEvent, LinkManager, LinkPhase, LinkPolicy};
+use crate::links::manager::{LinkEvent, LinkManager, LinkPolicy};
 use crate::links::servers::IceServers;
 use crate::social::payload::{DeviceInfo, SignedSignal};
 use crate::social::proof::{self, ProofError};
@@ -14,13 +14,14 @@ use crate::uid::Uid;
 use crate::xmpp::connect::XmppAccount;
 use crate::xmpp::session::{XmppInput, XmppSession, XmppState};
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::{broadcast, mpsc};
 use xmpp_parsers::jid::{BareJid, FullJid};
 
-use super::{EngineError, EngineEvent, LinkChange, XmppStatus};
+use super::EngineError;
+use crate::api::{DeviceView, Event, FriendAction, FriendView, LinkChange, XmppStatus};
 
 /// How long a WireGuard handshake may take over a freshly selected path (boringtun retries
 /// every 5 s; three tries).
@@ -34,37 +35,6 @@ pub struct SocialConfig {
     pub policy: LinkPolicy,
 }
 
-/// One device of a friend (or of the user) as the UI shows it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct DeviceView {
-    pub resource: String,
-    /// Whether the device runs SocialVPN.
-    pub socialvpn: bool,
-    pub uid: Option<String>,
-    /// The address this user gave the device.
-    pub overlay_address: Option<Ipv4Addr>,
-    pub link: Option<LinkPhase>,
-    /// Traffic over the link (IP bytes each way).
-    pub traffic: Option<crate::link::LinkCounters>,
-}
-
-/// One roster entry as the UI shows it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct FriendView {
-    pub jid: String,
-    pub name: Option<String>,
-    pub subscription: Subscription,
-    /// A friend (mutual subscription).
-    pub mutual: bool,
-    pub pending_in: bool,
-    pub pending_out: bool,
-    /// The user's switch for this friend.
-    pub enabled: bool,
-    /// True for the entry listing the user's own other devices.
-    pub own: bool,
-    pub devices: Vec<DeviceView>,
-}
-
 pub(super) struct Social {
     pub(super) state: SocialState,
     pub(super) links: LinkManager,
@@ -73,7 +43,7 @@ pub(super) struct Social {
     /// The session task has ended: stop polling its channel.
     pub(super) inputs_closed: bool,
     /// Changes for the UI (bindings, CLI progress); nobody listening is fine.
-    events: broadcast::Sender<EngineEvent>,
+    events: broadcast::Sender<Event>,
     pub(super) xmpp_state: XmppState,
     /// Remote addresses reached through the TURN relay.
     relayed: HashSet<SocketAddr>,
@@ -98,9 +68,9 @@ impl Social {
         state_dir: &std::path::Path,
         dp: &DataPlane,
         port: u16,
-        events: broadcast::Sender<EngineEvent>,
+        events: broadcast::Sender<Event>,
     ) -> Result<Social, EngineError> {
-        let toggles = Toggles::open(state_dir).map_err(|e| EngineError::Social(e.to_string()))?;
+        let toggles = Toggles::open(state_dir).map_err(EngineError::Toggles)?;
         let state = SocialState::new(config.account.jid.clone(), own, toggles);
         let subnet = dp.address_book().subnet();
         let host = host_candidates(port, |ip| subnet.contains(ip));
@@ -146,7 +116,9 @@ impl Social {
                     _ => self.state.handle_offline(now),
                 }
                 self.xmpp_state = state;
-                let _ = self.events.send(EngineEvent::Xmpp(self.xmpp_status()));
+                let _ = self.events.send(Event::Xmpp {
+                    status: self.xmpp_status(),
+                });
             }
             XmppInput::Roster(items) => {
                 tracing::debug!(?items, "roster");
@@ -268,7 +240,7 @@ impl Social {
     ) -> Result<(), EngineError> {
         self.state
             .set_enabled(jid, on)
-            .map_err(|e| EngineError::Social(e.to_string()))?;
+            .map_err(EngineError::Toggles)?;
         if !on {
             self.links.close_account(jid);
         }
@@ -315,12 +287,14 @@ impl Social {
                 SocialEvent::FriendRequest(jid) => {
                     let _ = self
                         .events
-                        .send(EngineEvent::FriendRequest(jid.to_string()));
+                        .send(Event::FriendRequest {
+                            jid: jid.to_string(),
+                        });
                 }
             }
         }
         if roster_changed {
-            let _ = self.events.send(EngineEvent::RosterChanged);
+            let _ = self.events.send(Event::RosterChanged);
         }
     }
 
@@ -383,7 +357,7 @@ impl Social {
     }
 
     fn announce_link(&self, uid: Uid, jid: &FullJid, change: LinkChange) {
-        let _ = self.events.send(EngineEvent::Link {
+        let _ = self.events.send(Event::Link {
             uid: uid.to_string(),
             device: jid.to_string(),
             change,
@@ -413,18 +387,18 @@ impl Social {
     pub(super) fn friend(
         &mut self,
         now: Instant,
-        action: super::FriendAction,
+        action: FriendAction,
         jid: BareJid,
         dp: &mut DataPlane,
     ) -> Result<(), EngineError> {
-        use super::FriendAction as A;
+        use FriendAction as A;
         match action {
-            A::Add => self.state.add_friend(now, jid).map_err(social_err)?,
-            A::Accept => self.state.accept_friend(now, jid).map_err(social_err)?,
-            A::Decline => self.state.decline_friend(jid).map_err(social_err)?,
+            A::Add => self.state.add_friend(now, jid)?,
+            A::Accept => self.state.accept_friend(now, jid)?,
+            A::Decline => self.state.decline_friend(jid)?,
             A::Remove => {
                 self.links.close_account(&jid);
-                self.state.remove_friend(jid).map_err(social_err)?;
+                self.state.remove_friend(jid)?;
             }
             A::Enable => return self.set_enabled(now, &jid, true, dp),
             A::Disable => return self.set_enabled(now, &jid, false, dp),
@@ -503,6 +477,11 @@ impl Social {
             .collect()
     }
 
+    /// A device's address was pinned or moved: the roster shows addresses.
+    pub(super) fn address_changed(&self) {
+        let _ = self.events.send(Event::RosterChanged);
+    }
+
     pub(super) fn roster(&self, now: Instant, dp: &DataPlane) -> Vec<FriendView> {
         let links = dp.links();
         // A device shows its address, link and traffic only under the account it belongs to:
@@ -518,6 +497,9 @@ impl Social {
                 socialvpn: info.is_some(),
                 uid: info.map(|i| i.uid.to_string()),
                 overlay_address: uid.and_then(|u| dp.address_book().address_of(&u)),
+                pinned: uid
+                    .and_then(|u| dp.address_book().entry(&u))
+                    .is_some_and(|e| e.pinned),
                 link: uid.and_then(|u| self.links.phase(now, &u)),
                 traffic,
             }
@@ -590,10 +572,6 @@ impl NetSink for Transport<'_> {
         self.udp.queue(dst, datagram);
         Ok(())
     }
-}
-
-fn social_err(e: crate::social::toggles::TogglesError) -> EngineError {
-    EngineError::Social(e.to_string())
 }
 
 /// Seconds since the epoch: signal proofs carry the wall-clock time (devices share no other).

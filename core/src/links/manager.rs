@@ -9,6 +9,8 @@
 //! a random id: a duplicate of the current offer gets the same answer again, an offer or
 //! answer for a session seen before is stale and ignored.
 
+pub use crate::api::LinkPhase;
+pub use crate::counters::LinkCounters;
 use super::ice::{IceLink, IceOutput, SelectedPath, Started};
 use super::servers::{Gatherer, IceServers};
 use crate::liveness::{PathAlarm, DEAD_AFTER};
@@ -72,24 +74,6 @@ impl LinkPolicy {
     }
 }
 
-/// Link state as the UI shows it.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
-pub enum LinkPhase {
-    /// Waiting for our candidates, an offer or an answer, or running ICE checks.
-    Connecting,
-    Connected {
-        relayed: bool,
-        /// Round-trip time of the last ICE check on the path, in milliseconds.
-        rtt_ms: Option<f64>,
-    },
-    /// The last attempt failed; the next one starts after a back-off.
-    Retrying,
-    /// The friend's device closed the link (the friend switched us off, or removed us): it
-    /// is tried again only when they offer one or after a long back-off.
-    ClosedByPeer,
-}
-
 /// What the engine must do with the data plane.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkEvent {
@@ -110,31 +94,6 @@ pub enum LinkEvent {
     },
     /// A path that looked dead answered a check: its silence so far does not count.
     PathConfirmed { uid: Uid },
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct LinkCounters {
-    pub offers_sent: u64,
-    pub signals_stale: u64,
-    pub ice_failures: u64,
-    /// Paths found dead while in use (and looked for again).
-    pub paths_lost: u64,
-    /// TURN allocations lost (a restarted server) and made again.
-    pub relay_reallocations: u64,
-    /// Signals refused because the device starts sessions too often or the link slots
-    /// are full.
-    pub signals_refused: u64,
-    /// STUN requests for no session of ours, or failing its integrity check, and undecodable
-    /// STUN messages.
-    pub stun_rejected: u64,
-    /// Candidates peers named that are not checked (see `ice::usable_remote`), or not let
-    /// through our relay (more than a few in one session).
-    pub candidates_dropped: u64,
-    /// Relay permissions not asked for: an account's share or the allocation is full (see
-    /// `permits`).
-    pub permits_refused: u64,
-    /// Allocations renewed to shed relay permissions no longer in use.
-    pub permit_renewals: u64,
 }
 
 #[derive(Debug)]

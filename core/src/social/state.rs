@@ -4,6 +4,8 @@
 //! The XMPP shell turns stanzas into `handle_*` calls and sends what `poll_outgoing` yields;
 //! user actions come in as method calls. Nothing here touches a socket or a clock of its own.
 
+pub use crate::api::Subscription;
+pub use crate::counters::SocialCounters;
 use super::payload::{DeviceInfo, Signal, SignedSignal};
 use super::proof::ProofError;
 use super::toggles::{Toggles, TogglesError};
@@ -32,19 +34,6 @@ pub const RESUBSCRIBE_AFTER: [Duration; 3] = [
     Duration::from_secs(300),
     Duration::from_secs(1800),
 ];
-
-/// Subscription state of a contact (RFC 6121), from the user's side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Subscription {
-    None,
-    /// We see their presence; they do not see ours.
-    To,
-    /// They see our presence; we do not see theirs.
-    From,
-    /// Mutual: a friend.
-    Both,
-}
 
 /// One online resource of a contact (or of the user's own account).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,21 +154,6 @@ pub enum SignalRejection {
     Unproven(ProofError),
     /// The device is proven to belong to another account.
     Conflict,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct SocialCounters {
-    pub signals_accepted: u64,
-    pub signals_rejected: u64,
-    pub presences_ignored: u64,
-    /// Friend requests from accounts the user declined.
-    pub requests_ignored: u64,
-    /// Device announcements naming our own device, or one proven to belong to another
-    /// account: kept off the links and the address book.
-    pub device_claims_refused: u64,
-    /// Devices of friends given no overlay address: their account holds its share, all in
-    /// use or pinned.
-    pub addresses_refused: u64,
 }
 
 pub struct SocialState {
