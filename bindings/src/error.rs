@@ -1,5 +1,6 @@
 //! The errors the apps see: typed, each variant something a screen can react to.
 
+use socialvpn_core::api::{ApiError, ErrorKind};
 use socialvpn_core::EngineError;
 
 #[derive(Debug, thiserror::Error, uniffi::Error)]
@@ -23,9 +24,13 @@ pub enum VpnError {
     /// The engine cannot use the tunnel fd (its reactor refuses to watch it).
     #[error("the tunnel failed: {reason}")]
     Tunnel { reason: String },
-    /// A friend action the social layer refused (e.g. unknown JID, not signed in yet).
+    /// A friend action the social layer refused (e.g. no account).
     #[error("{reason}")]
     Friend { reason: String },
+    /// The engine refused the request: an address outside the subnet or pinned to another
+    /// device, an unknown device, a bad key.
+    #[error("{reason}")]
+    Refused { reason: String },
     /// `stop` was called, or the engine ended after a fatal error.
     #[error("the engine has stopped")]
     Stopped,
@@ -38,18 +43,39 @@ impl From<EngineError> for VpnError {
     fn from(e: EngineError) -> VpnError {
         let reason = e.to_string();
         match e {
-            EngineError::Identity(_) | EngineError::AddressBook(_) | EngineError::Persist(_) => {
-                VpnError::StateDirectory { reason }
+            EngineError::Identity(_)
+            | EngineError::AddressBook(_)
+            | EngineError::Persist(_)
+            | EngineError::Toggles(_) => VpnError::StateDirectory { reason },
+            EngineError::Peer(_) | EngineError::BadDevice(_) | EngineError::NoLogControl => {
+                VpnError::Refused { reason }
             }
-            EngineError::Peer(_) | EngineError::Social(_) => VpnError::Friend { reason },
             EngineError::Socket { .. } | EngineError::NetRecv(_) => VpnError::Socket { reason },
             EngineError::TunFd(_) => VpnError::Tunnel { reason },
             EngineError::Stopped => VpnError::Stopped,
-            EngineError::NoAccount | EngineError::UnknownAction(_) => {
-                VpnError::InvalidConfig { reason }
-            }
+            EngineError::NoAccount => VpnError::InvalidConfig { reason },
             EngineError::Protect => VpnError::ProtectRefused,
             EngineError::BadJid(jid) => VpnError::InvalidJid { jid },
+        }
+    }
+}
+
+/// A request the engine answered with an error: by its kind.
+impl From<ApiError> for VpnError {
+    fn from(e: ApiError) -> VpnError {
+        let reason = e.message;
+        match e.kind {
+            ErrorKind::StateDirectory => VpnError::StateDirectory { reason },
+            ErrorKind::Stopped => VpnError::Stopped,
+            ErrorKind::NoAccount => VpnError::Friend { reason },
+            // (The typed calls that take a JID report it as `InvalidJid` with the JID.)
+            ErrorKind::BadJid
+            | ErrorKind::BadRequest
+            | ErrorKind::UnsupportedVersion
+            | ErrorKind::BadDevice
+            | ErrorKind::AddressRefused
+            | ErrorKind::PeerRefused
+            | ErrorKind::Unsupported => VpnError::Refused { reason },
         }
     }
 }

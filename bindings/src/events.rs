@@ -5,7 +5,7 @@
 //! an exception in the listener is logged and forgotten: the engine never sees it.
 
 use crate::error::CallbackError;
-use socialvpn_core::engine::{EngineEvent, LinkChange, XmppStatus};
+use socialvpn_core::api::{Event, LinkChange, XmppStatus};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use tokio::runtime::Handle;
@@ -102,7 +102,7 @@ pub trait VpnEventListener: Send + Sync {
 /// event (`Stopped`) or when the engine is gone.
 pub(crate) fn spawn_dispatcher(
     runtime: Handle,
-    mut events: broadcast::Receiver<EngineEvent>,
+    mut events: broadcast::Receiver<Event>,
     listener: Arc<dyn VpnEventListener>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -112,11 +112,11 @@ pub(crate) fn spawn_dispatcher(
                 Ok(event) => event,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::debug!(missed, "event listener fell behind");
-                    EngineEvent::RosterChanged
+                    Event::RosterChanged
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             };
-            let last = matches!(event, EngineEvent::Stopped { .. });
+            let last = matches!(event, Event::Stopped { .. });
             deliver(listener.as_ref(), event);
             if last {
                 return;
@@ -124,18 +124,54 @@ pub(crate) fn spawn_dispatcher(
         })
 }
 
-fn deliver(listener: &dyn VpnEventListener, event: EngineEvent) {
+/// Implemented by the iOS tunnel extension (or any front end that relays events as they
+/// are): each event as the control protocol's bytes (`socialvpn_core::api::Event`).
+#[uniffi::export(with_foreign)]
+pub trait EventSink: Send + Sync {
+    fn on_event(&self, event: Vec<u8>) -> Result<(), CallbackError>;
+}
+
+/// Like `spawn_dispatcher`, for an `EventSink`: a listener that falls behind is told how
+/// many events it missed (`Event::Missed`).
+pub(crate) fn spawn_byte_dispatcher(
+    runtime: Handle,
+    mut events: broadcast::Receiver<Event>,
+    sink: Arc<dyn EventSink>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("socialvpn-event-bytes".into())
+        .spawn(move || loop {
+            let event = match runtime.block_on(events.recv()) {
+                Ok(event) => event,
+                Err(broadcast::error::RecvError::Lagged(count)) => Event::Missed { count },
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let last = matches!(event, Event::Stopped { .. });
+            let bytes = event.encode();
+            match catch_unwind(AssertUnwindSafe(|| sink.on_event(bytes))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::info!(error = %e, "the event sink failed"),
+                Err(_) => tracing::info!("the event sink panicked"),
+            }
+            if last {
+                return;
+            }
+        })
+}
+
+fn deliver(listener: &dyn VpnEventListener, event: Event) {
     let result = catch_unwind(AssertUnwindSafe(|| match event {
-        EngineEvent::Xmpp(status) => listener.on_state(status.into()),
-        EngineEvent::RosterChanged => listener.on_roster_changed(),
-        EngineEvent::FriendRequest(jid) => listener.on_friend_request(jid),
-        EngineEvent::Link {
+        Event::Xmpp { status } => listener.on_state(status.into()),
+        // (`Missed` comes only to byte sinks; this dispatcher turns lag into a roster read.)
+        Event::RosterChanged | Event::Missed { .. } => listener.on_roster_changed(),
+        Event::FriendRequest { jid } => listener.on_friend_request(jid),
+        Event::Link {
             uid,
             device,
             change,
         } => listener.on_link(LinkEvent::new(uid, device, change)),
-        EngineEvent::TunnelLost { reason } => listener.on_tunnel_lost(reason),
-        EngineEvent::Stopped { error } => listener.on_state(VpnState::Stopped { error }),
+        Event::TunnelLost { reason } => listener.on_tunnel_lost(reason),
+        Event::Stopped { error } => listener.on_state(VpnState::Stopped { error }),
     }));
     match result {
         Ok(Ok(())) => {}

@@ -22,9 +22,27 @@ pub fn set_log_level(level: LogLevel) {
 }
 
 /// Installs the logger at the default level (Info) unless `set_log_level` came first.
+/// Also lets the control protocol's `set_log_level` reach this logger.
 pub(crate) fn init() {
     static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| platform::set_level(LogLevel::Info));
+    DONE.get_or_init(|| {
+        platform::set_level(LogLevel::Info);
+        socialvpn_core::logging::set_level_control(|level| platform::set_level(level.into()));
+    });
+}
+
+impl From<socialvpn_core::api::LogLevel> for LogLevel {
+    fn from(level: socialvpn_core::api::LogLevel) -> LogLevel {
+        use socialvpn_core::api::LogLevel as L;
+        match level {
+            L::Off => LogLevel::Off,
+            L::Error => LogLevel::Error,
+            L::Warn => LogLevel::Warn,
+            L::Info => LogLevel::Info,
+            L::Debug => LogLevel::Debug,
+            L::Trace => LogLevel::Trace,
+        }
+    }
 }
 
 /// A platform logger that drops what must never be logged (the raw XMPP stream, which

@@ -1,9 +1,6 @@
 //! What the friends list and the status view show, as plain records.
 
-use socialvpn_core::dataplane::LinkStatus;
-use socialvpn_core::engine::{DeviceView, FriendView};
-use socialvpn_core::links::manager::LinkPhase;
-use socialvpn_core::social::state::Subscription;
+use socialvpn_core::api::{DeviceView, FriendView, LinkPhase, LinkView, Subscription};
 
 /// One roster entry: a friend, someone asking to be one, or the user's own other devices.
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
@@ -34,6 +31,8 @@ pub struct Device {
     pub uid: Option<String>,
     /// The address this user gave the device: reach it here.
     pub overlay_address: Option<String>,
+    /// The user fixed that address (`pin_address`).
+    pub pinned: bool,
     pub link: LinkState,
     pub tx_bytes: u64,
     pub rx_bytes: u64,
@@ -123,6 +122,7 @@ impl From<DeviceView> for Device {
             socialvpn: d.socialvpn,
             uid: d.uid,
             overlay_address: d.overlay_address.map(|a| a.to_string()),
+            pinned: d.pinned,
             link: match d.link {
                 None => LinkState::None,
                 Some(LinkPhase::Connecting) => LinkState::Connecting,
@@ -143,15 +143,15 @@ impl From<DeviceView> for Device {
     }
 }
 
-impl From<LinkStatus> for LinkInfo {
-    fn from(l: LinkStatus) -> LinkInfo {
+impl From<LinkView> for LinkInfo {
+    fn from(l: LinkView) -> LinkInfo {
         LinkInfo {
-            uid: l.uid.to_string(),
+            uid: l.uid,
             overlay_address: l.overlay_address.to_string(),
             endpoint: l.endpoint.map(|e| e.to_string()),
             session: l.session,
-            tx_bytes: l.counters.tx.bytes,
-            rx_bytes: l.counters.rx.bytes,
+            tx_bytes: l.traffic.tx.bytes,
+            rx_bytes: l.traffic.rx.bytes,
         }
     }
 }

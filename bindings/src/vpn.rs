@@ -2,10 +2,10 @@
 
 use crate::config::VpnConfig;
 use crate::error::{CallbackError, VpnError};
-use crate::events::{spawn_dispatcher, VpnEventListener};
+use crate::events::{spawn_byte_dispatcher, spawn_dispatcher, EventSink, VpnEventListener};
 use crate::logging;
 use crate::views::{Friend, LinkInfo, Status, TunnelSettings};
-use socialvpn_core::engine::FriendAction;
+use socialvpn_core::api::{ApiError, ErrorKind, FriendAction, Request, Response};
 use socialvpn_core::identity::DeviceIdentity;
 use socialvpn_core::tun::{TunDevice, DEFAULT_MTU};
 use socialvpn_core::{Engine, EngineError, Framing, PreparedEngine};
@@ -195,18 +195,20 @@ impl SocialVpn {
     /// The platform's network changed (Wi-Fi ↔ cellular, new address): the engine finds
     /// new paths for its links and keeps their sessions.
     pub fn network_changed(&self) -> Result<(), VpnError> {
-        self.call(|e| Box::pin(e.network_changed()))
+        self.done(Request::NetworkChanged)
     }
 
     pub fn status(&self) -> Result<Status, VpnError> {
-        let status = self.call(|e| Box::pin(e.status()))?;
+        let Response::Status { status } = self.request(Request::Status)? else {
+            return Err(unexpected());
+        };
         Ok(Status {
             uid: status.uid,
             ipv4: status.ipv4.to_string(),
             ipv6: status.ipv6.to_string(),
             subnet: status.subnet,
             tunnel: status.tunnel,
-            xmpp: status.xmpp,
+            xmpp: status.xmpp.map(|x| x.to_string()),
             tx_bytes: status.counters.net_tx.bytes,
             rx_bytes: status.counters.net_rx.bytes,
             dropped: status.counters.drops.total(),
@@ -215,13 +217,17 @@ impl SocialVpn {
 
     /// Friends, requests and the user's own devices, with toggles, addresses and links.
     pub fn roster(&self) -> Result<Vec<Friend>, VpnError> {
-        let roster = self.call(|e| Box::pin(e.roster()))?;
-        Ok(roster.into_iter().map(Friend::from).collect())
+        let Response::Roster { friends } = self.request(Request::Roster)? else {
+            return Err(unexpected());
+        };
+        Ok(friends.into_iter().map(Friend::from).collect())
     }
 
     /// The data plane's links.
     pub fn links(&self) -> Result<Vec<LinkInfo>, VpnError> {
-        let links = self.call(|e| Box::pin(e.links()))?;
+        let Response::Links { links } = self.request(Request::Links)? else {
+            return Err(unexpected());
+        };
         Ok(links.into_iter().map(LinkInfo::from).collect())
     }
 
@@ -253,14 +259,80 @@ impl SocialVpn {
         };
         self.friend(action, jid)
     }
+
+    /// Gives a device (`Device.uid`) a fixed address in the user's subnet, kept across
+    /// restarts; a device holding that address unpinned moves elsewhere.
+    pub fn pin_address(&self, device: String, address: String) -> Result<(), VpnError> {
+        let address = address.parse().map_err(|_| VpnError::Refused {
+            reason: format!("'{address}' is not an IPv4 address"),
+        })?;
+        self.done(Request::PinAddress { device, address })
+    }
+
+    /// Lets a pinned device's address be moved again (it keeps it for now).
+    pub fn unpin_address(&self, device: String) -> Result<(), VpnError> {
+        self.done(Request::UnpinAddress { device })
+    }
+
+    /// The control protocol as bytes (`socialvpn_core::api`): one JSON request in, one JSON
+    /// reply out — the iOS app's messages to its tunnel extension go straight here. Never
+    /// throws: every failure (bytes that are no request, a stopped engine) is a reply.
+    pub fn handle_control(&self, request: Vec<u8>) -> Vec<u8> {
+        if let Err(e) = not_inside_engine() {
+            return Response::error(ErrorKind::Unsupported, e.to_string()).encode();
+        }
+        let engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+        match engine.as_ref() {
+            Some(engine) => self.handle.block_on(engine.handle_bytes(&request)),
+            None => Response::error(ErrorKind::Stopped, VpnError::Stopped.to_string()).encode(),
+        }
+    }
+
+    /// Delivers every event from now on to `sink` as the control protocol's bytes (for the
+    /// iOS extension to relay to the app), on a thread of its own, in order.
+    pub fn subscribe_events(&self, sink: Arc<dyn EventSink>) -> Result<(), VpnError> {
+        not_inside_engine()?;
+        let engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+        let engine = engine.as_ref().ok_or(VpnError::Stopped)?;
+        spawn_byte_dispatcher(self.handle.clone(), engine.subscribe(), sink).map_err(|e| {
+            VpnError::Socket {
+                reason: format!("cannot start the event thread: {e}"),
+            }
+        })?;
+        Ok(())
+    }
 }
 
 impl SocialVpn {
     fn friend(&self, action: FriendAction, jid: String) -> Result<(), VpnError> {
-        self.call(move |e| Box::pin(async move { e.friend(action, &jid).await }))
+        let request = Request::Friend {
+            action,
+            jid: jid.clone(),
+        };
+        match self.answer(request)? {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind == ErrorKind::BadJid => Err(VpnError::InvalidJid { jid }),
+            Err(e) => Err(e.into()),
+        }
     }
 
-    /// Runs one request against the engine and waits for its answer.
+    /// A request whose answer is `Done`.
+    fn done(&self, request: Request) -> Result<(), VpnError> {
+        self.request(request).map(|_| ())
+    }
+
+    /// Runs one request of the control protocol and waits for its answer.
+    fn request(&self, request: Request) -> Result<Response, VpnError> {
+        Ok(self.answer(request)??)
+    }
+
+    /// The engine's answer, or why there was none.
+    fn answer(&self, request: Request) -> Result<Result<Response, ApiError>, VpnError> {
+        let response = self.call(move |e| Box::pin(async move { Ok(e.handle(request).await) }))?;
+        Ok(response.into_result())
+    }
+
+    /// Runs one engine call and waits for its answer.
     fn call<T>(
         &self,
         request: impl for<'a> FnOnce(&'a Engine) -> EngineCall<'a, T>,
@@ -269,6 +341,13 @@ impl SocialVpn {
         let engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
         let engine = engine.as_ref().ok_or(VpnError::Stopped)?;
         Ok(self.handle.block_on(request(engine))?)
+    }
+}
+
+/// An answer of another kind than the request asks for: a bug of the engine's.
+fn unexpected() -> VpnError {
+    VpnError::Refused {
+        reason: "the engine answered with an unexpected reply".into(),
     }
 }
 

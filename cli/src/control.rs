@@ -1,7 +1,7 @@
-//! The daemon's control socket: JSON lines over a Unix socket only its owner may use.
+//! The daemon's control socket: the control protocol (`socialvpn_core::api`), one JSON
+//! request line and one reply line per connection, over a Unix socket only its owner may use.
 
-use serde_json::{json, Value};
-use socialvpn_core::control::{Request, MAX_REQUEST};
+use socialvpn_core::api::{FriendView, Request, Response, StatusView, MAX_REQUEST};
 use socialvpn_core::Engine;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::DirBuilderExt;
@@ -77,37 +77,18 @@ pub async fn serve(stream: UnixStream, engine: &Engine) {
         let (read, mut write) = stream.into_split();
         let mut line = String::new();
         let mut reader = AsyncBufReader::new(read).take(MAX_REQUEST as u64);
-        let answer = match reader.read_line(&mut line).await {
-            Ok(n) if n > 0 => match Request::parse(line.as_bytes()) {
-                Ok(request) => handle(engine, request).await,
-                Err(e) => json!({ "error": e.to_string() }),
-            },
+        let mut answer = match reader.read_line(&mut line).await {
+            Ok(n) if n > 0 => engine.handle_bytes(line.as_bytes()).await,
             _ => return,
         };
-        let mut text = answer.to_string();
-        text.push('\n');
-        let _ = write.write_all(text.as_bytes()).await;
+        answer.push(b'\n');
+        let _ = write.write_all(&answer).await;
     })
     .await;
 }
 
-async fn handle(engine: &Engine, request: Request) -> Value {
-    fn reply<T: serde::Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Value {
-        match r {
-            Ok(v) => json!({ "ok": v }),
-            Err(e) => json!({ "error": e.to_string() }),
-        }
-    }
-    match request {
-        Request::Status => reply(engine.status().await),
-        Request::Roster => reply(engine.roster().await),
-        Request::NetworkChanged => reply(engine.network_changed().await),
-        Request::Friend { action, jid } => reply(engine.friend(action, &jid).await),
-    }
-}
-
-/// Sends one request to the daemon and returns its answer (the `ok` value).
-pub fn request(path: &Path, request: &Request) -> Result<Value, String> {
+/// Sends one request to the daemon and returns its answer; an error reply is the error.
+pub fn request(path: &Path, request: &Request) -> Result<Response, String> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
         format!(
             "cannot reach the daemon at {} ({e}); is `socialvpn up` running?",
@@ -117,14 +98,39 @@ pub fn request(path: &Path, request: &Request) -> Result<Value, String> {
     let timeout = Some(Duration::from_secs(10));
     let _ = stream.set_read_timeout(timeout);
     let _ = stream.set_write_timeout(timeout);
-    writeln!(stream, "{}", request.to_line()).map_err(|e| e.to_string())?;
-    let mut line = String::new();
+    let mut line = request.encode();
+    line.push(b'\n');
+    stream.write_all(&line).map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
     BufReader::new(&stream)
-        .read_line(&mut line)
+        .read_until(b'\n', &mut answer)
         .map_err(|e| format!("no answer from the daemon: {e}"))?;
-    let answer: Value = serde_json::from_str(&line).map_err(|e| format!("bad answer: {e}"))?;
-    match answer.get("error") {
-        Some(e) => Err(e.as_str().unwrap_or("error").to_string()),
-        None => Ok(answer["ok"].clone()),
+    let response = Response::decode(&answer).map_err(|e| format!("bad answer: {e}"))?;
+    response.into_result().map_err(|e| e.message)
+}
+
+/// A request whose answer is `Done`.
+pub fn done(path: &Path, request: &Request) -> Result<(), String> {
+    match self::request(path, request)? {
+        Response::Done => Ok(()),
+        other => Err(unexpected(&other)),
     }
+}
+
+pub fn status(path: &Path) -> Result<StatusView, String> {
+    match request(path, &Request::Status)? {
+        Response::Status { status } => Ok(*status),
+        other => Err(unexpected(&other)),
+    }
+}
+
+pub fn roster(path: &Path) -> Result<Vec<FriendView>, String> {
+    match request(path, &Request::Roster)? {
+        Response::Roster { friends } => Ok(friends),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn unexpected(response: &Response) -> String {
+    format!("unexpected answer from the daemon: {response:?}")
 }

@@ -5,9 +5,7 @@
 
 use crate::control;
 use crate::table;
-use serde_json::Value;
-use socialvpn_core::control::Request;
-use socialvpn_core::engine::FriendAction;
+use socialvpn_core::api::{DeviceView, FriendAction, FriendView, LinkPhase, Request, XmppStatus};
 use socialvpn_tests::netns::ChildGuard;
 use socialvpn_tests::social_world::{SocialWorld, TURN_PASSWORD, TURN_USER};
 use std::path::{Path, PathBuf};
@@ -172,28 +170,28 @@ impl Daemon {
             socket,
             uid: String::new(),
         };
-        let online = daemon.wait(Duration::from_secs(20), Request::Status, |s| {
-            s["xmpp"] == "online"
+        let online = daemon.wait(Duration::from_secs(20), control::status, |s| {
+            s.xmpp == Some(XmppStatus::Online)
         });
         assert!(
             online.is_some(),
             "{host}: the daemon did not log in (see {})",
             dir.join("daemon.log").display()
         );
-        daemon.uid = online
-            .and_then(|s| s["uid"].as_str().map(str::to_string))
-            .unwrap_or_default();
+        daemon.uid = online.map(|s| s.uid).unwrap_or_default();
         daemon
     }
 
-    fn ask(&self, request: &Request) -> Result<Value, String> {
-        control::request(&self.socket, request)
-    }
-
-    fn wait(&self, within: Duration, ask: Request, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    /// What `ask` returns once it satisfies `pred`, asked every 250 ms for `within`.
+    fn wait<T>(
+        &self,
+        within: Duration,
+        ask: impl Fn(&Path) -> Result<T, String>,
+        pred: impl Fn(&T) -> bool,
+    ) -> Option<T> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            if let Ok(v) = self.ask(&ask) {
+            if let Ok(v) = ask(&self.socket) {
                 if pred(&v) {
                     return Some(v);
                 }
@@ -203,32 +201,41 @@ impl Daemon {
         None
     }
 
+    fn wait_roster(&self, within: Duration, pred: impl Fn(&[FriendView]) -> bool) -> bool {
+        self.wait(within, control::roster, |r| pred(r)).is_some()
+    }
+
     fn friend(&self, action: FriendAction, jid: &str) {
         let request = Request::Friend {
             action,
             jid: jid.to_string(),
         };
-        if let Err(e) = self.ask(&request) {
+        if let Err(e) = control::done(&self.socket, &request) {
             panic!("friend {action:?} {jid}: {e}");
         }
     }
 
     /// The device with `uid` in the roster, once it satisfies `pred`.
-    fn device(&self, uid: &str, within: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
-        let find = |r: &Value| -> Option<Value> {
-            r.as_array()?
-                .iter()
-                .flat_map(|e| e["devices"].as_array().cloned().unwrap_or_default())
-                .find(|d| d["uid"] == uid)
+    fn device(
+        &self,
+        uid: &str,
+        within: Duration,
+        pred: impl Fn(&DeviceView) -> bool,
+    ) -> Option<DeviceView> {
+        let find = |r: &[FriendView]| -> Option<DeviceView> {
+            r.iter()
+                .flat_map(|e| e.devices.iter())
+                .find(|d| d.uid.as_deref() == Some(uid))
+                .cloned()
         };
-        self.wait(within, Request::Roster, |r| {
+        self.wait(within, control::roster, |r| {
             find(r).is_some_and(|d| pred(&d))
         })
         .and_then(|r| find(&r))
     }
 
     fn print_status(&self, who: &str) {
-        if let (Ok(s), Ok(r)) = (self.ask(&Request::Status), self.ask(&Request::Roster)) {
+        if let (Ok(s), Ok(r)) = (control::status(&self.socket), control::roster(&self.socket)) {
             println!("\n   $ socialvpn status   (on {who}'s laptop)");
             for line in table::status(&s, &r).lines() {
                 println!("   {line}");
@@ -251,22 +258,16 @@ impl Drop for Daemon {
 
 fn befriend(a: &Daemon, a_jid: &str, b: &Daemon, b_jid: &str) {
     a.friend(FriendAction::Add, b_jid);
-    let asked = b.wait(Duration::from_secs(15), Request::Roster, |r| {
-        r.as_array()
-            .into_iter()
-            .flatten()
-            .any(|e| e["jid"] == a_jid && e["pending_in"] == true)
+    let asked = b.wait_roster(Duration::from_secs(15), |r| {
+        r.iter().any(|e| e.jid == a_jid && e.pending_in)
     });
-    assert!(asked.is_some(), "{b_jid} never saw {a_jid}'s request");
+    assert!(asked, "{b_jid} never saw {a_jid}'s request");
     b.friend(FriendAction::Accept, a_jid);
     for (d, other) in [(a, b_jid), (b, a_jid)] {
-        let mutual = d.wait(Duration::from_secs(15), Request::Roster, |r| {
-            r.as_array()
-                .into_iter()
-                .flatten()
-                .any(|e| e["jid"] == other && e["mutual"] == true)
+        let mutual = d.wait_roster(Duration::from_secs(15), |r| {
+            r.iter().any(|e| e.jid == other && e.mutual)
         });
-        assert!(mutual.is_some(), "not friends with {other}");
+        assert!(mutual, "not friends with {other}");
     }
     println!("   {a_jid} ↔ {b_jid}: friends");
 }
@@ -307,7 +308,7 @@ fn world(exe: &Path) -> bool {
     befriend(&bob, "bob@svpn.test", &carol, "carol@svpn.test");
 
     say("Links form by themselves (ICE through the NATs; TURN where no direct path exists)");
-    let connected = |d: &Value| d["link"]["state"] == "connected";
+    let connected = |d: &DeviceView| matches!(d.link, Some(LinkPhase::Connected { .. }));
     let within = Duration::from_secs(30);
     let mut ok = true;
     let mut addresses = Vec::new();
@@ -320,13 +321,13 @@ fn world(exe: &Path) -> bool {
         let (path, rtt) = device
             .as_ref()
             .map_or(("NOT LINKED".into(), "-".into()), |d| {
-                table::link(&d["link"])
+                table::link(d.link.as_ref())
             });
         ok &= path == expect;
         println!("   alice → {what:<10} {path}, rtt {rtt}");
         addresses.push((
             what,
-            device.and_then(|d| d["overlay_address"].as_str().map(str::to_string)),
+            device.and_then(|d| d.overlay_address.map(|a| a.to_string())),
         ));
     }
     ok &= bob.device(&carol.uid, within, connected).is_some();
@@ -345,7 +346,7 @@ fn world(exe: &Path) -> bool {
     }
     let alice_at_bob = bob
         .device(&alice.uid, within, connected)
-        .and_then(|d| d["overlay_address"].as_str().map(str::to_string))
+        .and_then(|d| d.overlay_address.map(|a| a.to_string()))
         .unwrap_or_default();
     let replies = ping(&w, "bob", &alice_at_bob, "3");
     ok &= replies;

@@ -8,9 +8,8 @@ mod table;
 mod up;
 
 use clap::{Parser, Subcommand};
-use socialvpn_core::control::Request;
-use socialvpn_core::engine::FriendAction;
-use socialvpn_core::EngineError;
+use socialvpn_core::api::{FriendAction, LogLevel, Request};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -83,9 +82,30 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Give a device (its id, from `status`) a fixed address in your subnet.
+    Pin {
+        device: String,
+        address: Ipv4Addr,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Let a pinned device's address be moved again.
+    Unpin {
+        device: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// The platform's network changed: restart link discovery (the daemon notices changes
     /// of its own addresses by itself).
     NetworkChanged {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Change how much the daemon logs: off, error, warn, info, debug (includes JIDs and
+    /// addresses) or trace (per packet).
+    LogLevel {
+        #[arg(value_parser = parse_level)]
+        level: LogLevel,
         #[command(flatten)]
         target: Target,
     },
@@ -93,14 +113,44 @@ enum Command {
     Demo,
 }
 
-fn main() -> ExitCode {
+/// Other crates' warnings (ICE checks of stale sessions, WireGuard retries) describe their
+/// internals, not something a user can act on: SocialVPN reports what matters.
+const QUIET_OTHERS: &str = "boringtun=off,rtc_ice=off,rtc_turn=off,rtc_stun=off";
+
+fn level_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Off => "off",
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+        LogLevel::Trace => "trace",
+    }
+}
+
+fn parse_level(s: &str) -> Result<LogLevel, String> {
+    [
+        LogLevel::Off,
+        LogLevel::Error,
+        LogLevel::Warn,
+        LogLevel::Info,
+        LogLevel::Debug,
+        LogLevel::Trace,
+    ]
+    .into_iter()
+    .find(|l| level_name(*l) == s)
+    .ok_or_else(|| format!("'{s}' is not one of off, error, warn, info, debug, trace"))
+}
+
+/// Logs to stderr, at `RUST_LOG` if set, else warnings; `socialvpn log-level` changes the
+/// daemon's level while it runs.
+fn init_logging() {
     use std::io::IsTerminal;
-    // Other crates' warnings (ICE checks of stale sessions, WireGuard retries) describe
-    // their internals, not something a user can act on: SocialVPN reports what matters.
-    let default_filter = "warn,boringtun=off,rtc_ice=off,rtc_turn=off,rtc_stun=off";
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    use tracing_subscriber::{reload, EnvFilter};
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,{QUIET_OTHERS}")));
+    let (filter, handle) = reload::Layer::new(filter);
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
@@ -113,28 +163,61 @@ fn main() -> ExitCode {
                 })),
         )
         .init();
+    socialvpn_core::logging::set_level_control(move |level| {
+        let name = level_name(level);
+        let directives = match level {
+            LogLevel::Off | LogLevel::Error | LogLevel::Warn => format!("{name},{QUIET_OTHERS}"),
+            // SocialVPN's own records at the level asked, others' warnings only.
+            _ => format!("warn,{QUIET_OTHERS},socialvpn_core={name},socialvpn={name}"),
+        };
+        let _ = handle.modify(|f| *f = EnvFilter::new(directives));
+    });
+}
+
+fn main() -> ExitCode {
+    init_logging();
     let result = match Cli::parse().command {
         Command::Up { config } => up::run(&config),
         Command::Status { watch, target } => target.socket().and_then(|s| status(&s, watch)),
-        Command::Friends { target } => target.socket().and_then(|socket| {
-            control::request(&socket, &Request::Roster)
-                .map(|roster| print!("{}", table::friends(&roster)))
-        }),
+        Command::Friends { target } => target
+            .socket()
+            .and_then(|socket| control::roster(&socket))
+            .map(|roster| print!("{}", table::friends(&roster))),
         Command::Friend {
             action,
             jid,
             target,
         } => target.socket().and_then(|socket| {
-            let parsed: FriendAction = action.parse().map_err(|e: EngineError| e.to_string())?;
+            let parsed: FriendAction = action.parse().map_err(|e| format!("{e}"))?;
             let request = Request::Friend {
                 action: parsed,
                 jid: jid.clone(),
             };
-            control::request(&socket, &request).map(|_| println!("{action} {jid}: done"))
+            control::done(&socket, &request).map(|()| println!("{action} {jid}: done"))
+        }),
+        Command::Pin {
+            device,
+            address,
+            target,
+        } => target.socket().and_then(|socket| {
+            let request = Request::PinAddress {
+                device: device.clone(),
+                address,
+            };
+            control::done(&socket, &request).map(|()| println!("{device} pinned to {address}"))
+        }),
+        Command::Unpin { device, target } => target.socket().and_then(|socket| {
+            let request = Request::UnpinAddress {
+                device: device.clone(),
+            };
+            control::done(&socket, &request).map(|()| println!("{device} unpinned"))
         }),
         Command::NetworkChanged { target } => target
             .socket()
-            .and_then(|socket| control::request(&socket, &Request::NetworkChanged).map(|_| ())),
+            .and_then(|socket| control::done(&socket, &Request::NetworkChanged)),
+        Command::LogLevel { level, target } => target
+            .socket()
+            .and_then(|socket| control::done(&socket, &Request::SetLogLevel { level })),
         Command::Demo => demo::run(),
     };
     match result {
@@ -148,8 +231,8 @@ fn main() -> ExitCode {
 
 fn status(socket: &std::path::Path, watch: bool) -> Result<(), String> {
     loop {
-        let status = control::request(socket, &Request::Status)?;
-        let roster = control::request(socket, &Request::Roster)?;
+        let status = control::status(socket)?;
+        let roster = control::roster(socket)?;
         if watch {
             print!("\x1b[2J\x1b[H");
         }

@@ -1,6 +1,6 @@
 //! Human-readable views of the daemon's answers.
 
-use serde_json::Value;
+use socialvpn_core::api::{FriendView, LinkPhase, StatusView};
 use std::fmt::Write;
 
 fn bytes(n: u64) -> String {
@@ -13,21 +13,16 @@ fn bytes(n: u64) -> String {
 }
 
 /// A link phase as (path, RTT) columns.
-pub fn link(link: &Value) -> (String, String) {
-    match link["state"].as_str() {
-        Some("connected") => {
-            let path = if link["relayed"] == true {
-                "relayed"
-            } else {
-                "direct"
-            };
-            let rtt = link["rtt_ms"]
-                .as_f64()
-                .map_or("-".to_string(), |r| format!("{r:.2} ms"));
+pub fn link(link: Option<&LinkPhase>) -> (String, String) {
+    match link {
+        Some(LinkPhase::Connected { relayed, rtt_ms }) => {
+            let path = if *relayed { "relayed" } else { "direct" };
+            let rtt = rtt_ms.map_or("-".to_string(), |r| format!("{r:.2} ms"));
             (path.to_string(), rtt)
         }
-        Some("closed_by_peer") => ("closed by friend".to_string(), "-".to_string()),
-        Some(other) => (other.to_string(), "-".to_string()),
+        Some(LinkPhase::ClosedByPeer) => ("closed by friend".to_string(), "-".to_string()),
+        Some(LinkPhase::Connecting) => ("connecting".to_string(), "-".to_string()),
+        Some(LinkPhase::Retrying) => ("retrying".to_string(), "-".to_string()),
         None => ("-".to_string(), "-".to_string()),
     }
 }
@@ -61,20 +56,18 @@ fn columns(rows: &[Vec<String>]) -> String {
 }
 
 /// The status table: the device, then one row per friend device.
-pub fn status(status: &Value, roster: &Value) -> String {
+pub fn status(status: &StatusView, roster: &[FriendView]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "device {}  address {} ({})  XMPP: {}",
-        status["uid"]
-            .as_str()
-            .unwrap_or("?")
-            .chars()
-            .take(12)
-            .collect::<String>(),
-        status["ipv4"].as_str().unwrap_or("?"),
-        status["subnet"].as_str().unwrap_or("?"),
-        status["xmpp"].as_str().unwrap_or("-"),
+        status.uid.chars().take(12).collect::<String>(),
+        status.ipv4,
+        status.subnet,
+        status
+            .xmpp
+            .as_ref()
+            .map_or("-".to_string(), ToString::to_string),
     );
     let header = [
         "JID",
@@ -87,20 +80,14 @@ pub fn status(status: &Value, roster: &Value) -> String {
         "traffic (sent / received)",
     ];
     let mut rows = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
-    for entry in roster.as_array().into_iter().flatten() {
-        let jid = entry["jid"].as_str().unwrap_or("");
-        let jid = if entry["own"] == true {
-            format!("{jid} (you)")
+    for entry in roster {
+        let jid = if entry.own {
+            format!("{} (you)", entry.jid)
         } else {
-            jid.to_string()
+            entry.jid.clone()
         };
-        let switch = if entry["enabled"] == true {
-            "on"
-        } else {
-            "off"
-        };
-        let devices = entry["devices"].as_array().cloned().unwrap_or_default();
-        if devices.is_empty() {
+        let switch = if entry.enabled { "on" } else { "off" };
+        if entry.devices.is_empty() {
             rows.push(
                 [&jid, "-", "no", switch, "-", "-", "-", "-"]
                     .iter()
@@ -108,22 +95,21 @@ pub fn status(status: &Value, roster: &Value) -> String {
                     .collect(),
             );
         }
-        for d in devices {
-            let (path, rtt) = link(&d["link"]);
-            let traffic = match (
-                d["traffic"]["tx"]["bytes"].as_u64(),
-                d["traffic"]["rx"]["bytes"].as_u64(),
-            ) {
-                (Some(tx), Some(rx)) => format!("{} / {}", bytes(tx), bytes(rx)),
-                _ => "-".into(),
-            };
-            let resource = d["resource"].as_str().unwrap_or("");
-            let device = if d["socialvpn"] == true {
-                resource.to_string()
+        for d in &entry.devices {
+            let (path, rtt) = link(d.link.as_ref());
+            let traffic = d.traffic.map_or("-".into(), |t| {
+                format!("{} / {}", bytes(t.tx.bytes), bytes(t.rx.bytes))
+            });
+            let device = if d.socialvpn {
+                d.resource.clone()
             } else {
-                format!("{resource} (no SocialVPN)")
+                format!("{} (no SocialVPN)", d.resource)
             };
-            let address = d["overlay_address"].as_str().unwrap_or("-").to_string();
+            let address = match (d.overlay_address, d.pinned) {
+                (Some(a), true) => format!("{a} (pinned)"),
+                (Some(a), false) => a.to_string(),
+                (None, _) => "-".into(),
+            };
             rows.push(vec![
                 jid.clone(),
                 device,
@@ -146,55 +132,47 @@ pub fn status(status: &Value, roster: &Value) -> String {
 
 /// What peers, strangers and servers tried that was refused, from the status counters; empty
 /// when nothing was.
-fn refused(status: &Value) -> String {
+fn refused(status: &StatusView) -> String {
+    let social = status.social.unwrap_or_default();
+    let links = status.links.unwrap_or_default();
     let counts = [
-        ("social", "signals_rejected", "signals"),
-        ("social", "device_claims_refused", "device claims"),
-        ("social", "presences_ignored", "presences"),
-        ("social", "requests_ignored", "declined requests"),
-        ("social", "addresses_refused", "devices over their share"),
-        ("links", "signals_refused", "sessions over the rate"),
-        ("links", "stun_rejected", "STUN"),
-        ("links", "candidates_dropped", "candidates"),
-        ("links", "permits_refused", "relay permissions"),
+        (social.signals_rejected, "signals"),
+        (social.device_claims_refused, "device claims"),
+        (social.presences_ignored, "presences"),
+        (social.requests_ignored, "declined requests"),
+        (social.addresses_refused, "devices over their share"),
+        (links.signals_refused, "sessions over the rate"),
+        (links.stun_rejected, "STUN"),
+        (links.candidates_dropped, "candidates"),
+        (links.permits_refused, "relay permissions"),
     ];
     counts
         .iter()
-        .filter_map(|(part, key, what)| {
-            let n = status[part][key].as_u64().filter(|n| *n > 0)?;
-            Some(format!("{n} {what}"))
-        })
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 /// The friends list with pending requests.
-pub fn friends(roster: &Value) -> String {
+pub fn friends(roster: &[FriendView]) -> String {
     let mut rows = vec![vec![
         "JID".to_string(),
         "friend".into(),
         "switch".into(),
         "state".into(),
     ]];
-    for entry in roster.as_array().into_iter().flatten() {
-        if entry["own"] == true {
-            continue;
-        }
-        let jid = entry["jid"].as_str().unwrap_or("");
-        let state = match (entry["pending_in"] == true, entry["pending_out"] == true) {
+    for entry in roster.iter().filter(|e| !e.own) {
+        let jid = &entry.jid;
+        let state = match (entry.pending_in, entry.pending_out) {
             (true, _) => format!("asks to be your friend: socialvpn friend accept {jid}"),
             (_, true) => "request sent, waiting for an answer".into(),
             _ => String::new(),
         };
         rows.push(vec![
             jid.to_string(),
-            if entry["mutual"] == true { "yes" } else { "no" }.into(),
-            if entry["enabled"] == true {
-                "on"
-            } else {
-                "off"
-            }
-            .into(),
+            if entry.mutual { "yes" } else { "no" }.into(),
+            if entry.enabled { "on" } else { "off" }.into(),
             state,
         ]);
     }
@@ -204,28 +182,83 @@ pub fn friends(roster: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use socialvpn_core::api::{DeviceView, Subscription};
+    use socialvpn_core::counters::{LinkTraffic, Traffic};
 
-    fn roster() -> Value {
-        json!([
-            { "jid": "bob@example.org", "mutual": true, "enabled": true, "own": false,
-              "pending_in": false, "pending_out": false, "devices": [
-                { "resource": "a-very-long-resource-name-of-a-phone-1234567890",
-                  "socialvpn": true, "overlay_address": "100.64.0.2",
-                  "link": { "state": "connected", "relayed": false, "rtt_ms": 1.5 },
-                  "traffic": { "tx": { "bytes": 2048 }, "rx": { "bytes": 10 } } },
-                { "resource": "laptop", "socialvpn": true, "overlay_address": "100.64.0.3",
-                  "link": { "state": "closed_by_peer" } } ] },
-            { "jid": "dave@example.org", "mutual": false, "enabled": true, "own": false,
-              "pending_in": true, "pending_out": false, "devices": [] }
-        ])
+    fn device(resource: &str, address: &str, link: LinkPhase) -> DeviceView {
+        DeviceView {
+            resource: resource.into(),
+            socialvpn: true,
+            uid: None,
+            overlay_address: Some(address.parse().unwrap()),
+            pinned: false,
+            link: Some(link),
+            traffic: None,
+        }
+    }
+
+    fn roster() -> Vec<FriendView> {
+        let mut phone = device(
+            "a-very-long-resource-name-of-a-phone-1234567890",
+            "100.64.0.2",
+            LinkPhase::Connected {
+                relayed: false,
+                rtt_ms: Some(1.5),
+            },
+        );
+        phone.traffic = Some(LinkTraffic {
+            tx: Traffic {
+                packets: 2,
+                bytes: 2048,
+            },
+            rx: Traffic {
+                packets: 1,
+                bytes: 10,
+            },
+        });
+        let friend = |jid: &str, mutual: bool, pending_in: bool, devices| FriendView {
+            jid: jid.into(),
+            name: None,
+            subscription: Subscription::Both,
+            mutual,
+            pending_in,
+            pending_out: false,
+            enabled: true,
+            own: false,
+            devices,
+        };
+        vec![
+            friend(
+                "bob@example.org",
+                true,
+                false,
+                vec![
+                    phone,
+                    device("laptop", "100.64.0.3", LinkPhase::ClosedByPeer),
+                ],
+            ),
+            friend("dave@example.org", false, true, vec![]),
+        ]
+    }
+
+    fn status() -> StatusView {
+        StatusView {
+            uid: "0123456789abcdef".into(),
+            ipv4: "100.64.0.1".parse().unwrap(),
+            ipv6: "fd00::1".parse().unwrap(),
+            subnet: "100.64.0.0/16".into(),
+            tunnel: true,
+            xmpp: Some(socialvpn_core::api::XmppStatus::Online),
+            counters: Default::default(),
+            social: Some(Default::default()),
+            links: Some(Default::default()),
+            candidates: None,
+        }
     }
 
     #[test]
     fn long_names_keep_the_columns_aligned() {
-        let status = json!({ "uid": "0123456789abcdef", "ipv4": "100.64.0.1",
-                             "subnet": "100.64.0.0/16", "xmpp": "online" });
-        let text = super::status(&status, &roster());
+        let text = super::status(&status(), &roster());
         let lines: Vec<&str> = text.lines().skip(1).collect();
         // Every row's address column starts where the header's does.
         let at = lines[0].find("address").unwrap();
@@ -233,15 +266,24 @@ mod tests {
         assert_eq!(lines[2].find("100.64.0.3"), Some(at), "{text}");
         assert!(lines[2].contains("closed by friend"), "{text}");
         assert!(lines[1].contains("2.0 KiB / 10 B"), "{text}");
+        assert!(
+            text.starts_with(
+                "device 0123456789ab  address 100.64.0.1 (100.64.0.0/16)  XMPP: online"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
     fn refused_attempts_are_summed_up_only_when_there_are_some() {
-        let mut status = json!({ "uid": "01", "social": { "signals_rejected": 0 },
-                                 "links": { "stun_rejected": 0 } });
+        let mut status = status();
         assert!(!super::status(&status, &roster()).contains("refused"));
-        status["social"]["signals_rejected"] = json!(3);
-        status["links"]["candidates_dropped"] = json!(40);
+        if let Some(s) = status.social.as_mut() {
+            s.signals_rejected = 3;
+        }
+        if let Some(l) = status.links.as_mut() {
+            l.candidates_dropped = 40;
+        }
         let text = super::status(&status, &roster());
         assert!(
             text.ends_with("refused: 3 signals, 40 candidates\n"),

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::control;
-use socialvpn_core::engine::{EngineEvent, LinkChange, XmppStatus};
+use socialvpn_core::api::{Event, LinkChange, Request, Response, XmppStatus};
 use socialvpn_core::identity::DeviceIdentity;
 use socialvpn_core::tun::linux::{create, TunConfig};
 use socialvpn_core::{Engine, PreparedEngine};
@@ -125,7 +125,7 @@ async fn serve(
                 }
             }
             event = events.recv() => match event {
-                Ok(EngineEvent::TunnelLost { reason }) => {
+                Ok(Event::TunnelLost { reason }) => {
                     // Nothing carries this device's traffic any more: stop rather than look
                     // connected (a service manager starts the daemon again with a new one).
                     return Err(format!("the tunnel failed ({reason})"));
@@ -153,9 +153,9 @@ struct Progress {
 }
 
 impl Progress {
-    async fn report(&mut self, engine: &Engine, event: EngineEvent) {
+    async fn report(&mut self, engine: &Engine, event: Event) {
         match event {
-            EngineEvent::Xmpp(state) => {
+            Event::Xmpp { status: state } => {
                 self.online = state == XmppStatus::Online;
                 match state {
                     XmppStatus::Online => say("logged in"),
@@ -164,8 +164,9 @@ impl Progress {
                     other => say(&format!("XMPP {other}")),
                 }
             }
-            EngineEvent::RosterChanged if self.online && !self.roster_loaded => {
-                let Ok(roster) = engine.roster().await else {
+            Event::RosterChanged if self.online && !self.roster_loaded => {
+                let Response::Roster { friends: roster } = engine.handle(Request::Roster).await
+                else {
                     return;
                 };
                 let friends = roster.iter().filter(|e| e.mutual && !e.own).count();
@@ -178,12 +179,12 @@ impl Progress {
                 ));
                 self.roster_loaded = true;
             }
-            EngineEvent::FriendRequest(jid) => {
+            Event::FriendRequest { jid } => {
                 say(&format!(
                     "{jid} asks to be your friend (socialvpn friend accept {jid})"
                 ));
             }
-            EngineEvent::Link {
+            Event::Link {
                 uid,
                 device,
                 change,
@@ -193,9 +194,10 @@ impl Progress {
                 }
             }
             // `up` watches the engine task itself and reports how it ended.
-            EngineEvent::RosterChanged
-            | EngineEvent::Stopped { .. }
-            | EngineEvent::TunnelLost { .. } => {}
+            Event::RosterChanged
+            | Event::Missed { .. }
+            | Event::Stopped { .. }
+            | Event::TunnelLost { .. } => {}
         }
     }
 

@@ -9,9 +9,9 @@
 //! translation or IPv6 source check → tun.
 
 use crate::addrbook::{AddressBook, AddressBookError};
+use crate::counters::LinkTraffic;
 use crate::counters::{Counters, DropReason};
 use crate::identity::DeviceIdentity;
-use crate::counters::LinkTraffic;
 use crate::link::Link;
 use crate::liveness::PathAlarm;
 use crate::packet::ip::{self, IpAddrs};

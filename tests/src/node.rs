@@ -2,6 +2,7 @@
 
 use crate::netns::{ChildGuard, Namespace};
 use serde_json::Value;
+use socialvpn_core::api::{FriendAction, Request};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{ChildStdin, ChildStdout, Stdio};
@@ -94,25 +95,37 @@ impl DpNode {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line}: {e}"))
     }
 
-    pub fn ask(&mut self, command: &str) -> Value {
-        writeln!(self.stdin, "{command}").expect("node stdin");
-        let reply = self.read_reply();
-        assert!(reply.get("error").is_none(), "{command}: {reply}");
+    /// Sends one request of the control protocol and returns what its reply carries: the
+    /// status object, the friends or links array, the added peer (`{"uid"}`), `{"done":
+    /// true}`; an error reply fails the test.
+    pub fn ask(&mut self, request: Request) -> Value {
+        let reply = self.try_ask(request.clone());
+        assert!(reply.get("error").is_none(), "{request:?}: {reply}");
         reply
+    }
+
+    /// Adds, accepts, declines, removes, enables or disables a friend.
+    pub fn friend(&mut self, action: FriendAction, jid: &str) -> Value {
+        self.ask(Request::Friend {
+            action,
+            jid: jid.to_string(),
+        })
     }
 
     /// Adds `other` as a peer reachable at `endpoint`; returns the overlay address this node
     /// gave it.
     pub fn add_peer(&mut self, public_key: &str, endpoint: &str) -> String {
-        let uid = self.ask(&format!("peer {public_key} {endpoint}"))["uid"]
-            .as_str()
-            .expect("uid")
-            .to_string();
+        let request = Request::AddPeer {
+            public_key: public_key.to_string(),
+            endpoint: endpoint.parse().expect("endpoint"),
+            keepalive_secs: None,
+        };
+        let uid = self.ask(request)["uid"].as_str().expect("uid").to_string();
         self.address_of(&uid)
     }
 
     pub fn address_of(&mut self, uid: &str) -> String {
-        let links = self.ask("links");
+        let links = self.ask(Request::Links);
         links
             .as_array()
             .and_then(|l| l.iter().find(|l| l["uid"] == uid))
@@ -122,19 +135,21 @@ impl DpNode {
     }
 
     pub fn drops(&mut self, reason: &str) -> u64 {
-        self.ask("counters")["drops"][reason].as_u64().unwrap_or(0)
+        self.ask(Request::Status)["counters"]["drops"][reason]
+            .as_u64()
+            .unwrap_or(0)
     }
 
-    /// Asks `command` every 200 ms until `pred` holds (true) or `within` passes (false).
+    /// Asks `request` every 200 ms until `pred` holds (true) or `within` passes (false).
     pub fn wait_until(
         &mut self,
-        command: &str,
+        request: Request,
         within: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> bool {
         let deadline = std::time::Instant::now() + within;
         loop {
-            if pred(&self.ask(command)) {
+            if pred(&self.ask(request.clone())) {
                 return true;
             }
             if std::time::Instant::now() >= deadline {
@@ -144,10 +159,25 @@ impl DpNode {
         }
     }
 
-    /// Sends a command whose answer may be an error (returned, not a panic).
-    pub fn try_ask(&mut self, command: &str) -> Value {
-        writeln!(self.stdin, "{command}").expect("node stdin");
-        self.read_reply()
+    /// Sends a request whose answer may be an error (returned as `{"error": {"kind",
+    /// "message"}}`, not a panic).
+    pub fn try_ask(&mut self, request: Request) -> Value {
+        self.stdin
+            .write_all(&request.encode())
+            .and_then(|()| self.stdin.write_all(b"\n"))
+            .expect("node stdin");
+        let mut reply = self.read_reply();
+        assert_eq!(reply["v"], socialvpn_core::api::API_VERSION, "{reply}");
+        let payload = match reply["reply"].as_str() {
+            Some("status") => reply["status"].take(),
+            Some("roster") => reply["friends"].take(),
+            Some("links") => reply["links"].take(),
+            Some("peer_added") => serde_json::json!({ "uid": reply["uid"].take() }),
+            Some("done") => serde_json::json!({ "done": true }),
+            Some("error") => serde_json::json!({ "error": reply["error"].take() }),
+            _ => panic!("not a reply: {reply}"),
+        };
+        payload
     }
 
     pub fn kill(&mut self) {

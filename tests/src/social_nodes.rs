@@ -3,6 +3,7 @@
 use crate::node::DpNode;
 use crate::social_world::{SocialWorld, XmppServerKind, TURN_PASSWORD, TURN_USER};
 use serde_json::Value;
+use socialvpn_core::api::{FriendAction, Request};
 use std::path::Path;
 use std::time::Duration;
 
@@ -40,7 +41,9 @@ pub fn online_node(
 ) -> DpNode {
     let mut n = start_node_with(w, node_bin, host, user, settings);
     assert!(
-        n.wait_until("status", Duration::from_secs(20), |s| s["xmpp"] == "online"),
+        n.wait_until(Request::Status, Duration::from_secs(20), |s| s["xmpp"]
+            ["state"]
+            == "online"),
         "{host} did not log in"
     );
     n
@@ -121,10 +124,10 @@ pub fn device<'a>(roster: &'a Value, uid: &str) -> Option<&'a Value> {
 /// Waits until `node` shows a connected link to the device `uid`; returns that link phase.
 pub fn wait_linked(node: &mut DpNode, uid: &str, within: Duration) -> Option<Value> {
     let mut found = None;
-    node.wait_until("roster", within, |r| {
+    node.wait_until(Request::Roster, within, |r| {
         device(r, uid).is_some_and(|d| d["link"]["state"] == "connected")
     });
-    let roster = node.ask("roster");
+    let roster = node.ask(Request::Roster);
     if let Some(d) = device(&roster, uid) {
         if d["link"]["state"] == "connected" {
             found = Some(d["link"].clone());
@@ -135,7 +138,7 @@ pub fn wait_linked(node: &mut DpNode, uid: &str, within: Duration) -> Option<Val
 
 /// The overlay address `node` gave the device `uid`.
 pub fn address_of(node: &mut DpNode, uid: &str) -> Option<String> {
-    let roster = node.ask("roster");
+    let roster = node.ask(Request::Roster);
     device(&roster, uid)?["overlay_address"]
         .as_str()
         .map(str::to_string)
@@ -148,17 +151,17 @@ const BEFRIEND_WITHIN: Duration = Duration::from_secs(100);
 
 /// Makes `a` and `b` mutual friends through the engine API.
 pub fn befriend(a: &mut DpNode, a_jid: &str, b: &mut DpNode, b_jid: &str) {
-    a.ask(&format!("friend add {b_jid}"));
+    a.friend(FriendAction::Add, b_jid);
     assert!(
-        b.wait_until("roster", BEFRIEND_WITHIN, |r| {
+        b.wait_until(Request::Roster, BEFRIEND_WITHIN, |r| {
             entry(r, a_jid).is_some_and(|e| e["pending_in"] == true)
         }),
         "{b_jid} never saw the request from {a_jid}"
     );
-    b.ask(&format!("friend accept {a_jid}"));
+    b.friend(FriendAction::Accept, a_jid);
     for (node, other) in [(a, b_jid), (b, a_jid)] {
         assert!(
-            node.wait_until("roster", BEFRIEND_WITHIN, |r| {
+            node.wait_until(Request::Roster, BEFRIEND_WITHIN, |r| {
                 entry(r, other).is_some_and(|e| e["mutual"] == true)
             }),
             "not mutual with {other}"

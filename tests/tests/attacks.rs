@@ -36,6 +36,7 @@
 
 use serde_json::Value;
 use socialvpn_core::addrbook::{ADDRESS_BOOK_FILE, MAX_PER_OWNER};
+use socialvpn_core::api::{FriendAction, Request};
 use socialvpn_core::links::manager::{OFFLINE_GRACE, SESSIONS_PER_MINUTE};
 use socialvpn_core::social::state::MAX_DEVICES_PER_CONTACT;
 use socialvpn_tests::attacker::{
@@ -124,8 +125,10 @@ fn count(status: &Value, path: &str) -> u64 {
 
 /// Waits until the counter at `path` reaches `at_least`; returns its value.
 fn wait_count(n: &mut DpNode, path: &str, at_least: u64, what: &str) -> u64 {
-    let reached = n.wait_until("status", REACT_WITHIN, |s| count(s, path) >= at_least);
-    let status = n.ask("status");
+    let reached = n.wait_until(Request::Status, REACT_WITHIN, |s| {
+        count(s, path) >= at_least
+    });
+    let status = n.ask(Request::Status);
     assert!(
         reached,
         "{what}: {path} is {}, expected at least {at_least}; status {status}",
@@ -224,13 +227,13 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
     let mut alice = node(&w, "alice", "alice");
     let mut alice2 = node(&w, "alice2", "alice");
     let mut bob = node(&w, "bob", "bob");
-    alice.ask(&format!("friend disable {}", jid("trudy")));
+    alice.friend(FriendAction::Disable, &jid("trudy"));
     let link = wait_linked(&mut alice, &bob.uid, Duration::from_secs(40)).expect("alice-bob link");
     assert_eq!(link["relayed"], true, "{link}");
     assert!(wait_linked(&mut bob, &alice.uid, Duration::from_secs(40)).is_some());
     assert!(wait_linked(&mut alice, &alice2.uid, Duration::from_secs(40)).is_some());
     assert!(wait_linked(&mut alice2, &alice.uid, Duration::from_secs(40)).is_some());
-    let roster = alice.ask("roster");
+    let roster = alice.ask(Request::Roster);
     let bob_addr = device_under(&roster, &jid("bob"), &bob.uid).expect("bob's device")
         ["overlay_address"]
         .as_str()
@@ -242,7 +245,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
         .expect("alice2's address")
         .to_string();
     let intact = |alice: &mut DpNode, when: &str| {
-        let roster = alice.ask("roster");
+        let roster = alice.ask(Request::Roster);
         assert_only_under(&roster, &bob.uid, &jid("bob"), &bob_addr, when);
         assert_only_under(&roster, &alice2.uid, &jid("alice"), &alice2_addr, when);
     };
@@ -269,7 +272,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
         .expect("alice never signalled mallory's device");
 
     // 1. Copied device announcements.
-    let status = alice.ask("status");
+    let status = alice.ask(Request::Status);
     let claims = count(&status, "social.device_claims_refused");
     let copies = [
         ("copy-bob", bob.public_key.clone(), bob.uid.clone()),
@@ -285,7 +288,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
         })
         .collect();
     assert!(
-        alice.wait_until("roster", REACT_WITHIN, |r| {
+        alice.wait_until(Request::Roster, REACT_WITHIN, |r| {
             copies.iter().all(|(resource, _, uid)| {
                 devices(r, &jid("mallory"))
                     .iter()
@@ -293,7 +296,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
             })
         }),
         "alice never saw mallory's copies: {}",
-        alice.ask("roster")
+        alice.ask(Request::Roster)
     );
     let claims = wait_count(
         &mut alice,
@@ -301,7 +304,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
         claims + copies.len() as u64,
         "copied announcements",
     );
-    let roster = alice.ask("roster");
+    let roster = alice.ask(Request::Roster);
     for (resource, _, uid) in &copies {
         let d = devices(&roster, &jid("mallory"))
             .into_iter()
@@ -320,7 +323,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
     eprintln!("{kind}: 1. copies refused (device_claims_refused {claims})");
 
     // 2. Signals naming bob's device.
-    let status = alice.ask("status");
+    let status = alice.ask(Request::Status);
     let rejected = count(&status, "social.signals_rejected");
     let paths_lost = count(&status, "links.paths_lost");
     let copy_bob = &copiers[0];
@@ -351,7 +354,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
     );
     intact(&mut alice, "after the forged signals");
     assert_eq!(
-        count(&alice.ask("status"), "links.paths_lost"),
+        count(&alice.ask(Request::Status), "links.paths_lost"),
         paths_lost,
         "a path was lost during the forged signals"
     );
@@ -360,7 +363,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
     drop(copiers);
     let copies_gone = Instant::now();
     assert!(
-        alice.wait_until("roster", REACT_WITHIN, |r| {
+        alice.wait_until(Request::Roster, REACT_WITHIN, |r| {
             devices(r, &jid("mallory"))
                 .iter()
                 .all(|d| !d["resource"].as_str().unwrap_or("").starts_with("copy-"))
@@ -371,7 +374,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
     eprintln!("{kind}: 2. forged signals refused (signals_rejected {rejected})");
 
     // 4. Offers from mallory's own key with hostile candidates, more than the session rate.
-    let status = alice.ask("status");
+    let status = alice.ask(Request::Status);
     let accepted = count(&status, "social.signals_accepted");
     let dropped = count(&status, "links.candidates_dropped");
     let refused = count(&status, "links.signals_refused");
@@ -411,7 +414,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
     eprintln!("{kind}: 4. hostile candidates dropped ({dropped}), offers refused ({refused})");
 
     // 5. STUN from a stranger on alice's LAN (alice2's host) to alice's port.
-    let status = alice.ask("status");
+    let status = alice.ask(Request::Status);
     let stun_rejected = count(&status, "links.stun_rejected");
     let port: u16 = status["candidates"]
         .as_array()
@@ -484,7 +487,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
     eprintln!("{kind}: 5. bogus STUN rejected (stun_rejected {stun_rejected})");
 
     // 6. A stranger, a one-way contact and a friend switched off.
-    let status = alice.ask("status");
+    let status = alice.ask(Request::Status);
     let rejected = count(&status, "social.signals_rejected");
     let claims = count(&status, "social.device_claims_refused");
     let bob_copy = bob_device.to_wire();
@@ -558,7 +561,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
         claims + 2,
         "claims of a one-way contact and a friend switched off",
     );
-    let roster = alice.ask("roster");
+    let roster = alice.ask(Request::Roster);
     assert!(
         entry(&roster, &jid("eve")).is_none_or(
             |e| e["mutual"] == false && e["devices"].as_array().is_none_or(|d| d.is_empty())
@@ -566,15 +569,15 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
         "eve made it into alice's roster: {roster}"
     );
     assert!(
-        alice.wait_until("roster", REACT_WITHIN, |r| {
+        alice.wait_until(Request::Roster, REACT_WITHIN, |r| {
             ["oscar", "trudy"]
                 .iter()
                 .all(|u| devices(r, &jid(u)).len() == 2)
         }),
         "alice does not see oscar's and trudy's devices: {}",
-        alice.ask("roster")
+        alice.ask(Request::Roster)
     );
-    let roster = alice.ask("roster");
+    let roster = alice.ask(Request::Roster);
     assert_eq!(
         entry(&roster, &jid("oscar")).expect("oscar")["subscription"],
         "to"
@@ -590,7 +593,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
             }
         }
     }
-    let links = alice.ask("links");
+    let links = alice.ask(Request::Links);
     for (user, key) in &role_keys {
         let uid = key.uid().to_string();
         assert!(
@@ -636,7 +639,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
     let state_dir = w.state_dir().join("node-alice");
     let pid = pid_with_arg("socialvpn-dpnode", state_dir.to_str().expect("UTF-8 path"))
         .expect("alice's process");
-    let ignored = count(&alice.ask("status"), "social.presences_ignored");
+    let ignored = count(&alice.ask(Request::Status), "social.presences_ignored");
     let cpu_before = cpu_seconds(pid).expect("alice's CPU time");
     let flood_started = Instant::now();
     let mut slowest = Duration::ZERO;
@@ -648,7 +651,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
             .collect();
         while sending.iter().any(|h| !h.is_finished()) && flood_started.elapsed() < FLOOD_WITHIN {
             let t = Instant::now();
-            alice.ask("status");
+            alice.ask(Request::Status);
             slowest = slowest.max(t.elapsed());
             asked += 1;
             std::thread::sleep(Duration::from_millis(100));
@@ -673,7 +676,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
     let deadline = Instant::now() + FLOOD_WITHIN;
     let seen_all = loop {
         let t = Instant::now();
-        let roster = alice.ask("roster");
+        let roster = alice.ask(Request::Roster);
         slowest = slowest.max(t.elapsed());
         asked += 1;
         let flood: Vec<&Value> = devices(&roster, &jid("mallory"))
@@ -697,7 +700,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
         std::thread::sleep(Duration::from_millis(100));
     };
     let seen_in = flood_started.elapsed();
-    let roster = alice.ask("roster");
+    let roster = alice.ask(Request::Roster);
     assert!(seen_all, "alice did not take in the flood: {roster}");
     let mallory_devices = devices(&roster, &jid("mallory"));
     assert!(
@@ -715,7 +718,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
     );
     if resources + 1 > MAX_DEVICES_PER_CONTACT {
         assert!(
-            count(&alice.ask("status"), "social.presences_ignored") > ignored,
+            count(&alice.ask(Request::Status), "social.presences_ignored") > ignored,
             "presences beyond the resource cap not counted"
         );
     }
@@ -751,7 +754,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
     drop(flooders);
     let flood_gone = Instant::now();
     let flood_uids: HashSet<String> = floods.iter().flatten().map(|d| d.uid.to_string()).collect();
-    let cleaned = alice.wait_until("links", OFFLINE_GRACE + REACT_WITHIN, |l| {
+    let cleaned = alice.wait_until(Request::Links, OFFLINE_GRACE + REACT_WITHIN, |l| {
         l.as_array()
             .into_iter()
             .flatten()
@@ -771,7 +774,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
     assert!(
         cleaned,
         "links for the flood's keys stayed: {}",
-        alice.ask("links")
+        alice.ask(Request::Links)
     );
     assert!(
         slowest < STATUS_WITHIN,
@@ -792,7 +795,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
     intact(&mut alice, "at the end");
     assert!(ping(w.host("alice"), &bob_addr), "alice cannot reach bob");
     assert!(wait_linked(&mut bob, &alice.uid, Duration::from_secs(5)).is_some());
-    assert_eq!(alice.ask("status")["xmpp"], "online");
+    assert_eq!(alice.ask(Request::Status)["xmpp"]["state"], "online");
     let report = pings.stop();
     let lost = report.lost();
     let gap = longest_gap(&report);

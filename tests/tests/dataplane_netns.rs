@@ -1,6 +1,7 @@
 //! The data plane between two namespaces joined by a veth, each engine on a real Linux TUN.
 //! Run as root; each test builds and removes its own namespaces.
 
+use socialvpn_core::api::Request;
 use socialvpn_tests::traffic::tcp_transfer;
 use socialvpn_tests::two_hosts::{ping, TwoHosts, A_UNDERLAY, B_UNDERLAY, PORT};
 
@@ -162,7 +163,7 @@ fn forged_source_from_another_friend_is_dropped_and_counted() {
         .unwrap();
     assert_eq!(sent_ok, 3);
     assert_eq!(w.node_a.drops("source_uid_mismatch"), 2);
-    let counters = w.node_a.ask("counters");
+    let counters = w.node_a.ask(Request::Status)["counters"].take();
     assert_eq!(
         counters["tun_tx"]["packets"], 1,
         "only the honest packet reaches A's tun: {counters}"

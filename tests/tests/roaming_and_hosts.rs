@@ -3,6 +3,7 @@
 //! with the platform's call, two devices of one account behind one NAT that only TURN joins,
 //! and a host without IPv6.
 
+use socialvpn_core::api::Request;
 use socialvpn_tests::node::DpNode;
 use socialvpn_tests::pinger::{unix_now, Pinger};
 use socialvpn_tests::social_nodes::{
@@ -72,7 +73,7 @@ impl Roamer {
         let moved = unix_now();
         self.w.move_host("alice", to);
         if call {
-            self.alice.ask("network-changed");
+            self.alice.ask(Request::NetworkChanged);
         }
         std::thread::sleep(Duration::from_secs(20));
         let (direct, relayed) = (direct.stop(), relayed.stop());
@@ -132,7 +133,7 @@ fn own_devices_behind_one_nat_that_only_turn_joins_link_every_time() {
         );
         let mut b = start_node_in(&w, Path::new(BIN), "alice2", "alice", &dir("b"), settings);
         let link = wait_linked(&mut a, &b.uid, Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("round {round}: no link: {}", a.ask("roster")));
+            .unwrap_or_else(|| panic!("round {round}: no link: {}", a.ask(Request::Roster)));
         assert_eq!(link["relayed"], true, "round {round}: {link}");
         let b_at_a = address_of(&mut a, &b.uid).unwrap();
         assert!(ping(w.host("alice"), &b_at_a), "round {round}: no ping");

@@ -2,6 +2,7 @@
 //! against prosody and against ejabberd) and coturn, a cone NAT and a symmetric NAT, an
 //! engine per host on its own TUN, linking by itself with friends.
 
+use socialvpn_core::api::{FriendAction, Request};
 use socialvpn_tests::node::DpNode;
 use socialvpn_tests::social_nodes::{
     address_of, befriend, entry, online_node, wait_linked, world_with_users,
@@ -56,7 +57,7 @@ fn friends_link_directly_through_nat_and_through_turn(kind: XmppServerKind) {
     befriend(&mut alice, &jid("alice"), &mut bob, &jid("bob"));
     befriend(&mut alice, &jid("alice"), &mut carol, &jid("carol"));
     befriend(&mut bob, &jid("bob"), &mut carol, &jid("carol"));
-    let roster = alice.ask("roster");
+    let roster = alice.ask(Request::Roster);
     assert_eq!(entry(&roster, &jid("bob")).unwrap()["subscription"], "both");
 
     // 2. alice (cone NAT) ↔ carol (no NAT): direct.
@@ -114,7 +115,7 @@ fn toggles_cut_traffic_at_once_and_strangers_are_refused(kind: XmppServerKind) {
     assert!(ping(w.host("alice"), &bob_at_alice));
 
     // 5. Toggle bob off at alice: nothing passes either way within a second.
-    alice.ask(&format!("friend disable {}", jid("bob")));
+    alice.friend(FriendAction::Disable, &jid("bob"));
     std::thread::sleep(Duration::from_secs(1));
     let quick = |ns: &socialvpn_tests::netns::Namespace, target: &str| {
         ns.output("ping", &["-c", "2", "-i", "0.2", "-W", "1", target])
@@ -129,10 +130,10 @@ fn toggles_cut_traffic_at_once_and_strangers_are_refused(kind: XmppServerKind) {
         !quick(w.host("bob"), &alice_at_bob),
         "bob still reaches alice"
     );
-    let roster = alice.ask("roster");
+    let roster = alice.ask(Request::Roster);
     assert_eq!(entry(&roster, &jid("bob")).unwrap()["enabled"], false);
     //    Toggle on: traffic resumes (and bob keeps the address alice gave him).
-    alice.ask(&format!("friend enable {}", jid("bob")));
+    alice.friend(FriendAction::Enable, &jid("bob"));
     assert!(
         wait_linked(&mut alice, &bob.uid, Duration::from_secs(30)).is_some(),
         "no relink"
@@ -144,7 +145,7 @@ fn toggles_cut_traffic_at_once_and_strangers_are_refused(kind: XmppServerKind) {
     );
 
     // 6. dave, no subscription, sends offers to alice: refused and counted, no link.
-    let rejected_before = alice.ask("status")["social"]["signals_rejected"]
+    let rejected_before = alice.ask(Request::Status)["social"]["signals_rejected"]
         .as_u64()
         .unwrap();
     let dave_account = XmppAccount {
@@ -202,13 +203,13 @@ fn toggles_cut_traffic_at_once_and_strangers_are_refused(kind: XmppServerKind) {
         .join()
         .unwrap();
     assert!(
-        alice.wait_until("status", Duration::from_secs(5), |s| {
+        alice.wait_until(Request::Status, Duration::from_secs(5), |s| {
             s["social"]["signals_rejected"].as_u64().unwrap_or(0) >= rejected_before + 3
         }),
         "dave's offers were not counted as rejected"
     );
     let dave_uid = dave_device.uid.to_string();
-    let links = alice.ask("links");
+    let links = alice.ask(Request::Links);
     assert!(
         links
             .as_array()
@@ -244,7 +245,9 @@ fn links_survive_the_server_going_away_and_recover_after_roaming(kind: XmppServe
     // 7. prosody goes away while the link carries traffic: traffic continues.
     w.stop_xmpp();
     assert!(
-        alice.wait_until("status", Duration::from_secs(10), |s| s["xmpp"] != "online"),
+        alice.wait_until(Request::Status, Duration::from_secs(10), |s| s["xmpp"]
+            ["state"]
+            != "online"),
         "alice did not notice the server going away"
     );
     assert!(
@@ -256,7 +259,9 @@ fn links_survive_the_server_going_away_and_recover_after_roaming(kind: XmppServe
     w.start_xmpp();
     for n in [&mut alice, &mut carol] {
         assert!(
-            n.wait_until("status", Duration::from_secs(40), |s| s["xmpp"] == "online"),
+            n.wait_until(Request::Status, Duration::from_secs(40), |s| s["xmpp"]
+                ["state"]
+                == "online"),
             "no re-login after the server returned"
         );
     }
@@ -265,7 +270,7 @@ fn links_survive_the_server_going_away_and_recover_after_roaming(kind: XmppServe
     // 8. alice's underlay address changes behind her NAT; after network_changed() the link
     //    recovers.
     w.move_host("alice", std::net::Ipv4Addr::new(198, 19, 1, 9));
-    alice.ask("network-changed");
+    alice.ask(Request::NetworkChanged);
     assert!(
         wait_linked(&mut alice, &carol.uid, LINK_WITHIN).is_some(),
         "no link after roaming"
@@ -286,16 +291,22 @@ fn on_demand_links_form_on_the_first_packet_and_close_when_idle() {
     let mut alice = start_node_with(&w, Path::new(BIN), "alice", "alice", policy.clone());
     let mut carol = start_node_with(&w, Path::new(BIN), "carol", "carol", policy);
     for n in [&mut alice, &mut carol] {
-        assert!(n.wait_until("status", Duration::from_secs(15), |s| s["xmpp"] == "online"));
+        assert!(
+            n.wait_until(Request::Status, Duration::from_secs(15), |s| s["xmpp"]
+                ["state"]
+                == "online")
+        );
     }
     befriend(&mut alice, &jid("alice"), &mut carol, &jid("carol"));
     // Friends, online, with addresses, but no link until someone sends a packet.
-    assert!(alice.wait_until("roster", Duration::from_secs(10), |r| {
-        socialvpn_tests::social_nodes::device(r, &carol.uid)
-            .is_some_and(|d| d["overlay_address"].is_string())
-    }));
+    assert!(
+        alice.wait_until(Request::Roster, Duration::from_secs(10), |r| {
+            socialvpn_tests::social_nodes::device(r, &carol.uid)
+                .is_some_and(|d| d["overlay_address"].is_string())
+        })
+    );
     std::thread::sleep(Duration::from_secs(2));
-    let roster = alice.ask("roster");
+    let roster = alice.ask(Request::Roster);
     let device = socialvpn_tests::social_nodes::device(&roster, &carol.uid)
         .unwrap()
         .clone();
@@ -306,7 +317,7 @@ fn on_demand_links_form_on_the_first_packet_and_close_when_idle() {
     assert!(wait_linked(&mut alice, &carol.uid, LINK_WITHIN).is_some());
     // Idle for longer than 4 s: the link is closed again.
     assert!(
-        alice.wait_until("roster", Duration::from_secs(15), |r| {
+        alice.wait_until(Request::Roster, Duration::from_secs(15), |r| {
             socialvpn_tests::social_nodes::device(r, &carol.uid)
                 .is_some_and(|d| d["link"].is_null())
         }),
@@ -315,7 +326,7 @@ fn on_demand_links_form_on_the_first_packet_and_close_when_idle() {
 }
 
 fn has_relay(n: &mut DpNode) -> bool {
-    n.wait_until("status", Duration::from_secs(10), |s| {
+    n.wait_until(Request::Status, Duration::from_secs(10), |s| {
         s["candidates"].as_array().is_some_and(|c| {
             c.iter()
                 .any(|c| c.as_str().is_some_and(|c| c.starts_with("relay")))

@@ -2,6 +2,7 @@
 //! stopping cleanly for a minute (prosody and ejabberd), ejabberd resuming a stream after a
 //! short cut, coturn restarting under a relayed link. Traffic is a ping every 0.1 s.
 
+use socialvpn_core::api::Request;
 use socialvpn_tests::node::DpNode;
 use socialvpn_tests::pinger::{unix_now, Pinger};
 use socialvpn_tests::social_nodes::{
@@ -90,7 +91,7 @@ impl TwoLinks {
         for (host, n) in &mut self.nodes {
             let left = within.saturating_sub(started.elapsed());
             assert!(
-                n.wait_until("status", left, |s| s["xmpp"] == "online"),
+                n.wait_until(Request::Status, left, |s| s["xmpp"]["state"] == "online"),
                 "{host} was not online {within:?} after the server came back"
             );
         }
@@ -138,7 +139,7 @@ fn xmpp_outage(kind: XmppServerKind, crash: bool) {
         );
     }
     for (host, n) in &mut t.nodes {
-        let roster = n.ask("roster");
+        let roster = n.ask(Request::Roster);
         let linked = roster.as_array().unwrap().iter().any(|e| {
             e["devices"]
                 .as_array()
@@ -189,7 +190,7 @@ fn ejabberd_resumes_a_cut_stream_and_every_link_stays_up() {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         for (host, n) in &mut nodes {
-            let roster = n.ask("roster");
+            let roster = n.ask(Request::Roster);
             let connected = roster.as_array().unwrap().iter().any(|e| {
                 e["devices"]
                     .as_array()
@@ -240,10 +241,11 @@ fn coturn_restart_under_a_relayed_link() {
     // The direct link never noticed.
     assert_eq!(reports[1].lost(), Vec::<u64>::new());
     let (_, alice) = &mut t.nodes[0];
-    let status = alice.ask("status");
+    let status = alice.ask(Request::Status);
     assert!(
         status["links"]["relay_reallocations"].as_u64() >= Some(1)
-            || t.nodes[1].1.ask("status")["links"]["relay_reallocations"].as_u64() >= Some(1),
+            || t.nodes[1].1.ask(Request::Status)["links"]["relay_reallocations"].as_u64()
+                >= Some(1),
         "nobody noticed the lost allocation: {status}"
     );
 }

@@ -79,9 +79,8 @@ impl From<&EngineError> for ApiError {
             EngineError::AddressBook(
                 AddressBookError::OutsideSubnet { .. } | AddressBookError::AddressTaken { .. },
             ) => ErrorKind::AddressRefused,
-            EngineError::AddressBook(AddressBookError::UnknownDevice) | EngineError::BadDevice(_) => {
-                ErrorKind::BadDevice
-            }
+            EngineError::AddressBook(AddressBookError::UnknownDevice)
+            | EngineError::BadDevice(_) => ErrorKind::BadDevice,
             EngineError::AddressBook(
                 AddressBookError::Io { .. } | AddressBookError::Corrupt { .. },
             ) => ErrorKind::StateDirectory,
@@ -296,7 +295,11 @@ enum Command {
     Status(oneshot::Sender<StatusView>),
     Roster(oneshot::Sender<Result<Vec<FriendView>, EngineError>>),
     /// Pins (Some) or unpins (None) a device's address.
-    Pin(Uid, Option<Ipv4Addr>, oneshot::Sender<Result<(), EngineError>>),
+    Pin(
+        Uid,
+        Option<Ipv4Addr>,
+        oneshot::Sender<Result<(), EngineError>>,
+    ),
     Friend(
         FriendAction,
         BareJid,
@@ -397,7 +400,7 @@ impl Engine {
     async fn call(&self, request: Request) -> Result<Response, EngineError> {
         Ok(match request {
             Request::Status => Response::Status {
-                status: self.ask(Command::Status).await?,
+                status: Box::new(self.ask(Command::Status).await?),
             },
             Request::Roster => Response::Roster {
                 friends: self.ask(Command::Roster).await??,
@@ -412,7 +415,8 @@ impl Engine {
             }
             Request::PinAddress { device, address } => {
                 let uid = parse_uid(&device)?;
-                self.ask(|tx| Command::Pin(uid, Some(address), tx)).await??;
+                self.ask(|tx| Command::Pin(uid, Some(address), tx))
+                    .await??;
                 Response::Done
             }
             Request::UnpinAddress { device } => {

@@ -285,11 +285,9 @@ impl Social {
             match event {
                 SocialEvent::RosterChanged => roster_changed = true,
                 SocialEvent::FriendRequest(jid) => {
-                    let _ = self
-                        .events
-                        .send(Event::FriendRequest {
-                            jid: jid.to_string(),
-                        });
+                    let _ = self.events.send(Event::FriendRequest {
+                        jid: jid.to_string(),
+                    });
                 }
             }
         }

@@ -9,10 +9,10 @@
 //! a random id: a duplicate of the current offer gets the same answer again, an offer or
 //! answer for a session seen before is stale and ignored.
 
-pub use crate::api::LinkPhase;
-pub use crate::counters::LinkCounters;
 use super::ice::{IceLink, IceOutput, SelectedPath, Started};
 use super::servers::{Gatherer, IceServers};
+pub use crate::api::LinkPhase;
+pub use crate::counters::LinkCounters;
 use crate::liveness::{PathAlarm, DEAD_AFTER};
 use crate::social::payload::{DeviceInfo, Signal, SignalKind};
 use crate::social::state::WantedDevice;

@@ -4,11 +4,11 @@
 //! The XMPP shell turns stanzas into `handle_*` calls and sends what `poll_outgoing` yields;
 //! user actions come in as method calls. Nothing here touches a socket or a clock of its own.
 
-pub use crate::api::Subscription;
-pub use crate::counters::SocialCounters;
 use super::payload::{DeviceInfo, Signal, SignedSignal};
 use super::proof::ProofError;
 use super::toggles::{Toggles, TogglesError};
+pub use crate::api::Subscription;
+pub use crate::counters::SocialCounters;
 use crate::uid::Uid;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};

@@ -1,18 +1,18 @@
 //! A SocialVPN node for the namespace tests: one engine on a real Linux TUN, driven over
-//! stdin, answering with JSON lines on stdout. Without a social config, links are configured
-//! by hand (`peer`); with one, the node logs in to XMPP and links with friends by itself.
+//! stdin with the control protocol (`socialvpn_core::api`: one request per line, one reply
+//! line on stdout). Without a social config, links are configured by hand (`add_peer`);
+//! with one, the node logs in to XMPP and links with friends by itself.
 //!
 //! Usage: socialvpn-dpnode STATE_DIR TUN_NAME SUBNET LISTEN_ADDR [SOCIAL_JSON_FILE]
-//! Commands (one per line): `peer PUBKEY_HEX ENDPOINT`, `counters`, `links`, `status`,
-//! `roster`, `friend add|accept|decline|remove|enable|disable JID`, `network-changed`.
-//! EOF stops it (closing links cleanly).
+//! The first line out is `{"uid","public_key","ipv4","ipv6"}`. EOF stops it (closing links
+//! cleanly).
 
-use serde_json::{json, Value};
-use socialvpn_core::engine::{FriendAction, LinkPolicy, SocialConfig};
+use serde_json::json;
+use socialvpn_core::engine::{LinkPolicy, SocialConfig};
 use socialvpn_core::links::servers::{IceServers, TurnServer};
 use socialvpn_core::tun::linux::{create, TunConfig};
 use socialvpn_core::xmpp::connect::{TlsTrust, XmppAccount};
-use socialvpn_core::{Engine, EngineConfig, PeerConfig, PreparedEngine};
+use socialvpn_core::{EngineConfig, PreparedEngine};
 use std::path::PathBuf;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -176,58 +176,13 @@ async fn run(args: &[String]) {
         .unwrap_or_else(|e| fail(&e.to_string()));
     println!("{hello}");
 
+    // Every line is a request of the control protocol; every answer a reply line.
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        println!("{}", answer(&engine, &line).await);
+        let reply = engine.handle_bytes(line.as_bytes()).await;
+        println!("{}", String::from_utf8_lossy(&reply));
     }
     if let Err(e) = engine.shutdown().await {
         fail(&e.to_string());
-    }
-}
-
-fn result<T: serde::Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Value {
-    match r {
-        Ok(v) => serde_json::to_value(v).unwrap_or_default(),
-        Err(e) => json!({ "error": e.to_string() }),
-    }
-}
-
-async fn answer(engine: &Engine, line: &str) -> Value {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    match words.as_slice() {
-        ["peer", key, endpoint] => {
-            let mut public_key = [0u8; 32];
-            match (hex::decode_to_slice(key, &mut public_key), endpoint.parse()) {
-                (Ok(()), Ok(endpoint)) => {
-                    let peer = PeerConfig {
-                        public_key,
-                        endpoint: Some(endpoint),
-                        keepalive_secs: None,
-                    };
-                    result(
-                        engine
-                            .add_peer(peer)
-                            .await
-                            .map(|uid| json!({ "uid": uid.to_string() })),
-                    )
-                }
-                _ => json!({ "error": "bad key or endpoint" }),
-            }
-        }
-        ["counters"] => result(engine.counters().await),
-        ["links"] => result(engine.links().await),
-        ["status"] => result(engine.status().await),
-        ["roster"] => result(engine.roster().await),
-        ["network-changed"] => result(engine.network_changed().await),
-        ["friend", action, jid] => match action.parse::<FriendAction>() {
-            Ok(action) => result(
-                engine
-                    .friend(action, jid)
-                    .await
-                    .map(|()| json!({ "ok": true })),
-            ),
-            Err(e) => json!({ "error": e.to_string() }),
-        },
-        _ => json!({ "error": format!("unknown command: {line}") }),
     }
 }
