@@ -82,14 +82,15 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Give a device (its id, from `status`) a fixed address in your subnet.
+    /// Give a device a fixed address in your subnet: DEVICE is its JID with the resource
+    /// `status` shows (friend@server/resource) or its device id.
     Pin {
         device: String,
         address: Ipv4Addr,
         #[command(flatten)]
         target: Target,
     },
-    /// Let a pinned device's address be moved again.
+    /// Let a pinned device's address be moved again (DEVICE as for `pin`).
     Unpin {
         device: String,
         #[command(flatten)]
@@ -201,14 +202,14 @@ fn main() -> ExitCode {
             target,
         } => target.socket().and_then(|socket| {
             let request = Request::PinAddress {
-                device: device.clone(),
+                device: device_id(&socket, &device)?,
                 address,
             };
             control::done(&socket, &request).map(|()| println!("{device} pinned to {address}"))
         }),
         Command::Unpin { device, target } => target.socket().and_then(|socket| {
             let request = Request::UnpinAddress {
-                device: device.clone(),
+                device: device_id(&socket, &device)?,
             };
             control::done(&socket, &request).map(|()| println!("{device} unpinned"))
         }),
@@ -227,6 +228,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The device id of `device`: given as such, or found in the roster by its full JID.
+fn device_id(socket: &std::path::Path, device: &str) -> Result<String, String> {
+    let Some((account, resource)) = device.split_once('/') else {
+        return Ok(device.to_string());
+    };
+    let roster = control::roster(socket)?;
+    roster
+        .iter()
+        .filter(|f| f.jid == account)
+        .flat_map(|f| f.devices.iter())
+        .find(|d| d.resource == resource)
+        .ok_or_else(|| format!("{device} is not online"))?
+        .uid
+        .clone()
+        .ok_or_else(|| format!("{device} does not run SocialVPN"))
 }
 
 fn status(socket: &std::path::Path, watch: bool) -> Result<(), String> {

@@ -130,6 +130,73 @@ fn two_daemons_link_show_status_and_obey_friend_disable() {
     }));
     assert!(ping(&w, "alice", &carol_at_alice), "traffic did not resume");
 
+    // `pin` gives carol's device the address alice chooses, at once and for good; `unpin`
+    // keeps it but lets it move again.
+    let status = alice.text(&["status"]);
+    let row = status
+        .lines()
+        .find(|l| l.starts_with("carol@svpn.test"))
+        .unwrap_or_default();
+    let resource = row.split_whitespace().nth(1).unwrap_or_default();
+    let device = format!("carol@svpn.test/{resource}");
+    assert!(
+        alice
+            .text(&["pin", &device, "100.64.77.7"])
+            .contains("pinned"),
+        "{status}"
+    );
+    let status = alice.text(&["status"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("carol@svpn.test") && l.contains("100.64.77.7 (pinned)")),
+        "{status}"
+    );
+    assert!(
+        ping(&w, "alice", "100.64.77.7"),
+        "no traffic at the pinned address"
+    );
+    assert!(
+        !ping(&w, "alice", &carol_at_alice),
+        "the old address still answers"
+    );
+    let refused = alice.cli(&["pin", &device, "100.99.0.1"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not a host address of the subnet"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    alice.text(&["unpin", &device]);
+    let status = alice.text(&["status"]);
+    assert!(
+        status.lines().any(|l| l.starts_with("carol@svpn.test")
+            && l.contains("100.64.77.7")
+            && !l.contains("pinned")),
+        "{status}"
+    );
+    let carol_at_alice = "100.64.77.7".to_string();
+
+    // `log-level` changes what the running daemon logs.
+    let before = std::fs::read_to_string(&alice.log).unwrap().len();
+    alice.text(&["log-level", "debug"]);
+    alice.text(&["network-changed"]);
+    assert!(
+        alice.wait(Duration::from_secs(10), &["status"], |_| {
+            std::fs::read_to_string(&alice.log).unwrap_or_default()[before..]
+                .contains("XMPP reconnecting after a network change")
+        }),
+        "no debug records after log-level debug"
+    );
+    alice.text(&["log-level", "warn"]);
+    assert!(alice.wait(Duration::from_secs(20), &["status"], |o| {
+        o.starts_with("device") && o.contains("XMPP: online")
+    }));
+    assert!(
+        ping(&w, "alice", &carol_at_alice),
+        "no traffic after the reconnection"
+    );
+
     // SIGTERM: links closed (carol is told at once), interface and socket removed.
     let pid = alice.process.pid() as i32;
     // SAFETY: signalling our own child by PID.
