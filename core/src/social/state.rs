@@ -385,8 +385,12 @@ impl SocialState {
         let bare = from.to_bare();
         let resource = from.resource().map(|r| r.to_string());
         match (kind, resource) {
-            (PresenceKind::Available(_) | PresenceKind::Unavailable, None) => {
+            // Servers send this for contacts with no resource online (RFC 6121 4.3.2, e.g.
+            // prosody as a subscription starts): nothing to remove, and nothing suspicious.
+            (PresenceKind::Unavailable, None) => {}
+            (PresenceKind::Available(_), None) => {
                 // Device presence always comes from a full JID.
+                tracing::debug!(%from, "presence ignored: from a bare JID");
                 self.counters.presences_ignored += 1;
             }
             (PresenceKind::Available(info), Some(resource)) => {
@@ -417,12 +421,14 @@ impl SocialState {
                 if let Some(devices) = devices {
                     if devices.len() >= MAX_DEVICES_PER_CONTACT && !devices.contains_key(&resource)
                     {
+                        tracing::debug!(%from, "presence ignored: too many devices");
                         self.counters.presences_ignored += 1;
                         return;
                     }
                     devices.insert(resource, device);
                 } else {
                     // Presence from someone not in the roster, or not subscribed to.
+                    tracing::debug!(%from, "presence ignored: not a contact whose presence we asked for");
                     self.counters.presences_ignored += 1;
                     return;
                 }

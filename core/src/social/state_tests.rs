@@ -545,6 +545,11 @@ fn directed_presence_from_contacts_we_do_not_follow_is_ignored() {
     announce(&mut s, now, "dave@svpn.test/pc", dev);
     announce(&mut s, now, "eve@svpn.test/pc", dev);
     assert_eq!(s.counters().presences_ignored, 2);
+    // What servers send for a contact with nobody online is not counted as refused.
+    s.handle_presence(now, &full("dave@svpn.test"), PresenceKind::Unavailable);
+    assert_eq!(s.counters().presences_ignored, 2);
+    s.handle_presence(now, &full("dave@svpn.test"), PresenceKind::Available(None));
+    assert_eq!(s.counters().presences_ignored, 3);
     assert!(
         s.contacts().all(|c| c.devices.is_empty()),
         "a device stored from unasked presence"
