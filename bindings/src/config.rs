@@ -2,14 +2,13 @@
 //! translation into the engine's configuration (every field checked, errors name the field).
 
 use crate::error::VpnError;
-use socialvpn_core::engine::{LinkPolicy, SocialConfig};
-use socialvpn_core::links::servers::{IceServers, TurnServer};
+use socialvpn_core::config::{
+    AccountSettings, ConfigError, Credentials, IceServerSettings, Settings,
+};
+use socialvpn_core::engine::LinkPolicy;
 use socialvpn_core::protect::SocketProtector;
-use socialvpn_core::subnet::Ipv4Subnet;
-use socialvpn_core::xmpp::connect::{TlsTrust, XmppAccount};
-use socialvpn_core::xmpp::BareJid;
 use socialvpn_core::EngineConfig;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Everything an engine needs; the app keeps it (the password in the platform's keystore).
@@ -53,114 +52,49 @@ pub enum LinkPolicyConfig {
     OnDemand { max_links: u32, idle_secs: u64 },
 }
 
-const DEFAULT_ICE_PORT: u16 = 3478;
-
-fn invalid(reason: String) -> VpnError {
-    VpnError::InvalidConfig { reason }
-}
-
 impl VpnConfig {
-    /// The engine configuration. Resolves the STUN/TURN host names (this may block on DNS:
-    /// the caller is off the UI thread). `uid_hex` names the default resource.
+    /// The engine configuration, checked by the core's one configuration type (errors name
+    /// the field). Resolves the STUN/TURN host names (this may block on DNS: the caller is
+    /// off the UI thread). `uid_hex` names the default resource.
     pub(crate) fn engine_config(
         &self,
         uid_hex: &str,
         protect: Option<SocketProtector>,
     ) -> Result<EngineConfig, VpnError> {
-        let jid: BareJid = self.jid.parse().map_err(|_| VpnError::InvalidJid {
-            jid: self.jid.clone(),
-        })?;
-        if jid.node().is_none() {
-            return Err(VpnError::InvalidJid {
-                jid: self.jid.clone(),
-            });
-        }
-        if self.password.is_empty() {
-            return Err(invalid("password: empty".into()));
-        }
-        let resource = if self.resource.is_empty() {
-            format!("socialvpn-{}", &uid_hex[..8.min(uid_hex.len())])
-        } else if jid.with_resource_str(&self.resource).is_err() {
-            return Err(invalid(format!(
-                "resource: '{}' is not a valid XMPP resource",
-                self.resource
-            )));
-        } else {
-            self.resource.clone()
-        };
-        let server = match &self.server {
-            None => None,
-            Some(s) => Some(
-                parse_host_port(s, None)
-                    .ok_or_else(|| invalid(format!("server: '{s}' is not host:port")))?,
-            ),
-        };
-        let subnet = self.subnet()?;
-        if self.state_dir.is_empty() {
-            return Err(invalid("state_dir: empty".into()));
-        }
-        Ok(EngineConfig {
-            state_dir: PathBuf::from(&self.state_dir),
-            subnet,
-            listen: SocketAddr::from(([0, 0, 0, 0], self.listen_port)),
-            social: Some(SocialConfig {
-                account: XmppAccount {
-                    jid,
-                    password: self.password.clone(),
-                    resource,
-                    server,
-                    trust: match &self.ca_file {
-                        Some(path) => TlsTrust::CaFile(PathBuf::from(path)),
-                        None => TlsTrust::PublicRoots,
-                    },
-                    protect: protect.clone(),
-                },
-                servers: self.ice_servers()?,
-                policy: self.link_policy.into(),
-            }),
-            protect,
-            // The app reports network changes from the platform's callbacks.
-            watch_network: false,
+        self.settings(protect).check(uid_hex).map_err(|e| match e {
+            ConfigError::Jid(jid) => VpnError::InvalidJid { jid },
+            other => VpnError::InvalidConfig {
+                reason: other.to_string(),
+            },
         })
     }
 
-    pub(crate) fn subnet(&self) -> Result<Ipv4Subnet, VpnError> {
-        self.subnet
-            .parse()
-            .map_err(|e| invalid(format!("subnet: '{}': {e}", self.subnet)))
-    }
-
-    fn ice_servers(&self) -> Result<IceServers, VpnError> {
-        let mut servers = IceServers::default();
-        for server in &self.ice_servers {
-            let url = server.url.trim();
-            if let Some(rest) = url.strip_prefix("stun:") {
-                if servers.stun.is_some() {
-                    return Err(invalid("ice_servers: more than one STUN server".into()));
-                }
-                servers.stun = Some(resolve(rest)?);
-            } else if let Some(rest) = url.strip_prefix("turn:") {
-                if servers.turn.is_some() {
-                    return Err(invalid("ice_servers: more than one TURN server".into()));
-                }
-                let (Some(username), Some(password)) = (&server.username, &server.password) else {
-                    return Err(invalid(format!(
-                        "ice_servers: '{url}' needs a username and a password"
-                    )));
-                };
-                servers.turn = Some(TurnServer {
-                    addr: resolve(rest)?,
-                    username: username.clone(),
-                    password: password.clone(),
-                });
-            } else {
-                return Err(invalid(format!(
-                    "ice_servers: '{url}' is neither stun:host[:port] nor turn:host[:port] \
-                     (turns: is not supported)"
-                )));
-            }
+    fn settings(&self, protect: Option<SocketProtector>) -> Settings {
+        Settings {
+            state_dir: PathBuf::from(&self.state_dir),
+            subnet: self.subnet.clone(),
+            listen: SocketAddr::from(([0, 0, 0, 0], self.listen_port)),
+            account: Some(AccountSettings {
+                jid: self.jid.clone(),
+                credentials: Credentials::Password(self.password.clone()),
+                resource: Some(self.resource.clone()).filter(|r| !r.is_empty()),
+                server: self.server.clone(),
+                ca_file: self.ca_file.as_ref().map(PathBuf::from),
+            }),
+            ice_servers: self
+                .ice_servers
+                .iter()
+                .map(|s| IceServerSettings {
+                    url: s.url.clone(),
+                    username: s.username.clone(),
+                    password: s.password.clone(),
+                })
+                .collect(),
+            link_policy: self.link_policy.into(),
+            // The app reports network changes from the platform's callbacks.
+            watch_network: false,
+            protect,
         }
-        Ok(servers)
     }
 }
 
@@ -179,31 +113,6 @@ impl From<LinkPolicyConfig> for LinkPolicy {
             },
         }
     }
-}
-
-/// `host:port`, or `host` alone when a default port is given (IPv6 literals in brackets).
-fn parse_host_port(s: &str, default_port: Option<u16>) -> Option<(String, u16)> {
-    let bracketed = s.starts_with('[');
-    match s.rsplit_once(':') {
-        Some((host, port)) if !bracketed || host.ends_with(']') => {
-            let port = port.parse().ok()?;
-            (!host.is_empty()).then(|| (host.to_string(), port))
-        }
-        _ => default_port
-            .filter(|_| !s.is_empty())
-            .map(|p| (s.to_string(), p)),
-    }
-}
-
-/// The first IPv4 address of `host[:port]` (the underlay is IPv4).
-fn resolve(host_port: &str) -> Result<SocketAddr, VpnError> {
-    let (host, port) = parse_host_port(host_port, Some(DEFAULT_ICE_PORT))
-        .ok_or_else(|| invalid(format!("ice_servers: '{host_port}' is not host[:port]")))?;
-    (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| invalid(format!("ice_servers: cannot resolve '{host}': {e}")))?
-        .find(SocketAddr::is_ipv4)
-        .ok_or_else(|| invalid(format!("ice_servers: '{host}' has no IPv4 address")))
 }
 
 #[cfg(test)]
@@ -280,17 +189,5 @@ mod tests {
             c.engine_config("00", None),
             Err(VpnError::InvalidJid { .. })
         ));
-    }
-
-    #[test]
-    fn host_port_forms() {
-        assert_eq!(parse_host_port("h:5", None), Some(("h".to_string(), 5)));
-        assert_eq!(parse_host_port("h", Some(7)), Some(("h".to_string(), 7)));
-        assert_eq!(parse_host_port("h", None), None);
-        assert_eq!(
-            parse_host_port("[::1]:9", None),
-            Some(("[::1]".to_string(), 9))
-        );
-        assert_eq!(parse_host_port(":9", None), None);
     }
 }

@@ -2,11 +2,11 @@
 //! and the line; every option has a documented default (README, "Configuration").
 
 use serde::Deserialize;
-use socialvpn_core::engine::{LinkPolicy, SocialConfig};
-use socialvpn_core::links::servers::{IceServers, TurnServer};
+use socialvpn_core::config::{
+    AccountSettings, ConfigError as SettingError, Credentials, IceServerSettings, Settings,
+};
+use socialvpn_core::engine::LinkPolicy;
 use socialvpn_core::subnet::{Ipv4Subnet, DEFAULT_SUBNET};
-use socialvpn_core::xmpp::connect::{TlsTrust, XmppAccount};
-use socialvpn_core::xmpp::BareJid;
 use socialvpn_core::EngineConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +27,8 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
     #[error("{0}")]
     Password(String),
+    #[error("{}: {error}", path.display())]
+    Setting { path: PathBuf, error: SettingError },
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +46,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// The daemon's control socket (owner-only).
     pub control_socket: Option<PathBuf>,
+    /// The file this came from (for messages).
+    #[serde(skip)]
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,19 +181,23 @@ impl Config {
             path: path.to_path_buf(),
             message,
         };
-        let config: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        config.path = path.to_path_buf();
         // Checks serde cannot express, reported with the key's line.
         let line_of = |key: &str| {
             text.lines()
                 .position(|l| l.trim_start().starts_with(key))
                 .map_or(String::new(), |n| format!("line {}: ", n + 1))
         };
-        if config.account.jid.parse::<BareJid>().is_err() || !config.account.jid.contains('@') {
-            return Err(invalid(format!(
-                "{}account.jid: '{}' is not a JID like user@example.org",
-                line_of("jid"),
-                config.account.jid
-            )));
+        // The settings every front end shares are checked by the core (a placeholder
+        // password: the real one is read when the daemon starts).
+        if let Err(e) = config.settings("-".into()).check("00000000") {
+            let (key, line_key) = toml_key(&e);
+            let reason = match e {
+                SettingError::Jid(jid) => format!("'{jid}' is not a JID like user@example.org"),
+                SettingError::Invalid { reason, .. } => reason,
+            };
+            return Err(invalid(format!("{}{key}: {reason}", line_of(line_key))));
         }
         if !(1280..=1440).contains(&config.network.mtu) {
             return Err(invalid(format!(
@@ -203,26 +212,6 @@ impl Config {
                 "{}network.tun: '{tun}' is not an interface name (1-15 characters)",
                 line_of("tun")
             )));
-        }
-        if let Some(resource) = &config.account.resource {
-            let jid: Result<BareJid, _> = config.account.jid.parse();
-            if jid
-                .map(|j| j.with_resource_str(resource).is_err())
-                .unwrap_or(true)
-            {
-                return Err(invalid(format!(
-                    "{}account.resource: '{resource}' is not a valid XMPP resource",
-                    line_of("resource")
-                )));
-            }
-        }
-        if let Some(server) = &config.account.server {
-            if parse_host_port(server).is_none() {
-                return Err(invalid(format!(
-                    "{}account.server: '{server}' is not host:port",
-                    line_of("server")
-                )));
-            }
         }
         if config.ice.turn.is_some() && config.ice.turn_user.is_empty() {
             return Err(invalid(format!(
@@ -281,62 +270,76 @@ impl Config {
         password: String,
         uid_hex: &str,
     ) -> Result<EngineConfig, ConfigError> {
-        let jid: BareJid = self.account.jid.parse().map_err(|_| ConfigError::Invalid {
-            path: PathBuf::new(),
-            message: format!("account.jid: '{}' is not a JID", self.account.jid),
-        })?;
-        let resource = self
-            .account
-            .resource
-            .clone()
-            .unwrap_or_else(|| format!("socialvpn-{}", &uid_hex[..8.min(uid_hex.len())]));
-        let policy = match self.links.policy {
-            PolicyName::Proactive => LinkPolicy::Proactive {
-                max_links: self.links.max_links,
-            },
-            PolicyName::OnDemand => LinkPolicy::OnDemand {
-                max_links: self.links.max_links,
-                idle_secs: self.links.idle_secs,
-            },
-        };
-        Ok(EngineConfig {
+        self.settings(password)
+            .check(uid_hex)
+            .map_err(|error| ConfigError::Setting {
+                path: self.path.clone(),
+                error,
+            })
+    }
+
+    /// The configuration in the core's terms.
+    fn settings(&self, password: String) -> Settings {
+        let url = |scheme: &str, addr: SocketAddr| format!("{scheme}:{addr}");
+        let mut ice_servers: Vec<IceServerSettings> = self
+            .ice
+            .stun
+            .map(|addr| IceServerSettings {
+                url: url("stun", addr),
+                username: None,
+                password: None,
+            })
+            .into_iter()
+            .collect();
+        if let Some(addr) = self.ice.turn {
+            ice_servers.push(IceServerSettings {
+                url: url("turn", addr),
+                username: Some(self.ice.turn_user.clone()),
+                password: Some(self.ice.turn_password.clone()),
+            });
+        }
+        Settings {
             state_dir: self.state_dir.clone(),
-            subnet: self.network.subnet,
+            subnet: self.network.subnet.to_string(),
             listen: self.network.listen,
-            social: Some(SocialConfig {
-                account: XmppAccount {
-                    jid,
-                    password,
-                    resource,
-                    server: self.account.server.as_deref().and_then(parse_host_port),
-                    trust: match &self.account.ca_file {
-                        Some(path) => TlsTrust::CaFile(path.clone()),
-                        None => TlsTrust::PublicRoots,
-                    },
-                    // Linux routes the daemon's own sockets outside the tunnel by itself.
-                    protect: None,
-                },
-                servers: IceServers {
-                    stun: self.ice.stun,
-                    turn: self.ice.turn.map(|addr| TurnServer {
-                        addr,
-                        username: self.ice.turn_user.clone(),
-                        password: self.ice.turn_password.clone(),
-                    }),
-                },
-                policy,
+            account: Some(AccountSettings {
+                jid: self.account.jid.clone(),
+                credentials: Credentials::Password(password),
+                resource: self.account.resource.clone(),
+                server: self.account.server.clone(),
+                ca_file: self.account.ca_file.clone(),
             }),
-            protect: None,
+            ice_servers,
+            link_policy: match self.links.policy {
+                PolicyName::Proactive => LinkPolicy::Proactive {
+                    max_links: self.links.max_links,
+                },
+                PolicyName::OnDemand => LinkPolicy::OnDemand {
+                    max_links: self.links.max_links,
+                    idle_secs: self.links.idle_secs,
+                },
+            },
             // The daemon notices moves between networks by itself.
             watch_network: true,
-        })
+            // Linux routes the daemon's own sockets outside the tunnel by itself.
+            protect: None,
+        }
     }
 }
 
-fn parse_host_port(s: &str) -> Option<(String, u16)> {
-    let (host, port) = s.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    (!host.is_empty()).then(|| (host.to_string(), port))
+/// The file's key for a setting the core refused, and the word its line starts with.
+fn toml_key(e: &SettingError) -> (&'static str, &'static str) {
+    match e {
+        SettingError::Jid(_) => ("account.jid", "jid"),
+        SettingError::Invalid { field, .. } => match *field {
+            "subnet" => ("network.subnet", "subnet"),
+            "server" => ("account.server", "server"),
+            "resource" => ("account.resource", "resource"),
+            "password" => ("account.password_file", "password"),
+            "ice_servers" => ("ice", "turn"),
+            other => (other, other),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -360,7 +363,10 @@ mod tests {
         let e = c.engine_config("pw".into(), "0123456789abcdef").unwrap();
         let social = e.social.unwrap();
         assert_eq!(social.account.resource, "socialvpn-01234567");
-        assert_eq!(social.account.trust, TlsTrust::PublicRoots);
+        assert_eq!(
+            social.account.trust,
+            socialvpn_core::xmpp::connect::TlsTrust::PublicRoots
+        );
     }
 
     #[test]
@@ -383,6 +389,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("account.jid") && e.contains("line 2"), "{e}");
+        // The core checks what every front end shares; the file names its key and line.
+        let e = parse("[account]\njid = \"a@b.c\"\nserver = \"xmpp.b.c\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 3: account.server: 'xmpp.b.c' is not host:port"),
+            "{e}"
+        );
+        let e = parse("[account]\njid = \"a@b.c\"\nresource = \"\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3: account.resource"), "{e}");
         let e = parse("[links]\npolicy = \"sometimes\"\n")
             .unwrap_err()
             .to_string();

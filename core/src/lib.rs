@@ -10,6 +10,7 @@
 
 pub mod addrbook;
 pub mod api;
+pub mod config;
 pub mod counters;
 pub mod dataplane;
 pub mod engine;

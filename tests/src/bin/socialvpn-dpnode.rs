@@ -8,11 +8,10 @@
 //! cleanly).
 
 use serde_json::json;
-use socialvpn_core::engine::{LinkPolicy, SocialConfig};
-use socialvpn_core::links::servers::{IceServers, TurnServer};
+use socialvpn_core::config::{AccountSettings, Credentials, IceServerSettings, Settings};
+use socialvpn_core::engine::LinkPolicy;
 use socialvpn_core::tun::linux::{create, TunConfig};
-use socialvpn_core::xmpp::connect::{TlsTrust, XmppAccount};
-use socialvpn_core::{EngineConfig, PreparedEngine};
+use socialvpn_core::PreparedEngine;
 use std::path::PathBuf;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -93,64 +92,62 @@ fn fail(message: &str) -> ! {
     std::process::exit(1);
 }
 
-fn social_config(path: &str) -> (SocialConfig, bool) {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
-    let f: SocialFile =
-        serde_json::from_str(&text).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
-    let (host, port) = f
-        .server
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
-        .unwrap_or_else(|| fail("server must be host:port"));
-    let addr = |s: &Option<String>| {
-        s.as_ref()
-            .map(|s| s.parse().unwrap_or_else(|_| fail("bad address")))
-    };
-    let watch_network = f.watch_network;
-    let social = SocialConfig {
-        account: XmppAccount {
-            jid: f.jid.parse().unwrap_or_else(|_| fail("bad jid")),
-            password: f.password,
-            resource: f.resource,
-            server: Some((host, port)),
-            trust: TlsTrust::CaFile(f.ca_file),
-            protect: None,
-        },
-        servers: IceServers {
-            stun: addr(&f.stun),
-            turn: addr(&f.turn).map(|addr| TurnServer {
-                addr,
-                username: f.turn_user.unwrap_or_default(),
-                password: f.turn_password.unwrap_or_default(),
-            }),
-        },
-        policy: f.policy,
-    };
-    (social, watch_network)
-}
-
-async fn run(args: &[String]) {
-    let (social, watch_network) = match args.get(4) {
-        Some(path) => {
-            let (social, watch) = social_config(path);
-            (Some(social), watch)
+/// The node's settings from its arguments and JSON file, checked by the core like every
+/// front end's.
+fn settings(args: &[String]) -> Settings {
+    let file: Option<SocialFile> = args.get(4).map(|path| {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
+        serde_json::from_str(&text).unwrap_or_else(|e| fail(&format!("{path}: {e}")))
+    });
+    let mut ice_servers = Vec::new();
+    let mut account = None;
+    let mut link_policy = LinkPolicy::default();
+    // Like the daemon, the node notices moves between networks by itself (unless the test
+    // turns that off to exercise the path watch alone).
+    let mut watch_network = false;
+    if let Some(f) = file {
+        if let Some(stun) = f.stun {
+            ice_servers.push(IceServerSettings {
+                url: format!("stun:{stun}"),
+                username: None,
+                password: None,
+            });
         }
-        None => (None, false),
-    };
-    let config = EngineConfig {
+        if let Some(turn) = f.turn {
+            ice_servers.push(IceServerSettings {
+                url: format!("turn:{turn}"),
+                username: f.turn_user,
+                password: f.turn_password,
+            });
+        }
+        account = Some(AccountSettings {
+            jid: f.jid,
+            credentials: Credentials::Password(f.password),
+            resource: Some(f.resource),
+            server: Some(f.server),
+            ca_file: Some(f.ca_file),
+        });
+        link_policy = f.policy;
+        watch_network = f.watch_network;
+    }
+    Settings {
         state_dir: PathBuf::from(&args[0]),
-        subnet: args[2]
-            .parse()
-            .unwrap_or_else(|e| fail(&format!("subnet: {e}"))),
+        subnet: args[2].clone(),
         listen: args[3]
             .parse()
             .unwrap_or_else(|e| fail(&format!("listen: {e}"))),
-        social,
-        protect: None,
-        // Like the daemon, the node notices moves between networks by itself (unless the
-        // test turns that off to exercise the path watch alone).
+        account,
+        ice_servers,
+        link_policy,
         watch_network,
-    };
+        protect: None,
+    }
+}
+
+async fn run(args: &[String]) {
+    let settings = settings(args);
+    // The device id names the default resource; the node's resource is always given.
+    let config = settings.check("").unwrap_or_else(|e| fail(&e.to_string()));
     let prepared = PreparedEngine::load(config).unwrap_or_else(|e| fail(&e.to_string()));
     let tun = create(&TunConfig {
         name: args[1].clone(),
