@@ -3,6 +3,7 @@
 
 mod config;
 mod control;
+#[cfg(feature = "demo")]
 mod demo;
 mod table;
 mod up;
@@ -110,7 +111,9 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Build a small world in network namespaces and show SocialVPN at work (root).
+    /// Build a small world in network namespaces and show SocialVPN at work (root; only in
+    /// a build with the `demo` feature, as `scripts/demo` makes).
+    #[cfg(feature = "demo")]
     Demo,
 }
 
@@ -219,6 +222,7 @@ fn main() -> ExitCode {
         Command::LogLevel { level, target } => target
             .socket()
             .and_then(|socket| control::done(&socket, &Request::SetLogLevel { level })),
+        #[cfg(feature = "demo")]
         Command::Demo => demo::run(),
     };
     match result {

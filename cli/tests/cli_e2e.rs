@@ -321,3 +321,13 @@ fn bad_configuration_names_the_key_and_the_line() {
         "{err}"
     );
 }
+
+#[test]
+fn the_client_users_install_carries_no_test_world() {
+    // The demo (and with it the test suite's world builder) is only in `--features demo`.
+    let out = Command::new(BIN).arg("demo").output().unwrap();
+    assert!(!out.status.success());
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("status") && !help.contains("demo"), "{help}");
+}
