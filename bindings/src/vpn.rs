@@ -396,6 +396,7 @@ fn check_tunnel_fd(fd: i32) -> Result<(), VpnError> {
     }
     // SAFETY: fstat writes into a zeroed local struct; any integer fd is safe to ask about.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above: `stat` is a valid out-struct, and fstat only reads `fd`.
     if unsafe { libc::fstat(fd, &mut stat) } != 0 {
         return Err(invalid(std::io::Error::last_os_error().to_string()));
     }

@@ -1,6 +1,7 @@
 //! `start_tunnel` leaves a refused fd exactly as the caller handed it over: open, with its
 //! flags, still the caller's to close. One test per failure path; they share the process's
 //! fd table (and one of them its fd limit), so they run in one test function, in order.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: failing loudly is the point
 
 use socialvpn_ffi::{
     CallbackError, LinkEvent, LinkPolicyConfig, SocialVpn, TunFraming, VpnConfig, VpnError,
@@ -79,8 +80,9 @@ fn every_refusal_leaves_the_fd_with_the_caller() {
 
     // Not a tunnel: a regular file.
     let file = dir.join("not-a-tun");
+    let path = std::ffi::CString::new(file.to_string_lossy().as_bytes()).unwrap();
+    // SAFETY: open with a NUL-terminated path; the fd is the test's.
     let fd = unsafe {
-        let path = std::ffi::CString::new(file.to_string_lossy().as_bytes()).unwrap();
         libc::open(
             path.as_ptr(),
             libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC,
@@ -129,18 +131,20 @@ fn every_refusal_leaves_the_fd_with_the_caller() {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit/setrlimit with a valid struct.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-        0
-    );
+    // SAFETY: getrlimit with a valid out-struct.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(got, 0);
     let saved = limit;
     // The lowest free number is the next one opened; every number below it is in use.
     let probe = dev_null();
     limit.rlim_cur = probe as libc::rlim_t + 1;
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    // SAFETY: setrlimit with a valid struct (this process only).
+    let lowered = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert_eq!(lowered, 0);
     let e = vpn.start_tunnel(fd, TunFraming::RawIp);
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &saved) }, 0);
+    // SAFETY: as above, restoring the saved limit.
+    let restored = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &saved) };
+    assert_eq!(restored, 0);
     let e = e.unwrap_err();
     assert!(
         matches!(&e, VpnError::InvalidFd { reason, .. } if reason.contains("duplicate")),

@@ -2,6 +2,10 @@
 //! server on an "internet", a home router with a cone NAT and a carrier with a symmetric
 //! NAT — with one `socialvpn up` daemon per device, driven through their control sockets
 //! exactly as a user would. Everything is removed at the end, on failure, and on Ctrl-C.
+//!
+//! Built only with the `demo` feature, on the test suite's world: like the world builder, a
+//! step that cannot be set up aborts the demo with its message (the world is still removed).
+#![allow(clippy::expect_used)]
 
 use crate::control;
 use crate::table;

@@ -1,5 +1,6 @@
 //! The Linux client end to end (root): two `socialvpn up` daemons in the social test world,
 //! driven only through the `socialvpn` command line, as a user would.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: failing loudly is the point
 
 use socialvpn_tests::cli_daemon::CliDaemon;
 use socialvpn_tests::social_world::SocialWorld;

@@ -1,5 +1,6 @@
 //! Per-packet cost of the data path: translate+encapsulate (tun → network) and
 //! decapsulate+translate (network → tun), for small and full-size packets.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: failing loudly is the point
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -229,8 +229,8 @@ mod tests {
         // Nor is a directory owned by someone else.
         let foreign = dir.path().join("foreign");
         fs::create_dir(&foreign).unwrap();
-        // SAFETY: chown of a directory we just made.
         let path = std::ffi::CString::new(foreign.to_str().unwrap()).unwrap();
+        // SAFETY: chown of a directory we just made, by a NUL-terminated path.
         if unsafe { libc::chown(path.as_ptr(), 65534, 65534) } == 0 {
             assert!(ensure_private_dir(&foreign).is_err());
         }

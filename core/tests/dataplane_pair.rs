@@ -1,4 +1,5 @@
 //! Two data planes wired back to back in memory: deterministic, no sockets, no sleeps.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: failing loudly is the point
 
 use etherparse::{Ipv4Header, PacketBuilder};
 use socialvpn_core::addrbook::AddressBook;

@@ -1,5 +1,6 @@
 //! The platform's socket protector is asked before the engine uses its UDP socket, and a
 //! refusal stops the start with a typed error.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: failing loudly is the point
 
 use socialvpn_core::protect::SocketProtector;
 use socialvpn_core::tun::TunDevice;
@@ -11,10 +12,8 @@ use std::sync::{Arc, Mutex};
 fn tun() -> TunDevice {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid out-array of two ints.
-    assert_eq!(
-        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, fds.as_mut_ptr()) },
-        0
-    );
+    let made = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, fds.as_mut_ptr()) };
+    assert_eq!(made, 0);
     // SAFETY: just created; the other end is closed right away.
     let (a, _b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     TunDevice::from_owned(a, Framing::RawIp).unwrap()

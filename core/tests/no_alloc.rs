@@ -1,5 +1,6 @@
 //! The data path must not allocate per packet: counted with a global allocator that tallies
 //! allocations made on the test's own thread while measuring.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: failing loudly is the point
 
 mod common;
 

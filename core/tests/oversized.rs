@@ -1,5 +1,6 @@
 //! An authentic datagram larger than the engine's buffers is dropped and counted, whoever
 //! calls the data plane (found by the peer_to_tun fuzz target: boringtun panicked).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: failing loudly is the point
 
 mod common;
 

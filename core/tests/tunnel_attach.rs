@@ -1,5 +1,6 @@
 //! An engine runs without a tunnel (the app shows friends before the VPN is on), drops
 //! packets for this device as `no_tunnel`, and delivers them once a tunnel is attached.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: failing loudly is the point
 
 mod common;
 

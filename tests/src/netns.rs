@@ -138,9 +138,6 @@ impl Drop for ChildGuard {
 /// fail loudly otherwise rather than pass vacuously.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "namespace tests must run as root"
-    );
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "namespace tests must run as root");
 }

@@ -172,10 +172,9 @@ mod tests {
     fn pair(framing: Framing) -> (TunDevice, OwnedFd) {
         let mut fds = [0; 2];
         // SAFETY: fds is a valid out-array of two ints.
-        assert_eq!(
-            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, fds.as_mut_ptr()) },
-            0
-        );
+        let made =
+            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, fds.as_mut_ptr()) };
+        assert_eq!(made, 0);
         // SAFETY: both descriptors were just created and are owned here.
         let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         (TunDevice::from_owned(a, framing).unwrap(), b)
