@@ -10,7 +10,9 @@
 //! answer for a session seen before is stale and ignored.
 
 use super::ice::{IceLink, IceOutput, SelectedPath, Started};
+pub use super::policy::LinkPolicy;
 use super::servers::{Gatherer, IceServers};
+use super::sessions::SessionLog;
 pub use crate::api::LinkPhase;
 pub use crate::counters::LinkCounters;
 use crate::liveness::{PathAlarm, DEAD_AFTER};
@@ -18,6 +20,8 @@ use crate::social::payload::{DeviceInfo, Signal, SignalKind};
 use crate::social::state::WantedDevice;
 use crate::uid::Uid;
 use bytes::BytesMut;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -32,47 +36,9 @@ pub const BACKOFF_START: Duration = Duration::from_secs(2);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(120);
 /// A device that went offline keeps its link this long (presence flaps; traffic may go on).
 pub const OFFLINE_GRACE: Duration = Duration::from_secs(20);
-/// Session ids remembered per peer, to recognise replays.
-const SEEN_SESSIONS: usize = 16;
-/// New ICE sessions a device may start (offers, restart requests) per minute: each costs
-/// an agent and checks towards the addresses it names.
-pub const SESSIONS_PER_MINUTE: usize = 6;
+pub use super::sessions::SESSIONS_PER_MINUTE;
 /// A peer's candidates one session lets through our relay at most.
 const PERMITS_PER_SESSION: usize = 4;
-
-/// Which devices get links.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinkPolicy {
-    /// Link every online, enabled friend device, up to `max_links` (IPOP's behaviour).
-    Proactive { max_links: usize },
-    /// Link when a packet is addressed to a device; close links idle for `idle_secs`. For
-    /// large rosters: no keepalives or ICE sessions for friends one never talks to.
-    OnDemand { max_links: usize, idle_secs: u64 },
-}
-
-impl Default for LinkPolicy {
-    fn default() -> Self {
-        LinkPolicy::Proactive { max_links: 64 }
-    }
-}
-
-impl LinkPolicy {
-    fn max_links(&self) -> usize {
-        match *self {
-            LinkPolicy::Proactive { max_links } | LinkPolicy::OnDemand { max_links, .. } => {
-                max_links
-            }
-        }
-    }
-
-    fn idle(&self) -> Option<Duration> {
-        match *self {
-            LinkPolicy::OnDemand { idle_secs, .. } => Some(Duration::from_secs(idle_secs.max(1))),
-            LinkPolicy::Proactive { .. } => None,
-        }
-    }
-}
 
 /// What the engine must do with the data plane.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,7 +89,8 @@ struct Peer {
     last_signal: Option<Signal>,
     /// An offer that arrived before our candidates were ready.
     pending_offer: Option<Signal>,
-    seen: VecDeque<u64>,
+    /// Its sessions: ids seen, and when it started its recent ones.
+    sessions: SessionLog,
     backoff: Duration,
     up: Option<SelectedPath>,
     /// The path is suspect and its ICE session is checking it since then.
@@ -132,9 +99,6 @@ struct Peer {
     closed_by_peer: bool,
     /// A signal from `jid`'s account (proven by the device's key) was accepted.
     proven: bool,
-    /// When the device started its recent sessions (offers, restart requests): the last
-    /// minute's, for the rate limit.
-    started: VecDeque<Instant>,
     /// The peer's addresses our relay lets through for its current session.
     permits: Vec<SocketAddr>,
 }
@@ -156,6 +120,8 @@ pub struct LinkManager {
     /// Datagrams that arrived through the relay and are not STUN: for the data plane.
     relayed_data: VecDeque<(SocketAddr, BytesMut)>,
     counters: LinkCounters,
+    /// Session ids; seeded from the system unless a test or simulation fixes the seed.
+    rng: StdRng,
 }
 
 impl Peer {
@@ -171,13 +137,12 @@ impl Peer {
             phase: Phase::Idle { at: now },
             last_signal: None,
             pending_offer: None,
-            seen: VecDeque::new(),
+            sessions: SessionLog::default(),
             backoff: BACKOFF_START,
             up: None,
             probing_since: None,
             closed_by_peer: false,
             proven: false,
-            started: VecDeque::new(),
             permits: Vec::new(),
         }
     }
@@ -203,7 +168,14 @@ impl LinkManager {
             transmits: VecDeque::new(),
             relayed_data: VecDeque::new(),
             counters: LinkCounters::default(),
+            rng: StdRng::from_entropy(),
         }
+    }
+
+    /// The same manager with session ids drawn from `seed` (deterministic runs).
+    pub fn with_seed(mut self, seed: u64) -> LinkManager {
+        self.rng = StdRng::seed_from_u64(seed);
+        self
     }
 
     pub fn counters(&self) -> LinkCounters {
@@ -241,32 +213,12 @@ impl LinkManager {
     /// cap); ones that left stay for a grace period (they may only have flapped).
     pub fn set_wanted(&mut self, now: Instant, wanted: &[WantedDevice]) {
         self.eligible = wanted.iter().map(|w| (w.info.uid, w.clone())).collect();
-        let proactive = matches!(self.policy, LinkPolicy::Proactive { .. });
         for peer in self.peers.values_mut() {
             peer.wanted = false;
         }
-        // The user's own devices first, then friends taking turns (each friend's first
-        // device, then each one's second, …), so that one friend's many devices cannot take
-        // every slot.
-        let mut rank: HashMap<xmpp_parsers::jid::BareJid, usize> = HashMap::new();
-        let mut ordered: Vec<(bool, usize, usize, &WantedDevice)> = wanted
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let turn = rank.entry(w.jid.to_bare()).or_default();
-                *turn += 1;
-                (!w.own, *turn, i, w)
-            })
-            .collect();
-        ordered.sort_by_key(|(friend, turn, i, _)| (*friend, *turn, *i));
-        let ordered: Vec<&WantedDevice> = ordered.into_iter().map(|(_, _, _, w)| w).collect();
-        let mut count = 0;
-        for w in ordered {
-            let exists = self.peers.contains_key(&w.info.uid);
-            if !exists && (!proactive || count >= self.policy.max_links()) {
-                continue;
-            }
-            count += 1;
+        let peers = &self.peers;
+        let admitted = self.policy.admit(wanted, |uid| peers.contains_key(uid));
+        for w in admitted {
             let peer = self
                 .peers
                 .entry(w.info.uid)
@@ -553,7 +505,7 @@ impl LinkManager {
             // The link was meant for an account that only claimed the device (a copied
             // announcement); its key holder has proven it is this one's.
             self.drop_session(&mut peer, false);
-            peer.seen.clear();
+            peer.sessions.forget_sessions();
             self.restart_now(now, &mut peer);
         }
         peer.jid = from;
@@ -561,25 +513,15 @@ impl LinkManager {
         peer.proven = true;
         let new_session = match signal.kind {
             SignalKind::Offer => {
-                peer.session != Some(signal.session) && !peer.seen.contains(&signal.session)
+                peer.session != Some(signal.session) && !peer.sessions.seen(signal.session)
             }
             SignalKind::Restart => true,
             SignalKind::Answer | SignalKind::Close => false,
         };
-        if new_session {
-            while peer
-                .started
-                .front()
-                .is_some_and(|t| now.saturating_duration_since(*t) >= Duration::from_secs(60))
-            {
-                peer.started.pop_front();
-            }
-            if peer.started.len() >= SESSIONS_PER_MINUTE {
-                self.counters.signals_refused += 1;
-                self.peers.insert(uid, peer);
-                return;
-            }
-            peer.started.push_back(now);
+        if new_session && !peer.sessions.may_start(now) {
+            self.counters.signals_refused += 1;
+            self.peers.insert(uid, peer);
+            return;
         }
         if matches!(signal.kind, SignalKind::Offer | SignalKind::Restart) {
             peer.closed_by_peer = false;
@@ -637,11 +579,11 @@ impl LinkManager {
             }
             return;
         }
-        if peer.seen.contains(&offer.session) {
+        if peer.sessions.seen(offer.session) {
             self.counters.signals_stale += 1;
             return;
         }
-        remember(&mut peer.seen, offer.session);
+        peer.sessions.remember(offer.session);
         if !self.gatherer.is_complete(now) {
             peer.pending_offer = Some(offer);
             return;
@@ -742,8 +684,8 @@ impl LinkManager {
                 return self.fail(now, peer);
             }
         };
-        let session = rand::random::<u64>();
-        remember(&mut peer.seen, session);
+        let session = self.rng.gen::<u64>();
+        peer.sessions.remember(session);
         peer.session = Some(session);
         let offer = Signal {
             kind: SignalKind::Offer,
@@ -877,7 +819,7 @@ impl LinkManager {
             peer.info.public_key,
             Signal {
                 kind: SignalKind::Restart,
-                session: rand::random::<u64>(),
+                session: self.rng.gen::<u64>(),
                 from: self.own,
                 credentials: None,
                 candidates: vec![],
@@ -1116,13 +1058,6 @@ impl LinkManager {
         }
         self.drive(now);
     }
-}
-
-fn remember(seen: &mut VecDeque<u64>, session: u64) {
-    if seen.len() == SEEN_SESSIONS {
-        seen.pop_front();
-    }
-    seen.push_back(session);
 }
 
 #[cfg(test)]

@@ -668,3 +668,29 @@ fn stun_that_is_not_for_a_session_or_not_authentic_reaches_none() {
     ));
     assert!(!a.events.iter().any(|e| matches!(e, LinkEvent::Down { .. })));
 }
+
+#[test]
+fn a_seeded_manager_draws_the_same_session_ids() {
+    let t0 = Instant::now();
+    let offer_session = |seed: u64| {
+        let mut a = side(1, "a@x/1", "198.18.0.1:1000", t0);
+        let b = side(2, "b@x/1", "198.18.0.2:1000", t0);
+        a.m = std::mem::replace(
+            &mut a.m,
+            LinkManager::new(
+                t0,
+                a.info,
+                LinkPolicy::default(),
+                IceServers::default(),
+                vec![],
+            ),
+        )
+        .with_seed(seed);
+        a.m.set_wanted(t0, &wanted(&b));
+        let (_, _, signal) = a.m.poll_signal().expect("an offer");
+        assert_eq!(signal.kind, SignalKind::Offer);
+        signal.session
+    };
+    assert_eq!(offer_session(7), offer_session(7));
+    assert_ne!(offer_session(7), offer_session(8));
+}

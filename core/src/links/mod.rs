@@ -5,4 +5,6 @@ pub mod host;
 pub mod ice;
 pub mod manager;
 pub mod permits;
+pub mod policy;
 pub mod servers;
+pub mod sessions;
