@@ -146,48 +146,28 @@ mod tests {
     }
 
     #[test]
-    fn a_full_config_translates() {
+    fn the_record_maps_onto_the_core_settings() {
+        // (The checks themselves are the core's: core/src/config_tests.rs.)
         let engine = config().engine_config("0123456789", None).unwrap();
         let social = engine.social.unwrap();
-        assert_eq!(social.account.resource, "socialvpn-01234567");
         assert_eq!(
-            social.servers.stun,
-            Some("198.18.0.1:3478".parse().unwrap())
+            social.account.resource, "socialvpn-01234567",
+            "empty = default"
         );
-        assert_eq!(
-            social.servers.turn.unwrap().addr,
-            "198.18.0.1:3479".parse().unwrap()
-        );
+        assert!(social.servers.stun.is_some() && social.servers.turn.is_some());
         assert_eq!(social.policy, LinkPolicy::Proactive { max_links: 8 });
-    }
-
-    #[test]
-    fn bad_fields_are_named() {
-        let reason = |c: VpnConfig| match c.engine_config("00", None) {
-            Err(VpnError::InvalidConfig { reason }) => reason,
-            Err(other) => panic!("{other}"),
-            Ok(_) => panic!("accepted"),
-        };
+        assert!(!engine.watch_network);
         let mut c = config();
         c.subnet = "192.0.2.0/40".into();
-        assert!(reason(c).starts_with("subnet:"));
-        let mut c = config();
-        c.ice_servers[0].url = "turns:198.18.0.1".into();
-        assert!(reason(c).contains("turns"));
-        let mut c = config();
-        c.ice_servers[1].password = None;
-        assert!(reason(c).contains("username and a password"));
-        let mut c = config();
-        c.server = Some("xmpp.example.org".into());
-        assert!(reason(c).starts_with("server:"));
-        let mut c = config();
-        c.resource = "a/b\u{0}".into();
-        assert!(reason(c).starts_with("resource:"));
+        assert!(matches!(
+            c.engine_config("00", None),
+            Err(VpnError::InvalidConfig { reason }) if reason.starts_with("subnet:")
+        ));
         let mut c = config();
         c.jid = "example.org".into();
         assert!(matches!(
             c.engine_config("00", None),
-            Err(VpnError::InvalidJid { .. })
+            Err(VpnError::InvalidJid { jid }) if jid == "example.org"
         ));
     }
 }
