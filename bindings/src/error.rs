@@ -47,9 +47,10 @@ impl From<EngineError> for VpnError {
             | EngineError::AddressBook(_)
             | EngineError::Persist(_)
             | EngineError::Toggles(_) => VpnError::StateDirectory { reason },
-            EngineError::Peer(_) | EngineError::BadDevice(_) | EngineError::NoLogControl => {
-                VpnError::Refused { reason }
-            }
+            EngineError::Peer(_)
+            | EngineError::BadDevice(_)
+            | EngineError::NoLogControl
+            | EngineError::NoAccountOnly => VpnError::Refused { reason },
             EngineError::Socket { .. } | EngineError::NetRecv(_) => VpnError::Socket { reason },
             EngineError::TunFd(_) => VpnError::Tunnel { reason },
             EngineError::Stopped => VpnError::Stopped,
@@ -67,7 +68,8 @@ impl From<ApiError> for VpnError {
         match e.kind {
             ErrorKind::StateDirectory => VpnError::StateDirectory { reason },
             ErrorKind::Stopped => VpnError::Stopped,
-            ErrorKind::NoAccount => VpnError::Friend { reason },
+            ErrorKind::NoAccount => VpnError::InvalidConfig { reason },
+            ErrorKind::Platform => VpnError::Socket { reason },
             // (The typed calls that take a JID report it as `InvalidJid` with the JID.)
             ErrorKind::BadJid
             | ErrorKind::BadRequest
@@ -75,7 +77,8 @@ impl From<ApiError> for VpnError {
             | ErrorKind::BadDevice
             | ErrorKind::AddressRefused
             | ErrorKind::PeerRefused
-            | ErrorKind::Unsupported => VpnError::Refused { reason },
+            | ErrorKind::Unsupported
+            | ErrorKind::Unknown => VpnError::Refused { reason },
         }
     }
 }

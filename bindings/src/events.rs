@@ -171,6 +171,8 @@ fn deliver(listener: &dyn VpnEventListener, event: Event) {
             change,
         } => listener.on_link(LinkEvent::new(uid, device, change)),
         Event::TunnelLost { reason } => listener.on_tunnel_lost(reason),
+        // Only a newer engine sends what this build does not know.
+        Event::Unknown => Ok(()),
         Event::Stopped { error } => listener.on_state(VpnState::Stopped { error }),
     }));
     match result {

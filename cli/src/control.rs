@@ -75,10 +75,11 @@ pub async fn serve(stream: UnixStream, engine: &Engine) {
     // One deadline for the whole exchange: a client that stalls cannot hold the daemon.
     let _ = tokio::time::timeout(Duration::from_secs(5), async move {
         let (read, mut write) = stream.into_split();
-        let mut line = String::new();
-        let mut reader = AsyncBufReader::new(read).take(MAX_REQUEST as u64);
-        let mut answer = match reader.read_line(&mut line).await {
-            Ok(n) if n > 0 => engine.handle_bytes(line.as_bytes()).await,
+        // Bytes, not text: whatever arrives gets an answer (bad UTF-8 a `bad_request`).
+        let mut line = Vec::new();
+        let mut reader = AsyncBufReader::new(read).take(MAX_REQUEST as u64 + 1);
+        let mut answer = match reader.read_until(b'\n', &mut line).await {
+            Ok(n) if n > 0 => engine.handle_bytes(&line).await,
             _ => return,
         };
         answer.push(b'\n');
@@ -105,7 +106,9 @@ pub fn request(path: &Path, request: &Request) -> Result<Response, String> {
     BufReader::new(&stream)
         .read_until(b'\n', &mut answer)
         .map_err(|e| format!("no answer from the daemon: {e}"))?;
-    let response = Response::decode(&answer).map_err(|e| format!("bad answer: {e}"))?;
+    let response = Response::decode(&answer).map_err(|e| {
+        format!("bad answer from the daemon ({e}); if it was started before an upgrade, restart it")
+    })?;
     response.into_result().map_err(|e| e.message)
 }
 

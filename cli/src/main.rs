@@ -106,7 +106,7 @@ enum Command {
     /// Change how much the daemon logs: off, error, warn, info, debug (includes JIDs and
     /// addresses) or trace (per packet).
     LogLevel {
-        #[arg(value_parser = parse_level)]
+        #[arg(value_parser = |s: &str| s.parse::<LogLevel>())]
         level: LogLevel,
         #[command(flatten)]
         target: Target,
@@ -120,31 +120,6 @@ enum Command {
 /// Other crates' warnings (ICE checks of stale sessions, WireGuard retries) describe their
 /// internals, not something a user can act on: SocialVPN reports what matters.
 const QUIET_OTHERS: &str = "boringtun=off,rtc_ice=off,rtc_turn=off,rtc_stun=off";
-
-fn level_name(level: LogLevel) -> &'static str {
-    match level {
-        LogLevel::Off => "off",
-        LogLevel::Error => "error",
-        LogLevel::Warn => "warn",
-        LogLevel::Info => "info",
-        LogLevel::Debug => "debug",
-        LogLevel::Trace => "trace",
-    }
-}
-
-fn parse_level(s: &str) -> Result<LogLevel, String> {
-    [
-        LogLevel::Off,
-        LogLevel::Error,
-        LogLevel::Warn,
-        LogLevel::Info,
-        LogLevel::Debug,
-        LogLevel::Trace,
-    ]
-    .into_iter()
-    .find(|l| level_name(*l) == s)
-    .ok_or_else(|| format!("'{s}' is not one of off, error, warn, info, debug, trace"))
-}
 
 /// Logs to stderr, at `RUST_LOG` if set, else warnings; `socialvpn log-level` changes the
 /// daemon's level while it runs.
@@ -168,7 +143,7 @@ fn init_logging() {
         )
         .init();
     socialvpn_core::logging::set_level_control(move |level| {
-        let name = level_name(level);
+        let name = level.name();
         let directives = match level {
             LogLevel::Off | LogLevel::Error | LogLevel::Warn => format!("{name},{QUIET_OTHERS}"),
             // SocialVPN's own records at the level asked, others' warnings only.
@@ -234,21 +209,32 @@ fn main() -> ExitCode {
     }
 }
 
-/// The device id of `device`: given as such, or found in the roster by its full JID.
+/// The device id of `device`: given as such, or found in the roster by its full JID —
+/// only a device that holds an address under that account (a device another account merely
+/// announced is not that account's to pin).
 fn device_id(socket: &std::path::Path, device: &str) -> Result<String, String> {
     let Some((account, resource)) = device.split_once('/') else {
         return Ok(device.to_string());
     };
+    // The roster's JIDs are normalised (Bob@Example.org is bob@example.org).
+    let account = account
+        .parse::<socialvpn_core::xmpp::BareJid>()
+        .map_err(|_| format!("'{account}' is not a JID"))?
+        .to_string();
     let roster = control::roster(socket)?;
-    roster
+    let found = roster
         .iter()
         .filter(|f| f.jid == account)
         .flat_map(|f| f.devices.iter())
         .find(|d| d.resource == resource)
-        .ok_or_else(|| format!("{device} is not online"))?
-        .uid
-        .clone()
-        .ok_or_else(|| format!("{device} does not run SocialVPN"))
+        .ok_or_else(|| format!("{device} is not online"))?;
+    match (&found.uid, found.overlay_address) {
+        (Some(uid), Some(_)) => Ok(uid.clone()),
+        (None, _) => Err(format!("{device} does not run SocialVPN")),
+        (Some(_), None) => Err(format!(
+            "{device} has no address in your subnet (not linked)"
+        )),
+    }
 }
 
 fn status(socket: &std::path::Path, watch: bool) -> Result<(), String> {

@@ -136,6 +136,19 @@ async fn serve(
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
             },
             () = engine.stopped() => {
+                // Asked to (`sign_out` on the control socket) or after a fatal error.
+                while let Ok(event) = events.try_recv() {
+                    match event {
+                        Event::Stopped { error: None } => {
+                            say("signed out");
+                            return Ok(());
+                        }
+                        Event::Stopped { error: Some(e) } => {
+                            return Err(format!("the engine stopped: {e}"));
+                        }
+                        _ => {}
+                    }
+                }
                 return Err("the engine stopped (see the log above)".into());
             }
         }
@@ -196,6 +209,7 @@ impl Progress {
             // `up` watches the engine task itself and reports how it ended.
             Event::RosterChanged
             | Event::Missed { .. }
+            | Event::Unknown
             | Event::Stopped { .. }
             | Event::TunnelLost { .. } => {}
         }

@@ -337,7 +337,9 @@ impl AddressBook {
             .map(|(u, _)| *u)
     }
 
-    /// Pins the device to `addr`. An unpinned device holding `addr` moves elsewhere.
+    /// Pins the device to `addr`. An unpinned device holding `addr` moves elsewhere. All or
+    /// nothing: on any error (no address left for the device moved away, the file cannot
+    /// be written) the book is as it was. Written before it returns (a user's decision).
     pub fn pin(&mut self, uid: Uid, addr: Ipv4Addr) -> Result<(), AddressBookError> {
         if !self.subnet.is_host(addr) || addr == self.own {
             return Err(AddressBookError::OutsideSubnet {
@@ -356,7 +358,8 @@ impl AddressBook {
             owner,
             last_seen,
         };
-        match self.device_at(addr).filter(|h| *h != uid) {
+        // Where the device holding `addr` goes, found before anything changes.
+        let moved = match self.device_at(addr).filter(|h| *h != uid) {
             Some(holder) => {
                 let Some(held) = self.devices.get(&holder).cloned() else {
                     return Err(AddressBookError::UnknownDevice);
@@ -364,23 +367,19 @@ impl AddressBook {
                 if held.pinned {
                     return Err(AddressBookError::AddressTaken { addr });
                 }
-                self.remove_entry(&holder);
-                self.insert(uid, pinned);
-                let moved = self.free_address_for(&holder)?;
-                self.insert(
-                    holder,
-                    AddressEntry {
-                        addr: moved,
-                        ..held
-                    },
-                );
+                Some((holder, held, self.free_address_for(&holder)?))
             }
-            None => {
-                self.remove_entry(&uid);
-                self.insert(uid, pinned);
-            }
+            None => None,
+        };
+        let undo = (self.devices.clone(), self.by_addr.clone(), self.dirty);
+        if let Some((holder, held, to)) = moved {
+            self.remove_entry(&holder);
+            self.insert(holder, AddressEntry { addr: to, ..held });
         }
-        self.save()
+        self.insert(uid, pinned);
+        self.save().inspect_err(|_| {
+            (self.devices, self.by_addr, self.dirty) = undo;
+        })
     }
 
     /// Lets the device keep its address but allows it to be moved again.
@@ -390,7 +389,11 @@ impl AddressBook {
             .get_mut(uid)
             .ok_or(AddressBookError::UnknownDevice)?;
         entry.pinned = false;
-        self.save()
+        self.save().inspect_err(|_| {
+            if let Some(entry) = self.devices.get_mut(uid) {
+                entry.pinned = true;
+            }
+        })
     }
 
     fn insert(&mut self, uid: Uid, entry: AddressEntry) {
@@ -495,6 +498,40 @@ mod tests {
             book.pin(c, book.own_address()),
             Err(AddressBookError::OutsideSubnet { .. })
         ));
+    }
+
+    #[test]
+    fn a_pin_that_cannot_be_carried_out_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // Six hosts: ours and five devices fill it.
+        let mut book = AddressBook::open(dir.path(), subnet("100.64.7.0/29")).unwrap();
+        let uids: Vec<Uid> = (1..=5).map(|i| Uid([i; 20])).collect();
+        for uid in &uids {
+            book.assign(*uid).unwrap();
+        }
+        let _ = book.take_dirty();
+        let before: Vec<_> = uids.iter().map(|u| book.address_of(u)).collect();
+        // Pinning device 1 to device 2's address would leave device 2 nowhere to go.
+        let to = book.address_of(&uids[1]).unwrap();
+        assert!(matches!(
+            book.pin(uids[0], to).unwrap_err(),
+            AddressBookError::Full(_)
+        ));
+        let after: Vec<_> = uids.iter().map(|u| book.address_of(u)).collect();
+        assert_eq!(before, after);
+        assert!(uids.iter().all(|u| !book.entry(u).unwrap().pinned));
+        assert!(book.take_dirty().is_none(), "nothing to write");
+        // A write that fails leaves the book as it was too.
+        let file = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "json"))
+            .unwrap();
+        std::fs::remove_file(&file).unwrap();
+        std::fs::create_dir(&file).unwrap();
+        let free_pin = book.pin(uids[0], book.address_of(&uids[0]).unwrap());
+        assert!(free_pin.is_err());
+        assert!(!book.entry(&uids[0]).unwrap().pinned);
     }
 
     #[test]

@@ -207,26 +207,34 @@ fn ice_servers(list: &[IceServerSettings]) -> Result<IceServers, ConfigError> {
     Ok(servers)
 }
 
-/// `host:port`, or `host` alone when a default port is given; IPv6 literals in brackets.
+/// `host:port`, or `host` alone when a default port is given; an IPv6 literal in brackets
+/// (`[2001:db8::1]:5222`), returned without them.
 pub fn parse_host_port(s: &str, default_port: Option<u16>) -> Option<(String, u16)> {
-    let bracketed = s.starts_with('[');
-    match s.rsplit_once(':') {
-        Some((host, port)) if !bracketed || host.ends_with(']') => {
-            let port = port.parse().ok()?;
-            (!host.is_empty()).then(|| (host.to_string(), port))
+    let (host, port) = match s.strip_prefix('[') {
+        Some(rest) => {
+            let (host, after) = rest.split_once(']')?;
+            let port = match after.strip_prefix(':') {
+                Some(port) => port.parse().ok()?,
+                None if after.is_empty() => default_port?,
+                None => return None,
+            };
+            (host, port)
         }
-        _ => default_port
-            .filter(|_| !s.is_empty() && (!bracketed || s.ends_with(']')))
-            .map(|p| (s.to_string(), p)),
-    }
+        None => match s.rsplit_once(':') {
+            // An IPv6 literal needs its brackets: `2001:db8::1` is no `host:port`.
+            Some((host, _)) if host.contains(':') => return None,
+            Some((host, port)) => (host, port.parse().ok()?),
+            None => (s, default_port?),
+        },
+    };
+    (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
 /// The first IPv4 address of `host[:port]` (the underlay is IPv4).
 fn resolve(host_port: &str) -> Result<SocketAddr, ConfigError> {
     let (host, port) = parse_host_port(host_port, Some(DEFAULT_ICE_PORT))
         .ok_or_else(|| invalid("ice_servers", format!("'{host_port}' is not host[:port]")))?;
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    (bare, port)
+    (host.as_str(), port)
         .to_socket_addrs()
         .map_err(|e| invalid("ice_servers", format!("cannot resolve '{host}': {e}")))?
         .find(SocketAddr::is_ipv4)

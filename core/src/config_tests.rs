@@ -106,17 +106,16 @@ fn bad_fields_are_named() {
 
 #[test]
 fn host_port_forms() {
-    assert_eq!(parse_host_port("h:5", None), Some(("h".to_string(), 5)));
-    assert_eq!(parse_host_port("h", Some(7)), Some(("h".to_string(), 7)));
+    let hp = |h: &str, p: u16| Some((h.to_string(), p));
+    assert_eq!(parse_host_port("h:5", None), hp("h", 5));
+    assert_eq!(parse_host_port("h", Some(7)), hp("h", 7));
     assert_eq!(parse_host_port("h", None), None);
-    assert_eq!(
-        parse_host_port("[::1]:9", None),
-        Some(("[::1]".to_string(), 9))
-    );
-    assert_eq!(
-        parse_host_port("[::1]", Some(9)),
-        Some(("[::1]".to_string(), 9))
-    );
+    assert_eq!(parse_host_port("[::1]:9", None), hp("::1", 9));
+    assert_eq!(parse_host_port("[::1]", Some(9)), hp("::1", 9));
+    assert_eq!(parse_host_port("[::1]", None), None);
+    assert_eq!(parse_host_port("2001:db8::1", Some(9)), None);
+    assert_eq!(parse_host_port("[::1]x", Some(9)), None);
+    assert_eq!(parse_host_port("[::1", Some(9)), None);
     assert_eq!(parse_host_port(":9", None), None);
     assert_eq!(parse_host_port("h:99999", None), None);
     assert_eq!(parse_host_port("", Some(1)), None);

@@ -27,6 +27,9 @@ pub enum Event {
     /// The engine task ended: asked to (no error) or after a fatal socket error. The last
     /// event.
     Stopped { error: Option<String> },
+    /// An event a newer engine added (never sent by this one).
+    #[serde(other)]
+    Unknown,
 }
 
 /// What happened to a link.

@@ -20,8 +20,7 @@ pub use request::{FriendAction, LogLevel, Request, UnknownAction};
 pub use response::{ApiError, ErrorKind, Response};
 pub use views::{DeviceView, FriendView, LinkPhase, LinkView, StatusView, Subscription};
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The protocol version this build speaks.
@@ -31,12 +30,23 @@ pub const API_VERSION: u32 = 1;
 pub const MAX_REQUEST: usize = 4096;
 
 impl Request {
-    /// Decodes one request (a trailing newline is allowed).
+    /// Decodes one request (a trailing newline is allowed): exactly this version, every
+    /// field known — a request this engine does not fully understand is refused whole.
     pub fn decode(bytes: &[u8]) -> Result<Request, ApiError> {
         if bytes.len() > MAX_REQUEST {
             return Err(bad(format!("request longer than {MAX_REQUEST} bytes")));
         }
-        decode(bytes)
+        let object = object(bytes, |v| v == API_VERSION)?;
+        let request =
+            Request::deserialize(Value::Object(object.clone())).map_err(|e| bad(e.to_string()))?;
+        // serde lets a variant without fields ignore any others ("sign_out" with an option
+        // this engine does not have): every key must be one the request has.
+        if let Ok(Value::Object(known)) = serde_json::to_value(&request) {
+            if let Some(unknown) = object.keys().find(|k| !known.contains_key(*k)) {
+                return Err(bad(format!("unknown field `{unknown}`")));
+            }
+        }
+        Ok(request)
     }
 
     /// The request as one JSON object (no newline).
@@ -46,8 +56,10 @@ impl Request {
 }
 
 impl Response {
+    /// Decodes a reply of this version or a later one (whose additions are ignored).
     pub fn decode(bytes: &[u8]) -> Result<Response, ApiError> {
-        decode(bytes)
+        let object = object(bytes, |v| v >= API_VERSION)?;
+        Response::deserialize(Value::Object(object)).map_err(|e| bad(e.to_string()))
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -56,8 +68,10 @@ impl Response {
 }
 
 impl Event {
+    /// Decodes an event of this version or a later one (whose additions are ignored).
     pub fn decode(bytes: &[u8]) -> Result<Event, ApiError> {
-        decode(bytes)
+        let object = object(bytes, |v| v >= API_VERSION)?;
+        Event::deserialize(Value::Object(object)).map_err(|e| bad(e.to_string()))
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -72,20 +86,18 @@ fn bad(message: String) -> ApiError {
     }
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+/// The message's JSON object without its version, if `accept` takes the version.
+fn object(bytes: &[u8], accept: impl Fn(u32) -> bool) -> Result<Map<String, Value>, ApiError> {
     let mut object: Map<String, Value> =
         serde_json::from_slice(bytes).map_err(|e| bad(format!("not a JSON object: {e}")))?;
     match object.remove("v").map(|v| v.as_u64()) {
-        Some(Some(v)) if v == u64::from(API_VERSION) => {}
-        Some(Some(v)) => {
-            return Err(ApiError {
-                kind: ErrorKind::UnsupportedVersion,
-                message: format!("protocol version {v}; this engine speaks {API_VERSION}"),
-            })
-        }
-        _ => return Err(bad("no protocol version (\"v\")".into())),
+        Some(Some(v)) if u32::try_from(v).is_ok_and(&accept) => Ok(object),
+        Some(Some(v)) => Err(ApiError {
+            kind: ErrorKind::UnsupportedVersion,
+            message: format!("protocol version {v}; this build speaks {API_VERSION}"),
+        }),
+        _ => Err(bad("no protocol version (\"v\")".into())),
     }
-    T::deserialize(Value::Object(object)).map_err(|e| bad(e.to_string()))
 }
 
 fn encode<T: Serialize>(message: &T) -> Vec<u8> {

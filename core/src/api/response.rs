@@ -65,16 +65,23 @@ pub enum ErrorKind {
     BadJid,
     /// Not a device id, or a device the engine does not know.
     BadDevice,
-    /// The address is outside the subnet, the device's own, or pinned to another device.
+    /// The address is outside the subnet or ours, pinned to another device, or no address
+    /// is left (for the device, or for one moved out of the way).
     AddressRefused,
     /// The engine has no XMPP account (links configured by hand only).
     NoAccount,
-    /// A link could not be made (bad key, no address left).
+    /// A link could not be made (bad key, our own key, too many links; by hand only
+    /// without an account).
     PeerRefused,
+    /// The platform refused a socket or the tunnel.
+    Platform,
     /// The state directory (device key, addresses, toggles) cannot be read or written.
     StateDirectory,
     /// The engine has stopped.
     Stopped,
     /// The front end cannot change its log level.
     Unsupported,
+    /// A kind a newer engine added (the message still says what went wrong).
+    #[serde(other)]
+    Unknown,
 }

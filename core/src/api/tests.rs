@@ -58,6 +58,8 @@ fn requests_decode_strictly() {
         br#"{"v":1,"cmd":"friend","action":"befriend","jid":"b@x.org"}"#,
         br#"{"v":1,"cmd":"friend","jid":"b@x.org"}"#,
         br#"{"v":1,"cmd":"friend","action":"add","jid":"b@x.org","as":"root"}"#,
+        br#"{"v":1,"cmd":"sign_out","keep_credentials":true}"#,
+        br#"{"v":1,"cmd":"status","verbose":true}"#,
         br#"{"v":1,"cmd":"pin_address","device":"ab","address":"300.1.1.1"}"#,
         br#"{"v":"1","cmd":"status"}"#,
         br#"{"cmd":"status"}"#,
@@ -93,6 +95,13 @@ fn friend_actions_have_one_spelling() {
         assert_eq!(json, format!("\"{}\"", action.name()));
     }
     assert!("befriend".parse::<FriendAction>().is_err());
+    for level in LogLevel::ALL {
+        assert_eq!(level.name().parse::<LogLevel>(), Ok(level));
+        assert_eq!(
+            serde_json::to_string(&level).unwrap(),
+            format!("\"{}\"", level.name())
+        );
+    }
 }
 
 #[test]
@@ -172,10 +181,24 @@ fn replies_and_events_round_trip_and_tolerate_additions() {
     ] {
         assert_eq!(Event::decode(&event.encode()), Ok(event));
     }
-    // A newer engine's extra fields do not stop an older front end.
+    // A newer engine's extra fields and version do not stop an older front end.
     assert_eq!(
         Response::decode(br#"{"v":1,"reply":"done","took_ms":3}"#),
         Ok(Response::Done)
+    );
+    assert_eq!(
+        Response::decode(br#"{"v":2,"reply":"done"}"#),
+        Ok(Response::Done)
+    );
+    assert_eq!(
+        Event::decode(br#"{"v":2,"event":"roster_changed","why":"x"}"#),
+        Ok(Event::RosterChanged)
+    );
+    assert_eq!(
+        Response::decode(br#"{"v":0,"reply":"done"}"#)
+            .unwrap_err()
+            .kind,
+        ErrorKind::UnsupportedVersion
     );
     let counters: Counters = serde_json::from_str(
         r#"{"tun_rx":{"packets":1,"bytes":2},"tun_tx":{"packets":0,"bytes":0},

@@ -68,6 +68,8 @@ pub enum EngineError {
     BadDevice(String),
     #[error("this front end cannot change its log level")]
     NoLogControl,
+    #[error("links are made by hand only without an XMPP account")]
+    NoAccountOnly,
 }
 
 impl From<&EngineError> for ApiError {
@@ -76,23 +78,27 @@ impl From<&EngineError> for ApiError {
             EngineError::Identity(_) | EngineError::Persist(_) | EngineError::Toggles(_) => {
                 ErrorKind::StateDirectory
             }
-            EngineError::AddressBook(
-                AddressBookError::OutsideSubnet { .. } | AddressBookError::AddressTaken { .. },
-            ) => ErrorKind::AddressRefused,
-            EngineError::AddressBook(AddressBookError::UnknownDevice)
-            | EngineError::BadDevice(_) => ErrorKind::BadDevice,
-            EngineError::AddressBook(
-                AddressBookError::Io { .. } | AddressBookError::Corrupt { .. },
-            ) => ErrorKind::StateDirectory,
-            EngineError::AddressBook(_) | EngineError::Peer(_) => ErrorKind::PeerRefused,
+            EngineError::AddressBook(book) | EngineError::Peer(PeerError::Addresses(book)) => {
+                match book {
+                    AddressBookError::Io { .. } | AddressBookError::Corrupt { .. } => {
+                        ErrorKind::StateDirectory
+                    }
+                    AddressBookError::UnknownDevice => ErrorKind::BadDevice,
+                    AddressBookError::OutsideSubnet { .. }
+                    | AddressBookError::AddressTaken { .. }
+                    | AddressBookError::Full(_)
+                    | AddressBookError::TooManyDevices(_) => ErrorKind::AddressRefused,
+                }
+            }
+            EngineError::BadDevice(_) => ErrorKind::BadDevice,
+            EngineError::Peer(_) | EngineError::NoAccountOnly => ErrorKind::PeerRefused,
             EngineError::NoAccount => ErrorKind::NoAccount,
             EngineError::BadJid(_) => ErrorKind::BadJid,
             EngineError::NoLogControl => ErrorKind::Unsupported,
-            EngineError::Socket { .. }
-            | EngineError::TunFd(_)
-            | EngineError::NetRecv(_)
-            | EngineError::Stopped
-            | EngineError::Protect => ErrorKind::Stopped,
+            EngineError::Socket { .. } | EngineError::TunFd(_) | EngineError::Protect => {
+                ErrorKind::Platform
+            }
+            EngineError::NetRecv(_) | EngineError::Stopped => ErrorKind::Stopped,
         };
         ApiError {
             kind,
@@ -289,7 +295,7 @@ const NETWORK_SETTLE: std::time::Duration = std::time::Duration::from_millis(300
 enum Command {
     /// Replaces the tunnel (None: detach it, the VPN is off).
     Tunnel(Option<TunDevice>, oneshot::Sender<Result<(), EngineError>>),
-    AddPeer(PeerConfig, oneshot::Sender<Result<Uid, PeerError>>),
+    AddPeer(PeerConfig, oneshot::Sender<Result<Uid, EngineError>>),
     RemovePeer(Uid, oneshot::Sender<bool>),
     Links(oneshot::Sender<Vec<LinkView>>),
     Status(oneshot::Sender<StatusView>),
@@ -370,7 +376,7 @@ impl Engine {
     }
 
     pub async fn add_peer(&self, peer: PeerConfig) -> Result<Uid, EngineError> {
-        Ok(self.ask(|tx| Command::AddPeer(peer, tx)).await??)
+        self.ask(|tx| Command::AddPeer(peer, tx)).await?
     }
 
     pub async fn remove_peer(&self, uid: Uid) -> Result<bool, EngineError> {
@@ -447,7 +453,7 @@ impl Engine {
                     endpoint: Some(endpoint),
                     keepalive_secs,
                 };
-                let uid = self.add_peer(peer).await?;
+                let uid = self.ask(|tx| Command::AddPeer(peer, tx)).await??;
                 Response::PeerAdded {
                     uid: uid.to_string(),
                 }
@@ -751,7 +757,14 @@ fn handle_command(
         // Handled by the loop, which owns the tunnel and its own end.
         Command::Tunnel(..) | Command::Stop(_) => {}
         Command::AddPeer(peer, reply) => {
-            let result = dp.add_peer(now, peer.public_key, peer.endpoint, peer.keepalive_secs);
+            // With an account, links are the friend policy's alone: a peer added by hand
+            // would bypass the switches, the cap and the roster.
+            let result = match social {
+                Some(_) => Err(EngineError::NoAccountOnly),
+                None => dp
+                    .add_peer(now, peer.public_key, peer.endpoint, peer.keepalive_secs)
+                    .map_err(EngineError::from),
+            };
             let _ = reply.send(result);
         }
         Command::RemovePeer(uid, reply) => {
@@ -788,17 +801,28 @@ fn handle_command(
             let _ = reply.send(status);
         }
         Command::Pin(uid, address, reply) => {
-            let book = dp.address_book_mut();
-            let result = match address {
-                Some(address) => book.pin(uid, address),
-                None => book.unpin(&uid),
+            // Only a device the address book knows (seen, linked): not ours, not the
+            // broadcast id, not a typo that would hold an address for good.
+            let known =
+                uid != dp.uid() && uid != Uid::BROADCAST && dp.address_book().entry(&uid).is_some();
+            let result = if !known {
+                Err(EngineError::BadDevice(uid.to_string()))
+            } else {
+                let book = dp.address_book_mut();
+                match address {
+                    Some(address) => book.pin(uid, address),
+                    None => book.unpin(&uid),
+                }
+                .map_err(EngineError::from)
             };
             if result.is_ok() {
                 if let Some(s) = social {
+                    // A device refused an address before may have one now.
+                    s.refresh_wanted(now, dp);
                     s.address_changed();
                 }
             }
-            let _ = reply.send(result.map_err(EngineError::from));
+            let _ = reply.send(result);
         }
         Command::Roster(reply) => {
             let _ = reply.send(

@@ -514,11 +514,16 @@ impl Social {
                 pending_out: c.pending_out,
                 enabled: self.state.is_enabled(&c.jid),
                 own: false,
-                devices: c
-                    .devices
-                    .values()
-                    .map(|d| device_view(&c.jid, &d.resource, d.info))
-                    .collect(),
+                // Only a friend's devices: someone asked (or asking) is no friend yet, and
+                // what they announce is theirs to claim, not ours to show.
+                devices: if c.is_mutual() {
+                    c.devices
+                        .values()
+                        .map(|d| device_view(&c.jid, &d.resource, d.info))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
             })
             .collect();
         let own_devices: Vec<DeviceView> = self

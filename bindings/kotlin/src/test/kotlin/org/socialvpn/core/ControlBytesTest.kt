@@ -74,10 +74,18 @@ class ControlBytesTest {
                 "bad_jid",
                 vpn.ask("""{"v":1,"cmd":"friend","action":"add","jid":"not a jid@@"}""").errorKind(),
             )
+            // A device the engine never saw holds no address, pinned or not.
             assertEquals(
-                "address_refused",
-                vpn.ask("""{"v":1,"cmd":"pin_address","device":"${"ab".repeat(20)}","address":"100.99.0.1"}""").errorKind(),
+                "bad_device",
+                vpn.ask("""{"v":1,"cmd":"pin_address","device":"${"ab".repeat(20)}","address":"100.64.9.9"}""").errorKind(),
             )
+            // With an account, links are the friend policy's alone.
+            assertEquals(
+                "peer_refused",
+                vpn.ask("""{"v":1,"cmd":"add_peer","public_key":"${"11".repeat(32)}","endpoint":"198.18.0.2:4500"}""").errorKind(),
+            )
+            // A field this engine does not know refuses the whole request, even a bare one.
+            assertEquals("bad_request", vpn.ask("""{"v":1,"cmd":"sign_out","keep":true}""").errorKind())
             assertEquals("done", vpn.ask("""{"v":1,"cmd":"set_log_level","level":"info"}""").getString("reply"))
 
             // Signing out stops the engine: the last event says so, and later requests are
