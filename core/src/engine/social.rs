@@ -514,9 +514,9 @@ impl Social {
                 pending_out: c.pending_out,
                 enabled: self.state.is_enabled(&c.jid),
                 own: false,
-                // Only a friend's devices: someone asked (or asking) is no friend yet, and
-                // what they announce is theirs to claim, not ours to show.
-                devices: if c.is_mutual() {
+                // Only devices of contacts whose presence we see: what someone we merely
+                // asked announces is kept for when they answer, not shown (nor pinnable).
+                devices: if matches!(c.subscription, Subscription::To | Subscription::Both) {
                     c.devices
                         .values()
                         .map(|d| device_view(&c.jid, &d.resource, d.info))
