@@ -42,6 +42,8 @@ impl From<XmppStatus> for VpnState {
                 retry_in_secs,
             },
             XmppStatus::AuthFailed => VpnState::AuthFailed,
+            // Only a newer engine sends a state this build does not know.
+            XmppStatus::Unknown => VpnState::Connecting,
         }
     }
 }

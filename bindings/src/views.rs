@@ -125,7 +125,8 @@ impl From<DeviceView> for Device {
             pinned: d.pinned,
             link: match d.link {
                 None => LinkState::None,
-                Some(LinkPhase::Connecting) => LinkState::Connecting,
+                // (A phase only a newer engine sends shows as connecting.)
+                Some(LinkPhase::Connecting | LinkPhase::Unknown) => LinkState::Connecting,
                 Some(LinkPhase::Connected {
                     relayed: false,
                     rtt_ms,

@@ -23,6 +23,7 @@ pub fn link(link: Option<&LinkPhase>) -> (String, String) {
         Some(LinkPhase::ClosedByPeer) => ("closed by friend".to_string(), "-".to_string()),
         Some(LinkPhase::Connecting) => ("connecting".to_string(), "-".to_string()),
         Some(LinkPhase::Retrying) => ("retrying".to_string(), "-".to_string()),
+        Some(LinkPhase::Unknown) => ("?".to_string(), "-".to_string()),
         None => ("-".to_string(), "-".to_string()),
     }
 }

@@ -57,6 +57,9 @@ pub enum XmppStatus {
     },
     /// The server refused the credentials; no retry until the account changes.
     AuthFailed,
+    /// A state a newer engine added (never sent by this one).
+    #[serde(other)]
+    Unknown,
 }
 
 impl std::fmt::Display for XmppStatus {
@@ -66,6 +69,7 @@ impl std::fmt::Display for XmppStatus {
             XmppStatus::Online => f.write_str("online"),
             XmppStatus::Offline { reason, .. } => write!(f, "offline: {reason}"),
             XmppStatus::AuthFailed => f.write_str("auth_failed"),
+            XmppStatus::Unknown => f.write_str("unknown"),
         }
     }
 }

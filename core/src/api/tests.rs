@@ -194,6 +194,28 @@ fn replies_and_events_round_trip_and_tolerate_additions() {
         Event::decode(br#"{"v":2,"event":"roster_changed","why":"x"}"#),
         Ok(Event::RosterChanged)
     );
+    // New events, error kinds, XMPP states and link phases of a newer engine are read.
+    assert_eq!(
+        Event::decode(br#"{"v":1,"event":"battery_low","percent":5}"#),
+        Ok(Event::Unknown)
+    );
+    assert_eq!(
+        Event::decode(br#"{"v":1,"event":"xmpp","status":{"state":"resuming"}}"#),
+        Ok(Event::Xmpp {
+            status: XmppStatus::Unknown
+        })
+    );
+    let phase: LinkPhase = serde_json::from_str(r#"{"state":"migrating","to":"x"}"#).unwrap();
+    assert_eq!(phase, LinkPhase::Unknown);
+    let error =
+        Response::decode(br#"{"v":1,"reply":"error","error":{"kind":"quota","message":"full"}}"#)
+            .unwrap()
+            .into_result()
+            .unwrap_err();
+    assert_eq!(
+        (error.kind, error.message.as_str()),
+        (ErrorKind::Unknown, "full")
+    );
     assert_eq!(
         Response::decode(br#"{"v":0,"reply":"done"}"#)
             .unwrap_err()

@@ -33,6 +33,9 @@ pub enum LinkPhase {
     /// The friend's device closed the link (the friend switched us off, or removed us): it
     /// is tried again only when they offer one or after a long back-off.
     ClosedByPeer,
+    /// A phase a newer engine added (never sent by this one).
+    #[serde(other)]
+    Unknown,
 }
 
 /// One device of a friend (or of the user) as the UI shows it.
