@@ -101,29 +101,16 @@ pub trait VpnEventListener: Send + Sync {
 }
 
 /// Starts the thread that hands events to the listener; it ends after the engine's last
-/// event (`Stopped`) or when the engine is gone.
+/// event (`Stopped`) or when the engine is gone. A listener that fell behind gets one
+/// `on_roster_changed` for what it missed.
 pub(crate) fn spawn_dispatcher(
     runtime: Handle,
-    mut events: broadcast::Receiver<Event>,
+    events: broadcast::Receiver<Event>,
     listener: Arc<dyn VpnEventListener>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("socialvpn-events".into())
-        .spawn(move || loop {
-            let event = match runtime.block_on(events.recv()) {
-                Ok(event) => event,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::debug!(missed, "event listener fell behind");
-                    Event::RosterChanged
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            };
-            let last = matches!(event, Event::Stopped { .. });
-            deliver(listener.as_ref(), event);
-            if last {
-                return;
-            }
-        })
+    dispatch("socialvpn-events", runtime, events, move |event| {
+        deliver(listener.as_ref(), event)
+    })
 }
 
 /// Implemented by the iOS tunnel extension (or any front end that relays events as they
@@ -133,38 +120,62 @@ pub trait EventSink: Send + Sync {
     fn on_event(&self, event: Vec<u8>) -> Result<(), CallbackError>;
 }
 
-/// Like `spawn_dispatcher`, for an `EventSink`: a listener that falls behind is told how
-/// many events it missed (`Event::Missed`).
+/// Like `spawn_dispatcher`, for an `EventSink`: a sink that falls behind is told how many
+/// events it missed (`Event::Missed`).
 pub(crate) fn spawn_byte_dispatcher(
     runtime: Handle,
-    mut events: broadcast::Receiver<Event>,
+    events: broadcast::Receiver<Event>,
     sink: Arc<dyn EventSink>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    dispatch("socialvpn-event-bytes", runtime, events, move |event| {
+        let bytes = event.encode();
+        report(
+            "event sink",
+            catch_unwind(AssertUnwindSafe(|| sink.on_event(bytes))),
+        );
+    })
+}
+
+/// One thread, outside the engine's runtime, handing each event to `hand` in order until
+/// the last (`Stopped`) or the engine is gone; lag arrives as `Event::Missed`.
+fn dispatch(
+    name: &str,
+    runtime: Handle,
+    mut events: broadcast::Receiver<Event>,
+    mut hand: impl FnMut(Event) + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
-        .name("socialvpn-event-bytes".into())
+        .name(name.into())
         .spawn(move || loop {
             let event = match runtime.block_on(events.recv()) {
                 Ok(event) => event,
-                Err(broadcast::error::RecvError::Lagged(count)) => Event::Missed { count },
+                Err(broadcast::error::RecvError::Lagged(count)) => {
+                    tracing::debug!(count, "an event listener fell behind");
+                    Event::Missed { count }
+                }
                 Err(broadcast::error::RecvError::Closed) => return,
             };
             let last = matches!(event, Event::Stopped { .. });
-            let bytes = event.encode();
-            match catch_unwind(AssertUnwindSafe(|| sink.on_event(bytes))) {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::info!(error = %e, "the event sink failed"),
-                Err(_) => tracing::info!("the event sink panicked"),
-            }
+            hand(event);
             if last {
                 return;
             }
         })
 }
 
+/// Logs what a foreign callback threw or returned as an error: the engine carries on.
+fn report(what: &str, result: std::thread::Result<Result<(), CallbackError>>) {
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::info!(error = %e, "the {what} failed"),
+        Err(_) => tracing::info!("the {what} panicked"),
+    }
+}
+
 fn deliver(listener: &dyn VpnEventListener, event: Event) {
     let result = catch_unwind(AssertUnwindSafe(|| match event {
         Event::Xmpp { status } => listener.on_state(status.into()),
-        // (`Missed` comes only to byte sinks; this dispatcher turns lag into a roster read.)
+        // Lag: whatever was missed, the roster shows it now.
         Event::RosterChanged | Event::Missed { .. } => listener.on_roster_changed(),
         Event::FriendRequest { jid } => listener.on_friend_request(jid),
         Event::Link {
@@ -177,9 +188,5 @@ fn deliver(listener: &dyn VpnEventListener, event: Event) {
         Event::Unknown => Ok(()),
         Event::Stopped { error } => listener.on_state(VpnState::Stopped { error }),
     }));
-    match result {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::info!(error = %e, "the event listener failed"),
-        Err(_) => tracing::info!("the event listener panicked"),
-    }
+    report("event listener", result);
 }
