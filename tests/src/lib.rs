@@ -4,6 +4,24 @@
 //! Addresses: underlay 198.18.0.0/15, overlay 100.64.0.0/10. Nothing is routed from the
 //! host namespace into the world: both ends of every veth are created inside namespaces.
 
+/// One `#[test]` per XMPP server (prosody, ejabberd) for each scenario `fn name(kind:
+/// XmppServerKind)` named: users run both.
+#[macro_export]
+macro_rules! on_both_servers {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn prosody() {
+                super::$name($crate::xmpp_server::XmppServerKind::Prosody);
+            }
+            #[test]
+            fn ejabberd() {
+                super::$name($crate::xmpp_server::XmppServerKind::Ejabberd);
+            }
+        }
+    )*};
+}
+
 pub mod attacker;
 pub mod certs;
 pub mod cli_daemon;

@@ -4,6 +4,7 @@
 
 use socialvpn_core::api::{FriendAction, Request};
 use socialvpn_tests::node::DpNode;
+use socialvpn_tests::on_both_servers;
 use socialvpn_tests::social_nodes::{
     address_of, befriend, entry, online_node, wait_linked, world_with_users,
 };
@@ -18,22 +19,6 @@ const LINK_WITHIN: Duration = Duration::from_secs(20);
 
 fn jid(user: &str) -> String {
     format!("{user}@svpn.test")
-}
-
-/// One `#[test]` per XMPP server for a scenario `fn name(kind: XmppServerKind)`.
-macro_rules! on_both_servers {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn prosody() {
-                super::$name(super::XmppServerKind::Prosody);
-            }
-            #[test]
-            fn ejabberd() {
-                super::$name(super::XmppServerKind::Ejabberd);
-            }
-        }
-    )*};
 }
 
 on_both_servers!(

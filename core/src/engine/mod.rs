@@ -3,6 +3,7 @@
 //! XMPP session, the next timer deadline and the command channel, and feeds whatever is ready
 //! into the state machines. Reads are drained in batches until the fd would block.
 
+mod control;
 mod social;
 mod tun_io;
 mod udp_io;
@@ -11,9 +12,7 @@ pub use crate::links::manager::LinkPolicy;
 pub use social::SocialConfig;
 
 use crate::addrbook::{AddressBook, AddressBookError};
-use crate::api::{
-    ApiError, ErrorKind, Event, FriendAction, FriendView, LinkView, Request, Response, StatusView,
-};
+use crate::api::{Event, FriendAction, FriendView, LinkView, StatusView};
 use crate::counters::DropReason;
 use crate::dataplane::{DataPlane, PeerError};
 use crate::identity::{DeviceIdentity, IdentityError};
@@ -70,41 +69,6 @@ pub enum EngineError {
     NoLogControl,
     #[error("links are made by hand only without an XMPP account")]
     NoAccountOnly,
-}
-
-impl From<&EngineError> for ApiError {
-    fn from(e: &EngineError) -> ApiError {
-        let kind = match e {
-            EngineError::Identity(_) | EngineError::Persist(_) | EngineError::Toggles(_) => {
-                ErrorKind::StateDirectory
-            }
-            EngineError::AddressBook(book) | EngineError::Peer(PeerError::Addresses(book)) => {
-                match book {
-                    AddressBookError::Io { .. } | AddressBookError::Corrupt { .. } => {
-                        ErrorKind::StateDirectory
-                    }
-                    AddressBookError::UnknownDevice => ErrorKind::BadDevice,
-                    AddressBookError::OutsideSubnet { .. }
-                    | AddressBookError::AddressTaken { .. }
-                    | AddressBookError::Full(_)
-                    | AddressBookError::TooManyDevices(_) => ErrorKind::AddressRefused,
-                }
-            }
-            EngineError::BadDevice(_) => ErrorKind::BadDevice,
-            EngineError::Peer(_) | EngineError::NoAccountOnly => ErrorKind::PeerRefused,
-            EngineError::NoAccount => ErrorKind::NoAccount,
-            EngineError::BadJid(_) => ErrorKind::BadJid,
-            EngineError::NoLogControl => ErrorKind::Unsupported,
-            EngineError::Socket { .. } | EngineError::TunFd(_) | EngineError::Protect => {
-                ErrorKind::Platform
-            }
-            EngineError::NetRecv(_) | EngineError::Stopped => ErrorKind::Stopped,
-        };
-        ApiError {
-            kind,
-            message: e.to_string(),
-        }
-    }
 }
 
 /// What the engine needs to start.
@@ -316,12 +280,6 @@ enum Command {
     Stop(oneshot::Sender<()>),
 }
 
-fn parse_uid(device: &str) -> Result<Uid, EngineError> {
-    device
-        .parse()
-        .map_err(|_| EngineError::BadDevice(device.to_string()))
-}
-
 /// Events kept for a slow subscriber.
 const EVENT_QUEUE: usize = 64;
 
@@ -381,95 +339,6 @@ impl Engine {
 
     pub async fn remove_peer(&self, uid: Uid) -> Result<bool, EngineError> {
         self.ask(|tx| Command::RemovePeer(uid, tx)).await
-    }
-
-    /// Answers one request of the control protocol: the one entry point of every front end.
-    pub async fn handle(&self, request: Request) -> Response {
-        match self.call(request).await {
-            Ok(response) => response,
-            Err(e) => Response::Error {
-                error: ApiError::from(&e),
-            },
-        }
-    }
-
-    /// Decodes a request, answers it and encodes the reply: the byte channel of the iOS
-    /// app↔extension messages and the CLI's control socket. Bytes that are no request get
-    /// an error reply, never a partial action.
-    pub async fn handle_bytes(&self, bytes: &[u8]) -> Vec<u8> {
-        match Request::decode(bytes) {
-            Ok(request) => self.handle(request).await.encode(),
-            Err(error) => Response::Error { error }.encode(),
-        }
-    }
-
-    async fn call(&self, request: Request) -> Result<Response, EngineError> {
-        Ok(match request {
-            Request::Status => Response::Status {
-                status: Box::new(self.ask(Command::Status).await?),
-            },
-            Request::Roster => Response::Roster {
-                friends: self.ask(Command::Roster).await??,
-            },
-            Request::Links => Response::Links {
-                links: self.ask(Command::Links).await?,
-            },
-            Request::Friend { action, jid } => {
-                let jid: BareJid = jid.parse().map_err(|_| EngineError::BadJid(jid))?;
-                self.ask(|tx| Command::Friend(action, jid, tx)).await??;
-                Response::Done
-            }
-            Request::PinAddress { device, address } => {
-                let uid = parse_uid(&device)?;
-                self.ask(|tx| Command::Pin(uid, Some(address), tx))
-                    .await??;
-                Response::Done
-            }
-            Request::UnpinAddress { device } => {
-                let uid = parse_uid(&device)?;
-                self.ask(|tx| Command::Pin(uid, None, tx)).await??;
-                Response::Done
-            }
-            Request::NetworkChanged => {
-                self.ask(Command::NetworkChanged).await?;
-                Response::Done
-            }
-            Request::SetLogLevel { level } => {
-                if !crate::logging::set_level(level) {
-                    return Err(EngineError::NoLogControl);
-                }
-                Response::Done
-            }
-            Request::AddPeer {
-                public_key,
-                endpoint,
-                keepalive_secs,
-            } => {
-                let mut key = [0u8; 32];
-                hex::decode_to_slice(&public_key, &mut key)
-                    .map_err(|_| EngineError::Peer(PeerError::BadKey))?;
-                let peer = PeerConfig {
-                    public_key: key,
-                    endpoint: Some(endpoint),
-                    keepalive_secs,
-                };
-                let uid = self.ask(|tx| Command::AddPeer(peer, tx)).await??;
-                Response::PeerAdded {
-                    uid: uid.to_string(),
-                }
-            }
-            Request::SignOut => {
-                // The engine task says goodbye to friends and signs off as it ends.
-                let (tx, rx) = oneshot::channel();
-                self.commands
-                    .send(Command::Stop(tx))
-                    .await
-                    .map_err(|_| EngineError::Stopped)?;
-                let _ = rx.await;
-                self.stopped().await;
-                Response::Done
-            }
-        })
     }
 
     /// Changes as they happen: XMPP state, roster, friend requests, links. A subscriber that

@@ -425,7 +425,9 @@ mod tests {
 
     #[test]
     fn candidates_into_our_machine_or_foreign_lans_are_not_used() {
-        let hosts: Vec<SocketAddr> = vec!["192.168.1.20:5000".parse().unwrap()];
+        // Our host on a carrier-grade NAT's LAN (shared address space, which the private
+        // ranges share a code path with).
+        let hosts: Vec<SocketAddr> = vec!["100.100.1.20:5000".parse().unwrap()];
         let usable = |s: &str| usable_remote(s.parse().unwrap(), &hosts);
         for bad in [
             "127.0.0.1:22",
@@ -434,16 +436,14 @@ mod tests {
             "224.0.0.251:5353",
             "255.255.255.255:9",
             "240.0.0.1:9",
-            "10.1.2.3:5000",
-            "172.16.0.9:5000",
-            "192.168.2.7:5000",
+            "100.100.2.7:5000",
             "100.64.0.2:5000",
             "[::1]:5000",
             "203.0.113.9:0",
         ] {
             assert!(!usable(bad), "{bad}");
         }
-        for good in ["192.168.1.33:5000", "203.0.113.9:5000", "198.18.0.20:40005"] {
+        for good in ["100.100.1.33:5000", "203.0.113.9:5000", "198.18.0.20:40005"] {
             assert!(usable(good), "{good}");
         }
     }

@@ -675,15 +675,13 @@ fn a_seeded_manager_draws_the_same_session_ids() {
     let offer_session = |seed: u64| {
         let mut a = side(1, "a@x/1", "198.18.0.1:1000", t0);
         let b = side(2, "b@x/1", "198.18.0.2:1000", t0);
-        a.m = std::mem::replace(
-            &mut a.m,
-            LinkManager::new(
-                t0,
-                a.info,
-                LinkPolicy::default(),
-                IceServers::default(),
-                vec![],
-            ),
+        let host = vec![a.addr];
+        a.m = LinkManager::new(
+            t0,
+            a.info,
+            LinkPolicy::default(),
+            IceServers::default(),
+            host,
         )
         .with_seed(seed);
         a.m.set_wanted(t0, &wanted(&b));
