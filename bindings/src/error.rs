@@ -43,20 +43,17 @@ impl From<EngineError> for VpnError {
     fn from(e: EngineError) -> VpnError {
         let reason = e.to_string();
         match e {
+            // One request failed: by the kind the control protocol gives it.
+            EngineError::Request(e) => VpnError::from(ApiError::from(&e)),
             EngineError::Identity(_)
             | EngineError::AddressBook(_)
             | EngineError::Persist(_)
             | EngineError::Toggles(_) => VpnError::StateDirectory { reason },
-            EngineError::Peer(_)
-            | EngineError::BadDevice(_)
-            | EngineError::NoLogControl
-            | EngineError::NoAccountOnly => VpnError::Refused { reason },
+            EngineError::NoLogControl => VpnError::Refused { reason },
             EngineError::Socket { .. } | EngineError::NetRecv(_) => VpnError::Socket { reason },
             EngineError::TunFd(_) => VpnError::Tunnel { reason },
             EngineError::Stopped => VpnError::Stopped,
-            EngineError::NoAccount => VpnError::InvalidConfig { reason },
             EngineError::Protect => VpnError::ProtectRefused,
-            EngineError::BadJid(jid) => VpnError::InvalidJid { jid },
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::liveness::PathAlarm;
 use crate::packet::ip::{self, IpAddrs};
 use crate::packet::translate::rewrite_ipv4;
 use crate::packet::uid_header::{self, UID_HEADER_LEN};
+use crate::path::{Path, PathKind};
 use crate::subnet::{ula_address, ula_interface_id};
 use crate::uid::Uid;
 use boringtun::noise::errors::WireGuardError;
@@ -49,6 +50,15 @@ pub const NET_BUFFER: usize = TUN_BUFFER + WG_DATA_OVERHEAD;
 /// Where the data plane sends datagrams (the transport under the links).
 pub trait NetSink {
     fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]) -> io::Result<()>;
+
+    /// Sends along a link's path. A sink without a TURN relay (a link made by hand, a test
+    /// wire) has no relayed paths.
+    fn send_on(&mut self, path: Path, datagram: &[u8]) -> io::Result<()> {
+        match path.kind {
+            PathKind::Direct => self.send_to(path.remote, datagram),
+            PathKind::Relayed => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
 }
 
 /// Where the data plane writes IP packets for this device. A sink without a device (the VPN
@@ -77,6 +87,8 @@ pub struct LinkStatus {
     pub uid: Uid,
     pub overlay_address: Ipv4Addr,
     pub endpoint: Option<SocketAddr>,
+    /// How the path leaves this device (none while the path is being found).
+    pub path: Option<PathKind>,
     pub session: bool,
     pub counters: LinkTraffic,
 }
@@ -171,7 +183,7 @@ impl DataPlane {
         if !self.by_uid.contains_key(&uid) {
             self.book.assign(uid)?;
         }
-        self.add_link(now, public_key, endpoint, keepalive_secs)
+        self.add_link(now, public_key, endpoint.map(Path::direct), keepalive_secs)
     }
 
     /// A link to a device that already has its address (the social layer gives addresses,
@@ -180,20 +192,20 @@ impl DataPlane {
         &mut self,
         now: Instant,
         public_key: [u8; 32],
-        endpoint: Option<SocketAddr>,
+        path: Option<Path>,
     ) -> Result<Uid, PeerError> {
         let uid = Uid::from_public_key(&public_key);
         if self.book.address_of(&uid).is_none() {
             return Err(PeerError::NoAddress);
         }
-        self.add_link(now, public_key, endpoint, None)
+        self.add_link(now, public_key, path, None)
     }
 
     fn add_link(
         &mut self,
         now: Instant,
         public_key: [u8; 32],
-        endpoint: Option<SocketAddr>,
+        endpoint: Option<Path>,
         keepalive_secs: Option<u16>,
     ) -> Result<Uid, PeerError> {
         let uid = Uid::from_public_key(&public_key);
@@ -323,7 +335,8 @@ impl DataPlane {
                     .book
                     .address_of(&l.uid)
                     .unwrap_or(Ipv4Addr::UNSPECIFIED),
-                endpoint: l.endpoint,
+                endpoint: l.endpoint(),
+                path: l.path().map(|p| p.kind),
                 session: l.has_session(),
                 counters: l.counters,
             })
@@ -456,21 +469,24 @@ impl DataPlane {
     }
 
     /// Handles one datagram received from `from`.
+    /// `from` is the path it came by: a bare address for the UDP socket, a relayed path for
+    /// data our TURN relay passed on (the link answers the way it was reached).
     pub fn handle_net_datagram(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        from: impl Into<Path>,
         datagram: &[u8],
         net: &mut impl NetSink,
         tun: &mut impl TunSink,
     ) {
+        let from: Path = from.into();
         self.counters.net_rx.add(datagram.len());
         if datagram.len() > NET_BUFFER {
             // Larger than anything a friend sends; boringtun would also refuse to decrypt it
             // into our buffer (by panicking).
             return self.count_drop(DropReason::Oversized);
         }
-        let index = match self.link_for(from, datagram) {
+        let index = match self.link_for(from.remote, datagram) {
             Ok(index) => index,
             Err(Some(cookie_len)) => {
                 // Under handshake load: answer with a cookie, nothing else.
@@ -488,7 +504,7 @@ impl DataPlane {
         }
         let result = link
             .tunn
-            .decapsulate(Some(from.ip()), datagram, &mut self.scratch);
+            .decapsulate(Some(from.remote.ip()), datagram, &mut self.scratch);
         match result {
             TunnResult::WriteToNetwork(reply) if reply.first() == Some(&WG_COOKIE_REPLY) => {
                 // A cookie reply proves nothing about the sender: answer, but neither adopt
@@ -716,8 +732,8 @@ fn encapsulate(
     }
 }
 
-fn send(counters: &mut Counters, net: &mut impl NetSink, dst: SocketAddr, datagram: &[u8]) {
-    match net.send_to(dst, datagram) {
+fn send(counters: &mut Counters, net: &mut impl NetSink, path: Path, datagram: &[u8]) {
+    match net.send_on(path, datagram) {
         Ok(()) => counters.net_tx.add(datagram.len()),
         Err(e) => {
             tracing::trace!(error = %e, "send failed");

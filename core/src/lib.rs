@@ -22,7 +22,9 @@ pub mod liveness;
 pub mod logging;
 #[cfg(target_os = "linux")]
 pub mod netwatch;
+pub mod node;
 pub mod packet;
+pub mod path;
 pub mod persist;
 pub mod protect;
 pub mod social;

@@ -11,6 +11,7 @@
 use crate::counters::LinkTraffic;
 use crate::liveness::PathWatch;
 use crate::packet::uid_header::UID_HEADER_LEN;
+use crate::path::Path;
 use crate::uid::Uid;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::Tunn;
@@ -41,7 +42,8 @@ pub const SESSION_WIPE_AFTER: Duration = Duration::from_secs(541);
 pub struct Link {
     pub(crate) uid: Uid,
     pub(crate) tunn: Tunn,
-    pub(crate) endpoint: Option<SocketAddr>,
+    /// Where datagrams go and how (the path ICE selected, or the one the peer last used).
+    pub(crate) endpoint: Option<Path>,
     pub(crate) counters: LinkTraffic,
     /// Whether the path still answers the data we send.
     pub(crate) path: PathWatch,
@@ -59,7 +61,7 @@ impl Link {
         own_secret: StaticSecret,
         public_key: PublicKey,
         index: u32,
-        endpoint: Option<SocketAddr>,
+        endpoint: Option<Path>,
         keepalive_secs: Option<u16>,
         rate_limiter: Arc<RateLimiter>,
         now: Instant,
@@ -94,6 +96,10 @@ impl Link {
     }
 
     pub fn endpoint(&self) -> Option<SocketAddr> {
+        self.endpoint.map(|p| p.remote)
+    }
+
+    pub fn path(&self) -> Option<Path> {
         self.endpoint
     }
 

@@ -1,13 +1,10 @@
-//! The control protocol's one entry point (`Engine::handle`): each request becomes engine
-//! commands, each failure an `ApiError` of the kind a front end reacts to.
+//! The control protocol's one entry point (`Engine::handle`): the node answers most
+//! requests; the log level and signing out are the shell's.
 
-use super::{Command, Engine, EngineError, PeerConfig};
+use super::{Command, Engine, EngineError};
 use crate::addrbook::AddressBookError;
 use crate::api::{ApiError, ErrorKind, Request, Response};
-use crate::dataplane::PeerError;
-use crate::uid::Uid;
 use tokio::sync::oneshot;
-use xmpp_parsers::jid::BareJid;
 
 impl Engine {
     /// Answers one request of the control protocol: the one entry point of every front end.
@@ -31,59 +28,12 @@ impl Engine {
     }
 
     async fn call(&self, request: Request) -> Result<Response, EngineError> {
-        Ok(match request {
-            Request::Status => Response::Status {
-                status: Box::new(self.ask(Command::Status).await?),
-            },
-            Request::Roster => Response::Roster {
-                friends: self.ask(Command::Roster).await??,
-            },
-            Request::Links => Response::Links {
-                links: self.ask(Command::Links).await?,
-            },
-            Request::Friend { action, jid } => {
-                let jid: BareJid = jid.parse().map_err(|_| EngineError::BadJid(jid))?;
-                self.ask(|tx| Command::Friend(action, jid, tx)).await??;
-                Response::Done
-            }
-            Request::PinAddress { device, address } => {
-                let uid = parse_uid(&device)?;
-                self.ask(|tx| Command::Pin(uid, Some(address), tx))
-                    .await??;
-                Response::Done
-            }
-            Request::UnpinAddress { device } => {
-                let uid = parse_uid(&device)?;
-                self.ask(|tx| Command::Pin(uid, None, tx)).await??;
-                Response::Done
-            }
-            Request::NetworkChanged => {
-                self.ask(Command::NetworkChanged).await?;
-                Response::Done
-            }
+        match request {
             Request::SetLogLevel { level } => {
                 if !crate::logging::set_level(level) {
                     return Err(EngineError::NoLogControl);
                 }
-                Response::Done
-            }
-            Request::AddPeer {
-                public_key,
-                endpoint,
-                keepalive_secs,
-            } => {
-                let mut key = [0u8; 32];
-                hex::decode_to_slice(&public_key, &mut key)
-                    .map_err(|_| EngineError::Peer(PeerError::BadKey))?;
-                let peer = PeerConfig {
-                    public_key: key,
-                    endpoint: Some(endpoint),
-                    keepalive_secs,
-                };
-                let uid = self.ask(|tx| Command::AddPeer(peer, tx)).await??;
-                Response::PeerAdded {
-                    uid: uid.to_string(),
-                }
+                Ok(Response::Done)
             }
             Request::SignOut => {
                 // The engine task says goodbye to friends and signs off as it ends.
@@ -94,40 +44,26 @@ impl Engine {
                     .map_err(|_| EngineError::Stopped)?;
                 let _ = rx.await;
                 self.stopped().await;
-                Response::Done
+                Ok(Response::Done)
             }
-        })
+            request => self.ask(|tx| Command::Request(request, tx)).await,
+        }
     }
-}
-
-fn parse_uid(device: &str) -> Result<Uid, EngineError> {
-    device
-        .parse()
-        .map_err(|_| EngineError::BadDevice(device.to_string()))
 }
 
 impl From<&EngineError> for ApiError {
     fn from(e: &EngineError) -> ApiError {
         let kind = match e {
+            EngineError::Request(e) => return ApiError::from(e),
             EngineError::Identity(_) | EngineError::Persist(_) | EngineError::Toggles(_) => {
                 ErrorKind::StateDirectory
             }
-            EngineError::AddressBook(book) | EngineError::Peer(PeerError::Addresses(book)) => {
-                match book {
-                    AddressBookError::Io { .. } | AddressBookError::Corrupt { .. } => {
-                        ErrorKind::StateDirectory
-                    }
-                    AddressBookError::UnknownDevice => ErrorKind::BadDevice,
-                    AddressBookError::OutsideSubnet { .. }
-                    | AddressBookError::AddressTaken { .. }
-                    | AddressBookError::Full(_)
-                    | AddressBookError::TooManyDevices(_) => ErrorKind::AddressRefused,
+            EngineError::AddressBook(book) => match book {
+                AddressBookError::Io { .. } | AddressBookError::Corrupt { .. } => {
+                    ErrorKind::StateDirectory
                 }
-            }
-            EngineError::BadDevice(_) => ErrorKind::BadDevice,
-            EngineError::Peer(_) | EngineError::NoAccountOnly => ErrorKind::PeerRefused,
-            EngineError::NoAccount => ErrorKind::NoAccount,
-            EngineError::BadJid(_) => ErrorKind::BadJid,
+                _ => ErrorKind::AddressRefused,
+            },
             EngineError::NoLogControl => ErrorKind::Unsupported,
             EngineError::Socket { .. } | EngineError::TunFd(_) | EngineError::Protect => {
                 ErrorKind::Platform

@@ -1,28 +1,29 @@
-//! The tokio shell around the sans-IO state: one task owns the data plane (and, with an XMPP
-//! account, the social state and the link manager), waits on the tun fd, the UDP socket, the
-//! XMPP session, the next timer deadline and the command channel, and feeds whatever is ready
-//! into the state machines. Reads are drained in batches until the fd would block.
+//! The tokio shell around the sans-IO [`Node`]: one task owns the node, waits on the tun fd,
+//! the UDP socket, the XMPP session, the next timer deadline and the command channel, feeds
+//! whatever is ready into the node, and carries out what the node asks for in one place per
+//! wake-up ([`drain`]). Reads are drained in batches until the fd would block.
 
 mod control;
-mod social;
 mod tun_io;
 mod udp_io;
 
 pub use crate::links::manager::LinkPolicy;
-pub use social::SocialConfig;
 
 use crate::addrbook::{AddressBook, AddressBookError};
-use crate::api::{Event, FriendAction, FriendView, LinkView, StatusView};
+use crate::api::{Event, Request, Response};
 use crate::counters::DropReason;
-use crate::dataplane::{DataPlane, PeerError};
+use crate::dataplane::DataPlane;
 use crate::identity::{DeviceIdentity, IdentityError};
+use crate::links::host::host_candidates;
+use crate::links::servers::IceServers;
+use crate::node::{AddressCheck, Node, RequestError, SocialSetup, XmppCommand};
 use crate::packet::gro::Coalescer;
 use crate::protect::SocketProtector;
-use crate::social::payload::DeviceInfo;
 use crate::subnet::{ula_address, Ipv4Subnet};
 use crate::tun::TunDevice;
 use crate::uid::Uid;
-use social::{Social, Transport};
+use crate::xmpp::connect::XmppAccount;
+use crate::xmpp::session::{XmppInput, XmppSession};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -31,8 +32,15 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tun_io::{tun_readable, watch_tun, TunReader, TunWriter};
-use udp_io::UdpIo;
-use xmpp_parsers::jid::BareJid;
+use udp_io::{UdpIo, UdpSink};
+
+/// The account, the STUN/TURN servers and the linking policy.
+#[derive(Clone, Debug)]
+pub struct SocialConfig {
+    pub account: XmppAccount,
+    pub servers: IceServers,
+    pub policy: LinkPolicy,
+}
 
 /// Packets handled from one source before the loop looks at the others again.
 const BATCH: usize = 64;
@@ -43,8 +51,9 @@ pub enum EngineError {
     Identity(#[from] IdentityError),
     #[error(transparent)]
     AddressBook(#[from] AddressBookError),
+    /// One request failed; the engine goes on.
     #[error(transparent)]
-    Peer(#[from] PeerError),
+    Request(#[from] RequestError),
     #[error("cannot open the UDP socket on {addr}: {source}")]
     Socket { addr: SocketAddr, source: io::Error },
     #[error("cannot watch the tun fd: {0}")]
@@ -55,20 +64,12 @@ pub enum EngineError {
     Stopped,
     #[error(transparent)]
     Toggles(#[from] crate::social::toggles::TogglesError),
-    #[error("this engine has no XMPP account")]
-    NoAccount,
     #[error("the platform refused to keep the engine's socket out of the VPN")]
     Protect,
     #[error("cannot start writing state in the background: {0}")]
     Persist(io::Error),
-    #[error("'{0}' is not a valid JID")]
-    BadJid(String),
-    #[error("'{0}' is not a device id (40 hex digits)")]
-    BadDevice(String),
     #[error("this front end cannot change its log level")]
     NoLogControl,
-    #[error("links are made by hand only without an XMPP account")]
-    NoAccountOnly,
 }
 
 /// What the engine needs to start.
@@ -166,28 +167,33 @@ impl PreparedEngine {
         let tun = tun.map(watch_tun).transpose().map_err(EngineError::TunFd)?;
         let uid = self.identity.uid();
         let public_key = self.public_key();
+        let subnet = self.book.subnet();
+        let port = local_addr.port();
         let dataplane = DataPlane::new(self.identity, self.book);
         let (events, _) = broadcast::channel(EVENT_QUEUE);
-        let social = match self.config.social {
-            Some(mut config) => Some(social::Social::start(
-                Instant::now(),
-                {
-                    // The XMPP connection is protected like the UDP socket.
-                    if config.account.protect.is_none() {
-                        config.account.protect = self.config.protect.clone();
-                    }
-                    config
-                },
-                DeviceInfo::new(public_key),
-                &self.config.state_dir,
-                &dataplane,
-                local_addr.port(),
-                events.clone(),
-            )?),
-            None => None,
+        let now = Instant::now();
+        let (setup, xmpp) = match self.config.social {
+            Some(mut config) => {
+                let toggles = crate::social::toggles::Toggles::open(&self.config.state_dir)?;
+                let setup = SocialSetup {
+                    jid: config.account.jid.clone(),
+                    servers: config.servers,
+                    policy: config.policy,
+                    toggles,
+                    host: host_candidates(port, |ip| subnet.contains(ip)),
+                };
+                // The XMPP connection is protected like the UDP socket.
+                if config.account.protect.is_none() {
+                    config.account.protect = self.config.protect.clone();
+                }
+                (Some(setup), Some(Xmpp::start(config.account)))
+            }
+            None => (None, None),
         };
+        let mut node = Node::new(now, unix_now(), dataplane, setup, port, rand::random());
+        node.set_tunnel(tun.is_some());
         let writer = crate::persist::Writer::new().map_err(EngineError::Persist)?;
-        let netwatch = match (&social, self.config.watch_network) {
+        let netwatch = match (&xmpp, self.config.watch_network) {
             (Some(_), true) => watch_network(),
             _ => None,
         };
@@ -202,8 +208,11 @@ impl PreparedEngine {
                 netwatch,
                 writer,
                 events: task_events,
+                xmpp,
+                port,
+                subnet,
             };
-            let result = run(dataplane, social, tun, io).await;
+            let result = run(node, tun, io).await;
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "the engine stopped");
             }
@@ -261,21 +270,8 @@ enum Command {
     Tunnel(Option<TunDevice>, oneshot::Sender<Result<(), EngineError>>),
     AddPeer(PeerConfig, oneshot::Sender<Result<Uid, EngineError>>),
     RemovePeer(Uid, oneshot::Sender<bool>),
-    Links(oneshot::Sender<Vec<LinkView>>),
-    Status(oneshot::Sender<StatusView>),
-    Roster(oneshot::Sender<Result<Vec<FriendView>, EngineError>>),
-    /// Pins (Some) or unpins (None) a device's address.
-    Pin(
-        Uid,
-        Option<Ipv4Addr>,
-        oneshot::Sender<Result<(), EngineError>>,
-    ),
-    Friend(
-        FriendAction,
-        BareJid,
-        oneshot::Sender<Result<(), EngineError>>,
-    ),
-    NetworkChanged(oneshot::Sender<()>),
+    /// A control request the node answers.
+    Request(Request, oneshot::Sender<Response>),
     /// Ends the engine task (as dropping every handle does).
     Stop(oneshot::Sender<()>),
 }
@@ -365,50 +361,108 @@ impl Engine {
     }
 }
 
-/// What the engine task waits on and writes to besides its state.
+/// The XMPP session task and the inputs it sends.
+struct Xmpp {
+    session: XmppSession,
+    inputs: mpsc::Receiver<XmppInput>,
+    /// The session task has ended: stop polling its channel.
+    closed: bool,
+}
+
+impl Xmpp {
+    fn start(account: XmppAccount) -> Xmpp {
+        let (session, inputs) = XmppSession::spawn(account);
+        Xmpp {
+            session,
+            inputs,
+            closed: false,
+        }
+    }
+}
+
+/// What the engine task waits on and writes to besides the node.
 struct EngineIo {
     udp: UdpIo,
     commands: mpsc::Receiver<Command>,
     netwatch: Option<NetWatch>,
     writer: crate::persist::Writer,
     events: broadcast::Sender<Event>,
+    xmpp: Option<Xmpp>,
+    /// The links' port and the overlay subnet (our own addresses in it are no candidates).
+    port: u16,
+    subnet: Ipv4Subnet,
+}
+
+impl EngineIo {
+    /// This device's host candidates now.
+    fn host_addresses(&self) -> Vec<SocketAddr> {
+        let subnet = self.subnet;
+        host_candidates(self.port, |ip| subnet.contains(ip))
+    }
+}
+
+/// Carries out everything the node asked for since the last wake-up: the one place where
+/// its outputs leave (datagrams, stanzas, events, state writes, address checks).
+fn drain(now: Instant, node: &mut Node, io: &mut EngineIo) {
+    loop {
+        while let Some(t) = node.poll_transmit() {
+            io.udp.send_now(&t.payload, t.dst);
+        }
+        while let Some(command) = node.poll_xmpp() {
+            if let Some(x) = &io.xmpp {
+                match command {
+                    XmppCommand::Send(stanza) => x.session.send(stanza),
+                    XmppCommand::Reconnect => x.session.reconnect(),
+                }
+            }
+        }
+        while let Some(event) = node.poll_event() {
+            // Nobody listening is fine.
+            let _ = io.events.send(event);
+        }
+        if let Some((path, bytes)) = node.poll_write() {
+            io.writer.write(path, bytes);
+        }
+        // Listing the addresses may bring more outputs: go round once more.
+        match node.poll_address_check() {
+            Some(AddressCheck::IfChanged) => node.handle_host_addresses(now, io.host_addresses()),
+            Some(AddressCheck::Restart) => node.handle_network_changed(now, io.host_addresses()),
+            None => break,
+        }
+    }
+    for _ in 0..io.udp.take_failed() {
+        node.count_drop(DropReason::NetSend);
+    }
 }
 
 async fn run(
-    mut dp: DataPlane,
-    mut social: Option<Social>,
+    mut node: Node,
     mut tun: Option<AsyncFd<TunDevice>>,
     mut io: EngineIo,
 ) -> Result<(), EngineError> {
-    let result = run_loop(&mut dp, &mut social, &mut tun, &mut io).await;
-    let EngineIo { udp, writer, .. } = io;
-    if let Some(mut social) = social {
-        // Tell friends the links are going away, then sign off.
-        let now = Instant::now();
-        social.close_all(now);
-        social.flush(now, &mut dp, &udp);
-        udp.flush();
-        social.shutdown().await;
+    let result = run_loop(&mut node, &mut tun, &mut io).await;
+    // Tell friends the links are going away, then sign off.
+    let now = Instant::now();
+    node.close_all(now);
+    drain(now, &mut node, &mut io);
+    io.udp.flush();
+    if let Some(xmpp) = io.xmpp.take() {
+        xmpp.session.shutdown().await;
     }
-    if let Some((path, bytes)) = dp.address_book_mut().take_dirty() {
-        writer.write(path, bytes);
+    if let Some((path, bytes)) = node.poll_write() {
+        io.writer.write(path, bytes);
     }
+    let writer = io.writer;
     // Written before the engine reports that it has stopped.
     let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
     result
 }
 
 async fn run_loop(
-    dp: &mut DataPlane,
-    social: &mut Option<Social>,
+    node: &mut Node,
     tun: &mut Option<AsyncFd<TunDevice>>,
     io: &mut EngineIo,
 ) -> Result<(), EngineError> {
-    let udp = &io.udp;
-    let writer = &io.writer;
-    let events = &io.events;
-    let commands = &mut io.commands;
-    let netwatch = &mut io.netwatch;
     let mut tun_reader = TunReader::new();
     let mut net_buf = vec![0u8; udp_io::RECV_BYTES].into_boxed_slice();
     let mut gro = Coalescer::default();
@@ -420,23 +474,15 @@ async fn run_loop(
     // When to compare our addresses after the watcher saw a change.
     let mut network_check: Option<Instant> = None;
     loop {
+        let now = Instant::now();
+        node.set_wall_clock(now, unix_now());
+        drain(now, node, io);
         // What the last wake-up queued leaves now, in as few sends as the kernel allows.
-        udp.flush();
-        // New addresses are written in the background.
-        if let Some((path, bytes)) = dp.address_book_mut().take_dirty() {
-            writer.write(path, bytes);
-        }
-        for _ in 0..udp.take_failed() {
-            dp.count_drop(DropReason::NetSend);
-        }
-        let deadline = [
-            dp.poll_timeout(),
-            social.as_mut().and_then(|s| s.poll_timeout()),
-            network_check,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        io.udp.flush();
+        let deadline = [node.poll_timeout().map(|(at, _)| at), network_check]
+            .into_iter()
+            .flatten()
+            .min();
         if deadline != armed {
             if let Some(at) = deadline {
                 timer.as_mut().reset(at.into());
@@ -449,9 +495,19 @@ async fn run_loop(
                 None => std::future::pending().await,
             }
         };
+        let (port, subnet) = (io.port, io.subnet);
+        let EngineIo {
+            udp,
+            commands,
+            netwatch,
+            xmpp,
+            events,
+            ..
+        } = &mut *io;
+        let udp = &*udp;
         let xmpp_input = async {
-            match social.as_mut() {
-                Some(s) if !s.inputs_closed => s.inputs.recv().await,
+            match xmpp.as_mut() {
+                Some(x) if !x.closed => x.inputs.recv().await,
                 _ => std::future::pending().await,
             }
         };
@@ -459,26 +515,13 @@ async fn run_loop(
             guard = tun_readable(tun) => {
                 let now = Instant::now();
                 let lost = match guard {
-                    Ok(mut guard) => {
-                        let mut net = Transport { udp, social: social.as_mut(), now };
-                        tun_reader.read_batch(&mut guard, dp, udp, &mut net)
-                    }
+                    Ok(mut guard) => tun_reader.read_batch(now, &mut guard, node, udp),
                     Err(e) => Some(e),
                 };
                 if let Some(error) = lost {
-                    tunnel_lost(tun, events, error);
+                    tunnel_lost(tun, node, events, error);
                 }
-                // (`net` borrowed `social` for the batch; that borrow ends here.)
-                if let Some(s) = social.as_mut() {
-                    let mut demanded = false;
-                    while let Some(uid) = dp.take_demand() {
-                        s.demand(now, uid, dp);
-                        demanded = true;
-                    }
-                    if demanded {
-                        s.flush(now, dp, udp);
-                    }
-                }
+                node.end_tun_batch(now);
             }
             ready = udp.readable() => {
                 ready.map_err(EngineError::NetRecv)?;
@@ -492,44 +535,24 @@ async fn run_loop(
                         Err(e) if is_transient(&e) => continue,
                         Err(e) => return Err(EngineError::NetRecv(e)),
                     };
-                    let from = got.from;
                     let tun_writer = &mut TunWriter {
                         tun: tun.as_ref().map(AsyncFd::get_ref),
                         gro: &mut gro,
                     };
                     for datagram in net_buf[..got.len].chunks(got.stride) {
-                        match social.as_mut() {
-                            Some(s) if s.links.wants_datagram(from, datagram) => {
-                                let local = s.local_host;
-                                s.links.handle_datagram(now, local, from, datagram);
-                                // WireGuard that came through the relay, as if from the peer.
-                                let relayed: Vec<_> =
-                                    std::iter::from_fn(|| s.links.poll_relayed_data()).collect();
-                                for (peer, bytes) in relayed {
-                                    let mut net = Transport { udp, social: Some(&mut *s), now };
-                                    dp.handle_net_datagram(now, peer, &bytes, &mut net, tun_writer);
-                                }
-                                s.flush(now, dp, udp);
-                            }
-                            other => {
-                                let mut net = Transport { udp, social: other, now };
-                                dp.handle_net_datagram(now, from, datagram, &mut net, tun_writer);
-                            }
-                        }
+                        node.handle_datagram(now, got.from, datagram, &mut UdpSink(udp), tun_writer);
                     }
-                    tun_writer.flush(dp);
+                    tun_writer.flush(node);
                 }
             }
             input = xmpp_input => {
-                let now = Instant::now();
-                if let Some(s) = social.as_mut() {
-                    match input {
-                        Some(input) => {
-                            s.handle_xmpp(now, input, dp);
-                            s.flush(now, dp, udp);
+                match input {
+                    Some(input) => node.handle_xmpp(Instant::now(), input),
+                    // The session task ended (it reported why); links carry on without it.
+                    None => {
+                        if let Some(x) = xmpp.as_mut() {
+                            x.closed = true;
                         }
-                        // The session task ended (it reported why); links carry on without it.
-                        None => s.inputs_closed = true,
                     }
                 }
             }
@@ -550,26 +573,11 @@ async fn run_loop(
                 let now = Instant::now();
                 if network_check.is_some_and(|at| at <= now) {
                     network_check = None;
-                    if let Some(s) = social.as_mut() {
-                        s.check_network(now);
-                    }
+                    node.handle_host_addresses(now, host_candidates(port, |ip| subnet.contains(ip)));
                 }
                 // Every wake-up should be explainable: which part asked for it.
-                tracing::trace!(
-                    data_plane = ?dp.poll_timeout().map(|t| t.saturating_duration_since(now)),
-                    social = ?social.as_mut().map(|s| s.timeout_sources(now)),
-                    "timer"
-                );
-                if let Some(s) = social.as_mut() {
-                    s.handle_timeout(now, dp);
-                    s.flush(now, dp, udp);
-                }
-                let mut net = Transport { udp, social: social.as_mut(), now };
-                dp.handle_timeout(now, &mut net);
-                if let Some(s) = social.as_mut() {
-                    s.handle_path_alarms(now, dp);
-                    s.flush(now, dp, udp);
-                }
+                tracing::trace!(sources = ?node.timeout_sources(now), "timer");
+                node.handle_timeout(now, &mut UdpSink(udp));
             }
             command = commands.recv() => {
                 let Some(command) = command else {
@@ -577,23 +585,35 @@ async fn run_loop(
                     return Ok(());
                 };
                 let now = Instant::now();
-                if let Command::Stop(reply) = command {
-                    tracing::debug!("engine stopping on request");
-                    let _ = reply.send(());
-                    return Ok(());
-                }
-                if let Command::Tunnel(new, reply) = command {
-                    tracing::debug!(attached = new.is_some(), "tunnel");
-                    // The old fd is deregistered and closed before the new one is watched.
-                    *tun = None;
-                    tun_reader.reset();
-                    let watched = new.map(watch_tun).transpose().map_err(EngineError::TunFd);
-                    let _ = reply.send(watched.map(|new| *tun = new));
-                    continue;
-                }
-                handle_command(now, dp, social.as_mut(), tun.is_some(), command);
-                if let Some(s) = social.as_mut() {
-                    s.flush(now, dp, udp);
+                match command {
+                    Command::Stop(reply) => {
+                        tracing::debug!("engine stopping on request");
+                        let _ = reply.send(());
+                        return Ok(());
+                    }
+                    Command::Tunnel(new, reply) => {
+                        tracing::debug!(attached = new.is_some(), "tunnel");
+                        // The old fd is deregistered and closed before the new one is watched.
+                        *tun = None;
+                        tun_reader.reset();
+                        let watched = new.map(watch_tun).transpose().map_err(EngineError::TunFd);
+                        let _ = reply.send(watched.map(|new| *tun = new));
+                        node.set_tunnel(tun.is_some());
+                    }
+                    // A caller that went away no longer wants the answer: ignoring a failed
+                    // reply is right.
+                    Command::AddPeer(peer, reply) => {
+                        let result = node
+                            .add_peer(now, peer.public_key, peer.endpoint, peer.keepalive_secs)
+                            .map_err(EngineError::from);
+                        let _ = reply.send(result);
+                    }
+                    Command::RemovePeer(uid, reply) => {
+                        let _ = reply.send(node.remove_peer(&uid));
+                    }
+                    Command::Request(request, reply) => {
+                        let _ = reply.send(node.handle_request(now, request));
+                    }
                 }
             }
         }
@@ -604,116 +624,24 @@ async fn run_loop(
 /// engine stays signed in and linked until it gets a new one.
 fn tunnel_lost(
     tun: &mut Option<AsyncFd<TunDevice>>,
+    node: &mut Node,
     events: &broadcast::Sender<Event>,
     error: io::Error,
 ) {
     tracing::warn!(%error, "the tunnel failed and is detached: the VPN is off until it is started again");
     *tun = None;
+    node.set_tunnel(false);
     let _ = events.send(Event::TunnelLost {
         reason: error.to_string(),
     });
 }
 
-fn handle_command(
-    now: Instant,
-    dp: &mut DataPlane,
-    social: Option<&mut Social>,
-    tunnel: bool,
-    command: Command,
-) {
-    // A caller that went away no longer wants the answer: ignoring a failed reply is right.
-    match command {
-        // Handled by the loop, which owns the tunnel and its own end.
-        Command::Tunnel(..) | Command::Stop(_) => {}
-        Command::AddPeer(peer, reply) => {
-            // With an account, links are the friend policy's alone: a peer added by hand
-            // would bypass the switches, the cap and the roster.
-            let result = match social {
-                Some(_) => Err(EngineError::NoAccountOnly),
-                None => dp
-                    .add_peer(now, peer.public_key, peer.endpoint, peer.keepalive_secs)
-                    .map_err(EngineError::from),
-            };
-            let _ = reply.send(result);
-        }
-        Command::RemovePeer(uid, reply) => {
-            let _ = reply.send(dp.remove_peer(&uid));
-        }
-        Command::Links(reply) => {
-            let links = dp
-                .links()
-                .into_iter()
-                .map(|l| LinkView {
-                    uid: l.uid.to_string(),
-                    overlay_address: l.overlay_address,
-                    endpoint: l.endpoint,
-                    session: l.session,
-                    traffic: l.counters,
-                })
-                .collect();
-            let _ = reply.send(links);
-        }
-        Command::Status(reply) => {
-            let book = dp.address_book();
-            let status = StatusView {
-                uid: dp.uid().to_string(),
-                ipv4: book.own_address(),
-                ipv6: ula_address(&dp.uid()),
-                subnet: book.subnet().to_string(),
-                tunnel,
-                xmpp: social.as_ref().map(|s| s.xmpp_status()),
-                counters: dp.counters(),
-                social: social.as_ref().map(|s| s.state.counters()),
-                links: social.as_ref().map(|s| s.links.counters()),
-                candidates: social.as_ref().map(|s| s.candidate_list()),
-            };
-            let _ = reply.send(status);
-        }
-        Command::Pin(uid, address, reply) => {
-            // Only a device the address book knows (seen, linked): not ours, not the
-            // broadcast id, not a typo that would hold an address for good.
-            let known =
-                uid != dp.uid() && uid != Uid::BROADCAST && dp.address_book().entry(&uid).is_some();
-            let result = if !known {
-                Err(EngineError::BadDevice(uid.to_string()))
-            } else {
-                let book = dp.address_book_mut();
-                match address {
-                    Some(address) => book.pin(uid, address),
-                    None => book.unpin(&uid),
-                }
-                .map_err(EngineError::from)
-            };
-            if result.is_ok() {
-                if let Some(s) = social {
-                    // A device refused an address before may have one now.
-                    s.refresh_wanted(now, dp);
-                    s.address_changed();
-                }
-            }
-            let _ = reply.send(result);
-        }
-        Command::Roster(reply) => {
-            let _ = reply.send(
-                social
-                    .map(|s| s.roster(now, dp))
-                    .ok_or(EngineError::NoAccount),
-            );
-        }
-        Command::Friend(action, jid, reply) => {
-            let result = match social {
-                None => Err(EngineError::NoAccount),
-                Some(s) => s.friend(now, action, jid, dp),
-            };
-            let _ = reply.send(result);
-        }
-        Command::NetworkChanged(reply) => {
-            if let Some(s) = social {
-                s.network_changed(now);
-            }
-            let _ = reply.send(());
-        }
-    }
+/// Seconds since the epoch, for the node's wall clock.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn is_transient(e: &io::Error) -> bool {

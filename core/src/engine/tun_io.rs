@@ -5,12 +5,12 @@
 //! interface down under us (Android revokes the VPN, iOS stops the extension's tunnel) while
 //! the account, the roster and the links are still wanted; the app hands over a new fd.
 
-use super::social::Transport;
-use super::udp_io::UdpIo;
+use super::udp_io::{UdpIo, UdpSink};
 use super::BATCH;
 use crate::counters::DropReason;
-use crate::dataplane::{DataPlane, TunSink, MAX_PACKET};
+use crate::dataplane::{TunSink, MAX_PACKET};
 use crate::framing::Framing;
+use crate::node::Node;
 use crate::packet::gro::Coalescer;
 use crate::packet::gso::{self, VNET_HDR_LEN};
 use crate::packet::uid_header::UID_HEADER_LEN;
@@ -78,13 +78,13 @@ impl TunReader {
     /// failures are counted as `tun_read` drops and end only this wake-up's batch.
     pub(super) fn read_batch(
         &mut self,
+        now: Instant,
         guard: &mut AsyncFdReadyGuard<'_, TunDevice>,
-        dp: &mut DataPlane,
+        node: &mut Node,
         udp: &UdpIo,
-        net: &mut Transport<'_>,
     ) -> Option<io::Error> {
         let framing = guard.get_inner().framing();
-        let now = net.now;
+        let net = &mut UdpSink(udp);
         for read in 0..BATCH {
             if read == 1 {
                 // The first packet of a wake-up leaves before the next read: at idle that
@@ -104,22 +104,22 @@ impl TunReader {
                         return Some(e);
                     }
                     tracing::debug!(error = %e, "tun read failed");
-                    dp.count_drop(DropReason::TunRead);
+                    node.count_drop(DropReason::TunRead);
                     break;
                 }
                 Err(_would_block) => break,
             };
             self.errors = 0;
             if framing == Framing::VnetHdr {
-                offloaded_frame(now, dp, &mut self.frame, n, &mut self.segment, net);
+                offloaded_frame(now, node, &mut self.frame, n, &mut self.segment, net);
                 continue;
             }
             match framing.decode(&self.frame[..n]) {
                 Ok(offset) if n - offset <= MAX_PACKET => {
-                    dp.handle_tun_packet(now, &mut self.frame[offset..], n - offset, net);
+                    node.handle_tun_packet(now, &mut self.frame[offset..], n - offset, net);
                 }
-                Ok(_) => dp.count_tun_drop(n, DropReason::Oversized),
-                Err(reason) => dp.count_tun_drop(n, reason),
+                Ok(_) => node.count_tun_drop(n, DropReason::Oversized),
+                Err(reason) => node.count_tun_drop(n, reason),
             }
         }
         None
@@ -139,28 +139,28 @@ fn is_transient(e: &io::Error) -> bool {
 /// kernel left it partial) or a TCP super-packet cut into segments.
 fn offloaded_frame(
     now: Instant,
-    dp: &mut DataPlane,
+    node: &mut Node,
     frame: &mut [u8],
     n: usize,
     segment_buf: &mut [u8],
-    net: &mut Transport<'_>,
+    net: &mut UdpSink<'_>,
 ) {
     let Some(hdr) = gso::VnetHdr::parse(&frame[..n]) else {
-        return dp.count_tun_drop(n, DropReason::Truncated);
+        return node.count_tun_drop(n, DropReason::Truncated);
     };
     let packet_len = n - VNET_HDR_LEN;
     let result = if hdr.is_gso() {
         gso::segment_tcp(&hdr, &frame[VNET_HDR_LEN..n], segment_buf, |buf, len| {
-            dp.handle_tun_packet(now, buf, len, net)
+            node.handle_tun_packet(now, buf, len, net)
         })
         .map(|_| ())
     } else {
         let packet = &mut frame[VNET_HDR_LEN..];
         gso::complete_checksum(&hdr, &mut packet[..packet_len])
-            .map(|()| dp.handle_tun_packet(now, packet, packet_len, net))
+            .map(|()| node.handle_tun_packet(now, packet, packet_len, net))
     };
     if let Err(reason) = result {
-        dp.count_tun_drop(n, reason);
+        node.count_tun_drop(n, reason);
     }
 }
 
@@ -183,11 +183,11 @@ impl TunSink for TunWriter<'_> {
 
 impl TunWriter<'_> {
     /// Writes what the coalescer holds (at the end of each batch of datagrams).
-    pub(super) fn flush(&mut self, dp: &mut DataPlane) {
+    pub(super) fn flush(&mut self, node: &mut Node) {
         if let Some(mut tun) = self.tun {
             if let Err(e) = self.gro.flush(&mut tun) {
                 tracing::trace!(error = %e, "tun write failed");
-                dp.count_drop(DropReason::TunWrite);
+                node.count_drop(DropReason::TunWrite);
             }
         }
     }

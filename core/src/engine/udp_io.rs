@@ -39,6 +39,16 @@ struct Batch {
     failed: u64,
 }
 
+/// The socket as the node's sink: datagrams are queued for the batched send.
+pub(super) struct UdpSink<'a>(pub(super) &'a UdpIo);
+
+impl crate::dataplane::NetSink for UdpSink<'_> {
+    fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]) -> io::Result<()> {
+        self.0.queue(dst, datagram);
+        Ok(())
+    }
+}
+
 /// One datagram of a batch read: where it came from and where it lies in the buffer.
 pub(super) struct Received {
     pub from: SocketAddr,
