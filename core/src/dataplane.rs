@@ -288,9 +288,11 @@ impl DataPlane {
         if link.has_session() {
             return;
         }
+        // Forced: a handshake still in progress went to the old path (or nowhere, before
+        // there was one); waiting for boringtun's own retry would cost up to 5 s.
         if let TunnResult::WriteToNetwork(init) = link
             .tunn
-            .format_handshake_initiation(&mut self.scratch, false)
+            .format_handshake_initiation(&mut self.scratch, true)
         {
             link.mark_active(now);
             link.note_sent(now, init);

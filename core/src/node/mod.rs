@@ -51,7 +51,7 @@ pub enum XmppCommand {
 
 /// Which part of the node asked for the next wake-up (for the wake-up trace, and tests
 /// that check an idle node stays asleep).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TimeoutReason {
     /// WireGuard timers, path liveness, keepalives of the data plane's links.
     DataPlane,
