@@ -9,19 +9,19 @@
 //! a random id: a duplicate of the current offer gets the same answer again, an offer or
 //! answer for a session seen before is stale and ignored.
 
-use super::ice::{IceLink, IceOutput, SelectedPath, Started};
+use super::ice::SelectedPath;
+use super::peer::{Ctx, Outbox, Peer};
 pub use super::policy::LinkPolicy;
 use super::servers::{Gatherer, IceServers};
-use super::sessions::SessionLog;
 pub use crate::api::LinkPhase;
 pub use crate::counters::LinkCounters;
-use crate::liveness::{PathAlarm, DEAD_AFTER};
+use crate::liveness::PathAlarm;
 use crate::social::payload::{DeviceInfo, Signal, SignalKind};
 use crate::social::state::WantedDevice;
 use crate::uid::Uid;
 use bytes::BytesMut;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -37,8 +37,6 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(120);
 /// A device that went offline keeps its link this long (presence flaps; traffic may go on).
 pub const OFFLINE_GRACE: Duration = Duration::from_secs(20);
 pub use super::sessions::SESSIONS_PER_MINUTE;
-/// A peer's candidates one session lets through our relay at most.
-const PERMITS_PER_SESSION: usize = 4;
 
 /// What the engine must do with the data plane.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,47 +60,6 @@ pub enum LinkEvent {
     PathConfirmed { uid: Uid },
 }
 
-#[derive(Debug)]
-enum Phase {
-    /// Nothing in flight; act at `at` (offer if controlling, ask for one otherwise).
-    Idle { at: Instant },
-    /// Controlling: offer sent, waiting for the answer.
-    Offered { last: Instant, tries: u32 },
-    /// Controlled: asked for an offer at this time.
-    AwaitingOffer { asked: Instant },
-    /// ICE checks running or path selected.
-    Ice,
-}
-
-struct Peer {
-    jid: FullJid,
-    info: DeviceInfo,
-    controlling: bool,
-    wanted: bool,
-    /// Set while the device is no longer wanted: close at this instant.
-    close_at: Option<Instant>,
-    session: Option<u64>,
-    ice: Option<IceLink>,
-    phase: Phase,
-    /// Our current offer (controlling; resent until answered) or answer (controlled; resent
-    /// for a duplicate offer).
-    last_signal: Option<Signal>,
-    /// An offer that arrived before our candidates were ready.
-    pending_offer: Option<Signal>,
-    /// Its sessions: ids seen, and when it started its recent ones.
-    sessions: SessionLog,
-    backoff: Duration,
-    up: Option<SelectedPath>,
-    /// The path is suspect and its ICE session is checking it since then.
-    probing_since: Option<Instant>,
-    /// The peer closed the link; cleared when it offers again.
-    closed_by_peer: bool,
-    /// A signal from `jid`'s account (proven by the device's key) was accepted.
-    proven: bool,
-    /// The peer's addresses our relay lets through for its current session.
-    permits: Vec<SocketAddr>,
-}
-
 pub struct LinkManager {
     own: DeviceInfo,
     policy: LinkPolicy,
@@ -112,40 +69,27 @@ pub struct LinkManager {
     /// Next check for idle on-demand links.
     trim_at: Option<Instant>,
     gatherer: Gatherer,
-    peers: HashMap<Uid, Peer>,
-    /// Signals to send: (the device's full JID, its key, the signal).
-    signals: VecDeque<(FullJid, [u8; 32], Signal)>,
-    events: VecDeque<LinkEvent>,
-    transmits: VecDeque<(SocketAddr, BytesMut)>,
+    /// Each device's link.
+    pub(super) peers: HashMap<Uid, Peer>,
+    /// Signals, events and transmits the links produced, and their counters.
+    out: Outbox,
     /// Datagrams that arrived through the relay and are not STUN: for the data plane.
     relayed_data: VecDeque<(SocketAddr, BytesMut)>,
-    counters: LinkCounters,
     /// Session ids; seeded from the system unless a test or simulation fixes the seed.
     rng: StdRng,
 }
 
-impl Peer {
-    fn new(now: Instant, w: &WantedDevice, controlling: bool) -> Peer {
-        Peer {
-            jid: w.jid.clone(),
-            info: w.info,
-            controlling,
-            wanted: true,
-            close_at: None,
-            session: None,
-            ice: None,
-            phase: Phase::Idle { at: now },
-            last_signal: None,
-            pending_offer: None,
-            sessions: SessionLog::default(),
-            backoff: BACKOFF_START,
-            up: None,
-            probing_since: None,
-            closed_by_peer: false,
-            proven: false,
-            permits: Vec::new(),
+/// The shared parts for the links, borrowed field by field (the peers stay free).
+macro_rules! cx {
+    ($self:ident, $now:expr) => {
+        Ctx {
+            now: $now,
+            own: $self.own,
+            gatherer: &mut $self.gatherer,
+            rng: &mut $self.rng,
+            out: &mut $self.out,
         }
-    }
+    };
 }
 
 impl LinkManager {
@@ -163,11 +107,8 @@ impl LinkManager {
             trim_at: None,
             gatherer: Gatherer::start(now, servers, host),
             peers: HashMap::new(),
-            signals: VecDeque::new(),
-            events: VecDeque::new(),
-            transmits: VecDeque::new(),
+            out: Outbox::default(),
             relayed_data: VecDeque::new(),
-            counters: LinkCounters::default(),
             rng: StdRng::from_entropy(),
         }
     }
@@ -183,7 +124,7 @@ impl LinkManager {
             relay_reallocations: self.gatherer.reallocations,
             permits_refused: self.gatherer.permits.refused,
             permit_renewals: self.gatherer.permits.renewals,
-            ..self.counters
+            ..self.out.counters
         }
     }
 
@@ -193,20 +134,7 @@ impl LinkManager {
 
     /// The phase of the link to `uid`, if there is one.
     pub fn phase(&self, now: Instant, uid: &Uid) -> Option<LinkPhase> {
-        let peer = self.peers.get(uid)?;
-        Some(match (&peer.phase, peer.up) {
-            (_, Some(path)) => LinkPhase::Connected {
-                relayed: path.relayed,
-                rtt_ms: peer
-                    .ice
-                    .as_ref()
-                    .and_then(|i| i.rtt(now))
-                    .map(|d| d.as_secs_f64() * 1000.0),
-            },
-            (Phase::Idle { .. }, None) if peer.closed_by_peer => LinkPhase::ClosedByPeer,
-            (Phase::Idle { .. }, None) if peer.backoff > BACKOFF_START => LinkPhase::Retrying,
-            _ => LinkPhase::Connecting,
-        })
+        self.peers.get(uid).map(|p| p.view(now))
     }
 
     /// The devices the policy wants now. New ones start linking (proactive policy, up to the
@@ -258,11 +186,10 @@ impl LinkManager {
     /// ICE found a path but no WireGuard session came up over it: drop the session and try
     /// again after a back-off.
     pub fn path_failed(&mut self, now: Instant, uid: &Uid) {
-        if let Some(mut peer) = self.peers.remove(uid) {
+        if let Some(peer) = self.peers.get_mut(uid) {
             tracing::debug!(peer = %uid, "no WireGuard session over the selected path; retrying");
-            self.counters.ice_failures += 1;
-            self.fail(now, &mut peer);
-            self.peers.insert(*uid, peer);
+            self.out.counters.ice_failures += 1;
+            peer.fail(now, &mut self.out);
         }
         self.drive(now);
     }
@@ -271,24 +198,7 @@ impl LinkManager {
     /// and send again what was waiting for an answer (it was dropped while offline).
     pub fn signalling_restored(&mut self, now: Instant) {
         for peer in self.peers.values_mut() {
-            match peer.phase {
-                Phase::Idle { .. } if peer.up.is_none() && !peer.closed_by_peer => {
-                    peer.backoff = BACKOFF_START;
-                    peer.phase = Phase::Idle { at: now };
-                }
-                Phase::Offered { .. } => {
-                    if let Some(offer) = peer.last_signal.clone() {
-                        self.signals
-                            .push_back((peer.jid.clone(), peer.info.public_key, offer));
-                        peer.phase = Phase::Offered {
-                            last: now,
-                            tries: 1,
-                        };
-                    }
-                }
-                Phase::AwaitingOffer { .. } => peer.phase = Phase::Idle { at: now },
-                _ => {}
-            }
+            peer.signalling_restored(now, &mut self.out);
         }
         self.drive(now);
     }
@@ -296,68 +206,11 @@ impl LinkManager {
     /// The data plane saw the path to `uid` go quiet while sending (see
     /// [`crate::liveness`]): check it (suspect) or look for a new one (dead).
     pub fn path_alarm(&mut self, now: Instant, uid: &Uid, alarm: PathAlarm) {
-        let Some(mut peer) = self.peers.remove(uid) else {
+        let Some(peer) = self.peers.get_mut(uid) else {
             return;
         };
-        let heard_recently = peer
-            .ice
-            .as_ref()
-            .and_then(IceLink::last_heard)
-            .is_some_and(|t| now.saturating_duration_since(t) < DEAD_AFTER);
-        match alarm {
-            PathAlarm::Suspect => {
-                if let (Some(ice), Some(_)) = (peer.ice.as_mut(), peer.up) {
-                    tracing::debug!(peer = %uid, "path quiet; checking it");
-                    ice.probe(now + DEAD_AFTER);
-                    peer.probing_since = Some(now);
-                }
-            }
-            PathAlarm::Dead if heard_recently => {
-                self.events
-                    .push_back(LinkEvent::PathConfirmed { uid: *uid });
-            }
-            PathAlarm::Dead if peer.up.is_some() => self.path_lost(now, &mut peer),
-            // No path yet: ICE is already at work.
-            PathAlarm::Dead => {}
-        }
-        self.peers.insert(*uid, peer);
+        peer.path_alarm(&mut cx!(self, now), alarm);
         self.drive(now);
-    }
-
-    /// The selected path is dead: run ICE again at once (the WireGuard session stays).
-    fn path_lost(&mut self, now: Instant, peer: &mut Peer) {
-        tracing::debug!(peer = %peer.info.uid, "path silent; looking for a new one");
-        self.counters.paths_lost += 1;
-        if peer.up.is_some_and(|p| p.relayed) {
-            // A relay under it may be gone (a restarted TURN server forgets allocations):
-            // check ours (the peer checks its own).
-            self.gatherer.verify(now);
-        }
-        let relay = self.gatherer.candidates().relay;
-        let looking = peer
-            .ice
-            .as_ref()
-            .is_some_and(|i| i.selected().is_none() && i.relay() == relay)
-            && !matches!(peer.phase, Phase::Idle { .. });
-        if looking {
-            // A new session is already looking for a path (the network changed under the
-            // old one): let it finish, only stop showing the dead path as up.
-            if peer.up.take().is_some() {
-                self.events.push_back(LinkEvent::Down {
-                    uid: peer.info.uid,
-                    jid: peer.jid.clone(),
-                });
-            }
-            return;
-        }
-        self.drop_session(peer, false);
-        self.restart_now(now, peer);
-    }
-
-    /// Offer (or ask for an offer) again as soon as our candidates allow.
-    fn restart_now(&mut self, now: Instant, peer: &mut Peer) {
-        peer.backoff = BACKOFF_START;
-        peer.phase = Phase::Idle { at: now };
     }
 
     /// The account the link to `uid` belongs to.
@@ -406,15 +259,14 @@ impl LinkManager {
     /// Closes the link to `uid` at once and tells the peer (toggle off, friend removed).
     pub fn close_now(&mut self, uid: &Uid) {
         if let Some(mut peer) = self.peers.remove(uid) {
-            self.close_peer(&mut peer, true);
+            peer.close(true, self.own, &mut self.out);
         }
     }
 
     /// Closes every link and tells each peer.
     pub fn close_everything(&mut self) {
-        let uids: Vec<Uid> = self.peers.keys().copied().collect();
-        for uid in uids {
-            self.close_now(&uid);
+        for (_, mut peer) in self.peers.drain() {
+            peer.close(true, self.own, &mut self.out);
         }
     }
 
@@ -437,304 +289,52 @@ impl LinkManager {
         }
     }
 
-    fn close_peer(&mut self, peer: &mut Peer, tell: bool) {
-        if let Some(ice) = peer.ice.as_mut() {
-            ice.close();
-        }
-        if tell {
-            if let Some(session) = peer.session {
-                self.signals.push_back((
-                    peer.jid.clone(),
-                    peer.info.public_key,
-                    Signal {
-                        kind: SignalKind::Close,
-                        session,
-                        from: self.own,
-                        credentials: None,
-                        candidates: vec![],
-                    },
-                ));
-            }
-        }
-        self.events.push_back(LinkEvent::Closed {
-            uid: peer.info.uid,
-            jid: peer.jid.clone(),
-            by_peer: false,
-        });
-    }
-
     /// A signal already authorised by the social layer.
     pub fn handle_signal(&mut self, now: Instant, from: FullJid, signal: Signal) {
         let uid = signal.from.uid;
         if !self.peers.contains_key(&uid) {
             if signal.kind != SignalKind::Offer && signal.kind != SignalKind::Restart {
-                self.counters.signals_stale += 1;
+                self.out.counters.signals_stale += 1;
                 return;
             }
             if self.peers.len() >= self.policy.max_links() {
                 // A signal cannot take a link slot past the policy's cap.
-                self.counters.signals_refused += 1;
+                self.out.counters.signals_refused += 1;
                 return;
             }
             // An authorised device we have not seen online yet (presence may lag behind).
-            let wanted = WantedDevice {
+            let w = WantedDevice {
                 jid: from.clone(),
                 info: signal.from,
                 own: false,
             };
-            let mut peer = Peer::new(now, &wanted, self.own.uid < uid);
-            // Not (yet) wanted by our policy: answer, but do not initiate, and let it go
-            // unless the policy claims it before the grace period ends.
-            peer.wanted = false;
-            peer.close_at = Some(now + OFFLINE_GRACE);
-            peer.phase = Phase::Idle {
-                at: now + BACKOFF_MAX,
-            };
+            let peer = Peer::unsolicited(now, &w, self.own.uid < uid);
             self.peers.insert(uid, peer);
         }
-        let Some(mut peer) = self.peers.remove(&uid) else {
+        let Some(peer) = self.peers.get_mut(&uid) else {
             return;
         };
         if peer.jid.to_bare() != from.to_bare() {
             if peer.proven {
                 // Proven to be another account's: the social layer refuses this already.
-                self.counters.signals_stale += 1;
-                self.peers.insert(uid, peer);
+                self.out.counters.signals_stale += 1;
                 return;
             }
             // The link was meant for an account that only claimed the device (a copied
             // announcement); its key holder has proven it is this one's.
-            self.drop_session(&mut peer, false);
+            peer.drop_session(false, &mut self.out);
             peer.sessions.forget_sessions();
-            self.restart_now(now, &mut peer);
+            peer.restart_now(now);
         }
         peer.jid = from;
         // The social layer accepts only signals proven by the device's key.
         peer.proven = true;
-        let new_session = match signal.kind {
-            SignalKind::Offer => {
-                peer.session != Some(signal.session) && !peer.sessions.seen(signal.session)
-            }
-            SignalKind::Restart => true,
-            SignalKind::Answer | SignalKind::Close => false,
-        };
-        if new_session && !peer.sessions.may_start(now) {
-            self.counters.signals_refused += 1;
-            self.peers.insert(uid, peer);
-            return;
-        }
-        if matches!(signal.kind, SignalKind::Offer | SignalKind::Restart) {
-            peer.closed_by_peer = false;
-            if peer.up.is_some_and(|p| p.relayed) {
-                // The peer looks for a new path although ours goes through a relay: the relay
-                // may be gone (a restarted TURN server).
-                self.gatherer.verify(now);
-            }
-        }
-        match signal.kind {
-            SignalKind::Offer => self.on_offer(now, &mut peer, signal),
-            SignalKind::Answer => self.on_answer(now, &mut peer, signal),
-            SignalKind::Restart => {
-                if peer.controlling && !matches!(peer.phase, Phase::Offered { .. }) {
-                    // Fresh offer now (new session), whatever the back-off said.
-                    peer.phase = Phase::Idle { at: now };
-                } else {
-                    self.counters.signals_stale += 1;
-                }
-            }
-            SignalKind::Close => {
-                if peer.session == Some(signal.session) {
-                    self.drop_session(&mut peer, false);
-                    // The peer does not want us now: don't insist before a long back-off.
-                    peer.backoff = BACKOFF_MAX;
-                    peer.closed_by_peer = true;
-                    peer.phase = Phase::Idle {
-                        at: now + BACKOFF_MAX,
-                    };
-                    self.events.push_back(LinkEvent::Closed {
-                        uid,
-                        jid: peer.jid.clone(),
-                        by_peer: true,
-                    });
-                } else {
-                    self.counters.signals_stale += 1;
-                }
-            }
-        }
-        self.peers.insert(uid, peer);
+        peer.handle_signal(&mut cx!(self, now), signal);
         self.drive(now);
     }
 
-    fn on_offer(&mut self, now: Instant, peer: &mut Peer, offer: Signal) {
-        if peer.controlling {
-            // We are the one who offers; an offer from them is out of role.
-            self.counters.signals_stale += 1;
-            return;
-        }
-        if Some(offer.session) == peer.session {
-            // Our answer was lost: send it again.
-            if let Some(answer) = peer.last_signal.clone() {
-                self.signals
-                    .push_back((peer.jid.clone(), peer.info.public_key, answer));
-            }
-            return;
-        }
-        if peer.sessions.seen(offer.session) {
-            self.counters.signals_stale += 1;
-            return;
-        }
-        peer.sessions.remember(offer.session);
-        if !self.gatherer.is_complete(now) {
-            peer.pending_offer = Some(offer);
-            return;
-        }
-        self.answer(now, peer, offer);
-    }
-
-    fn answer(&mut self, now: Instant, peer: &mut Peer, offer: Signal) {
-        let Some(remote) = offer.credentials.clone() else {
-            return;
-        };
-        // The old path carries traffic until the new session selects one.
-        self.drop_session(peer, true);
-        let mut ice = match IceLink::new(now, false, self.gatherer.candidates()) {
-            Ok(ice) => ice,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start ICE");
-                return;
-            }
-        };
-        match ice.start(now, &remote, &offer.candidates) {
-            Ok(started) => {
-                self.use_candidates(now, peer, started);
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "bad offer");
-                return;
-            }
-        }
-        let answer = Signal {
-            kind: SignalKind::Answer,
-            session: offer.session,
-            from: self.own,
-            credentials: Some(ice.credentials()),
-            candidates: ice.candidate_lines(),
-        };
-        tracing::debug!(
-            peer = %peer.info.uid,
-            session = offer.session,
-            ours = ?answer.candidates,
-            theirs = ?offer.candidates,
-            "answering"
-        );
-        peer.session = Some(offer.session);
-        peer.last_signal = Some(answer.clone());
-        peer.ice = Some(ice);
-        peer.phase = Phase::Ice;
-        self.signals
-            .push_back((peer.jid.clone(), peer.info.public_key, answer));
-    }
-
-    /// Counts the candidates a session does not check and lets the others of the peer's
-    /// candidates that need it through our relay (a few per session: a device has one
-    /// server-reflexive and one relayed address per network it is on).
-    fn use_candidates(&mut self, now: Instant, peer: &mut Peer, started: Started) {
-        let mut dropped = started.dropped;
-        if started.permit.len() > PERMITS_PER_SESSION {
-            dropped += started.permit.len() - PERMITS_PER_SESSION;
-        }
-        self.counters.candidates_dropped += dropped as u64;
-        peer.permits = started.permit;
-        peer.permits.truncate(PERMITS_PER_SESSION);
-        let owner = peer.jid.to_bare();
-        for addr in &peer.permits {
-            self.gatherer.permit(now, *addr, &owner);
-        }
-    }
-
-    fn on_answer(&mut self, now: Instant, peer: &mut Peer, answer: Signal) {
-        let expected =
-            matches!(peer.phase, Phase::Offered { .. }) && peer.session == Some(answer.session);
-        let (true, Some(remote), Some(ice)) =
-            (expected, answer.credentials.as_ref(), peer.ice.as_mut())
-        else {
-            self.counters.signals_stale += 1;
-            return;
-        };
-        tracing::debug!(peer = %peer.info.uid, session = answer.session, theirs = ?answer.candidates, "answered");
-        match ice.start(now, remote, &answer.candidates) {
-            Ok(started) => {
-                self.use_candidates(now, peer, started);
-                peer.phase = Phase::Ice;
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "bad answer");
-                self.fail(now, peer);
-            }
-        }
-    }
-
-    fn offer(&mut self, now: Instant, peer: &mut Peer) {
-        // The old path carries traffic until the new session selects one.
-        self.drop_session(peer, true);
-        let ice = match IceLink::new(now, true, self.gatherer.candidates()) {
-            Ok(ice) => ice,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start ICE");
-                return self.fail(now, peer);
-            }
-        };
-        let session = self.rng.gen::<u64>();
-        peer.sessions.remember(session);
-        peer.session = Some(session);
-        let offer = Signal {
-            kind: SignalKind::Offer,
-            session,
-            from: self.own,
-            credentials: Some(ice.credentials()),
-            candidates: ice.candidate_lines(),
-        };
-        peer.ice = Some(ice);
-        peer.last_signal = Some(offer.clone());
-        peer.phase = Phase::Offered {
-            last: now,
-            tries: 1,
-        };
-        self.counters.offers_sent += 1;
-        tracing::debug!(peer = %peer.info.uid, session, ours = ?offer.candidates, "offering");
-        self.signals
-            .push_back((peer.jid.clone(), peer.info.public_key, offer));
-    }
-
-    /// Ends the ICE session (keeping the peer and its WireGuard session). With `keep_path`
-    /// the path it selected stays in use (and shown) until a new session selects another:
-    /// it may well still work (a network change that did not touch it).
-    fn drop_session(&mut self, peer: &mut Peer, keep_path: bool) {
-        if let Some(mut ice) = peer.ice.take() {
-            ice.close();
-        }
-        peer.session = None;
-        peer.last_signal = None;
-        peer.probing_since = None;
-        if !keep_path && peer.up.take().is_some() {
-            self.events.push_back(LinkEvent::Down {
-                uid: peer.info.uid,
-                jid: peer.jid.clone(),
-            });
-        }
-    }
-
-    fn fail(&mut self, now: Instant, peer: &mut Peer) {
-        self.drop_session(peer, false);
-        peer.phase = Phase::Idle {
-            at: now + peer.backoff,
-        };
-        peer.backoff = (peer.backoff * 2).min(BACKOFF_MAX);
-    }
-
-    /// Everything time- or state-driven for every peer.
+    /// Everything time- or state-driven for every link.
     fn drive(&mut self, now: Instant) {
-        let uids: Vec<Uid> = self.peers.keys().copied().collect();
         if self.gatherer.take_permits_full() {
             let in_use = self
                 .peers
@@ -745,150 +345,21 @@ impl LinkManager {
         }
         if self.gatherer.take_relay_replaced() {
             let relay = self.gatherer.candidates().relay;
-            // Paths through the old relay address are gone with it, and sessions still
-            // checking offered the old one (or none): start those again with the new one.
-            for uid in &uids {
-                if let Some(mut peer) = self.peers.remove(uid) {
-                    let stale = peer.ice.as_ref().is_some_and(|i| i.relay() != relay);
-                    let checking = peer.ice.as_ref().is_some_and(|i| i.selected().is_none());
-                    if peer.up.is_some_and(|p| p.via_our_relay) {
-                        self.drop_session(&mut peer, false);
-                        self.restart_now(now, &mut peer);
-                    } else if stale && checking {
-                        self.drop_session(&mut peer, true);
-                        self.restart_now(now, &mut peer);
-                    }
-                    self.peers.insert(*uid, peer);
-                }
+            for peer in self.peers.values_mut() {
+                peer.relay_replaced(now, relay, &mut self.out);
             }
         }
         let gathered = self.gatherer.is_complete(now);
-        for uid in uids {
-            let Some(mut peer) = self.peers.remove(&uid) else {
-                continue;
-            };
-            if peer.close_at.is_some_and(|at| at <= now) {
-                self.close_peer(&mut peer, true);
-                continue;
-            }
-            if let Some(offer) = peer.pending_offer.take() {
-                if gathered {
-                    self.answer(now, &mut peer, offer);
-                } else {
-                    peer.pending_offer = Some(offer);
-                }
-            }
-            match peer.phase {
-                Phase::Idle { at } if at <= now && gathered && peer.wanted => {
-                    if peer.controlling {
-                        self.offer(now, &mut peer);
-                    } else {
-                        self.ask_for_offer(now, &mut peer);
-                    }
-                }
-                Phase::Offered { last, tries }
-                    if now.saturating_duration_since(last) >= OFFER_RETRY =>
-                {
-                    if tries >= OFFER_TRIES || peer.last_signal.is_none() {
-                        tracing::debug!(peer = %peer.info.uid, "offer unanswered; backing off");
-                        self.fail(now, &mut peer);
-                    } else if let Some(offer) = peer.last_signal.clone() {
-                        self.signals
-                            .push_back((peer.jid.clone(), peer.info.public_key, offer));
-                        peer.phase = Phase::Offered {
-                            last: now,
-                            tries: tries + 1,
-                        };
-                    }
-                }
-                Phase::AwaitingOffer { asked }
-                    if now.saturating_duration_since(asked) >= OFFER_RETRY * OFFER_TRIES =>
-                {
-                    self.fail(now, &mut peer);
-                }
-                _ => {}
-            }
-            self.service_ice(now, &mut peer);
-            self.peers.insert(uid, peer);
-        }
-    }
-
-    fn ask_for_offer(&mut self, now: Instant, peer: &mut Peer) {
-        self.signals.push_back((
-            peer.jid.clone(),
-            peer.info.public_key,
-            Signal {
-                kind: SignalKind::Restart,
-                session: self.rng.gen::<u64>(),
-                from: self.own,
-                credentials: None,
-                candidates: vec![],
-            },
-        ));
-        peer.phase = Phase::AwaitingOffer { asked: now };
-    }
-
-    /// Moves an ICE session's output along and reacts to its state.
-    fn service_ice(&mut self, now: Instant, peer: &mut Peer) {
-        let Some(ice) = peer.ice.as_mut() else { return };
-        while let Some(IceOutput::Transmit {
-            dst,
-            via_relay,
-            data,
-        }) = ice.poll_output()
-        {
-            if via_relay {
-                if !self.gatherer.send_relayed(now, dst, &data) {
-                    tracing::debug!(%dst, "relay not ready for this peer yet");
-                }
-            } else {
-                self.transmits.push_back((dst, data));
-            }
-        }
-        let selected = ice.selected();
-        let failed = ice.has_failed();
-        if let Some(since) = peer.probing_since {
-            if ice.last_heard().is_some_and(|t| t > since) {
-                // The peer answered the check: the path works.
-                peer.probing_since = None;
-                self.events
-                    .push_back(LinkEvent::PathConfirmed { uid: peer.info.uid });
-            }
-        }
-        if selected != peer.up && selected.is_some() {
-            peer.up = selected;
-            peer.backoff = BACKOFF_START;
-            if let Some(path) = selected {
-                self.events.push_back(LinkEvent::Up {
-                    uid: peer.info.uid,
-                    jid: peer.jid.clone(),
-                    public_key: peer.info.public_key,
-                    path,
-                });
-            }
-        }
-        if failed {
-            tracing::debug!(peer = %peer.info.uid, "ICE failed");
-            self.counters.ice_failures += 1;
-            self.fail(now, peer);
-        }
+        let mut cx = cx!(self, now);
+        self.peers.retain(|_, peer| peer.step(&mut cx, gathered));
     }
 
     /// The network changed: gather again and restart ICE on every link, keeping the
     /// WireGuard sessions.
     pub fn network_changed(&mut self, now: Instant, host: Vec<SocketAddr>) {
         self.gatherer.restart(now, host);
-        let uids: Vec<Uid> = self.peers.keys().copied().collect();
-        for uid in uids {
-            let Some(mut peer) = self.peers.remove(&uid) else {
-                continue;
-            };
-            // A path that survives the change keeps carrying traffic meanwhile.
-            self.drop_session(&mut peer, true);
-            peer.backoff = BACKOFF_START;
-            // Offer (or ask for one) as soon as the new candidates are in.
-            peer.phase = Phase::Idle { at: now };
-            self.peers.insert(uid, peer);
+        for peer in self.peers.values_mut() {
+            peer.network_changed(now, &mut self.out);
         }
         self.drive(now);
     }
@@ -933,7 +404,7 @@ impl LinkManager {
         let mut msg = Message::new();
         msg.raw = data.to_vec();
         if msg.decode().is_err() {
-            self.counters.stun_rejected += 1;
+            self.out.counters.stun_rejected += 1;
             return;
         }
         if msg.typ.class == CLASS_REQUEST {
@@ -955,7 +426,7 @@ impl LinkManager {
                 Some(ice) if ice.authenticates(&mut msg) => {
                     ice.handle_stun(now, local_host, from, via_relay, data);
                 }
-                _ => self.counters.stun_rejected += 1,
+                _ => self.out.counters.stun_rejected += 1,
             }
             return;
         }
@@ -998,48 +469,32 @@ impl LinkManager {
     /// A signal to send: (the device's full JID, its key — the proof is made for it —, the
     /// signal).
     pub fn poll_signal(&mut self) -> Option<(FullJid, [u8; 32], Signal)> {
-        self.signals.pop_front()
+        self.out.signals.pop_front()
     }
 
     pub fn poll_event(&mut self) -> Option<LinkEvent> {
-        self.events.pop_front()
+        self.out.events.pop_front()
     }
 
     /// Datagrams to send from the host socket (STUN checks, TURN control, relayed data).
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
-        self.transmits
+        self.out
+            .transmits
             .pop_front()
             .or_else(|| self.gatherer.poll_transmit())
     }
 
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let gathered_by = self.gatherer.completion_deadline();
-        let mut next = self.gatherer.poll_timeout();
-        if let Some(t) = self.trim_at {
-            next = Some(next.map_or(t, |n| n.min(t)));
-        }
-        let mut consider = |t: Option<Instant>| {
-            if let Some(t) = t {
-                next = Some(next.map_or(t, |n| n.min(t)));
-            }
-        };
-        for peer in self.peers.values_mut() {
-            consider(peer.close_at);
-            consider(match peer.phase {
-                // Nothing can start before our candidates are gathered.
-                Phase::Idle { at } if peer.wanted => Some(gathered_by.map_or(at, |g| at.max(g))),
-                Phase::Offered { last, .. } => Some(last + OFFER_RETRY),
-                Phase::AwaitingOffer { asked } => Some(asked + OFFER_RETRY * OFFER_TRIES),
-                _ => None,
-            });
-            if peer.pending_offer.is_some() {
-                consider(gathered_by);
-            }
-            if let Some(ice) = peer.ice.as_mut() {
-                consider(ice.poll_timeout());
-            }
-        }
-        next
+        let links = self
+            .peers
+            .values_mut()
+            .filter_map(|p| p.deadline(gathered_by));
+        [self.gatherer.poll_timeout(), self.trim_at]
+            .into_iter()
+            .flatten()
+            .chain(links)
+            .min()
     }
 
     /// Timers: gathering, ICE, signalling retries, grace periods, and (on-demand policy) idle

@@ -4,6 +4,7 @@
 pub mod host;
 pub mod ice;
 pub mod manager;
+mod peer;
 pub mod permits;
 pub mod policy;
 pub mod servers;

@@ -1,0 +1,625 @@
+//! One device's link as a state machine: signalling (offer, answer, restart, close), its ICE
+//! session, the path it selected, back-off and the grace period before it closes. The link
+//! manager owns one per device and gives each the shared parts through [`Ctx`].
+
+use super::ice::{IceLink, IceOutput, SelectedPath, Started};
+use super::servers::Gatherer;
+use super::sessions::SessionLog;
+use crate::api::LinkPhase;
+use crate::counters::LinkCounters;
+use crate::liveness::{PathAlarm, DEAD_AFTER};
+use crate::social::payload::{DeviceInfo, Signal, SignalKind};
+use crate::social::state::WantedDevice;
+use bytes::BytesMut;
+use rand::rngs::StdRng;
+use rand::Rng;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use xmpp_parsers::jid::FullJid;
+
+use super::manager::{
+    LinkEvent, BACKOFF_MAX, BACKOFF_START, OFFER_RETRY, OFFER_TRIES, OFFLINE_GRACE,
+};
+
+/// A peer's candidates one session lets through our relay at most.
+const PERMITS_PER_SESSION: usize = 4;
+
+/// What the links produce, shared by every device's link.
+#[derive(Default)]
+pub(super) struct Outbox {
+    /// Signals to send: (the device's full JID, its key, the signal).
+    pub(super) signals: VecDeque<(FullJid, [u8; 32], Signal)>,
+    pub(super) events: VecDeque<LinkEvent>,
+    pub(super) transmits: VecDeque<(SocketAddr, BytesMut)>,
+    pub(super) counters: LinkCounters,
+}
+
+impl Outbox {
+    fn signal(&mut self, peer: &Peer, signal: Signal) {
+        self.signals
+            .push_back((peer.jid.clone(), peer.info.public_key, signal));
+    }
+}
+
+/// The shared parts a device's link works with.
+pub(super) struct Ctx<'a> {
+    pub(super) now: Instant,
+    pub(super) own: DeviceInfo,
+    pub(super) gatherer: &'a mut Gatherer,
+    pub(super) rng: &'a mut StdRng,
+    pub(super) out: &'a mut Outbox,
+}
+
+#[derive(Debug)]
+pub(super) enum Phase {
+    /// Nothing in flight; act at `at` (offer if controlling, ask for one otherwise).
+    Idle { at: Instant },
+    /// Controlling: offer sent, waiting for the answer.
+    Offered { last: Instant, tries: u32 },
+    /// Controlled: asked for an offer at this time.
+    AwaitingOffer { asked: Instant },
+    /// ICE checks running or path selected.
+    Ice,
+}
+
+pub(super) struct Peer {
+    pub(super) jid: FullJid,
+    pub(super) info: DeviceInfo,
+    controlling: bool,
+    pub(super) wanted: bool,
+    /// Set while the device is no longer wanted: close at this instant.
+    pub(super) close_at: Option<Instant>,
+    session: Option<u64>,
+    pub(super) ice: Option<IceLink>,
+    phase: Phase,
+    /// Our current offer (controlling; resent until answered) or answer (controlled; resent
+    /// for a duplicate offer).
+    last_signal: Option<Signal>,
+    /// An offer that arrived before our candidates were ready.
+    pending_offer: Option<Signal>,
+    /// Its sessions: ids seen, and when it started its recent ones.
+    pub(super) sessions: SessionLog,
+    backoff: Duration,
+    pub(super) up: Option<SelectedPath>,
+    /// The path is suspect and its ICE session is checking it since then.
+    probing_since: Option<Instant>,
+    /// The peer closed the link; cleared when it offers again.
+    closed_by_peer: bool,
+    /// A signal from `jid`'s account (proven by the device's key) was accepted.
+    pub(super) proven: bool,
+    /// The peer's addresses our relay lets through for its current session.
+    pub(super) permits: Vec<SocketAddr>,
+}
+
+impl Peer {
+    pub(super) fn new(now: Instant, w: &WantedDevice, controlling: bool) -> Peer {
+        Peer {
+            jid: w.jid.clone(),
+            info: w.info,
+            controlling,
+            wanted: true,
+            close_at: None,
+            session: None,
+            ice: None,
+            phase: Phase::Idle { at: now },
+            last_signal: None,
+            pending_offer: None,
+            sessions: SessionLog::default(),
+            backoff: BACKOFF_START,
+            up: None,
+            probing_since: None,
+            closed_by_peer: false,
+            proven: false,
+            permits: Vec::new(),
+        }
+    }
+
+    /// A device that signalled before our policy wanted it: answered, never initiated, and
+    /// let go after the grace period unless the policy claims it.
+    pub(super) fn unsolicited(now: Instant, w: &WantedDevice, controlling: bool) -> Peer {
+        Peer {
+            wanted: false,
+            close_at: Some(now + OFFLINE_GRACE),
+            phase: Phase::Idle {
+                at: now + BACKOFF_MAX,
+            },
+            ..Peer::new(now, w, controlling)
+        }
+    }
+
+    /// The phase as front ends show it.
+    pub(super) fn view(&self, now: Instant) -> LinkPhase {
+        match (&self.phase, self.up) {
+            (_, Some(path)) => LinkPhase::Connected {
+                relayed: path.relayed,
+                rtt_ms: self
+                    .ice
+                    .as_ref()
+                    .and_then(|i| i.rtt(now))
+                    .map(|d| d.as_secs_f64() * 1000.0),
+            },
+            (Phase::Idle { .. }, None) if self.closed_by_peer => LinkPhase::ClosedByPeer,
+            (Phase::Idle { .. }, None) if self.backoff > BACKOFF_START => LinkPhase::Retrying,
+            _ => LinkPhase::Connecting,
+        }
+    }
+
+    /// Offer (or ask for an offer) again as soon as our candidates allow.
+    pub(super) fn restart_now(&mut self, now: Instant) {
+        self.backoff = BACKOFF_START;
+        self.phase = Phase::Idle { at: now };
+    }
+
+    /// Ends the ICE session (keeping the peer and its WireGuard session). With `keep_path`
+    /// the path it selected stays in use (and shown) until a new session selects another:
+    /// it may well still work (a network change that did not touch it).
+    pub(super) fn drop_session(&mut self, keep_path: bool, out: &mut Outbox) {
+        if let Some(mut ice) = self.ice.take() {
+            ice.close();
+        }
+        self.session = None;
+        self.last_signal = None;
+        self.probing_since = None;
+        if !keep_path && self.up.take().is_some() {
+            out.events.push_back(LinkEvent::Down {
+                uid: self.info.uid,
+                jid: self.jid.clone(),
+            });
+        }
+    }
+
+    pub(super) fn fail(&mut self, now: Instant, out: &mut Outbox) {
+        self.drop_session(false, out);
+        self.phase = Phase::Idle {
+            at: now + self.backoff,
+        };
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// Closes the link (telling the peer if `tell` and a session exists).
+    pub(super) fn close(&mut self, tell: bool, own: DeviceInfo, out: &mut Outbox) {
+        if let Some(ice) = self.ice.as_mut() {
+            ice.close();
+        }
+        if let (true, Some(session)) = (tell, self.session) {
+            let close = Signal {
+                kind: SignalKind::Close,
+                session,
+                from: own,
+                credentials: None,
+                candidates: vec![],
+            };
+            out.signal(self, close);
+        }
+        out.events.push_back(LinkEvent::Closed {
+            uid: self.info.uid,
+            jid: self.jid.clone(),
+            by_peer: false,
+        });
+    }
+
+    /// Signalling works again: retry at once whatever waits in back-off, and send again
+    /// what was waiting for an answer (it was dropped while offline).
+    pub(super) fn signalling_restored(&mut self, now: Instant, out: &mut Outbox) {
+        match self.phase {
+            Phase::Idle { .. } if self.up.is_none() && !self.closed_by_peer => {
+                self.restart_now(now);
+            }
+            Phase::Offered { .. } => {
+                if let Some(offer) = self.last_signal.clone() {
+                    out.signal(self, offer);
+                    self.phase = Phase::Offered {
+                        last: now,
+                        tries: 1,
+                    };
+                }
+            }
+            Phase::AwaitingOffer { .. } => self.phase = Phase::Idle { at: now },
+            _ => {}
+        }
+    }
+
+    /// The data plane saw the path go quiet while sending: check it (suspect) or look for a
+    /// new one (dead).
+    pub(super) fn path_alarm(&mut self, cx: &mut Ctx<'_>, alarm: PathAlarm) {
+        let now = cx.now;
+        let heard_recently = self
+            .ice
+            .as_ref()
+            .and_then(IceLink::last_heard)
+            .is_some_and(|t| now.saturating_duration_since(t) < DEAD_AFTER);
+        match alarm {
+            PathAlarm::Suspect => {
+                if let (Some(ice), Some(_)) = (self.ice.as_mut(), self.up) {
+                    tracing::debug!(peer = %self.info.uid, "path quiet; checking it");
+                    ice.probe(now + DEAD_AFTER);
+                    self.probing_since = Some(now);
+                }
+            }
+            PathAlarm::Dead if heard_recently => {
+                cx.out
+                    .events
+                    .push_back(LinkEvent::PathConfirmed { uid: self.info.uid });
+            }
+            PathAlarm::Dead if self.up.is_some() => self.path_lost(cx),
+            // No path yet: ICE is already at work.
+            PathAlarm::Dead => {}
+        }
+    }
+
+    /// The selected path is dead: run ICE again at once (the WireGuard session stays).
+    fn path_lost(&mut self, cx: &mut Ctx<'_>) {
+        tracing::debug!(peer = %self.info.uid, "path silent; looking for a new one");
+        cx.out.counters.paths_lost += 1;
+        if self.up.is_some_and(|p| p.relayed) {
+            // A relay under it may be gone (a restarted TURN server forgets allocations):
+            // check ours (the peer checks its own).
+            cx.gatherer.verify(cx.now);
+        }
+        let relay = cx.gatherer.candidates().relay;
+        let looking = self
+            .ice
+            .as_ref()
+            .is_some_and(|i| i.selected().is_none() && i.relay() == relay)
+            && !matches!(self.phase, Phase::Idle { .. });
+        if looking {
+            // A new session is already looking for a path (the network changed under the
+            // old one): let it finish, only stop showing the dead path as up.
+            if self.up.take().is_some() {
+                cx.out.events.push_back(LinkEvent::Down {
+                    uid: self.info.uid,
+                    jid: self.jid.clone(),
+                });
+            }
+            return;
+        }
+        self.drop_session(false, cx.out);
+        self.restart_now(cx.now);
+    }
+
+    /// A signal from this device (already authorised by the social layer and matched to
+    /// this link's account).
+    pub(super) fn handle_signal(&mut self, cx: &mut Ctx<'_>, signal: Signal) {
+        let now = cx.now;
+        let new_session = match signal.kind {
+            SignalKind::Offer => {
+                self.session != Some(signal.session) && !self.sessions.seen(signal.session)
+            }
+            SignalKind::Restart => true,
+            SignalKind::Answer | SignalKind::Close => false,
+        };
+        if new_session && !self.sessions.may_start(now) {
+            cx.out.counters.signals_refused += 1;
+            return;
+        }
+        if matches!(signal.kind, SignalKind::Offer | SignalKind::Restart) {
+            self.closed_by_peer = false;
+            if self.up.is_some_and(|p| p.relayed) {
+                // The peer looks for a new path although ours goes through a relay: the relay
+                // may be gone (a restarted TURN server).
+                cx.gatherer.verify(now);
+            }
+        }
+        match signal.kind {
+            SignalKind::Offer => self.on_offer(cx, signal),
+            SignalKind::Answer => self.on_answer(cx, signal),
+            SignalKind::Restart => {
+                if self.controlling && !matches!(self.phase, Phase::Offered { .. }) {
+                    // Fresh offer now (new session), whatever the back-off said.
+                    self.phase = Phase::Idle { at: now };
+                } else {
+                    cx.out.counters.signals_stale += 1;
+                }
+            }
+            SignalKind::Close => {
+                if self.session == Some(signal.session) {
+                    self.drop_session(false, cx.out);
+                    // The peer does not want us now: don't insist before a long back-off.
+                    self.backoff = BACKOFF_MAX;
+                    self.closed_by_peer = true;
+                    self.phase = Phase::Idle {
+                        at: now + BACKOFF_MAX,
+                    };
+                    cx.out.events.push_back(LinkEvent::Closed {
+                        uid: self.info.uid,
+                        jid: self.jid.clone(),
+                        by_peer: true,
+                    });
+                } else {
+                    cx.out.counters.signals_stale += 1;
+                }
+            }
+        }
+    }
+
+    fn on_offer(&mut self, cx: &mut Ctx<'_>, offer: Signal) {
+        if self.controlling {
+            // We are the one who offers; an offer from them is out of role.
+            cx.out.counters.signals_stale += 1;
+            return;
+        }
+        if Some(offer.session) == self.session {
+            // Our answer was lost: send it again.
+            if let Some(answer) = self.last_signal.clone() {
+                cx.out.signal(self, answer);
+            }
+            return;
+        }
+        if self.sessions.seen(offer.session) {
+            cx.out.counters.signals_stale += 1;
+            return;
+        }
+        self.sessions.remember(offer.session);
+        if !cx.gatherer.is_complete(cx.now) {
+            self.pending_offer = Some(offer);
+            return;
+        }
+        self.answer(cx, offer);
+    }
+
+    fn answer(&mut self, cx: &mut Ctx<'_>, offer: Signal) {
+        let now = cx.now;
+        let Some(remote) = offer.credentials.clone() else {
+            return;
+        };
+        // The old path carries traffic until the new session selects one.
+        self.drop_session(true, cx.out);
+        let mut ice = match IceLink::new(now, false, cx.gatherer.candidates()) {
+            Ok(ice) => ice,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start ICE");
+                return;
+            }
+        };
+        match ice.start(now, &remote, &offer.candidates) {
+            Ok(started) => self.use_candidates(cx, started),
+            Err(e) => {
+                tracing::debug!(error = %e, "bad offer");
+                return;
+            }
+        }
+        let answer = Signal {
+            kind: SignalKind::Answer,
+            session: offer.session,
+            from: cx.own,
+            credentials: Some(ice.credentials()),
+            candidates: ice.candidate_lines(),
+        };
+        tracing::debug!(
+            peer = %self.info.uid,
+            session = offer.session,
+            ours = ?answer.candidates,
+            theirs = ?offer.candidates,
+            "answering"
+        );
+        self.session = Some(offer.session);
+        self.last_signal = Some(answer.clone());
+        self.ice = Some(ice);
+        self.phase = Phase::Ice;
+        cx.out.signal(self, answer);
+    }
+
+    /// Counts the candidates a session does not check and lets the others of the peer's
+    /// candidates that need it through our relay (a few per session: a device has one
+    /// server-reflexive and one relayed address per network it is on).
+    fn use_candidates(&mut self, cx: &mut Ctx<'_>, started: Started) {
+        let mut dropped = started.dropped;
+        if started.permit.len() > PERMITS_PER_SESSION {
+            dropped += started.permit.len() - PERMITS_PER_SESSION;
+        }
+        cx.out.counters.candidates_dropped += dropped as u64;
+        self.permits = started.permit;
+        self.permits.truncate(PERMITS_PER_SESSION);
+        let owner = self.jid.to_bare();
+        for addr in &self.permits {
+            cx.gatherer.permit(cx.now, *addr, &owner);
+        }
+    }
+
+    fn on_answer(&mut self, cx: &mut Ctx<'_>, answer: Signal) {
+        let expected =
+            matches!(self.phase, Phase::Offered { .. }) && self.session == Some(answer.session);
+        let (true, Some(remote), Some(ice)) =
+            (expected, answer.credentials.as_ref(), self.ice.as_mut())
+        else {
+            cx.out.counters.signals_stale += 1;
+            return;
+        };
+        tracing::debug!(peer = %self.info.uid, session = answer.session, theirs = ?answer.candidates, "answered");
+        match ice.start(cx.now, remote, &answer.candidates) {
+            Ok(started) => {
+                self.use_candidates(cx, started);
+                self.phase = Phase::Ice;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "bad answer");
+                self.fail(cx.now, cx.out);
+            }
+        }
+    }
+
+    fn offer(&mut self, cx: &mut Ctx<'_>) {
+        let now = cx.now;
+        // The old path carries traffic until the new session selects one.
+        self.drop_session(true, cx.out);
+        let ice = match IceLink::new(now, true, cx.gatherer.candidates()) {
+            Ok(ice) => ice,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start ICE");
+                return self.fail(now, cx.out);
+            }
+        };
+        let session = cx.rng.gen::<u64>();
+        self.sessions.remember(session);
+        self.session = Some(session);
+        let offer = Signal {
+            kind: SignalKind::Offer,
+            session,
+            from: cx.own,
+            credentials: Some(ice.credentials()),
+            candidates: ice.candidate_lines(),
+        };
+        self.ice = Some(ice);
+        self.last_signal = Some(offer.clone());
+        self.phase = Phase::Offered {
+            last: now,
+            tries: 1,
+        };
+        cx.out.counters.offers_sent += 1;
+        tracing::debug!(peer = %self.info.uid, session, ours = ?offer.candidates, "offering");
+        cx.out.signal(self, offer);
+    }
+
+    fn ask_for_offer(&mut self, cx: &mut Ctx<'_>) {
+        let restart = Signal {
+            kind: SignalKind::Restart,
+            session: cx.rng.gen::<u64>(),
+            from: cx.own,
+            credentials: None,
+            candidates: vec![],
+        };
+        cx.out.signal(self, restart);
+        self.phase = Phase::AwaitingOffer { asked: cx.now };
+    }
+
+    /// Our relay was replaced: paths through the old relay address are gone with it, and
+    /// sessions still checking offered the old one (or none): those start again.
+    pub(super) fn relay_replaced(
+        &mut self,
+        now: Instant,
+        relay: Option<SocketAddr>,
+        out: &mut Outbox,
+    ) {
+        let stale = self.ice.as_ref().is_some_and(|i| i.relay() != relay);
+        let checking = self.ice.as_ref().is_some_and(|i| i.selected().is_none());
+        if self.up.is_some_and(|p| p.via_our_relay) {
+            self.drop_session(false, out);
+            self.restart_now(now);
+        } else if stale && checking {
+            self.drop_session(true, out);
+            self.restart_now(now);
+        }
+    }
+
+    /// Everything time- or state-driven. Returns false when the link closed (no longer
+    /// wanted past its grace period).
+    pub(super) fn step(&mut self, cx: &mut Ctx<'_>, gathered: bool) -> bool {
+        let now = cx.now;
+        if self.close_at.is_some_and(|at| at <= now) {
+            self.close(true, cx.own, cx.out);
+            return false;
+        }
+        if let Some(offer) = self.pending_offer.take() {
+            if gathered {
+                self.answer(cx, offer);
+            } else {
+                self.pending_offer = Some(offer);
+            }
+        }
+        match self.phase {
+            Phase::Idle { at } if at <= now && gathered && self.wanted => {
+                if self.controlling {
+                    self.offer(cx);
+                } else {
+                    self.ask_for_offer(cx);
+                }
+            }
+            Phase::Offered { last, tries }
+                if now.saturating_duration_since(last) >= OFFER_RETRY =>
+            {
+                if tries >= OFFER_TRIES || self.last_signal.is_none() {
+                    tracing::debug!(peer = %self.info.uid, "offer unanswered; backing off");
+                    self.fail(now, cx.out);
+                } else if let Some(offer) = self.last_signal.clone() {
+                    cx.out.signal(self, offer);
+                    self.phase = Phase::Offered {
+                        last: now,
+                        tries: tries + 1,
+                    };
+                }
+            }
+            Phase::AwaitingOffer { asked }
+                if now.saturating_duration_since(asked) >= OFFER_RETRY * OFFER_TRIES =>
+            {
+                self.fail(now, cx.out);
+            }
+            _ => {}
+        }
+        self.service_ice(cx);
+        true
+    }
+
+    /// Moves the ICE session's output along and reacts to its state.
+    fn service_ice(&mut self, cx: &mut Ctx<'_>) {
+        let now = cx.now;
+        let Some(ice) = self.ice.as_mut() else { return };
+        while let Some(IceOutput::Transmit {
+            dst,
+            via_relay,
+            data,
+        }) = ice.poll_output()
+        {
+            if via_relay {
+                if !cx.gatherer.send_relayed(now, dst, &data) {
+                    tracing::debug!(%dst, "relay not ready for this peer yet");
+                }
+            } else {
+                cx.out.transmits.push_back((dst, data));
+            }
+        }
+        let selected = ice.selected();
+        let failed = ice.has_failed();
+        if let Some(since) = self.probing_since {
+            if ice.last_heard().is_some_and(|t| t > since) {
+                // The peer answered the check: the path works.
+                self.probing_since = None;
+                cx.out
+                    .events
+                    .push_back(LinkEvent::PathConfirmed { uid: self.info.uid });
+            }
+        }
+        if selected != self.up && selected.is_some() {
+            self.up = selected;
+            self.backoff = BACKOFF_START;
+            if let Some(path) = selected {
+                cx.out.events.push_back(LinkEvent::Up {
+                    uid: self.info.uid,
+                    jid: self.jid.clone(),
+                    public_key: self.info.public_key,
+                    path,
+                });
+            }
+        }
+        if failed {
+            tracing::debug!(peer = %self.info.uid, "ICE failed");
+            cx.out.counters.ice_failures += 1;
+            self.fail(now, cx.out);
+        }
+    }
+
+    /// The network changed: a new session as soon as the new candidates are in; a path that
+    /// survives the change keeps carrying traffic meanwhile.
+    pub(super) fn network_changed(&mut self, now: Instant, out: &mut Outbox) {
+        self.drop_session(true, out);
+        self.restart_now(now);
+    }
+
+    /// When this link next needs the manager's attention (`gathered_by`: when our
+    /// candidates will be complete, if they are not yet).
+    pub(super) fn deadline(&mut self, gathered_by: Option<Instant>) -> Option<Instant> {
+        let phase = match self.phase {
+            // Nothing can start before our candidates are gathered.
+            Phase::Idle { at } if self.wanted => Some(gathered_by.map_or(at, |g| at.max(g))),
+            Phase::Offered { last, .. } => Some(last + OFFER_RETRY),
+            Phase::AwaitingOffer { asked } => Some(asked + OFFER_RETRY * OFFER_TRIES),
+            _ => None,
+        };
+        let pending = self.pending_offer.as_ref().and(gathered_by);
+        let ice = self.ice.as_mut().and_then(IceLink::poll_timeout);
+        [self.close_at, phase, pending, ice]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
