@@ -355,3 +355,69 @@ proptest! {
         prop_assert!(longest_gap <= 6, "{} packets in a row lost", longest_gap);
     }
 }
+
+/// alice behind a cone NAT, bob behind a symmetric one: only a relay joins them.
+fn relayed_friends(seed: u64) -> (World, usize, usize) {
+    let mut w = World::new(seed);
+    let n1 = w.add_nat(1);
+    let n2 = w.add_symmetric_nat(2);
+    w.xmpp
+        .befriend(&sim::jid(ALICE).to_bare(), &sim::jid(BOB).to_bare());
+    let a = w.add_node("alice", ALICE, Ipv4Addr::new(198, 18, 1, 10), Some(n1));
+    let b = w.add_node("bob", BOB, Ipv4Addr::new(198, 18, 2, 10), Some(n2));
+    (w, a, b)
+}
+
+#[test]
+fn a_friend_behind_a_symmetric_nat_is_linked_through_turn() {
+    let (mut w, a, b) = relayed_friends(9);
+    assert!(linked(&mut w, a, b, Duration::from_secs(30)), "no link");
+    for (x, y) in [(a, b), (b, a)] {
+        assert!(
+            matches!(
+                w.phase(x, y),
+                Some(LinkPhase::Connected { relayed: true, .. })
+            ),
+            "{:?}",
+            w.phase(x, y)
+        );
+    }
+    assert_eq!(
+        stream(&mut w, a, b, 10, Duration::from_millis(100), "there"),
+        10
+    );
+    assert_eq!(
+        stream(&mut w, b, a, 10, Duration::from_millis(100), "back"),
+        10
+    );
+    assert!(w.turn.relayed() >= 20, "{} relayed", w.turn.relayed());
+}
+
+#[test]
+fn a_restarted_turn_server_is_noticed_and_relayed_traffic_returns() {
+    let (mut w, a, b) = relayed_friends(10);
+    assert!(linked(&mut w, a, b, Duration::from_secs(30)), "no link");
+    assert_eq!(
+        stream(&mut w, a, b, 5, Duration::from_millis(100), "before"),
+        5
+    );
+    let allocations = w.turn.allocations_made();
+    w.turn.restart();
+    let restarted = w.now;
+    let mut back = None;
+    for k in 0..300 {
+        w.send_packet(a, b, format!("after {k}").as_bytes());
+        w.run_for(Duration::from_millis(100));
+        if back.is_none() && w.received(b).iter().any(|p| p.starts_with(b"after")) {
+            back = Some(w.now - restarted);
+        }
+    }
+    let back = back.expect("relayed traffic never came back");
+    eprintln!("TURN restart: relayed traffic back after {back:?}");
+    assert!(back <= Duration::from_secs(10), "{back:?}");
+    assert!(
+        w.turn.allocations_made() > allocations,
+        "nobody allocated again"
+    );
+    assert!(w.connected(a, b) && w.connected(b, a));
+}

@@ -205,12 +205,27 @@ impl Gatherer {
         }
     }
 
-    /// The allocation is gone: release whatever the server may still hold for it and ask
-    /// for a new one. Links through the old relay address must find new paths.
+    /// The allocation is gone (the server forgot it): allocate again with a new TURN client.
+    /// Links through the old relay address must find new paths.
+    ///
+    /// Not through the old client: rtc-turn forgets a relay only when a zero-lifetime
+    /// Refresh succeeds, which a lost allocation never gets, so the old relay would go on
+    /// refreshing itself and its permissions from our address — landing on the new
+    /// allocation (same 5-tuple), one more relay per loss, and bringing back permissions
+    /// `renew_permits` shed.
     fn reallocate(&mut self, now: Instant) {
         tracing::info!("TURN allocation lost; allocating again");
         self.reallocations += 1;
-        self.allocate_afresh(now);
+        self.verify_by = None;
+        self.candidates.relay = None;
+        self.permits.forget_allocation();
+        self.relay_replaced = true;
+        // Dropped without a word: there is nothing at the server to release.
+        self.client = None;
+        self.allocate_retry = None;
+        self.begin(now);
+        // New ICE sessions wait for the new relay as they did at start.
+        self.started = now;
     }
 
     /// Releases the allocation and asks for a new one.
@@ -293,11 +308,14 @@ impl Gatherer {
         }
         match verdict {
             Some(AllocationVerdict::Confirmed) => self.verify_by = None,
-            Some(AllocationVerdict::StaleNonce) if self.verify_by.is_some() => {
-                // A restarted server has a new nonce; the client took it: ask again now
-                // rather than wait for the check to time out.
-                if let Some(client) = self.client.as_mut() {
-                    let _ = client.refresh_allocations(now);
+            Some(AllocationVerdict::StaleNonce) => {
+                // A restarted server has a new nonce; the client took it but does not ask
+                // again: check now rather than at the next refresh (a minute on).
+                match (self.verify_by, self.client.as_mut()) {
+                    (Some(_), Some(client)) => {
+                        let _ = client.refresh_allocations(now);
+                    }
+                    _ => self.verify(now),
                 }
             }
             // (Answers to the release of a lost allocation come in around a new one.)

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod turn;
 pub mod xmpp;
 
 use rand::rngs::StdRng;
@@ -32,6 +33,12 @@ use xmpp_parsers::jid::FullJid;
 pub const PORT: u16 = 4500;
 pub const STUN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(198, 19, 0, 3)), 3478);
+/// The TURN server, and the address its relayed ports are on.
+pub const TURN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(198, 19, 0, 4)), 3478);
+pub const TURN_RELAY_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 5);
+const TURN_USER: &str = "sim";
+const TURN_PASSWORD: &str = "sim-secret";
 const SUBNET: &str = "100.64.0.0/16";
 /// Wake-ups of one node in a row at the same instant after which the world calls it a spin.
 const SPIN: u32 = 10_000;
@@ -47,8 +54,11 @@ struct Datagram {
 pub struct Nat {
     pub public: Ipv4Addr,
     inside: [u8; 3],
-    /// Inside address → public port.
-    mappings: HashMap<SocketAddr, u16>,
+    /// Address-and-port-dependent mapping: every destination gets its own public port (a
+    /// server-reflexive address is then useless to friends; only a relay joins them).
+    symmetric: bool,
+    /// (Inside address, destination if symmetric) → public port.
+    mappings: HashMap<(SocketAddr, Option<SocketAddr>), u16>,
     /// Public port → inside address and the remotes it sent to (filtering).
     ports: HashMap<u16, (SocketAddr, HashSet<SocketAddr>)>,
     next_port: u16,
@@ -60,12 +70,13 @@ impl Nat {
     }
 
     fn outbound(&mut self, src: SocketAddr, dst: SocketAddr) -> SocketAddr {
-        let port = match self.mappings.get(&src) {
+        let key = (src, self.symmetric.then_some(dst));
+        let port = match self.mappings.get(&key) {
             Some(p) => *p,
             None => {
                 let p = self.next_port;
                 self.next_port += 1;
-                self.mappings.insert(src, p);
+                self.mappings.insert(key, p);
                 self.ports.insert(p, (src, HashSet::new()));
                 p
             }
@@ -127,6 +138,8 @@ pub struct World {
     pub nodes: Vec<SimNode>,
     pub nats: Vec<Nat>,
     pub xmpp: xmpp::Server,
+    /// The TURN server; every node is configured with it.
+    pub turn: turn::TurnServer,
     in_flight: Vec<Datagram>,
     pub latency: Duration,
     /// Probability that a datagram is lost.
@@ -156,6 +169,7 @@ impl World {
             nodes: Vec::new(),
             nats: Vec::new(),
             xmpp: xmpp::Server::new(Duration::from_millis(15)),
+            turn: turn::TurnServer::new(TURN, TURN_RELAY_IP, TURN_USER, TURN_PASSWORD, "sim"),
             in_flight: Vec::new(),
             latency: Duration::from_millis(20),
             loss: 0.0,
@@ -167,11 +181,21 @@ impl World {
         }
     }
 
-    /// A NAT with public address 198.19.0.`n` and inside 198.18.`n`.0/24.
+    /// A cone NAT with public address 198.19.0.`n` and inside 198.18.`n`.0/24.
     pub fn add_nat(&mut self, n: u8) -> usize {
+        self.nat(n, false)
+    }
+
+    /// A symmetric NAT (a new public port per destination), numbered as [`World::add_nat`].
+    pub fn add_symmetric_nat(&mut self, n: u8) -> usize {
+        self.nat(n, true)
+    }
+
+    fn nat(&mut self, n: u8, symmetric: bool) -> usize {
         self.nats.push(Nat {
             public: Ipv4Addr::new(198, 19, 0, n),
             inside: [198, 18, n],
+            symmetric,
             mappings: HashMap::new(),
             ports: HashMap::new(),
             next_port: 20_000,
@@ -217,7 +241,11 @@ impl World {
             jid: n.jid.to_bare(),
             servers: IceServers {
                 stun: Some(STUN),
-                turn: None,
+                turn: Some(socialvpn_core::links::servers::TurnServer {
+                    addr: TURN,
+                    username: TURN_USER.into(),
+                    password: TURN_PASSWORD.into(),
+                }),
             },
             policy: LinkPolicy::default(),
             toggles: Toggles::open(&n.dir).expect("toggles"),
@@ -430,6 +458,19 @@ impl World {
         let SocketAddr::V4(dst4) = d.dst else { return };
         if d.dst == STUN {
             return self.answer_stun(d);
+        }
+        let out = if d.dst == TURN {
+            Some(self.turn.handle_client(self.now, d.src, &d.payload))
+        } else if *dst4.ip() == TURN_RELAY_IP {
+            Some(self.turn.handle_peer(self.now, d.src, d.dst, &d.payload))
+        } else {
+            None
+        };
+        if let Some(out) = out {
+            for (src, dst, payload) in out {
+                self.send(src, dst, payload);
+            }
+            return;
         }
         let dst = match self.nats.iter().position(|n| n.public == *dst4.ip()) {
             Some(n) => match self.nats[n].inbound(d.src, d.dst.port()) {
