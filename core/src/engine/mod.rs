@@ -442,7 +442,7 @@ async fn run(
 ) -> Result<(), EngineError> {
     let result = run_loop(&mut node, &mut tun, &mut io).await;
     // Tell friends the links are going away, then sign off.
-    let now = Instant::now();
+    let now = wake(&mut node);
     node.close_all(now);
     drain(now, &mut node, &mut io);
     io.udp.flush();
@@ -474,9 +474,7 @@ async fn run_loop(
     // When to compare our addresses after the watcher saw a change.
     let mut network_check: Option<Instant> = None;
     loop {
-        let now = Instant::now();
-        node.set_wall_clock(now, unix_now());
-        drain(now, node, io);
+        drain(Instant::now(), node, io);
         // What the last wake-up queued leaves now, in as few sends as the kernel allows.
         io.udp.flush();
         let deadline = [node.poll_timeout().map(|(at, _)| at), network_check]
@@ -513,7 +511,7 @@ async fn run_loop(
         };
         tokio::select! {
             guard = tun_readable(tun) => {
-                let now = Instant::now();
+                let now = wake(node);
                 let lost = match guard {
                     Ok(mut guard) => tun_reader.read_batch(now, &mut guard, node, udp),
                     Err(e) => Some(e),
@@ -525,7 +523,7 @@ async fn run_loop(
             }
             ready = udp.readable() => {
                 ready.map_err(EngineError::NetRecv)?;
-                let now = Instant::now();
+                let now = wake(node);
                 for _ in 0..BATCH {
                     // One read may bring many datagrams of `stride` bytes (UDP GRO).
                     let got = match udp.try_recv(&mut net_buf) {
@@ -547,7 +545,10 @@ async fn run_loop(
             }
             input = xmpp_input => {
                 match input {
-                    Some(input) => node.handle_xmpp(Instant::now(), input),
+                    Some(input) => {
+                        let now = wake(node);
+                        node.handle_xmpp(now, input);
+                    }
                     // The session task ended (it reported why); links carry on without it.
                     None => {
                         if let Some(x) = xmpp.as_mut() {
@@ -570,7 +571,7 @@ async fn run_loop(
             () = timer_fired => {
                 // Fired: the next deadline re-arms it, even if it is the same instant.
                 armed = None;
-                let now = Instant::now();
+                let now = wake(node);
                 if network_check.is_some_and(|at| at <= now) {
                     network_check = None;
                     node.handle_host_addresses(now, host_candidates(port, |ip| subnet.contains(ip)));
@@ -584,7 +585,7 @@ async fn run_loop(
                     tracing::debug!("engine stopping");
                     return Ok(());
                 };
-                let now = Instant::now();
+                let now = wake(node);
                 match command {
                     Command::Stop(reply) => {
                         tracing::debug!("engine stopping on request");
@@ -634,6 +635,14 @@ fn tunnel_lost(
     let _ = events.send(Event::TunnelLost {
         reason: error.to_string(),
     });
+}
+
+/// The time of a wake-up, given to the node with the wall clock: monotonic time does not
+/// count a device's sleep, and signal proofs made or checked right after one carry wall time.
+fn wake(node: &mut Node) -> Instant {
+    let now = Instant::now();
+    node.set_wall_clock(now, unix_now());
+    now
 }
 
 /// Seconds since the epoch, for the node's wall clock.
