@@ -1,7 +1,7 @@
 //! The errors the apps see: typed, each variant something a screen can react to.
 
 use socialvpn_core::api::{ApiError, ErrorKind};
-use socialvpn_core::EngineError;
+use socialvpn_core::{EngineError, StartError};
 
 #[derive(Debug, thiserror::Error, uniffi::Error)]
 pub enum VpnError {
@@ -39,21 +39,31 @@ pub enum VpnError {
     Reentrant,
 }
 
+impl From<StartError> for VpnError {
+    fn from(e: StartError) -> VpnError {
+        let reason = e.to_string();
+        match e {
+            StartError::Identity(_)
+            | StartError::AddressBook(_)
+            | StartError::Persist(_)
+            | StartError::Toggles(_) => VpnError::StateDirectory { reason },
+            StartError::Socket { .. } => VpnError::Socket { reason },
+            StartError::TunFd(_) => VpnError::Tunnel { reason },
+            StartError::Protect => VpnError::ProtectRefused,
+        }
+    }
+}
+
 impl From<EngineError> for VpnError {
     fn from(e: EngineError) -> VpnError {
         let reason = e.to_string();
         match e {
             // One request failed: by the kind the control protocol gives it.
             EngineError::Request(e) => VpnError::from(ApiError::from(&e)),
-            EngineError::Identity(_)
-            | EngineError::AddressBook(_)
-            | EngineError::Persist(_)
-            | EngineError::Toggles(_) => VpnError::StateDirectory { reason },
             EngineError::NoLogControl => VpnError::Refused { reason },
-            EngineError::Socket { .. } | EngineError::NetRecv(_) => VpnError::Socket { reason },
+            EngineError::NetRecv(_) => VpnError::Socket { reason },
             EngineError::TunFd(_) => VpnError::Tunnel { reason },
             EngineError::Stopped => VpnError::Stopped,
-            EngineError::Protect => VpnError::ProtectRefused,
         }
     }
 }

@@ -34,6 +34,6 @@ pub mod uid;
 pub mod xmpp;
 
 pub use counters::{Counters, DropReason};
-pub use engine::{Engine, EngineConfig, EngineError, PeerConfig, PreparedEngine};
+pub use engine::{Engine, EngineConfig, EngineError, PeerConfig, PreparedEngine, StartError};
 pub use framing::Framing;
 pub use uid::Uid;

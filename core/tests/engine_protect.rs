@@ -4,7 +4,7 @@
 
 use socialvpn_core::protect::SocketProtector;
 use socialvpn_core::tun::TunDevice;
-use socialvpn_core::{EngineConfig, EngineError, Framing, PreparedEngine};
+use socialvpn_core::{EngineConfig, Framing, PreparedEngine, StartError};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
@@ -71,7 +71,7 @@ async fn a_refused_protection_is_a_typed_error() {
         .unwrap()
         .start(Some(tun()));
     assert!(
-        matches!(result, Err(EngineError::Protect)),
+        matches!(result, Err(StartError::Protect)),
         "{:?}",
         result.err()
     );

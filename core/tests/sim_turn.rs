@@ -69,6 +69,8 @@ struct Sim {
     at_peers: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     /// Timer wake-ups at one instant in a row.
     same_instant: (Instant, u32),
+    /// Until then the client's uplink is down: what it sends vanishes.
+    cut_until: Option<Instant>,
 }
 
 impl Sim {
@@ -91,6 +93,7 @@ impl Sim {
             received: Vec::new(),
             at_peers: Vec::new(),
             same_instant: (now, 0),
+            cut_until: None,
         }
     }
 
@@ -128,6 +131,9 @@ impl Sim {
     fn pump(&mut self) {
         while let Some((dst, bytes)) = self.g.poll_transmit() {
             assert_eq!(dst, SERVER);
+            if self.cut_until.is_some_and(|t| self.now < t) {
+                continue;
+            }
             self.put(vec![(PUBLIC, dst, bytes.to_vec())]);
         }
     }
@@ -282,6 +288,30 @@ fn a_restarted_server_is_noticed_at_once_when_the_relay_is_checked() {
         .is_some_and(|r| r != old)));
     assert!(s.now - t < Duration::from_secs(1), "took {:?}", s.now - t);
     assert!(s.server.is_relay(s.relay().unwrap()));
+    assert_eq!(s.server.allocations_made(), 2);
+}
+
+/// The check of our allocation goes unanswered because our own uplink is down, not the
+/// server: the allocation still exists there. The client releases it (once the uplink is
+/// back, by retransmission) before allocating anew — a new Allocate from the same address
+/// would be refused while the old allocation lives, for up to its 10-minute lifetime.
+#[test]
+fn an_unanswered_check_releases_the_old_allocation_and_a_new_one_follows_soon() {
+    let (mut s, old) = Sim::allocated();
+    s.run_for(Duration::from_secs(10));
+    s.cut_until = Some(s.now + Duration::from_secs(4));
+    s.g.verify(s.now);
+    let t = s.now;
+    assert!(
+        s.run_until(Duration::from_secs(60), |s| s
+            .relay()
+            .is_some_and(|r| r != old)),
+        "no new relay: {} refused",
+        s.server.refused()
+    );
+    eprintln!("new relay {:?} after the check", s.now - t);
+    assert!(s.now - t < Duration::from_secs(15), "took {:?}", s.now - t);
+    assert!(!s.server.is_relay(old), "the old allocation was not released");
     assert_eq!(s.server.allocations_made(), 2);
 }
 

@@ -2,8 +2,7 @@
 //! requests; the log level and signing out are the shell's.
 
 use super::{Command, Engine, EngineError};
-use crate::addrbook::AddressBookError;
-use crate::api::{ApiError, ErrorKind, Request, Response};
+use crate::api::{ApiError, Request, Response};
 use tokio::sync::oneshot;
 
 impl Engine {
@@ -47,32 +46,6 @@ impl Engine {
                 Ok(Response::Done)
             }
             request => self.ask(|tx| Command::Request(request, tx)).await,
-        }
-    }
-}
-
-impl From<&EngineError> for ApiError {
-    fn from(e: &EngineError) -> ApiError {
-        let kind = match e {
-            EngineError::Request(e) => return ApiError::from(e),
-            EngineError::Identity(_) | EngineError::Persist(_) | EngineError::Toggles(_) => {
-                ErrorKind::StateDirectory
-            }
-            EngineError::AddressBook(book) => match book {
-                AddressBookError::Io { .. } | AddressBookError::Corrupt { .. } => {
-                    ErrorKind::StateDirectory
-                }
-                _ => ErrorKind::AddressRefused,
-            },
-            EngineError::NoLogControl => ErrorKind::Unsupported,
-            EngineError::Socket { .. } | EngineError::TunFd(_) | EngineError::Protect => {
-                ErrorKind::Platform
-            }
-            EngineError::NetRecv(_) | EngineError::Stopped => ErrorKind::Stopped,
-        };
-        ApiError {
-            kind,
-            message: e.to_string(),
         }
     }
 }

@@ -4,19 +4,21 @@
 //! wake-up ([`drain`]). Reads are drained in batches until the fd would block.
 
 mod control;
+mod error;
 mod tun_io;
 mod udp_io;
 
 pub use crate::links::manager::LinkPolicy;
+pub use error::{EngineError, StartError};
 
-use crate::addrbook::{AddressBook, AddressBookError};
+use crate::addrbook::AddressBook;
 use crate::api::{Event, Request, Response};
 use crate::counters::DropReason;
 use crate::dataplane::DataPlane;
-use crate::identity::{DeviceIdentity, IdentityError};
+use crate::identity::DeviceIdentity;
 use crate::links::host::host_candidates;
 use crate::links::servers::IceServers;
-use crate::node::{AddressCheck, Node, RequestError, SocialSetup, XmppCommand};
+use crate::node::{AddressCheck, Node, SocialSetup, XmppCommand};
 use crate::packet::gro::Coalescer;
 use crate::protect::SocketProtector;
 use crate::subnet::{ula_address, Ipv4Subnet};
@@ -44,33 +46,6 @@ pub struct SocialConfig {
 
 /// Packets handled from one source before the loop looks at the others again.
 const BATCH: usize = 64;
-
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error(transparent)]
-    Identity(#[from] IdentityError),
-    #[error(transparent)]
-    AddressBook(#[from] AddressBookError),
-    /// One request failed; the engine goes on.
-    #[error(transparent)]
-    Request(#[from] RequestError),
-    #[error("cannot open the UDP socket on {addr}: {source}")]
-    Socket { addr: SocketAddr, source: io::Error },
-    #[error("cannot watch the tun fd: {0}")]
-    TunFd(io::Error),
-    #[error("the UDP socket failed: {0}")]
-    NetRecv(io::Error),
-    #[error("the engine has stopped")]
-    Stopped,
-    #[error(transparent)]
-    Toggles(#[from] crate::social::toggles::TogglesError),
-    #[error("the platform refused to keep the engine's socket out of the VPN")]
-    Protect,
-    #[error("cannot start writing state in the background: {0}")]
-    Persist(io::Error),
-    #[error("this front end cannot change its log level")]
-    NoLogControl,
-}
 
 /// What the engine needs to start.
 #[derive(Clone, Debug)]
@@ -109,7 +84,7 @@ pub struct PreparedEngine {
 }
 
 impl PreparedEngine {
-    pub fn load(config: EngineConfig) -> Result<PreparedEngine, EngineError> {
+    pub fn load(config: EngineConfig) -> Result<PreparedEngine, StartError> {
         let identity = DeviceIdentity::load_or_create(&config.state_dir)?;
         let book = AddressBook::open(&config.state_dir, config.subnet)?;
         Ok(PreparedEngine {
@@ -143,28 +118,28 @@ impl PreparedEngine {
     /// tunnel the engine logs in, keeps the roster and links, and drops packets for this device
     /// until [`Engine::attach_tunnel`] gives it one (a phone app shows friends before the VPN
     /// is switched on).
-    pub fn start(self, tun: Option<TunDevice>) -> Result<Engine, EngineError> {
+    pub fn start(self, tun: Option<TunDevice>) -> Result<Engine, StartError> {
         let listen = self.config.listen;
         let std_socket =
-            std::net::UdpSocket::bind(listen).map_err(|source| EngineError::Socket {
+            std::net::UdpSocket::bind(listen).map_err(|source| StartError::Socket {
                 addr: listen,
                 source,
             })?;
         if let Some(protect) = &self.config.protect {
             use std::os::fd::AsRawFd;
             if !protect.protect(std_socket.as_raw_fd()) {
-                return Err(EngineError::Protect);
+                return Err(StartError::Protect);
             }
         }
-        let udp = UdpIo::new(std_socket).map_err(|source| EngineError::Socket {
+        let udp = UdpIo::new(std_socket).map_err(|source| StartError::Socket {
             addr: listen,
             source,
         })?;
-        let local_addr = udp.local_addr().map_err(|source| EngineError::Socket {
+        let local_addr = udp.local_addr().map_err(|source| StartError::Socket {
             addr: listen,
             source,
         })?;
-        let tun = tun.map(watch_tun).transpose().map_err(EngineError::TunFd)?;
+        let tun = tun.map(watch_tun).transpose().map_err(StartError::TunFd)?;
         let uid = self.identity.uid();
         let public_key = self.public_key();
         let subnet = self.book.subnet();
@@ -192,7 +167,7 @@ impl PreparedEngine {
         };
         let mut node = Node::new(now, unix_now(), dataplane, setup, port, rand::random());
         node.set_tunnel(tun.is_some());
-        let writer = crate::persist::Writer::new().map_err(EngineError::Persist)?;
+        let writer = crate::persist::Writer::new().map_err(StartError::Persist)?;
         let netwatch = match (&xmpp, self.config.watch_network) {
             (Some(_), true) => watch_network(),
             _ => None,
@@ -442,7 +417,7 @@ async fn run(
 ) -> Result<(), EngineError> {
     let result = run_loop(&mut node, &mut tun, &mut io).await;
     // Tell friends the links are going away, then sign off.
-    let now = Instant::now();
+    let now = wake(&mut node);
     node.close_all(now);
     drain(now, &mut node, &mut io);
     io.udp.flush();
@@ -474,9 +449,7 @@ async fn run_loop(
     // When to compare our addresses after the watcher saw a change.
     let mut network_check: Option<Instant> = None;
     loop {
-        let now = Instant::now();
-        node.set_wall_clock(now, unix_now());
-        drain(now, node, io);
+        drain(Instant::now(), node, io);
         // What the last wake-up queued leaves now, in as few sends as the kernel allows.
         io.udp.flush();
         let deadline = [node.poll_timeout().map(|(at, _)| at), network_check]
@@ -513,7 +486,7 @@ async fn run_loop(
         };
         tokio::select! {
             guard = tun_readable(tun) => {
-                let now = Instant::now();
+                let now = wake(node);
                 let lost = match guard {
                     Ok(mut guard) => tun_reader.read_batch(now, &mut guard, node, udp),
                     Err(e) => Some(e),
@@ -525,7 +498,7 @@ async fn run_loop(
             }
             ready = udp.readable() => {
                 ready.map_err(EngineError::NetRecv)?;
-                let now = Instant::now();
+                let now = wake(node);
                 for _ in 0..BATCH {
                     // One read may bring many datagrams of `stride` bytes (UDP GRO).
                     let got = match udp.try_recv(&mut net_buf) {
@@ -547,7 +520,10 @@ async fn run_loop(
             }
             input = xmpp_input => {
                 match input {
-                    Some(input) => node.handle_xmpp(Instant::now(), input),
+                    Some(input) => {
+                        let now = wake(node);
+                        node.handle_xmpp(now, input);
+                    }
                     // The session task ended (it reported why); links carry on without it.
                     None => {
                         if let Some(x) = xmpp.as_mut() {
@@ -570,7 +546,7 @@ async fn run_loop(
             () = timer_fired => {
                 // Fired: the next deadline re-arms it, even if it is the same instant.
                 armed = None;
-                let now = Instant::now();
+                let now = wake(node);
                 if network_check.is_some_and(|at| at <= now) {
                     network_check = None;
                     node.handle_host_addresses(now, host_candidates(port, |ip| subnet.contains(ip)));
@@ -584,7 +560,7 @@ async fn run_loop(
                     tracing::debug!("engine stopping");
                     return Ok(());
                 };
-                let now = Instant::now();
+                let now = wake(node);
                 match command {
                     Command::Stop(reply) => {
                         tracing::debug!("engine stopping on request");
@@ -634,6 +610,14 @@ fn tunnel_lost(
     let _ = events.send(Event::TunnelLost {
         reason: error.to_string(),
     });
+}
+
+/// The time of a wake-up, given to the node with the wall clock: monotonic time does not
+/// count a device's sleep, and signal proofs made or checked right after one carry wall time.
+fn wake(node: &mut Node) -> Instant {
+    let now = Instant::now();
+    node.set_wall_clock(now, unix_now());
+    now
 }
 
 /// Seconds since the epoch, for the node's wall clock.

@@ -7,5 +7,6 @@ pub mod manager;
 mod peer;
 pub mod permits;
 pub mod policy;
+mod retired;
 pub mod servers;
 pub mod sessions;

@@ -3,6 +3,7 @@
 //! offers the same local candidates; TURN permissions are per remote address.
 
 use super::permits::{Admit, Permits};
+use super::retired::Retired;
 use bytes::BytesMut;
 use rtc_shared::{TransportContext, TransportMessage, TransportProtocol};
 use rtc_turn::client::{Client, ClientConfig, Event as TurnEvent};
@@ -60,6 +61,8 @@ pub struct Gatherer {
     pub(crate) permits: Permits,
     /// Datagrams that arrived through the relay: (peer, bytes).
     relayed_in: VecDeque<(SocketAddr, BytesMut)>,
+    /// The client replaced by the last reallocation, while it releases its allocation.
+    retired: Option<Retired>,
     /// After a refused allocation: when to ask again, and the wait after that.
     allocate_retry: Option<(Instant, Duration)>,
     /// Our allocation is being checked (a Refresh is out): allocate again unless the server
@@ -100,6 +103,7 @@ impl Gatherer {
             allocation_pending: false,
             permits: Permits::default(),
             relayed_in: VecDeque::new(),
+            retired: None,
             allocate_retry: None,
             verify_by: None,
             relay_replaced: false,
@@ -205,39 +209,25 @@ impl Gatherer {
         }
     }
 
-    /// The allocation is gone (the server forgot it): allocate again with a new TURN client.
-    /// Links through the old relay address must find new paths.
-    ///
-    /// Not through the old client: rtc-turn forgets a relay only when a zero-lifetime
-    /// Refresh succeeds, which a lost allocation never gets, so the old relay would go on
-    /// refreshing itself and its permissions from our address — landing on the new
-    /// allocation (same 5-tuple), one more relay per loss, and bringing back permissions
-    /// `renew_permits` shed.
+    /// The allocation looks gone (refused, or unanswered): allocate again. Links through the
+    /// old relay address must find new paths.
     fn reallocate(&mut self, now: Instant) {
         tracing::info!("TURN allocation lost; allocating again");
         self.reallocations += 1;
+        self.allocate_afresh(now);
+    }
+
+    /// Releases the allocation and asks for a new one, with a new TURN client (see
+    /// [`Retired`] for why both).
+    fn allocate_afresh(&mut self, now: Instant) {
         self.verify_by = None;
-        self.candidates.relay = None;
-        self.permits.forget_allocation();
+        self.release(now);
+        self.retired = self.client.take().map(|old| Retired::new(old, now));
         self.relay_replaced = true;
-        // Dropped without a word: there is nothing at the server to release.
-        self.client = None;
         self.allocate_retry = None;
         self.begin(now);
         // New ICE sessions wait for the new relay as they did at start.
         self.started = now;
-    }
-
-    /// Releases the allocation and asks for a new one.
-    fn allocate_afresh(&mut self, now: Instant) {
-        self.verify_by = None;
-        self.release(now);
-        self.relay_replaced = true;
-        if let Some(client) = self.client.as_mut() {
-            self.allocation_pending = client.allocate(now).is_ok();
-            // New ICE sessions wait for the new relay as they did at start.
-            self.started = now;
-        }
     }
 
     /// Whether the relay address changed since the last call.
@@ -303,6 +293,13 @@ impl Gatherer {
             message: BytesMut::from(data),
         };
         let verdict = allocation_verdict(data);
+        if let Some(retired) = self.retired.as_mut() {
+            retired.handle_read(TransportMessage {
+                now,
+                transport: msg.transport,
+                message: msg.message.clone(),
+            });
+        }
         if let Err(e) = client.handle_read(msg) {
             tracing::trace!(error = %e, "STUN/TURN datagram ignored");
         }
@@ -448,6 +445,9 @@ impl Gatherer {
 
     /// Datagrams for the STUN/TURN servers.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        if let Some(t) = self.retired.as_mut().and_then(Retired::poll_transmit) {
+            return Some(t);
+        }
         let t = self.client.as_mut()?.poll_write()?;
         Some((t.transport.peer_addr, t.message))
     }
@@ -456,6 +456,7 @@ impl Gatherer {
         let client = self.client.as_mut().and_then(|c| c.poll_timeout());
         [
             client,
+            self.retired.as_mut().and_then(Retired::poll_timeout),
             self.completion_deadline(),
             self.allocate_retry.map(|(at, _)| at),
             self.verify_by,
@@ -467,6 +468,11 @@ impl Gatherer {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(retired) = self.retired.as_mut() {
+            if !retired.handle_timeout(now) {
+                self.retired = None;
+            }
+        }
         for (peer, owner) in self.permits.due(now) {
             self.permit(now, peer, &owner);
         }

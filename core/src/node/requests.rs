@@ -99,8 +99,11 @@ impl Node {
             Request::Friend { action, jid } => {
                 let jid: BareJid = jid.parse().map_err(|_| RequestError::BadJid(jid))?;
                 let s = self.social.as_mut().ok_or(RequestError::NoAccount)?;
-                s.friend(now, unix, action, jid, &mut self.dp)?;
+                let result = s.friend(now, unix, action, jid, &mut self.dp);
+                // What happened before a failure (links closed for a removed friend whose
+                // switch could not be forgotten) still goes out now.
                 s.settle(now, unix, &mut self.dp, &mut self.out);
+                result?;
                 Response::Done
             }
             Request::PinAddress { device, address } => {

@@ -363,6 +363,33 @@ impl World {
             .collect()
     }
 
+    /// Hands node `i` a datagram from `from` as if it had come past its NAT (an attacker
+    /// who knows the mapping).
+    pub fn inject_datagram(&mut self, i: usize, from: SocketAddr, payload: Vec<u8>) {
+        let now = self.now;
+        let mut sinks = Sinks::default();
+        let Some(node) = self.nodes[i].node.as_mut() else {
+            return;
+        };
+        node.handle_datagram(
+            now,
+            from,
+            &payload,
+            &mut NetOut(&mut sinks.sent),
+            &mut TunOut(&mut sinks.written),
+        );
+        self.after(i, sinks);
+    }
+
+    /// Hands node `i` an input from its XMPP stream (as if the server had sent it).
+    pub fn inject_xmpp(&mut self, i: usize, input: XmppInput) {
+        let now = self.now;
+        if let Some(node) = self.nodes[i].node.as_mut() {
+            node.handle_xmpp(now, input);
+            self.drain(i);
+        }
+    }
+
     /// Moves node `i` to a new host address (it learns only through its own checks).
     pub fn move_host(&mut self, i: usize, host: Ipv4Addr, nat: Option<usize>) {
         self.nodes[i].host = SocketAddr::from((host, PORT));
