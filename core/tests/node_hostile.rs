@@ -10,7 +10,9 @@ mod sim;
 use proptest::prelude::*;
 use sim::World;
 use socialvpn_core::api::LinkPhase;
-use socialvpn_core::social::payload::{DeviceInfo, IceCredentials, Signal, SignalKind, SignedSignal};
+use socialvpn_core::social::payload::{
+    DeviceInfo, IceCredentials, Signal, SignalKind, SignedSignal,
+};
 use socialvpn_core::social::proof::Proof;
 use socialvpn_core::social::state::{PresenceKind, RosterItem};
 use socialvpn_core::xmpp::session::XmppInput;
@@ -24,25 +26,55 @@ const BOB: &str = "bob@example.net/laptop";
 #[derive(Debug, Clone)]
 enum Op {
     /// Bytes from an address to alice's socket (past her NAT).
-    Datagram { from: u8, port: u16, bytes: Vec<u8> },
+    Datagram {
+        from: u8,
+        port: u16,
+        bytes: Vec<u8>,
+    },
     /// A STUN-shaped datagram (magic cookie in place).
-    Stun { from: u8, bytes: Vec<u8> },
+    Stun {
+        from: u8,
+        bytes: Vec<u8>,
+    },
     /// A WireGuard-shaped datagram (message type 1–4).
-    WireGuard { from: u8, kind: u8, bytes: Vec<u8> },
+    WireGuard {
+        from: u8,
+        kind: u8,
+        bytes: Vec<u8>,
+    },
     /// A presence from `who` claiming a device with key `key`.
-    Presence { who: u8, resource: u8, key: [u8; 32], kind: u8 },
+    Presence {
+        who: u8,
+        resource: u8,
+        key: [u8; 32],
+        kind: u8,
+    },
     /// A signal from `who` of any kind, with or without a (wrong) proof.
-    Signal { who: u8, kind: u8, session: u64, key: [u8; 32], proof: Option<u64> },
+    Signal {
+        who: u8,
+        kind: u8,
+        session: u64,
+        key: [u8; 32],
+        proof: Option<u64>,
+    },
     /// A roster push about a stranger.
-    RosterPush { who: u8, sub: u8 },
-    Wait { ms: u16 },
+    RosterPush {
+        who: u8,
+        sub: u8,
+    },
+    Wait {
+        ms: u16,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     let bytes = prop::collection::vec(any::<u8>(), 0..200);
     prop_oneof![
-        (any::<u8>(), any::<u16>(), bytes.clone())
-            .prop_map(|(from, port, bytes)| Op::Datagram { from, port, bytes }),
+        (any::<u8>(), any::<u16>(), bytes.clone()).prop_map(|(from, port, bytes)| Op::Datagram {
+            from,
+            port,
+            bytes
+        }),
         (any::<u8>(), bytes.clone()).prop_map(|(from, bytes)| Op::Stun { from, bytes }),
         (any::<u8>(), 1u8..5, bytes).prop_map(|(from, kind, bytes)| Op::WireGuard {
             from,
@@ -50,11 +82,27 @@ fn op() -> impl Strategy<Value = Op> {
             bytes
         }),
         (0u8..4, any::<u8>(), any::<[u8; 32]>(), 0u8..6).prop_map(|(who, resource, key, kind)| {
-            Op::Presence { who, resource, key, kind }
+            Op::Presence {
+                who,
+                resource,
+                key,
+                kind,
+            }
         }),
-        (0u8..4, 0u8..4, any::<u64>(), any::<[u8; 32]>(), any::<Option<u64>>()).prop_map(
-            |(who, kind, session, key, proof)| Op::Signal { who, kind, session, key, proof }
-        ),
+        (
+            0u8..4,
+            0u8..4,
+            any::<u64>(),
+            any::<[u8; 32]>(),
+            any::<Option<u64>>()
+        )
+            .prop_map(|(who, kind, session, key, proof)| Op::Signal {
+                who,
+                kind,
+                session,
+                key,
+                proof
+            }),
         (2u8..4, 0u8..4).prop_map(|(who, sub)| Op::RosterPush { who, sub }),
         (0u16..3000).prop_map(|ms| Op::Wait { ms }),
     ]

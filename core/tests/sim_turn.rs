@@ -311,7 +311,10 @@ fn an_unanswered_check_releases_the_old_allocation_and_a_new_one_follows_soon() 
     );
     eprintln!("new relay {:?} after the check", s.now - t);
     assert!(s.now - t < Duration::from_secs(15), "took {:?}", s.now - t);
-    assert!(!s.server.is_relay(old), "the old allocation was not released");
+    assert!(
+        !s.server.is_relay(old),
+        "the old allocation was not released"
+    );
     assert_eq!(s.server.allocations_made(), 2);
 }
 

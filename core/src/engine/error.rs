@@ -2,7 +2,7 @@
 //! running engine failed or why it stopped, as quinn keeps connection errors apart from the
 //! errors of calls on a connection.
 
-use crate::addrbook::{AddressBookError};
+use crate::addrbook::AddressBookError;
 use crate::api::{ApiError, ErrorKind};
 use crate::identity::IdentityError;
 use crate::node::RequestError;
