@@ -198,6 +198,16 @@ impl SocialVpn {
         self.done(Request::NetworkChanged)
     }
 
+    /// The app's screens are shown (`true`) or hidden: while hidden, events only a screen
+    /// needs are held and summed up when it is shown again (friend requests still come).
+    pub fn set_foreground(&self, foreground: bool) -> Result<(), VpnError> {
+        self.done(if foreground {
+            Request::Foreground
+        } else {
+            Request::Background
+        })
+    }
+
     pub fn status(&self) -> Result<Status, VpnError> {
         let Response::Status { status } = self.request(Request::Status)? else {
             return Err(unexpected());

@@ -421,3 +421,30 @@ fn a_restarted_turn_server_is_noticed_and_relayed_traffic_returns() {
     );
     assert!(w.connected(a, b) && w.connected(b, a));
 }
+
+#[test]
+fn hidden_screens_get_no_screen_events_and_catch_up_when_shown() {
+    let (mut w, a, b) = two_friends(12);
+    assert_eq!(w.ask(a, Request::Background), Response::Done);
+    assert!(!w.status(a).foreground);
+    let from = w.nodes[a].events.len();
+    assert!(linked(&mut w, a, b, Duration::from_secs(30)), "no link");
+    let screen =
+        |e: &Event| matches!(e, Event::Xmpp { .. } | Event::RosterChanged | Event::Link { .. });
+    let held: Vec<_> = w.nodes[a].events[from..].iter().filter(|e| screen(e)).collect();
+    assert!(held.is_empty(), "sent while hidden: {held:?}");
+    // bob's screens were shown all along.
+    assert!(w.nodes[b].events.iter().any(screen));
+    let from = w.nodes[a].events.len();
+    assert_eq!(w.ask(a, Request::Foreground), Response::Done);
+    assert!(w.status(a).foreground);
+    assert_eq!(
+        w.nodes[a].events[from..],
+        [
+            Event::Xmpp {
+                status: XmppStatus::Online
+            },
+            Event::RosterChanged
+        ]
+    );
+}

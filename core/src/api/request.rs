@@ -26,6 +26,13 @@ pub enum Request {
     /// The platform's network changed (Wi-Fi ↔ cellular, new address): look for new paths,
     /// keeping the WireGuard sessions, and reconnect XMPP.
     NetworkChanged,
+    /// The app's screens are visible again: events for them flow again, starting with the
+    /// XMPP state and a `roster_changed` if anything changed meanwhile → `Response::Done`.
+    Foreground,
+    /// No screen shows the engine's state (the app went to the background): events only a
+    /// screen needs (XMPP state, roster, links) are held and summed up at `Foreground`;
+    /// friend requests still arrive (a notification may show them) → `Response::Done`.
+    Background,
     /// How much the library logs from now on (the front end's logger).
     SetLogLevel { level: LogLevel },
     /// A link configured by hand, without an XMPP account: the peer's WireGuard public key

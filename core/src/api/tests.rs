@@ -14,6 +14,8 @@ fn every_request() -> Vec<Request> {
             device: "ab".repeat(20),
         },
         Request::NetworkChanged,
+        Request::Foreground,
+        Request::Background,
         Request::SetLogLevel {
             level: LogLevel::Debug,
         },

@@ -101,6 +101,9 @@ pub struct StatusView {
     pub subnet: String,
     /// Whether a tunnel fd is attached (the VPN is on).
     pub tunnel: bool,
+    /// Whether the app said its screens are visible (`foreground`/`background` requests).
+    #[serde(default = "visible")]
+    pub foreground: bool,
     /// The XMPP session (absent without an account).
     pub xmpp: Option<super::XmppStatus>,
     pub counters: Counters,
@@ -108,4 +111,9 @@ pub struct StatusView {
     pub links: Option<LinkCounters>,
     /// Local candidates offered to friends ("host 198.18.0.10:4500", "relay …").
     pub candidates: Option<Vec<String>>,
+}
+
+/// Engines before the `foreground` field had no background mode.
+fn visible() -> bool {
+    true
 }

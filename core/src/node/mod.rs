@@ -101,6 +101,15 @@ pub struct Node {
     /// Whether a tunnel is attached (for the status).
     tunnel: bool,
     clock: WallClock,
+    /// The app's screens are hidden: events only they need are held (see `Request::Background`).
+    background: Option<Held>,
+}
+
+/// What changed while the app's screens were hidden.
+#[derive(Default)]
+struct Held {
+    xmpp: bool,
+    roster: bool,
 }
 
 impl Node {
@@ -123,6 +132,7 @@ impl Node {
             port,
             tunnel: false,
             clock: WallClock { at: now, unix },
+            background: None,
         }
     }
 
@@ -292,7 +302,38 @@ impl Node {
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.out.events.pop_front()
+        loop {
+            let event = self.out.events.pop_front()?;
+            let Some(held) = self.background.as_mut() else {
+                return Some(event);
+            };
+            match event {
+                Event::Xmpp { .. } => held.xmpp = true,
+                // A link's change shows in the roster (its phase).
+                Event::RosterChanged | Event::Link { .. } => held.roster = true,
+                other => return Some(other),
+            }
+        }
+    }
+
+    /// The app's screens are shown (`true`) or hidden: see `Request::Background`.
+    fn set_foreground(&mut self, foreground: bool) {
+        if !foreground {
+            self.background.get_or_insert_with(Held::default);
+            return;
+        }
+        let Some(held) = self.background.take() else {
+            return;
+        };
+        // What a screen needs to catch up, before anything newer.
+        if held.roster {
+            self.out.events.push_front(Event::RosterChanged);
+        }
+        if let (true, Some(s)) = (held.xmpp, self.social.as_ref()) {
+            self.out.events.push_front(Event::Xmpp {
+                status: s.xmpp_status(),
+            });
+        }
     }
 
     /// State to write (atomically, off the engine's thread): the address book when it

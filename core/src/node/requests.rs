@@ -114,6 +114,14 @@ impl Node {
                 self.pin(now, parse_uid(&device)?, None)?;
                 Response::Done
             }
+            Request::Foreground => {
+                self.set_foreground(true);
+                Response::Done
+            }
+            Request::Background => {
+                self.set_foreground(false);
+                Response::Done
+            }
             Request::NetworkChanged => {
                 // The addresses are the shell's to list; a restart follows even if they
                 // look the same (the NAT or the network behind them may not be).
@@ -180,6 +188,7 @@ impl Node {
             ipv6: ula_address(&dp.uid()),
             subnet: book.subnet().to_string(),
             tunnel: self.tunnel,
+            foreground: self.background.is_none(),
             xmpp: social.map(|s| s.xmpp_status()),
             counters: dp.counters(),
             social: social.map(|s| s.state.counters()),

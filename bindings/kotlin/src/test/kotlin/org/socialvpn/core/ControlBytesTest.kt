@@ -62,8 +62,26 @@ class ControlBytesTest {
                     .firstOrNull { it.getString("jid") == liam && it.getBoolean("pending_out") }
             }
             assertEquals(false, entry.getBoolean("mutual"), "$entry")
+
+            // With the app's screens hidden, what only they would show is held; shown again,
+            // they catch up at once.
+            assertEquals("done", vpn.ask("""{"v":1,"cmd":"background"}""").getString("reply"))
+            val hidden = vpn.ask("""{"v":1,"cmd":"status"}""").getJSONObject("status")
+            assertEquals(false, hidden.getBoolean("foreground"), "$hidden")
+            Thread.sleep(1000)
+            sink.events.clear()
             val removed = vpn.ask("""{"v":1,"cmd":"friend","action":"remove","jid":"$liam"}""")
             assertEquals("done", removed.getString("reply"), "$removed")
+            val screenEvents = setOf("roster_changed", "xmpp", "link")
+            val deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(3)
+            while (System.nanoTime() < deadline) {
+                val event = sink.events.poll(100, TimeUnit.MILLISECONDS) ?: continue
+                assertTrue(event.getString("event") !in screenEvents, "sent while hidden: $event")
+            }
+            assertEquals("done", vpn.ask("""{"v":1,"cmd":"foreground"}""").getString("reply"))
+            sink.await(5, "the roster catching up") { it.getString("event") == "roster_changed" }
+            val shown = vpn.ask("""{"v":1,"cmd":"status"}""").getJSONObject("status")
+            assertEquals(true, shown.getBoolean("foreground"), "$shown")
 
             // Whatever is not a request is answered, never acted upon in part.
             assertEquals("bad_request", vpn.ask("not json").errorKind())
