@@ -12,7 +12,7 @@ use crate::addrbook::{AddressBook, AddressBookError};
 use crate::counters::LinkTraffic;
 use crate::counters::{Counters, DropReason};
 use crate::identity::DeviceIdentity;
-use crate::link::Link;
+use crate::wireguard::Link;
 use crate::liveness::PathAlarm;
 use crate::packet::ip::{self, IpAddrs};
 use crate::packet::translate::rewrite_ipv4;
@@ -32,8 +32,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// WireGuard data message overhead: 16-byte header + 16-byte tag.
-pub use crate::link::WG_DATA_OVERHEAD;
-use crate::link::{WG_COOKIE_REPLY, WG_DATA};
+pub use crate::wireguard::WG_DATA_OVERHEAD;
+use crate::wireguard::{WG_COOKIE_REPLY, WG_DATA};
 /// Handshake messages per second, across all links, before cookies are demanded. Each
 /// initiation passes the limiter twice (ours, then boringtun's own check in `decapsulate`).
 const HANDSHAKE_RATE_LIMIT: u64 = 200;

@@ -3,10 +3,12 @@
 //!
 //! Layout, from the wire up: [`packet`] (zero-copy views, checksums, translation, the UID
 //! header), [`framing`] and [`tun`] (the platform fd), [`identity`], [`uid`], [`subnet`]
-//! and [`addrbook`] (who is who and at which address), [`link`] (one WireGuard session per
-//! friend device), [`dataplane`] (the sans-IO state machine tying them together) and
-//! [`engine`] (the thin tokio shell that drives it). [`api`] is the control protocol every
-//! front end speaks: requests, replies, events and the records they carry (data only).
+//! and [`addrbook`] (who is who and at which address), [`wireguard`] (one WireGuard session per
+//! friend device), [`dataplane`] (the sans-IO state machine tying them together),
+//! [`social`] and [`links`] (friends, and finding paths to their devices), [`node`] (all of
+//! it as one sans-IO state machine) and [`engine`] (the thin tokio shell that drives it).
+//! [`api`] is the control protocol every front end speaks: requests, replies, events and the
+//! records they carry (data only).
 
 pub mod addrbook;
 pub mod api;
@@ -16,7 +18,6 @@ pub mod dataplane;
 pub mod engine;
 pub mod framing;
 pub mod identity;
-pub mod link;
 pub mod links;
 pub mod liveness;
 pub mod logging;
@@ -31,6 +32,7 @@ pub mod social;
 pub mod subnet;
 pub mod tun;
 pub mod uid;
+pub mod wireguard;
 pub mod xmpp;
 
 pub use counters::{Counters, DropReason};

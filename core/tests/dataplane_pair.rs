@@ -314,7 +314,7 @@ fn idle_links_stop_ticking() {
         a.dp.handle_timeout(t, &mut a.wire);
     }
     assert!(
-        t <= now + socialvpn_core::link::ACTIVE_WINDOW + std::time::Duration::from_millis(250),
+        t <= now + socialvpn_core::wireguard::ACTIVE_WINDOW + std::time::Duration::from_millis(250),
         "still ticking at {:?}",
         t - now
     );
