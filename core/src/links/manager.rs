@@ -322,7 +322,7 @@ impl LinkManager {
             }
             // The link was meant for an account that only claimed the device (a copied
             // announcement); its key holder has proven it is this one's.
-            peer.drop_session(false, &mut self.out);
+            peer.drop_session(now, false, &mut self.out);
             peer.sessions.forget_sessions();
             peer.restart_now(now);
         }
@@ -420,7 +420,7 @@ impl LinkManager {
             let session = ours.and_then(|ours| {
                 self.peers
                     .values_mut()
-                    .find_map(|p| p.ice.as_mut().filter(|i| i.local_ufrag() == ours))
+                    .find_map(|p| p.ice_mut().filter(|i| i.local_ufrag() == ours))
             });
             match session {
                 Some(ice) if ice.authenticates(&mut msg) => {
@@ -438,20 +438,20 @@ impl LinkManager {
         let known: Vec<Uid> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.ice.as_ref().is_some_and(|i| i.knows_remote(from)))
+            .filter(|(_, p)| p.ice().is_some_and(|i| i.knows_remote(from)))
             .map(|(u, _)| *u)
             .collect();
         let targets: Vec<Uid> = if known.is_empty() {
             self.peers
                 .iter()
-                .filter(|(_, p)| p.ice.is_some())
+                .filter(|(_, p)| p.ice().is_some())
                 .map(|(u, _)| *u)
                 .collect()
         } else {
             known
         };
         for uid in targets {
-            if let Some(ice) = self.peers.get_mut(&uid).and_then(|p| p.ice.as_mut()) {
+            if let Some(ice) = self.peers.get_mut(&uid).and_then(|p| p.ice_mut()) {
                 ice.handle_stun(now, local_host, from, via_relay, data);
             }
         }
@@ -507,7 +507,7 @@ impl LinkManager {
         self.trim_idle(now, last_activity);
         self.gatherer.handle_timeout(now);
         for peer in self.peers.values_mut() {
-            if let Some(ice) = peer.ice.as_mut() {
+            if let Some(ice) = peer.ice_mut() {
                 ice.handle_timeout(now);
             }
         }

@@ -614,8 +614,7 @@ fn stun_that_is_not_for_a_session_or_not_authentic_reaches_none() {
     let t0 = Instant::now();
     let (mut a, mut b, now) = linked_pair(t0);
     let ufrag = a.m.peers[&b.info.uid]
-        .ice
-        .as_ref()
+        .ice()
         .unwrap()
         .local_ufrag()
         .to_string();

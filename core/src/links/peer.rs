@@ -51,16 +51,69 @@ pub(super) struct Ctx<'a> {
     pub(super) out: &'a mut Outbox,
 }
 
-#[derive(Debug)]
-pub(super) enum Phase {
-    /// Nothing in flight; act at `at` (offer if controlling, ask for one otherwise).
-    Idle { at: Instant },
-    /// Controlling: offer sent, waiting for the answer.
-    Offered { last: Instant, tries: u32 },
-    /// Controlled: asked for an offer at this time.
-    AwaitingOffer { asked: Instant },
-    /// ICE checks running or path selected.
-    Ice,
+/// One ICE session with the device: its id, the agent, and our side of its signalling.
+pub(super) struct Session {
+    id: u64,
+    pub(super) ice: IceLink,
+    /// Our offer (controlling; resent until answered) or answer (controlled; resent for a
+    /// duplicate offer).
+    signal: Signal,
+    /// The path is suspect and this session checks it since then.
+    probing_since: Option<Instant>,
+}
+
+/// Where the link stands, holding the ICE session it runs.
+enum Phase {
+    /// Nothing to do before `at` (offer if controlling, ask for one otherwise). A session
+    /// that still carries the current path runs on until a new one replaces it.
+    Idle {
+        at: Instant,
+        current: Option<Session>,
+    },
+    /// Controlled: asked for an offer at `asked` (a current session runs on meanwhile).
+    AwaitingOffer {
+        asked: Instant,
+        current: Option<Session>,
+    },
+    /// Controlling: our offer is out, waiting for the answer.
+    Offered {
+        session: Session,
+        last: Instant,
+        tries: u32,
+    },
+    /// ICE checks running, or a path selected.
+    Ice { session: Session },
+}
+
+impl Phase {
+    fn idle(at: Instant) -> Phase {
+        Phase::Idle { at, current: None }
+    }
+
+    fn session(&self) -> Option<&Session> {
+        match self {
+            Phase::Idle { current, .. } | Phase::AwaitingOffer { current, .. } => current.as_ref(),
+            Phase::Offered { session, .. } | Phase::Ice { session } => Some(session),
+        }
+    }
+
+    fn session_mut(&mut self) -> Option<&mut Session> {
+        match self {
+            Phase::Idle { current, .. } | Phase::AwaitingOffer { current, .. } => current.as_mut(),
+            Phase::Offered { session, .. } | Phase::Ice { session } => Some(session),
+        }
+    }
+
+    fn into_session(self) -> Option<Session> {
+        match self {
+            Phase::Idle { current, .. } | Phase::AwaitingOffer { current, .. } => current,
+            Phase::Offered { session, .. } | Phase::Ice { session } => Some(session),
+        }
+    }
+
+    fn session_id(&self) -> Option<u64> {
+        self.session().map(|s| s.id)
+    }
 }
 
 pub(super) struct Peer {
@@ -70,20 +123,13 @@ pub(super) struct Peer {
     pub(super) wanted: bool,
     /// Set while the device is no longer wanted: close at this instant.
     pub(super) close_at: Option<Instant>,
-    session: Option<u64>,
-    pub(super) ice: Option<IceLink>,
     phase: Phase,
-    /// Our current offer (controlling; resent until answered) or answer (controlled; resent
-    /// for a duplicate offer).
-    last_signal: Option<Signal>,
     /// An offer that arrived before our candidates were ready.
     pending_offer: Option<Signal>,
     /// Its sessions: ids seen, and when it started its recent ones.
     pub(super) sessions: SessionLog,
     backoff: Duration,
     pub(super) up: Option<SelectedPath>,
-    /// The path is suspect and its ICE session is checking it since then.
-    probing_since: Option<Instant>,
     /// The peer closed the link; cleared when it offers again.
     closed_by_peer: bool,
     /// A signal from `jid`'s account (proven by the device's key) was accepted.
@@ -100,15 +146,11 @@ impl Peer {
             controlling,
             wanted: true,
             close_at: None,
-            session: None,
-            ice: None,
-            phase: Phase::Idle { at: now },
-            last_signal: None,
+            phase: Phase::idle(now),
             pending_offer: None,
             sessions: SessionLog::default(),
             backoff: BACKOFF_START,
             up: None,
-            probing_since: None,
             closed_by_peer: false,
             proven: false,
             permits: Vec::new(),
@@ -121,9 +163,7 @@ impl Peer {
         Peer {
             wanted: false,
             close_at: Some(now + OFFLINE_GRACE),
-            phase: Phase::Idle {
-                at: now + BACKOFF_MAX,
-            },
+            phase: Phase::idle(now + BACKOFF_MAX),
             ..Peer::new(now, w, controlling)
         }
     }
@@ -134,8 +174,7 @@ impl Peer {
             (_, Some(path)) => LinkPhase::Connected {
                 relayed: path.relayed,
                 rtt_ms: self
-                    .ice
-                    .as_ref()
+                    .ice()
                     .and_then(|i| i.rtt(now))
                     .map(|d| d.as_secs_f64() * 1000.0),
             },
@@ -145,22 +184,51 @@ impl Peer {
         }
     }
 
-    /// Offer (or ask for an offer) again as soon as our candidates allow.
-    pub(super) fn restart_now(&mut self, now: Instant) {
-        self.backoff = BACKOFF_START;
-        self.phase = Phase::Idle { at: now };
+    /// The ICE session, if one runs.
+    pub(super) fn ice(&self) -> Option<&IceLink> {
+        self.phase.session().map(|s| &s.ice)
     }
 
-    /// Ends the ICE session (keeping the peer and its WireGuard session). With `keep_path`
-    /// the path it selected stays in use (and shown) until a new session selects another:
-    /// it may well still work (a network change that did not touch it).
-    pub(super) fn drop_session(&mut self, keep_path: bool, out: &mut Outbox) {
-        if let Some(mut ice) = self.ice.take() {
-            ice.close();
+    pub(super) fn ice_mut(&mut self) -> Option<&mut IceLink> {
+        self.phase.session_mut().map(|s| &mut s.ice)
+    }
+
+    /// Takes the phase (and its session) out, leaving an idle one due at `now`.
+    fn take_phase(&mut self, now: Instant) -> Phase {
+        std::mem::replace(&mut self.phase, Phase::idle(now))
+    }
+
+    /// Offer (or ask for an offer) again as soon as our candidates allow; a session that
+    /// runs carries on until the new one replaces it.
+    pub(super) fn restart_now(&mut self, now: Instant) {
+        self.backoff = BACKOFF_START;
+        let current = self.take_phase(now).into_session();
+        self.phase = Phase::Idle { at: now, current };
+    }
+
+    /// Ends the ICE session (keeping the peer and its WireGuard session); a link that was
+    /// waiting for an answer or checking goes idle until `now` plus the back-off (callers
+    /// usually say what comes next). With `keep_path` the path it selected stays in use
+    /// (and shown) until a new session selects another: it may well still work (a network
+    /// change that did not touch it).
+    pub(super) fn drop_session(&mut self, now: Instant, keep_path: bool, out: &mut Outbox) {
+        let (phase, session) = match self.take_phase(now) {
+            Phase::Idle { at, current } => (Phase::idle(at), current),
+            Phase::AwaitingOffer { asked, current } => (
+                Phase::AwaitingOffer {
+                    asked,
+                    current: None,
+                },
+                current,
+            ),
+            Phase::Offered { session, .. } | Phase::Ice { session } => {
+                (Phase::idle(now + self.backoff), Some(session))
+            }
+        };
+        self.phase = phase;
+        if let Some(mut session) = session {
+            session.ice.close();
         }
-        self.session = None;
-        self.last_signal = None;
-        self.probing_since = None;
         if !keep_path && self.up.take().is_some() {
             out.events.push_back(LinkEvent::Down {
                 uid: self.info.uid,
@@ -170,19 +238,17 @@ impl Peer {
     }
 
     pub(super) fn fail(&mut self, now: Instant, out: &mut Outbox) {
-        self.drop_session(false, out);
-        self.phase = Phase::Idle {
-            at: now + self.backoff,
-        };
+        self.drop_session(now, false, out);
+        self.phase = Phase::idle(now + self.backoff);
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 
     /// Closes the link (telling the peer if `tell` and a session exists).
     pub(super) fn close(&mut self, tell: bool, own: DeviceInfo, out: &mut Outbox) {
-        if let Some(ice) = self.ice.as_mut() {
+        if let Some(ice) = self.ice_mut() {
             ice.close();
         }
-        if let (true, Some(session)) = (tell, self.session) {
+        if let (true, Some(session)) = (tell, self.phase.session_id()) {
             let close = Signal {
                 kind: SignalKind::Close,
                 session,
@@ -202,20 +268,21 @@ impl Peer {
     /// Signalling works again: retry at once whatever waits in back-off, and send again
     /// what was waiting for an answer (it was dropped while offline).
     pub(super) fn signalling_restored(&mut self, now: Instant, out: &mut Outbox) {
-        match self.phase {
+        match &mut self.phase {
             Phase::Idle { .. } if self.up.is_none() && !self.closed_by_peer => {
                 self.restart_now(now);
             }
-            Phase::Offered { .. } => {
-                if let Some(offer) = self.last_signal.clone() {
-                    out.signal(self, offer);
-                    self.phase = Phase::Offered {
-                        last: now,
-                        tries: 1,
-                    };
-                }
+            Phase::Offered {
+                session,
+                last,
+                tries,
+            } => {
+                let offer = session.signal.clone();
+                *last = now;
+                *tries = 1;
+                out.signal(self, offer);
             }
-            Phase::AwaitingOffer { .. } => self.phase = Phase::Idle { at: now },
+            Phase::AwaitingOffer { .. } => self.restart_now(now),
             _ => {}
         }
     }
@@ -225,16 +292,16 @@ impl Peer {
     pub(super) fn path_alarm(&mut self, cx: &mut Ctx<'_>, alarm: PathAlarm) {
         let now = cx.now;
         let heard_recently = self
-            .ice
-            .as_ref()
+            .ice()
             .and_then(IceLink::last_heard)
             .is_some_and(|t| now.saturating_duration_since(t) < DEAD_AFTER);
         match alarm {
             PathAlarm::Suspect => {
-                if let (Some(ice), Some(_)) = (self.ice.as_mut(), self.up) {
-                    tracing::debug!(peer = %self.info.uid, "path quiet; checking it");
-                    ice.probe(now + DEAD_AFTER);
-                    self.probing_since = Some(now);
+                let uid = self.info.uid;
+                if let (Some(session), Some(_)) = (self.phase.session_mut(), self.up) {
+                    tracing::debug!(peer = %uid, "path quiet; checking it");
+                    session.ice.probe(now + DEAD_AFTER);
+                    session.probing_since = Some(now);
                 }
             }
             PathAlarm::Dead if heard_recently => {
@@ -259,8 +326,7 @@ impl Peer {
         }
         let relay = cx.gatherer.candidates().relay;
         let looking = self
-            .ice
-            .as_ref()
+            .ice()
             .is_some_and(|i| i.selected().is_none() && i.relay() == relay)
             && !matches!(self.phase, Phase::Idle { .. });
         if looking {
@@ -274,7 +340,7 @@ impl Peer {
             }
             return;
         }
-        self.drop_session(false, cx.out);
+        self.drop_session(cx.now, false, cx.out);
         self.restart_now(cx.now);
     }
 
@@ -284,7 +350,8 @@ impl Peer {
         let now = cx.now;
         let new_session = match signal.kind {
             SignalKind::Offer => {
-                self.session != Some(signal.session) && !self.sessions.seen(signal.session)
+                self.phase.session_id() != Some(signal.session)
+                    && !self.sessions.seen(signal.session)
             }
             SignalKind::Restart => true,
             SignalKind::Answer | SignalKind::Close => false,
@@ -306,21 +373,21 @@ impl Peer {
             SignalKind::Answer => self.on_answer(cx, signal),
             SignalKind::Restart => {
                 if self.controlling && !matches!(self.phase, Phase::Offered { .. }) {
-                    // Fresh offer now (new session), whatever the back-off said.
-                    self.phase = Phase::Idle { at: now };
+                    // Fresh offer now (new session), whatever the back-off said; the
+                    // current session carries the path until then.
+                    let current = self.take_phase(now).into_session();
+                    self.phase = Phase::Idle { at: now, current };
                 } else {
                     cx.out.counters.signals_stale += 1;
                 }
             }
             SignalKind::Close => {
-                if self.session == Some(signal.session) {
-                    self.drop_session(false, cx.out);
+                if self.phase.session_id() == Some(signal.session) {
+                    self.drop_session(now, false, cx.out);
                     // The peer does not want us now: don't insist before a long back-off.
                     self.backoff = BACKOFF_MAX;
                     self.closed_by_peer = true;
-                    self.phase = Phase::Idle {
-                        at: now + BACKOFF_MAX,
-                    };
+                    self.phase = Phase::idle(now + BACKOFF_MAX);
                     cx.out.events.push_back(LinkEvent::Closed {
                         uid: self.info.uid,
                         jid: self.jid.clone(),
@@ -339,11 +406,10 @@ impl Peer {
             cx.out.counters.signals_stale += 1;
             return;
         }
-        if Some(offer.session) == self.session {
+        if let Some(current) = self.phase.session().filter(|s| s.id == offer.session) {
             // Our answer was lost: send it again.
-            if let Some(answer) = self.last_signal.clone() {
-                cx.out.signal(self, answer);
-            }
+            let answer = current.signal.clone();
+            cx.out.signal(self, answer);
             return;
         }
         if self.sessions.seen(offer.session) {
@@ -364,7 +430,7 @@ impl Peer {
             return;
         };
         // The old path carries traffic until the new session selects one.
-        self.drop_session(true, cx.out);
+        self.drop_session(now, true, cx.out);
         let mut ice = match IceLink::new(now, false, cx.gatherer.candidates()) {
             Ok(ice) => ice,
             Err(e) => {
@@ -393,10 +459,14 @@ impl Peer {
             theirs = ?offer.candidates,
             "answering"
         );
-        self.session = Some(offer.session);
-        self.last_signal = Some(answer.clone());
-        self.ice = Some(ice);
-        self.phase = Phase::Ice;
+        self.phase = Phase::Ice {
+            session: Session {
+                id: offer.session,
+                ice,
+                signal: answer.clone(),
+                probing_since: None,
+            },
+        };
         cx.out.signal(self, answer);
     }
 
@@ -418,23 +488,26 @@ impl Peer {
     }
 
     fn on_answer(&mut self, cx: &mut Ctx<'_>, answer: Signal) {
+        let now = cx.now;
         let expected =
-            matches!(self.phase, Phase::Offered { .. }) && self.session == Some(answer.session);
-        let (true, Some(remote), Some(ice)) =
-            (expected, answer.credentials.as_ref(), self.ice.as_mut())
-        else {
+            matches!(&self.phase, Phase::Offered { session, .. } if session.id == answer.session);
+        let (true, Some(remote)) = (expected, answer.credentials.as_ref()) else {
             cx.out.counters.signals_stale += 1;
             return;
         };
+        let Phase::Offered { mut session, .. } = self.take_phase(now) else {
+            return;
+        };
         tracing::debug!(peer = %self.info.uid, session = answer.session, theirs = ?answer.candidates, "answered");
-        match ice.start(cx.now, remote, &answer.candidates) {
+        match session.ice.start(now, remote, &answer.candidates) {
             Ok(started) => {
+                self.phase = Phase::Ice { session };
                 self.use_candidates(cx, started);
-                self.phase = Phase::Ice;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "bad answer");
-                self.fail(cx.now, cx.out);
+                self.phase = Phase::Ice { session };
+                self.fail(now, cx.out);
             }
         }
     }
@@ -442,7 +515,7 @@ impl Peer {
     fn offer(&mut self, cx: &mut Ctx<'_>) {
         let now = cx.now;
         // The old path carries traffic until the new session selects one.
-        self.drop_session(true, cx.out);
+        self.drop_session(now, true, cx.out);
         let ice = match IceLink::new(now, true, cx.gatherer.candidates()) {
             Ok(ice) => ice,
             Err(e) => {
@@ -450,24 +523,27 @@ impl Peer {
                 return self.fail(now, cx.out);
             }
         };
-        let session = cx.rng.gen::<u64>();
-        self.sessions.remember(session);
-        self.session = Some(session);
+        let id = cx.rng.gen::<u64>();
+        self.sessions.remember(id);
         let offer = Signal {
             kind: SignalKind::Offer,
-            session,
+            session: id,
             from: cx.own,
             credentials: Some(ice.credentials()),
             candidates: ice.candidate_lines(),
         };
-        self.ice = Some(ice);
-        self.last_signal = Some(offer.clone());
         self.phase = Phase::Offered {
+            session: Session {
+                id,
+                ice,
+                signal: offer.clone(),
+                probing_since: None,
+            },
             last: now,
             tries: 1,
         };
         cx.out.counters.offers_sent += 1;
-        tracing::debug!(peer = %self.info.uid, session, ours = ?offer.candidates, "offering");
+        tracing::debug!(peer = %self.info.uid, session = id, ours = ?offer.candidates, "offering");
         cx.out.signal(self, offer);
     }
 
@@ -480,7 +556,11 @@ impl Peer {
             candidates: vec![],
         };
         cx.out.signal(self, restart);
-        self.phase = Phase::AwaitingOffer { asked: cx.now };
+        let current = self.take_phase(cx.now).into_session();
+        self.phase = Phase::AwaitingOffer {
+            asked: cx.now,
+            current,
+        };
     }
 
     /// Our relay was replaced: paths through the old relay address are gone with it, and
@@ -491,13 +571,13 @@ impl Peer {
         relay: Option<SocketAddr>,
         out: &mut Outbox,
     ) {
-        let stale = self.ice.as_ref().is_some_and(|i| i.relay() != relay);
-        let checking = self.ice.as_ref().is_some_and(|i| i.selected().is_none());
+        let stale = self.ice().is_some_and(|i| i.relay() != relay);
+        let checking = self.ice().is_some_and(|i| i.selected().is_none());
         if self.up.is_some_and(|p| p.via_our_relay) {
-            self.drop_session(false, out);
+            self.drop_session(now, false, out);
             self.restart_now(now);
         } else if stale && checking {
-            self.drop_session(true, out);
+            self.drop_session(now, true, out);
             self.restart_now(now);
         }
     }
@@ -517,30 +597,31 @@ impl Peer {
                 self.pending_offer = Some(offer);
             }
         }
-        match self.phase {
-            Phase::Idle { at } if at <= now && gathered && self.wanted => {
+        match &mut self.phase {
+            Phase::Idle { at, .. } if *at <= now && gathered && self.wanted => {
                 if self.controlling {
                     self.offer(cx);
                 } else {
                     self.ask_for_offer(cx);
                 }
             }
-            Phase::Offered { last, tries }
-                if now.saturating_duration_since(last) >= OFFER_RETRY =>
-            {
-                if tries >= OFFER_TRIES || self.last_signal.is_none() {
+            Phase::Offered {
+                session,
+                last,
+                tries,
+            } if now.saturating_duration_since(*last) >= OFFER_RETRY => {
+                if *tries >= OFFER_TRIES {
                     tracing::debug!(peer = %self.info.uid, "offer unanswered; backing off");
                     self.fail(now, cx.out);
-                } else if let Some(offer) = self.last_signal.clone() {
+                } else {
+                    let offer = session.signal.clone();
+                    *last = now;
+                    *tries += 1;
                     cx.out.signal(self, offer);
-                    self.phase = Phase::Offered {
-                        last: now,
-                        tries: tries + 1,
-                    };
                 }
             }
-            Phase::AwaitingOffer { asked }
-                if now.saturating_duration_since(asked) >= OFFER_RETRY * OFFER_TRIES =>
+            Phase::AwaitingOffer { asked, .. }
+                if now.saturating_duration_since(*asked) >= OFFER_RETRY * OFFER_TRIES =>
             {
                 self.fail(now, cx.out);
             }
@@ -553,7 +634,11 @@ impl Peer {
     /// Moves the ICE session's output along and reacts to its state.
     fn service_ice(&mut self, cx: &mut Ctx<'_>) {
         let now = cx.now;
-        let Some(ice) = self.ice.as_mut() else { return };
+        let uid = self.info.uid;
+        let Some(session) = self.phase.session_mut() else {
+            return;
+        };
+        let ice = &mut session.ice;
         while let Some(IceOutput::Transmit {
             dst,
             via_relay,
@@ -570,13 +655,11 @@ impl Peer {
         }
         let selected = ice.selected();
         let failed = ice.has_failed();
-        if let Some(since) = self.probing_since {
+        if let Some(since) = session.probing_since {
             if ice.last_heard().is_some_and(|t| t > since) {
                 // The peer answered the check: the path works.
-                self.probing_since = None;
-                cx.out
-                    .events
-                    .push_back(LinkEvent::PathConfirmed { uid: self.info.uid });
+                session.probing_since = None;
+                cx.out.events.push_back(LinkEvent::PathConfirmed { uid });
             }
         }
         if selected != self.up && selected.is_some() {
@@ -601,22 +684,24 @@ impl Peer {
     /// The network changed: a new session as soon as the new candidates are in; a path that
     /// survives the change keeps carrying traffic meanwhile.
     pub(super) fn network_changed(&mut self, now: Instant, out: &mut Outbox) {
-        self.drop_session(true, out);
+        self.drop_session(now, true, out);
         self.restart_now(now);
     }
 
     /// When this link next needs the manager's attention (`gathered_by`: when our
     /// candidates will be complete, if they are not yet).
     pub(super) fn deadline(&mut self, gathered_by: Option<Instant>) -> Option<Instant> {
-        let phase = match self.phase {
+        let phase = match &self.phase {
             // Nothing can start before our candidates are gathered.
-            Phase::Idle { at } if self.wanted => Some(gathered_by.map_or(at, |g| at.max(g))),
-            Phase::Offered { last, .. } => Some(last + OFFER_RETRY),
-            Phase::AwaitingOffer { asked } => Some(asked + OFFER_RETRY * OFFER_TRIES),
+            Phase::Idle { at, .. } if self.wanted => {
+                Some(gathered_by.map_or(*at, |g| (*at).max(g)))
+            }
+            Phase::Offered { last, .. } => Some(*last + OFFER_RETRY),
+            Phase::AwaitingOffer { asked, .. } => Some(*asked + OFFER_RETRY * OFFER_TRIES),
             _ => None,
         };
         let pending = self.pending_offer.as_ref().and(gathered_by);
-        let ice = self.ice.as_mut().and_then(IceLink::poll_timeout);
+        let ice = self.ice_mut().and_then(IceLink::poll_timeout);
         [self.close_at, phase, pending, ice]
             .into_iter()
             .flatten()
