@@ -249,6 +249,7 @@ mod tests {
             ipv6: "fd00::1".parse().unwrap(),
             subnet: "100.64.0.0/16".into(),
             tunnel: true,
+            foreground: true,
             xmpp: Some(socialvpn_core::api::XmppStatus::Online),
             counters: Default::default(),
             social: Some(Default::default()),

@@ -429,9 +429,16 @@ fn hidden_screens_get_no_screen_events_and_catch_up_when_shown() {
     assert!(!w.status(a).foreground);
     let from = w.nodes[a].events.len();
     assert!(linked(&mut w, a, b, Duration::from_secs(30)), "no link");
-    let screen =
-        |e: &Event| matches!(e, Event::Xmpp { .. } | Event::RosterChanged | Event::Link { .. });
-    let held: Vec<_> = w.nodes[a].events[from..].iter().filter(|e| screen(e)).collect();
+    let screen = |e: &Event| {
+        matches!(
+            e,
+            Event::Xmpp { .. } | Event::RosterChanged | Event::Link { .. }
+        )
+    };
+    let held: Vec<_> = w.nodes[a].events[from..]
+        .iter()
+        .filter(|e| screen(e))
+        .collect();
     assert!(held.is_empty(), "sent while hidden: {held:?}");
     // bob's screens were shown all along.
     assert!(w.nodes[b].events.iter().any(screen));

@@ -291,6 +291,35 @@ fn a_restarted_server_is_noticed_at_once_when_the_relay_is_checked() {
     assert_eq!(s.server.allocations_made(), 2);
 }
 
+/// A crash and a quick restart on the same port: the server still holds the old process's
+/// allocation for our address and refuses a new one (437) — until it expires, ten minutes
+/// on. The new client releases the allocation it never knew and gets a relay at once.
+#[test]
+fn a_restart_after_a_crash_gets_a_relay_at_once() {
+    let (mut s, old) = Sim::allocated();
+    s.run_for(Duration::from_secs(5));
+    // Killed: nothing released. The same address starts again.
+    let servers = IceServers {
+        stun: None,
+        turn: Some(TurnConfig {
+            addr: SERVER,
+            username: USER.into(),
+            password: PASSWORD.into(),
+        }),
+    };
+    s.g = Gatherer::start(s.now, servers, vec![HOST]);
+    let t = s.now;
+    assert!(
+        s.run_until(Duration::from_secs(60), |s| s.relay().is_some()),
+        "no relay after the restart: {} refused",
+        s.server.refused()
+    );
+    eprintln!("relay {:?} after the restart", s.now - t);
+    assert!(s.now - t < Duration::from_secs(5), "took {:?}", s.now - t);
+    assert!(!s.server.is_relay(old), "the old allocation still lives");
+    assert_eq!(s.server.allocations_made(), 2);
+}
+
 /// The check of our allocation goes unanswered because our own uplink is down, not the
 /// server: the allocation still exists there. The client releases it (once the uplink is
 /// back, by retransmission) before allocating anew — a new Allocate from the same address

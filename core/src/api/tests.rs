@@ -117,6 +117,7 @@ fn replies_and_events_round_trip_and_tolerate_additions() {
         ipv6: "fd00::1".parse().unwrap(),
         subnet: "100.64.0.0/16".into(),
         tunnel: true,
+        foreground: false,
         xmpp: Some(XmppStatus::Offline {
             reason: "connection refused".into(),
             retry_in_secs: 4,

@@ -189,6 +189,11 @@ impl LinkManager {
         if let Some(peer) = self.peers.get_mut(uid) {
             tracing::debug!(peer = %uid, "no WireGuard session over the selected path; retrying");
             self.out.counters.ice_failures += 1;
+            if peer.up.is_some_and(|p| p.relayed) {
+                // The relay under it may be gone (a TURN server restarted as the link came
+                // up): check ours before the next attempt offers it again.
+                self.gatherer.verify(now);
+            }
             peer.fail(now, &mut self.out);
         }
         self.drive(now);

@@ -10,3 +10,4 @@ pub mod policy;
 mod retired;
 pub mod servers;
 pub mod sessions;
+mod turn_answers;

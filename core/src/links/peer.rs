@@ -677,6 +677,9 @@ impl Peer {
         if failed {
             tracing::debug!(peer = %self.info.uid, "ICE failed");
             cx.out.counters.ice_failures += 1;
+            // No pair worked: our relay may be gone (a restarted TURN server forgets
+            // allocations, and only a check finds out); the next attempt offers a live one.
+            cx.gatherer.verify(now);
             self.fail(now, cx.out);
         }
     }

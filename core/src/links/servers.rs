@@ -4,6 +4,7 @@
 
 use super::permits::{Admit, Permits};
 use super::retired::Retired;
+use super::turn_answers::{self, allocation_verdict, AllocationVerdict, Challenge};
 use bytes::BytesMut;
 use rtc_shared::{TransportContext, TransportMessage, TransportProtocol};
 use rtc_turn::client::{Client, ClientConfig, Event as TurnEvent};
@@ -63,6 +64,10 @@ pub struct Gatherer {
     relayed_in: VecDeque<(SocketAddr, BytesMut)>,
     /// The client replaced by the last reallocation, while it releases its allocation.
     retired: Option<Retired>,
+    /// The server's last challenge (realm, nonce), for requests we sign ourselves.
+    challenge: Option<Challenge>,
+    /// Requests we built ourselves (the release of an allocation from before a restart).
+    own_requests: VecDeque<BytesMut>,
     /// After a refused allocation: when to ask again, and the wait after that.
     allocate_retry: Option<(Instant, Duration)>,
     /// Our allocation is being checked (a Refresh is out): allocate again unless the server
@@ -104,6 +109,8 @@ impl Gatherer {
             permits: Permits::default(),
             relayed_in: VecDeque::new(),
             retired: None,
+            challenge: None,
+            own_requests: VecDeque::new(),
             allocate_retry: None,
             verify_by: None,
             relay_replaced: false,
@@ -230,6 +237,24 @@ impl Gatherer {
         self.started = now;
     }
 
+    /// The server holds an allocation for our address that our client does not know (we
+    /// crashed and restarted on the same port): release it, so the next Allocate (its retry
+    /// comes in 2 s) gets a relay now rather than when it expires.
+    fn release_held_allocation(&mut self) {
+        let (Some(turn), Some(challenge)) = (self.servers.turn.as_ref(), self.challenge.as_ref())
+        else {
+            return;
+        };
+        if let Some(request) =
+            turn_answers::release_request(&turn.username, &turn.password, challenge)
+        {
+            tracing::debug!(
+                "the TURN server holds an allocation of ours from before; releasing it"
+            );
+            self.own_requests.push_back(request);
+        }
+    }
+
     /// Whether the relay address changed since the last call.
     pub fn take_relay_replaced(&mut self) -> bool {
         std::mem::take(&mut self.relay_replaced)
@@ -293,6 +318,10 @@ impl Gatherer {
             message: BytesMut::from(data),
         };
         let verdict = allocation_verdict(data);
+        if let Some(challenge) = turn_answers::challenge(data) {
+            self.challenge = Some(challenge);
+        }
+        let held_elsewhere = turn_answers::allocation_held_elsewhere(data);
         if let Some(retired) = self.retired.as_mut() {
             retired.handle_read(TransportMessage {
                 now,
@@ -302,6 +331,9 @@ impl Gatherer {
         }
         if let Err(e) = client.handle_read(msg) {
             tracing::trace!(error = %e, "STUN/TURN datagram ignored");
+        }
+        if held_elsewhere {
+            self.release_held_allocation();
         }
         match verdict {
             Some(AllocationVerdict::Confirmed) => self.verify_by = None,
@@ -448,6 +480,11 @@ impl Gatherer {
         if let Some(t) = self.retired.as_mut().and_then(Retired::poll_transmit) {
             return Some(t);
         }
+        if let Some(turn) = self.servers.turn.as_ref() {
+            if let Some(request) = self.own_requests.pop_front() {
+                return Some((turn.addr, request));
+            }
+        }
         let t = self.client.as_mut()?.poll_write()?;
         Some((t.transport.peer_addr, t.message))
     }
@@ -505,56 +542,6 @@ impl Gatherer {
         }
         self.drain_events(now);
     }
-}
-
-/// What a datagram from the TURN server says about our allocation.
-#[derive(Debug, PartialEq, Eq)]
-enum AllocationVerdict {
-    /// A Refresh succeeded: the allocation exists.
-    Confirmed,
-    /// A Refresh came back with a new nonce (438): the server may have restarted.
-    StaleNonce,
-    /// A Refresh, CreatePermission or ChannelBind was refused in a way that means the server
-    /// has no allocation for us (437 Allocation Mismatch after a server restart; coturn also
-    /// answers 400 for requests on an allocation it lost).
-    Lost(u16),
-}
-
-fn allocation_verdict(data: &[u8]) -> Option<AllocationVerdict> {
-    use rtc_stun::error_code::{
-        ErrorCodeAttribute, CODE_ALLOC_MISMATCH, CODE_BAD_REQUEST, CODE_STALE_NONCE,
-    };
-    use rtc_stun::message::{
-        Getter, Message, CLASS_ERROR_RESPONSE, CLASS_SUCCESS_RESPONSE, METHOD_CHANNEL_BIND,
-        METHOD_CREATE_PERMISSION, METHOD_REFRESH,
-    };
-    if !rtc_stun::message::is_stun_message(data) {
-        return None;
-    }
-    let mut m = Message::new();
-    m.raw = data.to_vec();
-    m.decode().ok()?;
-    let method = m.typ.method;
-    if method == METHOD_REFRESH && m.typ.class == CLASS_SUCCESS_RESPONSE {
-        return Some(AllocationVerdict::Confirmed);
-    }
-    if m.typ.class != CLASS_ERROR_RESPONSE
-        || ![
-            METHOD_REFRESH,
-            METHOD_CREATE_PERMISSION,
-            METHOD_CHANNEL_BIND,
-        ]
-        .contains(&method)
-    {
-        return None;
-    }
-    let mut code = ErrorCodeAttribute::default();
-    code.get_from(&m).ok()?;
-    if method == METHOD_REFRESH && code.code == CODE_STALE_NONCE {
-        return Some(AllocationVerdict::StaleNonce);
-    }
-    (code.code == CODE_ALLOC_MISMATCH || code.code == CODE_BAD_REQUEST)
-        .then_some(AllocationVerdict::Lost(code.code.0))
 }
 
 #[cfg(test)]
@@ -703,54 +690,5 @@ mod tests {
             None,
             "an engine without servers never wakes for them"
         );
-    }
-
-    #[test]
-    fn what_the_server_says_about_our_allocation() {
-        use rtc_stun::error_code::{CODE_ALLOC_MISMATCH, CODE_BAD_REQUEST, CODE_FORBIDDEN};
-        use rtc_stun::message::{TransactionId, CLASS_INDICATION};
-        use rtc_stun::message::{METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH};
-        let message = |method, class, code: Option<rtc_stun::error_code::ErrorCode>| {
-            let mut setters: Vec<Box<dyn Setter>> = vec![
-                Box::new(TransactionId::new()),
-                Box::new(MessageType::new(method, class)),
-            ];
-            if let Some(code) = code {
-                setters.push(Box::new(ErrorCodeAttribute {
-                    code,
-                    reason: b"x".to_vec(),
-                }));
-            }
-            let mut m = Message::new();
-            m.build(&setters).expect("a message");
-            m.raw
-        };
-        let lost =
-            |method, code| allocation_verdict(&message(method, CLASS_ERROR_RESPONSE, Some(code)));
-        assert_eq!(
-            lost(METHOD_REFRESH, CODE_ALLOC_MISMATCH),
-            Some(AllocationVerdict::Lost(437))
-        );
-        assert_eq!(
-            lost(METHOD_CHANNEL_BIND, CODE_BAD_REQUEST),
-            Some(AllocationVerdict::Lost(400))
-        );
-        assert_eq!(
-            lost(METHOD_CREATE_PERMISSION, CODE_ALLOC_MISMATCH),
-            Some(AllocationVerdict::Lost(437))
-        );
-        // A peer address the server refuses says nothing about the allocation.
-        assert_eq!(lost(METHOD_CREATE_PERMISSION, CODE_FORBIDDEN), None);
-        // Allocation errors have their own retry; other methods and data are not verdicts.
-        assert_eq!(lost(METHOD_ALLOCATE, CODE_ALLOC_MISMATCH), None);
-        assert_eq!(
-            allocation_verdict(&message(METHOD_REFRESH, CLASS_SUCCESS_RESPONSE, None)),
-            Some(AllocationVerdict::Confirmed)
-        );
-        assert_eq!(
-            allocation_verdict(&message(METHOD_BINDING, CLASS_INDICATION, None)),
-            None
-        );
-        assert_eq!(allocation_verdict(b"\x40\x00\x00\x04data"), None);
     }
 }

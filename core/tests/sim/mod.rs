@@ -3,7 +3,9 @@
 //! a STUN server, and an XMPP server ([`xmpp::Server`]). Nothing here sleeps or opens a
 //! socket; time advances to the next thing that happens.
 //!
-//! Underlay addresses are in 198.18.0.0/15, overlay ones in 100.64.0.0/10.
+//! Underlay addresses are in 198.18.0.0/15, overlay ones in 100.64.0.0/10. Loss, jitter,
+//! device keys and session ids follow the world's seed; hash-map orders inside the nodes
+//! do not.
 
 #![allow(dead_code)]
 
@@ -32,11 +34,11 @@ use xmpp_parsers::jid::FullJid;
 /// The port every node's socket uses.
 pub const PORT: u16 = 4500;
 pub const STUN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(198, 19, 0, 3)), 3478);
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(198, 19, 255, 3)), 3478);
 /// The TURN server, and the address its relayed ports are on.
 pub const TURN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(198, 19, 0, 4)), 3478);
-pub const TURN_RELAY_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 5);
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(198, 19, 255, 4)), 3478);
+pub const TURN_RELAY_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 255, 5);
 const TURN_USER: &str = "sim";
 const TURN_PASSWORD: &str = "sim-secret";
 const SUBNET: &str = "100.64.0.0/16";
@@ -192,6 +194,12 @@ impl World {
     }
 
     fn nat(&mut self, n: u8, symmetric: bool) -> usize {
+        // 198.19.255.0/24 holds the servers; every NAT has an address of its own.
+        assert!(n < 255, "NAT numbers stay below the servers' 255");
+        assert!(
+            self.nats.iter().all(|x| x.public.octets()[3] != n),
+            "NAT {n} exists already"
+        );
         self.nats.push(Nat {
             public: Ipv4Addr::new(198, 19, 0, n),
             inside: [198, 18, n],
@@ -213,6 +221,13 @@ impl World {
     ) -> usize {
         let dir = self._root.path().join(name);
         std::fs::create_dir_all(&dir).expect("a state directory");
+        // The device key follows the seed too: who controls ICE (the smaller id) is part of
+        // a run, and a failing seed must fail again.
+        let mut key = [0u8; 32];
+        StdRng::seed_from_u64(self.seed ^ (self.nodes.len() as u64 + 1).wrapping_mul(0x9e37))
+            .fill(&mut key);
+        std::fs::write(dir.join("device.key"), format!("{}\n", hex::encode(key)))
+            .expect("a device key");
         let i = self.nodes.len();
         self.nodes.push(SimNode {
             name: name.to_string(),
@@ -269,6 +284,7 @@ impl World {
     /// Node `i` stops at once, as a killed process: nothing is said, nothing is written.
     pub fn crash(&mut self, i: usize) {
         self.nodes[i].node = None;
+        self.nodes[i].connect_at = None;
         let jid = self.nodes[i].jid.clone();
         self.xmpp.disconnect(self.now, &jid);
     }
@@ -565,8 +581,8 @@ impl World {
         let mut next: Vec<Instant> = self.in_flight.iter().map(|d| d.at).collect();
         next.extend(self.xmpp.next_delivery());
         for n in &mut self.nodes {
-            next.extend(n.connect_at);
             if let Some(node) = n.node.as_mut() {
+                next.extend(n.connect_at);
                 next.extend(node.poll_timeout().map(|(at, _)| at));
             }
         }
@@ -577,6 +593,8 @@ impl World {
     /// time has passed; returns whether `stop` held.
     pub fn run_until(&mut self, limit: Duration, mut stop: impl FnMut(&mut World) -> bool) -> bool {
         let end = self.now + limit;
+        // Steps at one instant in a row: something is due that nothing handles.
+        let mut stuck = 0u32;
         loop {
             if stop(self) {
                 return true;
@@ -585,6 +603,8 @@ impl World {
                 self.now = end;
                 return stop(self);
             };
+            stuck = if next > self.now { 0 } else { stuck + 1 };
+            assert!(stuck < 100_000, "the world is stuck at one instant");
             self.now = self.now.max(next);
             self.step();
         }
