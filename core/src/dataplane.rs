@@ -33,7 +33,7 @@ use std::time::Instant;
 
 /// WireGuard data message overhead: 16-byte header + 16-byte tag.
 pub use crate::wireguard::WG_DATA_OVERHEAD;
-use crate::wireguard::{WG_COOKIE_REPLY, WG_DATA};
+use crate::wireguard::{WG_COOKIE_REPLY, WG_DATA, WG_HANDSHAKE_RESPONSE};
 /// Handshake messages per second, across all links, before cookies are demanded. Each
 /// initiation passes the limiter twice (ours, then boringtun's own check in `decapsulate`).
 const HANDSHAKE_RATE_LIMIT: u64 = 200;
@@ -519,8 +519,17 @@ impl DataPlane {
                 link.note_heard(now);
                 link.endpoint = Some(from);
                 link.note_sent(now, reply);
+                let answered_initiation = reply.first() == Some(&WG_HANDSHAKE_RESPONSE);
                 send(&mut self.counters, net, from, reply);
-                self.flush_queued(now, index, net);
+                // Having answered an initiation we hold a session the peer has yet to
+                // confirm: flushing now would have boringtun start a handshake of its own for
+                // the queued packets, dropping the one we had in flight. When both sides hold
+                // packets and their initiations cross, each answer then meets a forgotten
+                // handshake, forever. The peer's keepalive (or data) confirms ours and
+                // releases the queue.
+                if !answered_initiation {
+                    self.flush_queued(now, index, net);
+                }
             }
             TunnResult::WriteToTunnelV4(packet, _) | TunnResult::WriteToTunnelV6(packet, _) => {
                 let ip_len = packet.len();

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 /// WireGuard message types (first byte of a datagram).
 pub(crate) const WG_HANDSHAKE_INIT: u8 = 1;
+/// A handshake response (the answer to an initiation).
+pub(crate) const WG_HANDSHAKE_RESPONSE: u8 = 2;
 pub(crate) const WG_COOKIE_REPLY: u8 = 3;
 pub(crate) const WG_DATA: u8 = 4;
 /// Header and tag of a WireGuard data message; a bare keepalive is exactly this long.

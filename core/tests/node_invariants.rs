@@ -306,16 +306,15 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     /// Once everything is on again and the network is fine, the friends link and traffic
-    /// flows. Open finding (not yet explained, so not in the suite): after some sequences —
-    /// both sides holding packets queued for each other while a switch was off and the
-    /// relay restarted — both answer every handshake initiation with a response *and* a new
-    /// initiation of their own (boringtun starts one for the queued packets), each response
-    /// then answers a superseded initiation, and no session ever becomes current. boringtun
-    /// keeps its own clock (real time, frozen here), so whether its timers would break the
-    /// cycle on a real network is not known yet. `cargo test --test node_invariants --
-    /// --ignored` runs it; failing seeds are written to the regressions file beside it.
+    /// flows. Not in the suite yet: it finds sequences the node does not recover from in
+    /// time. One was a WireGuard livelock (fixed, see the test below); the one left: a TURN
+    /// server restarting while a link behind a symmetric NAT is still coming up leaves the
+    /// next ICE session sending through the new relay before its permissions for the friend
+    /// exist ("relay not ready for this peer"), so it never connects within the 20 s the
+    /// check allows. `cargo test --test node_invariants -- --ignored` runs it; failing seeds
+    /// are written to the regressions file beside it.
     #[test]
-    #[ignore = "open finding: a WireGuard handshake cycle in virtual time (see the comment)"]
+    #[ignore = "open finding: a relayed link set up across a TURN restart (see the comment)"]
     fn after_it_all_the_friends_link_again(
         seed in any::<u64>(),
         symmetric in any::<bool>(),
@@ -324,4 +323,49 @@ proptest! {
         let mut run = run_ops(seed, symmetric, ops)?;
         run.heal()?;
     }
+}
+
+/// Both friends hold packets for each other while their link is down; when it comes back
+/// their WireGuard initiations cross. Answering an initiation used to flush the queue, which
+/// made boringtun start a handshake of its own and forget the one in flight, so every
+/// response met a forgotten handshake on both sides and no session ever became current
+/// (found by `after_it_all_the_friends_link_again`; this seed and these steps reproduce it).
+#[test]
+fn crossing_handshakes_with_packets_queued_on_both_sides_settle() {
+    use Op::*;
+    let ops = vec![
+        Move { tell: false },
+        Wait { ms: 10873 },
+        Send { who: 1 },
+        Send { who: 0 },
+        Switch { who: 1, on: false },
+        Xmpp {
+            up: true,
+            clean: true,
+        },
+        Wait { ms: 10488 },
+        Move { tell: false },
+        Wait { ms: 12962 },
+        TurnRestart,
+        Send { who: 0 },
+        Switch { who: 1, on: true },
+        Wait { ms: 1215 },
+        Move { tell: false },
+        Send { who: 1 },
+        Wait { ms: 1517 },
+        TurnRestart,
+        Send { who: 0 },
+        Send { who: 1 },
+        Switch { who: 1, on: true },
+        Move { tell: false },
+        Send { who: 1 },
+        Switch { who: 1, on: true },
+        Send { who: 1 },
+        Wait { ms: 3551 },
+        TurnRestart,
+        Send { who: 0 },
+        Wait { ms: 7088 },
+    ];
+    let mut run = run_ops(9246574269979243412, true, ops).expect("the rules hold");
+    run.heal().expect("linked and carrying traffic");
 }
