@@ -151,6 +151,21 @@ impl Permits {
         self.permitted.contains(peer)
     }
 
+    /// For an address not asked for whose IP another permission covers (a friend behind a
+    /// symmetric NAT reaches the relay from a new port for every destination): the account
+    /// that permission was asked for. The server permits by IP, so the friend's checks get
+    /// in; rtc-turn sends only to addresses it holds a permission for, so ours would not get
+    /// out until one is asked for this exact address.
+    pub fn covered_by_ip(&self, peer: &SocketAddr) -> Option<BareJid> {
+        if self.asked.contains_key(peer) {
+            return None;
+        }
+        self.asked
+            .iter()
+            .find(|(p, _)| p.ip() == peer.ip() && self.permitted.contains(p))
+            .map(|(_, owner)| owner.clone())
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.retry
     }
@@ -266,5 +281,21 @@ mod tests {
         p.granted(addr(1));
         assert!(p.is_permitted(&addr(1)));
         assert_eq!(p.refused_by_server(now), RETRY_FIRST);
+    }
+
+    #[test]
+    fn a_new_port_of_a_permitted_address_is_covered_for_its_account() {
+        let mut p = Permits::default();
+        let first: SocketAddr = "198.19.0.2:20002".parse().unwrap();
+        let other_port: SocketAddr = "198.19.0.2:20005".parse().unwrap();
+        let stranger: SocketAddr = "198.19.0.9:20005".parse().unwrap();
+        assert_eq!(p.admit(first, &jid("bob@example.net")), Admit::Ask);
+        // Not yet granted: nothing is covered.
+        assert_eq!(p.covered_by_ip(&other_port), None);
+        p.granted(first);
+        assert_eq!(p.covered_by_ip(&other_port), Some(jid("bob@example.net")));
+        assert_eq!(p.covered_by_ip(&stranger), None);
+        // The address itself needs nothing more.
+        assert_eq!(p.covered_by_ip(&first), None);
     }
 }

@@ -364,6 +364,8 @@ impl Gatherer {
         let Some(client) = self.client.as_mut() else {
             return;
         };
+        // Peers reaching the relay from a new port of a permitted IP (asked for below).
+        let mut new_ports = Vec::new();
         while let Some(event) = client.poll_event() {
             match event {
                 TurnEvent::BindingResponse(_, addr) => {
@@ -406,6 +408,9 @@ impl Gatherer {
                     tracing::debug!(error = %e, retry_in = ?wait, "TURN permission refused");
                 }
                 TurnEvent::DataIndicationOrChannelData(_, peer, data) => {
+                    if let Some(owner) = self.permits.covered_by_ip(&peer) {
+                        new_ports.push((peer, owner));
+                    }
                     self.relayed_in.push_back((peer, data));
                 }
                 TurnEvent::TransactionTimeout(_) => {
@@ -416,6 +421,9 @@ impl Gatherer {
                 }
                 _ => {}
             }
+        }
+        for (peer, owner) in new_ports {
+            self.permit(now, peer, &owner);
         }
     }
 
