@@ -4,7 +4,7 @@
 
 use super::permits::{Admit, Permits};
 use super::retired::Retired;
-use super::turn_answers::{self, allocation_verdict, AllocationVerdict, Challenge};
+use super::turn_answers::{self, AllocationVerdict, Challenge};
 use bytes::BytesMut;
 use rtc_shared::{TransportContext, TransportMessage, TransportProtocol};
 use rtc_turn::client::{Client, ClientConfig, Event as TurnEvent};
@@ -317,11 +317,14 @@ impl Gatherer {
             },
             message: BytesMut::from(data),
         };
-        let verdict = allocation_verdict(data);
-        if let Some(challenge) = turn_answers::challenge(data) {
-            self.challenge = Some(challenge);
+        let turn_answers::Answer {
+            verdict,
+            challenge,
+            held_elsewhere,
+        } = turn_answers::read(data);
+        if challenge.is_some() {
+            self.challenge = challenge;
         }
-        let held_elsewhere = turn_answers::allocation_held_elsewhere(data);
         if let Some(retired) = self.retired.as_mut() {
             retired.handle_read(TransportMessage {
                 now,

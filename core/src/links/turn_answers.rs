@@ -25,20 +25,39 @@ pub(super) enum AllocationVerdict {
     Lost(u16),
 }
 
-pub(super) fn allocation_verdict(data: &[u8]) -> Option<AllocationVerdict> {
+/// What one datagram from the TURN server says, read once.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Answer {
+    pub(super) verdict: Option<AllocationVerdict>,
+    pub(super) challenge: Option<Challenge>,
+    /// An Allocate refused with 437: the server holds an allocation for our address.
+    pub(super) held_elsewhere: bool,
+}
+
+/// Reads a datagram from the TURN server. Only responses say anything here: requests,
+/// indications (relayed data arrives as Data indications) and channel data are passed over
+/// without being decoded.
+pub(super) fn read(data: &[u8]) -> Answer {
+    // The class's high bit (C1, 0x0100 of the message type) is set for responses only.
+    let is_response = data.len() >= 2 && u16::from_be_bytes([data[0], data[1]]) & 0x0100 != 0;
+    let Some(m) = is_response.then(|| decode(data)).flatten() else {
+        return Answer::default();
+    };
+    Answer {
+        verdict: allocation_verdict(&m),
+        challenge: challenge(&m),
+        held_elsewhere: allocation_held_elsewhere(&m),
+    }
+}
+
+fn allocation_verdict(m: &Message) -> Option<AllocationVerdict> {
     use rtc_stun::error_code::{
         ErrorCodeAttribute, CODE_ALLOC_MISMATCH, CODE_BAD_REQUEST, CODE_STALE_NONCE,
     };
     use rtc_stun::message::{
-        Getter, Message, CLASS_ERROR_RESPONSE, CLASS_SUCCESS_RESPONSE, METHOD_CHANNEL_BIND,
+        CLASS_ERROR_RESPONSE, CLASS_SUCCESS_RESPONSE, METHOD_CHANNEL_BIND,
         METHOD_CREATE_PERMISSION, METHOD_REFRESH,
     };
-    if !rtc_stun::message::is_stun_message(data) {
-        return None;
-    }
-    let mut m = Message::new();
-    m.raw = data.to_vec();
-    m.decode().ok()?;
     let method = m.typ.method;
     if method == METHOD_REFRESH && m.typ.class == CLASS_SUCCESS_RESPONSE {
         return Some(AllocationVerdict::Confirmed);
@@ -54,7 +73,7 @@ pub(super) fn allocation_verdict(data: &[u8]) -> Option<AllocationVerdict> {
         return None;
     }
     let mut code = ErrorCodeAttribute::default();
-    code.get_from(&m).ok()?;
+    code.get_from(m).ok()?;
     if method == METHOD_REFRESH && code.code == CODE_STALE_NONCE {
         return Some(AllocationVerdict::StaleNonce);
     }
@@ -80,30 +99,26 @@ fn decode(data: &[u8]) -> Option<Message> {
 }
 
 /// The challenge in an error answer, if it carries one.
-pub(super) fn challenge(data: &[u8]) -> Option<Challenge> {
+fn challenge(m: &Message) -> Option<Challenge> {
     use rtc_stun::attributes::{ATTR_NONCE, ATTR_REALM};
     use rtc_stun::message::CLASS_ERROR_RESPONSE;
     use rtc_stun::textattrs::TextAttribute;
-    let m = decode(data)?;
     if m.typ.class != CLASS_ERROR_RESPONSE {
         return None;
     }
-    let realm = TextAttribute::get_from_as(&m, ATTR_REALM).ok()?.text;
-    let nonce = TextAttribute::get_from_as(&m, ATTR_NONCE).ok()?.text;
+    let realm = TextAttribute::get_from_as(m, ATTR_REALM).ok()?.text;
+    let nonce = TextAttribute::get_from_as(m, ATTR_NONCE).ok()?.text;
     Some(Challenge { realm, nonce })
 }
 
 /// Whether this answers an Allocate with 437: the server holds an allocation for our address.
-pub(super) fn allocation_held_elsewhere(data: &[u8]) -> bool {
+fn allocation_held_elsewhere(m: &Message) -> bool {
     use rtc_stun::error_code::{ErrorCodeAttribute, CODE_ALLOC_MISMATCH};
     use rtc_stun::message::{CLASS_ERROR_RESPONSE, METHOD_ALLOCATE};
-    let Some(m) = decode(data) else {
-        return false;
-    };
     let mut code = ErrorCodeAttribute::default();
     m.typ.method == METHOD_ALLOCATE
         && m.typ.class == CLASS_ERROR_RESPONSE
-        && code.get_from(&m).is_ok()
+        && code.get_from(m).is_ok()
         && code.code == CODE_ALLOC_MISMATCH
 }
 
@@ -172,8 +187,7 @@ mod tests {
             m.build(&setters).expect("a message");
             m.raw
         };
-        let lost =
-            |method, code| allocation_verdict(&message(method, CLASS_ERROR_RESPONSE, Some(code)));
+        let lost = |method, code| read(&message(method, CLASS_ERROR_RESPONSE, Some(code))).verdict;
         assert_eq!(
             lost(METHOD_REFRESH, CODE_ALLOC_MISMATCH),
             Some(AllocationVerdict::Lost(437))
@@ -191,14 +205,14 @@ mod tests {
         // Allocation errors have their own retry; other methods and data are not verdicts.
         assert_eq!(lost(METHOD_ALLOCATE, CODE_ALLOC_MISMATCH), None);
         assert_eq!(
-            allocation_verdict(&message(METHOD_REFRESH, CLASS_SUCCESS_RESPONSE, None)),
+            read(&message(METHOD_REFRESH, CLASS_SUCCESS_RESPONSE, None)).verdict,
             Some(AllocationVerdict::Confirmed)
         );
         assert_eq!(
-            allocation_verdict(&message(METHOD_BINDING, CLASS_INDICATION, None)),
+            read(&message(METHOD_BINDING, CLASS_INDICATION, None)).verdict,
             None
         );
-        assert_eq!(allocation_verdict(b"\x40\x00\x00\x04data"), None);
+        assert_eq!(read(b"\x40\x00\x00\x04data").verdict, None);
     }
 
     #[test]
@@ -224,7 +238,9 @@ mod tests {
             m.build(&setters).expect("a message");
             m.raw
         };
-        let c = challenge(&answer(METHOD_ALLOCATE, CODE_UNAUTHORIZED, true)).expect("a challenge");
+        let c = read(&answer(METHOD_ALLOCATE, CODE_UNAUTHORIZED, true))
+            .challenge
+            .expect("a challenge");
         assert_eq!(
             c,
             Challenge {
@@ -233,20 +249,12 @@ mod tests {
             }
         );
         assert_eq!(
-            challenge(&answer(METHOD_ALLOCATE, CODE_UNAUTHORIZED, false)),
+            read(&answer(METHOD_ALLOCATE, CODE_UNAUTHORIZED, false)).challenge,
             None
         );
-        assert!(allocation_held_elsewhere(&answer(
-            METHOD_ALLOCATE,
-            CODE_ALLOC_MISMATCH,
-            false
-        )));
-        assert!(!allocation_held_elsewhere(&answer(
-            METHOD_ALLOCATE,
-            CODE_UNAUTHORIZED,
-            true
-        )));
-        assert!(!allocation_held_elsewhere(b"not stun"));
+        assert!(read(&answer(METHOD_ALLOCATE, CODE_ALLOC_MISMATCH, false)).held_elsewhere);
+        assert!(!read(&answer(METHOD_ALLOCATE, CODE_UNAUTHORIZED, true)).held_elsewhere);
+        assert!(!read(b"not stun").held_elsewhere);
         let release = release_request("user", "secret", &c).expect("a request");
         let m = decode(&release).expect("STUN");
         assert_eq!(m.typ.method, rtc_stun::message::METHOD_REFRESH);
