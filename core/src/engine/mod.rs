@@ -155,7 +155,7 @@ impl PreparedEngine {
                     servers: config.servers,
                     policy: config.policy,
                     toggles,
-                    host: host_candidates(port, |ip| subnet.contains(ip)),
+                    host: host_addresses(port, subnet),
                 };
                 // The XMPP connection is protected like the UDP socket.
                 if config.account.protect.is_none() {
@@ -368,12 +368,10 @@ struct EngineIo {
     subnet: Ipv4Subnet,
 }
 
-impl EngineIo {
-    /// This device's host candidates now.
-    fn host_addresses(&self) -> Vec<SocketAddr> {
-        let subnet = self.subnet;
-        host_candidates(self.port, |ip| subnet.contains(ip))
-    }
+/// This device's host candidates now: its addresses with the links' port, minus those in
+/// the overlay subnet (our own tun).
+fn host_addresses(port: u16, subnet: Ipv4Subnet) -> Vec<SocketAddr> {
+    host_candidates(port, |ip| subnet.contains(ip))
 }
 
 /// Carries out everything the node asked for since the last wake-up: the one place where
@@ -400,8 +398,12 @@ fn drain(now: Instant, node: &mut Node, io: &mut EngineIo) {
         }
         // Listing the addresses may bring more outputs: go round once more.
         match node.poll_address_check() {
-            Some(AddressCheck::IfChanged) => node.handle_host_addresses(now, io.host_addresses()),
-            Some(AddressCheck::Restart) => node.handle_network_changed(now, io.host_addresses()),
+            Some(AddressCheck::IfChanged) => {
+                node.handle_host_addresses(now, host_addresses(io.port, io.subnet))
+            }
+            Some(AddressCheck::Restart) => {
+                node.handle_network_changed(now, host_addresses(io.port, io.subnet))
+            }
             None => break,
         }
     }
@@ -549,7 +551,7 @@ async fn run_loop(
                 let now = wake(node);
                 if network_check.is_some_and(|at| at <= now) {
                     network_check = None;
-                    node.handle_host_addresses(now, host_candidates(port, |ip| subnet.contains(ip)));
+                    node.handle_host_addresses(now, host_addresses(port, subnet));
                 }
                 // Every wake-up should be explainable: which part asked for it.
                 tracing::trace!(sources = ?node.timeout_sources(now), "timer");
