@@ -153,17 +153,7 @@ impl Sim {
             };
             self.now = self.now.max(next);
             let now = self.now;
-            let mut due: Vec<Flight> = Vec::new();
-            let mut i = 0;
-            while i < self.in_flight.len() {
-                if self.in_flight[i].at <= now {
-                    due.push(self.in_flight.swap_remove(i));
-                } else {
-                    i += 1;
-                }
-            }
-            due.sort_by_key(|f| f.at);
-            for f in due {
+            for f in sim::take_due(&mut self.in_flight, now, |f| f.at) {
                 self.arrive(f);
             }
             if self.g.poll_timeout().is_some_and(|t| t <= now) {

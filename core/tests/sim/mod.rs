@@ -155,6 +155,21 @@ pub struct World {
     pub dropped: u64,
 }
 
+/// Takes what is due at `now` out of `queue`, in order of arrival.
+pub fn take_due<T>(queue: &mut Vec<T>, now: Instant, at: impl Fn(&T) -> Instant) -> Vec<T> {
+    let mut due = Vec::new();
+    let mut i = 0;
+    while i < queue.len() {
+        if at(&queue[i]) <= now {
+            due.push(queue.swap_remove(i));
+        } else {
+            i += 1;
+        }
+    }
+    due.sort_by_key(|x| at(x));
+    due
+}
+
 pub fn jid(s: &str) -> FullJid {
     s.parse().expect("a full JID")
 }
@@ -617,18 +632,7 @@ impl World {
 
     fn step(&mut self) {
         let now = self.now;
-        // Datagrams due, in order of arrival.
-        let mut due: Vec<Datagram> = Vec::new();
-        let mut i = 0;
-        while i < self.in_flight.len() {
-            if self.in_flight[i].at <= now {
-                due.push(self.in_flight.swap_remove(i));
-            } else {
-                i += 1;
-            }
-        }
-        due.sort_by_key(|d| d.at);
-        for d in due {
+        for d in take_due(&mut self.in_flight, now, |d| d.at) {
             self.arrive(d);
         }
         for (n, input) in self.xmpp.take_due(now) {
