@@ -11,14 +11,14 @@ use socialvpn_core::EngineConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Everything an engine needs; the app keeps it (the password in the platform's keystore).
+/// Everything an engine needs; the app keeps it (the secret in the platform's keystore).
 #[derive(Clone, uniffi::Record)]
 pub struct VpnConfig {
     /// An app-private directory: the device key, the friends' addresses and the toggles.
     pub state_dir: String,
     /// The XMPP account, `user@domain`.
     pub jid: String,
-    pub password: String,
+    pub sign_in: SignIn,
     /// The XMPP resource of this device; empty picks `socialvpn-` + the device id's start.
     pub resource: String,
     /// `host:port` of the XMPP server when it is not the JID's domain on port 5222.
@@ -33,6 +33,19 @@ pub struct VpnConfig {
     /// UDP port of the links; 0 lets the system pick.
     pub listen_port: u16,
     pub link_policy: LinkPolicyConfig,
+}
+
+/// How the account signs in; the app keeps the secret in the platform's keystore.
+#[derive(Clone, uniffi::Enum)]
+pub enum SignIn {
+    Password {
+        password: String,
+    },
+    /// An OAuth access token (from `oauth_password_grant` or the browser flow). A refused
+    /// one ends in `VpnState::TokenRejected`: ask the user to sign in again.
+    Token {
+        token: String,
+    },
 }
 
 #[derive(Clone, uniffi::Record)]
@@ -76,7 +89,10 @@ impl VpnConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], self.listen_port)),
             account: Some(AccountSettings {
                 jid: self.jid.clone(),
-                credentials: Credentials::Password(self.password.clone()),
+                credentials: match &self.sign_in {
+                    SignIn::Password { password } => Credentials::Password(password.clone()),
+                    SignIn::Token { token } => Credentials::Token(token.clone()),
+                },
                 resource: Some(self.resource.clone()).filter(|r| !r.is_empty()),
                 server: self.server.clone(),
                 ca_file: self.ca_file.as_ref().map(PathBuf::from),
@@ -123,7 +139,9 @@ mod tests {
         VpnConfig {
             state_dir: "/tmp/x".into(),
             jid: "alice@example.org".into(),
-            password: "pw".into(),
+            sign_in: SignIn::Password {
+                password: "pw".into(),
+            },
             resource: String::new(),
             server: None,
             ca_file: None,

@@ -23,6 +23,9 @@ pub enum VpnState {
     },
     /// The server refused the JID or password: no retry until the user fixes them.
     AuthFailed,
+    /// The server refused the sign-in token (expired or revoked): the app asks the user to
+    /// sign in again; the engine does not retry.
+    TokenRejected,
     /// The engine ended: `stop` (no error) or a fatal error (its UDP socket failed).
     Stopped {
         error: Option<String>,
@@ -42,6 +45,7 @@ impl From<XmppStatus> for VpnState {
                 retry_in_secs,
             },
             XmppStatus::AuthFailed => VpnState::AuthFailed,
+            XmppStatus::TokenRejected => VpnState::TokenRejected,
             // Only a newer engine sends a state this build does not know.
             XmppStatus::Unknown => VpnState::Connecting,
         }

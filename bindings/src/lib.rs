@@ -10,13 +10,15 @@ mod config;
 mod error;
 mod events;
 mod logging;
+mod signin;
 mod views;
 mod vpn;
 
-pub use config::{IceServer, LinkPolicyConfig, VpnConfig};
+pub use config::{IceServer, LinkPolicyConfig, SignIn, VpnConfig};
 pub use error::{CallbackError, VpnError};
 pub use events::{LinkEvent, VpnEventListener, VpnState};
 pub use logging::{set_log_level, LogLevel};
+pub use signin::{oauth_password_grant, SignInError, SignInToken};
 pub use views::{Device, Friend, LinkInfo, LinkState, Status, TunnelSettings};
 pub use vpn::{SocialVpn, SocketProtector, TunFraming};
 

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: failing loudly is the point
 
 use socialvpn_ffi::{
-    CallbackError, LinkEvent, LinkPolicyConfig, SocialVpn, TunFraming, VpnConfig, VpnError,
+    CallbackError, LinkEvent, LinkPolicyConfig, SignIn, SocialVpn, TunFraming, VpnConfig, VpnError,
     VpnEventListener, VpnState,
 };
 use std::sync::Arc;
@@ -33,7 +33,9 @@ fn engine(dir: &std::path::Path) -> Arc<SocialVpn> {
     let config = VpnConfig {
         state_dir: dir.to_string_lossy().into_owned(),
         jid: "kate@svpn.test".into(),
-        password: "unused".into(),
+        sign_in: SignIn::Password {
+            password: "unused".into(),
+        },
         resource: String::new(),
         // Nothing listens there: the engine retries on loopback and never gets online.
         server: Some("127.0.0.1:1".into()),

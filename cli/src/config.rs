@@ -7,6 +7,7 @@ use socialvpn_core::config::{
 };
 use socialvpn_core::engine::LinkPolicy;
 use socialvpn_core::subnet::{Ipv4Subnet, DEFAULT_SUBNET};
+use socialvpn_core::xmpp::connect::TlsTrust;
 use socialvpn_core::EngineConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,6 +67,9 @@ pub struct Account {
     pub server: Option<String>,
     /// A PEM file of CA certificates to trust instead of the public web roots.
     pub ca_file: Option<PathBuf>,
+    /// Where `socialvpn login` asks for a token; default ejabberd's
+    /// `https://<domain>:5443/oauth/token`.
+    pub token_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,7 +195,10 @@ impl Config {
         };
         // The settings every front end shares are checked by the core (a placeholder
         // password: the real one is read when the daemon starts).
-        if let Err(e) = config.settings("-".into()).check("00000000") {
+        if let Err(e) = config
+            .settings(Credentials::Password("-".into()))
+            .check("00000000")
+        {
             let (key, line_key) = toml_key(&e);
             let reason = match e {
                 SettingError::Jid(jid) => format!("'{jid}' is not a JID like user@example.org"),
@@ -264,13 +271,30 @@ impl Config {
             .map_err(|e| ConfigError::Password(format!("cannot read the password: {e}")))
     }
 
+    /// How `up` signs in: the token `socialvpn login` stored, else the password.
+    pub fn credentials(&self) -> Result<Credentials, ConfigError> {
+        match crate::login::stored_token(&self.state_dir, &self.account.jid) {
+            Ok(Some(token)) => Ok(token),
+            Ok(None) => self.password().map(Credentials::Password),
+            Err(e) => Err(ConfigError::Password(e)),
+        }
+    }
+
+    /// Which certificates the XMPP and sign-in servers must present.
+    pub fn trust(&self) -> TlsTrust {
+        match &self.account.ca_file {
+            Some(path) => TlsTrust::CaFile(path.clone()),
+            None => TlsTrust::PublicRoots,
+        }
+    }
+
     /// The engine configuration; `uid_hex` names the default resource.
     pub fn engine_config(
         &self,
-        password: String,
+        credentials: Credentials,
         uid_hex: &str,
     ) -> Result<EngineConfig, ConfigError> {
-        self.settings(password)
+        self.settings(credentials)
             .check(uid_hex)
             .map_err(|error| ConfigError::Setting {
                 path: self.path.clone(),
@@ -279,7 +303,7 @@ impl Config {
     }
 
     /// The configuration in the core's terms.
-    fn settings(&self, password: String) -> Settings {
+    fn settings(&self, credentials: Credentials) -> Settings {
         let url = |scheme: &str, addr: SocketAddr| format!("{scheme}:{addr}");
         let mut ice_servers: Vec<IceServerSettings> = self
             .ice
@@ -304,7 +328,7 @@ impl Config {
             listen: self.network.listen,
             account: Some(AccountSettings {
                 jid: self.account.jid.clone(),
-                credentials: Credentials::Password(password),
+                credentials,
                 resource: self.account.resource.clone(),
                 server: self.account.server.clone(),
                 ca_file: self.account.ca_file.clone(),
@@ -360,7 +384,9 @@ mod tests {
             c.control_socket(),
             PathBuf::from("/run/socialvpn/svpn0.sock")
         );
-        let e = c.engine_config("pw".into(), "0123456789abcdef").unwrap();
+        let e = c
+            .engine_config(Credentials::Password("pw".into()), "0123456789abcdef")
+            .unwrap();
         let social = e.social.unwrap();
         assert_eq!(social.account.resource, "socialvpn-01234567");
         assert_eq!(

@@ -5,6 +5,7 @@ mod config;
 mod control;
 #[cfg(feature = "demo")]
 mod demo;
+mod login;
 mod table;
 mod up;
 
@@ -60,6 +61,12 @@ enum Command {
     /// Run the daemon: create the interface, log in and link with friends (root or
     /// CAP_NET_ADMIN). Stops on Ctrl-C / SIGTERM.
     Up {
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Sign in once with the password and keep only an OAuth token (ejabberd's
+    /// `/oauth/token`): `up` then uses the token, and the password is not stored.
+    Login {
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
@@ -157,6 +164,7 @@ fn main() -> ExitCode {
     init_logging();
     let result = match Cli::parse().command {
         Command::Up { config } => up::run(&config),
+        Command::Login { config } => login::run(&config),
         Command::Status { watch, target } => target.socket().and_then(|s| status(&s, watch)),
         Command::Friends { target } => target
             .socket()

@@ -13,10 +13,10 @@ use tokio::signal::unix::{signal, SignalKind};
 
 pub fn run(config_path: &Path) -> Result<(), String> {
     let config = Config::load(config_path).map_err(|e| e.to_string())?;
-    let password = config.password().map_err(|e| e.to_string())?;
+    let credentials = config.credentials().map_err(|e| e.to_string())?;
     let identity = DeviceIdentity::load_or_create(&config.state_dir).map_err(|e| e.to_string())?;
     let engine_config = config
-        .engine_config(password, &identity.uid().to_string())
+        .engine_config(credentials, &identity.uid().to_string())
         .map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -173,6 +173,9 @@ impl Progress {
                 match state {
                     XmppStatus::Online => say("logged in"),
                     XmppStatus::AuthFailed => say("login refused: check the password"),
+                    XmppStatus::TokenRejected => say(
+                        "the sign-in token was refused (expired or revoked): run `socialvpn login`",
+                    ),
                     XmppStatus::Connecting => {}
                     other => say(&format!("XMPP {other}")),
                 }

@@ -60,11 +60,7 @@ impl std::fmt::Debug for AccountSettings {
     }
 }
 
-/// How the account logs in. (OAuth tokens come with server discovery and OAuth login.)
-#[derive(Clone)]
-pub enum Credentials {
-    Password(String),
-}
+pub use crate::xmpp::sasl::Credentials;
 
 /// A STUN or TURN server as WebRTC's `RTCIceServer` names it.
 #[derive(Clone, Debug)]
@@ -135,9 +131,20 @@ impl AccountSettings {
         if jid.node().is_none() {
             return Err(ConfigError::Jid(self.jid.clone()));
         }
-        let Credentials::Password(password) = &self.credentials;
-        if password.is_empty() {
-            return Err(invalid("password", "empty".into()));
+        match &self.credentials {
+            Credentials::Password(password) if password.is_empty() => {
+                return Err(invalid("password", "empty".into()))
+            }
+            // A bearer token is printable ASCII without spaces (RFC 6750's b64token).
+            Credentials::Token(token)
+                if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                return Err(invalid(
+                    "token",
+                    "empty or not an access token (printable, no spaces)".into(),
+                ))
+            }
+            _ => {}
         }
         let resource = match &self.resource {
             None => format!("socialvpn-{}", &uid_hex[..8.min(uid_hex.len())]),
@@ -158,7 +165,7 @@ impl AccountSettings {
         };
         Ok(XmppAccount {
             jid,
-            password: password.clone(),
+            credentials: self.credentials.clone(),
             resource,
             server,
             trust: match &self.ca_file {

@@ -94,6 +94,14 @@ fn bad_fields_are_named() {
     let mut s = settings();
     account(&mut s).credentials = Credentials::Password(String::new());
     assert!(field(s).starts_with("password:"));
+    for bad in ["", "two words", "tab\there"] {
+        let mut s = settings();
+        account(&mut s).credentials = Credentials::Token(bad.into());
+        assert!(field(s).starts_with("token:"), "{bad:?}");
+    }
+    let mut s = settings();
+    account(&mut s).credentials = Credentials::Token("eyJ0-._~+/=".into());
+    assert!(s.check("00112233").is_ok());
     let mut s = settings();
     s.state_dir = PathBuf::new();
     assert!(field(s).starts_with("state_dir:"));

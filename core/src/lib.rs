@@ -24,6 +24,7 @@ pub mod logging;
 #[cfg(target_os = "linux")]
 pub mod netwatch;
 pub mod node;
+pub mod oauth;
 pub mod packet;
 pub mod path;
 pub mod persist;

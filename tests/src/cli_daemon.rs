@@ -69,6 +69,25 @@ pub fn up_with_log(
     log_filter: Option<&str>,
 ) -> CliDaemon {
     let (path, socket, log) = config(w, host, user, subnet);
+    let d = start(bin, w, host, (path, socket, log), log_filter);
+    assert!(
+        d.wait(Duration::from_secs(20), &["status"], |out| out
+            .contains("XMPP: online")),
+        "daemon did not log in: {}",
+        std::fs::read_to_string(&d.log).unwrap_or_default()
+    );
+    d
+}
+
+/// Starts `BIN up` on `host` with the (config, control socket, log) that [`config`] wrote
+/// (perhaps edited since); does not wait for anything.
+pub fn start(
+    bin: &Path,
+    w: &SocialWorld,
+    host: &str,
+    (path, socket, log): (PathBuf, PathBuf, PathBuf),
+    log_filter: Option<&str>,
+) -> CliDaemon {
     let file = std::fs::File::create(&log).unwrap();
     let mut command = w.host(host).command(bin.to_str().expect("UTF-8 path"));
     if let Some(filter) = log_filter {
@@ -81,20 +100,13 @@ pub fn up_with_log(
         .stderr(file)
         .spawn()
         .unwrap();
-    let d = CliDaemon {
+    CliDaemon {
         process: ChildGuard(process),
         socket,
         config: path.clone(),
         log,
         bin: bin.to_path_buf(),
-    };
-    assert!(
-        d.wait(Duration::from_secs(20), &["status"], |out| out
-            .contains("XMPP: online")),
-        "daemon did not log in: {}",
-        std::fs::read_to_string(&d.log).unwrap_or_default()
-    );
-    d
+    }
 }
 
 impl CliDaemon {

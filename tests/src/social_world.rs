@@ -356,6 +356,25 @@ impl SocialWorld {
         self.xmpp.register(&self.inet.ns, user, password);
     }
 
+    /// ejabberd's OAuth token endpoint (the world's certificate names the domain; clients
+    /// reach it at the XMPP server's address).
+    pub fn oauth_token_url(&self) -> String {
+        format!(
+            "https://{DOMAIN}:{}/oauth/token",
+            crate::xmpp_server::OAUTH_HTTPS_PORT
+        )
+    }
+
+    /// A sign-in token for `user` valid `ttl_secs`, as `ejabberdctl oauth_issue_token` makes.
+    pub fn issue_token(&self, user: &str, ttl_secs: u32) -> String {
+        self.xmpp.issue_token(&self.inet.ns, user, ttl_secs)
+    }
+
+    /// Revokes a sign-in token.
+    pub fn revoke_token(&self, token: &str) {
+        self.xmpp.revoke_token(&self.inet.ns, token);
+    }
+
     /// Creates several accounts at once (ejabberd's control tool takes seconds per call).
     pub fn register_all(&self, accounts: &[(&str, &str)]) {
         std::thread::scope(|scope| {

@@ -44,6 +44,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// daemon outlives the world).
 const EJABBERD_DIST_PORT: &str = "5210";
 const EJABBERD_NODE: &str = "ejabberd@localhost";
+/// ejabberd's HTTPS listener serving `/oauth` (its stock port).
+pub const OAUTH_HTTPS_PORT: u16 = 5443;
 
 pub(crate) struct XmppServer {
     kind: XmppServerKind,
@@ -203,6 +205,38 @@ impl XmppServer {
             self.kind,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// An OAuth token for `user` with scope `sasl_auth`, valid `ttl_secs` (ejabberd only).
+    pub(crate) fn issue_token(&self, inet: &Namespace, user: &str, ttl_secs: u32) -> String {
+        assert_eq!(self.kind, XmppServerKind::Ejabberd, "tokens are ejabberd's");
+        let jid = format!("{user}@{}", self.domain);
+        let out = self.ejabberdctl(
+            inet,
+            &[
+                "oauth_issue_token",
+                &jid,
+                &ttl_secs.to_string(),
+                "sasl_auth",
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "oauth_issue_token: {text}");
+        // "TOKEN\t[scopes]\tExpires in N seconds"
+        text.split_whitespace()
+            .next()
+            .unwrap_or_else(|| panic!("no token in {text:?}"))
+            .to_string()
+    }
+
+    /// Revokes an OAuth token (ejabberd only).
+    pub(crate) fn revoke_token(&self, inet: &Namespace, token: &str) {
+        let out = self.ejabberdctl(inet, &["oauth_revoke_token", token]);
+        assert!(
+            out.status.success(),
+            "oauth_revoke_token: {}",
+            String::from_utf8_lossy(&out.stdout)
         );
     }
 
@@ -382,9 +416,20 @@ listen:
     access: c2s
     starttls_required: true
     protocol_options: 'TLS_OPTIONS'
+  -
+    port: {https_port}
+    ip: "{ip}"
+    module: ejabberd_http
+    tls: true
+    protocol_options: 'TLS_OPTIONS'
+    request_handlers:
+      /oauth: ejabberd_oauth
+# Sign-in tokens (X-OAUTH2): a deployment that offers OAuth, as Debian's configuration
+# documents it.
+oauth_access: all
+oauth_expire: 3600
 disable_sasl_mechanisms:
   - "digest-md5"
-  - "X-OAUTH2"
 s2s_use_starttls: required
 auth_password_format: scram
 acl:
@@ -488,6 +533,7 @@ modules:
             pem = pem.display(),
             ip = self.addr.ip(),
             port = self.addr.port(),
+            https_port = OAUTH_HTTPS_PORT,
         );
         write(&config.join("ejabberd.yml"), &yml);
     }

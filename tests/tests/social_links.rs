@@ -135,7 +135,7 @@ fn toggles_cut_traffic_at_once_and_strangers_are_refused(kind: XmppServerKind) {
         .unwrap();
     let dave_account = XmppAccount {
         jid: jid("dave").parse().unwrap(),
-        password: "pw-dave".into(),
+        credentials: socialvpn_core::config::Credentials::Password("pw-dave".into()),
         resource: "dave".into(),
         server: Some((w.xmpp_addr().ip().to_string(), w.xmpp_addr().port())),
         trust: TlsTrust::CaFile(w.ca_cert_path()),

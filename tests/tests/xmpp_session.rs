@@ -15,7 +15,7 @@ use tokio::sync::mpsc::Receiver;
 fn account(w: &SocialWorld, user: &str, password: &str, resource: &str) -> XmppAccount {
     XmppAccount {
         jid: format!("{user}@{}", w.domain()).parse().unwrap(),
-        password: password.into(),
+        credentials: socialvpn_core::config::Credentials::Password(password.into()),
         resource: resource.into(),
         server: Some((w.xmpp_addr().ip().to_string(), w.xmpp_addr().port())),
         trust: TlsTrust::CaFile(w.ca_cert_path()),

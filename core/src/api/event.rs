@@ -57,6 +57,9 @@ pub enum XmppStatus {
     },
     /// The server refused the credentials; no retry until the account changes.
     AuthFailed,
+    /// The server refused the sign-in token (expired or revoked); never retried: the app
+    /// asks for a new sign-in.
+    TokenRejected,
     /// A state a newer engine added (never sent by this one).
     #[serde(other)]
     Unknown,
@@ -69,6 +72,7 @@ impl std::fmt::Display for XmppStatus {
             XmppStatus::Online => f.write_str("online"),
             XmppStatus::Offline { reason, .. } => write!(f, "offline: {reason}"),
             XmppStatus::AuthFailed => f.write_str("auth_failed"),
+            XmppStatus::TokenRejected => f.write_str("token_rejected"),
             XmppStatus::Unknown => f.write_str("unknown"),
         }
     }

@@ -419,6 +419,7 @@ impl Social {
                 retry_in_secs: retry_in.as_secs(),
             },
             XmppState::AuthFailed => XmppStatus::AuthFailed,
+            XmppState::TokenRejected => XmppStatus::TokenRejected,
         }
     }
 

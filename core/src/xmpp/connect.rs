@@ -1,5 +1,5 @@
 //! Connecting and logging in: TCP, STARTTLS with a certificate verified against our own
-//! rustls configuration, SASL (SCRAM preferred), and the stream restart. Returns a stream
+//! rustls configuration, SASL (`sasl.rs`), and the stream restart. Returns a stream
 //! ready for resource binding, which `StanzaStream` performs.
 //!
 //! Written against tokio-xmpp's building blocks rather than its built-in connector because
@@ -8,7 +8,6 @@
 //! PLAIN silently.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,17 +15,20 @@ use std::sync::Arc;
 use futures::{SinkExt, StreamExt};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use sasl::common::{ChannelBinding, Credentials};
 use tokio::io::BufStream;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 use tokio_xmpp::error::{AuthError, Error as XmppError, ProtocolError};
+
+use super::sasl::{authenticate, Credentials};
 use tokio_xmpp::stanzastream::Connection;
 use tokio_xmpp::xmlstream::{
-    initiate_stream, FallibleStreamElement, ReadError, StreamHeader, Timeouts, XmppStreamElement,
+    initiate_stream, FallibleStreamElement, InitiatingStream, ReadError, StreamHeader, Timeouts,
+    XmppStream, XmppStreamElement,
 };
 use xmpp_parsers::jid::{BareJid, FullJid, Jid};
+use xmpp_parsers::stream_features::StreamFeatures;
 use xmpp_parsers::{ns, starttls};
 
 use crate::protect::SocketProtector;
@@ -44,7 +46,7 @@ pub enum TlsTrust {
 #[derive(Clone)]
 pub struct XmppAccount {
     pub jid: BareJid,
-    pub password: String,
+    pub credentials: Credentials,
     /// Resource to request; unique per device install.
     pub resource: String,
     /// Host and port to connect to instead of the JID's domain on 5222.
@@ -58,7 +60,7 @@ impl std::fmt::Debug for XmppAccount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XmppAccount")
             .field("jid", &self.jid)
-            .field("password", &"<redacted>")
+            .field("credentials", &self.credentials)
             .field("resource", &self.resource)
             .field("server", &self.server)
             .field("trust", &self.trust)
@@ -72,6 +74,9 @@ impl std::fmt::Debug for XmppAccount {
 pub enum LoginFailure {
     #[error("the server rejected the user name or password")]
     BadCredentials,
+    /// The sign-in token expired, was revoked or belongs to someone else: only a new one helps.
+    #[error("the server rejected the sign-in token (expired or revoked): sign in again")]
+    TokenRejected,
     #[error("the server's certificate is not trusted: {0}")]
     Certificate(String),
     #[error("cannot reach the server: {0}")]
@@ -87,10 +92,15 @@ pub enum LoginFailure {
 impl LoginFailure {
     /// Retrying cannot help until the user changes something.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, LoginFailure::BadCredentials)
+        matches!(
+            self,
+            LoginFailure::BadCredentials | LoginFailure::TokenRejected
+        )
     }
+}
 
-    fn from_error(e: XmppError) -> LoginFailure {
+impl From<XmppError> for LoginFailure {
+    fn from(e: XmppError) -> LoginFailure {
         match e {
             XmppError::Auth(AuthError::Fail(_)) => LoginFailure::BadCredentials,
             XmppError::Auth(other) => LoginFailure::Unsupported(other.to_string()),
@@ -183,22 +193,35 @@ pub async fn login(
     tls: Arc<ClientConfig>,
     timeouts: Timeouts,
 ) -> Result<Connection, LoginFailure> {
-    login_inner(account, tls, timeouts)
+    let (features, stream) = secure_stream(account, tls, timeouts).await?;
+    let stream = authenticate(
+        stream,
+        &features.sasl_mechanisms,
+        &account.jid,
+        &account.credentials,
+    )
+    .await?;
+    bind_ready(account, stream)
         .await
-        .map_err(LoginFailure::from_error)
+        .map_err(LoginFailure::from)
 }
 
-async fn login_inner(
+fn header(account: &XmppAccount) -> StreamHeader<'static> {
+    StreamHeader {
+        to: Some(Cow::Owned(account.jid.domain().as_str().to_string())),
+        from: None,
+        id: None,
+    }
+}
+
+/// TCP, STARTTLS, TLS verified for the JID's domain, and the secured stream's features.
+async fn secure_stream(
     account: &XmppAccount,
     tls: Arc<ClientConfig>,
     timeouts: Timeouts,
-) -> Result<Connection, XmppError> {
+) -> Result<(StreamFeatures, XmppStream<TlsBufStream>), XmppError> {
     let domain = account.jid.domain().as_str().to_string();
-    let header = || StreamHeader {
-        to: Some(Cow::Owned(domain.clone())),
-        from: None,
-        id: None,
-    };
+    let header = || header(account);
     let (host, port) = account
         .server
         .clone()
@@ -245,7 +268,7 @@ async fn login_inner(
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let tls_stream = TlsConnector::from(tls).connect(server_name, tcp).await?;
 
-    let (features, stream) = initiate_stream(
+    Ok(initiate_stream(
         BufStream::new(tls_stream),
         ns::JABBER_CLIENT,
         header(),
@@ -253,33 +276,17 @@ async fn login_inner(
     )
     .await?
     .recv_features::<FallibleStreamElement>()
-    .await?;
+    .await?)
+}
 
-    // SCRAM first; PLAIN only inside this verified TLS session and only if the server offers
-    // no SCRAM; never ANONYMOUS. No channel binding unless a -PLUS mechanism is offered (we
-    // offer none here, so the server cannot be asked for a binding it would reject).
-    let offered: BTreeSet<String> = features.sasl_mechanisms.clone();
-    let mut mechanisms: BTreeSet<String> = offered
-        .iter()
-        .filter(|m| m.starts_with("SCRAM-") && !m.ends_with("-PLUS"))
-        .cloned()
-        .collect();
-    if mechanisms.is_empty() && offered.contains("PLAIN") {
-        mechanisms.insert("PLAIN".into());
-    }
-    let username = account
-        .jid
-        .node()
-        .map(|n| n.as_str().to_string())
-        .ok_or(AuthError::NoMechanism)?;
-    let credentials = Credentials::default()
-        .with_username(username)
-        .with_password(account.password.clone())
-        .with_channel_binding(ChannelBinding::None);
-    let stream = tokio_xmpp::client_login(stream, mechanisms, credentials)
-        .await?
-        .send_header(header())
-        .await?;
+type TlsBufStream = BufStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// The stream restart after SASL: the connection `StanzaStream` binds.
+async fn bind_ready(
+    account: &XmppAccount,
+    stream: InitiatingStream<TlsBufStream>,
+) -> Result<Connection, XmppError> {
+    let stream = stream.send_header(header(account)).await?;
     let (features, stream) = stream.recv_features::<FallibleStreamElement>().await?;
     let identity: FullJid = account.jid.with_resource_str(&account.resource)?;
     Ok(Connection {

@@ -1,5 +1,6 @@
 //! The XMPP shell: login, reconnection and stanza translation for the social layer.
 
 pub mod connect;
+pub mod sasl;
 pub mod session;
 pub use xmpp_parsers::jid::BareJid;

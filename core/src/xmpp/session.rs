@@ -61,6 +61,9 @@ pub enum XmppState {
     /// The server refused the credentials. No retry until the account changes, unless
     /// they worked earlier in this session (then rarely, see `REFUSED_AGAIN_RETRY`).
     AuthFailed,
+    /// The server refused the sign-in token. Never retried: a token does not come back to
+    /// life; the app asks the user to sign in again.
+    TokenRejected,
 }
 
 /// What the session hands the engine.
@@ -394,6 +397,13 @@ async fn reconnect_loop(
                 }
                 let _ = slot.send(connection);
                 return;
+            }
+            Err(LoginFailure::TokenRejected) => {
+                tracing::warn!("XMPP login refused the sign-in token: sign in again");
+                let _ = inputs
+                    .send(XmppInput::State(XmppState::TokenRejected))
+                    .await;
+                break;
             }
             Err(LoginFailure::BadCredentials) => {
                 let _ = inputs.send(XmppInput::State(XmppState::AuthFailed)).await;

@@ -126,7 +126,7 @@ impl XmppAttacker {
             .map_err(|e| format!("bad JID for {user}: {e}"))?;
         let account = XmppAccount {
             jid: bare,
-            password: password.to_string(),
+            credentials: socialvpn_core::config::Credentials::Password(password.to_string()),
             resource: resource.to_string(),
             server: Some((w.xmpp_addr().ip().to_string(), w.xmpp_addr().port())),
             trust: TlsTrust::CaFile(w.ca_cert_path()),

@@ -28,6 +28,26 @@ class FailureTest {
     }
 
     @Test
+    fun `a sign-in that cannot work is a typed error`() {
+        assertThrows<SignInException.InvalidJid> { oauthPasswordGrant("no-at-sign", "pw", null, null, null) }
+        assertThrows<SignInException.BadUrl> {
+            oauthPasswordGrant("kate@svpn.test", "pw", "http://svpn.test/oauth/token", null, null)
+        }
+        // Nothing listens there: refused at once, not a hang.
+        assertThrows<SignInException.Unreachable> {
+            oauthPasswordGrant("kate@svpn.test", "pw", "https://127.0.0.1:1/oauth/token", null, null)
+        }
+        // The world's prosody offers no token login: said, and the engine keeps answering.
+        val listener = RecordingListener()
+        val config = World.config("kate", World.stateDir("kate")).copy(signIn = SignIn.Token("a-token"))
+        SocialVpn(config, listener, null).use { vpn ->
+            val offline = listener.awaitState(20) { it is VpnState.Offline } as VpnState.Offline
+            assertTrue(offline.reason.contains("no token login"), offline.reason)
+            assertTrue(vpn.roster().isEmpty())
+        }
+    }
+
+    @Test
     fun `invalid fds and bad input are typed errors`() {
         val listener = RecordingListener()
         SocialVpn(World.config("kate", World.stateDir("kate")), listener, null).use { vpn ->

@@ -27,7 +27,7 @@ object World {
     fun config(user: String, stateDir: File, password: String = get("$user.password")) = VpnConfig(
         stateDir = stateDir.path,
         jid = get("$user.jid"),
-        password = password,
+        signIn = SignIn.Password(password),
         resource = "",
         server = get("xmpp.server"),
         caFile = get("ca.file"),

@@ -1,0 +1,104 @@
+//! Sign-in tokens for the apps: the password is traded once for an OAuth access token (the
+//! app keeps only the token, in the Keystore or Keychain, and passes it as
+//! `SignIn::Token`). The browser flow hands the app a token by its redirect instead.
+
+use socialvpn_core::config::parse_host_port;
+use socialvpn_core::oauth::{default_token_url, password_grant, OAuthError};
+use socialvpn_core::xmpp::connect::TlsTrust;
+use socialvpn_core::xmpp::BareJid;
+use std::path::PathBuf;
+use std::time::UNIX_EPOCH;
+
+/// An access token and when it expires (seconds since the epoch; none: not said).
+#[derive(Clone, uniffi::Record)]
+pub struct SignInToken {
+    pub token: String,
+    pub expires_at: Option<u64>,
+}
+
+/// Why no token came back; each a different message on the sign-in screen.
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+pub enum SignInError {
+    #[error("'{jid}' is not a valid XMPP address")]
+    InvalidJid { jid: String },
+    #[error("{reason}")]
+    BadUrl { reason: String },
+    /// The server said no to the user name or password.
+    #[error("{reason}")]
+    Refused { reason: String },
+    #[error("{reason}")]
+    Unreachable { reason: String },
+    /// No answer in time.
+    #[error("{reason}")]
+    TimedOut { reason: String },
+    /// The server hung up without answering: ejabberd's way of saying "wrong password".
+    #[error("{reason}")]
+    NoAnswer { reason: String },
+    #[error("{reason}")]
+    Certificate { reason: String },
+    #[error("{reason}")]
+    BadAnswer { reason: String },
+}
+
+impl From<OAuthError> for SignInError {
+    fn from(e: OAuthError) -> SignInError {
+        let reason = e.to_string();
+        match e {
+            OAuthError::BadUrl(_) => SignInError::BadUrl { reason },
+            OAuthError::Refused(_) => SignInError::Refused { reason },
+            OAuthError::Unreachable(_) => SignInError::Unreachable { reason },
+            OAuthError::TimedOut => SignInError::TimedOut { reason },
+            OAuthError::NoAnswer => SignInError::NoAnswer { reason },
+            OAuthError::Certificate(_) => SignInError::Certificate { reason },
+            OAuthError::BadAnswer(_) => SignInError::BadAnswer { reason },
+        }
+    }
+}
+
+/// Trades `password` for a token at `token_url` (none: ejabberd's
+/// `https://<domain>:5443/oauth/token`). `server` is the account's `host:port` override
+/// (its host then serves the URL), `ca_file` as in `VpnConfig`. Blocks for up to 20 s: call
+/// it off the UI thread.
+#[uniffi::export]
+pub fn oauth_password_grant(
+    jid: String,
+    password: String,
+    token_url: Option<String>,
+    server: Option<String>,
+    ca_file: Option<String>,
+) -> Result<SignInToken, SignInError> {
+    let bare: BareJid = jid
+        .parse()
+        .ok()
+        .filter(|j: &BareJid| j.node().is_some())
+        .ok_or_else(|| SignInError::InvalidJid { jid: jid.clone() })?;
+    let url = token_url.unwrap_or_else(|| default_token_url(&bare));
+    let trust = match ca_file {
+        Some(path) => TlsTrust::CaFile(PathBuf::from(path)),
+        None => TlsTrust::PublicRoots,
+    };
+    let connect_to = server
+        .as_deref()
+        .and_then(|s| parse_host_port(s, Some(5222)))
+        .map(|(host, _)| host);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SignInError::Unreachable {
+            reason: format!("cannot start a runtime: {e}"),
+        })?;
+    let token = runtime.block_on(password_grant(
+        &bare,
+        &password,
+        &url,
+        &trust,
+        connect_to.as_deref(),
+    ))?;
+    Ok(SignInToken {
+        token: token.secret,
+        expires_at: token
+            .expires_at
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs()),
+    })
+}
