@@ -51,6 +51,25 @@ impl Namespace {
             .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
     }
 
+    /// Runs the future `f` makes to completion on a current-thread runtime inside this
+    /// namespace, and returns its output.
+    pub fn block_on<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>
+            + Send
+            + 'static,
+    ) -> T {
+        self.run(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+                .block_on(f())
+        })
+        .join()
+        .expect("the namespace thread panicked")
+    }
+
     /// Runs `f` on a new thread that has entered this namespace: sockets it opens live here.
     pub fn run<T: Send + 'static>(
         &self,

@@ -8,8 +8,6 @@ use socialvpn_core::xmpp::connect::{LoginFailure, TlsTrust, XmppAccount};
 use socialvpn_core::xmpp::session::{XmppInput, XmppSession, XmppState};
 use socialvpn_tests::social_world::SocialWorld;
 use socialvpn_tests::xmpp_server::XmppServerKind;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 use tokio::sync::mpsc::Receiver;
 
@@ -37,22 +35,6 @@ async fn first_state(rx: &mut Receiver<XmppInput>, within: Duration) -> Option<X
     None
 }
 
-fn in_host<T: Send + 'static>(
-    w: &SocialWorld,
-    f: impl FnOnce() -> Pin<Box<dyn Future<Output = T> + Send>> + Send + 'static,
-) -> T {
-    w.host("carol")
-        .run(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(f())
-        })
-        .join()
-        .unwrap()
-}
-
 #[test]
 fn ejabberd_tokens_sign_in_and_refused_ones_are_never_retried() {
     let w = SocialWorld::with_server("tok", XmppServerKind::Ejabberd);
@@ -65,7 +47,7 @@ fn ejabberd_tokens_sign_in_and_refused_ones_are_never_retried() {
     // The password grant, as `socialvpn login` and the apps run it.
     let grant = {
         let (url, server, ca, jid) = (url.clone(), server.clone(), ca.clone(), jid.clone());
-        in_host(&w, move || {
+        w.host("carol").block_on(move || {
             Box::pin(async move {
                 let trust = TlsTrust::CaFile(ca);
                 let good = password_grant(&jid, "pw-alice", &url, &trust, Some(&server)).await;
@@ -100,7 +82,7 @@ fn ejabberd_tokens_sign_in_and_refused_ones_are_never_retried() {
     let bob_with_alices_token = account(&w, "bob", Credentials::Token(token));
     w.register("bob", "pw-bob");
     std::thread::sleep(Duration::from_secs(2)); // the 1 s token expires
-    in_host(&w, move || {
+    w.host("carol").block_on(move || {
         Box::pin(async move {
             let (s, mut rx) = XmppSession::spawn(granted);
             let state = first_state(&mut rx, Duration::from_secs(10)).await;
@@ -126,7 +108,7 @@ fn a_server_without_token_login_says_so_and_passwords_still_work() {
     w.register("alice", "pw-alice");
     let with_token = account(&w, "alice", Credentials::Token("some-token".into()));
     let with_password = account(&w, "alice", Credentials::Password("pw-alice".into()));
-    in_host(&w, move || {
+    w.host("carol").block_on(move || {
         Box::pin(async move {
             let (s, mut rx) = XmppSession::spawn(with_token);
             let state = first_state(&mut rx, Duration::from_secs(10)).await;

@@ -44,24 +44,6 @@ fn online(i: &XmppInput) -> bool {
     matches!(i, XmppInput::State(XmppState::Online { .. }))
 }
 
-/// Runs `f` on a current-thread runtime inside the host's namespace.
-fn in_host<T: Send + 'static>(
-    w: &SocialWorld,
-    host: &str,
-    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>> + Send + 'static,
-) -> T {
-    w.host(host)
-        .run(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(f())
-        })
-        .join()
-        .unwrap()
-}
-
 #[test]
 fn login_failures_are_typed_and_backed_off() {
     let w = SocialWorld::new("xlf");
@@ -76,7 +58,7 @@ fn login_failures_are_typed_and_backed_off() {
         server: Some((w.xmpp_addr().ip().to_string(), 5299)),
         ..good.clone()
     };
-    in_host(&w, "carol", move || {
+    w.host("carol").block_on(move || {
         Box::pin(async move {
             let (s, mut rx) = XmppSession::spawn(good);
             let (hit, seen) = wait_for(&mut rx, Duration::from_secs(10), online).await;
@@ -144,7 +126,7 @@ fn friends_subscribe_see_devices_and_exchange_signals() {
     w.register("bob", "secret-b");
     let alice = account(&w, "alice", "secret-a", "laptop");
     let bob = account(&w, "bob", "secret-b", "phone");
-    in_host(&w, "carol", move || {
+    w.host("carol").block_on(move || {
         Box::pin(async move {
             let (sa, mut ra) = XmppSession::spawn(alice);
             let (sb, mut rb) = XmppSession::spawn(bob);
@@ -255,7 +237,7 @@ fn the_xmpp_socket_is_protected_before_it_connects() {
         protect: Some(SocketProtector::new(|_| false)),
         ..account(&w, "alice", "secret-a", "dev2")
     };
-    in_host(&w, "carol", move || {
+    w.host("carol").block_on(move || {
         Box::pin(async move {
             let (s, mut rx) = XmppSession::spawn(accepting);
             let (hit, seen) = wait_for(&mut rx, Duration::from_secs(10), online).await;
