@@ -20,9 +20,10 @@
 //! a test panics (including halfway through [`SocialWorld::new`]).
 
 use crate::netns::{require_root, Namespace};
-use crate::turn_server::Coturn;
+use crate::turn_server::{Coturn, CoturnAuth};
 use crate::two_hosts::StateDir;
 use crate::world_files::{check, mkdir, write};
+use crate::xmpp_server::OfferedTurn;
 use crate::xmpp_server::XmppServer;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -45,6 +46,11 @@ pub const TURN_ADDR: SocketAddrV4 = SocketAddrV4::new(SERVER_IP, 3478);
 pub const STUN_ADDR: SocketAddrV4 = TURN_ADDR;
 pub const TURN_USER: &str = "svpn";
 pub const TURN_PASSWORD: &str = "turnpass";
+/// The coturn the XMPP server hands out (XEP-0215) in worlds built with
+/// [`SocialWorld::with_offered_turn`]: shared-secret mode, its own port and relay ports.
+pub const OFFERED_TURN_ADDR: SocketAddrV4 = SocketAddrV4::new(SERVER_IP, 3490);
+const OFFERED_TURN_RELAY_PORTS: (u16, u16) = (49300, 49399);
+const OFFERED_TURN_SECRET: &str = "xep0215-shared-secret";
 /// coturn's relay ports (inclusive).
 pub const TURN_RELAY_PORTS: (u16, u16) = (49152, 49251);
 /// WAN addresses of the two NAT routers.
@@ -136,6 +142,8 @@ struct Host {
 pub struct SocialWorld {
     xmpp: XmppServer,
     coturn: Coturn,
+    /// The coturn the XMPP server offers, if this world has one.
+    offered_turn: Option<Coturn>,
     hosts: Vec<Host>,
     cone: Node,
     sym: Node,
@@ -152,6 +160,17 @@ impl SocialWorld {
     /// Builds the whole world and returns once the XMPP server and coturn answer. Panics
     /// (tearing down whatever was already built) on any failure.
     pub fn with_server(tag: &str, kind: XmppServerKind) -> SocialWorld {
+        SocialWorld::build(tag, kind, false)
+    }
+
+    /// The world whose XMPP server also hands out a second coturn, with temporary
+    /// credentials (XEP-0215: prosody's `mod_turn_external`, ejabberd's `mod_stun_disco`),
+    /// at [`OFFERED_TURN_ADDR`].
+    pub fn with_offered_turn(tag: &str, kind: XmppServerKind) -> SocialWorld {
+        SocialWorld::build(tag, kind, true)
+    }
+
+    fn build(tag: &str, kind: XmppServerKind, offer_turn: bool) -> SocialWorld {
         require_root();
         // Created atomically under an unpredictable name (the demo runs as root in /tmp),
         // then opened up for the servers' users.
@@ -224,21 +243,38 @@ impl SocialWorld {
         }
 
         let certs = crate::certs::make(&state.0.join("ca"), DOMAIN);
-        let mut xmpp = XmppServer::prepare(kind, &state.0, &certs, XMPP_ADDR, DOMAIN);
+        let offer = offer_turn.then(|| OfferedTurn {
+            addr: OFFERED_TURN_ADDR,
+            secret: OFFERED_TURN_SECRET.into(),
+        });
+        let mut xmpp = XmppServer::prepare(kind, &state.0, &certs, XMPP_ADDR, DOMAIN, offer);
         let mut coturn = Coturn::new(
             &state.0,
             [SERVER_IP, SERVER_ALT_IP],
             TURN_ADDR.port(),
             TURN_RELAY_PORTS,
-            &format!("{TURN_USER}:{TURN_PASSWORD}"),
+            CoturnAuth::LongTerm(format!("{TURN_USER}:{TURN_PASSWORD}")),
             DOMAIN,
         );
         coturn.start(&inet.ns);
+        let offered_turn = offer_turn.then(|| {
+            let mut offered = Coturn::new(
+                &state.0,
+                [SERVER_IP, SERVER_ALT_IP],
+                OFFERED_TURN_ADDR.port(),
+                OFFERED_TURN_RELAY_PORTS,
+                CoturnAuth::SharedSecret(OFFERED_TURN_SECRET.into()),
+                DOMAIN,
+            );
+            offered.start(&inet.ns);
+            offered
+        });
         xmpp.start(&inet.ns);
 
         SocialWorld {
             xmpp,
             coturn,
+            offered_turn,
             hosts,
             cone,
             sym,
@@ -338,6 +374,11 @@ impl SocialWorld {
 
     pub fn coturn_log_path(&self) -> PathBuf {
         self.coturn.log_path()
+    }
+
+    /// The log of the coturn the XMPP server offers ([`SocialWorld::with_offered_turn`]).
+    pub fn offered_turn_log_path(&self) -> Option<PathBuf> {
+        self.offered_turn.as_ref().map(Coturn::log_path)
     }
 
     /// The XMPP server's PID while it runs.

@@ -11,13 +11,21 @@ use std::time::{Duration, Instant};
 const READY: Duration = Duration::from_secs(10);
 
 /// coturn with long-term credentials on UDP, listening on two addresses (RFC 5780).
+/// How coturn checks credentials.
+pub(crate) enum CoturnAuth {
+    /// One static long-term user, `user:password`.
+    LongTerm(String),
+    /// The TURN REST API's shared secret: usernames carry their expiry, passwords are
+    /// HMACs of them (what XMPP servers hand out by XEP-0215).
+    SharedSecret(String),
+}
+
 pub(crate) struct Coturn {
     dir: PathBuf,
     listen: [Ipv4Addr; 2],
     port: u16,
     relay_ports: (u16, u16),
-    /// `user:password` (long-term credentials).
-    credentials: String,
+    auth: CoturnAuth,
     realm: String,
     process: Option<ChildGuard>,
 }
@@ -28,17 +36,20 @@ impl Coturn {
         listen: [Ipv4Addr; 2],
         port: u16,
         relay_ports: (u16, u16),
-        credentials: &str,
+        auth: CoturnAuth,
         realm: &str,
     ) -> Coturn {
-        let dir = state.join("turn");
+        let dir = state.join(match auth {
+            CoturnAuth::LongTerm(_) => "turn",
+            CoturnAuth::SharedSecret(_) => "turn-rest",
+        });
         mkdir(&dir, 0o755);
         Coturn {
             dir,
             listen,
             port,
             relay_ports,
-            credentials: credentials.to_string(),
+            auth,
             realm: realm.to_string(),
             process: None,
         }
@@ -76,13 +87,13 @@ impl Coturn {
             .args(["--relay-ip", &self.listen[0].to_string()])
             .args(["--listening-port", &self.port.to_string()])
             .args(["--min-port", &min, "--max-port", &max])
-            .args([
-                "--lt-cred-mech",
-                "--user",
-                &self.credentials,
-                "--realm",
-                &self.realm,
-            ])
+            .args(match &self.auth {
+                CoturnAuth::LongTerm(user) => ["--lt-cred-mech", "--user", user],
+                CoturnAuth::SharedSecret(secret) => {
+                    ["--use-auth-secret", "--static-auth-secret", secret]
+                }
+            })
+            .args(["--realm", &self.realm])
             .args(["--fingerprint", "--no-tls", "--no-dtls", "--no-cli"])
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log file"))

@@ -47,6 +47,12 @@ const EJABBERD_NODE: &str = "ejabberd@localhost";
 /// ejabberd's HTTPS listener serving `/oauth` (its stock port).
 pub const OAUTH_HTTPS_PORT: u16 = 5443;
 
+/// A TURN server (shared-secret mode) the XMPP server hands out by XEP-0215.
+pub(crate) struct OfferedTurn {
+    pub(crate) addr: SocketAddrV4,
+    pub(crate) secret: String,
+}
+
 pub(crate) struct XmppServer {
     kind: XmppServerKind,
     dir: PathBuf,
@@ -64,6 +70,7 @@ impl XmppServer {
         certs: &WorldCerts,
         addr: SocketAddrV4,
         domain: &str,
+        offer: Option<OfferedTurn>,
     ) -> XmppServer {
         let dir = state.join(kind.name());
         for sub in ["data", "log", "certs"] {
@@ -77,8 +84,8 @@ impl XmppServer {
             process: None,
         };
         match kind {
-            XmppServerKind::Prosody => s.write_prosody_config(certs),
-            XmppServerKind::Ejabberd => s.write_ejabberd_config(certs),
+            XmppServerKind::Prosody => s.write_prosody_config(certs, offer.as_ref()),
+            XmppServerKind::Ejabberd => s.write_ejabberd_config(certs, offer.as_ref()),
         }
         chown(&s.dir, kind.name());
         mkdir(&s.dir, 0o755);
@@ -314,7 +321,7 @@ impl XmppServer {
         self.dir.join("prosody.cfg.lua")
     }
 
-    fn write_prosody_config(&self, certs: &WorldCerts) {
+    fn write_prosody_config(&self, certs: &WorldCerts, offer: Option<&OfferedTurn>) {
         let certs_dir = self.dir.join("certs");
         let (cert, key) = self.copy_certs(certs, &certs_dir);
         let cfg = format!(
@@ -328,7 +335,7 @@ c2s_ports = {{ {port} }}
 c2s_direct_tls_ports = {{ }}
 modules_enabled = {{
   "roster"; "saslauth"; "tls"; "disco"; "carbons"; "pep"; "private"; "blocklist";
-  "ping"; "smacks"; "posix";
+  "ping"; "smacks"; "posix";{turn_module}
 }}
 modules_disabled = {{ "s2s" }}
 c2s_require_encryption = true
@@ -340,7 +347,7 @@ storage = "internal"
 log = {{ info = "{log}/prosody.log"; error = "{log}/prosody.err" }}
 certificates = "certs"
 ssl = {{ certificate = "{cert}"; key = "{key}" }}
-
+{turn}
 VirtualHost "{domain}"
 "#,
             data = self.dir.join("data").display(),
@@ -350,6 +357,23 @@ VirtualHost "{domain}"
             cert = cert.display(),
             key = key.display(),
             domain = self.domain,
+            turn_module = if offer.is_some() {
+                " \"turn_external\";"
+            } else {
+                ""
+            },
+            turn = match offer {
+                // mod_turn_external answers XEP-0215 queries with STUN and TURN services and
+                // credentials valid a day (its default TTL).
+                Some(o) => format!(
+                    "turn_external_secret = \"{}\"\nturn_external_host = \"{}\"\n\
+                     turn_external_port = {}\n",
+                    o.secret,
+                    o.addr.ip(),
+                    o.addr.port()
+                ),
+                None => String::new(),
+            },
         );
         write(&self.prosody_config(), &cfg);
     }
@@ -377,7 +401,7 @@ VirtualHost "{domain}"
 
     /// Debian's configuration with the world's host, certificate and one STARTTLS listener:
     /// the module list is Debian 23.01's default one.
-    fn write_ejabberd_config(&self, certs: &WorldCerts) {
+    fn write_ejabberd_config(&self, certs: &WorldCerts, offer: Option<&OfferedTurn>) {
         let config = self.dir.join("config");
         mkdir(&config, 0o750);
         let (cert, key) = self.copy_certs(certs, &self.dir.join("certs"));
@@ -523,7 +547,7 @@ modules:
   mod_sic: {{}}
   mod_stream_mgmt:
     resend_on_timeout: if_offline
-  mod_stun_disco: {{}}
+  mod_stun_disco:{stun_disco}
   mod_vcard:
     search: false
   mod_vcard_xupdate: {{}}
@@ -534,6 +558,31 @@ modules:
             ip = self.addr.ip(),
             port = self.addr.port(),
             https_port = OAUTH_HTTPS_PORT,
+            stun_disco = match offer {
+                // Only the external coturn, with credentials from the shared secret.
+                Some(o) => format!(
+                    r#"
+    secret: "{secret}"
+    offer_local_services: false
+    services:
+      -
+        host: {ip}
+        port: {port}
+        type: stun
+        transport: udp
+        restricted: false
+      -
+        host: {ip}
+        port: {port}
+        type: turn
+        transport: udp
+        restricted: true"#,
+                    secret = o.secret,
+                    ip = o.addr.ip(),
+                    port = o.addr.port()
+                ),
+                None => " {}".into(),
+            },
         );
         write(&config.join("ejabberd.yml"), &yml);
     }

@@ -128,6 +128,11 @@ impl LinkManager {
         }
     }
 
+    /// STUN/TURN servers the XMPP server offers (XEP-0215); configured ones take precedence.
+    pub fn use_offered_servers(&mut self, now: Instant, offered: IceServers) {
+        self.gatherer.use_offered(now, offered);
+    }
+
     pub fn local_candidates(&self) -> &super::servers::LocalCandidates {
         self.gatherer.candidates()
     }

@@ -53,7 +53,10 @@ pub struct LocalCandidates {
 }
 
 pub struct Gatherer {
+    /// The servers in use: the configured ones, else those the XMPP server offers.
     servers: IceServers,
+    /// The servers the user configured; they take precedence over offered ones.
+    configured: IceServers,
     client: Option<Client>,
     candidates: LocalCandidates,
     started: Instant,
@@ -97,6 +100,7 @@ impl Gatherer {
     /// Starts gathering for a socket whose host addresses are `host`.
     pub fn start(now: Instant, servers: IceServers, host: Vec<SocketAddr>) -> Gatherer {
         let mut g = Gatherer {
+            configured: servers.clone(),
             servers,
             client: None,
             candidates: LocalCandidates {
@@ -184,14 +188,32 @@ impl Gatherer {
             let _ = client.close();
         }
         let servers = self.servers.clone();
+        let configured = std::mem::take(&mut self.configured);
         let reallocations = self.reallocations;
         let (refused, renewals) = (self.permits.refused, self.permits.renewals);
         let had_relay = self.candidates.relay.is_some();
         *self = Gatherer::start(now, servers, host);
+        self.configured = configured;
         self.reallocations = reallocations;
         self.permits.refused = refused;
         self.permits.renewals = renewals;
         self.relay_replaced = had_relay;
+    }
+
+    /// The XMPP server offers these STUN/TURN servers (XEP-0215): used where the user
+    /// configured none. New TURN credentials (sent before the old ones expire) or a new server
+    /// mean a new allocation: the old one is released, and links through it find new paths.
+    pub fn use_offered(&mut self, now: Instant, offered: IceServers) {
+        let servers = IceServers {
+            stun: self.configured.stun.or(offered.stun),
+            turn: self.configured.turn.clone().or(offered.turn),
+        };
+        if servers == self.servers {
+            return;
+        }
+        tracing::debug!("STUN/TURN servers from the XMPP server");
+        self.servers = servers;
+        self.allocate_afresh(now);
     }
 
     /// A path through our relay went silent, or a peer gave up a path through it: ask the
@@ -700,6 +722,44 @@ mod tests {
             g.poll_timeout(),
             None,
             "an engine without servers never wakes for them"
+        );
+    }
+
+    #[test]
+    fn offered_servers_fill_in_what_is_not_configured_and_new_credentials_reallocate() {
+        let t0 = Instant::now();
+        let offered = |user: &str| IceServers {
+            stun: Some(SocketAddr::from(([198, 18, 10, 2], 3479))),
+            turn: Some(TurnServer {
+                addr: SocketAddr::from(([198, 18, 10, 2], 3479)),
+                username: user.into(),
+                password: "temporary".into(),
+            }),
+        };
+        // Nothing configured: the offered servers are asked at once.
+        let mut g = Gatherer::start(t0, IceServers::default(), vec![]);
+        g.use_offered(t0, offered("1700000000"));
+        let sent: Vec<SocketAddr> = std::iter::from_fn(|| g.poll_transmit().map(|t| t.0)).collect();
+        assert!(
+            sent.contains(&SocketAddr::from(([198, 18, 10, 2], 3479))),
+            "{sent:?}"
+        );
+        // The same answer again changes nothing; new credentials mean a new allocation.
+        g.use_offered(t0, offered("1700000000"));
+        assert!(g.poll_transmit().is_none());
+        g.use_offered(t0, offered("1700086400"));
+        assert!(g.poll_transmit().is_some());
+        // Configured servers win; only the STUN server this configuration lacks is added.
+        let mut g = gatherer(t0);
+        while g.poll_transmit().is_some() {}
+        g.use_offered(t0, offered("1700000000"));
+        assert_eq!(g.servers.turn.as_ref().map(|t| t.addr), Some(turn_addr()));
+        assert_eq!(g.servers.stun, offered("x").stun);
+        while g.poll_transmit().is_some() {}
+        g.use_offered(t0, offered("1700086400"));
+        assert!(
+            g.poll_transmit().is_none(),
+            "configured TURN credentials replaced"
         );
     }
 }

@@ -133,6 +133,9 @@ impl Social {
                     Err(reason) => tracing::debug!(?reason, "signal rejected"),
                 }
             }
+            XmppInput::ExternalServices(servers) => {
+                self.links.use_offered_servers(now, servers);
+            }
             XmppInput::Signal(_, Err(e)) => {
                 tracing::debug!(error = %e, "malformed signal");
                 self.state.count_malformed_signal();

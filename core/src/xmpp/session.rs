@@ -3,6 +3,8 @@
 //! [`XmppInput`]s for the engine, and the engine's [`Outgoing`] into stanzas.
 
 use super::connect::{login, tls_config, LoginFailure, XmppAccount};
+use super::extdisco;
+use crate::links::servers::IceServers;
 use crate::social::payload::{
     parse_signal, DeviceInfo, DeviceWire, PayloadError, SignedSignal, NS_DEVICE,
 };
@@ -74,6 +76,9 @@ pub enum XmppInput {
     RosterPush(RosterItem),
     Presence(Jid, PresenceKind),
     Signal(FullJid, Result<SignedSignal, PayloadError>),
+    /// STUN/TURN servers the XMPP server offers (XEP-0215), resolved; sent again with new
+    /// credentials before the old ones expire.
+    ExternalServices(IceServers),
 }
 
 /// Handle to the running session task.
@@ -266,14 +271,16 @@ async fn run(
     let mut online: Option<FullJid> = None;
     // The last bound JID: a resumed stream (XEP-0198) is online again under it.
     let mut bound: Option<FullJid> = None;
-    let mut roster_request: Option<String> = None;
+    let mut requests = Requests::default();
+    // When to ask the server again for STUN/TURN credentials (XEP-0215) before they expire.
+    let mut services_refresh: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             // Outgoing first: at shutdown, the close signals queued last must still go out.
             biased;
             () = stop.stopped() => {
                 while let Ok(out) = outgoing.try_recv() {
-                    let stanza = to_stanza(out, &mut roster_request);
+                    let stanza = to_stanza(out, &mut requests.roster);
                     let _token = stream.send(Box::new(stanza)).await;
                 }
                 break;
@@ -293,9 +300,15 @@ async fn run(
                     let _ = tokio::time::timeout(Duration::from_secs(2), old.close()).await;
                 });
             }
+            () = sleep_until(services_refresh) => {
+                services_refresh = None;
+                if let Some(own) = online.clone() {
+                    ask_for_services(&stream, &own, &mut requests).await;
+                }
+            }
             out = outgoing.recv() => {
                 let Some(out) = out else { break };
-                let stanza = to_stanza(out, &mut roster_request);
+                let stanza = to_stanza(out, &mut requests.roster);
                 let _token = stream.send(Box::new(stanza)).await;
             }
             event = stream.next() => {
@@ -307,6 +320,7 @@ async fn run(
                         lock(&pacing).online(std::time::Instant::now());
                         online = Some(full.clone());
                         bound = Some(full.clone());
+                        ask_for_services(&stream, &full, &mut requests).await;
                         let state = XmppState::Online { jid: full, resumed: false };
                         let _ = inputs.send(XmppInput::State(state)).await;
                     }
@@ -326,7 +340,10 @@ async fn run(
                         }
                     }
                     Event::Stanza(stanza) => {
-                        handle_stanza(stanza, online.as_ref(), &mut roster_request, &inputs, &stream).await;
+                        let offered = handle_stanza(stanza, online.as_ref(), &mut requests, &inputs, &stream).await;
+                        if let Some(offered) = offered {
+                            services_refresh = external_services(offered, &inputs).await;
+                        }
                     }
                 }
             }
@@ -340,6 +357,14 @@ async fn run(
     }
     // When not online the stream worker waits for a connection that will never come (the
     // reconnector saw the stop flag); dropping it is all that can be done.
+}
+
+/// Waits until `at`, or forever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn lock(pacing: &Mutex<Pacing>) -> std::sync::MutexGuard<'_, Pacing> {
@@ -440,13 +465,13 @@ async fn reconnect_loop(
 async fn handle_stanza(
     stanza: Stanza,
     own: Option<&FullJid>,
-    roster_request: &mut Option<String>,
+    requests: &mut Requests,
     inputs: &mpsc::Sender<XmppInput>,
     stream: &StanzaStream,
-) {
+) -> Option<extdisco::Offered> {
     match stanza {
         Stanza::Presence(p) => {
-            let Some(from) = p.from.clone() else { return };
+            let from = p.from.clone()?;
             let kind = match p.type_ {
                 presence::Type::None => PresenceKind::Available(device_in(&p.payloads)),
                 presence::Type::Unavailable => PresenceKind::Unavailable,
@@ -454,7 +479,7 @@ async fn handle_stanza(
                 presence::Type::Subscribed => PresenceKind::Subscribed,
                 presence::Type::Unsubscribe => PresenceKind::Unsubscribe,
                 presence::Type::Unsubscribed => PresenceKind::Unsubscribed,
-                presence::Type::Error | presence::Type::Probe => return,
+                presence::Type::Error | presence::Type::Probe => return None,
             };
             let _ = inputs.send(XmppInput::Presence(from, kind)).await;
         }
@@ -465,10 +490,10 @@ async fn handle_stanza(
                 _ => false,
             };
             let Some(Ok(from)) = m.from.clone().map(|f| f.try_into_full()) else {
-                return;
+                return None;
             };
             if !addressed_to_us {
-                return;
+                return None;
             }
             for payload in m.payloads {
                 if let Some(signal) = parse_signal(payload) {
@@ -476,17 +501,18 @@ async fn handle_stanza(
                 }
             }
         }
-        Stanza::Iq(iq) => handle_iq(iq, own, roster_request, inputs, stream).await,
+        Stanza::Iq(iq) => return handle_iq(iq, own, requests, inputs, stream).await,
     }
+    None
 }
 
 async fn handle_iq(
     iq: Iq,
     own: Option<&FullJid>,
-    roster_request: &mut Option<String>,
+    requests: &mut Requests,
     inputs: &mpsc::Sender<XmppInput>,
     stream: &StanzaStream,
-) {
+) -> Option<extdisco::Offered> {
     // RFC 6121 2.1.6: a roster push (and our roster's result) comes from the server on
     // behalf of our bare JID, or without `from`; another of our own resources, or anyone
     // else, cannot speak for the roster.
@@ -498,12 +524,12 @@ async fn handle_iq(
     match iq {
         Iq::Result {
             from, id, payload, ..
-        } if roster_request.as_deref() == Some(id.as_str()) => {
+        } if requests.roster.as_deref() == Some(id.as_str()) => {
             if !from_own_account(&from) {
                 // Only our server answers for our roster.
-                return;
+                return None;
             }
-            *roster_request = None;
+            requests.roster = None;
             let items = payload
                 .and_then(|p| Roster::try_from(p).ok())
                 .map(|r| r.items.into_iter().map(roster_item).collect())
@@ -516,7 +542,7 @@ async fn handle_iq(
             if !from_own_account(&from) {
                 // RFC 6121: pushes from anyone else are ignored (and refused).
                 reply_error(stream, from, id).await;
-                return;
+                return None;
             }
             if let Ok(push) = Roster::try_from(payload) {
                 for item in push.items {
@@ -528,9 +554,60 @@ async fn handle_iq(
         Iq::Get {
             from, id, payload, ..
         } if payload.is("ping", xmpp_parsers::ns::PING) => reply_result(stream, from, id).await,
+        Iq::Result {
+            from, id, payload, ..
+        } if requests.services.as_deref() == Some(id.as_str()) => {
+            // Only our server, to which the query went, answers it.
+            let from_server = match (&from, own) {
+                (None, _) => true,
+                (Some(f), Some(own)) => f.as_str() == own.domain().as_str(),
+                _ => false,
+            };
+            if from_server {
+                requests.services = None;
+                return match payload.as_ref().map(extdisco::parse) {
+                    Some(Ok(offered)) => Some(offered),
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "unusable external services answer");
+                        None
+                    }
+                    None => None,
+                };
+            }
+        }
         Iq::Get { from, id, .. } | Iq::Set { from, id, .. } => reply_error(stream, from, id).await,
+        // An error answer to the services query: the server offers none (most servers).
         Iq::Result { .. } | Iq::Error { .. } => {}
     }
+    None
+}
+
+/// Our IQ requests in flight, by id (random, so nobody else can answer them).
+#[derive(Default)]
+struct Requests {
+    roster: Option<String>,
+    /// The external services query (XEP-0215).
+    services: Option<String>,
+}
+
+/// Asks the server for STUN/TURN services (XEP-0215).
+async fn ask_for_services(stream: &StanzaStream, own: &FullJid, requests: &mut Requests) {
+    let id = new_id("services");
+    requests.services = Some(id.clone());
+    let query = extdisco::query(id, &own.to_bare());
+    let _token = stream.send(Box::new(query.into())).await;
+}
+
+/// Resolves what the server offered and hands it to the engine; returns when to ask again.
+async fn external_services(
+    offered: extdisco::Offered,
+    inputs: &mpsc::Sender<XmppInput>,
+) -> Option<tokio::time::Instant> {
+    let servers = extdisco::resolve(&offered).await;
+    tracing::debug!(?servers, "STUN/TURN from the XMPP server");
+    let _ = inputs.send(XmppInput::ExternalServices(servers)).await;
+    extdisco::refresh_in(offered.expires, std::time::SystemTime::now())
+        .map(|wait| tokio::time::Instant::now() + wait)
 }
 
 /// An empty IQ result: the acknowledgement of a roster push or a ping.
