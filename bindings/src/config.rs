@@ -21,8 +21,12 @@ pub struct VpnConfig {
     pub sign_in: SignIn,
     /// The XMPP resource of this device; empty picks `socialvpn-` + the device id's start.
     pub resource: String,
-    /// `host:port` of the XMPP server when it is not the JID's domain on port 5222.
+    /// `host:port` of the XMPP server (STARTTLS); none: found by DNS SRV records, else the
+    /// JID's domain on port 5222.
     pub server: Option<String>,
+    /// The network's DNS servers (Android: `LinkProperties.getDnsServers()`), used for the
+    /// SRV and host look-ups; empty: the system's configuration.
+    pub dns_servers: Vec<String>,
     /// A PEM file of CA certificates to trust instead of the public roots (private servers).
     pub ca_file: Option<String>,
     /// At most one `stun:host[:port]` and one `turn:host[:port]` (with username and
@@ -95,6 +99,7 @@ impl VpnConfig {
                 },
                 resource: Some(self.resource.clone()).filter(|r| !r.is_empty()),
                 server: self.server.clone(),
+                dns_servers: self.dns_servers.clone(),
                 ca_file: self.ca_file.as_ref().map(PathBuf::from),
             }),
             ice_servers: self
@@ -144,6 +149,7 @@ mod tests {
             },
             resource: String::new(),
             server: None,
+            dns_servers: vec![],
             ca_file: None,
             ice_servers: vec![
                 IceServer {

@@ -39,6 +39,7 @@ fn engine(dir: &std::path::Path) -> Arc<SocialVpn> {
         resource: String::new(),
         // Nothing listens there: the engine retries on loopback and never gets online.
         server: Some("127.0.0.1:1".into()),
+        dns_servers: vec![],
         ca_file: None,
         ice_servers: vec![],
         subnet: "100.64.0.0/16".into(),

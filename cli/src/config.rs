@@ -63,7 +63,8 @@ pub struct Account {
     /// The XMPP resource of this device; default "socialvpn-" + the first 8 hex digits of
     /// the device id (unique per install).
     pub resource: Option<String>,
-    /// "host:port" to connect to instead of the JID's domain on 5222.
+    /// "host:port" to connect to (STARTTLS) instead of looking the domain's server up by
+    /// DNS SRV records.
     pub server: Option<String>,
     /// A PEM file of CA certificates to trust instead of the public web roots.
     pub ca_file: Option<PathBuf>,
@@ -331,6 +332,8 @@ impl Config {
                 credentials,
                 resource: self.account.resource.clone(),
                 server: self.account.server.clone(),
+                // The system's resolver configuration.
+                dns_servers: Vec::new(),
                 ca_file: self.account.ca_file.clone(),
             }),
             ice_servers,

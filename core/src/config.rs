@@ -7,6 +7,7 @@ use crate::links::servers::{IceServers, TurnServer};
 use crate::protect::SocketProtector;
 use crate::subnet::Ipv4Subnet;
 use crate::xmpp::connect::{TlsTrust, XmppAccount};
+use crate::xmpp::discovery::Dns;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use xmpp_parsers::jid::BareJid;
@@ -42,8 +43,12 @@ pub struct AccountSettings {
     pub credentials: Credentials,
     /// The XMPP resource of this device; none picks `socialvpn-` + the device id's start.
     pub resource: Option<String>,
-    /// `host:port` of the XMPP server when it is not the JID's domain on port 5222.
+    /// `host:port` of the XMPP server (STARTTLS); none: found by DNS SRV records, else the
+    /// JID's domain on port 5222.
     pub server: Option<String>,
+    /// The platform's DNS servers (IP addresses) for the SRV and host look-ups; empty: the
+    /// system's configuration.
+    pub dns_servers: Vec<String>,
     /// A PEM file of CA certificates to trust instead of the public web roots.
     pub ca_file: Option<PathBuf>,
 }
@@ -55,6 +60,7 @@ impl std::fmt::Debug for AccountSettings {
             .field("credentials", &"<redacted>")
             .field("resource", &self.resource)
             .field("server", &self.server)
+            .field("dns_servers", &self.dns_servers)
             .field("ca_file", &self.ca_file)
             .finish()
     }
@@ -163,7 +169,16 @@ impl AccountSettings {
                     .ok_or_else(|| invalid("server", format!("'{s}' is not host:port")))?,
             ),
         };
+        let mut dns = Dns::default();
+        for server in &self.dns_servers {
+            dns.servers.push(
+                server.trim().parse().map_err(|_| {
+                    invalid("dns_servers", format!("'{server}' is not an IP address"))
+                })?,
+            );
+        }
         Ok(XmppAccount {
+            dns,
             jid,
             credentials: self.credentials.clone(),
             resource,

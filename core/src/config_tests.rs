@@ -10,6 +10,7 @@ fn settings() -> Settings {
             credentials: Credentials::Password("pw".into()),
             resource: None,
             server: None,
+            dns_servers: vec![],
             ca_file: None,
         }),
         ice_servers: vec![

@@ -25,6 +25,7 @@ macro_rules! on_both_servers {
 pub mod attacker;
 pub mod certs;
 pub mod cli_daemon;
+pub mod dns_server;
 pub mod netns;
 pub mod node;
 pub mod pinger;

@@ -19,6 +19,7 @@
 //! route into the world. Processes are killed by PID and namespaces deleted on drop, also when
 //! a test panics (including halfway through [`SocialWorld::new`]).
 
+use crate::dns_server::{DnsRecord, Dnsmasq};
 use crate::netns::{require_root, Namespace};
 use crate::turn_server::{Coturn, CoturnAuth};
 use crate::two_hosts::StateDir;
@@ -140,6 +141,8 @@ struct Host {
 /// The world. Field order is drop order: processes, then hosts, routers and the internet,
 /// then the state directory.
 pub struct SocialWorld {
+    /// The DNS server, once a test asked for one ([`SocialWorld::serve_dns`]).
+    dns: Option<Dnsmasq>,
     xmpp: XmppServer,
     coturn: Coturn,
     /// The coturn the XMPP server offers, if this world has one.
@@ -272,6 +275,7 @@ impl SocialWorld {
         xmpp.start(&inet.ns);
 
         SocialWorld {
+            dns: None,
             xmpp,
             coturn,
             offered_turn,
@@ -395,6 +399,39 @@ impl SocialWorld {
     /// ejabberd must be running.
     pub fn register(&self, user: &str, password: &str) {
         self.xmpp.register(&self.inet.ns, user, password);
+    }
+
+    /// Serves exactly `records` from the world's DNS server at [`SocialWorld::dns_addr`]
+    /// (started, or restarted with the new records).
+    pub fn serve_dns(&mut self, records: &[DnsRecord]) {
+        let state = self.state.0.clone();
+        self.dns
+            .get_or_insert_with(|| Dnsmasq::new(&state, SERVER_IP))
+            .serve(&self.inet.ns, records);
+    }
+
+    /// Where the world's DNS server listens (once [`SocialWorld::serve_dns`] started it).
+    pub fn dns_addr(&self) -> Ipv4Addr {
+        SERVER_IP
+    }
+
+    /// SRV records for the domain's STARTTLS service (`_xmpp-client._tcp`) at
+    /// `c2s.svpn.test` on the XMPP server's port, and that name's address: what a domain
+    /// whose server is not at the domain's own name publishes.
+    pub fn srv_records(&self) -> Vec<DnsRecord> {
+        vec![
+            DnsRecord::Srv {
+                name: format!("_xmpp-client._tcp.{DOMAIN}"),
+                target: format!("c2s.{DOMAIN}"),
+                port: XMPP_ADDR.port(),
+                priority: 0,
+                weight: 5,
+            },
+            DnsRecord::A {
+                name: format!("c2s.{DOMAIN}"),
+                addr: *XMPP_ADDR.ip(),
+            },
+        ]
     }
 
     /// ejabberd's OAuth token endpoint (the world's certificate names the domain; clients

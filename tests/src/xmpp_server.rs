@@ -44,6 +44,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// daemon outlives the world).
 const EJABBERD_DIST_PORT: &str = "5210";
 const EJABBERD_NODE: &str = "ejabberd@localhost";
+/// prosody's direct TLS port (XEP-0368), on the XMPP address.
+pub const PROSODY_DIRECT_TLS_PORT: u16 = 5223;
 /// ejabberd's HTTPS listener serving `/oauth` (its stock port).
 pub const OAUTH_HTTPS_PORT: u16 = 5443;
 
@@ -332,7 +334,7 @@ data_path = "{data}"
 plugin_paths = {{ }}
 interfaces = {{ "{ip}" }}
 c2s_ports = {{ {port} }}
-c2s_direct_tls_ports = {{ }}
+c2s_direct_tls_ports = {{ {direct_tls_port} }}
 modules_enabled = {{
   "roster"; "saslauth"; "tls"; "disco"; "carbons"; "pep"; "private"; "blocklist";
   "ping"; "smacks"; "posix";{turn_module}
@@ -357,6 +359,7 @@ VirtualHost "{domain}"
             cert = cert.display(),
             key = key.display(),
             domain = self.domain,
+            direct_tls_port = PROSODY_DIRECT_TLS_PORT,
             turn_module = if offer.is_some() {
                 " \"turn_external\";"
             } else {

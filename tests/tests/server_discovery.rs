@@ -1,14 +1,21 @@
-//! STUN and TURN from the user's own XMPP server (XEP-0215) in the social world (root):
-//! devices configured with nothing but the account get the TURN server prosody
-//! (`mod_turn_external`) or ejabberd (`mod_stun_disco`) hands out, with its temporary
-//! credentials, and link through the symmetric NAT relayed.
+//! Signing in with nothing but an account, in the social world (root): the XMPP server found
+//! by DNS SRV records (STARTTLS and direct TLS) from the world's DNS server, and STUN and TURN
+//! from the user's own XMPP server (XEP-0215: prosody's `mod_turn_external`, ejabberd's
+//! `mod_stun_disco`, with temporary credentials) — devices configured with only the JID,
+//! the password and the network's DNS server link through the symmetric NAT relayed.
 
 use socialvpn_core::api::Request;
+use socialvpn_core::config::Credentials;
+use socialvpn_core::xmpp::connect::{LoginFailure, TlsTrust, XmppAccount};
+use socialvpn_core::xmpp::discovery::Dns;
+use socialvpn_core::xmpp::session::{XmppInput, XmppSession, XmppState};
+use socialvpn_tests::dns_server::DnsRecord;
 use socialvpn_tests::node::DpNode;
 use socialvpn_tests::on_both_servers;
 use socialvpn_tests::social_nodes::{address_of, befriend, online_node, wait_linked};
 use socialvpn_tests::social_world::{SocialWorld, XmppServerKind, OFFERED_TURN_ADDR};
 use socialvpn_tests::two_hosts::ping;
+use socialvpn_tests::xmpp_server::PROSODY_DIRECT_TLS_PORT;
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,9 +23,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_socialvpn-dpnode");
 
 on_both_servers!(friends_link_relayed_with_no_ice_configuration,);
 
-/// A node with no STUN or TURN server of its own.
+const DOMAIN: &str = "svpn.test";
+
+/// A node with nothing but its account and the network's DNS server: no server address, no
+/// STUN or TURN server.
 fn bare_node(w: &SocialWorld, host: &str, user: &str) -> DpNode {
-    let none = serde_json::json!({ "stun": null, "turn": null });
+    let none = serde_json::json!({
+        "server": null,
+        "dns_servers": [w.dns_addr().to_string()],
+        "stun": null,
+        "turn": null,
+    });
     online_node(w, Path::new(BIN), host, user, none)
 }
 
@@ -39,7 +54,9 @@ fn relay_candidate(n: &mut DpNode) -> Option<String> {
 }
 
 fn friends_link_relayed_with_no_ice_configuration(kind: XmppServerKind) {
-    let w = SocialWorld::with_offered_turn("sdi", kind);
+    let mut w = SocialWorld::with_offered_turn("sdi", kind);
+    let records = w.srv_records();
+    w.serve_dns(&records);
     w.register_all(&[("alice", "pw-alice"), ("bob", "pw-bob")]);
     let mut alice = bare_node(&w, "alice", "alice");
     let mut bob = bare_node(&w, "bob", "bob");
@@ -75,4 +92,112 @@ fn friends_link_relayed_with_no_ice_configuration(kind: XmppServerKind) {
         ping(w.host("alice"), &bob_at_alice),
         "no ping through the relay"
     );
+}
+
+fn session_account(w: &SocialWorld) -> XmppAccount {
+    XmppAccount {
+        jid: format!("alice@{DOMAIN}").parse().unwrap(),
+        credentials: Credentials::Password("pw-alice".into()),
+        resource: "srv1".into(),
+        server: None,
+        dns: Dns {
+            servers: vec![w.dns_addr().into()],
+        },
+        trust: TlsTrust::CaFile(w.ca_cert_path()),
+        protect: None,
+    }
+}
+
+/// The first state other than `Connecting` a new session reports within 10 s.
+fn first_state(w: &SocialWorld, account: XmppAccount) -> Option<XmppState> {
+    w.host("carol").block_on(move || {
+        Box::pin(async move {
+            let (s, mut rx) = XmppSession::spawn(account);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let mut state = None;
+            while let Ok(Some(input)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+                match input {
+                    XmppInput::State(XmppState::Connecting) => {}
+                    XmppInput::State(other) => {
+                        state = Some(other);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            s.shutdown().await;
+            state
+        })
+    })
+}
+
+fn srv(service: &str, target: &str, port: u16, priority: u16) -> DnsRecord {
+    DnsRecord::Srv {
+        name: format!("{service}.{DOMAIN}"),
+        target: format!("{target}.{DOMAIN}"),
+        port,
+        priority,
+        weight: 5,
+    }
+}
+
+fn a(name: &str, w: &SocialWorld) -> DnsRecord {
+    DnsRecord::A {
+        name: format!("{name}.{DOMAIN}"),
+        addr: w.xmpp_addr().ip().to_string().parse().unwrap(),
+    }
+}
+
+#[test]
+fn the_server_is_found_by_srv_with_starttls_and_with_direct_tls() {
+    let mut w = SocialWorld::new("srv");
+    w.register("alice", "pw-alice");
+    let xmpp_port = w.xmpp_addr().port();
+
+    // Nothing published: the bare domain has no address either, so no login.
+    w.serve_dns(&[]);
+    let state = first_state(&w, session_account(&w));
+    assert!(
+        matches!(
+            state,
+            Some(XmppState::Offline {
+                reason: LoginFailure::Unreachable(_),
+                ..
+            })
+        ),
+        "{state:?}"
+    );
+
+    // STARTTLS at another name than the domain's.
+    let records = w.srv_records();
+    w.serve_dns(&records);
+    let state = first_state(&w, session_account(&w));
+    assert!(matches!(state, Some(XmppState::Online { .. })), "{state:?}");
+
+    // Direct TLS (XEP-0368) preferred; the STARTTLS record points at a dead port, so only
+    // the direct TLS one can log in.
+    w.serve_dns(&[
+        srv("_xmpps-client._tcp", "tls", PROSODY_DIRECT_TLS_PORT, 0),
+        srv("_xmpp-client._tcp", "c2s", 5299, 0),
+        a("tls", &w),
+        a("c2s", &w),
+    ]);
+    let state = first_state(&w, session_account(&w));
+    assert!(matches!(state, Some(XmppState::Online { .. })), "{state:?}");
+
+    // A first target that points nowhere (no address) and a second with the wrong port:
+    // tried in turn, then offline with back-off, not a hot loop.
+    w.serve_dns(&[
+        srv("_xmpp-client._tcp", "nowhere", xmpp_port, 0),
+        srv("_xmpp-client._tcp", "c2s", 5299, 10),
+        a("c2s", &w),
+    ]);
+    let state = first_state(&w, session_account(&w));
+    match state {
+        Some(XmppState::Offline { reason, retry_in }) => {
+            assert!(matches!(reason, LoginFailure::Unreachable(_)), "{reason:?}");
+            assert!(retry_in >= Duration::from_secs(1), "{retry_in:?}");
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -18,6 +18,7 @@ fn account(w: &SocialWorld, user: &str, credentials: Credentials) -> XmppAccount
         resource: "tok1".into(),
         server: Some((w.xmpp_addr().ip().to_string(), w.xmpp_addr().port())),
         trust: TlsTrust::CaFile(w.ca_cert_path()),
+        dns: Default::default(),
         protect: None,
     }
 }

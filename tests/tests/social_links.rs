@@ -139,6 +139,7 @@ fn toggles_cut_traffic_at_once_and_strangers_are_refused(kind: XmppServerKind) {
         resource: "dave".into(),
         server: Some((w.xmpp_addr().ip().to_string(), w.xmpp_addr().port())),
         trust: TlsTrust::CaFile(w.ca_cert_path()),
+        dns: Default::default(),
         protect: None,
     };
     let dave_device = DeviceInfo::new([0xda; 32]);

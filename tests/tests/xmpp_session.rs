@@ -19,6 +19,7 @@ fn account(w: &SocialWorld, user: &str, password: &str, resource: &str) -> XmppA
         resource: resource.into(),
         server: Some((w.xmpp_addr().ip().to_string(), w.xmpp_addr().port())),
         trust: TlsTrust::CaFile(w.ca_cert_path()),
+        dns: Default::default(),
         protect: None,
     }
 }

@@ -21,6 +21,7 @@ use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 use tokio_xmpp::error::{AuthError, Error as XmppError, ProtocolError};
 
+use super::discovery::{self, Dns, Security, Target};
 use super::sasl::{authenticate, Credentials};
 use tokio_xmpp::stanzastream::Connection;
 use tokio_xmpp::xmlstream::{
@@ -49,8 +50,10 @@ pub struct XmppAccount {
     pub credentials: Credentials,
     /// Resource to request; unique per device install.
     pub resource: String,
-    /// Host and port to connect to instead of the JID's domain on 5222.
+    /// Host and port to connect to (STARTTLS) instead of looking the domain's server up.
     pub server: Option<(String, u16)>,
+    /// Who answers the DNS look-ups (SRV records, host names).
+    pub dns: Dns,
     pub trust: TlsTrust,
     /// Called with the TCP socket's fd before it connects (Android `VpnService.protect`).
     pub protect: Option<SocketProtector>,
@@ -63,6 +66,7 @@ impl std::fmt::Debug for XmppAccount {
             .field("credentials", &self.credentials)
             .field("resource", &self.resource)
             .field("server", &self.server)
+            .field("dns", &self.dns)
             .field("trust", &self.trust)
             .field("protect", &self.protect)
             .finish()
@@ -96,6 +100,19 @@ impl LoginFailure {
             self,
             LoginFailure::BadCredentials | LoginFailure::TokenRejected
         )
+    }
+}
+
+impl LoginFailure {
+    /// How much a failure tells the user, when several targets failed differently.
+    fn rank(&self) -> u8 {
+        match self {
+            LoginFailure::Unreachable(_) => 0,
+            LoginFailure::Other(_) => 1,
+            LoginFailure::Unsupported(_) => 2,
+            LoginFailure::Certificate(_) => 3,
+            LoginFailure::BadCredentials | LoginFailure::TokenRejected | LoginFailure::Protect => 4,
+        }
     }
 }
 
@@ -162,13 +179,14 @@ struct ProtectRefused;
 
 /// Connects to the first reachable address of `host`, protecting each socket before use.
 async fn connect_tcp(
+    dns: &Dns,
     host: &str,
     port: u16,
     protect: Option<&SocketProtector>,
 ) -> io::Result<TcpStream> {
     use std::os::fd::AsRawFd;
     let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"));
-    for addr in tokio::net::lookup_host((host, port)).await? {
+    for addr in discovery::addresses(dns, host, port).await? {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -193,7 +211,44 @@ pub async fn login(
     tls: Arc<ClientConfig>,
     timeouts: Timeouts,
 ) -> Result<Connection, LoginFailure> {
-    let (features, stream) = secure_stream(account, tls, timeouts).await?;
+    let targets = match &account.server {
+        Some((host, port)) => vec![Target {
+            host: host.clone(),
+            port: *port,
+            security: Security::StartTls,
+        }],
+        None => discovery::discover(&account.dns, account.jid.domain().as_str()).await,
+    };
+    // The next target is tried after a failure that is the target's (unreachable, a
+    // certificate not for this domain, no TLS); the first failure the user must act on ends
+    // the attempt. What is reported is the most telling failure seen.
+    let mut failure: Option<LoginFailure> = None;
+    for target in targets {
+        let secured = match secure_stream(account, tls.clone(), timeouts, &target).await {
+            Ok(secured) => secured,
+            Err(e) => {
+                let e = LoginFailure::from(e);
+                tracing::debug!(host = %target.host, port = target.port, error = %e, "XMPP server target");
+                if matches!(e, LoginFailure::Protect) {
+                    return Err(e);
+                }
+                failure = Some(match failure {
+                    Some(before) if before.rank() >= e.rank() => before,
+                    _ => e,
+                });
+                continue;
+            }
+        };
+        return log_in(account, secured).await;
+    }
+    Err(failure.unwrap_or_else(|| LoginFailure::Unreachable("no server for the domain".into())))
+}
+
+/// SASL and the stream restart on a secured stream.
+async fn log_in(
+    account: &XmppAccount,
+    (features, stream): (StreamFeatures, XmppStream<TlsBufStream>),
+) -> Result<Connection, LoginFailure> {
     let stream = authenticate(
         stream,
         &features.sasl_mechanisms,
@@ -214,20 +269,43 @@ fn header(account: &XmppAccount) -> StreamHeader<'static> {
     }
 }
 
-/// TCP, STARTTLS, TLS verified for the JID's domain, and the secured stream's features.
+/// TCP, TLS verified for the JID's domain (directly, or after STARTTLS), and the secured
+/// stream's features.
 async fn secure_stream(
     account: &XmppAccount,
     tls: Arc<ClientConfig>,
     timeouts: Timeouts,
+    target: &Target,
 ) -> Result<(StreamFeatures, XmppStream<TlsBufStream>), XmppError> {
     let domain = account.jid.domain().as_str().to_string();
     let header = || header(account);
-    let (host, port) = account
-        .server
-        .clone()
-        .unwrap_or_else(|| (domain.clone(), 5222));
-    let tcp = connect_tcp(&host, port, account.protect.as_ref()).await?;
+    let tcp = connect_tcp(
+        &account.dns,
+        &target.host,
+        target.port,
+        account.protect.as_ref(),
+    )
+    .await?;
     let _ = tcp.set_nodelay(true);
+    let server_name = ServerName::try_from(domain.clone())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    if target.security == Security::DirectTls {
+        // XEP-0368: the certificate is the domain's (SNI), ALPN says what we speak.
+        let mut direct = (*tls).clone();
+        direct.alpn_protocols = vec![b"xmpp-client".to_vec()];
+        let tls_stream = TlsConnector::from(Arc::new(direct))
+            .connect(server_name, tcp)
+            .await?;
+        return Ok(initiate_stream(
+            BufStream::new(tls_stream),
+            ns::JABBER_CLIENT,
+            header(),
+            timeouts,
+        )
+        .await?
+        .recv_features::<FallibleStreamElement>()
+        .await?);
+    }
 
     // Plain stream: only to ask for STARTTLS.
     let (features, mut plain) =
@@ -264,8 +342,6 @@ async fn secure_stream(
         }
     }
     let tcp = plain.into_inner().into_inner();
-    let server_name = ServerName::try_from(domain.clone())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let tls_stream = TlsConnector::from(tls).connect(server_name, tcp).await?;
 
     Ok(initiate_stream(

@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
+use super::discovery::{addresses, Dns};
 use crate::links::servers::{IceServers, TurnServer};
 
 use xmpp_parsers::date::DateTime;
@@ -141,22 +142,15 @@ fn field(service: &Element, name: &str) -> Result<Option<String>, ExtDiscoError>
 
 /// The offered servers' IPv4 addresses (the underlay is IPv4); a host that does not
 /// resolve is left out. The one part of this module that does I/O (DNS).
-pub async fn resolve(offered: &Offered) -> IceServers {
-    async fn v4(service: &OfferedService) -> Option<SocketAddr> {
-        match tokio::net::lookup_host((service.host.as_str(), service.port)).await {
-            Ok(mut addrs) => addrs.find(SocketAddr::is_ipv4),
-            Err(e) => {
-                tracing::debug!(host = %service.host, error = %e, "offered STUN/TURN host");
-                None
-            }
-        }
-    }
+pub async fn resolve(dns: &Dns, offered: &Offered) -> IceServers {
     let mut servers = IceServers::default();
     if let Some(stun) = &offered.stun {
-        servers.stun = v4(stun).await;
+        servers.stun = first_v4(dns, stun).await;
     }
     if let Some(turn) = &offered.turn {
-        if let (Some(addr), Some((username, password))) = (v4(turn).await, &turn.credentials) {
+        if let (Some(addr), Some((username, password))) =
+            (first_v4(dns, turn).await, &turn.credentials)
+        {
             servers.turn = Some(TurnServer {
                 addr,
                 username: username.clone(),
@@ -165,6 +159,16 @@ pub async fn resolve(offered: &Offered) -> IceServers {
         }
     }
     servers
+}
+
+async fn first_v4(dns: &Dns, service: &OfferedService) -> Option<SocketAddr> {
+    match addresses(dns, &service.host, service.port).await {
+        Ok(addrs) => addrs.into_iter().find(SocketAddr::is_ipv4),
+        Err(e) => {
+            tracing::debug!(host = %service.host, error = %e, "offered STUN/TURN host");
+            None
+        }
+    }
 }
 
 /// When to ask again for credentials that expire at `expires` (none: not before the next

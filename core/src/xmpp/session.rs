@@ -342,7 +342,7 @@ async fn run(
                     Event::Stanza(stanza) => {
                         let offered = handle_stanza(stanza, online.as_ref(), &mut requests, &inputs, &stream).await;
                         if let Some(offered) = offered {
-                            services_refresh = external_services(offered, &inputs).await;
+                            services_refresh = external_services(&account.dns, offered, &inputs).await;
                         }
                     }
                 }
@@ -600,10 +600,11 @@ async fn ask_for_services(stream: &StanzaStream, own: &FullJid, requests: &mut R
 
 /// Resolves what the server offered and hands it to the engine; returns when to ask again.
 async fn external_services(
+    dns: &super::discovery::Dns,
     offered: extdisco::Offered,
     inputs: &mpsc::Sender<XmppInput>,
 ) -> Option<tokio::time::Instant> {
-    let servers = extdisco::resolve(&offered).await;
+    let servers = extdisco::resolve(dns, &offered).await;
     tracing::debug!(?servers, "STUN/TURN from the XMPP server");
     let _ = inputs.send(XmppInput::ExternalServices(servers)).await;
     extdisco::refresh_in(offered.expires, std::time::SystemTime::now())

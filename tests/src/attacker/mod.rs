@@ -130,6 +130,7 @@ impl XmppAttacker {
             resource: resource.to_string(),
             server: Some((w.xmpp_addr().ip().to_string(), w.xmpp_addr().port())),
             trust: TlsTrust::CaFile(w.ca_cert_path()),
+            dns: Default::default(),
             protect: None,
         };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();

@@ -22,7 +22,10 @@ struct SocialFile {
     jid: String,
     password: String,
     resource: String,
-    server: String,
+    /// `host:port`; none: found by DNS SRV records through `dns_servers`.
+    server: Option<String>,
+    #[serde(default)]
+    dns_servers: Vec<String>,
     ca_file: PathBuf,
     stun: Option<String>,
     turn: Option<String>,
@@ -124,7 +127,8 @@ fn settings(args: &[String]) -> Settings {
             jid: f.jid,
             credentials: Credentials::Password(f.password),
             resource: Some(f.resource),
-            server: Some(f.server),
+            server: f.server,
+            dns_servers: f.dns_servers,
             ca_file: Some(f.ca_file),
         });
         link_policy = f.policy;

@@ -30,6 +30,7 @@ object World {
         signIn = SignIn.Password(password),
         resource = "",
         server = get("xmpp.server"),
+        dnsServers = emptyList(),
         caFile = get("ca.file"),
         iceServers = listOf(
             IceServer(url = get("stun"), username = null, password = null),
