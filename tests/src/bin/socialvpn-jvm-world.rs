@@ -13,7 +13,7 @@
 //! before the tests start (so her first roster holds a request).
 
 use socialvpn_tests::cli_daemon;
-use socialvpn_tests::social_world::{SocialWorld, TURN_PASSWORD, TURN_USER};
+use socialvpn_tests::social_world::{SocialWorld, XmppServerKind, TURN_PASSWORD, TURN_USER};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -42,7 +42,11 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGINT, ignore as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, ignore as *const () as libc::sighandler_t);
     }
-    let world = SocialWorld::new("jvm");
+    // The apps' users type only their JID and password: the server is found by SRV records
+    // from the network's DNS server, STUN/TURN come from it by XEP-0215.
+    let mut world = SocialWorld::with_offered_turn("jvm", XmppServerKind::Prosody);
+    let records = world.srv_records();
+    world.serve_dns(&records);
     for user in JVM_USERS.iter().chain(&["carol", "dave"]) {
         world.register(user, &format!("pw-{user}"));
     }
@@ -55,12 +59,13 @@ fn main() -> ExitCode {
     std::fs::create_dir_all(&work).expect("jvm work directory");
     let properties = world.state_dir().join("jvm-world.properties");
     let mut text = format!(
-        "xmpp.server={}\nxmpp.domain={}\nca.file={}\nstun=stun:{}\nturn=turn:{}\n\
+        "xmpp.server={}\nxmpp.domain={}\ndns={}\nca.file={}\nstun=stun:{}\nturn=turn:{}\n\
          turn.user={TURN_USER}\nturn.password={TURN_PASSWORD}\n\
          peer.jid=carol@svpn.test\npeer.socket={}\nrequester.jid=dave@svpn.test\n\
          socialvpn.bin={}\nwork.dir={}\n",
         world.xmpp_addr(),
         world.domain(),
+        world.dns_addr(),
         world.ca_cert_path().display(),
         world.stun_addr(),
         world.turn_addr(),

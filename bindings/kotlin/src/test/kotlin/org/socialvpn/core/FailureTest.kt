@@ -79,9 +79,9 @@ class FailureTest {
         }
         val bad = World.config("kate", World.stateDir("kate")).copy(subnet = "100.64.0.0/33")
         assertThrows<VpnException.InvalidConfig> { SocialVpn(bad, RecordingListener(), null) }
-        val badTurn = World.config("kate", World.stateDir("kate")).let { c ->
-            c.copy(iceServers = c.iceServers.map { it.copy(password = null) })
-        }
+        val badTurn = World.config("kate", World.stateDir("kate"))
+            .copy(iceServers = World.iceServers().map { it.copy(password = null) })
+        assertTrue(badTurn.iceServers.any { it.url.startsWith("turn:") })
         assertThrows<VpnException.InvalidConfig> { SocialVpn(badTurn, RecordingListener(), null) }
     }
 

@@ -24,21 +24,29 @@ object World {
     /** A fresh state directory (the device key, addresses and toggles live there). */
     fun stateDir(name: String): File = Files.createTempDirectory(workDir.toPath(), "$name-").toFile()
 
+    /**
+     * What a user types: the JID and password. The server is found by DNS SRV records from
+     * the network's DNS server (as the app passes `LinkProperties.getDnsServers()`), STUN and
+     * TURN come from the XMPP server (XEP-0215); only the test world's private CA is extra.
+     */
     fun config(user: String, stateDir: File, password: String = get("$user.password")) = VpnConfig(
         stateDir = stateDir.path,
         jid = get("$user.jid"),
         signIn = SignIn.Password(password),
         resource = "",
-        server = get("xmpp.server"),
-        dnsServers = emptyList(),
+        server = null,
+        dnsServers = listOf(get("dns")),
         caFile = get("ca.file"),
-        iceServers = listOf(
-            IceServer(url = get("stun"), username = null, password = null),
-            IceServer(url = get("turn"), username = get("turn.user"), password = get("turn.password")),
-        ),
+        iceServers = emptyList(),
         subnet = "100.64.0.0/16",
         listenPort = 0u,
         linkPolicy = LinkPolicyConfig.Proactive(maxLinks = 16u),
+    )
+
+    /** The world's STUN and TURN servers as an app's settings would name them. */
+    fun iceServers() = listOf(
+        IceServer(url = get("stun"), username = null, password = null),
+        IceServer(url = get("turn"), username = get("turn.user"), password = get("turn.password")),
     )
 
     /** Runs the Rust peer's command line (`socialvpn ARGS --socket PEER`) and returns stdout. */
