@@ -27,7 +27,7 @@ pub struct VpnConfig {
     /// The network's DNS servers (Android: `LinkProperties.getDnsServers()`), used for the
     /// SRV and host look-ups; empty: the system's configuration.
     pub dns_servers: Vec<String>,
-    /// A PEM file of CA certificates to trust instead of the public roots (private servers).
+    /// A PEM file of CA certificates to trust instead of the platform's trust store (private servers).
     pub ca_file: Option<String>,
     /// At most one `stun:host[:port]` and one `turn:host[:port]` (with username and
     /// password), as in WebRTC's RTCIceServer.

@@ -75,7 +75,7 @@ pub fn oauth_password_grant(
     let url = token_url.unwrap_or_else(|| default_token_url(&bare));
     let trust = match ca_file {
         Some(path) => TlsTrust::CaFile(PathBuf::from(path)),
-        None => TlsTrust::PublicRoots,
+        None => TlsTrust::Platform,
     };
     let connect_to = server
         .as_deref()

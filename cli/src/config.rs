@@ -66,7 +66,7 @@ pub struct Account {
     /// "host:port" to connect to (STARTTLS) instead of looking the domain's server up by
     /// DNS SRV records.
     pub server: Option<String>,
-    /// A PEM file of CA certificates to trust instead of the public web roots.
+    /// A PEM file of CA certificates to trust instead of the system's trust store.
     pub ca_file: Option<PathBuf>,
     /// Where `socialvpn login` asks for a token; default ejabberd's
     /// `https://<domain>:5443/oauth/token`.
@@ -285,7 +285,7 @@ impl Config {
     pub fn trust(&self) -> TlsTrust {
         match &self.account.ca_file {
             Some(path) => TlsTrust::CaFile(path.clone()),
-            None => TlsTrust::PublicRoots,
+            None => TlsTrust::Platform,
         }
     }
 
@@ -394,7 +394,7 @@ mod tests {
         assert_eq!(social.account.resource, "socialvpn-01234567");
         assert_eq!(
             social.account.trust,
-            socialvpn_core::xmpp::connect::TlsTrust::PublicRoots
+            socialvpn_core::xmpp::connect::TlsTrust::Platform
         );
     }
 

@@ -49,7 +49,7 @@ pub struct AccountSettings {
     /// The platform's DNS servers (IP addresses) for the SRV and host look-ups; empty: the
     /// system's configuration.
     pub dns_servers: Vec<String>,
-    /// A PEM file of CA certificates to trust instead of the public web roots.
+    /// A PEM file of CA certificates to trust instead of the platform's trust store.
     pub ca_file: Option<PathBuf>,
 }
 
@@ -185,7 +185,7 @@ impl AccountSettings {
             server,
             trust: match &self.ca_file {
                 Some(path) => TlsTrust::CaFile(path.clone()),
-                None => TlsTrust::PublicRoots,
+                None => TlsTrust::Platform,
             },
             protect,
         })

@@ -196,7 +196,7 @@ mod tests {
     async fn only_https_endpoints_are_asked() {
         let jid: BareJid = "alice@example.org".parse().unwrap();
         for url in ["http://example.org/oauth/token", "not a url", "ftp://x/"] {
-            let got = password_grant(&jid, "pw", url, &TlsTrust::PublicRoots, None).await;
+            let got = password_grant(&jid, "pw", url, &TlsTrust::Platform, None).await;
             assert_eq!(got, Err(OAuthError::BadUrl(url.into())), "{url}");
         }
     }
@@ -214,7 +214,7 @@ mod tests {
         });
         let jid: BareJid = "alice@example.org".parse().unwrap();
         let url = format!("https://127.0.0.1:{port}/oauth/token");
-        let got = password_grant(&jid, "pw", &url, &TlsTrust::PublicRoots, None).await;
+        let got = password_grant(&jid, "pw", &url, &TlsTrust::Platform, None).await;
         assert!(matches!(got, Err(OAuthError::Unreachable(_))), "{got:?}");
         server.abort();
     }

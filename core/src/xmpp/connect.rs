@@ -9,20 +9,19 @@
 
 use std::borrow::Cow;
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::io::BufStream;
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::rustls::{self, ClientConfig};
 use tokio_rustls::TlsConnector;
 use tokio_xmpp::error::{AuthError, Error as XmppError, ProtocolError};
 
 use super::discovery::{self, Dns, Security, Target};
 use super::sasl::{authenticate, Credentials};
+pub use super::trust::{tls_config, CertificateProblem, TlsTrust};
 use tokio_xmpp::stanzastream::Connection;
 use tokio_xmpp::xmlstream::{
     initiate_stream, FallibleStreamElement, InitiatingStream, ReadError, StreamHeader, Timeouts,
@@ -33,15 +32,6 @@ use xmpp_parsers::stream_features::StreamFeatures;
 use xmpp_parsers::{ns, starttls};
 
 use crate::protect::SocketProtector;
-
-/// Which certificates the client trusts for the server.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TlsTrust {
-    /// The Mozilla root set (webpki-roots).
-    PublicRoots,
-    /// Only the CA certificates in this PEM file (a private server, or the test world).
-    CaFile(PathBuf),
-}
 
 /// Where and how to log in. (`Debug` leaves the password out.)
 #[derive(Clone)]
@@ -82,7 +72,7 @@ pub enum LoginFailure {
     #[error("the server rejected the sign-in token (expired or revoked): sign in again")]
     TokenRejected,
     #[error("the server's certificate is not trusted: {0}")]
-    Certificate(String),
+    Certificate(CertificateProblem),
     #[error("cannot reach the server: {0}")]
     Unreachable(String),
     #[error("the server does not offer a usable secure login: {0}")]
@@ -129,7 +119,7 @@ impl From<XmppError> for LoginFailure {
                     return LoginFailure::Protect;
                 }
                 if let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
-                    return LoginFailure::Certificate(tls.to_string());
+                    return LoginFailure::Certificate(CertificateProblem::from_tls(tls));
                 }
                 match io.kind() {
                     io::ErrorKind::ConnectionRefused
@@ -144,32 +134,6 @@ impl From<XmppError> for LoginFailure {
             other => LoginFailure::Other(other.to_string()),
         }
     }
-}
-
-/// Builds the TLS client configuration (ring provider, explicit roots).
-pub fn tls_config(trust: &TlsTrust) -> Result<Arc<ClientConfig>, LoginFailure> {
-    let mut roots = RootCertStore::empty();
-    match trust {
-        TlsTrust::PublicRoots => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        TlsTrust::CaFile(path) => {
-            let bad = |e: String| LoginFailure::Certificate(format!("{}: {e}", path.display()));
-            for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
-                roots
-                    .add(cert.map_err(|e| bad(e.to_string()))?)
-                    .map_err(|e| bad(e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(bad("no certificate in the file".into()));
-            }
-        }
-    }
-    let config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| LoginFailure::Other(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 /// Marks a protect refusal inside an io::Error, so it can be told apart from network errors.

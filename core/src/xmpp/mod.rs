@@ -5,4 +5,5 @@ pub mod discovery;
 pub mod extdisco;
 pub mod sasl;
 pub mod session;
+pub mod trust;
 pub use xmpp_parsers::jid::BareJid;

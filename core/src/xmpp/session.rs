@@ -234,7 +234,8 @@ async fn run(
 ) {
     let tls = match tls_config(&account.trust) {
         Ok(tls) => tls,
-        Err(reason) => {
+        Err(problem) => {
+            let reason = LoginFailure::Certificate(problem);
             let _ = inputs
                 .send(XmppInput::State(XmppState::Offline {
                     reason,
