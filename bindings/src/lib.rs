@@ -18,7 +18,10 @@ pub use config::{IceServer, LinkPolicyConfig, SignIn, VpnConfig};
 pub use error::{CallbackError, VpnError};
 pub use events::{LinkEvent, VpnEventListener, VpnState};
 pub use logging::{set_log_level, LogLevel};
-pub use signin::{oauth_password_grant, SignInError, SignInToken};
+pub use signin::{
+    oauth_browser_sign_in, oauth_password_grant, oauth_token_from_redirect, BrowserSignIn,
+    SignInError, SignInToken,
+};
 pub use views::{Device, Friend, LinkInfo, LinkState, Status, TunnelSettings};
 pub use vpn::{SocialVpn, SocketProtector, TunFraming};
 

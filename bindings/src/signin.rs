@@ -3,7 +3,10 @@
 //! `SignIn::Token`). The browser flow hands the app a token by its redirect instead.
 
 use socialvpn_core::config::parse_host_port;
-use socialvpn_core::oauth::{default_token_url, password_grant, OAuthError};
+use socialvpn_core::oauth::{
+    browser_sign_in, default_authorize_url, default_token_url, password_grant, token_from_redirect,
+    AccessToken, OAuthError,
+};
 use socialvpn_core::xmpp::connect::TlsTrust;
 use socialvpn_core::xmpp::BareJid;
 use std::path::PathBuf;
@@ -34,6 +37,9 @@ pub enum SignInError {
     /// The server hung up without answering: ejabberd's way of saying "wrong password".
     #[error("{reason}")]
     NoAnswer { reason: String },
+    /// The redirect belongs to no sign-in this app started (another `state`): ignore it.
+    #[error("{reason}")]
+    ForeignState { reason: String },
     #[error("{reason}")]
     Certificate { reason: String },
     #[error("{reason}")]
@@ -49,10 +55,67 @@ impl From<OAuthError> for SignInError {
             OAuthError::Unreachable(_) => SignInError::Unreachable { reason },
             OAuthError::TimedOut => SignInError::TimedOut { reason },
             OAuthError::NoAnswer => SignInError::NoAnswer { reason },
+            OAuthError::ForeignState => SignInError::ForeignState { reason },
             OAuthError::Certificate(_) => SignInError::Certificate { reason },
             OAuthError::BadAnswer(_) => SignInError::BadAnswer { reason },
         }
     }
+}
+
+/// A browser sign-in in progress: open `url` (Custom Tabs, ASWebAuthenticationSession); keep
+/// `state` for the redirect.
+#[derive(Clone, uniffi::Record)]
+pub struct BrowserSignIn {
+    pub url: String,
+    pub state: String,
+}
+
+/// Starts the browser sign-in (the OAuth implicit flow stock ejabberd offers) at
+/// `authorize_url` (none: `https://<domain>:5443/oauth/authorization_token`); the server
+/// redirects to `redirect_uri` (the app's intent filter or callback scheme).
+#[uniffi::export]
+pub fn oauth_browser_sign_in(
+    jid: String,
+    authorize_url: Option<String>,
+    redirect_uri: String,
+) -> Result<BrowserSignIn, SignInError> {
+    let bare = parse_jid(&jid)?;
+    let url = authorize_url.unwrap_or_else(|| default_authorize_url(&bare));
+    let started = browser_sign_in(&url, &redirect_uri)?;
+    Ok(BrowserSignIn {
+        url: started.url,
+        state: started.state,
+    })
+}
+
+/// The token in the redirect that ended the browser sign-in started with `state`.
+#[uniffi::export]
+pub fn oauth_token_from_redirect(
+    redirect: String,
+    state: String,
+) -> Result<SignInToken, SignInError> {
+    Ok(token_from_redirect(&redirect, &state)?.into())
+}
+
+impl From<AccessToken> for SignInToken {
+    fn from(token: AccessToken) -> SignInToken {
+        SignInToken {
+            token: token.secret,
+            expires_at: token
+                .expires_at
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
+        }
+    }
+}
+
+fn parse_jid(jid: &str) -> Result<BareJid, SignInError> {
+    jid.parse()
+        .ok()
+        .filter(|j: &BareJid| j.node().is_some())
+        .ok_or_else(|| SignInError::InvalidJid {
+            jid: jid.to_string(),
+        })
 }
 
 /// Trades `password` for a token at `token_url` (none: ejabberd's
@@ -67,11 +130,7 @@ pub fn oauth_password_grant(
     server: Option<String>,
     ca_file: Option<String>,
 ) -> Result<SignInToken, SignInError> {
-    let bare: BareJid = jid
-        .parse()
-        .ok()
-        .filter(|j: &BareJid| j.node().is_some())
-        .ok_or_else(|| SignInError::InvalidJid { jid: jid.clone() })?;
+    let bare = parse_jid(&jid)?;
     let url = token_url.unwrap_or_else(|| default_token_url(&bare));
     let trust = match ca_file {
         Some(path) => TlsTrust::CaFile(PathBuf::from(path)),
@@ -94,11 +153,5 @@ pub fn oauth_password_grant(
         &trust,
         connect_to.as_deref(),
     ))?;
-    Ok(SignInToken {
-        token: token.secret,
-        expires_at: token
-            .expires_at
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_secs()),
-    })
+    Ok(token.into())
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use oauth2::basic::BasicClient;
 use oauth2::{
-    ClientId, RequestTokenError, ResourceOwnerPassword, ResourceOwnerUsername, Scope,
-    TokenResponse, TokenUrl,
+    AuthUrl, ClientId, CsrfToken, RedirectUrl, RequestTokenError, ResourceOwnerPassword,
+    ResourceOwnerUsername, Scope, TokenResponse, TokenUrl,
 };
 use xmpp_parsers::jid::BareJid;
 
@@ -34,6 +34,84 @@ pub fn default_token_url(jid: &BareJid) -> String {
         "https://{}:{DEFAULT_HTTPS_PORT}/oauth/token",
         jid.domain().as_str()
     )
+}
+
+/// Where the browser flow starts when the user names no authorization endpoint: ejabberd's
+/// login form on its stock HTTPS port of the account's domain.
+pub fn default_authorize_url(jid: &BareJid) -> String {
+    format!(
+        "https://{}:{DEFAULT_HTTPS_PORT}/oauth/authorization_token",
+        jid.domain().as_str()
+    )
+}
+
+/// A browser sign-in in progress: the app opens `url`; the redirect comes back to it with
+/// the token and must carry `state`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrowserSignIn {
+    pub url: String,
+    pub state: String,
+}
+
+/// Starts the browser sign-in (OAuth implicit flow, what stock ejabberd offers): the URL to
+/// open and the unguessable state the redirect to `redirect_uri` must bring back.
+pub fn browser_sign_in(
+    authorize_url: &str,
+    redirect_uri: &str,
+) -> Result<BrowserSignIn, OAuthError> {
+    let auth = AuthUrl::new(authorize_url.to_string())
+        .map_err(|_| OAuthError::BadUrl(authorize_url.to_string()))?;
+    if auth.url().scheme() != "https" {
+        return Err(OAuthError::BadUrl(authorize_url.to_string()));
+    }
+    let redirect = RedirectUrl::new(redirect_uri.to_string())
+        .map_err(|_| OAuthError::BadUrl(redirect_uri.to_string()))?;
+    // ejabberd 23.01 takes no client id (a non-empty one crashes its handler).
+    let client = BasicClient::new(ClientId::new(String::new()))
+        .set_auth_uri(auth)
+        .set_redirect_uri(redirect);
+    let (url, state) = client
+        .authorize_url(CsrfToken::new_random)
+        .add_scope(Scope::new(SASL_SCOPE.into()))
+        .use_implicit_flow()
+        .url();
+    Ok(BrowserSignIn {
+        url: url.to_string(),
+        state: state.secret().clone(),
+    })
+}
+
+/// The token in the redirect that ended a browser sign-in (in its query, as ejabberd puts
+/// it, or its fragment, as the implicit flow's RFC does). A redirect with another `state`
+/// was not asked for by this sign-in and is refused.
+pub fn token_from_redirect(redirect: &str, state: &str) -> Result<AccessToken, OAuthError> {
+    let url = url::Url::parse(redirect).map_err(|_| OAuthError::BadUrl(redirect.to_string()))?;
+    let mut params: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    if let Some(fragment) = url.fragment() {
+        params.extend(url::form_urlencoded::parse(fragment.as_bytes()).into_owned());
+    }
+    let get = |key: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    if get("state") != Some(state) {
+        return Err(OAuthError::ForeignState);
+    }
+    if let Some(error) = get("error") {
+        return Err(OAuthError::Refused(error.chars().take(80).collect()));
+    }
+    let secret = get("access_token")
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| OAuthError::BadAnswer("the redirect carries no access token".into()))?;
+    let expires_at = get("expires_in")
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(|secs| SystemTime::now() + Duration::from_secs(secs));
+    Ok(AccessToken {
+        secret: secret.to_string(),
+        expires_at,
+    })
 }
 
 /// An access token as the server issued it.
@@ -71,6 +149,9 @@ pub enum OAuthError {
          wrong user name or password)"
     )]
     NoAnswer,
+    /// A redirect that does not belong to the sign-in in progress (another `state`).
+    #[error("the sign-in answer was not asked for by this sign-in")]
+    ForeignState,
     #[error("the sign-in server's certificate is not trusted: {0}")]
     Certificate(String),
     #[error("the sign-in server's answer is not an OAuth token: {0}")]
@@ -190,6 +271,56 @@ mod tests {
             default_token_url(&jid),
             "https://example.org:5443/oauth/token"
         );
+    }
+
+    #[test]
+    fn the_browser_flow_checks_the_state_and_reads_the_token() {
+        let start = browser_sign_in(
+            "https://example.org:5443/oauth/authorization_token",
+            "http://127.0.0.1:8765/callback",
+        )
+        .unwrap();
+        assert!(start.url.contains("response_type=token"), "{}", start.url);
+        assert!(start.url.contains("scope=sasl_auth"), "{}", start.url);
+        assert!(start.state.len() >= 16);
+        let back = format!(
+            "http://127.0.0.1:8765/callback?access_token=abc.DEF&token_type=bearer&\
+             expires_in=3600&scope=sasl_auth&state={}",
+            start.state
+        );
+        let token = token_from_redirect(&back, &start.state).unwrap();
+        assert_eq!(token.secret, "abc.DEF");
+        assert!(token.expires_at.is_some());
+        // In the fragment, as RFC 6749 puts it.
+        let frag = format!(
+            "http://127.0.0.1:8765/cb#access_token=t1&state={}",
+            start.state
+        );
+        assert_eq!(
+            token_from_redirect(&frag, &start.state).unwrap().secret,
+            "t1"
+        );
+        // Another sign-in's answer, a refusal, garbage.
+        assert_eq!(
+            token_from_redirect(&back, "someone-elses-state"),
+            Err(OAuthError::ForeignState)
+        );
+        let no_state = "http://127.0.0.1:8765/callback?access_token=abc";
+        assert_eq!(
+            token_from_redirect(no_state, &start.state),
+            Err(OAuthError::ForeignState)
+        );
+        let denied = format!("http://x/cb?error=access_denied&state={}", start.state);
+        assert!(matches!(
+            token_from_redirect(&denied, &start.state),
+            Err(OAuthError::Refused(_))
+        ));
+        let empty = format!("http://x/cb?access_token=&state={}", start.state);
+        assert!(matches!(
+            token_from_redirect(&empty, &start.state),
+            Err(OAuthError::BadAnswer(_))
+        ));
+        assert!(browser_sign_in("http://example.org/auth", "http://127.0.0.1/cb").is_err());
     }
 
     #[tokio::test]

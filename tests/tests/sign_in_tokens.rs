@@ -123,3 +123,104 @@ fn a_server_without_token_login_says_so_and_passwords_still_work() {
         })
     });
 }
+
+/// The `name`/`value` pairs of a form's `<input>` fields (ejabberd's login page is simple
+/// HTML; a browser would submit the same).
+fn form_fields(html: &str) -> (Option<String>, Vec<(String, String)>) {
+    let attr = |tag: &str, name: &str| {
+        ['"', '\''].into_iter().find_map(|quote| {
+            let key = format!(" {name}={quote}");
+            tag.find(&key).map(|i| {
+                let rest = &tag[i + key.len()..];
+                rest[..rest.find(quote).unwrap_or(rest.len())].to_string()
+            })
+        })
+    };
+    let action = html
+        .split("<form")
+        .nth(1)
+        .and_then(|form| attr(&form[..form.find('>').unwrap_or(form.len())], "action"));
+    let fields = html
+        .split("<input")
+        .skip(1)
+        .filter_map(|input| {
+            let tag = &input[..input.find('>').unwrap_or(input.len())];
+            Some((attr(tag, "name")?, attr(tag, "value").unwrap_or_default()))
+        })
+        .collect();
+    (action, fields)
+}
+
+#[test]
+fn ejabberds_browser_sign_in_hands_back_a_token_for_its_own_state_only() {
+    use socialvpn_core::oauth::{browser_sign_in, token_from_redirect};
+    let w = SocialWorld::with_server("tokb", XmppServerKind::Ejabberd);
+    w.register("alice", "pw-alice");
+    let start = browser_sign_in(
+        &format!("https://{}:5443/oauth/authorization_token", w.domain()),
+        "http://127.0.0.1:8765/callback",
+    )
+    .unwrap();
+    let (ca, server, domain) = (w.ca_cert_path(), w.xmpp_addr().ip(), w.domain());
+    let url = start.url.clone();
+    // The browser: the login form, filled in and sent; the redirect is not followed, the
+    // app's listener would receive it.
+    let location = w.host("carol").block_on(move || {
+        Box::pin(async move {
+            let tls = socialvpn_core::xmpp::trust::tls_config(&TlsTrust::CaFile(ca)).unwrap();
+            let http = reqwest::Client::builder()
+                .use_preconfigured_tls((*tls).clone())
+                .redirect(reqwest::redirect::Policy::none())
+                .resolve(domain, std::net::SocketAddr::new(server, 5443))
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap();
+            let page = http.get(&url).send().await.unwrap().text().await.unwrap();
+            let (action, mut fields) = form_fields(&page);
+            let action = action.unwrap_or_else(|| panic!("no form in {page}"));
+            fields.retain(|(name, _)| !name.is_empty());
+            for (name, value) in fields.iter_mut() {
+                match name.as_str() {
+                    "username" => *value = format!("alice@{domain}"),
+                    "password" => *value = "pw-alice".into(),
+                    _ => {}
+                }
+            }
+            // The token lifetime the form offers as a choice: an hour.
+            fields.push(("ttl".into(), "3600".into()));
+            let target = reqwest::Url::parse(&url).unwrap().join(&action).unwrap();
+            let answer = http
+                .post(target.clone())
+                .form(&fields)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("POST {target}: {e:?}; form {page}"));
+            let status = answer.status();
+            let location = answer
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .map(str::to_string);
+            location
+                .unwrap_or_else(|| panic!("{status}: no redirect; form {page}; sent {fields:?}"))
+        })
+    });
+    assert!(
+        location.starts_with("http://127.0.0.1:8765/callback"),
+        "{location}"
+    );
+    assert_eq!(
+        token_from_redirect(&location, "another-sign-ins-state"),
+        Err(OAuthError::ForeignState)
+    );
+    let token = token_from_redirect(&location, &start.state).expect("a token");
+    let account = account(&w, "alice", Credentials::Token(token.secret));
+    w.host("carol").block_on(move || {
+        Box::pin(async move {
+            let (s, mut rx) = XmppSession::spawn(account);
+            let state = first_state(&mut rx, Duration::from_secs(10)).await;
+            assert!(matches!(state, Some(XmppState::Online { .. })), "{state:?}");
+            s.shutdown().await;
+        })
+    });
+}

@@ -253,27 +253,36 @@ async fn secure_stream(
     let _ = tcp.set_nodelay(true);
     let server_name = ServerName::try_from(domain.clone())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    if target.security == Security::DirectTls {
+    let tls_stream = if target.security == Security::DirectTls {
         // XEP-0368: the certificate is the domain's (SNI), ALPN says what we speak.
         let mut direct = (*tls).clone();
         direct.alpn_protocols = vec![b"xmpp-client".to_vec()];
-        let tls_stream = TlsConnector::from(Arc::new(direct))
+        TlsConnector::from(Arc::new(direct))
             .connect(server_name, tcp)
-            .await?;
-        return Ok(initiate_stream(
-            BufStream::new(tls_stream),
-            ns::JABBER_CLIENT,
-            header(),
-            timeouts,
-        )
-        .await?
-        .recv_features::<FallibleStreamElement>()
-        .await?);
-    }
+            .await?
+    } else {
+        let tcp = starttls(tcp, header(), timeouts).await?;
+        TlsConnector::from(tls).connect(server_name, tcp).await?
+    };
+    Ok(initiate_stream(
+        BufStream::new(tls_stream),
+        ns::JABBER_CLIENT,
+        header(),
+        timeouts,
+    )
+    .await?
+    .recv_features::<FallibleStreamElement>()
+    .await?)
+}
 
-    // Plain stream: only to ask for STARTTLS.
+/// A plain stream only to ask for STARTTLS; returns the connection to secure.
+async fn starttls(
+    tcp: TcpStream,
+    header: StreamHeader<'static>,
+    timeouts: Timeouts,
+) -> Result<TcpStream, XmppError> {
     let (features, mut plain) =
-        initiate_stream(BufStream::new(tcp), ns::JABBER_CLIENT, header(), timeouts)
+        initiate_stream(BufStream::new(tcp), ns::JABBER_CLIENT, header, timeouts)
             .await?
             .recv_features::<FallibleStreamElement>()
             .await?;
@@ -305,18 +314,7 @@ async fn secure_stream(
             }
         }
     }
-    let tcp = plain.into_inner().into_inner();
-    let tls_stream = TlsConnector::from(tls).connect(server_name, tcp).await?;
-
-    Ok(initiate_stream(
-        BufStream::new(tls_stream),
-        ns::JABBER_CLIENT,
-        header(),
-        timeouts,
-    )
-    .await?
-    .recv_features::<FallibleStreamElement>()
-    .await?)
+    Ok(plain.into_inner().into_inner())
 }
 
 type TlsBufStream = BufStream<tokio_rustls::client::TlsStream<TcpStream>>;

@@ -37,6 +37,17 @@ class FailureTest {
         assertThrows<SignInException.Unreachable> {
             oauthPasswordGrant("kate@svpn.test", "pw", "https://127.0.0.1:1/oauth/token", null, null)
         }
+        // The browser flow: the URL to open, and a redirect that answers another sign-in refused.
+        val started = oauthBrowserSignIn("kate@svpn.test", null, "org.socialvpn.app:/signed-in")
+        assertTrue(started.url.startsWith("https://svpn.test:5443/oauth/authorization_token?"), started.url)
+        assertTrue(started.url.contains("state=${started.state}"), started.url)
+        assertThrows<SignInException.ForeignState> {
+            oauthTokenFromRedirect("org.socialvpn.app:/signed-in?access_token=t&state=forged", started.state)
+        }
+        val token = oauthTokenFromRedirect(
+            "org.socialvpn.app:/signed-in?access_token=t0k&expires_in=60&state=${started.state}", started.state,
+        )
+        assertEquals("t0k", token.token)
         // The world's prosody offers no token login: said, and the engine keeps answering.
         val listener = RecordingListener()
         val config = World.config("kate", World.stateDir("kate")).copy(signIn = SignIn.Token("a-token"))
