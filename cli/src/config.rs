@@ -100,8 +100,10 @@ impl Default for Network {
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ice {
-    pub stun: Option<SocketAddr>,
-    pub turn: Option<SocketAddr>,
+    /// `host[:port]` (port 3478 if none); the XMPP server's offer (XEP-0215) if unset.
+    pub stun: Option<String>,
+    /// `host[:port]` (port 3478 if none); the XMPP server's offer (XEP-0215) if unset.
+    pub turn: Option<String>,
     #[serde(default)]
     pub turn_user: String,
     #[serde(default)]
@@ -305,10 +307,11 @@ impl Config {
 
     /// The configuration in the core's terms.
     fn settings(&self, credentials: Credentials) -> Settings {
-        let url = |scheme: &str, addr: SocketAddr| format!("{scheme}:{addr}");
+        let url = |scheme: &str, addr: &str| format!("{scheme}:{addr}");
         let mut ice_servers: Vec<IceServerSettings> = self
             .ice
             .stun
+            .as_deref()
             .map(|addr| IceServerSettings {
                 url: url("stun", addr),
                 username: None,
@@ -316,7 +319,7 @@ impl Config {
             })
             .into_iter()
             .collect();
-        if let Some(addr) = self.ice.turn {
+        if let Some(addr) = self.ice.turn.as_deref() {
             ice_servers.push(IceServerSettings {
                 url: url("turn", addr),
                 username: Some(self.ice.turn_user.clone()),
@@ -354,6 +357,14 @@ impl Config {
     }
 }
 
+/// Whether an `ice_servers` error is about the STUN server.
+fn reason_names_stun(e: &SettingError) -> bool {
+    match e {
+        SettingError::Invalid { reason, .. } => reason.contains("STUN"),
+        SettingError::Jid(_) => false,
+    }
+}
+
 /// The file's key for a setting the core refused, and the word its line starts with.
 fn toml_key(e: &SettingError) -> (&'static str, &'static str) {
     match e {
@@ -363,7 +374,9 @@ fn toml_key(e: &SettingError) -> (&'static str, &'static str) {
             "server" => ("account.server", "server"),
             "resource" => ("account.resource", "resource"),
             "password" => ("account.password_file", "password"),
-            "ice_servers" => ("ice", "turn"),
+            // The core names the server in its reason: `stun:…` or `turn:…`, or its host.
+            "ice_servers" if reason_names_stun(e) => ("ice.stun", "stun"),
+            "ice_servers" => ("ice.turn", "turn"),
             other => (other, other),
         },
     }
@@ -399,6 +412,21 @@ mod tests {
     }
 
     #[test]
+    fn stun_and_turn_servers_may_be_host_names_with_the_default_port() {
+        let c = parse(
+            "[account]\njid = \"alice@example.org\"\n[ice]\nstun = \"localhost\"\n\
+             turn = \"localhost:3479\"\nturn_user = \"u\"\nturn_password = \"p\"\n",
+        )
+        .unwrap();
+        let e = c
+            .engine_config(Credentials::Password("pw".into()), "0123456789abcdef")
+            .unwrap();
+        let servers = e.social.unwrap().servers;
+        assert_eq!(servers.stun.map(|s| s.port()), Some(3478));
+        assert_eq!(servers.turn.map(|t| t.addr.port()), Some(3479));
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_name_the_key_and_line() {
         let e = parse("[account]\njid = \"alice@example.org\"\ncolour = \"blue\"\n")
             .unwrap_err()
@@ -426,6 +454,10 @@ mod tests {
             e.contains("line 3: account.server: 'xmpp.b.c' is not host:port"),
             "{e}"
         );
+        let e = parse("[account]\njid = \"a@b.c\"\n[ice]\nstun = \"[::1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 4: ice.stun: STUN server '[::1'"), "{e}");
         let e = parse("[account]\njid = \"a@b.c\"\nresource = \"\"\n")
             .unwrap_err()
             .to_string();

@@ -200,7 +200,7 @@ fn ice_servers(list: &[IceServerSettings]) -> Result<IceServers, ConfigError> {
             if servers.stun.is_some() {
                 return Err(invalid("ice_servers", "more than one STUN server".into()));
             }
-            servers.stun = Some(resolve(rest)?);
+            servers.stun = Some(resolve("STUN", rest)?);
         } else if let Some(rest) = url.strip_prefix("turn:") {
             if servers.turn.is_some() {
                 return Err(invalid("ice_servers", "more than one TURN server".into()));
@@ -212,7 +212,7 @@ fn ice_servers(list: &[IceServerSettings]) -> Result<IceServers, ConfigError> {
                 ));
             };
             servers.turn = Some(TurnServer {
-                addr: resolve(rest)?,
+                addr: resolve("TURN", rest)?,
                 username: username.clone(),
                 password: password.clone(),
             });
@@ -252,15 +252,16 @@ pub fn parse_host_port(s: &str, default_port: Option<u16>) -> Option<(String, u1
     (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
-/// The first IPv4 address of `host[:port]` (the underlay is IPv4).
-fn resolve(host_port: &str) -> Result<SocketAddr, ConfigError> {
+/// The first IPv4 address of the `kind` ("STUN"/"TURN") server `host[:port]`.
+fn resolve(kind: &str, host_port: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = |reason: String| invalid("ice_servers", format!("{kind} server {reason}"));
     let (host, port) = parse_host_port(host_port, Some(DEFAULT_ICE_PORT))
-        .ok_or_else(|| invalid("ice_servers", format!("'{host_port}' is not host[:port]")))?;
+        .ok_or_else(|| bad(format!("'{host_port}' is not host[:port]")))?;
     (host.as_str(), port)
         .to_socket_addrs()
-        .map_err(|e| invalid("ice_servers", format!("cannot resolve '{host}': {e}")))?
+        .map_err(|e| bad(format!("'{host}' cannot be resolved: {e}")))?
         .find(SocketAddr::is_ipv4)
-        .ok_or_else(|| invalid("ice_servers", format!("'{host}' has no IPv4 address")))
+        .ok_or_else(|| bad(format!("'{host}' has no IPv4 address")))
 }
 
 #[cfg(test)]
