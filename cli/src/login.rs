@@ -119,7 +119,12 @@ pub fn stored_token(state_dir: &Path, jid: &str) -> Result<Option<Credentials>, 
             path.display()
         )
     })?;
-    if stored.jid != jid {
+    // Compared as JIDs: the stored one is normalised (`Alice@…` is `alice@…`).
+    let same = match (stored.jid.parse::<BareJid>(), jid.parse::<BareJid>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if !same {
         return Err(format!(
             "{} holds a token of another account; run `socialvpn login`",
             path.display()
@@ -150,6 +155,7 @@ mod tests {
             Ok(Some(Credentials::Token("tok".into())))
         );
         assert!(stored_token(dir.path(), "c@b.test").is_err());
+        assert!(stored_token(dir.path(), "A@b.test").unwrap().is_some());
         std::fs::write(token_path(dir.path()), b"{ half").unwrap();
         let err = stored_token(dir.path(), "a@b.test").unwrap_err();
         assert!(err.contains("socialvpn login"), "{err}");

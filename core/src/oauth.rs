@@ -107,11 +107,18 @@ pub fn token_from_redirect(redirect: &str, state: &str) -> Result<AccessToken, O
         .ok_or_else(|| OAuthError::BadAnswer("the redirect carries no access token".into()))?;
     let expires_at = get("expires_in")
         .and_then(|s| s.parse::<u64>().ok())
-        .map(|secs| SystemTime::now() + Duration::from_secs(secs));
+        .and_then(|secs| expiry(Duration::from_secs(secs)));
     Ok(AccessToken {
         secret: secret.to_string(),
         expires_at,
     })
+}
+
+/// When a token valid `lifetime` expires; a server's absurd lifetime is no expiry at all
+/// (never an overflow).
+fn expiry(lifetime: Duration) -> Option<SystemTime> {
+    const TEN_YEARS: Duration = Duration::from_secs(10 * 365 * 86_400);
+    SystemTime::now().checked_add(lifetime.min(TEN_YEARS))
 }
 
 /// An access token as the server issued it.
@@ -213,7 +220,7 @@ pub async fn password_grant(
     }
     Ok(AccessToken {
         secret,
-        expires_at: response.expires_in().map(|d| SystemTime::now() + d),
+        expires_at: response.expires_in().and_then(expiry),
     })
 }
 
@@ -239,9 +246,11 @@ fn grant_error(
                 OAuthError::Unreachable(text)
             }
         }
+        // The body is left out: a token answer the parser refused may still carry a token.
         RequestTokenError::Parse(e, body) => OAuthError::BadAnswer(format!(
-            "{e} (the answer starts: {:?})",
-            String::from_utf8_lossy(&body[..body.len().min(60)])
+            "{e} ({} bytes{})",
+            body.len(),
+            if body.starts_with(b"<") { ", HTML" } else { "" }
         )),
         RequestTokenError::Other(text) => OAuthError::BadAnswer(text),
     }
@@ -291,6 +300,9 @@ mod tests {
         let token = token_from_redirect(&back, &start.state).unwrap();
         assert_eq!(token.secret, "abc.DEF");
         assert!(token.expires_at.is_some());
+        // An absurd lifetime is capped, not an overflow.
+        let forever = back.replace("expires_in=3600", "expires_in=18446744073709551615");
+        assert!(token_from_redirect(&forever, &start.state).is_ok());
         // In the fragment, as RFC 6749 puts it.
         let frag = format!(
             "http://127.0.0.1:8765/cb#access_token=t1&state={}",

@@ -119,7 +119,13 @@ impl From<XmppError> for LoginFailure {
                     return LoginFailure::Protect;
                 }
                 if let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
-                    return LoginFailure::Certificate(CertificateProblem::from_tls(tls));
+                    return match tls {
+                        rustls::Error::InvalidCertificate(_) => {
+                            LoginFailure::Certificate(CertificateProblem::from_tls(tls))
+                        }
+                        // An alert, or something that does not speak TLS: not a certificate.
+                        other => LoginFailure::Other(format!("TLS: {other}")),
+                    };
                 }
                 match io.kind() {
                     io::ErrorKind::ConnectionRefused
@@ -169,6 +175,10 @@ async fn connect_tcp(
     Err(last)
 }
 
+/// Longest one target may take to connect and secure its stream: a target that drops
+/// packets silently must leave time for the next one.
+const TARGET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6);
+
 /// One login attempt. The returned connection is authenticated but not yet bound.
 pub async fn login(
     account: &XmppAccount,
@@ -188,10 +198,22 @@ pub async fn login(
     // the attempt. What is reported is the most telling failure seen.
     let mut failure: Option<LoginFailure> = None;
     for target in targets {
-        let secured = match secure_stream(account, tls.clone(), timeouts, &target).await {
-            Ok(secured) => secured,
-            Err(e) => {
-                let e = LoginFailure::from(e);
+        let attempt = tokio::time::timeout(
+            TARGET_TIMEOUT,
+            secure_stream(account, tls.clone(), timeouts, &target),
+        );
+        let secured = match attempt.await {
+            Ok(Ok(secured)) => secured,
+            result => {
+                let e = match result {
+                    Ok(Err(e)) => LoginFailure::from(e),
+                    _ => LoginFailure::Unreachable(format!(
+                        "{}:{} did not answer within {} s",
+                        target.host,
+                        target.port,
+                        TARGET_TIMEOUT.as_secs()
+                    )),
+                };
                 tracing::debug!(host = %target.host, port = target.port, error = %e, "XMPP server target");
                 if matches!(e, LoginFailure::Protect) {
                     return Err(e);

@@ -54,13 +54,15 @@ pub struct SrvRecord {
 
 /// The order to try the records of both services in: by priority; at equal priority direct
 /// TLS first (XEP-0368), each in RFC 2782's weighted random order. A service whose only
-/// record is "." contributes nothing. Without any usable record: the domain on 5222.
+/// record is "." is decidedly not offered; if that leaves nothing, there is nothing to try.
+/// Without any record at all: the domain on 5222.
 pub fn targets(
     domain: &str,
     direct: Vec<SrvRecord>,
     starttls: Vec<SrvRecord>,
     rng: &mut impl Rng,
 ) -> Vec<Target> {
+    let refused = direct.iter().chain(&starttls).any(|r| r.target.is_empty());
     let usable = |records: Vec<SrvRecord>, security: Security| {
         records
             .into_iter()
@@ -71,6 +73,9 @@ pub fn targets(
         .chain(usable(starttls, Security::StartTls))
         .collect();
     if all.is_empty() {
+        if refused {
+            return Vec::new();
+        }
         return vec![Target {
             host: domain.to_string(),
             port: DEFAULT_PORT,
@@ -226,9 +231,17 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let t = targets("example.org", vec![], vec![], &mut rng);
         assert_eq!(hosts(&t), [("example.org", 5222, Security::StartTls)]);
-        // "." means not offered: also the fallback.
+        // "." means decidedly not offered: nothing to try, not the domain.
         let t = targets("example.org", vec![srv(0, 0, "", 0)], vec![], &mut rng);
-        assert_eq!(hosts(&t), [("example.org", 5222, Security::StartTls)]);
+        assert!(t.is_empty());
+        // Direct TLS not offered, STARTTLS is.
+        let t = targets(
+            "example.org",
+            vec![srv(0, 0, "", 0)],
+            vec![srv(0, 1, "c2s.example.org", 5222)],
+            &mut rng,
+        );
+        assert_eq!(hosts(&t), [("c2s.example.org", 5222, Security::StartTls)]);
     }
 
     #[test]

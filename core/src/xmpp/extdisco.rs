@@ -171,6 +171,22 @@ async fn first_v4(dns: &Dns, service: &OfferedService) -> Option<SocketAddr> {
     }
 }
 
+/// Whether the engine should take `offered` in place of `current`: the first offer; new
+/// servers; or new credentials when the ones in use are `due` for renewal. Every fresh
+/// login brings new credentials (their names carry their expiry), and taking them each time
+/// would replace the relay allocation — and break relayed links — on every reconnection.
+/// An answer that lost a server (its name did not resolve) never replaces a working one.
+pub fn worth_switching(current: Option<&IceServers>, offered: &IceServers, due: bool) -> bool {
+    let Some(current) = current else {
+        return true;
+    };
+    let lost = (current.turn.is_some() && offered.turn.is_none())
+        || (current.stun.is_some() && offered.stun.is_none());
+    let moved = offered.turn.as_ref().map(|t| t.addr) != current.turn.as_ref().map(|t| t.addr)
+        || offered.stun != current.stun;
+    !lost && (due || moved)
+}
+
 /// When to ask again for credentials that expire at `expires` (none: not before the next
 /// login).
 pub fn refresh_in(expires: Option<SystemTime>, now: SystemTime) -> Option<Duration> {
@@ -260,6 +276,42 @@ mod tests {
         assert_eq!(refresh_in(Some(now), now), Some(MIN_REFRESH));
         assert_eq!(refresh_in(Some(now - day), now), Some(MIN_REFRESH));
         assert_eq!(refresh_in(None, now), None);
+    }
+
+    #[test]
+    fn new_credentials_replace_the_ones_in_use_only_when_due_or_moved() {
+        let servers = |port: u16, user: &str| IceServers {
+            stun: Some(SocketAddr::from(([198, 18, 0, 1], port))),
+            turn: Some(TurnServer {
+                addr: SocketAddr::from(([198, 18, 0, 1], port)),
+                username: user.into(),
+                password: "p".into(),
+            }),
+        };
+        let now = servers(3478, "1700000000");
+        assert!(worth_switching(None, &now, false));
+        // A re-login's fresh credentials for the same server: keep the allocation.
+        assert!(!worth_switching(
+            Some(&now),
+            &servers(3478, "1700000100"),
+            false
+        ));
+        assert!(worth_switching(
+            Some(&now),
+            &servers(3478, "1700086400"),
+            true
+        ));
+        assert!(worth_switching(
+            Some(&now),
+            &servers(3479, "1700000100"),
+            false
+        ));
+        // A host that did not resolve this time never replaces a working server.
+        let lost = IceServers {
+            turn: None,
+            ..now.clone()
+        };
+        assert!(!worth_switching(Some(&now), &lost, true));
     }
 
     #[test]

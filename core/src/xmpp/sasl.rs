@@ -50,8 +50,9 @@ struct AuthRequest {
 
 /// One mechanism's side of the exchange.
 enum Exchange {
-    /// SCRAM and PLAIN, computed by the `sasl` crate.
-    Sasl(Box<dyn Mechanism + Send + Sync>),
+    /// SCRAM and PLAIN, computed by the `sasl` crate; whether our final message went out
+    /// (what the server sends after it is its proof).
+    Sasl(Box<dyn Mechanism + Send + Sync>, bool),
     /// RFC 7628: the only challenge is an error report, answered with a single 0x01 so that
     /// the server sends its failure.
     OAuthBearer,
@@ -100,11 +101,13 @@ fn choose(
             };
             let name = mechanism.name().to_string();
             let initial = mechanism.initial();
-            Ok((name, Exchange::Sasl(mechanism), initial))
+            Ok((name, Exchange::Sasl(mechanism, false), initial))
         }
         Credentials::Token(token) => {
             if offered.contains("OAUTHBEARER") {
-                let initial = format!("n,a={jid},\x01auth=Bearer {token}\x01\x01").into_bytes();
+                // RFC 5801's saslname: ',' and '=' escaped.
+                let authzid = jid.to_string().replace('=', "=3D").replace(',', "=2C");
+                let initial = format!("n,a={authzid},\x01auth=Bearer {token}\x01\x01").into_bytes();
                 Ok(("OAUTHBEARER".into(), Exchange::OAuthBearer, initial))
             } else if offered.contains("X-OAUTH2") {
                 let initial = format!("\0{user}\0{token}").into_bytes();
@@ -166,15 +169,35 @@ pub(super) async fn authenticate<S: AsyncBufRead + AsyncWrite + Unpin>(
             }
         };
         match nonza {
-            Nonza::Success(_) => return Ok(stream.initiate_reset()),
+            Nonza::Success(success) => {
+                if let Exchange::Sasl(m, _) = &mut exchange {
+                    // SCRAM: the server proves it knows the password too (PLAIN: nothing).
+                    m.success(&success.data).map_err(|e| {
+                        LoginFailure::Other(format!("the server's SASL proof is wrong: {e:?}"))
+                    })?;
+                }
+                return Ok(stream.initiate_reset());
+            }
             Nonza::Failure(failure) => {
                 return Err(refused(credentials, &failure.defined_condition))
             }
             Nonza::Challenge(challenge) => {
                 let data = match &mut exchange {
-                    Exchange::Sasl(m) => m.response(&challenge.data).map_err(|e| {
-                        LoginFailure::Other(format!("the server's SASL challenge: {e}"))
-                    })?,
+                    // The server's proof as a challenge (RFC 6120 allows it): checked, and
+                    // answered with an empty response.
+                    Exchange::Sasl(m, true) => {
+                        m.success(&challenge.data).map_err(|e| {
+                            LoginFailure::Other(format!("the server's SASL proof is wrong: {e:?}"))
+                        })?;
+                        Vec::new()
+                    }
+                    Exchange::Sasl(m, sent_final) => {
+                        check_iterations(&challenge.data)?;
+                        *sent_final = true;
+                        m.response(&challenge.data).map_err(|e| {
+                            LoginFailure::Other(format!("the server's SASL challenge: {e}"))
+                        })?
+                    }
                     Exchange::OAuthBearer => vec![0x01],
                     Exchange::XOAuth2 => {
                         return Err(LoginFailure::Other(
@@ -196,6 +219,25 @@ pub(super) async fn authenticate<S: AsyncBufRead + AsyncWrite + Unpin>(
         }
     }
     Err(LoginFailure::Other("the SASL exchange did not end".into()))
+}
+
+/// Most SCRAM iterations we compute: the server chooses the count, and a hostile one could
+/// freeze the engine in PBKDF2 for hours (servers use a few thousand).
+const MAX_SCRAM_ITERATIONS: u32 = 1_000_000;
+
+/// Refuses a SCRAM challenge asking for more iterations than [`MAX_SCRAM_ITERATIONS`].
+fn check_iterations(challenge: &[u8]) -> Result<(), LoginFailure> {
+    let text = String::from_utf8_lossy(challenge);
+    let asked = text
+        .split(',')
+        .find_map(|field| field.strip_prefix("i="))
+        .map(|n| n.parse::<u64>().unwrap_or(u64::MAX));
+    match asked {
+        Some(n) if n > u64::from(MAX_SCRAM_ITERATIONS) => Err(LoginFailure::Unsupported(format!(
+            "the server asks for {n} SCRAM iterations (at most {MAX_SCRAM_ITERATIONS})"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// What a SASL failure means for the user.
@@ -261,6 +303,31 @@ mod tests {
             choose(&offered(&["PLAIN", "SCRAM-SHA-1"]), &jid(), &tok),
             Err(LoginFailure::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn a_hostile_iteration_count_is_refused_before_any_work() {
+        assert!(check_iterations(b"r=abc,s=c2FsdA==,i=4096").is_ok());
+        for bad in [
+            &b"r=abc,s=c2FsdA==,i=4294967295"[..],
+            b"r=a,s=b,i=99999999999999999999",
+        ] {
+            assert!(matches!(
+                check_iterations(bad),
+                Err(LoginFailure::Unsupported(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn oauthbearer_escapes_the_authorization_identity() {
+        let jid: BareJid = "a=b,c@example.org".parse().unwrap();
+        let tok = Credentials::Token("t".into());
+        let (_, _, initial) = choose(&offered(&["OAUTHBEARER"]), &jid, &tok).unwrap();
+        assert!(
+            initial.starts_with(b"n,a=a=3Db=2Cc@example.org,"),
+            "{initial:?}"
+        );
     }
 
     #[test]

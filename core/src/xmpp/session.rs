@@ -38,9 +38,9 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// lost its data in a crash, or the password changed elsewhere): try again this rarely,
 /// well under fail2ban-style limits.
 const REFUSED_AGAIN_RETRY: Duration = Duration::from_secs(600);
-/// A login attempt (TCP, TLS, SASL) that takes longer is abandoned (a captive portal can
-/// accept TCP and then stall).
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// A login attempt (every server target in turn, TLS, SASL) that takes longer is abandoned
+/// (a captive portal can accept TCP and then stall); each target has its own, shorter bound.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Stanzas buffered each way.
 const QUEUE_DEPTH: usize = 32;
 
@@ -274,7 +274,7 @@ async fn run(
     let mut bound: Option<FullJid> = None;
     let mut requests = Requests::default();
     // When to ask the server again for STUN/TURN credentials (XEP-0215) before they expire.
-    let mut services_refresh: Option<tokio::time::Instant> = None;
+    let mut offers = Offers::default();
     loop {
         tokio::select! {
             // Outgoing first: at shutdown, the close signals queued last must still go out.
@@ -301,8 +301,10 @@ async fn run(
                     let _ = tokio::time::timeout(Duration::from_secs(2), old.close()).await;
                 });
             }
-            () = sleep_until(services_refresh) => {
-                services_refresh = None;
+            () = sleep_until(offers.refresh_at) => {
+                // Due: asked now if online, else as soon as the session is back.
+                offers.refresh_at = None;
+                offers.due = true;
                 if let Some(own) = online.clone() {
                     ask_for_services(&stream, &own, &mut requests).await;
                 }
@@ -330,6 +332,9 @@ async fn run(
                             tracing::info!("XMPP session resumed");
                             lock(&pacing).online(std::time::Instant::now());
                             online = Some(full.clone());
+                            if offers.due {
+                                ask_for_services(&stream, &full, &mut requests).await;
+                            }
                             let state = XmppState::Online { jid: full, resumed: true };
                             let _ = inputs.send(XmppInput::State(state)).await;
                         }
@@ -343,7 +348,7 @@ async fn run(
                     Event::Stanza(stanza) => {
                         let offered = handle_stanza(stanza, online.as_ref(), &mut requests, &inputs, &stream).await;
                         if let Some(offered) = offered {
-                            services_refresh = external_services(&account.dns, offered, &inputs).await;
+                            offers.answered(&account.dns, offered, &inputs).await;
                         }
                     }
                 }
@@ -599,17 +604,37 @@ async fn ask_for_services(stream: &StanzaStream, own: &FullJid, requests: &mut R
     let _token = stream.send(Box::new(query.into())).await;
 }
 
-/// Resolves what the server offered and hands it to the engine; returns when to ask again.
-async fn external_services(
-    dns: &super::discovery::Dns,
-    offered: extdisco::Offered,
-    inputs: &mpsc::Sender<XmppInput>,
-) -> Option<tokio::time::Instant> {
-    let servers = extdisco::resolve(dns, &offered).await;
-    tracing::debug!(?servers, "STUN/TURN from the XMPP server");
-    let _ = inputs.send(XmppInput::ExternalServices(servers)).await;
-    extdisco::refresh_in(offered.expires, std::time::SystemTime::now())
-        .map(|wait| tokio::time::Instant::now() + wait)
+/// The STUN/TURN servers the XMPP server offered (XEP-0215) and when to ask again.
+#[derive(Default)]
+struct Offers {
+    /// What the engine uses.
+    in_use: Option<IceServers>,
+    /// When the credentials in use need renewing.
+    refresh_at: Option<tokio::time::Instant>,
+    /// They do now (asked when the session is next online).
+    due: bool,
+}
+
+impl Offers {
+    /// Resolves an answer and hands it to the engine when it is worth a new allocation.
+    async fn answered(
+        &mut self,
+        dns: &super::discovery::Dns,
+        offered: extdisco::Offered,
+        inputs: &mpsc::Sender<XmppInput>,
+    ) {
+        let servers = extdisco::resolve(dns, &offered).await;
+        if !extdisco::worth_switching(self.in_use.as_ref(), &servers, self.due) {
+            tracing::debug!("the offered STUN/TURN servers are the ones in use");
+            return;
+        }
+        tracing::debug!(?servers, "STUN/TURN from the XMPP server");
+        self.in_use = Some(servers.clone());
+        self.due = false;
+        self.refresh_at = extdisco::refresh_in(offered.expires, std::time::SystemTime::now())
+            .map(|wait| tokio::time::Instant::now() + wait);
+        let _ = inputs.send(XmppInput::ExternalServices(servers)).await;
+    }
 }
 
 /// An empty IQ result: the acknowledgement of a roster push or a ping.
