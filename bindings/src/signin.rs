@@ -10,7 +10,6 @@ use socialvpn_core::oauth::{
 use socialvpn_core::xmpp::connect::TlsTrust;
 use socialvpn_core::xmpp::BareJid;
 use std::path::PathBuf;
-use std::time::UNIX_EPOCH;
 
 /// An access token and when it expires (seconds since the epoch; none: not said).
 #[derive(Clone, uniffi::Record)]
@@ -100,11 +99,8 @@ pub fn oauth_token_from_redirect(
 impl From<AccessToken> for SignInToken {
     fn from(token: AccessToken) -> SignInToken {
         SignInToken {
+            expires_at: token.expires_at_unix(),
             token: token.secret,
-            expires_at: token
-                .expires_at
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map(|d| d.as_secs()),
         }
     }
 }

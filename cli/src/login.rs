@@ -67,11 +67,8 @@ pub fn run(config_path: &Path) -> Result<(), String> {
     drop(password);
     let stored = StoredToken {
         jid: jid.to_string(),
+        expires_at: token.expires_at_unix(),
         access_token: token.secret,
-        expires_at: token
-            .expires_at
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_secs()),
     };
     ensure_private_dir(&config.state_dir)
         .map_err(|e| format!("state directory {}: {e}", config.state_dir.display()))?;

@@ -129,6 +129,15 @@ pub struct AccessToken {
     pub expires_at: Option<SystemTime>,
 }
 
+impl AccessToken {
+    /// When it expires, in seconds since the epoch (none: the server did not say).
+    pub fn expires_at_unix(&self) -> Option<u64> {
+        self.expires_at
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+    }
+}
+
 impl std::fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccessToken")

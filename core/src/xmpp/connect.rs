@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt};
 use rustls_pki_types::ServerName;
-use tokio::io::BufStream;
+use tokio::io::{AsyncBufRead, BufStream};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::rustls::{self, ClientConfig};
 use tokio_rustls::TlsConnector;
-use tokio_xmpp::error::{AuthError, Error as XmppError, ProtocolError};
+use tokio_xmpp::error::{Error as XmppError, ProtocolError};
 
 use super::discovery::{self, Dns, Security, Target};
 use super::sasl::{authenticate, Credentials};
@@ -91,9 +91,7 @@ impl LoginFailure {
             LoginFailure::BadCredentials | LoginFailure::TokenRejected
         )
     }
-}
 
-impl LoginFailure {
     /// How much a failure tells the user, when several targets failed differently.
     fn rank(&self) -> u8 {
         match self {
@@ -109,8 +107,6 @@ impl LoginFailure {
 impl From<XmppError> for LoginFailure {
     fn from(e: XmppError) -> LoginFailure {
         match e {
-            XmppError::Auth(AuthError::Fail(_)) => LoginFailure::BadCredentials,
-            XmppError::Auth(other) => LoginFailure::Unsupported(other.to_string()),
             XmppError::Protocol(ProtocolError::NoTls) => {
                 LoginFailure::Unsupported("no STARTTLS".into())
             }
@@ -317,26 +313,35 @@ async fn starttls(
         )))
         .await?;
     loop {
-        match plain
-            .next()
-            .await
-            .map(|r| r.and_then(|e| e.into_read_error()))
-        {
-            Some(Ok(XmppStreamElement::Starttls(starttls::Nonza::Proceed(_)))) => break,
-            Some(Ok(XmppStreamElement::Starttls(starttls::Nonza::Failure(_)))) => {
+        match next_element(&mut plain).await? {
+            Some(XmppStreamElement::Starttls(starttls::Nonza::Proceed(_))) => break,
+            Some(XmppStreamElement::Starttls(starttls::Nonza::Failure(_))) => {
                 return Err(ProtocolError::NoTls.into())
             }
-            Some(Ok(_)) | Some(Err(ReadError::SoftTimeout)) => {}
-            Some(Err(ReadError::HardError(e))) => return Err(e.into()),
-            Some(Err(ReadError::ParseError(e))) => {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e).into())
-            }
-            None | Some(Err(ReadError::StreamFooterReceived)) => {
-                return Err(XmppError::Disconnected)
-            }
+            _ => {}
         }
     }
     Ok(plain.into_inner().into_inner())
+}
+
+/// The next element while a stream is being set up (STARTTLS, SASL): `None` on a soft read
+/// timeout (nothing yet); the stream's end and unreadable input are errors.
+pub(super) async fn next_element<S: AsyncBufRead + Unpin>(
+    stream: &mut XmppStream<S>,
+) -> Result<Option<XmppStreamElement>, XmppError> {
+    match stream
+        .next()
+        .await
+        .map(|r| r.and_then(|e| e.into_read_error()))
+    {
+        Some(Ok(element)) => Ok(Some(element)),
+        Some(Err(ReadError::SoftTimeout)) => Ok(None),
+        Some(Err(ReadError::HardError(e))) => Err(e.into()),
+        Some(Err(ReadError::ParseError(e))) => {
+            Err(io::Error::new(io::ErrorKind::InvalidData, e).into())
+        }
+        None | Some(Err(ReadError::StreamFooterReceived)) => Err(XmppError::Disconnected),
+    }
 }
 
 type TlsBufStream = BufStream<tokio_rustls::client::TlsStream<TcpStream>>;

@@ -4,22 +4,21 @@
 //! ejabberd's X-OAUTH2.
 
 use std::collections::BTreeSet;
-use std::io;
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use sasl::client::mechanisms::{Plain, Scram};
 use sasl::client::Mechanism;
 use sasl::common::scram::{Sha1, Sha256};
 use sasl::common::{ChannelBinding, Credentials as SaslCredentials};
 use tokio::io::{AsyncBufRead, AsyncWrite};
 use tokio_xmpp::error::Error as XmppError;
-use tokio_xmpp::xmlstream::{InitiatingStream, ReadError, XmppStream, XmppStreamElement};
+use tokio_xmpp::xmlstream::{InitiatingStream, XmppStream, XmppStreamElement};
 use xmpp_parsers::jid::BareJid;
 use xmpp_parsers::ns;
 use xmpp_parsers::sasl::{DefinedCondition, Nonza, Response};
 use xso::{AsXml, FromXml};
 
-use super::connect::LoginFailure;
+use super::connect::{next_element, LoginFailure};
 
 /// How the account proves who it is. (`Debug` leaves the secret out.)
 #[derive(Clone, PartialEq, Eq)]
@@ -148,33 +147,20 @@ pub(super) async fn authenticate<S: AsyncBufRead + AsyncWrite + Unpin>(
         .map_err(XmppError::from)?;
     // Bounded: a server that keeps challenging is not a login.
     for _ in 0..8 {
-        let element = stream
-            .next()
-            .await
-            .map(|r| r.and_then(|e| e.into_read_error()));
-        let nonza = match element {
-            Some(Ok(XmppStreamElement::Sasl(nonza))) => nonza,
-            Some(Ok(other)) => {
+        let nonza = match next_element(&mut stream).await? {
+            Some(XmppStreamElement::Sasl(nonza)) => nonza,
+            None => continue,
+            Some(other) => {
                 return Err(LoginFailure::Other(format!(
                     "unexpected element during SASL: {other:?}"
                 )))
-            }
-            Some(Err(ReadError::SoftTimeout)) => continue,
-            Some(Err(ReadError::HardError(e))) => return Err(XmppError::from(e).into()),
-            Some(Err(ReadError::ParseError(e))) => {
-                return Err(XmppError::from(io::Error::new(io::ErrorKind::InvalidData, e)).into())
-            }
-            None | Some(Err(ReadError::StreamFooterReceived)) => {
-                return Err(XmppError::Disconnected.into())
             }
         };
         match nonza {
             Nonza::Success(success) => {
                 if let Exchange::Sasl(m, _) = &mut exchange {
                     // SCRAM: the server proves it knows the password too (PLAIN: nothing).
-                    m.success(&success.data).map_err(|e| {
-                        LoginFailure::Other(format!("the server's SASL proof is wrong: {e:?}"))
-                    })?;
+                    check_proof(m.as_mut(), &success.data)?;
                 }
                 return Ok(stream.initiate_reset());
             }
@@ -186,9 +172,7 @@ pub(super) async fn authenticate<S: AsyncBufRead + AsyncWrite + Unpin>(
                     // The server's proof as a challenge (RFC 6120 allows it): checked, and
                     // answered with an empty response.
                     Exchange::Sasl(m, true) => {
-                        m.success(&challenge.data).map_err(|e| {
-                            LoginFailure::Other(format!("the server's SASL proof is wrong: {e:?}"))
-                        })?;
+                        check_proof(m.as_mut(), &challenge.data)?;
                         Vec::new()
                     }
                     Exchange::Sasl(m, sent_final) => {
@@ -219,6 +203,12 @@ pub(super) async fn authenticate<S: AsyncBufRead + AsyncWrite + Unpin>(
         }
     }
     Err(LoginFailure::Other("the SASL exchange did not end".into()))
+}
+
+/// Checks the server's proof that it knows the password (SCRAM's `v=`).
+fn check_proof(m: &mut (dyn Mechanism + Send + Sync), data: &[u8]) -> Result<(), LoginFailure> {
+    m.success(data)
+        .map_err(|e| LoginFailure::Other(format!("the server's SASL proof is wrong: {e:?}")))
 }
 
 /// Most SCRAM iterations we compute: the server chooses the count, and a hostile one could

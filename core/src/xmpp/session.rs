@@ -273,7 +273,7 @@ async fn run(
     // The last bound JID: a resumed stream (XEP-0198) is online again under it.
     let mut bound: Option<FullJid> = None;
     let mut requests = Requests::default();
-    // When to ask the server again for STUN/TURN credentials (XEP-0215) before they expire.
+    // The STUN/TURN servers the XMPP server offered (XEP-0215) and when to renew them.
     let mut offers = Offers::default();
     loop {
         tokio::select! {
@@ -571,14 +571,11 @@ async fn handle_iq(
             };
             if from_server {
                 requests.services = None;
-                return match payload.as_ref().map(extdisco::parse) {
-                    Some(Ok(offered)) => Some(offered),
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "unusable external services answer");
-                        None
-                    }
-                    None => None,
-                };
+                return payload
+                    .as_ref()
+                    .map(extdisco::parse)?
+                    .map_err(|e| tracing::debug!(error = %e, "unusable external services answer"))
+                    .ok();
             }
         }
         Iq::Get { from, id, .. } | Iq::Set { from, id, .. } => reply_error(stream, from, id).await,
