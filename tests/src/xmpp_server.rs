@@ -337,7 +337,7 @@ c2s_ports = {{ {port} }}
 c2s_direct_tls_ports = {{ {direct_tls_port} }}
 modules_enabled = {{
   "roster"; "saslauth"; "tls"; "disco"; "carbons"; "pep"; "private"; "blocklist";
-  "ping"; "smacks"; "posix";{turn_module}
+  "ping"; "smacks"; "csi_simple"; "posix";{turn_module}
 }}
 modules_disabled = {{ "s2s" }}
 c2s_require_encryption = true

@@ -386,6 +386,7 @@ fn drain(now: Instant, node: &mut Node, io: &mut EngineIo) {
                 match command {
                     XmppCommand::Send(stanza) => x.session.send(stanza),
                     XmppCommand::Reconnect => x.session.reconnect(),
+                    XmppCommand::ClientActive(active) => x.session.set_active(active),
                 }
             }
         }

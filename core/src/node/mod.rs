@@ -47,6 +47,8 @@ pub enum XmppCommand {
     Send(Outgoing),
     /// Drop the connection and log in again (the network changed under it).
     Reconnect,
+    /// Tell the server whether anyone looks at the app (XEP-0352).
+    ClientActive(bool),
 }
 
 /// Which part of the node asked for the next wake-up (for the wake-up trace, and tests
@@ -319,12 +321,16 @@ impl Node {
     /// The app's screens are shown (`true`) or hidden: see `Request::Background`.
     fn set_foreground(&mut self, foreground: bool) {
         if !foreground {
-            self.background.get_or_insert_with(Held::default);
+            if self.background.is_none() {
+                self.background = Some(Held::default());
+                self.out.xmpp.push_back(XmppCommand::ClientActive(false));
+            }
             return;
         }
         let Some(held) = self.background.take() else {
             return;
         };
+        self.out.xmpp.push_back(XmppCommand::ClientActive(true));
         // What a screen needs to catch up, before anything newer.
         if held.roster {
             self.out.events.push_front(Event::RosterChanged);

@@ -19,6 +19,7 @@ use tokio_rustls::rustls::{self, ClientConfig};
 use tokio_rustls::TlsConnector;
 use tokio_xmpp::error::{Error as XmppError, ProtocolError};
 
+use super::csi::{ClientIndicator, CsiStream};
 use super::discovery::{self, Dns, Security, Target};
 use super::sasl::{authenticate, Credentials};
 pub use super::trust::{tls_config, CertificateProblem, TlsTrust};
@@ -176,10 +177,13 @@ async fn connect_tcp(
 const TARGET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// One login attempt. The returned connection is authenticated but not yet bound.
+/// `indicator`: the client state the connection tells the server once bound (XEP-0352);
+/// `ClientIndicator::default()` tells nothing.
 pub async fn login(
     account: &XmppAccount,
     tls: Arc<ClientConfig>,
     timeouts: Timeouts,
+    indicator: &ClientIndicator,
 ) -> Result<Connection, LoginFailure> {
     let targets = match &account.server {
         Some((host, port)) => vec![Target {
@@ -196,7 +200,7 @@ pub async fn login(
     for target in targets {
         let attempt = tokio::time::timeout(
             TARGET_TIMEOUT,
-            secure_stream(account, tls.clone(), timeouts, &target),
+            secure_stream(account, tls.clone(), timeouts, &target, indicator),
         );
         let secured = match attempt.await {
             Ok(Ok(secured)) => secured,
@@ -258,6 +262,7 @@ async fn secure_stream(
     tls: Arc<ClientConfig>,
     timeouts: Timeouts,
     target: &Target,
+    indicator: &ClientIndicator,
 ) -> Result<(StreamFeatures, XmppStream<TlsBufStream>), XmppError> {
     let domain = account.jid.domain().as_str().to_string();
     let header = || header(account);
@@ -283,7 +288,7 @@ async fn secure_stream(
         TlsConnector::from(tls).connect(server_name, tcp).await?
     };
     Ok(initiate_stream(
-        BufStream::new(tls_stream),
+        CsiStream::new(BufStream::new(tls_stream), indicator),
         ns::JABBER_CLIENT,
         header(),
         timeouts,
@@ -344,7 +349,7 @@ pub(super) async fn next_element<S: AsyncBufRead + Unpin>(
     }
 }
 
-type TlsBufStream = BufStream<tokio_rustls::client::TlsStream<TcpStream>>;
+type TlsBufStream = CsiStream<BufStream<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// The stream restart after SASL: the connection `StanzaStream` binds.
 async fn bind_ready(

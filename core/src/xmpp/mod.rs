@@ -1,6 +1,7 @@
 //! The XMPP shell: login, reconnection and stanza translation for the social layer.
 
 pub mod connect;
+pub mod csi;
 pub mod discovery;
 pub mod extdisco;
 pub mod sasl;

@@ -3,10 +3,11 @@
 //! [`XmppInput`]s for the engine, and the engine's [`Outgoing`] into stanzas.
 
 use super::connect::{login, tls_config, LoginFailure, XmppAccount};
+use super::csi::{ClientIndicator, NS_CSI};
 use super::extdisco;
 use crate::links::servers::IceServers;
 use crate::social::payload::{
-    parse_signal, DeviceInfo, DeviceWire, PayloadError, SignedSignal, NS_DEVICE,
+    parse_signal, DeviceInfo, DeviceWire, PayloadError, SignedSignal, NS_DEVICE, NS_LINK,
 };
 use crate::social::state::{Outgoing, PresenceKind, RosterItem, Subscription};
 use futures::StreamExt;
@@ -17,8 +18,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_xmpp::stanzastream::{Connection, Event, StanzaStream, StreamEvent};
 use tokio_xmpp::xmlstream::Timeouts;
 use xmpp_parsers::iq::Iq;
-use xmpp_parsers::jid::{FullJid, Jid};
-use xmpp_parsers::message::Message;
+use xmpp_parsers::jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::{self, Presence};
 use xmpp_parsers::roster::{self, Roster};
@@ -88,6 +88,9 @@ pub struct XmppSession {
     outgoing: mpsc::UnboundedSender<Outgoing>,
     stop: Arc<Stop>,
     reconnect: Arc<Notify>,
+    /// The client state the server is told (XEP-0352), and the nudge that sends a change.
+    indicator: ClientIndicator,
+    activity: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -187,18 +190,26 @@ impl XmppSession {
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
         let stop = Arc::new(Stop::default());
         let reconnect = Arc::new(Notify::new());
+        let indicator = ClientIndicator::new();
+        let activity = Arc::new(Notify::new());
         let task = tokio::spawn(run(
             account,
             input_tx,
             outgoing_rx,
-            Arc::clone(&stop),
-            Arc::clone(&reconnect),
+            Signals {
+                stop: Arc::clone(&stop),
+                reconnect: Arc::clone(&reconnect),
+                activity: Arc::clone(&activity),
+            },
+            indicator.clone(),
         ));
         (
             XmppSession {
                 outgoing,
                 stop,
                 reconnect,
+                indicator,
+                activity,
                 task,
             },
             input_rx,
@@ -209,6 +220,15 @@ impl XmppSession {
     /// TCP connection may be dead without knowing it).
     pub fn reconnect(&self) {
         self.reconnect.notify_one();
+    }
+
+    /// Whether the app's screens are shown: the server is told (XEP-0352 client state
+    /// indication, when it offers it) and may hold presence updates while they are not.
+    /// Link signals are IQs, which servers deliver at once either way.
+    pub fn set_active(&self, active: bool) {
+        if self.indicator.set_active(active) {
+            self.activity.notify_one();
+        }
     }
 
     /// Queues a stanza to send (dropped with a debug log if the session is gone).
@@ -225,13 +245,26 @@ impl XmppSession {
     }
 }
 
+/// What the handle tells the session task besides stanzas.
+struct Signals {
+    stop: Arc<Stop>,
+    reconnect: Arc<Notify>,
+    /// The client state changed (see `XmppSession::set_active`).
+    activity: Arc<Notify>,
+}
+
 async fn run(
     account: XmppAccount,
     inputs: mpsc::Sender<XmppInput>,
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
-    stop: Arc<Stop>,
-    reconnect: Arc<Notify>,
+    signals: Signals,
+    indicator: ClientIndicator,
 ) {
+    let Signals {
+        stop,
+        reconnect,
+        activity,
+    } = signals;
     let tls = match tls_config(&account.trust) {
         Ok(tls) => tls,
         Err(problem) => {
@@ -250,19 +283,25 @@ async fn run(
     // Each stream gets its own stop flag so that a replaced stream's login attempts end
     // instead of logging in a second time with the same resource.
     let new_stream = |stream_stop: Arc<Stop>| {
-        let (account, tls, inputs, stop, pacing) = (
+        let (account, tls, inputs, stop, pacing, indicator) = (
             account.clone(),
             tls.clone(),
             inputs.clone(),
             Arc::clone(&stop),
             Arc::clone(&pacing),
+            indicator.clone(),
         );
         let reconnector = Box::new(
             move |_: Option<String>, slot: oneshot::Sender<Connection>| {
                 let stops = [Arc::clone(&stop), Arc::clone(&stream_stop)];
                 let (account, tls, inputs) = (account.clone(), tls.clone(), inputs.clone());
                 let pacing = Arc::clone(&pacing);
-                tokio::spawn(reconnect_loop(account, tls, inputs, stops, slot, pacing));
+                let login = Login {
+                    account,
+                    tls,
+                    indicator: indicator.clone(),
+                };
+                tokio::spawn(reconnect_loop(login, inputs, stops, slot, pacing));
             },
         );
         StanzaStream::new(reconnector, QUEUE_DEPTH)
@@ -275,11 +314,14 @@ async fn run(
     let mut requests = Requests::default();
     // The STUN/TURN servers the XMPP server offered (XEP-0215) and when to renew them.
     let mut offers = Offers::default();
+    // The server understands client state indication (seen at the last fresh bind).
+    let mut csi_offered = false;
     loop {
         tokio::select! {
             // Outgoing first: at shutdown, the close signals queued last must still go out.
             biased;
             () = stop.stopped() => {
+                indicator.disarm();
                 while let Ok(out) = outgoing.try_recv() {
                     let stanza = to_stanza(out, &mut requests.roster);
                     let _token = stream.send(Box::new(stanza)).await;
@@ -288,6 +330,7 @@ async fn run(
             }
             () = reconnect.notified() => {
                 tracing::debug!("XMPP reconnecting after a network change");
+                indicator.disarm();
                 if online.take().is_some() {
                     let _ = inputs.send(XmppInput::State(XmppState::Connecting)).await;
                 }
@@ -309,6 +352,12 @@ async fn run(
                     ask_for_services(&stream, &own, &mut requests).await;
                 }
             }
+            () = activity.notified() => {
+                if let (Some(own), true) = (&online, indicator.armed()) {
+                    // The nonza goes out when the stream next flushes: make it flush.
+                    ping_server(&stream, own).await;
+                }
+            }
             out = outgoing.recv() => {
                 let Some(out) = out else { break };
                 let stanza = to_stanza(out, &mut requests.roster);
@@ -317,12 +366,14 @@ async fn run(
             event = stream.next() => {
                 let Some(event) = event else { break };
                 match event {
-                    Event::Stream(StreamEvent::Reset { bound_jid, .. }) => {
+                    Event::Stream(StreamEvent::Reset { bound_jid, features }) => {
                         let Ok(full) = bound_jid.try_into_full() else { continue };
                         tracing::info!("XMPP session online");
                         lock(&pacing).online(std::time::Instant::now());
                         online = Some(full.clone());
                         bound = Some(full.clone());
+                        csi_offered = features.others.iter().any(|f| f.is("csi", NS_CSI));
+                        indicate_state(&stream, &full, &indicator, csi_offered).await;
                         ask_for_services(&stream, &full, &mut requests).await;
                         let state = XmppState::Online { jid: full, resumed: false };
                         let _ = inputs.send(XmppInput::State(state)).await;
@@ -332,6 +383,9 @@ async fn run(
                             tracing::info!("XMPP session resumed");
                             lock(&pacing).online(std::time::Instant::now());
                             online = Some(full.clone());
+                            // Servers differ on whether the state survives resumption:
+                            // say it again.
+                            indicate_state(&stream, &full, &indicator, csi_offered).await;
                             if offers.due {
                                 ask_for_services(&stream, &full, &mut requests).await;
                             }
@@ -340,6 +394,7 @@ async fn run(
                         }
                     }
                     Event::Stream(_) => {
+                        indicator.disarm();
                         if online.take().is_some() {
                             tracing::info!("XMPP session lost; reconnecting");
                             let _ = inputs.send(XmppInput::State(XmppState::Connecting)).await;
@@ -380,11 +435,44 @@ fn lock(pacing: &Mutex<Pacing>) -> std::sync::MutexGuard<'_, Pacing> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The stream is bound (fresh or resumed): its connection may carry the client state if the
+/// server understands it, and does at once when the app is in the background.
+async fn indicate_state(
+    stream: &StanzaStream,
+    own: &FullJid,
+    indicator: &ClientIndicator,
+    offered: bool,
+) {
+    if !offered {
+        indicator.disarm();
+        return;
+    }
+    indicator.arm_latest();
+    if !indicator.active() {
+        ping_server(stream, own).await;
+    }
+}
+
+/// A ping to our server (XEP-0199): its answer is ignored; it makes the stream flush.
+async fn ping_server(stream: &StanzaStream, own: &FullJid) {
+    let mut ping = Iq::from_get(new_id("ping"), xmpp_parsers::ping::Ping);
+    if let Iq::Get { ref mut to, .. } = ping {
+        *to = Some(Jid::from(BareJid::from_parts(None, own.domain())));
+    }
+    let _token = stream.send(Box::new(ping.into())).await;
+}
+
+/// What a login needs besides the pacing.
+struct Login {
+    account: XmppAccount,
+    tls: Arc<tokio_rustls::rustls::ClientConfig>,
+    indicator: ClientIndicator,
+}
+
 /// Login attempts for one (re)connection, backing off across reconnections (see
 /// [`Pacing`]), until one succeeds, the credentials are refused, or the session stops.
 async fn reconnect_loop(
-    account: XmppAccount,
-    tls: Arc<tokio_rustls::rustls::ClientConfig>,
+    login_with: Login,
     inputs: mpsc::Sender<XmppInput>,
     stops: [Arc<Stop>; 2],
     slot: oneshot::Sender<Connection>,
@@ -405,7 +493,10 @@ async fn reconnect_loop(
             }
         }
         let attempt = tokio::select! {
-            r = tokio::time::timeout(LOGIN_TIMEOUT, login(&account, tls.clone(), Timeouts::tight())) => {
+            r = tokio::time::timeout(
+                LOGIN_TIMEOUT,
+                login(&login_with.account, login_with.tls.clone(), Timeouts::tight(), &login_with.indicator),
+            ) => {
                 r.unwrap_or_else(|_| Err(LoginFailure::Unreachable("the login timed out".into())))
             }
             () = stopped() => break,
@@ -490,7 +581,8 @@ async fn handle_stanza(
             let _ = inputs.send(XmppInput::Presence(from, kind)).await;
         }
         Stanza::Message(m) => {
-            // Signals are addressed to this device only; anything else is not for us.
+            // Signals as headline messages, as builds before IQ signals sent them. Addressed
+            // to this device only; anything else is not for us.
             let addressed_to_us = match (&m.to, own) {
                 (Some(to), Some(own)) => to.try_as_full().ok() == Some(own),
                 _ => false,
@@ -560,6 +652,27 @@ async fn handle_iq(
         Iq::Get {
             from, id, payload, ..
         } if payload.is("ping", xmpp_parsers::ns::PING) => reply_result(stream, from, id).await,
+        Iq::Set {
+            from,
+            to,
+            id,
+            payload,
+        } if payload.is("link", NS_LINK) => {
+            // Signals are addressed to this device only, from another device.
+            let addressed_to_us = match (&to, own) {
+                (Some(to), Some(own)) => to.try_as_full().ok() == Some(own),
+                _ => false,
+            };
+            let sender = from.clone().map(Jid::try_into_full);
+            let (true, Some(Ok(sender))) = (addressed_to_us, sender) else {
+                reply_error(stream, from, id).await;
+                return None;
+            };
+            if let Some(signal) = parse_signal(payload) {
+                let _ = inputs.send(XmppInput::Signal(sender, signal)).await;
+            }
+            reply_result(stream, from, id).await;
+        }
         Iq::Result {
             from, id, payload, ..
         } if requests.services.as_deref() == Some(id.as_str()) => {
@@ -725,10 +838,16 @@ fn to_stanza(out: Outgoing, roster_request: &mut Option<String>) -> Stanza {
             .into()
         }
         Outgoing::Signal { to, signal } => {
-            // Headline: never stored offline nor redirected to another resource (RFC 6121).
-            Message::headline(Jid::from(to))
-                .with_payload(signal.to_wire())
-                .into()
+            // An IQ to the device's full JID: never stored offline nor redirected to another
+            // resource (RFC 6121), and delivered at once by servers holding presence for an
+            // inactive client (XEP-0352), which a headline message is not.
+            Iq::Set {
+                from: None,
+                to: Some(Jid::from(to)),
+                id: new_id("link"),
+                payload: signal.to_wire().into(),
+            }
+            .into()
         }
     }
 }

@@ -456,6 +456,8 @@ impl World {
                 match c {
                     XmppCommand::Send(s) => stanzas.push(s),
                     XmppCommand::Reconnect => reconnect = true,
+                    // The simulated server holds nothing for inactive clients.
+                    XmppCommand::ClientActive(_) => {}
                 }
             }
             let mut events = Vec::new();

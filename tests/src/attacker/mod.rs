@@ -32,7 +32,6 @@ use tokio_xmpp::stanzastream::{
 use tokio_xmpp::xmlstream::Timeouts;
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, FullJid, Jid};
-use xmpp_parsers::message::Message;
 use xmpp_parsers::minidom::Element;
 use xmpp_parsers::presence::{self, Presence};
 use xmpp_parsers::roster::{self, Roster};
@@ -225,22 +224,14 @@ impl XmppAttacker {
         self.send_one(Presence::new(kind).with_to(Jid::from(to.clone())));
     }
 
-    /// A `<message type='headline'>` to `to` carrying `wire` as a link signal, as SocialVPN
-    /// sends them.
+    /// An IQ set to `to` carrying `wire` as a link signal, as SocialVPN sends them.
     pub fn signal(&self, to: &FullJid, wire: SignalWire) {
-        self.send_one(Message::headline(Jid::from(to.clone())).with_payload(wire));
+        self.send_one(signal_iq(to, wire));
     }
 
     /// Several signals to `to`, written out in order; returns how many went.
     pub fn signals(&self, to: &FullJid, wires: Vec<SignalWire>) -> usize {
-        let stanzas = wires
-            .into_iter()
-            .map(|w| {
-                Message::headline(Jid::from(to.clone()))
-                    .with_payload(w)
-                    .into()
-            })
-            .collect();
+        let stanzas = wires.into_iter().map(|w| signal_iq(to, w).into()).collect();
         self.send(stanzas)
     }
 
@@ -393,7 +384,7 @@ fn available(device: Option<DeviceWire>) -> Presence {
 /// connection ends the session instead of being resumed, and no reconnection.
 async fn connect(account: &XmppAccount) -> Result<StanzaStream, String> {
     let tls = tls_config(&account.trust).map_err(|e| e.to_string())?;
-    let mut connection = login(account, tls, Timeouts::tight())
+    let mut connection = login(account, tls, Timeouts::tight(), &Default::default())
         .await
         .map_err(|e| e.to_string())?;
     connection.features.stream_management = None;
@@ -520,6 +511,29 @@ async fn send_all(stream: &StanzaStream, stanzas: Vec<Stanza>) -> usize {
 }
 
 /// Keeps what arrives and answers the IQs a server expects answered.
+fn signal_iq(to: &FullJid, wire: SignalWire) -> Iq {
+    Iq::Set {
+        from: None,
+        to: Some(Jid::from(to.clone())),
+        id: format!("attacker-link-{:016x}", forge::random_u64()),
+        payload: wire.into(),
+    }
+}
+
+/// Keeps a signal addressed to us (the oldest go when the inbox is full).
+fn keep_signal(inbox: &Mutex<Inbox>, from: FullJid, payload: Element) {
+    if !payload.is("link", NS_LINK) {
+        return;
+    }
+    if let Ok(wire) = SignalWire::try_from(payload) {
+        let mut inbox = lock(inbox);
+        if inbox.signals.len() == INBOX_LIMIT {
+            inbox.signals.pop_front();
+        }
+        inbox.signals.push_back(Received { from, wire });
+    }
+}
+
 async fn handle(stream: &StanzaStream, stanza: Stanza, inbox: &Mutex<Inbox>) {
     match stanza {
         Stanza::Message(message) => {
@@ -527,19 +541,7 @@ async fn handle(stream: &StanzaStream, stanza: Stanza, inbox: &Mutex<Inbox>) {
                 return;
             };
             for payload in message.payloads {
-                if !payload.is("link", NS_LINK) {
-                    continue;
-                }
-                if let Ok(wire) = SignalWire::try_from(payload) {
-                    let mut inbox = lock(inbox);
-                    if inbox.signals.len() == INBOX_LIMIT {
-                        inbox.signals.pop_front();
-                    }
-                    inbox.signals.push_back(Received {
-                        from: from.clone(),
-                        wire,
-                    });
-                }
+                keep_signal(inbox, from.clone(), payload);
             }
         }
         Stanza::Presence(presence) => {
@@ -561,6 +563,18 @@ async fn handle(stream: &StanzaStream, stanza: Stanza, inbox: &Mutex<Inbox>) {
             Iq::Get {
                 from, id, payload, ..
             } if payload.is("ping", xmpp_parsers::ns::PING) => reply(stream, from, id, true).await,
+            // Link signals, as SocialVPN sends them: kept and acknowledged.
+            Iq::Set {
+                from: Some(from),
+                id,
+                payload,
+                ..
+            } if payload.is("link", NS_LINK) => {
+                if let Ok(sender) = from.clone().try_into_full() {
+                    keep_signal(inbox, sender, payload);
+                }
+                reply(stream, Some(from), id, true).await;
+            }
             // Our own server's roster pushes: acknowledged.
             Iq::Set {
                 from, id, payload, ..
