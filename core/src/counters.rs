@@ -215,6 +215,10 @@ pub struct SocialCounters {
     /// Devices of friends given no overlay address: their account holds its share, all in
     /// use or pinned.
     pub addresses_refused: u64,
+    /// XMPP sessions bound afresh (a login, or a resumption the server refused).
+    pub sessions_fresh: u64,
+    /// XMPP sessions the server resumed (XEP-0198): nothing missed, nothing re-announced.
+    pub sessions_resumed: u64,
 }
 
 /// What the link manager did and refused.

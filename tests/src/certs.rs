@@ -1,26 +1,26 @@
-//! A throwaway CA and one server certificate for the world's domain, made with openssl at
-//! start-up: clients trust only this CA.
+//! A throwaway CA and server certificates for the world's domains, made with openssl at
+//! start-up: clients and federating servers trust only this CA.
 
 use crate::world_files::{mkdir, write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The files [`make`] wrote.
+/// The files [`make`] wrote: the CA and one domain's certificate.
 pub struct WorldCerts {
     pub ca_cert: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
+    dir: PathBuf,
+}
+
+fn p(path: &Path) -> String {
+    path.to_str().expect("UTF-8 path").to_string()
 }
 
 /// Writes `dir/ca.crt` and a certificate for `domain` and `*.domain`, valid 7 days.
 pub fn make(dir: &Path, domain: &str) -> WorldCerts {
     mkdir(dir, 0o700);
-    let p = |p: &Path| p.to_str().expect("UTF-8 path").to_string();
-    let certs = WorldCerts {
-        ca_cert: dir.join("ca.crt"),
-        server_cert: dir.join(format!("{domain}.crt")),
-        server_key: dir.join(format!("{domain}.key")),
-    };
+    let ca_cert = dir.join("ca.crt");
     let ca_key = dir.join("ca.key");
     openssl(&[
         "req",
@@ -34,7 +34,7 @@ pub fn make(dir: &Path, domain: &str) -> WorldCerts {
         "-keyout",
         &p(&ca_key),
         "-out",
-        &p(&certs.ca_cert),
+        &p(&ca_cert),
         "-days",
         "7",
         "-subj",
@@ -44,6 +44,28 @@ pub fn make(dir: &Path, domain: &str) -> WorldCerts {
         "-addext",
         "keyUsage=critical,keyCertSign,cRLSign",
     ]);
+    let certs = issue(dir, &ca_cert, domain);
+    // Clients anywhere read the CA certificate.
+    mkdir(dir, 0o755);
+    certs
+}
+
+impl WorldCerts {
+    /// A certificate for another domain of the world, from the same CA.
+    pub fn for_domain(&self, domain: &str) -> WorldCerts {
+        issue(&self.dir, &self.ca_cert, domain)
+    }
+}
+
+/// A certificate for `domain` and `*.domain` signed by the CA in `dir`, valid 7 days.
+fn issue(dir: &Path, ca_cert: &Path, domain: &str) -> WorldCerts {
+    let certs = WorldCerts {
+        ca_cert: ca_cert.to_path_buf(),
+        server_cert: dir.join(format!("{domain}.crt")),
+        server_key: dir.join(format!("{domain}.key")),
+        dir: dir.to_path_buf(),
+    };
+    let ca_key = dir.join("ca.key");
     let csr = dir.join(format!("{domain}.csr"));
     openssl(&[
         "req",
@@ -60,7 +82,7 @@ pub fn make(dir: &Path, domain: &str) -> WorldCerts {
         "-subj",
         &format!("/CN={domain}"),
     ]);
-    let ext = dir.join("server.ext");
+    let ext = dir.join(format!("{domain}.ext"));
     write(
         &ext,
         &format!(
@@ -95,8 +117,6 @@ pub fn make(dir: &Path, domain: &str) -> WorldCerts {
         "-extfile",
         &p(&ext),
     ]);
-    // Clients anywhere read the CA certificate.
-    mkdir(dir, 0o755);
     certs
 }
 

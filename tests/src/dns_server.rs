@@ -41,6 +41,16 @@ impl Dnsmasq {
         }
     }
 
+    /// The queries it was asked, one per line (dnsmasq's `--log-queries`).
+    pub(crate) fn queries(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("dnsmasq.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("query["))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// (Re)starts the server answering with `records` only, and waits until it listens.
     pub(crate) fn serve(&mut self, inet: &Namespace, records: &[DnsRecord]) {
         if let Some(mut old) = self.process.take() {

@@ -24,8 +24,7 @@ use crate::netns::{require_root, Namespace};
 use crate::turn_server::{Coturn, CoturnAuth};
 use crate::two_hosts::StateDir;
 use crate::world_files::{check, mkdir, write};
-use crate::xmpp_server::OfferedTurn;
-use crate::xmpp_server::XmppServer;
+use crate::xmpp_server::{Federation, OfferedTurn, XmppServer, S2S_PORT};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -38,6 +37,11 @@ pub use crate::xmpp_server::XmppServerKind;
 pub const DOMAIN: &str = "svpn.test";
 /// The server address of the world: prosody, coturn's primary listening and relay address.
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The other domain of a federated world ([`SocialWorld::federated`]) and its server's
+/// address: the other server software, federating with the first over s2s.
+pub const REMOTE_DOMAIN: &str = "elsewhere.test";
+pub const REMOTE_SERVER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+pub const REMOTE_XMPP_ADDR: SocketAddrV4 = SocketAddrV4::new(REMOTE_SERVER_IP, 5222);
 /// coturn's second listening address (RFC 5780 alternate address).
 pub const SERVER_ALT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 /// The XMPP server's client-to-server port (STARTTLS required).
@@ -144,6 +148,8 @@ pub struct SocialWorld {
     /// The DNS server, once a test asked for one ([`SocialWorld::serve_dns`]).
     dns: Option<Dnsmasq>,
     xmpp: XmppServer,
+    /// The other domain's server in a federated world.
+    remote: Option<XmppServer>,
     coturn: Coturn,
     /// The coturn the XMPP server offers, if this world has one.
     offered_turn: Option<Coturn>,
@@ -163,17 +169,26 @@ impl SocialWorld {
     /// Builds the whole world and returns once the XMPP server and coturn answer. Panics
     /// (tearing down whatever was already built) on any failure.
     pub fn with_server(tag: &str, kind: XmppServerKind) -> SocialWorld {
-        SocialWorld::build(tag, kind, false)
+        SocialWorld::build(tag, kind, false, false)
+    }
+
+    /// The world with two XMPP servers that federate: `kind` for [`DOMAIN`], the other
+    /// software for [`REMOTE_DOMAIN`] at [`REMOTE_XMPP_ADDR`]. Each finds the other by the
+    /// SRV records `_xmpp-server._tcp` of the world's DNS server (running from the start,
+    /// also serving `_xmpp-client._tcp` for the remote domain) and accepts the other's
+    /// certificate from the world's CA.
+    pub fn federated(tag: &str, kind: XmppServerKind) -> SocialWorld {
+        SocialWorld::build(tag, kind, false, true)
     }
 
     /// The world whose XMPP server also hands out a second coturn, with temporary
     /// credentials (XEP-0215: prosody's `mod_turn_external`, ejabberd's `mod_stun_disco`),
     /// at [`OFFERED_TURN_ADDR`].
     pub fn with_offered_turn(tag: &str, kind: XmppServerKind) -> SocialWorld {
-        SocialWorld::build(tag, kind, true)
+        SocialWorld::build(tag, kind, true, false)
     }
 
-    fn build(tag: &str, kind: XmppServerKind, offer_turn: bool) -> SocialWorld {
+    fn build(tag: &str, kind: XmppServerKind, offer_turn: bool, federate: bool) -> SocialWorld {
         require_root();
         // Created atomically under an unpredictable name (the demo runs as root in /tmp),
         // then opened up for the servers' users.
@@ -193,7 +208,12 @@ impl SocialWorld {
         let inet = Node::new(tag, "inet");
         let i = &inet.ns;
         i.ip(&["link", "add", "br0", "type", "bridge"]);
-        for ip in [SERVER_IP, SERVER_ALT_IP] {
+        let server_ips = if federate {
+            vec![SERVER_IP, SERVER_ALT_IP, REMOTE_SERVER_IP]
+        } else {
+            vec![SERVER_IP, SERVER_ALT_IP]
+        };
+        for ip in server_ips {
             i.ip(&["addr", "add", &format!("{ip}/{PREFIX}"), "dev", "br0"]);
         }
         i.ip(&["link", "set", "br0", "up"]);
@@ -250,7 +270,47 @@ impl SocialWorld {
             addr: OFFERED_TURN_ADDR,
             secret: OFFERED_TURN_SECRET.into(),
         });
-        let mut xmpp = XmppServer::prepare(kind, &state.0, &certs, XMPP_ADDR, DOMAIN, offer);
+        let mut dns = None;
+        let federation = federate.then(|| {
+            // The servers (in the internet namespace) resolve through the world's DNS.
+            write(
+                &Path::new("/etc/netns")
+                    .join(inet.ns.name())
+                    .join("resolv.conf"),
+                &format!("nameserver {SERVER_IP}\n"),
+            );
+            let mut server = Dnsmasq::new(&state.0, SERVER_IP);
+            server.serve(&inet.ns, &federation_records());
+            dns = Some(server);
+            Federation {
+                dns: SERVER_IP,
+                ca_cert: certs.ca_cert.clone(),
+            }
+        });
+        let mut xmpp = XmppServer::prepare(
+            kind,
+            &state.0,
+            &certs,
+            XMPP_ADDR,
+            DOMAIN,
+            offer,
+            federation.as_ref(),
+        );
+        let mut remote = federation.as_ref().map(|f| {
+            let other = match kind {
+                XmppServerKind::Prosody => XmppServerKind::Ejabberd,
+                XmppServerKind::Ejabberd => XmppServerKind::Prosody,
+            };
+            XmppServer::prepare(
+                other,
+                &state.0,
+                &certs.for_domain(REMOTE_DOMAIN),
+                REMOTE_XMPP_ADDR,
+                REMOTE_DOMAIN,
+                None,
+                Some(f),
+            )
+        });
         let mut coturn = Coturn::new(
             &state.0,
             [SERVER_IP, SERVER_ALT_IP],
@@ -273,10 +333,14 @@ impl SocialWorld {
             offered
         });
         xmpp.start(&inet.ns);
+        if let Some(r) = remote.as_mut() {
+            r.start(&inet.ns);
+        }
 
         SocialWorld {
-            dns: None,
+            dns,
             xmpp,
+            remote,
             coturn,
             offered_turn,
             hosts,
@@ -403,11 +467,21 @@ impl SocialWorld {
 
     /// Serves exactly `records` from the world's DNS server at [`SocialWorld::dns_addr`]
     /// (started, or restarted with the new records).
+    /// (A federated world's own records stay.)
     pub fn serve_dns(&mut self, records: &[DnsRecord]) {
         let state = self.state.0.clone();
+        let mut all = records.to_vec();
+        if self.remote.is_some() {
+            all.extend(federation_records());
+        }
         self.dns
             .get_or_insert_with(|| Dnsmasq::new(&state, SERVER_IP))
-            .serve(&self.inet.ns, records);
+            .serve(&self.inet.ns, &all);
+    }
+
+    /// The queries the world's DNS server was asked so far (none before it runs).
+    pub fn dns_queries(&self) -> Vec<String> {
+        self.dns.as_ref().map(Dnsmasq::queries).unwrap_or_default()
     }
 
     /// Where the world's DNS server listens (once [`SocialWorld::serve_dns`] started it).
@@ -451,6 +525,22 @@ impl SocialWorld {
     /// Revokes a sign-in token.
     pub fn revoke_token(&self, token: &str) {
         self.xmpp.revoke_token(&self.inet.ns, token);
+    }
+
+    /// Creates the account `user@elsewhere.test` on the other server of a federated world.
+    pub fn register_remote(&self, user: &str, password: &str) {
+        self.remote().register(&self.inet.ns, user, password);
+    }
+
+    fn remote(&self) -> &XmppServer {
+        self.remote
+            .as_ref()
+            .expect("a federated world (SocialWorld::federated)")
+    }
+
+    /// The other server's software in a federated world.
+    pub fn remote_kind(&self) -> XmppServerKind {
+        self.remote().kind()
     }
 
     /// Creates several accounts at once (ejabberd's control tool takes seconds per call).
@@ -599,10 +689,14 @@ impl Drop for SocialWorld {
     fn drop(&mut self) {
         // A failing test shows what the servers saw (the state directory goes with the world).
         if std::thread::panicking() {
-            for (what, path) in [
+            let mut logs = vec![
                 (self.xmpp.kind().name(), self.xmpp.log_path()),
                 ("coturn", self.coturn.log_path()),
-            ] {
+            ];
+            if let Some(r) = &self.remote {
+                logs.push((r.kind().name(), r.log_path()));
+            }
+            for (what, path) in logs {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(60).collect();
                 eprintln!("--- last lines of the {what} log ({})", path.display());
@@ -612,6 +706,38 @@ impl Drop for SocialWorld {
             }
         }
     }
+}
+
+/// What a federated world's DNS serves: each domain's s2s service (SRV `_xmpp-server._tcp`
+/// at `s2s.<domain>`), and the remote domain's client service (`_xmpp-client._tcp` at
+/// `c2s.<domain>`); nothing on the bare domains.
+fn federation_records() -> Vec<DnsRecord> {
+    let mut records = Vec::new();
+    for (domain, ip) in [(DOMAIN, SERVER_IP), (REMOTE_DOMAIN, REMOTE_SERVER_IP)] {
+        records.push(DnsRecord::Srv {
+            name: format!("_xmpp-server._tcp.{domain}"),
+            target: format!("s2s.{domain}"),
+            port: S2S_PORT,
+            priority: 0,
+            weight: 5,
+        });
+        records.push(DnsRecord::A {
+            name: format!("s2s.{domain}"),
+            addr: ip,
+        });
+    }
+    records.push(DnsRecord::Srv {
+        name: format!("_xmpp-client._tcp.{REMOTE_DOMAIN}"),
+        target: format!("c2s.{REMOTE_DOMAIN}"),
+        port: REMOTE_XMPP_ADDR.port(),
+        priority: 0,
+        weight: 5,
+    });
+    records.push(DnsRecord::A {
+        name: format!("c2s.{REMOTE_DOMAIN}"),
+        addr: REMOTE_SERVER_IP,
+    });
+    records
 }
 
 /// A chain that counts TCP SYNs to the XMPP port per source: every NAT's WAN address and

@@ -5,7 +5,7 @@
 use crate::certs::WorldCerts;
 use crate::netns::{ChildGuard, Namespace};
 use crate::world_files::{chown, log_file, mkdir, terminate, wait_port, wait_ready, write};
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -49,6 +49,16 @@ pub const PROSODY_DIRECT_TLS_PORT: u16 = 5223;
 /// ejabberd's HTTPS listener serving `/oauth` (its stock port).
 pub const OAUTH_HTTPS_PORT: u16 = 5443;
 
+/// The server-to-server port, on the XMPP address (found through `_xmpp-server._tcp`).
+pub const S2S_PORT: u16 = 5269;
+
+/// Server-to-server federation: the world's DNS server (SRV `_xmpp-server._tcp` of the other
+/// domain) and the CA whose certificates the servers accept from each other.
+pub(crate) struct Federation {
+    pub(crate) dns: Ipv4Addr,
+    pub(crate) ca_cert: PathBuf,
+}
+
 /// A TURN server (shared-secret mode) the XMPP server hands out by XEP-0215.
 pub(crate) struct OfferedTurn {
     pub(crate) addr: SocketAddrV4,
@@ -60,12 +70,15 @@ pub(crate) struct XmppServer {
     dir: PathBuf,
     addr: SocketAddrV4,
     domain: String,
+    federated: bool,
     process: Option<ChildGuard>,
 }
 
 impl XmppServer {
     /// Writes the server's configuration (listening on `addr`, STARTTLS required, the
-    /// world's certificate) under `state`; [`XmppServer::start`] runs it.
+    /// world's certificate; federating with other servers of the world if `federation`
+    /// says how) under `state`; [`XmppServer::start`] runs it. One server of each kind per
+    /// world.
     pub(crate) fn prepare(
         kind: XmppServerKind,
         state: &Path,
@@ -73,6 +86,7 @@ impl XmppServer {
         addr: SocketAddrV4,
         domain: &str,
         offer: Option<OfferedTurn>,
+        federation: Option<&Federation>,
     ) -> XmppServer {
         let dir = state.join(kind.name());
         for sub in ["data", "log", "certs"] {
@@ -83,11 +97,12 @@ impl XmppServer {
             dir,
             addr,
             domain: domain.to_string(),
+            federated: federation.is_some(),
             process: None,
         };
         match kind {
-            XmppServerKind::Prosody => s.write_prosody_config(certs, offer.as_ref()),
-            XmppServerKind::Ejabberd => s.write_ejabberd_config(certs, offer.as_ref()),
+            XmppServerKind::Prosody => s.write_prosody_config(certs, offer.as_ref(), federation),
+            XmppServerKind::Ejabberd => s.write_ejabberd_config(certs, offer.as_ref(), federation),
         }
         chown(&s.dir, kind.name());
         mkdir(&s.dir, 0o755);
@@ -147,8 +162,10 @@ impl XmppServer {
         let mut child = ChildGuard(child);
         let logs = [self.stdout_path(), self.log_path()];
         let addr = SocketAddr::V4(self.addr);
+        let s2s = SocketAddr::V4(SocketAddrV4::new(*self.addr.ip(), S2S_PORT));
         wait_ready(self.kind.name(), &mut child, &logs, READY, || {
             wait_port(inet, addr, Duration::from_millis(200))
+                && (!self.federated || wait_port(inet, s2s, Duration::from_millis(200)))
         });
         self.process = Some(child);
     }
@@ -323,9 +340,38 @@ impl XmppServer {
         self.dir.join("prosody.cfg.lua")
     }
 
-    fn write_prosody_config(&self, certs: &WorldCerts, offer: Option<&OfferedTurn>) {
+    fn write_prosody_config(
+        &self,
+        certs: &WorldCerts,
+        offer: Option<&OfferedTurn>,
+        federation: Option<&Federation>,
+    ) {
         let certs_dir = self.dir.join("certs");
         let (cert, key) = self.copy_certs(certs, &certs_dir);
+        let s2s = match federation {
+            // Peers are authenticated by certificate (no dialback fallback); names resolve
+            // through libunbound, which answers `test.` itself unless told not to.
+            Some(f) => {
+                let ca = certs_dir.join("ca.crt");
+                std::fs::copy(&f.ca_cert, &ca).expect("copy the CA certificate");
+                format!(
+                    "s2s_interfaces = {{ \"{ip}\" }}\ns2s_ports = {{ {S2S_PORT} }}\n\
+                     s2s_secure_auth = true\n\
+                     ssl = {{ certificate = \"{cert}\"; key = \"{key}\"; cafile = \"{ca}\" }}\n\
+                     unbound = {{ resolvconf = true; options = {{ [\"local-zone:\"] = \"test. transparent\" }} }}\n",
+                    ip = self.addr.ip(),
+                    cert = cert.display(),
+                    key = key.display(),
+                    ca = ca.display(),
+                )
+            }
+            None => format!(
+                "modules_disabled = {{ \"s2s\" }}\n\
+                 ssl = {{ certificate = \"{}\"; key = \"{}\" }}\n",
+                cert.display(),
+                key.display()
+            ),
+        };
         let cfg = format!(
             r#"-- SocialVPN test world (generated)
 prosody_user = "prosody"
@@ -339,7 +385,6 @@ modules_enabled = {{
   "roster"; "saslauth"; "tls"; "disco"; "carbons"; "pep"; "private"; "blocklist";
   "ping"; "smacks"; "csi_simple"; "posix";{turn_module}
 }}
-modules_disabled = {{ "s2s" }}
 c2s_require_encryption = true
 s2s_require_encryption = true
 allow_unencrypted_plain_auth = false
@@ -348,16 +393,13 @@ authentication = "internal_hashed"
 storage = "internal"
 log = {{ info = "{log}/prosody.log"; error = "{log}/prosody.err" }}
 certificates = "certs"
-ssl = {{ certificate = "{cert}"; key = "{key}" }}
-{turn}
+{s2s}{turn}
 VirtualHost "{domain}"
 "#,
             data = self.dir.join("data").display(),
             ip = self.addr.ip(),
             port = self.addr.port(),
             log = self.dir.join("log").display(),
-            cert = cert.display(),
-            key = key.display(),
             domain = self.domain,
             direct_tls_port = PROSODY_DIRECT_TLS_PORT,
             turn_module = if offer.is_some() {
@@ -404,7 +446,12 @@ VirtualHost "{domain}"
 
     /// Debian's configuration with the world's host, certificate and one STARTTLS listener:
     /// the module list is Debian 23.01's default one.
-    fn write_ejabberd_config(&self, certs: &WorldCerts, offer: Option<&OfferedTurn>) {
+    fn write_ejabberd_config(
+        &self,
+        certs: &WorldCerts,
+        offer: Option<&OfferedTurn>,
+        federation: Option<&Federation>,
+    ) {
         let config = self.dir.join("config");
         mkdir(&config, 0o750);
         let (cert, key) = self.copy_certs(certs, &self.dir.join("certs"));
@@ -412,7 +459,29 @@ VirtualHost "{domain}"
         let text = std::fs::read_to_string(&cert).expect("certificate")
             + &std::fs::read_to_string(&key).expect("key");
         write(&pem, &text);
-        write(&config.join("inetrc"), "{lookup,[\"file\",\"native\"]}.\n");
+        let (inetrc, s2s_listener, s2s_ca) = match federation {
+            // Erlang's own resolver asks the world's DNS server (SRV records included).
+            Some(f) => {
+                let ca = self.dir.join("certs").join("ca.crt");
+                std::fs::copy(&f.ca_cert, &ca).expect("copy the CA certificate");
+                let [a, b, c, d] = f.dns.octets();
+                (
+                    format!("{{lookup,[\"file\",\"dns\"]}}.\n{{nameserver,{{{a},{b},{c},{d}}}}}.\n"),
+                    format!(
+                        "\n  -\n    port: {S2S_PORT}\n    ip: \"{}\"\n    module: ejabberd_s2s_in\n    \
+                         max_stanza_size: 524288",
+                        self.addr.ip()
+                    ),
+                    format!("s2s_cafile: \"{}\"\n", ca.display()),
+                )
+            }
+            None => (
+                "{lookup,[\"file\",\"native\"]}.\n".to_string(),
+                String::new(),
+                String::new(),
+            ),
+        };
+        write(&config.join("inetrc"), &inetrc);
         let yml = format!(
             r#"# SocialVPN test world (generated from Debian's ejabberd.yml)
 loglevel: info
@@ -450,7 +519,7 @@ listen:
     tls: true
     protocol_options: 'TLS_OPTIONS'
     request_handlers:
-      /oauth: ejabberd_oauth
+      /oauth: ejabberd_oauth{s2s_listener}
 # Sign-in tokens (X-OAUTH2): a deployment that offers OAuth, as Debian's configuration
 # documents it.
 oauth_access: all
@@ -458,7 +527,7 @@ oauth_expire: 3600
 disable_sasl_mechanisms:
   - "digest-md5"
 s2s_use_starttls: required
-auth_password_format: scram
+{s2s_ca}auth_password_format: scram
 acl:
   admin:
     user:
@@ -561,6 +630,8 @@ modules:
             ip = self.addr.ip(),
             port = self.addr.port(),
             https_port = OAUTH_HTTPS_PORT,
+            s2s_listener = s2s_listener,
+            s2s_ca = s2s_ca,
             stun_disco = match offer {
                 // Only the external coturn, with credentials from the shared secret.
                 Some(o) => format!(

@@ -227,6 +227,7 @@ impl SocialState {
     /// so a reconnect does not tear down working links.
     pub fn handle_online(&mut self, now: Instant, bound: FullJid) {
         self.own_full = Some(bound);
+        self.counters.sessions_fresh += 1;
         self.epoch += 1;
         self.resync_at = Some(now + PRESENCE_RESYNC_GRACE);
         self.departed.clear();
@@ -239,6 +240,7 @@ impl SocialState {
     /// stays as it is.
     pub fn handle_resumed(&mut self, bound: FullJid) {
         self.own_full = Some(bound);
+        self.counters.sessions_resumed += 1;
     }
 
     /// The XMPP session dropped: keep everything (links keep running without the server).
