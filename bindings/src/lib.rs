@@ -20,7 +20,7 @@ pub use events::{LinkEvent, VpnEventListener, VpnState};
 pub use logging::{set_log_level, LogLevel};
 pub use signin::{
     oauth_browser_sign_in, oauth_password_grant, oauth_token_from_redirect, BrowserSignIn,
-    SignInError, SignInToken,
+    CodeFlow, SignInError, SignInToken,
 };
 pub use views::{Device, Friend, LinkInfo, LinkState, Status, TunnelSettings};
 pub use vpn::{SocialVpn, SocketProtector, TunFraming};

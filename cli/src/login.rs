@@ -6,7 +6,7 @@
 use crate::config::Config;
 use serde::{Deserialize, Serialize};
 use socialvpn_core::config::Credentials;
-use socialvpn_core::oauth::{default_token_url, password_grant};
+use socialvpn_core::oauth::{default_token_url, password_grant, Reach};
 use socialvpn_core::persist::{ensure_private_dir, write_atomic};
 use socialvpn_core::xmpp::BareJid;
 use std::path::{Path, PathBuf};
@@ -55,14 +55,13 @@ pub fn run(config_path: &Path) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let reach = Reach {
+        trust,
+        dns: Default::default(),
+        connect_to,
+    };
     let token = runtime
-        .block_on(password_grant(
-            &jid,
-            &password,
-            &url,
-            &trust,
-            connect_to.as_deref(),
-        ))
+        .block_on(password_grant(&jid, &password, &url, &reach))
         .map_err(|e| format!("sign-in at {url} failed: {e}"))?;
     drop(password);
     let stored = StoredToken {

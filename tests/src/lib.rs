@@ -23,6 +23,7 @@ macro_rules! on_both_servers {
 }
 
 pub mod attacker;
+pub mod auth_server;
 pub mod certs;
 pub mod cli_daemon;
 pub mod dns_server;

@@ -19,12 +19,13 @@
 //! route into the world. Processes are killed by PID and namespaces deleted on drop, also when
 //! a test panics (including halfway through [`SocialWorld::new`]).
 
+use crate::auth_server::{AuthServer, API_SECRET, AUTH_SERVER_ADDR};
 use crate::dns_server::{DnsRecord, Dnsmasq};
 use crate::netns::{require_root, Namespace};
 use crate::turn_server::{Coturn, CoturnAuth};
 use crate::two_hosts::StateDir;
 use crate::world_files::{check, mkdir, write};
-use crate::xmpp_server::{Federation, OfferedTurn, XmppServer, S2S_PORT};
+use crate::xmpp_server::{Extras, Federation, OfferedTurn, TokenLookup, XmppServer, S2S_PORT};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -150,6 +151,8 @@ pub struct SocialWorld {
     xmpp: XmppServer,
     /// The other domain's server in a federated world.
     remote: Option<XmppServer>,
+    /// The authorization server ejabberd asks about tokens, in worlds that have one.
+    auth_server: Option<AuthServer>,
     coturn: Coturn,
     /// The coturn the XMPP server offers, if this world has one.
     offered_turn: Option<Coturn>,
@@ -169,7 +172,23 @@ impl SocialWorld {
     /// Builds the whole world and returns once the XMPP server and coturn answer. Panics
     /// (tearing down whatever was already built) on any failure.
     pub fn with_server(tag: &str, kind: XmppServerKind) -> SocialWorld {
-        SocialWorld::build(tag, kind, false, false)
+        SocialWorld::build(tag, kind, Plan::default())
+    }
+
+    /// The world with ejabberd taking its sign-in tokens from an authorization server of
+    /// its own ([`crate::auth_server`]: the browser sign-in with the authorization code and
+    /// PKCE) whose accounts are `accounts` (user, password at that server; the JIDs are
+    /// `user@svpn.test`).
+    pub fn with_authorization_server(tag: &str, accounts: &[(&str, &str)]) -> SocialWorld {
+        let accounts = accounts
+            .iter()
+            .map(|(u, p)| (format!("{u}@{DOMAIN}"), p.to_string()))
+            .collect();
+        let plan = Plan {
+            auth_accounts: Some(accounts),
+            ..Plan::default()
+        };
+        SocialWorld::build(tag, XmppServerKind::Ejabberd, plan)
     }
 
     /// The world with two XMPP servers that federate: `kind` for [`DOMAIN`], the other
@@ -178,17 +197,30 @@ impl SocialWorld {
     /// also serving `_xmpp-client._tcp` for the remote domain) and accepts the other's
     /// certificate from the world's CA.
     pub fn federated(tag: &str, kind: XmppServerKind) -> SocialWorld {
-        SocialWorld::build(tag, kind, false, true)
+        let plan = Plan {
+            federate: true,
+            ..Plan::default()
+        };
+        SocialWorld::build(tag, kind, plan)
     }
 
     /// The world whose XMPP server also hands out a second coturn, with temporary
     /// credentials (XEP-0215: prosody's `mod_turn_external`, ejabberd's `mod_stun_disco`),
     /// at [`OFFERED_TURN_ADDR`].
     pub fn with_offered_turn(tag: &str, kind: XmppServerKind) -> SocialWorld {
-        SocialWorld::build(tag, kind, true, false)
+        let plan = Plan {
+            offer_turn: true,
+            ..Plan::default()
+        };
+        SocialWorld::build(tag, kind, plan)
     }
 
-    fn build(tag: &str, kind: XmppServerKind, offer_turn: bool, federate: bool) -> SocialWorld {
+    fn build(tag: &str, kind: XmppServerKind, plan: Plan) -> SocialWorld {
+        let Plan {
+            offer_turn,
+            federate,
+            auth_accounts,
+        } = plan;
         require_root();
         // Created atomically under an unpredictable name (the demo runs as root in /tmp),
         // then opened up for the servers' users.
@@ -208,11 +240,13 @@ impl SocialWorld {
         let inet = Node::new(tag, "inet");
         let i = &inet.ns;
         i.ip(&["link", "add", "br0", "type", "bridge"]);
-        let server_ips = if federate {
-            vec![SERVER_IP, SERVER_ALT_IP, REMOTE_SERVER_IP]
-        } else {
-            vec![SERVER_IP, SERVER_ALT_IP]
-        };
+        let mut server_ips = vec![SERVER_IP, SERVER_ALT_IP];
+        if federate {
+            server_ips.push(REMOTE_SERVER_IP);
+        }
+        if auth_accounts.is_some() {
+            server_ips.push(*AUTH_SERVER_ADDR.ip());
+        }
         for ip in server_ips {
             i.ip(&["addr", "add", &format!("{ip}/{PREFIX}"), "dev", "br0"]);
         }
@@ -287,16 +321,18 @@ impl SocialWorld {
                 ca_cert: certs.ca_cert.clone(),
             }
         });
-        let mut xmpp = XmppServer::prepare(
-            kind,
-            &state.0,
-            &certs,
-            XMPP_ADDR,
-            DOMAIN,
+        let auth_server =
+            auth_accounts.map(|accounts| AuthServer::start(&state.0, &inet.ns, &certs, &accounts));
+        let extras = Extras {
             offer,
-            federation.as_ref(),
-        );
-        let mut remote = federation.as_ref().map(|f| {
+            federation,
+            token_lookup: auth_server.as_ref().map(|_| TokenLookup {
+                url: format!("https://{AUTH_SERVER_ADDR}"),
+                secret: API_SECRET.into(),
+            }),
+        };
+        let mut xmpp = XmppServer::prepare(kind, &state.0, &certs, XMPP_ADDR, DOMAIN, &extras);
+        let mut remote = extras.federation.map(|f| {
             let other = match kind {
                 XmppServerKind::Prosody => XmppServerKind::Ejabberd,
                 XmppServerKind::Ejabberd => XmppServerKind::Prosody,
@@ -307,8 +343,10 @@ impl SocialWorld {
                 &certs.for_domain(REMOTE_DOMAIN),
                 REMOTE_XMPP_ADDR,
                 REMOTE_DOMAIN,
-                None,
-                Some(f),
+                &Extras {
+                    federation: Some(f),
+                    ..Extras::default()
+                },
             )
         });
         let mut coturn = Coturn::new(
@@ -341,6 +379,7 @@ impl SocialWorld {
             dns,
             xmpp,
             remote,
+            auth_server,
             coturn,
             offered_turn,
             hosts,
@@ -522,9 +561,12 @@ impl SocialWorld {
         self.xmpp.issue_token(&self.inet.ns, user, ttl_secs)
     }
 
-    /// Revokes a sign-in token.
+    /// Revokes a sign-in token (at the authorization server, in worlds that have one).
     pub fn revoke_token(&self, token: &str) {
-        self.xmpp.revoke_token(&self.inet.ns, token);
+        match &self.auth_server {
+            Some(a) => a.revoke(&self.inet.ns, token),
+            None => self.xmpp.revoke_token(&self.inet.ns, token),
+        }
     }
 
     /// Creates the account `user@elsewhere.test` on the other server of a federated world.
@@ -696,6 +738,9 @@ impl Drop for SocialWorld {
             if let Some(r) = &self.remote {
                 logs.push((r.kind().name(), r.log_path()));
             }
+            if let Some(a) = &self.auth_server {
+                logs.push(("authorization server", a.log_path()));
+            }
             for (what, path) in logs {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(60).collect();
@@ -706,6 +751,15 @@ impl Drop for SocialWorld {
             }
         }
     }
+}
+
+/// What a world is built with besides its server, coturn, routers and hosts.
+#[derive(Default)]
+struct Plan {
+    offer_turn: bool,
+    federate: bool,
+    /// An authorization server with these accounts (JID, password).
+    auth_accounts: Option<Vec<(String, String)>>,
 }
 
 /// What a federated world's DNS serves: each domain's s2s service (SRV `_xmpp-server._tcp`

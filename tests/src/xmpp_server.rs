@@ -59,6 +59,22 @@ pub(crate) struct Federation {
     pub(crate) ca_cert: PathBuf,
 }
 
+/// An authorization server ejabberd asks about the tokens it is shown (`oauth_db_type:
+/// rest`): its base URL and the secret it wants in the `Authorization` header.
+pub(crate) struct TokenLookup {
+    pub(crate) url: String,
+    pub(crate) secret: String,
+}
+
+/// What a world's server does besides serving its domain's clients.
+#[derive(Default)]
+pub(crate) struct Extras {
+    pub(crate) offer: Option<OfferedTurn>,
+    pub(crate) federation: Option<Federation>,
+    /// ejabberd only.
+    pub(crate) token_lookup: Option<TokenLookup>,
+}
+
 /// A TURN server (shared-secret mode) the XMPP server hands out by XEP-0215.
 pub(crate) struct OfferedTurn {
     pub(crate) addr: SocketAddrV4,
@@ -85,8 +101,7 @@ impl XmppServer {
         certs: &WorldCerts,
         addr: SocketAddrV4,
         domain: &str,
-        offer: Option<OfferedTurn>,
-        federation: Option<&Federation>,
+        extras: &Extras,
     ) -> XmppServer {
         let dir = state.join(kind.name());
         for sub in ["data", "log", "certs"] {
@@ -97,12 +112,18 @@ impl XmppServer {
             dir,
             addr,
             domain: domain.to_string(),
-            federated: federation.is_some(),
+            federated: extras.federation.is_some(),
             process: None,
         };
         match kind {
-            XmppServerKind::Prosody => s.write_prosody_config(certs, offer.as_ref(), federation),
-            XmppServerKind::Ejabberd => s.write_ejabberd_config(certs, offer.as_ref(), federation),
+            XmppServerKind::Prosody => {
+                assert!(
+                    extras.token_lookup.is_none(),
+                    "prosody asks no token server"
+                );
+                s.write_prosody_config(certs, extras.offer.as_ref(), extras.federation.as_ref())
+            }
+            XmppServerKind::Ejabberd => s.write_ejabberd_config(certs, extras),
         }
         chown(&s.dir, kind.name());
         mkdir(&s.dir, 0o755);
@@ -446,12 +467,8 @@ VirtualHost "{domain}"
 
     /// Debian's configuration with the world's host, certificate and one STARTTLS listener:
     /// the module list is Debian 23.01's default one.
-    fn write_ejabberd_config(
-        &self,
-        certs: &WorldCerts,
-        offer: Option<&OfferedTurn>,
-        federation: Option<&Federation>,
-    ) {
+    fn write_ejabberd_config(&self, certs: &WorldCerts, extras: &Extras) {
+        let (offer, federation) = (extras.offer.as_ref(), extras.federation.as_ref());
         let config = self.dir.join("config");
         mkdir(&config, 0o750);
         let (cert, key) = self.copy_certs(certs, &self.dir.join("certs"));
@@ -524,7 +541,7 @@ listen:
 # documents it.
 oauth_access: all
 oauth_expire: 3600
-disable_sasl_mechanisms:
+{token_lookup}disable_sasl_mechanisms:
   - "digest-md5"
 s2s_use_starttls: required
 {s2s_ca}auth_password_format: scram
@@ -632,6 +649,17 @@ modules:
             https_port = OAUTH_HTTPS_PORT,
             s2s_listener = s2s_listener,
             s2s_ca = s2s_ca,
+            // Tokens are the authorization server's, asked about at every login (no cache:
+            // a revoked token fails at once). ejabberd does not check that server's
+            // certificate (23.01 passes no TLS options): it must sit on a trusted network.
+            token_lookup = match &extras.token_lookup {
+                Some(t) => format!(
+                    "oauth_db_type: rest\next_api_url: \"{}\"\n\
+                     ext_api_headers: \"Authorization: Bearer {}\"\noauth_use_cache: false\n",
+                    t.url, t.secret
+                ),
+                None => String::new(),
+            },
             stun_disco = match offer {
                 // Only the external coturn, with credentials from the shared secret.
                 Some(o) => format!(

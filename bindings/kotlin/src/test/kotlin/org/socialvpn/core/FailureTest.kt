@@ -29,25 +29,38 @@ class FailureTest {
 
     @Test
     fun `a sign-in that cannot work is a typed error`() {
-        assertThrows<SignInException.InvalidJid> { oauthPasswordGrant("no-at-sign", "pw", null, null, null) }
+        assertThrows<SignInException.InvalidJid> { oauthPasswordGrant("no-at-sign", "pw", null, null, null, emptyList()) }
         assertThrows<SignInException.BadUrl> {
-            oauthPasswordGrant("kate@svpn.test", "pw", "http://svpn.test/oauth/token", null, null)
+            oauthPasswordGrant("kate@svpn.test", "pw", "http://svpn.test/oauth/token", null, null, emptyList())
         }
         // Nothing listens there: refused at once, not a hang.
         assertThrows<SignInException.Unreachable> {
-            oauthPasswordGrant("kate@svpn.test", "pw", "https://127.0.0.1:1/oauth/token", null, null)
+            oauthPasswordGrant("kate@svpn.test", "pw", "https://127.0.0.1:1/oauth/token", null, null, emptyList())
         }
         // The browser flow: the URL to open, and a redirect that answers another sign-in refused.
-        val started = oauthBrowserSignIn("kate@svpn.test", null, "org.socialvpn.app:/signed-in")
+        val started = oauthBrowserSignIn("kate@svpn.test", null, "org.socialvpn.app:/signed-in", null)
         assertTrue(started.url.startsWith("https://svpn.test:5443/oauth/authorization_token?"), started.url)
         assertTrue(started.url.contains("state=${started.state}"), started.url)
+        assertEquals(null, started.codeVerifier)
         assertThrows<SignInException.ForeignState> {
-            oauthTokenFromRedirect("org.socialvpn.app:/signed-in?access_token=t&state=forged", started.state)
+            oauthTokenFromRedirect(started, "org.socialvpn.app:/signed-in?access_token=t&state=forged", null, emptyList())
         }
         val token = oauthTokenFromRedirect(
-            "org.socialvpn.app:/signed-in?access_token=t0k&expires_in=60&state=${started.state}", started.state,
+            started, "org.socialvpn.app:/signed-in?access_token=t0k&expires_in=60&state=${started.state}", null, emptyList(),
         )
         assertEquals("t0k", token.token)
+        // The code flow with PKCE: a challenge in the URL, the verifier kept by the app only.
+        val code = oauthBrowserSignIn(
+            "kate@svpn.test", "https://as.svpn.test/authorize", "org.socialvpn.app:/signed-in",
+            CodeFlow("https://as.svpn.test/token", "socialvpn"),
+        )
+        val verifier = code.codeVerifier ?: error("no verifier")
+        assertTrue(code.url.contains("code_challenge_method=S256"), code.url)
+        assertTrue(!code.url.contains(verifier), code.url)
+        assertEquals("https://as.svpn.test/token", code.tokenUrl)
+        assertThrows<SignInException.ForeignState> {
+            oauthTokenFromRedirect(code, "org.socialvpn.app:/signed-in?code=c&state=forged", null, emptyList())
+        }
         // The world's prosody offers no token login: said, and the engine keeps answering.
         val listener = RecordingListener()
         val config = World.config("kate", World.stateDir("kate")).copy(signIn = SignIn.Token("a-token"))
