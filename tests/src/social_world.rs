@@ -19,7 +19,7 @@
 //! route into the world. Processes are killed by PID and namespaces deleted on drop, also when
 //! a test panics (including halfway through [`SocialWorld::new`]).
 
-use crate::auth_server::{AuthServer, API_SECRET, AUTH_SERVER_ADDR};
+use crate::auth_server::{AuthServer, API_SECRET, AUTH_CLIENT_ID, AUTH_SERVER_ADDR};
 use crate::dns_server::{DnsRecord, Dnsmasq};
 use crate::netns::{require_root, Namespace};
 use crate::turn_server::{Coturn, CoturnAuth};
@@ -175,11 +175,17 @@ impl SocialWorld {
         SocialWorld::build(tag, kind, Plan::default())
     }
 
-    /// The world with ejabberd taking its sign-in tokens from an authorization server of
-    /// its own ([`crate::auth_server`]: the browser sign-in with the authorization code and
+    /// The world whose XMPP server takes sign-in tokens from an authorization server of its
+    /// own ([`crate::auth_server`]: the browser sign-in with the authorization code and
     /// PKCE) whose accounts are `accounts` (user, password at that server; the JIDs are
-    /// `user@svpn.test`).
-    pub fn with_authorization_server(tag: &str, accounts: &[(&str, &str)]) -> SocialWorld {
+    /// `user@svpn.test`): ejabberd asks it about X-OAUTH2 tokens (`oauth_db_type: rest`),
+    /// prosody about OAUTHBEARER ones (prosody-modules' `mod_auth_oauthbearer`, and then
+    /// takes no passwords).
+    pub fn with_authorization_server(
+        tag: &str,
+        kind: XmppServerKind,
+        accounts: &[(&str, &str)],
+    ) -> SocialWorld {
         let accounts = accounts
             .iter()
             .map(|(u, p)| (format!("{u}@{DOMAIN}"), p.to_string()))
@@ -188,7 +194,7 @@ impl SocialWorld {
             auth_accounts: Some(accounts),
             ..Plan::default()
         };
-        SocialWorld::build(tag, XmppServerKind::Ejabberd, plan)
+        SocialWorld::build(tag, kind, plan)
     }
 
     /// The world with two XMPP servers that federate: `kind` for [`DOMAIN`], the other
@@ -329,6 +335,7 @@ impl SocialWorld {
             token_lookup: auth_server.as_ref().map(|_| TokenLookup {
                 url: format!("https://{AUTH_SERVER_ADDR}"),
                 secret: API_SECRET.into(),
+                client_id: AUTH_CLIENT_ID.into(),
             }),
         };
         let mut xmpp = XmppServer::prepare(kind, &state.0, &certs, XMPP_ADDR, DOMAIN, &extras);

@@ -59,11 +59,13 @@ pub(crate) struct Federation {
     pub(crate) ca_cert: PathBuf,
 }
 
-/// An authorization server ejabberd asks about the tokens it is shown (`oauth_db_type:
-/// rest`): its base URL and the secret it wants in the `Authorization` header.
+/// An authorization server the XMPP server asks about the tokens it is shown: its base URL,
+/// the secret it wants (ejabberd's `oauth_db_type: rest`: as a bearer header; prosody's
+/// `mod_auth_oauthbearer`: as the client secret of `client_id`).
 pub(crate) struct TokenLookup {
     pub(crate) url: String,
     pub(crate) secret: String,
+    pub(crate) client_id: String,
 }
 
 /// What a world's server does besides serving its domain's clients.
@@ -71,7 +73,8 @@ pub(crate) struct TokenLookup {
 pub(crate) struct Extras {
     pub(crate) offer: Option<OfferedTurn>,
     pub(crate) federation: Option<Federation>,
-    /// ejabberd only.
+    /// Tokens from this server (prosody: SASL OAUTHBEARER, and passwords no longer work;
+    /// ejabberd: X-OAUTH2 besides passwords).
     pub(crate) token_lookup: Option<TokenLookup>,
 }
 
@@ -116,13 +119,7 @@ impl XmppServer {
             process: None,
         };
         match kind {
-            XmppServerKind::Prosody => {
-                assert!(
-                    extras.token_lookup.is_none(),
-                    "prosody asks no token server"
-                );
-                s.write_prosody_config(certs, extras.offer.as_ref(), extras.federation.as_ref())
-            }
+            XmppServerKind::Prosody => s.write_prosody_config(certs, extras),
             XmppServerKind::Ejabberd => s.write_ejabberd_config(certs, extras),
         }
         chown(&s.dir, kind.name());
@@ -361,12 +358,23 @@ impl XmppServer {
         self.dir.join("prosody.cfg.lua")
     }
 
-    fn write_prosody_config(
-        &self,
-        certs: &WorldCerts,
-        offer: Option<&OfferedTurn>,
-        federation: Option<&Federation>,
-    ) {
+    fn write_prosody_config(&self, certs: &WorldCerts, extras: &Extras) {
+        let (offer, federation) = (extras.offer.as_ref(), extras.federation.as_ref());
+        // Sign-in tokens through prosody-modules' OAUTHBEARER pair (Debian's prosody-modules):
+        // the token is checked by a GET of `oauth_url` — which cannot name the user, so that
+        // module takes any valid token for any account (a deployment would need better).
+        let (auth, sasl_module) = match &extras.token_lookup {
+            Some(t) => (
+                format!(
+                    "authentication = \"oauthbearer\"\noauth_client_id = \"{}\"\n\
+                     oauth_client_secret = \"{}\"\n\
+                     oauth_url = \"{}/introspect/{{{{password}}}}\"\n",
+                    t.client_id, t.secret, t.url
+                ),
+                " \"sasl_oauthbearer\";",
+            ),
+            None => ("authentication = \"internal_hashed\"\n".to_string(), ""),
+        };
         let certs_dir = self.dir.join("certs");
         let (cert, key) = self.copy_certs(certs, &certs_dir);
         let s2s = match federation {
@@ -404,14 +412,13 @@ c2s_ports = {{ {port} }}
 c2s_direct_tls_ports = {{ {direct_tls_port} }}
 modules_enabled = {{
   "roster"; "saslauth"; "tls"; "disco"; "carbons"; "pep"; "private"; "blocklist";
-  "ping"; "smacks"; "csi_simple"; "posix";{turn_module}
+  "ping"; "smacks"; "csi_simple"; "posix";{turn_module}{sasl_module}
 }}
 c2s_require_encryption = true
 s2s_require_encryption = true
 allow_unencrypted_plain_auth = false
 allow_registration = false
-authentication = "internal_hashed"
-storage = "internal"
+{auth}storage = "internal"
 log = {{ info = "{log}/prosody.log"; error = "{log}/prosody.err" }}
 certificates = "certs"
 {s2s}{turn}
@@ -422,6 +429,8 @@ VirtualHost "{domain}"
             port = self.addr.port(),
             log = self.dir.join("log").display(),
             domain = self.domain,
+            auth = auth,
+            sasl_module = sasl_module,
             direct_tls_port = PROSODY_DIRECT_TLS_PORT,
             turn_module = if offer.is_some() {
                 " \"turn_external\";"

@@ -270,19 +270,35 @@ fn ejabberds_browser_sign_in_hands_back_a_token_for_its_own_state_only() {
 }
 
 /// The browser sign-in against an authorization server of the deployment's own (its own
-/// accounts and passwords), with the authorization code and PKCE; ejabberd asks that server
-/// about the token at login. A redirect with another state, a code traded with the wrong
+/// accounts and passwords), with the authorization code and PKCE; the XMPP server asks that
+/// server about the token at login (ejabberd: X-OAUTH2; prosody: OAUTHBEARER). A redirect with another state, a code traded with the wrong
 /// verifier and a code used twice are refused; a token bought with a code presented again is
 /// revoked by the server (RFC 6749 4.1.2), and the next login says `TokenRejected`.
 #[test]
-fn an_authorization_servers_code_flow_with_pkce_signs_in() {
+fn an_authorization_servers_code_flow_with_pkce_signs_in_to_ejabberd() {
+    code_flow_with_pkce_signs_in(XmppServerKind::Ejabberd);
+}
+
+#[test]
+fn an_authorization_servers_code_flow_with_pkce_signs_in_to_prosody() {
+    code_flow_with_pkce_signs_in(XmppServerKind::Prosody);
+}
+
+fn code_flow_with_pkce_signs_in(kind: XmppServerKind) {
     use socialvpn_core::oauth::{browser_sign_in, finish_browser_sign_in, BrowserFlow};
     use socialvpn_core::xmpp::discovery::Dns;
     use socialvpn_tests::auth_server::{AUTH_CLIENT_ID, AUTH_SERVER_ADDR, AUTH_SERVER_NAME};
     use socialvpn_tests::dns_server::DnsRecord;
-    let mut w = SocialWorld::with_authorization_server("tokp", &[("alice", "as-pw-alice")]);
+    let tag = match kind {
+        XmppServerKind::Ejabberd => "tokpe",
+        XmppServerKind::Prosody => "tokpp",
+    };
+    let mut w = SocialWorld::with_authorization_server(tag, kind, &[("alice", "as-pw-alice")]);
     // The XMPP account's own password is never used: the authorization server signs in.
-    w.register("alice", "pw-alice");
+    // (prosody with OAUTHBEARER keeps no accounts of its own: every user exists.)
+    if kind == XmppServerKind::Ejabberd {
+        w.register("alice", "pw-alice");
+    }
     // The app finds the authorization server by name, through the platform's DNS.
     w.serve_dns(&[DnsRecord::A {
         name: AUTH_SERVER_NAME.into(),

@@ -4,10 +4,12 @@
 Authorization code grant with PKCE (S256 only) for one public client (the app, redirecting to
 a loopback listener), built on oauthlib's WebApplicationServer; plus the REST calls ejabberd
 23.01 makes with `oauth_db_type: rest` (POST <ext_api_url>/oauth/lookup and /oauth/store), so
-that ejabberd accepts our tokens for SASL X-OAUTH2. State is in memory: a restart forgets all.
-Needs Debian's python3-oauthlib, i.e. /usr/bin/python3. See OAUTH-SERVER.md next to this file.
+that ejabberd accepts our tokens for SASL X-OAUTH2; and the check prosody-modules'
+mod_auth_oauthbearer makes (GET /introspect/<token>), for prosody's SASL OAUTHBEARER. State
+is in memory: a restart forgets all. Needs Debian's python3-oauthlib, i.e. /usr/bin/python3. See OAUTH-SERVER.md next to this file.
 """
 import argparse
+import base64
 import hmac
 import html
 import json
@@ -156,6 +158,9 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 30                   # a stalled client frees its thread
 
     def do_GET(self):
+        path = urllib.parse.urlsplit(self.path).path
+        if path.startswith("/introspect/"):
+            return self.dispatch({path: self.introspect}, False)
         self.dispatch({"/authorize": self.authorize_form}, False)
 
     def do_POST(self):
@@ -285,6 +290,24 @@ class Handler(BaseHTTPRequestHandler):
             self.server.store.prune(time.time())
             self.server.store.tokens[token] = {"user": user, "scope": scope, "expire": expire}
         self.reply(200, {})
+
+    # -- what prosody-modules' mod_auth_oauthbearer calls ------------------------------------
+    def introspect(self):
+        # GET <oauth_url> with the token in the path and HTTP Basic client_id:secret; any 2xx
+        # means valid. That module cannot ask whose token it is (its URL template knows only
+        # the client id and the token), so it does not bind tokens to users.
+        secret = self.server.cfg.secret
+        expected = "Basic " + base64.b64encode(
+            f"{self.server.cfg.client_id}:{secret}".encode()).decode()
+        got = self.headers.get("Authorization", "").strip()
+        if secret is None or not hmac.compare_digest(got.encode(), expected.encode()):
+            return self.reply(401, {})
+        token = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path[len("/introspect/"):])
+        with self.server.store.lock:
+            rec = self.server.store.tokens.get(token)
+        if rec is None or rec["expire"] <= time.time():
+            return self.reply(404, {})
+        self.reply(200, {"active": True, "sub": rec["user"], "scope": " ".join(rec["scope"])})
 
     def revoke(self):
         # Test control: {"token": T} revokes T, {"user": JID} every token of that user.
