@@ -566,6 +566,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_token_endpoint_that_never_answers_is_given_up_on_in_time() {
+        // Accepts the connection and says nothing (a stalled server, a captive portal).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let held = listener.accept().await;
+            tokio::time::sleep(GRANT_TIMEOUT * 2).await;
+            drop(held);
+        });
+        let jid: BareJid = "alice@example.org".parse().unwrap();
+        let url = format!("https://127.0.0.1:{port}/oauth/token");
+        let started = std::time::Instant::now();
+        let reach = Reach::trusting(TlsTrust::Platform);
+        let got = password_grant(&jid, "pw", &url, &reach).await;
+        assert_eq!(got, Err(OAuthError::TimedOut));
+        assert!(started.elapsed() < GRANT_TIMEOUT + Duration::from_secs(5));
+        server.abort();
+    }
+
+    #[tokio::test]
     async fn a_server_that_does_not_speak_tls_is_reported_not_a_panic() {
         // Plain HTTP where HTTPS was promised (a captive portal, a wrong port).
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

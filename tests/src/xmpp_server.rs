@@ -44,8 +44,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// daemon outlives the world).
 const EJABBERD_DIST_PORT: &str = "5210";
 const EJABBERD_NODE: &str = "ejabberd@localhost";
-/// prosody's direct TLS port (XEP-0368), on the XMPP address.
-pub const PROSODY_DIRECT_TLS_PORT: u16 = 5223;
+/// The servers' direct TLS port (XEP-0368), on the XMPP address.
+pub const DIRECT_TLS_PORT: u16 = 5223;
 /// ejabberd's HTTPS listener serving `/oauth` (its stock port).
 pub const OAUTH_HTTPS_PORT: u16 = 5443;
 
@@ -431,7 +431,7 @@ VirtualHost "{domain}"
             domain = self.domain,
             auth = auth,
             sasl_module = sasl_module,
-            direct_tls_port = PROSODY_DIRECT_TLS_PORT,
+            direct_tls_port = DIRECT_TLS_PORT,
             turn_module = if offer.is_some() {
                 " \"turn_external\";"
             } else {
@@ -537,6 +537,15 @@ listen:
     shaper: c2s_shaper
     access: c2s
     starttls_required: true
+    protocol_options: 'TLS_OPTIONS'
+  -
+    port: {direct_tls_port}
+    ip: "{ip}"
+    module: ejabberd_c2s
+    tls: true
+    max_stanza_size: 262144
+    shaper: c2s_shaper
+    access: c2s
     protocol_options: 'TLS_OPTIONS'
   -
     port: {https_port}
@@ -656,6 +665,7 @@ modules:
             ip = self.addr.ip(),
             port = self.addr.port(),
             https_port = OAUTH_HTTPS_PORT,
+            direct_tls_port = DIRECT_TLS_PORT,
             s2s_listener = s2s_listener,
             s2s_ca = s2s_ca,
             // Tokens are the authorization server's, asked about at every login (no cache:

@@ -15,7 +15,7 @@ use socialvpn_tests::on_both_servers;
 use socialvpn_tests::social_nodes::{address_of, befriend, online_node, wait_linked};
 use socialvpn_tests::social_world::{SocialWorld, XmppServerKind, OFFERED_TURN_ADDR};
 use socialvpn_tests::two_hosts::ping;
-use socialvpn_tests::xmpp_server::PROSODY_DIRECT_TLS_PORT;
+use socialvpn_tests::xmpp_server::DIRECT_TLS_PORT;
 use std::path::Path;
 use std::time::Duration;
 
@@ -177,7 +177,7 @@ fn the_server_is_found_by_srv_with_starttls_and_with_direct_tls() {
     // Direct TLS (XEP-0368) preferred; the STARTTLS record points at a dead port, so only
     // the direct TLS one can log in.
     w.serve_dns(&[
-        srv("_xmpps-client._tcp", "tls", PROSODY_DIRECT_TLS_PORT, 0),
+        srv("_xmpps-client._tcp", "tls", DIRECT_TLS_PORT, 0),
         srv("_xmpp-client._tcp", "c2s", 5299, 0),
         a("tls", &w),
         a("c2s", &w),
@@ -200,4 +200,71 @@ fn the_server_is_found_by_srv_with_starttls_and_with_direct_tls() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// SRV targets that serve another domain (`elsewhere.test`) are refused in words and the
+/// next target is tried; alone, they leave the session offline with back-off, never logged in
+/// to a server that cannot prove it is the domain's. Each server refuses differently: ejabberd
+/// over STARTTLS says `host-unknown`, and over direct TLS shows its own certificate (another
+/// name); prosody over direct TLS answers the name we asked for with `unrecognized_name`.
+#[test]
+fn srv_targets_serving_another_domain_are_passed_over() {
+    use socialvpn_core::xmpp::connect::CertificateProblem;
+    use socialvpn_tests::social_world::{REMOTE_DOMAIN, REMOTE_SERVER_IP};
+    let elsewhere = |service: &str, port, priority| DnsRecord::Srv {
+        name: format!("{service}.{DOMAIN}"),
+        target: format!("c2s.{REMOTE_DOMAIN}"),
+        port,
+        priority,
+        weight: 5,
+    };
+    let elsewhere_addr = DnsRecord::A {
+        name: format!("c2s.{REMOTE_DOMAIN}"),
+        addr: REMOTE_SERVER_IP,
+    };
+    let offline_because = |w: &SocialWorld| match first_state(w, session_account(w)) {
+        Some(XmppState::Offline { reason, retry_in }) => {
+            assert!(retry_in >= Duration::from_secs(1), "{retry_in:?}");
+            reason
+        }
+        other => panic!("{other:?}"),
+    };
+
+    // prosody for svpn.test, ejabberd for elsewhere.test.
+    let mut w = SocialWorld::federated("srvc", XmppServerKind::Prosody);
+    w.register("alice", "pw-alice");
+    // First the other domain's server (direct TLS, then STARTTLS), then the right one:
+    // logged in at the third.
+    w.serve_dns(&[
+        elsewhere("_xmpps-client._tcp", DIRECT_TLS_PORT, 0),
+        elsewhere("_xmpp-client._tcp", 5222, 0),
+        srv("_xmpp-client._tcp", "c2s", w.xmpp_addr().port(), 10),
+        elsewhere_addr.clone(),
+        a("c2s", &w),
+    ]);
+    let state = first_state(&w, session_account(&w));
+    assert!(matches!(state, Some(XmppState::Online { .. })), "{state:?}");
+    w.serve_dns(&[
+        elsewhere("_xmpps-client._tcp", DIRECT_TLS_PORT, 0),
+        elsewhere_addr.clone(),
+    ]);
+    assert_eq!(
+        offline_because(&w),
+        LoginFailure::Certificate(CertificateProblem::WrongName)
+    );
+    w.serve_dns(&[
+        elsewhere("_xmpp-client._tcp", 5222, 0),
+        elsewhere_addr.clone(),
+    ]);
+    assert_eq!(offline_because(&w), LoginFailure::NotThisDomain);
+    drop(w);
+
+    // ejabberd for svpn.test, prosody for elsewhere.test.
+    let mut w = SocialWorld::federated("srvd", XmppServerKind::Ejabberd);
+    w.register("alice", "pw-alice");
+    w.serve_dns(&[
+        elsewhere("_xmpps-client._tcp", DIRECT_TLS_PORT, 0),
+        elsewhere_addr,
+    ]);
+    assert_eq!(offline_because(&w), LoginFailure::NotThisDomain);
 }

@@ -60,11 +60,18 @@ fn ejabberd_tokens_sign_in_and_refused_ones_are_never_retried() {
                 let platform = reach(TlsTrust::Platform);
                 let untrusted = password_grant(&jid, "pw-alice", &url, &platform).await;
                 let wrong = password_grant(&jid, "nope", &url, &trusted).await;
-                (good, untrusted, wrong)
+                // A page that is not a token endpoint (ejabberd's login form answers in HTML).
+                let page = url.replace("/oauth/token", "/oauth/authorization_token");
+                let html = password_grant(&jid, "pw-alice", &page, &trusted).await;
+                (good, untrusted, wrong, html)
             })
         })
     };
-    let (good, untrusted, wrong) = grant;
+    let (good, untrusted, wrong, html) = grant;
+    assert!(
+        matches!(&html, Err(OAuthError::BadAnswer(why)) if why.contains("HTML")),
+        "{html:?}"
+    );
     let token = good.expect("password grant").secret;
     assert!(
         matches!(untrusted, Err(OAuthError::Certificate(_))),

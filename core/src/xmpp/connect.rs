@@ -30,7 +30,7 @@ use tokio_xmpp::xmlstream::{
 };
 use xmpp_parsers::jid::{BareJid, FullJid, Jid};
 use xmpp_parsers::stream_features::StreamFeatures;
-use xmpp_parsers::{ns, starttls};
+use xmpp_parsers::{ns, starttls, stream_error};
 
 use crate::protect::SocketProtector;
 
@@ -78,6 +78,9 @@ pub enum LoginFailure {
     Unreachable(String),
     #[error("the server does not offer a usable secure login: {0}")]
     Unsupported(String),
+    /// The server answered for another domain (a wrong SRV record, a hosting change).
+    #[error("the server does not serve this account's domain")]
+    NotThisDomain,
     #[error("the connection failed: {0}")]
     Other(String),
     #[error("the platform refused to keep the XMPP connection out of the VPN")]
@@ -98,7 +101,7 @@ impl LoginFailure {
         match self {
             LoginFailure::Unreachable(_) => 0,
             LoginFailure::Other(_) => 1,
-            LoginFailure::Unsupported(_) => 2,
+            LoginFailure::Unsupported(_) | LoginFailure::NotThisDomain => 2,
             LoginFailure::Certificate(_) => 3,
             LoginFailure::BadCredentials | LoginFailure::TokenRejected | LoginFailure::Protect => 4,
         }
@@ -111,6 +114,11 @@ impl From<XmppError> for LoginFailure {
             XmppError::Protocol(ProtocolError::NoTls) => {
                 LoginFailure::Unsupported("no STARTTLS".into())
             }
+            XmppError::StreamError(ref received)
+                if received.0.condition == stream_error::DefinedCondition::HostUnknown =>
+            {
+                LoginFailure::NotThisDomain
+            }
             XmppError::Io(io) => {
                 if io.get_ref().is_some_and(|e| e.is::<ProtectRefused>()) {
                     return LoginFailure::Protect;
@@ -120,6 +128,11 @@ impl From<XmppError> for LoginFailure {
                         rustls::Error::InvalidCertificate(_) => {
                             LoginFailure::Certificate(CertificateProblem::from_tls(tls))
                         }
+                        // The server has no certificate for the name we asked for (SNI): it
+                        // does not serve the domain (prosody's answer on direct TLS).
+                        rustls::Error::AlertReceived(
+                            rustls::AlertDescription::UnrecognisedName,
+                        ) => LoginFailure::NotThisDomain,
                         // An alert, or something that does not speak TLS: not a certificate.
                         other => LoginFailure::Other(format!("TLS: {other}")),
                     };
