@@ -136,7 +136,14 @@ pub fn oauth_token_from_redirect(
             redirect_uri: sign_in.redirect_uri,
             verifier,
         }),
-        _ => None,
+        (None, None, None) => None,
+        _ => {
+            return Err(SignInError::BadAnswer {
+                reason: "the kept sign-in is incomplete: its token URL, client id and \
+                         verifier go together"
+                    .into(),
+            })
+        }
     };
     let pending = socialvpn_core::oauth::BrowserSignIn {
         url: sign_in.url,

@@ -197,20 +197,30 @@ pub async fn finish_browser_sign_in(
     let url = TokenUrl::from_url(https_url(&exchange.token_url)?);
     let redirect_uri = RedirectUrl::new(exchange.redirect_uri.clone())
         .map_err(|_| OAuthError::BadUrl(exchange.redirect_uri.clone()))?;
-    let http = http_client(&url, reach).await?;
-    let client = BasicClient::new(ClientId::new(exchange.client_id.clone()))
-        .set_token_uri(url)
-        .set_redirect_uri(redirect_uri);
-    let request = client
-        .exchange_code(AuthorizationCode::new(code.to_string()))
-        .set_pkce_verifier(PkceCodeVerifier::new(exchange.verifier.clone()))
-        .request_async(&http);
-    let response = match tokio::time::timeout(GRANT_TIMEOUT, request).await {
-        Err(_) => return Err(OAuthError::TimedOut),
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => return Err(grant_error(e)),
-    };
-    access_token(&response)
+    within_bound(async {
+        let http = http_client(&url, reach).await?;
+        let client = BasicClient::new(ClientId::new(exchange.client_id.clone()))
+            .set_token_uri(url)
+            .set_redirect_uri(redirect_uri);
+        let response = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .set_pkce_verifier(PkceCodeVerifier::new(exchange.verifier.clone()))
+            .request_async(&http)
+            .await
+            .map_err(grant_error)?;
+        access_token(&response)
+    })
+    .await
+}
+
+/// One bound on a whole exchange with a sign-in server: the name look-up, the connection,
+/// TLS, the request and the answer.
+async fn within_bound<T>(
+    exchange: impl std::future::Future<Output = Result<T, OAuthError>>,
+) -> Result<T, OAuthError> {
+    tokio::time::timeout(GRANT_TIMEOUT, exchange)
+        .await
+        .unwrap_or(Err(OAuthError::TimedOut))
 }
 
 /// The parameters of a redirect (its query and its fragment), once its `state` is the
@@ -329,38 +339,35 @@ pub async fn password_grant(
     reach: &Reach,
 ) -> Result<AccessToken, OAuthError> {
     let url = TokenUrl::from_url(https_url(token_url)?);
-    let http = http_client(&url, reach).await?;
     // ejabberd 23.01 takes no client id (a non-empty one crashes its handler).
-    let client = BasicClient::new(ClientId::new(String::new())).set_token_uri(url);
+    let client = BasicClient::new(ClientId::new(String::new())).set_token_uri(url.clone());
     let username = ResourceOwnerUsername::new(jid.to_string());
     let password = ResourceOwnerPassword::new(password.to_string());
-    let request = client
-        .exchange_password(&username, &password)
-        .add_scope(Scope::new(SASL_SCOPE.into()))
-        .request_async(&http);
-    let response = match tokio::time::timeout(GRANT_TIMEOUT, request).await {
-        Err(_) => return Err(OAuthError::TimedOut),
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => return Err(grant_error(e)),
-    };
-    access_token(&response)
+    within_bound(async {
+        let http = http_client(&url, reach).await?;
+        let response = client
+            .exchange_password(&username, &password)
+            .add_scope(Scope::new(SASL_SCOPE.into()))
+            .request_async(&http)
+            .await
+            .map_err(grant_error)?;
+        access_token(&response)
+    })
+    .await
 }
 
 /// The HTTP client for a token endpoint: our TLS configuration, no redirects (the endpoint
 /// answers itself; a redirect could carry the password or the code elsewhere), names
-/// resolved as `reach` says, bounded.
+/// resolved as `reach` says.
 async fn http_client(url: &TokenUrl, reach: &Reach) -> Result<reqwest::Client, OAuthError> {
     let bad_url = || OAuthError::BadUrl(url.to_string());
     let host = url.url().host_str().ok_or_else(bad_url)?.to_string();
     let port = url.url().port_or_known_default().ok_or_else(bad_url)?;
     let tls = tls_config(&reach.trust).map_err(|e| OAuthError::Certificate(e.to_string()))?;
     let server = reach.connect_to.as_deref().unwrap_or(&host);
-    let lookup = tokio::time::timeout(GRANT_TIMEOUT, addresses(&reach.dns, server, port));
-    let addrs: Vec<SocketAddr> = match lookup.await {
-        Err(_) => return Err(OAuthError::TimedOut),
-        Ok(Err(e)) => return Err(OAuthError::Unreachable(format!("{server}: {e}"))),
-        Ok(Ok(addrs)) => addrs,
-    };
+    let addrs: Vec<SocketAddr> = addresses(&reach.dns, server, port)
+        .await
+        .map_err(|e| OAuthError::Unreachable(format!("{server}: {e}")))?;
     if addrs.is_empty() {
         return Err(OAuthError::Unreachable(format!("{server}: no address")));
     }

@@ -36,4 +36,5 @@ pub mod traffic;
 pub mod turn_server;
 pub mod two_hosts;
 mod world_files;
+mod world_net;
 pub mod xmpp_server;

@@ -25,6 +25,7 @@ use crate::netns::{require_root, Namespace};
 use crate::turn_server::{Coturn, CoturnAuth};
 use crate::two_hosts::StateDir;
 use crate::world_files::{check, mkdir, write};
+use crate::world_net::{bridge_port, nat_router, Node};
 use crate::xmpp_server::{Extras, Federation, OfferedTurn, TokenLookup, XmppServer, S2S_PORT};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -81,10 +82,10 @@ const HOST_PLAN: [(&str, Site, Ipv4Addr); 5] = [
     ("dave", Site::Inet, Ipv4Addr::new(198, 18, 0, 21)),
 ];
 
-const INET_GW: Ipv4Addr = SERVER_IP;
+pub(crate) const INET_GW: Ipv4Addr = SERVER_IP;
 const CONE_LAN: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 1);
 const SYM_LAN: Ipv4Addr = Ipv4Addr::new(198, 19, 2, 1);
-const PREFIX: u8 = 24;
+pub(crate) const PREFIX: u8 = 24;
 /// The black hole behind the internet's default route: a neighbour that never answers.
 const BLACKHOLE_LOCAL: &str = "198.18.255.1/30";
 const BLACKHOLE_GW: &str = "198.18.255.2";
@@ -97,44 +98,6 @@ pub const HOST_IF: &str = "eth0";
 const C2S_COUNTER: &str = "SVPN_C2S";
 
 static WORLDS: AtomicU32 = AtomicU32::new(0);
-
-/// `/etc/netns/<ns>/` with a `hosts` (svpn.test → 198.18.0.1) and a `resolv.conf` pointing at
-/// the namespace's own loopback, so that stray DNS look-ups fail at once. Removed on drop.
-struct EtcNetns(PathBuf);
-
-impl EtcNetns {
-    fn new(ns: &Namespace) -> EtcNetns {
-        let dir = Path::new("/etc/netns").join(ns.name());
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        let guard = EtcNetns(dir);
-        write(
-            &guard.0.join("hosts"),
-            &format!("127.0.0.1 localhost\n::1 localhost\n{SERVER_IP} {DOMAIN}\n"),
-        );
-        write(&guard.0.join("resolv.conf"), "nameserver 127.0.0.1\n");
-        guard
-    }
-}
-
-impl Drop for EtcNetns {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A namespace of the world and its `/etc/netns` directory.
-struct Node {
-    ns: Namespace,
-    _etc: EtcNetns,
-}
-
-impl Node {
-    fn new(tag: &str, role: &str) -> Node {
-        let ns = Namespace::new(&format!("{tag}-{role}"));
-        let etc = EtcNetns::new(&ns);
-        Node { ns, _etc: etc }
-    }
-}
 
 struct Host {
     name: &'static str,
@@ -221,9 +184,21 @@ impl SocialWorld {
         SocialWorld::build(tag, kind, plan)
     }
 
+    /// Like [`SocialWorld::with_offered_turn`] with prosody handing out credentials that last
+    /// only `lifetime_secs`.
+    pub fn with_short_lived_turn_credentials(tag: &str, lifetime_secs: u32) -> SocialWorld {
+        let plan = Plan {
+            offer_turn: true,
+            offered_lifetime: Some(lifetime_secs),
+            ..Plan::default()
+        };
+        SocialWorld::build(tag, XmppServerKind::Prosody, plan)
+    }
+
     fn build(tag: &str, kind: XmppServerKind, plan: Plan) -> SocialWorld {
         let Plan {
             offer_turn,
+            offered_lifetime,
             federate,
             auth_accounts,
         } = plan;
@@ -309,6 +284,7 @@ impl SocialWorld {
         let offer = offer_turn.then(|| OfferedTurn {
             addr: OFFERED_TURN_ADDR,
             secret: OFFERED_TURN_SECRET.into(),
+            lifetime_secs: offered_lifetime,
         });
         let mut dns = None;
         let federation = federate.then(|| {
@@ -511,9 +487,9 @@ impl SocialWorld {
         self.xmpp.register(&self.inet.ns, user, password);
     }
 
-    /// Serves exactly `records` from the world's DNS server at [`SocialWorld::dns_addr`]
-    /// (started, or restarted with the new records).
-    /// (A federated world's own records stay.)
+    /// Serves `records` — and in a federated world its servers' own records, nothing else —
+    /// from the world's DNS server at [`SocialWorld::dns_addr`] (started, or restarted with
+    /// the new records).
     pub fn serve_dns(&mut self, records: &[DnsRecord]) {
         let state = self.state.0.clone();
         let mut all = records.to_vec();
@@ -764,6 +740,8 @@ impl Drop for SocialWorld {
 #[derive(Default)]
 struct Plan {
     offer_turn: bool,
+    /// How long the offered credentials last (none: the server's default).
+    offered_lifetime: Option<u32>,
     federate: bool,
     /// An authorization server with these accounts (JID, password).
     auth_accounts: Option<Vec<(String, String)>>,
@@ -835,79 +813,4 @@ fn count_c2s_attempts(inet: &Namespace) {
         args.extend(rule.iter().map(String::as_str));
         check(inet.output("iptables", &args), "iptables counter");
     }
-}
-
-/// A NAT router: WAN leg on the internet's bridge, a LAN bridge of its own, forwarding on,
-/// MASQUERADE (with `--random-fully` for the symmetric one), new inbound flows dropped.
-fn nat_router(
-    inet: &Namespace,
-    inet_port: &str,
-    r: &Namespace,
-    wan: Ipv4Addr,
-    lan: Ipv4Addr,
-    symmetric: bool,
-) {
-    bridge_port(inet, "br0", inet_port, r, "wan");
-    r.ip(&["addr", "add", &format!("{wan}/{PREFIX}"), "dev", "wan"]);
-    r.ip(&["route", "add", "default", "via", &INET_GW.to_string()]);
-    r.ip(&["link", "add", "lan0", "type", "bridge"]);
-    r.ip(&["addr", "add", &format!("{lan}/{PREFIX}"), "dev", "lan0"]);
-    r.ip(&["link", "set", "lan0", "up"]);
-    check(
-        r.output("sysctl", &["-qw", "net.ipv4.ip_forward=1"]),
-        "sysctl",
-    );
-    let mut masq = vec![
-        "-t",
-        "nat",
-        "-A",
-        "POSTROUTING",
-        "-o",
-        "wan",
-        "-j",
-        "MASQUERADE",
-    ];
-    if symmetric {
-        masq.push("--random-fully");
-    }
-    check(r.output("iptables", &masq), "iptables MASQUERADE");
-    check(
-        r.output(
-            "iptables",
-            &[
-                "-A",
-                "FORWARD",
-                "-i",
-                "wan",
-                "-m",
-                "conntrack",
-                "!",
-                "--ctstate",
-                "ESTABLISHED,RELATED",
-                "-j",
-                "DROP",
-            ],
-        ),
-        "iptables FORWARD",
-    );
-}
-
-/// A veth created inside `up` (its end `up_if` enslaved to `bridge` there) with its peer
-/// `down_if` placed straight into `down`; both ends up.
-fn bridge_port(up: &Namespace, bridge: &str, up_if: &str, down: &Namespace, down_if: &str) {
-    up.ip(&[
-        "link",
-        "add",
-        up_if,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        down_if,
-        "netns",
-        down.name(),
-    ]);
-    up.ip(&["link", "set", up_if, "master", bridge]);
-    up.ip(&["link", "set", up_if, "up"]);
-    down.ip(&["link", "set", down_if, "up"]);
 }

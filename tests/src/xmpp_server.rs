@@ -82,6 +82,8 @@ pub(crate) struct Extras {
 pub(crate) struct OfferedTurn {
     pub(crate) addr: SocketAddrV4,
     pub(crate) secret: String,
+    /// How long the credentials it hands out last (prosody only; none: its default, a day).
+    pub(crate) lifetime_secs: Option<u32>,
 }
 
 pub(crate) struct XmppServer {
@@ -439,13 +441,16 @@ VirtualHost "{domain}"
             },
             turn = match offer {
                 // mod_turn_external answers XEP-0215 queries with STUN and TURN services and
-                // credentials valid a day (its default TTL).
+                // credentials valid a day (its default TTL) unless the world says otherwise.
                 Some(o) => format!(
                     "turn_external_secret = \"{}\"\nturn_external_host = \"{}\"\n\
-                     turn_external_port = {}\n",
+                     turn_external_port = {}\n{}",
                     o.secret,
                     o.addr.ip(),
-                    o.addr.port()
+                    o.addr.port(),
+                    o.lifetime_secs
+                        .map(|ttl| format!("turn_external_ttl = {ttl}\n"))
+                        .unwrap_or_default()
                 ),
                 None => String::new(),
             },

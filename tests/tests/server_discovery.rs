@@ -244,6 +244,13 @@ fn srv_targets_serving_another_domain_are_passed_over() {
     ]);
     let state = first_state(&w, session_account(&w));
     assert!(matches!(state, Some(XmppState::Online { .. })), "{state:?}");
+    let asked = w.dns_queries();
+    assert!(
+        asked
+            .iter()
+            .any(|q| q.contains(&format!("c2s.{REMOTE_DOMAIN}"))),
+        "the other domain's targets were never tried: {asked:#?}"
+    );
     w.serve_dns(&[
         elsewhere("_xmpps-client._tcp", DIRECT_TLS_PORT, 0),
         elsewhere_addr.clone(),

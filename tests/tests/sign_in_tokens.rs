@@ -365,7 +365,7 @@ fn code_flow_with_pkce_signs_in(kind: XmppServerKind) {
     let token = token.expect("a token for the code");
     assert!(token.expires_at.is_some());
 
-    // ejabberd takes the token (it asks the authorization server).
+    // The XMPP server takes the token (it asks the authorization server).
     let account_with_token = account(&w, "alice", Credentials::Token(token.secret.clone()));
     let again = account_with_token.clone();
     w.host("carol").block_on(move || {

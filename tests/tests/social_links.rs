@@ -165,6 +165,7 @@ fn toggles_cut_traffic_at_once_and_strangers_are_refused(kind: XmppServerKind) {
                 for session_id in 1..=3u64 {
                     session.send(Outgoing::Signal {
                         to: alice_full.clone(),
+                        as_message: false,
                         signal: SignedSignal {
                             signal: Signal {
                                 kind: SignalKind::Offer,

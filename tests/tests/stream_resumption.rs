@@ -2,14 +2,15 @@
 //! ejabberd): a device's connection dies silently (a phone walking out of Wi-Fi: its packets
 //! and the reset of its socket lost), the server keeps sending into it, and meanwhile the
 //! account's roster changes. When the network is back the device resumes its session — no
-//! fresh login, no re-announcement — and the roster push it missed is delivered again.
+//! fresh login, no re-announcement — and the roster push it missed is delivered again. And an
+//! app that came back to the foreground while offline is active again once resumed.
 
 use socialvpn_core::api::Request;
-use socialvpn_tests::attacker::XmppAttacker;
+use socialvpn_tests::attacker::{fresh_device, make_friends, XmppAttacker};
 use socialvpn_tests::netns::Namespace;
 use socialvpn_tests::node::DpNode;
 use socialvpn_tests::on_both_servers;
-use socialvpn_tests::social_nodes::{entry, online_node, world_with_users};
+use socialvpn_tests::social_nodes::{device, entry, online_node, world_with_users};
 use socialvpn_tests::social_world::{SocialWorld, XmppServerKind, XMPP_ADDR};
 use std::path::Path;
 use std::time::Duration;
@@ -24,10 +25,13 @@ const CUT: Duration = Duration::from_secs(8);
 /// The device is back online this soon after the network returns (its login back-off).
 const BACK_WITHIN: Duration = Duration::from_secs(40);
 
-on_both_servers!(a_silently_cut_stream_resumes_without_missing_a_roster_push);
+on_both_servers!(
+    a_silently_cut_stream_resumes_without_missing_a_roster_push,
+    an_app_back_in_the_foreground_while_offline_is_active_once_resumed,
+);
 
-/// The rules that make alice's XMPP connection vanish without a trace: nothing from her
-/// host reaches the server's client port (not even her socket's reset) and nothing comes back.
+/// The rules that make a host's XMPP connection vanish without a trace: nothing from the
+/// host reaches the server's client port (not even its socket's reset) and nothing comes back.
 fn cut_rules() -> [Vec<String>; 2] {
     let ip = XMPP_ADDR.ip().to_string();
     let port = XMPP_ADDR.port().to_string();
@@ -45,27 +49,43 @@ fn cut_rules() -> [Vec<String>; 2] {
     ]
 }
 
-fn iptables(ns: &Namespace, action: &str, rule: &[String]) {
-    let mut args = vec![action];
+fn iptables(ns: &Namespace, action: &str, rule: &[String]) -> std::process::Output {
+    // -w: other tests' worlds change their own tables at the same time.
+    let mut args = vec!["-w", action];
     args.extend(rule.iter().map(String::as_str));
-    let out = ns.output("iptables", &args);
-    assert!(
-        out.status.success(),
-        "iptables {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ns.output("iptables", &args)
 }
 
-/// The network comes back when the test ends, also when it fails halfway.
+/// A host's XMPP connection cut silently until this is dropped (also when the test fails
+/// halfway): the rules go in, then the host's socket is destroyed, its reset dropped too.
 struct Cut<'a>(&'a Namespace);
+
+impl Cut<'_> {
+    fn start(host: &Namespace) -> Cut<'_> {
+        for rule in cut_rules() {
+            let out = iptables(host, "-I", &rule);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let cut = Cut(host);
+        let ip = XMPP_ADDR.ip().to_string();
+        let out = host.output("ss", &["-K", "dst", &ip, "dport", "=", "5222"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cut
+    }
+}
 
 impl Drop for Cut<'_> {
     fn drop(&mut self) {
         for rule in cut_rules() {
-            let mut args = vec!["-D".to_string()];
-            args.extend(rule);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let _ = self.0.output("iptables", &args);
+            let _ = iptables(self.0, "-D", &rule);
         }
     }
 }
@@ -87,18 +107,7 @@ fn a_silently_cut_stream_resumes_without_missing_a_roster_push(kind: XmppServerK
 
     // 1. The connection dies silently; the node notices (its socket is gone) and tries to
     //    log in again, in vain while the network is away.
-    let host = w.host("alice");
-    for rule in cut_rules() {
-        iptables(host, "-I", &rule);
-    }
-    let _restore = Cut(host);
-    let ip = XMPP_ADDR.ip().to_string();
-    let out = host.output("ss", &["-K", "dst", &ip, "dport", "=", "5222"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let cut = Cut::start(w.host("alice"));
     assert!(
         alice.wait_until(Request::Status, Duration::from_secs(10), |s| s["xmpp"]
             ["state"]
@@ -131,7 +140,7 @@ fn a_silently_cut_stream_resumes_without_missing_a_roster_push(kind: XmppServerK
     std::thread::sleep(CUT);
 
     // 3. The network is back: the node resumes the session and gets the push it missed.
-    drop(_restore);
+    drop(cut);
     assert!(
         alice.wait_until(Request::Status, BACK_WITHIN, |s| s["xmpp"]["state"]
             == "online"),
@@ -152,4 +161,51 @@ fn a_silently_cut_stream_resumes_without_missing_a_roster_push(kind: XmppServerK
         "{kind}: (fresh, resumed) sessions: the cut session was not resumed"
     );
     drop(other);
+}
+
+/// The app goes to the background, the connection dies silently, the app comes back to the
+/// foreground while offline, and the session is resumed: the server, which last heard
+/// "inactive", must be told "active" — else it would go on holding the presence of friends
+/// (and on prosody, with the resumed connection paused, everything).
+fn an_app_back_in_the_foreground_while_offline_is_active_once_resumed(kind: XmppServerKind) {
+    let w: SocialWorld = world_with_users(kind, "resf", &["alice", "carol"]);
+    make_friends(&w, "carol", "alice", "carol");
+    let mut alice = online_node(&w, Path::new(BIN), "alice", "alice", serde_json::json!({}));
+    std::thread::sleep(Duration::from_secs(2));
+    alice.ask(Request::Background);
+    std::thread::sleep(Duration::from_secs(1));
+
+    let cut = Cut::start(w.host("alice"));
+    assert!(
+        alice.wait_until(Request::Status, Duration::from_secs(10), |s| s["xmpp"]
+            ["state"]
+            != "online"),
+        "{kind}: the node did not notice its connection was gone"
+    );
+    alice.ask(Request::Foreground);
+    std::thread::sleep(Duration::from_secs(2));
+    drop(cut);
+    assert!(
+        alice.wait_until(Request::Status, BACK_WITHIN, |s| s["xmpp"]["state"]
+            == "online"),
+        "{kind}: not back online"
+    );
+    assert_eq!(sessions(&mut alice), (1, 1), "{kind}: not resumed");
+    // Quiet: nothing of the node's own traffic (which flushes what a server holds) follows.
+    std::thread::sleep(Duration::from_secs(3));
+
+    // carol's device comes online: delivered at once, not held.
+    let carol = XmppAttacker::login(&w, "carol", "carol", "phone");
+    let carols = fresh_device();
+    carol.announce(Some(carols.to_wire()));
+    assert!(
+        alice.wait_until(Request::Roster, Duration::from_secs(3), |r| device(
+            r,
+            &carols.uid.to_string()
+        )
+        .is_some()),
+        "{kind}: a presence update was held after the resumption: the server was not told \
+         the app is active again"
+    );
+    drop(carol);
 }

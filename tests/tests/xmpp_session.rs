@@ -198,20 +198,24 @@ fn friends_subscribe_see_devices_and_exchange_signals() {
                     mac: [9; 32],
                 }),
             };
-            sa.send(Outgoing::Signal {
-                to: b_full.clone(),
-                signal: signal.clone(),
-            });
-            let (hit, seen) = wait_for(&mut rb, Duration::from_secs(10), |i| {
-                matches!(i, XmppInput::Signal(..))
-            })
-            .await;
-            match hit {
-                Some(XmppInput::Signal(from, Ok(got))) => {
-                    assert_eq!(from, a_full);
-                    assert_eq!(got, signal);
+            // As an IQ, and as the headline message a device older than IQ signals needs.
+            for as_message in [false, true] {
+                sa.send(Outgoing::Signal {
+                    to: b_full.clone(),
+                    signal: signal.clone(),
+                    as_message,
+                });
+                let (hit, seen) = wait_for(&mut rb, Duration::from_secs(10), |i| {
+                    matches!(i, XmppInput::Signal(..))
+                })
+                .await;
+                match hit {
+                    Some(XmppInput::Signal(from, Ok(got))) => {
+                        assert_eq!(from, a_full);
+                        assert_eq!(got, signal);
+                    }
+                    other => panic!("no signal (message: {as_message}): {other:?} after {seen:?}"),
                 }
-                other => panic!("no signal: {other:?} after {seen:?}"),
             }
             sa.shutdown().await;
             sb.shutdown().await;

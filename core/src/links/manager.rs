@@ -478,7 +478,8 @@ impl LinkManager {
 
     /// A signal to send: (the device's full JID, its key — the proof is made for it —, the
     /// signal).
-    pub fn poll_signal(&mut self) -> Option<(FullJid, [u8; 32], Signal)> {
+    /// A signal for a device: its full JID, its announcement (key, protocol version).
+    pub fn poll_signal(&mut self) -> Option<(FullJid, DeviceInfo, Signal)> {
         self.out.signals.pop_front()
     }
 

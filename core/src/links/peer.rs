@@ -28,8 +28,8 @@ const PERMITS_PER_SESSION: usize = 4;
 /// What the links produce, shared by every device's link.
 #[derive(Default)]
 pub(super) struct Outbox {
-    /// Signals to send: (the device's full JID, its key, the signal).
-    pub(super) signals: VecDeque<(FullJid, [u8; 32], Signal)>,
+    /// Signals to send: (the device's full JID, its announcement, the signal).
+    pub(super) signals: VecDeque<(FullJid, DeviceInfo, Signal)>,
     pub(super) events: VecDeque<LinkEvent>,
     pub(super) transmits: VecDeque<(SocketAddr, BytesMut)>,
     pub(super) counters: LinkCounters,
@@ -38,7 +38,7 @@ pub(super) struct Outbox {
 impl Outbox {
     fn signal(&mut self, peer: &Peer, signal: Signal) {
         self.signals
-            .push_back((peer.jid.clone(), peer.info.public_key, signal));
+            .push_back((peer.jid.clone(), peer.info, signal));
     }
 }
 

@@ -8,7 +8,7 @@ use crate::dataplane::DataPlane;
 use crate::links::manager::{LinkEvent, LinkManager};
 use crate::links::servers::IceServers;
 use crate::path::Path;
-use crate::social::payload::{DeviceInfo, SignedSignal};
+use crate::social::payload::{DeviceInfo, SignedSignal, SIGNALS_AS_IQ_SINCE};
 use crate::social::proof::{self, ProofError};
 use crate::social::state::{SocialEvent, SocialState};
 use crate::social::toggles::Toggles;
@@ -283,15 +283,18 @@ impl Social {
             out.xmpp.push_back(XmppCommand::Send(stanza));
         }
         let online = matches!(self.xmpp_state, XmppState::Online { .. });
-        while let Some((to, peer_key, signal)) = self.links.poll_signal() {
+        while let Some((to, peer, signal)) = self.links.poll_signal() {
             // Offline, a signal would only go stale in the queue; the link manager retries.
             let Some(from) = self.state.own_full().filter(|_| online) else {
                 continue;
             };
-            let proof = proof::sign(dp.identity(), &peer_key, from, &to, unix, &signal);
+            let proof = proof::sign(dp.identity(), &peer.public_key, from, &to, unix, &signal);
             let signal = SignedSignal { signal, proof };
-            out.xmpp
-                .push_back(XmppCommand::Send(Outgoing::Signal { to, signal }));
+            out.xmpp.push_back(XmppCommand::Send(Outgoing::Signal {
+                to,
+                signal,
+                as_message: peer.version < SIGNALS_AS_IQ_SINCE,
+            }));
         }
         while let Some(event) = self.links.poll_event() {
             self.apply(now, event, dp, out);

@@ -1,5 +1,6 @@
 //! SocialVPN's XMPP payloads: the device announcement carried in presence, and the link
-//! signalling carried in messages to a device's full JID.
+//! signalling carried in IQs (or, for devices before version 2, headline messages) to a
+//! device's full JID.
 //!
 //! Wire types (xso) only hold text; [`DeviceInfo::from_wire`] and [`Signal::from_wire`]
 //! validate them into typed values, so nothing malformed reaches the state machines.
@@ -12,8 +13,12 @@ use xso::{AsXml, FromXml};
 pub const NS_DEVICE: &str = "urn:socialvpn:device:0";
 /// Namespace of link signalling (versioned).
 pub const NS_LINK: &str = "urn:socialvpn:link:0";
-/// Protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Protocol version this build speaks (announced with the device).
+pub const PROTOCOL_VERSION: u32 = 2;
+/// From this version on, devices send link signals as IQs (before: headline messages, which
+/// servers hold for a client in the background); a device still takes both, and signals an
+/// older device the way it understands.
+pub const SIGNALS_AS_IQ_SINCE: u32 = 2;
 /// Most ICE candidates accepted in one signal (a host has a handful).
 pub const MAX_CANDIDATES: usize = 16;
 /// Longest ICE candidate line accepted.

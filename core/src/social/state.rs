@@ -116,6 +116,8 @@ pub enum Outgoing {
     Signal {
         to: FullJid,
         signal: SignedSignal,
+        /// As a headline message, for a device older than IQ signals.
+        as_message: bool,
     },
 }
 

@@ -19,7 +19,7 @@ use tokio_rustls::rustls::{self, ClientConfig};
 use tokio_rustls::TlsConnector;
 use tokio_xmpp::error::{Error as XmppError, ProtocolError};
 
-use super::csi::{ClientIndicator, CsiStream};
+use super::csi::{ClientIndicator, CsiStream, NS_CSI};
 use super::discovery::{self, Dns, Security, Target};
 use super::sasl::{authenticate, Credentials};
 pub use super::trust::{tls_config, CertificateProblem, TlsTrust};
@@ -371,6 +371,9 @@ async fn bind_ready(
 ) -> Result<Connection, XmppError> {
     let stream = stream.send_header(header(account)).await?;
     let (features, stream) = stream.recv_features::<FallibleStreamElement>().await?;
+    // The connection tells the client's state only to a server that offers to hear it.
+    let csi = features.others.iter().any(|f| f.is("csi", NS_CSI));
+    stream.get_stream().set_offered(csi);
     let identity: FullJid = account.jid.with_resource_str(&account.resource)?;
     Ok(Connection {
         stream: stream.box_stream(),

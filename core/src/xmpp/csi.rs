@@ -6,15 +6,22 @@
 //! written by the transport under it ([`CsiStream`]) at the one moment when its byte stream
 //! is between two top-level elements: when the XML stream flushes. (tokio-xmpp encodes each
 //! element whole into its buffer and flushes the transport only once that buffer is empty.)
-//! A change therefore goes out with the next flush; the session makes one by pinging the
-//! server. Nothing is written after the stream's footer.
+//!
+//! Each connection decides for itself, so no other task can arm the wrong one: it speaks
+//! only if its server offered CSI after authentication ([`CsiStream::set_offered`], from the
+//! stream features the login reads) and once it has written a resource binding or a stream
+//! resumption request (the server handles a nonza written after those after them: in order);
+//! never after the stream's footer. A new connection tells the wanted state whatever it is —
+//! the server's view after a resumption is not known — and after that only changes. A change
+//! goes out with the next flush; the session makes one by pinging the server.
 //!
 //! Servers hold presence while a client is inactive, but pass IQs at once (and with them
 //! what they held from the same sender): link signals are IQs for that reason.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
@@ -24,81 +31,33 @@ pub const NS_CSI: &str = "urn:xmpp:csi:0";
 const ACTIVE: &[u8] = b"<active xmlns='urn:xmpp:csi:0'/>";
 const INACTIVE: &[u8] = b"<inactive xmlns='urn:xmpp:csi:0'/>";
 const FOOTER: &[u8] = b"</stream:stream>";
+/// What a client writes once authenticated, to bind a resource, resume a session or enable
+/// stream management: from then on the stream belongs to a session.
+const SESSION_MARKERS: [&[u8]; 2] = [b"urn:ietf:params:xml:ns:xmpp-bind", b"urn:xmpp:sm:3"];
+const MARKER_MAX: usize = 32;
 
 /// What the app wants the server to know, shared by the session and its connections. The
 /// default handle indicates nothing (tools that log in without a session).
 #[derive(Clone, Debug, Default)]
-pub struct ClientIndicator(Option<Arc<Mutex<Shared>>>);
-
-#[derive(Debug)]
-struct Shared {
-    /// Someone looks at the app (the state of every fresh stream, XEP-0352).
-    active: bool,
-    /// The connection (by number) that may carry nonzas: bound, and the server offered CSI.
-    armed: Option<u64>,
-    /// Connections made so far (the last one is the one the session binds).
-    made: u64,
-}
+pub struct ClientIndicator(Option<Arc<AtomicBool>>);
 
 impl ClientIndicator {
-    /// A handle whose connections indicate the state set with [`Self::set_active`].
+    /// A handle whose connections indicate the state set with [`Self::set_active`] (active
+    /// to begin with).
     pub fn new() -> ClientIndicator {
-        ClientIndicator(Some(Arc::new(Mutex::new(Shared {
-            active: true,
-            armed: None,
-            made: 0,
-        }))))
-    }
-
-    fn lock(&self) -> Option<MutexGuard<'_, Shared>> {
-        // Plain data: a panic elsewhere cannot leave it inconsistent.
-        self.0
-            .as_ref()
-            .map(|m| m.lock().unwrap_or_else(PoisonError::into_inner))
+        ClientIndicator(Some(Arc::new(AtomicBool::new(true))))
     }
 
     /// Records what the app wants; true if that changed.
     pub fn set_active(&self, active: bool) -> bool {
-        self.lock()
-            .is_some_and(|mut s| std::mem::replace(&mut s.active, active) != active)
+        self.0
+            .as_ref()
+            .is_some_and(|a| a.swap(active, Ordering::Relaxed) != active)
     }
 
-    /// Whether the app wants the server to treat it as active.
-    pub fn active(&self) -> bool {
-        self.lock().is_none_or(|s| s.active)
-    }
-
-    /// The connection made last is bound and its server understands CSI: it may carry
-    /// nonzas from its next flush on.
-    pub fn arm_latest(&self) {
-        if let Some(mut s) = self.lock() {
-            s.armed = Some(s.made);
-        }
-    }
-
-    /// No connection may carry nonzas (the session is offline or closing).
-    pub fn disarm(&self) {
-        if let Some(mut s) = self.lock() {
-            s.armed = None;
-        }
-    }
-
-    /// Whether a connection carries nonzas now.
-    pub fn armed(&self) -> bool {
-        self.lock().is_some_and(|s| s.armed.is_some())
-    }
-
-    fn next_connection(&self) -> u64 {
-        self.lock().map_or(0, |mut s| {
-            s.made += 1;
-            s.made
-        })
-    }
-
-    /// The state connection `id` should indicate now, if it differs from `sent`.
-    fn due(&self, id: u64, sent_active: bool) -> Option<bool> {
-        let s = self.lock()?;
-        (s.armed == Some(id) && s.active != sent_active).then_some(s.active)
+    /// The state to indicate (none: this handle indicates nothing).
+    fn wanted(&self) -> Option<bool> {
+        self.0.as_ref().map(|a| a.load(Ordering::Relaxed))
     }
 }
 
@@ -106,9 +65,14 @@ impl ClientIndicator {
 pub struct CsiStream<T> {
     inner: T,
     indicator: ClientIndicator,
-    id: u64,
-    /// The state the server was told on this connection (active until told otherwise).
-    sent_active: bool,
+    /// The server offered CSI after authentication.
+    offered: AtomicBool,
+    /// A binding or resumption request went out: the stream belongs to a session.
+    in_session: bool,
+    /// The last bytes written before that, to find a marker split across writes.
+    seen: Vec<u8>,
+    /// The state this connection told its server (none yet).
+    sent: Option<bool>,
     /// The rest of a nonza being written.
     pending: &'static [u8],
     /// The last bytes written, to see the stream's footer go by.
@@ -120,13 +84,20 @@ impl<T> CsiStream<T> {
     pub fn new(inner: T, indicator: &ClientIndicator) -> CsiStream<T> {
         CsiStream {
             inner,
-            id: indicator.next_connection(),
             indicator: indicator.clone(),
-            sent_active: true,
+            offered: AtomicBool::new(false),
+            in_session: false,
+            seen: Vec::new(),
+            sent: None,
             pending: &[],
             tail: [0; FOOTER.len()],
             closed: false,
         }
+    }
+
+    /// Whether the server offered CSI in the stream features after authentication.
+    pub fn set_offered(&self, offered: bool) {
+        self.offered.store(offered, Ordering::Relaxed);
     }
 
     fn note_written(&mut self, bytes: &[u8]) {
@@ -137,6 +108,26 @@ impl<T> CsiStream<T> {
         if self.tail == *FOOTER {
             self.closed = true;
         }
+        if !self.in_session {
+            // Only a few elements are written before this (header, STARTTLS, SASL).
+            self.seen.extend_from_slice(bytes);
+            self.in_session = SESSION_MARKERS
+                .iter()
+                .any(|m| self.seen.windows(m.len()).any(|w| w == *m));
+            let drop = self.seen.len().saturating_sub(MARKER_MAX);
+            self.seen.drain(..drop);
+            if self.in_session {
+                self.seen = Vec::new();
+            }
+        }
+    }
+
+    /// The state to tell the server now, if any.
+    fn due(&self) -> Option<bool> {
+        if self.closed || !self.in_session || !self.offered.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.indicator.wanted().filter(|w| self.sent != Some(*w))
     }
 }
 
@@ -190,13 +181,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CsiStream<T> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_pending(cx))?;
-        if !this.closed {
-            if let Some(active) = this.indicator.due(this.id, this.sent_active) {
-                this.sent_active = active;
-                this.pending = if active { ACTIVE } else { INACTIVE };
-                tracing::debug!(active, "XMPP client state indicated");
-                ready!(this.poll_pending(cx))?;
-            }
+        if let Some(active) = this.due() {
+            this.sent = Some(active);
+            this.pending = if active { ACTIVE } else { INACTIVE };
+            tracing::debug!(active, "XMPP client state indicated");
+            ready!(this.poll_pending(cx))?;
         }
         Pin::new(&mut this.inner).poll_flush(cx)
     }
@@ -214,116 +203,137 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
-    /// Everything written through a stream for connection `made`-th of `indicator`.
-    async fn written(indicator: &ClientIndicator, script: &[(&[u8], bool)]) -> Vec<u8> {
-        let mut stream = CsiStream::new(Vec::new(), indicator);
-        for (bytes, flush) in script {
-            stream.write_all(bytes).await.unwrap();
-            if *flush {
-                stream.flush().await.unwrap();
-            }
-        }
-        stream.inner
+    const AUTH: &[u8] = b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='X'/>";
+    const BIND: &[u8] =
+        b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>";
+
+    async fn write_flushed(stream: &mut CsiStream<Vec<u8>>, bytes: &[u8]) {
+        stream.write_all(bytes).await.unwrap();
+        stream.flush().await.unwrap();
+    }
+
+    fn text(stream: &CsiStream<Vec<u8>>) -> String {
+        String::from_utf8(stream.inner.clone()).unwrap()
     }
 
     #[tokio::test]
-    async fn a_change_goes_out_at_the_next_flush_of_the_armed_connection_only() {
+    async fn the_state_goes_out_once_bound_then_only_its_changes() {
         let indicator = ClientIndicator::new();
         assert!(indicator.set_active(false));
         assert!(!indicator.set_active(false), "no change");
-        // Not armed (not bound yet): nothing but what the stream writes.
-        let out = written(&indicator, &[(b"<iq/>", true)]).await;
-        assert_eq!(out, b"<iq/>");
-        // Armed: after the flushed element, once.
         let mut stream = CsiStream::new(Vec::new(), &indicator);
-        indicator.arm_latest();
-        stream.write_all(b"<iq>").await.unwrap();
-        stream.write_all(b"</iq>").await.unwrap();
+        stream.set_offered(true);
+        // Authentication: nothing of ours.
+        write_flushed(&mut stream, AUTH).await;
+        assert_eq!(text(&stream), String::from_utf8_lossy(AUTH));
+        // The binding request, split over two writes: the state follows it.
+        stream.write_all(&BIND[..40]).await.unwrap();
+        stream.write_all(&BIND[40..]).await.unwrap();
         stream.flush().await.unwrap();
-        stream.write_all(b"<r/>").await.unwrap();
-        stream.flush().await.unwrap();
+        write_flushed(&mut stream, b"<r/>").await;
         indicator.set_active(true);
-        stream.write_all(b"<a/>").await.unwrap();
-        stream.flush().await.unwrap();
-        assert_eq!(
-            String::from_utf8(stream.inner).unwrap(),
-            "<iq></iq><inactive xmlns='urn:xmpp:csi:0'/><r/><a/><active xmlns='urn:xmpp:csi:0'/>"
+        write_flushed(&mut stream, b"<a/>").await;
+        write_flushed(&mut stream, b"<iq/>").await;
+        let expected = format!(
+            "{}{}<inactive xmlns='urn:xmpp:csi:0'/><r/><a/><active xmlns='urn:xmpp:csi:0'/><iq/>",
+            String::from_utf8_lossy(AUTH),
+            String::from_utf8_lossy(BIND)
         );
+        assert_eq!(text(&stream), expected);
     }
 
     #[tokio::test]
-    async fn an_older_connection_and_a_disarmed_one_say_nothing() {
-        let indicator = ClientIndicator::new();
-        let mut old = CsiStream::new(Vec::new(), &indicator);
-        let _new = CsiStream::new(Vec::<u8>::new(), &indicator);
-        indicator.arm_latest();
-        indicator.set_active(false);
-        old.write_all(b"<iq/>").await.unwrap();
-        old.flush().await.unwrap();
-        assert_eq!(old.inner, b"<iq/>");
-        indicator.disarm();
-        assert!(!indicator.armed());
-    }
-
-    #[tokio::test]
-    async fn nothing_follows_the_stream_footer() {
+    async fn a_resumed_stream_says_the_state_even_when_active() {
+        // The server may still think the client inactive from before the cut.
         let indicator = ClientIndicator::new();
         let mut stream = CsiStream::new(Vec::new(), &indicator);
-        indicator.arm_latest();
+        stream.set_offered(true);
+        write_flushed(
+            &mut stream,
+            b"<resume xmlns='urn:xmpp:sm:3' h='3' previd='x'/>",
+        )
+        .await;
+        assert!(text(&stream).ends_with("<active xmlns='urn:xmpp:csi:0'/>"));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_did_not_offer_csi_and_a_closed_stream_hear_nothing() {
+        let indicator = ClientIndicator::new();
         indicator.set_active(false);
+        let mut plain = CsiStream::new(Vec::new(), &indicator);
+        write_flushed(&mut plain, BIND).await;
+        assert_eq!(plain.inner, BIND);
         // The footer split over two writes, as a partial write would leave it.
-        stream
-            .write_all(b"<presence type='unavailable'/></stream:")
+        let mut closing = CsiStream::new(Vec::new(), &indicator);
+        closing.set_offered(true);
+        closing
+            .write_all(b"<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:")
             .await
             .unwrap();
-        stream.write_all(b"stream>").await.unwrap();
-        stream.flush().await.unwrap();
-        assert_eq!(
-            stream.inner,
-            b"<presence type='unavailable'/></stream:stream>".to_vec()
+        closing.write_all(b"stream>").await.unwrap();
+        closing.flush().await.unwrap();
+        assert!(
+            text(&closing).ends_with("</stream:stream>"),
+            "{}",
+            text(&closing)
         );
-    }
-
-    #[test]
-    fn the_default_handle_indicates_nothing() {
+        // The default handle indicates nothing.
         let none = ClientIndicator::default();
         assert!(!none.set_active(false));
-        assert!(none.active());
-        none.arm_latest();
-        assert!(!none.armed());
+        let mut silent = CsiStream::new(Vec::new(), &none);
+        silent.set_offered(true);
+        write_flushed(&mut silent, BIND).await;
+        assert_eq!(silent.inner, BIND);
+    }
+
+    /// Accepts at most 5 bytes per write, and every other call is not ready.
+    struct Trickle {
+        written: Vec<u8>,
+        stall: bool,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.stall = !self.stall;
+            if self.stall {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let n = buf.len().min(5);
+            self.written.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
     }
 
     #[tokio::test]
-    async fn a_partial_write_finishes_the_nonza_before_anything_else() {
-        /// Accepts at most 5 bytes per write.
-        struct Trickle(Vec<u8>);
-        impl AsyncWrite for Trickle {
-            fn poll_write(
-                mut self: Pin<&mut Self>,
-                _: &mut Context<'_>,
-                buf: &[u8],
-            ) -> Poll<io::Result<usize>> {
-                let n = buf.len().min(5);
-                self.0.extend_from_slice(&buf[..n]);
-                Poll::Ready(Ok(n))
-            }
-            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Poll::Ready(Ok(()))
-            }
-            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Poll::Ready(Ok(()))
-            }
-        }
+    async fn a_nonza_held_up_by_the_socket_is_finished_before_anything_else() {
         let indicator = ClientIndicator::new();
-        let mut stream = CsiStream::new(Trickle(Vec::new()), &indicator);
-        indicator.arm_latest();
         indicator.set_active(false);
-        stream.write_all(b"<message/>").await.unwrap();
+        let trickle = Trickle {
+            written: Vec::new(),
+            stall: false,
+        };
+        let mut stream = CsiStream::new(trickle, &indicator);
+        stream.set_offered(true);
+        stream.write_all(BIND).await.unwrap();
         stream.flush().await.unwrap();
         stream.write_all(b"<iq/>").await.unwrap();
         assert_eq!(
-            String::from_utf8(stream.inner.0).unwrap(),
-            "<message/><inactive xmlns='urn:xmpp:csi:0'/><iq/>"
+            String::from_utf8(stream.inner.written).unwrap(),
+            format!(
+                "{}<inactive xmlns='urn:xmpp:csi:0'/><iq/>",
+                String::from_utf8_lossy(BIND)
+            )
         );
     }
 }

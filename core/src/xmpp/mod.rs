@@ -6,5 +6,6 @@ pub mod discovery;
 pub mod extdisco;
 pub mod sasl;
 pub mod session;
+mod stanzas;
 pub mod trust;
 pub use xmpp_parsers::jid::BareJid;

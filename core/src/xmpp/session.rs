@@ -1,15 +1,15 @@
-//! The XMPP session task: keeps one login alive (reconnecting with back-off), answers the
-//! protocol housekeeping itself (roster pushes, pings, unknown IQs) and turns stanzas into
-//! [`XmppInput`]s for the engine, and the engine's [`Outgoing`] into stanzas.
+//! The XMPP session task: keeps one login alive (reconnecting with back-off), hands the
+//! engine [`XmppInput`]s and sends its [`Outgoing`] (both translated in `stanzas.rs`), asks
+//! for STUN/TURN services again before their credentials expire, and tells the server the
+//! client's state (`csi.rs`).
 
 use super::connect::{login, tls_config, LoginFailure, XmppAccount};
-use super::csi::{ClientIndicator, NS_CSI};
+use super::csi::ClientIndicator;
 use super::extdisco;
+use super::stanzas::{ask_for_services, handle_stanza, ping_server, to_stanza, Requests};
 use crate::links::servers::IceServers;
-use crate::social::payload::{
-    parse_signal, DeviceInfo, DeviceWire, PayloadError, SignedSignal, NS_DEVICE, NS_LINK,
-};
-use crate::social::state::{Outgoing, PresenceKind, RosterItem, Subscription};
+use crate::social::payload::{PayloadError, SignedSignal};
+use crate::social::state::{Outgoing, PresenceKind, RosterItem};
 use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,13 +17,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_xmpp::stanzastream::{Connection, Event, StanzaStream, StreamEvent};
 use tokio_xmpp::xmlstream::Timeouts;
-use xmpp_parsers::iq::Iq;
-use xmpp_parsers::jid::{BareJid, FullJid, Jid};
-use xmpp_parsers::minidom::Element;
+use xmpp_parsers::jid::{FullJid, Jid};
 use xmpp_parsers::presence::{self, Presence};
-use xmpp_parsers::roster::{self, Roster};
-use xmpp_parsers::stanza::Stanza;
-use xmpp_parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
 /// First and longest wait between login attempts. The cap bounds how long a device stays
 /// offline after its server comes back (at most this, plus the login) while keeping an
@@ -314,14 +309,11 @@ async fn run(
     let mut requests = Requests::default();
     // The STUN/TURN servers the XMPP server offered (XEP-0215) and when to renew them.
     let mut offers = Offers::default();
-    // The server understands client state indication (seen at the last fresh bind).
-    let mut csi_offered = false;
     loop {
         tokio::select! {
             // Outgoing first: at shutdown, the close signals queued last must still go out.
             biased;
             () = stop.stopped() => {
-                indicator.disarm();
                 while let Ok(out) = outgoing.try_recv() {
                     let stanza = to_stanza(out, &mut requests.roster);
                     let _token = stream.send(Box::new(stanza)).await;
@@ -330,7 +322,6 @@ async fn run(
             }
             () = reconnect.notified() => {
                 tracing::debug!("XMPP reconnecting after a network change");
-                indicator.disarm();
                 if online.take().is_some() {
                     let _ = inputs.send(XmppInput::State(XmppState::Connecting)).await;
                 }
@@ -353,8 +344,9 @@ async fn run(
                 }
             }
             () = activity.notified() => {
-                if let (Some(own), true) = (&online, indicator.armed()) {
-                    // The nonza goes out when the stream next flushes: make it flush.
+                if let Some(own) = &online {
+                    // The connection tells the server at its next flush: make one. (Offline,
+                    // the next connection tells it once bound.)
                     ping_server(&stream, own).await;
                 }
             }
@@ -366,14 +358,12 @@ async fn run(
             event = stream.next() => {
                 let Some(event) = event else { break };
                 match event {
-                    Event::Stream(StreamEvent::Reset { bound_jid, features }) => {
+                    Event::Stream(StreamEvent::Reset { bound_jid, .. }) => {
                         let Ok(full) = bound_jid.try_into_full() else { continue };
                         tracing::info!("XMPP session online");
                         lock(&pacing).online(std::time::Instant::now());
                         online = Some(full.clone());
                         bound = Some(full.clone());
-                        csi_offered = features.others.iter().any(|f| f.is("csi", NS_CSI));
-                        indicate_state(&stream, &full, &indicator, csi_offered).await;
                         ask_for_services(&stream, &full, &mut requests).await;
                         let state = XmppState::Online { jid: full, resumed: false };
                         let _ = inputs.send(XmppInput::State(state)).await;
@@ -383,9 +373,6 @@ async fn run(
                             tracing::info!("XMPP session resumed");
                             lock(&pacing).online(std::time::Instant::now());
                             online = Some(full.clone());
-                            // Servers differ on whether the state survives resumption:
-                            // say it again.
-                            indicate_state(&stream, &full, &indicator, csi_offered).await;
                             if offers.due {
                                 ask_for_services(&stream, &full, &mut requests).await;
                             }
@@ -394,7 +381,6 @@ async fn run(
                         }
                     }
                     Event::Stream(_) => {
-                        indicator.disarm();
                         if online.take().is_some() {
                             tracing::info!("XMPP session lost; reconnecting");
                             let _ = inputs.send(XmppInput::State(XmppState::Connecting)).await;
@@ -433,33 +419,6 @@ fn lock(pacing: &Mutex<Pacing>) -> std::sync::MutexGuard<'_, Pacing> {
     pacing
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// The stream is bound (fresh or resumed): its connection may carry the client state if the
-/// server understands it, and does at once when the app is in the background.
-async fn indicate_state(
-    stream: &StanzaStream,
-    own: &FullJid,
-    indicator: &ClientIndicator,
-    offered: bool,
-) {
-    if !offered {
-        indicator.disarm();
-        return;
-    }
-    indicator.arm_latest();
-    if !indicator.active() {
-        ping_server(stream, own).await;
-    }
-}
-
-/// A ping to our server (XEP-0199): its answer is ignored; it makes the stream flush.
-async fn ping_server(stream: &StanzaStream, own: &FullJid) {
-    let mut ping = Iq::from_get(new_id("ping"), xmpp_parsers::ping::Ping);
-    if let Iq::Get { ref mut to, .. } = ping {
-        *to = Some(Jid::from(BareJid::from_parts(None, own.domain())));
-    }
-    let _token = stream.send(Box::new(ping.into())).await;
 }
 
 /// What a login needs besides the pacing.
@@ -559,161 +518,6 @@ async fn reconnect_loop(
     std::mem::forget(slot);
 }
 
-async fn handle_stanza(
-    stanza: Stanza,
-    own: Option<&FullJid>,
-    requests: &mut Requests,
-    inputs: &mpsc::Sender<XmppInput>,
-    stream: &StanzaStream,
-) -> Option<extdisco::Offered> {
-    match stanza {
-        Stanza::Presence(p) => {
-            let from = p.from.clone()?;
-            let kind = match p.type_ {
-                presence::Type::None => PresenceKind::Available(device_in(&p.payloads)),
-                presence::Type::Unavailable => PresenceKind::Unavailable,
-                presence::Type::Subscribe => PresenceKind::Subscribe,
-                presence::Type::Subscribed => PresenceKind::Subscribed,
-                presence::Type::Unsubscribe => PresenceKind::Unsubscribe,
-                presence::Type::Unsubscribed => PresenceKind::Unsubscribed,
-                presence::Type::Error | presence::Type::Probe => return None,
-            };
-            let _ = inputs.send(XmppInput::Presence(from, kind)).await;
-        }
-        Stanza::Message(m) => {
-            // Signals as headline messages, as builds before IQ signals sent them. Addressed
-            // to this device only; anything else is not for us.
-            let addressed_to_us = match (&m.to, own) {
-                (Some(to), Some(own)) => to.try_as_full().ok() == Some(own),
-                _ => false,
-            };
-            let Some(Ok(from)) = m.from.clone().map(|f| f.try_into_full()) else {
-                return None;
-            };
-            if !addressed_to_us {
-                return None;
-            }
-            for payload in m.payloads {
-                if let Some(signal) = parse_signal(payload) {
-                    let _ = inputs.send(XmppInput::Signal(from.clone(), signal)).await;
-                }
-            }
-        }
-        Stanza::Iq(iq) => return handle_iq(iq, own, requests, inputs, stream).await,
-    }
-    None
-}
-
-async fn handle_iq(
-    iq: Iq,
-    own: Option<&FullJid>,
-    requests: &mut Requests,
-    inputs: &mpsc::Sender<XmppInput>,
-    stream: &StanzaStream,
-) -> Option<extdisco::Offered> {
-    // RFC 6121 2.1.6: a roster push (and our roster's result) comes from the server on
-    // behalf of our bare JID, or without `from`; another of our own resources, or anyone
-    // else, cannot speak for the roster.
-    let from_own_account = |from: &Option<Jid>| match (from, own) {
-        (None, _) => true,
-        (Some(f), Some(own)) => f.try_as_full().is_err() && f.to_bare() == own.to_bare(),
-        _ => false,
-    };
-    match iq {
-        Iq::Result {
-            from, id, payload, ..
-        } if requests.roster.as_deref() == Some(id.as_str()) => {
-            if !from_own_account(&from) {
-                // Only our server answers for our roster.
-                return None;
-            }
-            requests.roster = None;
-            let items = payload
-                .and_then(|p| Roster::try_from(p).ok())
-                .map(|r| r.items.into_iter().map(roster_item).collect())
-                .unwrap_or_default();
-            let _ = inputs.send(XmppInput::Roster(items)).await;
-        }
-        Iq::Set {
-            from, id, payload, ..
-        } if payload.is("query", xmpp_parsers::ns::ROSTER) => {
-            if !from_own_account(&from) {
-                // RFC 6121: pushes from anyone else are ignored (and refused).
-                reply_error(stream, from, id).await;
-                return None;
-            }
-            if let Ok(push) = Roster::try_from(payload) {
-                for item in push.items {
-                    let _ = inputs.send(XmppInput::RosterPush(roster_item(item))).await;
-                }
-            }
-            reply_result(stream, from, id).await;
-        }
-        Iq::Get {
-            from, id, payload, ..
-        } if payload.is("ping", xmpp_parsers::ns::PING) => reply_result(stream, from, id).await,
-        Iq::Set {
-            from,
-            to,
-            id,
-            payload,
-        } if payload.is("link", NS_LINK) => {
-            // Signals are addressed to this device only, from another device.
-            let addressed_to_us = match (&to, own) {
-                (Some(to), Some(own)) => to.try_as_full().ok() == Some(own),
-                _ => false,
-            };
-            let sender = from.clone().map(Jid::try_into_full);
-            let (true, Some(Ok(sender))) = (addressed_to_us, sender) else {
-                reply_error(stream, from, id).await;
-                return None;
-            };
-            if let Some(signal) = parse_signal(payload) {
-                let _ = inputs.send(XmppInput::Signal(sender, signal)).await;
-            }
-            reply_result(stream, from, id).await;
-        }
-        Iq::Result {
-            from, id, payload, ..
-        } if requests.services.as_deref() == Some(id.as_str()) => {
-            // Only our server, to which the query went, answers it.
-            let from_server = match (&from, own) {
-                (None, _) => true,
-                (Some(f), Some(own)) => f.as_str() == own.domain().as_str(),
-                _ => false,
-            };
-            if from_server {
-                requests.services = None;
-                return payload
-                    .as_ref()
-                    .map(extdisco::parse)?
-                    .map_err(|e| tracing::debug!(error = %e, "unusable external services answer"))
-                    .ok();
-            }
-        }
-        Iq::Get { from, id, .. } | Iq::Set { from, id, .. } => reply_error(stream, from, id).await,
-        // An error answer to the services query: the server offers none (most servers).
-        Iq::Result { .. } | Iq::Error { .. } => {}
-    }
-    None
-}
-
-/// Our IQ requests in flight, by id (random, so nobody else can answer them).
-#[derive(Default)]
-struct Requests {
-    roster: Option<String>,
-    /// The external services query (XEP-0215).
-    services: Option<String>,
-}
-
-/// Asks the server for STUN/TURN services (XEP-0215).
-async fn ask_for_services(stream: &StanzaStream, own: &FullJid, requests: &mut Requests) {
-    let id = new_id("services");
-    requests.services = Some(id.clone());
-    let query = extdisco::query(id, &own.to_bare());
-    let _token = stream.send(Box::new(query.into())).await;
-}
-
 /// The STUN/TURN servers the XMPP server offered (XEP-0215) and when to ask again.
 #[derive(Default)]
 struct Offers {
@@ -744,111 +548,6 @@ impl Offers {
         self.refresh_at = extdisco::refresh_in(offered.expires, std::time::SystemTime::now())
             .map(|wait| tokio::time::Instant::now() + wait);
         let _ = inputs.send(XmppInput::ExternalServices(servers)).await;
-    }
-}
-
-/// An empty IQ result: the acknowledgement of a roster push or a ping.
-async fn reply_result(stream: &StanzaStream, to: Option<Jid>, id: String) {
-    let result = Iq::Result {
-        from: None,
-        to,
-        id,
-        payload: None,
-    };
-    let _token = stream.send(Box::new(result.into())).await;
-}
-
-async fn reply_error(stream: &StanzaStream, to: Option<Jid>, id: String) {
-    let error = StanzaError::new(
-        ErrorType::Cancel,
-        DefinedCondition::ServiceUnavailable,
-        "en",
-        "",
-    );
-    let mut iq = Iq::from_error(id, error);
-    if let Iq::Error { to: ref mut t, .. } = iq {
-        *t = to;
-    }
-    let _token = stream.send(Box::new(iq.into())).await;
-}
-
-fn device_in(payloads: &[Element]) -> Option<DeviceInfo> {
-    payloads
-        .iter()
-        .filter(|p| p.is("device", NS_DEVICE))
-        .find_map(|p| DeviceWire::try_from(p.clone()).ok())
-        .and_then(|wire| DeviceInfo::from_wire(&wire).ok())
-}
-
-fn roster_item(item: roster::Item) -> RosterItem {
-    let (subscription, removed) = match item.subscription {
-        roster::Subscription::None => (Subscription::None, false),
-        roster::Subscription::To => (Subscription::To, false),
-        roster::Subscription::From => (Subscription::From, false),
-        roster::Subscription::Both => (Subscription::Both, false),
-        roster::Subscription::Remove => (Subscription::None, true),
-    };
-    RosterItem {
-        jid: item.jid,
-        name: item.name,
-        subscription,
-        pending_out: item.ask == roster::Ask::Subscribe,
-        removed,
-    }
-}
-
-/// A random IQ id: unguessable, so nobody else can answer our requests.
-fn new_id(kind: &str) -> String {
-    format!("svpn-{kind}-{:016x}", rand::random::<u64>())
-}
-
-fn to_stanza(out: Outgoing, roster_request: &mut Option<String>) -> Stanza {
-    match out {
-        Outgoing::Announce(device) => Presence::available().with_payload(device.to_wire()).into(),
-        Outgoing::RosterGet => {
-            let id = new_id("roster");
-            *roster_request = Some(id.clone());
-            let query = Roster {
-                ver: None,
-                items: vec![],
-            };
-            Iq::from_get(id, query).into()
-        }
-        Outgoing::Subscribe(jid) => Presence::subscribe().with_to(jid).into(),
-        Outgoing::Subscribed(jid) => Presence::subscribed().with_to(jid).into(),
-        Outgoing::Unsubscribed(jid) => Presence::new(presence::Type::Unsubscribed)
-            .with_to(jid)
-            .into(),
-        Outgoing::RosterRemove(jid) => {
-            let item = roster::Item {
-                jid,
-                name: None,
-                subscription: roster::Subscription::Remove,
-                ask: roster::Ask::None,
-                groups: vec![],
-                approved: None,
-            };
-            Iq::from_set(
-                new_id("roster-set"),
-                Roster {
-                    ver: None,
-                    items: vec![item],
-                },
-            )
-            .into()
-        }
-        Outgoing::Signal { to, signal } => {
-            // An IQ to the device's full JID: never stored offline nor redirected to another
-            // resource (RFC 6121), and delivered at once by servers holding presence for an
-            // inactive client (XEP-0352), which a headline message is not.
-            Iq::Set {
-                from: None,
-                to: Some(Jid::from(to)),
-                id: new_id("link"),
-                payload: signal.to_wire().into(),
-            }
-            .into()
-        }
     }
 }
 

@@ -331,7 +331,7 @@ impl Server {
                 }
                 self.push(now, &contact, &bare);
             }
-            Outgoing::Signal { to, signal } => {
+            Outgoing::Signal { to, signal, .. } => {
                 if let Some(s) = self.sessions.get(&to) {
                     let n = s.node;
                     self.deliver(now, n, XmppInput::Signal(from.clone(), Ok(signal)));

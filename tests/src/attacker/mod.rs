@@ -510,7 +510,7 @@ async fn send_all(stream: &StanzaStream, stanzas: Vec<Stanza>) -> usize {
     sent
 }
 
-/// Keeps what arrives and answers the IQs a server expects answered.
+/// A link signal as SocialVPN sends it: an IQ set to the device's full JID.
 fn signal_iq(to: &FullJid, wire: SignalWire) -> Iq {
     Iq::Set {
         from: None,
@@ -520,7 +520,8 @@ fn signal_iq(to: &FullJid, wire: SignalWire) -> Iq {
     }
 }
 
-/// Keeps a signal addressed to us (the oldest go when the inbox is full).
+/// Keeps a signal that reached this session (the server delivers to us only what is
+/// addressed to us or our bare JID); the oldest go when the inbox is full.
 fn keep_signal(inbox: &Mutex<Inbox>, from: FullJid, payload: Element) {
     if !payload.is("link", NS_LINK) {
         return;
@@ -534,6 +535,7 @@ fn keep_signal(inbox: &Mutex<Inbox>, from: FullJid, payload: Element) {
     }
 }
 
+/// Keeps what arrives and answers the IQs a server expects answered.
 async fn handle(stream: &StanzaStream, stanza: Stanza, inbox: &Mutex<Inbox>) {
     match stanza {
         Stanza::Message(message) => {
