@@ -275,3 +275,55 @@ fn srv_targets_serving_another_domain_are_passed_over() {
     ]);
     assert_eq!(offline_because(&w), LoginFailure::NotThisDomain);
 }
+
+/// Credentials from the XMPP server that last 40 s (prosody's `turn_external_ttl`): each
+/// device asks for new ones half-way, before they expire, allocates a new relay with them and
+/// moves the relayed link onto it, which then carries traffic.
+#[test]
+fn short_lived_turn_credentials_are_renewed_before_they_expire() {
+    const LIFETIME: u64 = 40;
+    let mut w = SocialWorld::with_short_lived_turn_credentials("sdr", LIFETIME as u32);
+    let records = w.srv_records();
+    w.serve_dns(&records);
+    w.register_all(&[("alice", "pw-alice"), ("bob", "pw-bob")]);
+    let mut alice = bare_node(&w, "alice", "alice");
+    let mut bob = bare_node(&w, "bob", "bob");
+    let logged_in = std::time::Instant::now();
+    let first_relay = relay_candidate(&mut alice).expect("a relay");
+    befriend(&mut alice, "alice@svpn.test", &mut bob, "bob@svpn.test");
+    let link = wait_linked(&mut alice, &bob.uid, Duration::from_secs(30)).expect("a link");
+    assert_eq!(link["relayed"], true, "{link}");
+    let bob_at_alice = address_of(&mut alice, &bob.uid).unwrap();
+
+    // Renewed half-way (20 s); the link moves to the new relay within a few seconds. Looked
+    // at before the next renewal (40 s).
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(logged_in.elapsed()));
+    let log = std::fs::read_to_string(w.offered_turn_log_path().unwrap()).unwrap_or_default();
+    // coturn names the user (`<expiry>` for prosody's credentials) of every allocation, after
+    // the seconds since it started.
+    let allocations: Vec<(u64, u64)> = log
+        .lines()
+        .filter(|l| l.contains("ALLOCATE processed, success"))
+        .filter_map(|l| {
+            let at = l.split(':').next()?.trim().parse().ok()?;
+            let user = l.split("user <").nth(1)?.split('>').next()?.parse().ok()?;
+            Some((at, user))
+        })
+        .collect();
+    let (first_at, first_user) = *allocations.first().unwrap_or_else(|| panic!("{log}"));
+    let renewed = allocations
+        .iter()
+        .filter(|(at, user)| *user > first_user + 5 && *at < first_at + LIFETIME)
+        .count();
+    assert!(
+        renewed >= 2,
+        "both devices allocate with new credentials before the first expire: \
+         {allocations:?}\n{log}"
+    );
+    let relay = relay_candidate(&mut alice).expect("a relay");
+    assert_ne!(relay, first_relay, "alice still uses the first allocation");
+    assert!(
+        ping(w.host("alice"), &bob_at_alice),
+        "no traffic through the new relay"
+    );
+}

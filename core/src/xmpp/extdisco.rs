@@ -25,8 +25,9 @@ const DEFAULT_PORT: u16 = 3478;
 /// Ask again this long before the credentials expire at the latest…
 const REFRESH_MARGIN: Duration = Duration::from_secs(600);
 /// …but never sooner than this after an answer (a server handing out credentials that
-/// expire at once must not make us ask in a loop).
-const MIN_REFRESH: Duration = Duration::from_secs(60);
+/// expire at once must not make us ask in a loop), which still renews credentials that last
+/// half a minute before they expire.
+const MIN_REFRESH: Duration = Duration::from_secs(10);
 /// Longest a host name or credential may be; anything longer is garbage.
 const MAX_FIELD: usize = 512;
 
@@ -272,7 +273,10 @@ mod tests {
         // Short lifetimes: half-way.
         let short = Duration::from_secs(900);
         assert_eq!(refresh_in(Some(now + short), now), Some(short / 2));
-        // Expired or about to: not sooner than a minute.
+        // Half a minute: renewed after 15 s, before they expire.
+        let brief = Duration::from_secs(30);
+        assert_eq!(refresh_in(Some(now + brief), now), Some(brief / 2));
+        // Expired or about to: not sooner than 10 s.
         assert_eq!(refresh_in(Some(now), now), Some(MIN_REFRESH));
         assert_eq!(refresh_in(Some(now - day), now), Some(MIN_REFRESH));
         assert_eq!(refresh_in(None, now), None);
