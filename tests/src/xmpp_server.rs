@@ -237,7 +237,10 @@ impl XmppServer {
                 loop {
                     let out = self.ejabberdctl(inet, &["register", user, &self.domain, password]);
                     let text = String::from_utf8_lossy(&out.stdout);
-                    let early = text.contains("no_exists") || text.contains("not running");
+                    // (`ets_cache:get_counter` failing: its caches are not up yet.)
+                    let early = text.contains("no_exists")
+                        || text.contains("not running")
+                        || text.contains("ets_cache");
                     if out.status.success() || !early || std::time::Instant::now() > deadline {
                         break out;
                     }

@@ -82,6 +82,21 @@ impl Cut<'_> {
     }
 }
 
+impl<'a> Cut<'a> {
+    /// Cuts `host`'s connection and waits until its node noticed (its socket is gone) and
+    /// tries to log in again — in vain while the network is away.
+    fn noticed(host: &'a Namespace, node: &mut DpNode, kind: XmppServerKind) -> Cut<'a> {
+        let cut = Cut::start(host);
+        assert!(
+            node.wait_until(Request::Status, Duration::from_secs(10), |s| s["xmpp"]
+                ["state"]
+                != "online"),
+            "{kind}: the node did not notice its connection was gone"
+        );
+        cut
+    }
+}
+
 impl Drop for Cut<'_> {
     fn drop(&mut self) {
         for rule in cut_rules() {
@@ -107,13 +122,7 @@ fn a_silently_cut_stream_resumes_without_missing_a_roster_push(kind: XmppServerK
 
     // 1. The connection dies silently; the node notices (its socket is gone) and tries to
     //    log in again, in vain while the network is away.
-    let cut = Cut::start(w.host("alice"));
-    assert!(
-        alice.wait_until(Request::Status, Duration::from_secs(10), |s| s["xmpp"]
-            ["state"]
-            != "online"),
-        "{kind}: the node did not notice its connection was gone"
-    );
+    let cut = Cut::noticed(w.host("alice"), &mut alice, kind);
 
     // 2. Meanwhile alice's other device adds dave: the server pushes the roster change to
     //    every session of hers, the cut one included (unacknowledged, kept for resumption).
@@ -175,13 +184,7 @@ fn an_app_back_in_the_foreground_while_offline_is_active_once_resumed(kind: Xmpp
     alice.ask(Request::Background);
     std::thread::sleep(Duration::from_secs(1));
 
-    let cut = Cut::start(w.host("alice"));
-    assert!(
-        alice.wait_until(Request::Status, Duration::from_secs(10), |s| s["xmpp"]
-            ["state"]
-            != "online"),
-        "{kind}: the node did not notice its connection was gone"
-    );
+    let cut = Cut::noticed(w.host("alice"), &mut alice, kind);
     alice.ask(Request::Foreground);
     std::thread::sleep(Duration::from_secs(2));
     drop(cut);
