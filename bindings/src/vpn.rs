@@ -199,7 +199,9 @@ impl SocialVpn {
     }
 
     /// The app's screens are shown (`true`) or hidden: while hidden, events only a screen
-    /// needs are held and summed up when it is shown again (friend requests still come).
+    /// needs are held and summed up when it is shown again (friend requests still come), and
+    /// the XMPP server is told (XEP-0352), so it may hold friends' presence updates while
+    /// nobody looks; links still come up (their signals are delivered at once).
     pub fn set_foreground(&self, foreground: bool) -> Result<(), VpnError> {
         self.done(if foreground {
             Request::Foreground

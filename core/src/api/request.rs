@@ -31,7 +31,8 @@ pub enum Request {
     Foreground,
     /// No screen shows the engine's state (the app went to the background): events only a
     /// screen needs (XMPP state, roster, links) are held and summed up at `Foreground`;
-    /// friend requests still arrive (a notification may show them) → `Response::Done`.
+    /// friend requests still arrive (a notification may show them); the XMPP server is told
+    /// the client is inactive (XEP-0352) → `Response::Done`.
     Background,
     /// How much the library logs from now on (the front end's logger).
     SetLogLevel { level: LogLevel },
