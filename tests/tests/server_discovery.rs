@@ -327,3 +327,27 @@ fn short_lived_turn_credentials_are_renewed_before_they_expire() {
         "no traffic through the new relay"
     );
 }
+
+/// A configured TURN server that does not answer: the one the XMPP server offers stands in,
+/// so the device still has a relay.
+#[test]
+fn the_offered_turn_server_stands_in_for_a_dead_configured_one() {
+    let mut w = SocialWorld::with_offered_turn("sds", XmppServerKind::Prosody);
+    let records = w.srv_records();
+    w.serve_dns(&records);
+    w.register("carol", "pw-carol");
+    let dead = serde_json::json!({
+        "server": null,
+        "dns_servers": [w.dns_addr().to_string()],
+        // Nothing listens on this port.
+        "turn": format!("{}:3499", OFFERED_TURN_ADDR.ip()),
+    });
+    let mut carol = online_node(&w, Path::new(BIN), "carol", "carol", dead);
+    let relay = relay_candidate(&mut carol).expect("a relay from the offered server");
+    let port: u16 = relay
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    assert!((49300..=49399).contains(&port), "{relay}");
+}

@@ -57,6 +57,9 @@ pub struct Gatherer {
     servers: IceServers,
     /// The servers the user configured; they take precedence over offered ones.
     configured: IceServers,
+    /// What the XMPP server offered last (XEP-0215): fills in what is not configured, and
+    /// stands in for a configured TURN server that refuses or does not answer.
+    offered: IceServers,
     client: Option<Client>,
     candidates: LocalCandidates,
     started: Instant,
@@ -101,6 +104,7 @@ impl Gatherer {
     pub fn start(now: Instant, servers: IceServers, host: Vec<SocketAddr>) -> Gatherer {
         let mut g = Gatherer {
             configured: servers.clone(),
+            offered: IceServers::default(),
             servers,
             client: None,
             candidates: LocalCandidates {
@@ -187,13 +191,19 @@ impl Gatherer {
         if let Some(client) = self.client.as_mut() {
             let _ = client.close();
         }
-        let servers = self.servers.clone();
         let configured = std::mem::take(&mut self.configured);
+        let offered = std::mem::take(&mut self.offered);
+        // A new network: the configured servers get their chance again.
+        let servers = IceServers {
+            stun: configured.stun.or(offered.stun),
+            turn: configured.turn.clone().or(offered.turn.clone()),
+        };
         let reallocations = self.reallocations;
         let (refused, renewals) = (self.permits.refused, self.permits.renewals);
         let had_relay = self.candidates.relay.is_some();
         *self = Gatherer::start(now, servers, host);
         self.configured = configured;
+        self.offered = offered;
         self.reallocations = reallocations;
         self.permits.refused = refused;
         self.permits.renewals = renewals;
@@ -204,10 +214,16 @@ impl Gatherer {
     /// configured none. New TURN credentials (sent before the old ones expire) or a new server
     /// mean a new allocation: the old one is released, and links through it find new paths.
     pub fn use_offered(&mut self, now: Instant, offered: IceServers) {
+        let fell_back = self.configured.turn.is_some() && self.servers.turn != self.configured.turn;
         let servers = IceServers {
             stun: self.configured.stun.or(offered.stun),
-            turn: self.configured.turn.clone().or(offered.turn),
+            turn: match fell_back {
+                // Standing in for the configured server: the offered one, renewed.
+                true => offered.turn.clone().or(self.configured.turn.clone()),
+                false => self.configured.turn.clone().or(offered.turn.clone()),
+            },
         };
+        self.offered = offered;
         if servers == self.servers {
             return;
         }
@@ -244,6 +260,22 @@ impl Gatherer {
         tracing::info!("TURN allocation lost; allocating again");
         self.reallocations += 1;
         self.allocate_afresh(now);
+    }
+
+    /// The configured TURN server refused or did not answer: the one the XMPP server offers
+    /// stands in (until the next network change or the next offer), if there is one. True if
+    /// it does.
+    fn fall_back_to_offered(&mut self, now: Instant) -> bool {
+        let standing_in = self.servers.turn != self.configured.turn;
+        let Some(offered) = self.offered.turn.clone() else {
+            return false;
+        };
+        if standing_in || self.servers.turn.as_ref() == Some(&offered) {
+            return false;
+        }
+        self.servers.turn = Some(offered);
+        self.allocate_afresh(now);
+        true
     }
 
     /// Releases the allocation and asks for a new one, with a new TURN client (see
@@ -391,6 +423,9 @@ impl Gatherer {
         };
         // Peers reaching the relay from a new port of a permitted IP (asked for below).
         let mut new_ports = Vec::new();
+        // The configured TURN server refused and the offered one can stand in (below, once
+        // this client is no longer borrowed).
+        let mut refused = false;
         while let Some(event) = client.poll_event() {
             match event {
                 TurnEvent::BindingResponse(_, addr) => {
@@ -416,6 +451,15 @@ impl Gatherer {
                     self.allocate_retry = None;
                 }
                 TurnEvent::AllocateError(_, e) => {
+                    let can_stand_in = self.offered.turn.is_some()
+                        && self.servers.turn == self.configured.turn
+                        && self.servers.turn != self.offered.turn;
+                    if can_stand_in {
+                        tracing::warn!(error = %e, "the configured TURN server refused an allocation; using the one the XMPP server offers");
+                        self.allocation_pending = false;
+                        refused = true;
+                        continue;
+                    }
                     let wait = self.allocate_retry.map_or(ALLOCATE_RETRY_FIRST, |(_, w)| w);
                     tracing::warn!(
                         error = %e,
@@ -449,6 +493,9 @@ impl Gatherer {
         }
         for (peer, owner) in new_ports {
             self.permit(now, peer, &owner);
+        }
+        if refused {
+            self.fall_back_to_offered(now);
         }
     }
 
@@ -557,7 +604,10 @@ impl Gatherer {
                 tracing::debug!("STUN/TURN servers did not answer in time; going without");
             }
             self.binding_pending = false;
-            self.allocation_pending = false;
+            let unanswered = std::mem::take(&mut self.allocation_pending);
+            if unanswered && self.fall_back_to_offered(now) {
+                tracing::warn!("the configured TURN server did not answer; using the one the XMPP server offers");
+            }
         }
         if let Some(client) = self.client.as_mut() {
             if let Err(e) = client.handle_timeout(now) {
@@ -760,6 +810,47 @@ mod tests {
         assert!(
             g.poll_transmit().is_none(),
             "configured TURN credentials replaced"
+        );
+    }
+
+    #[test]
+    fn the_offered_turn_server_stands_in_for_a_configured_one_that_does_not_answer() {
+        let t0 = Instant::now();
+        let offered_addr = SocketAddr::from(([198, 18, 10, 2], 3479));
+        let offered = |user: &str| IceServers {
+            stun: None,
+            turn: Some(TurnServer {
+                addr: offered_addr,
+                username: user.into(),
+                password: "temporary".into(),
+            }),
+        };
+        let mut g = gatherer(t0);
+        while g.poll_transmit().is_some() {}
+        g.use_offered(t0, offered("1700000000"));
+        assert!(
+            g.poll_transmit().is_none(),
+            "the configured server is tried first"
+        );
+        // It never answers: once gathering gives up on it, the offered one is asked.
+        g.handle_timeout(t0 + GATHER_TIMEOUT);
+        let sent: Vec<SocketAddr> = std::iter::from_fn(|| g.poll_transmit().map(|t| t.0)).collect();
+        assert!(sent.contains(&offered_addr), "{sent:?}");
+        // Standing in, its renewed credentials are taken (the configured server is not
+        // asked again until the next network change).
+        while g.poll_transmit().is_some() {}
+        g.use_offered(t0 + GATHER_TIMEOUT, offered("1700086400"));
+        assert_eq!(
+            g.servers.turn.as_ref().map(|t| t.username.as_str()),
+            Some("1700086400")
+        );
+        // Without an offer, nothing stands in.
+        let mut alone = gatherer(t0);
+        while alone.poll_transmit().is_some() {}
+        alone.handle_timeout(t0 + GATHER_TIMEOUT);
+        assert_eq!(
+            alone.servers.turn.as_ref().map(|t| t.addr),
+            Some(turn_addr())
         );
     }
 }
