@@ -25,7 +25,7 @@ use crate::netns::{require_root, Namespace};
 use crate::turn_server::{Coturn, CoturnAuth};
 use crate::two_hosts::StateDir;
 use crate::world_files::{check, mkdir, write};
-use crate::world_net::{bridge_port, nat_router, Node};
+use crate::world_net::{bridge_port, c2s_attempts, count_c2s_attempts, nat_router, Node};
 use crate::xmpp_server::{Extras, Federation, OfferedTurn, TokenLookup, XmppServer, S2S_PORT};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -92,10 +92,6 @@ const BLACKHOLE_GW: &str = "198.18.255.2";
 const BLACKHOLE_MAC: &str = "02:53:56:50:4e:01";
 /// The host-side interface of every host.
 pub const HOST_IF: &str = "eth0";
-
-/// The iptables chain in the internet namespace that counts connection attempts (TCP SYNs)
-/// to the XMPP port, one rule per source address.
-const C2S_COUNTER: &str = "SVPN_C2S";
 
 static WORLDS: AtomicU32 = AtomicU32::new(0);
 
@@ -248,7 +244,11 @@ impl SocialWorld {
             "permanent",
         ]);
         i.ip(&["route", "add", "default", "via", BLACKHOLE_GW, "dev", "bh0"]);
-        count_c2s_attempts(i);
+        // Every NAT's WAN address and every host on the internet.
+        let sources = [CONE_WAN, SYM_WAN]
+            .into_iter()
+            .chain(HOST_PLAN.iter().filter(|h| h.1 == Site::Inet).map(|h| h.2));
+        count_c2s_attempts(i, XMPP_ADDR.port(), sources);
 
         // The two NAT routers.
         let cone = Node::new(tag, "cone");
@@ -614,17 +614,7 @@ impl SocialWorld {
     /// TCP connection attempts to the XMPP port from `source` seen so far by the internet
     /// namespace (counted whether or not the server runs: a client's login attempts).
     pub fn xmpp_connection_attempts(&self, source: Ipv4Addr) -> u64 {
-        let out = self
-            .inet
-            .ns
-            .output("iptables", &["-w", "-L", C2S_COUNTER, "-v", "-x", "-n"]);
-        check(out.clone(), "iptables -L");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let source = source.to_string();
-        text.lines()
-            .filter(|l| l.split_whitespace().any(|field| field == source))
-            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-            .sum()
+        c2s_attempts(&self.inet.ns, source)
     }
 
     /// Switches IPv6 off in a host's namespace (an IPv4-only network).
@@ -777,40 +767,4 @@ fn federation_records() -> Vec<DnsRecord> {
         addr: REMOTE_SERVER_IP,
     });
     records
-}
-
-/// A chain that counts TCP SYNs to the XMPP port per source: every NAT's WAN address and
-/// every host on the internet.
-fn count_c2s_attempts(inet: &Namespace) {
-    let port = XMPP_ADDR.port().to_string();
-    let mut rules: Vec<Vec<String>> = vec![
-        vec!["-N".into(), C2S_COUNTER.into()],
-        vec![
-            "-A".into(),
-            "INPUT".into(),
-            "-p".into(),
-            "tcp".into(),
-            "--dport".into(),
-            port,
-            "--syn".into(),
-            "-j".into(),
-            C2S_COUNTER.into(),
-        ],
-    ];
-    let sources = [CONE_WAN, SYM_WAN]
-        .into_iter()
-        .chain(HOST_PLAN.iter().filter(|h| h.1 == Site::Inet).map(|h| h.2));
-    for source in sources {
-        rules.push(vec![
-            "-A".into(),
-            C2S_COUNTER.into(),
-            "-s".into(),
-            source.to_string(),
-        ]);
-    }
-    for rule in rules {
-        let mut args = vec!["-w"];
-        args.extend(rule.iter().map(String::as_str));
-        check(inet.output("iptables", &args), "iptables counter");
-    }
 }

@@ -125,3 +125,55 @@ pub(crate) fn bridge_port(
     up.ip(&["link", "set", up_if, "up"]);
     down.ip(&["link", "set", down_if, "up"]);
 }
+
+/// The iptables chain in the internet namespace that counts connection attempts (TCP SYNs)
+/// to the XMPP port, one rule per source address.
+const C2S_COUNTER: &str = "SVPN_C2S";
+
+/// A chain that counts TCP SYNs to the XMPP `port` per source address.
+pub(crate) fn count_c2s_attempts(
+    inet: &Namespace,
+    port: u16,
+    sources: impl IntoIterator<Item = Ipv4Addr>,
+) {
+    let port = port.to_string();
+    let mut rules: Vec<Vec<String>> = vec![
+        vec!["-N".into(), C2S_COUNTER.into()],
+        vec![
+            "-A".into(),
+            "INPUT".into(),
+            "-p".into(),
+            "tcp".into(),
+            "--dport".into(),
+            port,
+            "--syn".into(),
+            "-j".into(),
+            C2S_COUNTER.into(),
+        ],
+    ];
+    for source in sources {
+        rules.push(vec![
+            "-A".into(),
+            C2S_COUNTER.into(),
+            "-s".into(),
+            source.to_string(),
+        ]);
+    }
+    for rule in rules {
+        let mut args = vec!["-w"];
+        args.extend(rule.iter().map(String::as_str));
+        check(inet.output("iptables", &args), "iptables counter");
+    }
+}
+
+/// TCP connection attempts to the XMPP port from `source` the counter saw so far.
+pub(crate) fn c2s_attempts(inet: &Namespace, source: Ipv4Addr) -> u64 {
+    let out = inet.output("iptables", &["-w", "-L", C2S_COUNTER, "-v", "-x", "-n"]);
+    check(out.clone(), "iptables -L");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let source = source.to_string();
+    text.lines()
+        .filter(|l| l.split_whitespace().any(|field| field == source))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
