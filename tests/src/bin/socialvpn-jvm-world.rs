@@ -3,14 +3,15 @@
 //! Rust peers, writes what the tests need to know into a properties file, runs the given
 //! command (Maven) and tears everything down, whatever the command's outcome.
 //!
-//! Usage: socialvpn-jvm-world SOCIALVPN_BIN -- COMMAND [ARGS…]
+//! Usage: socialvpn-jvm-world [--ejabberd] SOCIALVPN_BIN -- COMMAND [ARGS…]
+//! (prosody serves the accounts unless `--ejabberd` asks for ejabberd).
 //! The command runs in the host namespace (Maven needs the network for its downloads) with
 //! `SOCIALVPN_WORLD` naming the properties file and `SOCIALVPN_JVM_NETNS` the namespace the
 //! test JVM must run in (the `alice` host, behind the cone NAT).
 //!
 //! Peers: `carol@svpn.test` on the public host `carol` (the tests befriend her and ping her
 //! through the tunnel) and `dave@svpn.test` on `dave`, who has asked alice to be her friend
-//! before the tests start (so her first roster holds a request).
+//! before the tests start, and mia too (so their first rosters hold a request).
 
 use socialvpn_tests::cli_daemon;
 use socialvpn_tests::social_world::{SocialWorld, XmppServerKind, TURN_PASSWORD, TURN_USER};
@@ -19,19 +20,26 @@ use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-/// Accounts the Kotlin tests sign in with (password `pw-NAME`).
-const JVM_USERS: [&str; 3] = ["alice", "kate", "liam"];
+/// Accounts the Kotlin tests sign in with (password `pw-NAME`): the bindings' suite uses
+/// alice, kate and liam, the Android app's suite mia and noah.
+const JVM_USERS: [&str; 5] = ["alice", "kate", "liam", "mia", "noah"];
 
 extern "C" fn ignore(_: libc::c_int) {}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let server = if args.first().map(String::as_str) == Some("--ejabberd") {
+        args.remove(0);
+        XmppServerKind::Ejabberd
+    } else {
+        XmppServerKind::Prosody
+    };
     let (bin, command) = match args.split_first() {
         Some((bin, rest)) if rest.len() >= 2 && rest[0] == "--" => {
             (bin.clone(), rest[1..].to_vec())
         }
         _ => {
-            eprintln!("usage: socialvpn-jvm-world SOCIALVPN_BIN -- COMMAND [ARGS…]");
+            eprintln!("usage: socialvpn-jvm-world [--ejabberd] SOCIALVPN_BIN -- COMMAND [ARGS…]");
             return ExitCode::from(2);
         }
     };
@@ -44,7 +52,7 @@ fn main() -> ExitCode {
     }
     // The apps' users type only their JID and password: the server is found by SRV records
     // from the network's DNS server, STUN/TURN come from it by XEP-0215.
-    let mut world = SocialWorld::with_offered_turn("jvm", XmppServerKind::Prosody);
+    let mut world = SocialWorld::with_offered_turn("jvm", server);
     let records = world.srv_records();
     world.serve_dns(&records);
     for user in JVM_USERS.iter().chain(&["carol", "dave"]) {
@@ -54,6 +62,7 @@ fn main() -> ExitCode {
     let carol = cli_daemon::up(bin, &world, "carol", "carol", "100.66.0.0/16");
     let dave = cli_daemon::up(bin, &world, "dave", "dave", "100.67.0.0/16");
     dave.text(&["friend", "add", "alice@svpn.test"]);
+    dave.text(&["friend", "add", "mia@svpn.test"]);
 
     let work = world.state_dir().join("jvm");
     std::fs::create_dir_all(&work).expect("jvm work directory");
@@ -61,7 +70,7 @@ fn main() -> ExitCode {
     let mut text = format!(
         "xmpp.server={}\nxmpp.domain={}\ndns={}\nca.file={}\nstun=stun:{}\nturn=turn:{}\n\
          turn.user={TURN_USER}\nturn.password={TURN_PASSWORD}\n\
-         peer.jid=carol@svpn.test\npeer.socket={}\nrequester.jid=dave@svpn.test\n\
+         peer.jid=carol@svpn.test\npeer.socket={}\npeer.netns={}\nrequester.jid=dave@svpn.test\n\
          socialvpn.bin={}\nwork.dir={}\n",
         world.xmpp_addr(),
         world.domain(),
@@ -70,6 +79,7 @@ fn main() -> ExitCode {
         world.stun_addr(),
         world.turn_addr(),
         carol.socket.display(),
+        world.host("carol").name(),
         bin.display(),
         work.display(),
     );

@@ -59,6 +59,10 @@ object World {
         return out
     }
 
+    /** Runs a command in the Rust peer's namespace (it pings back); true on exit status 0. */
+    fun runAtPeer(vararg command: String): Pair<Boolean, String> =
+        run("ip", "netns", "exec", get("peer.netns"), *command)
+
     /** Runs a command in the test JVM's namespace; true on exit status 0. */
     fun run(vararg command: String): Pair<Boolean, String> {
         val process = ProcessBuilder(*command).redirectErrorStream(true).start()
