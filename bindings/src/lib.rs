@@ -6,6 +6,8 @@
 //! (`status`, `links`, link events). The engine runs on its own tokio runtime; the app calls
 //! in from any thread and gets events on a thread of ours.
 
+#[cfg(target_os = "android")]
+mod android_trust;
 mod config;
 mod error;
 mod events;

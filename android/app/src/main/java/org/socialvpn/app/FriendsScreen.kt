@@ -43,8 +43,8 @@ class FriendsScreen(
         dividerHeight = 0
     }
 
-    val view: View = LinearLayout(activity).apply {
-        orientation = LinearLayout.VERTICAL
+    /** The status card scrolls away with the list: on a small phone the friends get the room. */
+    val view: View = list.apply {
         val card = activity.column(16)
         val top = activity.row()
         top.addView(vpnTitle, weighted())
@@ -55,8 +55,7 @@ class FriendsScreen(
         card.addView(traffic, activity.wide(2))
         card.addView(vpnProblem, activity.wide(2))
         card.addView(addFriend, activity.wide(8))
-        addView(card)
-        addView(list, LinearLayout.LayoutParams(LinearLayout.LayoutParams.MATCH_PARENT, 0, 1f))
+        addHeaderView(card, null, false)
     }
 
     init {

@@ -8,6 +8,7 @@ import android.content.pm.PackageManager
 import android.net.VpnService
 import android.os.Build
 import android.os.Bundle
+import android.util.Log
 import android.view.Menu
 import android.view.MenuItem
 import android.widget.EditText
@@ -104,12 +105,14 @@ class MainActivity : Activity(), FriendActions {
     // --- the VPN switch ---
 
     private fun switchVpn(on: Boolean) {
+        Log.i(TAG, "VPN switch: $on")
         if (!on) return SocialVpnService.disconnect(this)
         if (Build.VERSION.SDK_INT >= 33 && checkSelfPermission(Manifest.permission.POST_NOTIFICATIONS) != PackageManager.PERMISSION_GRANTED) {
             // The VPN runs without it; the notification with its disconnect action needs it.
             requestPermissions(arrayOf(Manifest.permission.POST_NOTIFICATIONS), REQUEST_NOTIFICATIONS)
         }
         val consent = VpnService.prepare(this)
+        Log.i(TAG, "VPN consent needed: ${consent != null}")
         if (consent != null) startActivityForResult(consent, REQUEST_VPN) else SocialVpnService.connect(this)
     }
 
@@ -216,6 +219,7 @@ class MainActivity : Activity(), FriendActions {
     }
 
     private companion object {
+        const val TAG = "SocialVPN"
         const val ADVANCED = "advanced"
         const val MENU_SETTINGS = 1
         const val REQUEST_VPN = 1

@@ -19,6 +19,7 @@ import java.io.File
 import java.util.concurrent.Callable
 import java.util.concurrent.CopyOnWriteArrayList
 import java.util.concurrent.Executors
+import java.util.concurrent.RejectedExecutionException
 import java.util.concurrent.ScheduledFuture
 import java.util.concurrent.TimeUnit
 import java.util.concurrent.atomic.AtomicBoolean
@@ -161,6 +162,7 @@ class Session private constructor(private val app: Context) {
             SocialVpn(config, Listener(gen), Protector)
         } catch (e: VpnException) {
             phase = Phase.SIGNED_OUT
+            Log.i(TAG, "the engine did not start: ${e.javaClass.simpleName}")
             publish { Snapshot(jid = account.jid, problem = Words.error(e)) }
             null
         }
@@ -207,9 +209,13 @@ class Session private constructor(private val app: Context) {
 
     private fun queueRefresh(gen: Int) {
         if (refreshQueued.compareAndSet(false, true)) {
-            calls.execute {
-                refreshQueued.set(false)
-                if (gen == generation) refreshNow()
+            try {
+                calls.execute {
+                    refreshQueued.set(false)
+                    if (gen == generation) refreshNow()
+                }
+            } catch (e: RejectedExecutionException) {
+                // The session ended (its engine's last events): nothing to refresh.
             }
         }
     }
@@ -253,7 +259,15 @@ class Session private constructor(private val app: Context) {
 
     /** Events from one engine ([gen]); an older engine's late events are dropped on the calls thread. */
     private inner class Listener(private val gen: Int) : VpnEventListener {
-        override fun onState(state: VpnState) = calls.execute { onState(gen, state) }
+        override fun onState(state: VpnState) {
+            // An engine stopping as its session ends may still report: nobody listens then.
+            try {
+                calls.execute { onState(gen, state) }
+            } catch (e: RejectedExecutionException) {
+                Log.i(TAG, "an ended session's engine reported $state")
+            }
+        }
+
         override fun onRosterChanged() = queueRefresh(gen)
         override fun onFriendRequest(jid: String) = queueRefresh(gen)
         override fun onLink(link: LinkEvent) = queueRefresh(gen)
@@ -262,9 +276,18 @@ class Session private constructor(private val app: Context) {
         }
     }
 
-    /** Keeps the engine's sockets out of our own tunnel while the VPN service runs. */
+    /**
+     * Keeps the engine's sockets out of our own tunnel while it is up. Belt and braces: the
+     * interface also excludes the app's own package (`VpnBuilderOpener`), so a socket
+     * `protect` refuses still cannot enter the tunnel; the refusal is logged, not fatal.
+     * Without a tunnel there is nothing to escape.
+     */
     private object Protector : SocketProtector {
-        override fun protect(fd: Int): Boolean = SocialVpnService.running?.protect(fd) ?: true
+        override fun protect(fd: Int): Boolean {
+            val service = SocialVpnService.running?.takeIf { it.tunnelUp } ?: return true
+            if (!service.protect(fd)) Log.i(TAG, "VpnService.protect refused a socket; the app's exclusion keeps it outside")
+            return true
+        }
     }
 
     companion object {
@@ -280,6 +303,7 @@ class Session private constructor(private val app: Context) {
 
         /** Ends the engine and forgets the session, as the process's death would (tests). */
         fun endProcess() {
+            SocialVpnService.forgetRunning()
             val session = synchronized(this) { instance.also { instance = null } } ?: return
             session.calls.submit { session.stopEngine() }.get()
             session.calls.shutdownNow()

@@ -61,13 +61,23 @@ class SocialVpnService : VpnService() {
         }
         // Consent first: without it establish() fails; the app's switch asks for it.
         if (prepare(this) != null) {
+            Log.i(TAG, "no VPN consent: not starting")
             Session.get(this).tunnelChanged(false, "Allow SocialVPN to set up a VPN connection first.")
             stopSelf()
             return START_NOT_STICKY
         }
         if (!tunnelUp) {
             goForeground()
-            worker.execute { connect() }
+            worker.execute {
+                try {
+                    connect()
+                } catch (e: Exception) {
+                    // Whatever the platform throws here (a checked exception from the Builder
+                    // too) must end in words and a stopped service, never a silent dead thread.
+                    Log.w(TAG, "the VPN could not start", e)
+                    failed("The VPN could not start: ${e.javaClass.simpleName}.")
+                }
+            }
         }
         return START_STICKY
     }
@@ -80,7 +90,7 @@ class SocialVpnService : VpnService() {
         val fd = try {
             Platform.tunnelOpener(this).open(settings)
         } catch (e: RuntimeException) {
-            Log.w(TAG, "establish failed: ${e.javaClass.simpleName}")
+            Log.w(TAG, "establish failed", e)
             null
         } ?: return failed("Android did not let SocialVPN create its VPN interface (another VPN may be set to always-on).")
         val refused: String? = session.blocking { vpn ->
@@ -108,6 +118,7 @@ class SocialVpnService : VpnService() {
     }
 
     private fun failed(words: String) {
+        Log.i(TAG, "the VPN could not start: $words")
         main.post { disconnect(words) }
     }
 
@@ -158,14 +169,17 @@ class SocialVpnService : VpnService() {
     }
 
     private var lastProperties: LinkProperties? = null
+    private var seenNetwork = false
 
     private fun changed(network: Network, properties: LinkProperties? = null) {
         main.post { changedOnMain(network, properties) }
     }
 
+    /** The callback's first report is the network the engine already uses: not a change. */
     private fun changedOnMain(network: Network, properties: LinkProperties?) {
-        val first = lastNetwork == null && networkChanges == 0 && lastProperties == null
         val same = network == lastNetwork && (properties == null || properties == lastProperties)
+        val first = !seenNetwork
+        seenNetwork = true
         lastNetwork = network
         if (properties != null) lastProperties = properties
         if (first || same) return
@@ -239,7 +253,12 @@ class SocialVpnService : VpnService() {
         @Volatile var running: SocialVpnService? = null
             private set
 
-        fun connect(context: Context) {
+        /** The process ended (tests stand in for its death): no service is running any more. */
+        internal fun forgetRunning() {
+            running = null
+        }
+
+                fun connect(context: Context) {
             val intent = Intent(context, SocialVpnService::class.java).setAction(ACTION_CONNECT)
             context.startForegroundService(intent)
         }

@@ -39,6 +39,8 @@ object TestPlatform {
     private var tunnels = 0
 
     fun install(tunName: String = "svpn-an") {
+        org.robolectric.shadows.ShadowLog.stream = System.out
+        answerPackageQueries()
         Platform.secretBox = { box }
         Platform.dnsServers = { listOf(World.get("dns")) }
         Platform.tunnelOpener = { service ->
@@ -50,6 +52,28 @@ object TestPlatform {
     }
 }
 
+/**
+ * `VpnService.Builder.addDisallowedApplication` asks the system's package manager whether the
+ * package exists; Robolectric has none behind `AppGlobals`. This one knows every package, so
+ * the service's real Builder calls run unchanged.
+ */
+private fun answerPackageQueries() {
+    val ipm = Class.forName("android.content.pm.IPackageManager")
+    val binder = android.os.Binder()
+    val manager = java.lang.reflect.Proxy.newProxyInstance(ipm.classLoader, arrayOf(ipm)) { _, method, args ->
+        when {
+            method.name == "getApplicationInfo" -> android.content.pm.ApplicationInfo().apply { packageName = args[0] as String }
+            method.name == "asBinder" -> binder
+            method.returnType == Boolean::class.javaPrimitiveType -> false
+            method.returnType == Int::class.javaPrimitiveType -> 0
+            method.returnType == Long::class.javaPrimitiveType -> 0L
+            else -> null
+        }
+    } as android.os.IInterface
+    @Suppress("UNCHECKED_CAST")
+    org.robolectric.shadows.ShadowServiceManager.addBinderService("package", ipm as Class<out android.os.IInterface>, manager)
+}
+
 /** Runs the main looper until [check] holds or [seconds] pass (background threads post to it). */
 fun <T : Any> waitOnMain(seconds: Long, what: String, check: () -> T?): T {
     val deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(seconds)
@@ -59,7 +83,26 @@ fun <T : Any> waitOnMain(seconds: Long, what: String, check: () -> T?): T {
         Thread.sleep(100)
     }
     shadowOf(Looper.getMainLooper()).idle()
-    return check() ?: throw AssertionError("timed out after ${seconds}s waiting for $what")
+    return check() ?: throw AssertionError("timed out after ${seconds}s waiting for $what\n" + appThreads())
+}
+
+/** Where the app's own threads are (for a timeout's message). */
+fun appThreads(): String = Thread.getAllStackTraces().entries
+    .filter { (t, _) -> t.name.startsWith("socialvpn") }
+    .joinToString("\n") { (t, stack) -> "thread ${t.name} ${t.state}:\n  " + stack.take(12).joinToString("\n  ") }
+
+/** The on-screen view of the list's first row matching [match], scrolled to it first. */
+inline fun <reified V : View> rowView(list: android.widget.ListView, crossinline match: (Row) -> Boolean): V? {
+    val adapter = (list.adapter as android.widget.HeaderViewListAdapter).wrappedAdapter as FriendAdapter
+    val position = adapter.rows.indexOfFirst { match(it) }.takeIf { it >= 0 }?.plus(list.headerViewsCount) ?: return null
+    list.setSelection(position)
+    list.measure(
+        View.MeasureSpec.makeMeasureSpec(list.width.coerceAtLeast(1), View.MeasureSpec.EXACTLY),
+        View.MeasureSpec.makeMeasureSpec(list.height.coerceAtLeast(1), View.MeasureSpec.EXACTLY),
+    )
+    list.layout(list.left, list.top, list.right, list.bottom)
+    val child = list.getChildAt(position - list.firstVisiblePosition) ?: return null
+    return child as? V
 }
 
 /** Every view under [root], depth first. */

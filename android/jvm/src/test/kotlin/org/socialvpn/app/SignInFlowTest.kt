@@ -25,12 +25,14 @@ import org.socialvpn.core.World
 /**
  * The app as a user drives it, on the real core inside the namespace world (prosody or
  * ejabberd, found by SRV records; carol is a Rust peer running `socialvpn up`):
- * a wrong password says so in words; the right one shows the roster with dave's request,
- * accepted from the list; carol is added from the dialog and, once she accepts, linked; the
+ * a wrong password says so in words; the right one shows the roster with carol's and dave's
+ * requests, dave's declined and carol's accepted from the list, after which she is linked; the
  * VPN switch starts the service, whose own code hands a tunnel to the engine, and pings
- * cross it both ways; the friend's switch turns her off and she can no longer ping.
+ * cross it both ways; the friend's switch turns her off and she can no longer ping; a friend
+ * added from the dialog shows as waiting.
  */
 @RunWith(RobolectricTestRunner::class)
+@org.robolectric.annotation.Config(qualifiers = "w411dp-h891dp")
 class SignInFlowTest {
     private val user = "mia"
     private val jid = World.get("$user.jid")
@@ -42,6 +44,7 @@ class SignInFlowTest {
 
     @After
     fun tearDown() {
+        org.robolectric.shadows.ShadowVpnService.reset()
         Session.endProcess()
     }
 
@@ -63,37 +66,36 @@ class SignInFlowTest {
         activity.findViewById<EditText>(Ids.PASSWORD).setText(World.get("$user.password"))
         activity.findViewById<Button>(Ids.SIGN_IN).performClick()
         val list = waitOnMain(40, "the friends screen") { activity.findViewById<ListView>(Ids.FRIENDS) }
-        // dave asked before mia ever signed in: his request is in the list, accepted there.
-        val accept = waitOnMain(30, "dave's request row") {
-            views(list).filterIsInstance<FriendAdapter.RequestView>().firstOrNull { it.tag == dave }
-                ?.let { row -> views(row).filterIsInstance<Button>().first { it.text == "Accept" } }
+        // carol and dave asked before mia ever signed in: both requests are in the list.
+        fun requestButton(from: String, label: String) = waitOnMain(30, "$from's request row") {
+            rowView<FriendAdapter.RequestView>(list) { it is Row.Request && it.friend.jid == from }
+                ?.let { row -> views(row).filterIsInstance<Button>().first { it.text == label } }
         }
-        accept.performClick()
-        waitOnMain(30, "dave a friend") {
-            Session.get(activity).snapshot.friends.firstOrNull { it.jid == dave && it.mutual }
+        requestButton(dave, "Decline").performClick()
+        waitOnMain(30, "dave's request gone") {
+            Session.get(activity).snapshot.takeIf { s -> s.friends.none { it.jid == dave && it.pendingIn } }
         }
-        assertTrue(Session.get(activity).store.hasAccount())
-
-        // Add carol from the dialog; her daemon accepts.
-        activity.findViewById<Button>(Ids.ADD_FRIEND).performClick()
-        val dialog = ShadowDialog.getLatestDialog() as AlertDialog
-        dialog.findViewById<EditText>(Ids.DIALOG_INPUT).setText(carol)
-        dialog.getButton(AlertDialog.BUTTON_POSITIVE).performClick()
-        waitOnMain(30, "the request at carol") { World.peer("friends").takeIf { it.contains(jid) } }
-        World.peer("friend", "accept", jid)
-        val device = waitOnMain(60, "carol's device linked") {
-            Session.get(activity).snapshot.friends.firstOrNull { it.jid == carol }
+        requestButton(carol, "Accept").performClick()
+        val device = waitOnMain(60, "carol a friend, her device linked") {
+            Session.get(activity).snapshot.friends.firstOrNull { it.jid == carol && it.mutual }
                 ?.devices?.firstOrNull { it.overlayAddress != null && it.link.isUp() }
         }
+        assertTrue(Session.get(activity).store.hasAccount())
         val carolAddress = device.overlayAddress!!
         val row = waitOnMain(10, "carol's row on screen") {
-            views(list).filterIsInstance<FriendAdapter.PersonView>().firstOrNull { (it.tag as? org.socialvpn.core.Friend)?.jid == carol }
+            rowView<FriendAdapter.PersonView>(list) { it is Row.Person && it.friend.jid == carol }
         }
         val rowText = views(row).filterIsInstance<TextView>().joinToString(" | ") { it.text }
         assertTrue(rowText, rowText.contains(carolAddress) && (rowText.contains("Direct") || rowText.contains("Relayed")))
 
-        // The VPN switch: consent is granted (Robolectric's prepare() says so), the service starts.
+        // The VPN switch: Android's consent dialog first; granted, the service starts.
         activity.findViewById<Switch>(Ids.VPN_SWITCH).performClick()
+        val consent = shadowOf(activity).nextStartedActivityForResult
+        assertTrue("the consent dialog was not asked for", consent != null)
+        assertEquals(null, shadowOf(RuntimeEnvironment.getApplication()).peekNextStartedService())
+        // The user taps OK: from now on Android's prepare() answers null, and the app hears RESULT_OK.
+        org.robolectric.shadows.ShadowVpnService.setPrepareResult(null)
+        shadowOf(activity).receiveResult(consent.intent, android.app.Activity.RESULT_OK, null)
         val start = shadowOf(RuntimeEnvironment.getApplication()).nextStartedService
         assertEquals(SocialVpnService.ACTION_CONNECT, start.action)
         val service = Robolectric.buildService(SocialVpnService::class.java, start).create().startCommand(0, 1).get()
@@ -106,7 +108,9 @@ class SignInFlowTest {
         assertTrue(backOut, back)
 
         // Her switch, off: the link closes and carol can no longer ping.
-        val toggle = views(row).filterIsInstance<Switch>().first()
+        // (Re-found: the list may have rebound its row views since.)
+        val carolRow = waitOnMain(10, "carol's row") { rowView<FriendAdapter.PersonView>(list) { it is Row.Person && it.friend.jid == carol } }
+        val toggle = views(carolRow).filterIsInstance<Switch>().first()
         assertTrue(toggle.isChecked)
         toggle.performClick()
         waitOnMain(20, "carol switched off") {
@@ -118,6 +122,18 @@ class SignInFlowTest {
         }
         val (after, afterOut) = World.runAtPeer("ping", "-c", "2", "-i", "0.3", "-W", "1", mine)
         assertFalse("carol still reaches mia: $afterOut", after)
+
+        // Add a friend from the dialog: noah gets the request, the list shows her waiting.
+        val noah = World.get("noah.jid")
+        activity.findViewById<Button>(Ids.ADD_FRIEND).performClick()
+        val dialog = ShadowDialog.getLatestDialog() as AlertDialog
+        dialog.findViewById<EditText>(Ids.DIALOG_INPUT).setText(noah)
+        dialog.getButton(AlertDialog.BUTTON_POSITIVE).performClick()
+        val asked = waitOnMain(30, "noah asked, shown as waiting") {
+            rowView<FriendAdapter.PersonView>(list) { it is Row.Person && it.friend.jid == noah }
+        }
+        val askedText = views(asked).filterIsInstance<TextView>().joinToString(" | ") { it.text }
+        assertTrue(askedText, askedText.contains("waiting for them to accept"))
 
         // The notification's disconnect action ends the VPN; the account stays online.
         service.onStartCommand(Intent(service, SocialVpnService::class.java).setAction(SocialVpnService.ACTION_DISCONNECT), 0, 2)

@@ -41,6 +41,8 @@ class VpnServiceTest {
     @Before
     fun setUp() {
         TestPlatform.install("svpn-sv")
+        // The user granted the VPN consent before (the last test takes it away).
+        ShadowVpnService.setPrepareResult(null)
         // Signed in before: the account and its sealed password are stored.
         Session.get(app).store.save(
             Account(jid = World.get("noah.jid"), usesToken = false, caFile = World.get("ca.file")),
@@ -111,7 +113,10 @@ class VpnServiceTest {
         callbacks.forEach { it.onLost(ShadowNetwork.newInstance(100)) }
         callbacks.forEach { it.onAvailable(ShadowNetwork.newInstance(101)) }
         waitOnMain(10, "one network change") { service.networkChanges.takeIf { it == 1 } }
-        assertEquals("online", Session.get(app).blocking { it!!.status().xmpp })
+        // The engine restarts its XMPP session on the new network and is back online.
+        waitOnMain(30, "online again after the change") {
+            Session.get(app).blocking { it!!.status().xmpp }.takeIf { it == "online" }
+        }
 
         // Another VPN takes over: the service ends, the app and tile say so, the engine stays signed in.
         service.onRevoke()
@@ -119,7 +124,9 @@ class VpnServiceTest {
         assertTrue(off.problem!!.contains("switched off"))
         assertTrue(shadow.isStoppedBySelf)
         assertTrue(shadowOf(cm).networkCallbacks.isEmpty())
-        assertFalse(Session.get(app).blocking { it!!.status().tunnel })
+        waitOnMain(10, "the engine's tunnel closed") {
+            Session.get(app).blocking { it!!.status().tunnel }.takeIf { !it }
+        }
         tile.onStopListening()
         tile.onStartListening()
         assertEquals(Tile.STATE_INACTIVE, tile.qsTile.state)
