@@ -141,6 +141,34 @@ class SignInFlowTest {
         assertFalse(activity.findViewById<Switch>(Ids.VPN_SWITCH).isChecked)
         assertTrue(shadowOf(service).isStoppedBySelf)
         assertTrue(Session.get(activity).snapshot.state is org.socialvpn.core.VpnState.Online)
+
+        // A long press on carol: pin her device at an address of mia's choosing.
+        val pinned = "100.64.0.77"
+        waitOnMain(10, "carol's row") { rowView<FriendAdapter.PersonView>(list) { it is Row.Person && it.friend.jid == carol } }
+            .performLongClick()
+        shadowOf(ShadowDialog.getLatestDialog() as AlertDialog).clickOnItem(0)
+        val pin = ShadowDialog.getLatestDialog() as AlertDialog
+        pin.findViewById<EditText>(Ids.DIALOG_INPUT).setText(pinned)
+        pin.getButton(AlertDialog.BUTTON_POSITIVE).performClick()
+        waitOnMain(20, "carol's device pinned at $pinned") {
+            Session.get(activity).snapshot.friends.firstOrNull { it.jid == carol }
+                ?.devices?.firstOrNull { it.pinned && it.overlayAddress == pinned }
+        }
+
+        // A long press on noah: remove her, confirmed.
+        waitOnMain(10, "noah's row") { rowView<FriendAdapter.PersonView>(list) { it is Row.Person && it.friend.jid == noah } }
+            .performLongClick()
+        shadowOf(ShadowDialog.getLatestDialog() as AlertDialog).clickOnItem(0)
+        (ShadowDialog.getLatestDialog() as AlertDialog).getButton(AlertDialog.BUTTON_POSITIVE).performClick()
+        waitOnMain(30, "noah gone") { Session.get(activity).snapshot.takeIf { s -> s.friends.none { it.jid == noah } } }
+
+        // Sign out from settings: the secret is forgotten, the sign-in screen offers the address again.
+        Robolectric.buildActivity(SettingsActivity::class.java).setup().get()
+            .findViewById<Button>(Ids.SIGN_OUT).performClick()
+        waitOnMain(20, "signed out") { Session.get(activity).snapshot.takeIf { it.phase == Phase.SIGNED_OUT } }
+        assertFalse(Session.get(activity).store.hasAccount())
+        val jidField = waitOnMain(10, "the sign-in screen") { activity.findViewById<EditText>(Ids.JID) }
+        assertEquals(jid, jidField.text.toString())
     }
 
     /** The address carol's daemon gave mia's device (from `socialvpn status` at carol). */

@@ -74,6 +74,16 @@ class StateKeepingTest {
     }
 
     @Test
+    fun `a sign-in redirect the app did not start is refused in words`() {
+        val redirect = android.content.Intent(android.content.Intent.ACTION_VIEW, android.net.Uri.parse("org.socialvpn.app:/oauth#access_token=stolen&state=forged"))
+        val activity = Robolectric.buildActivity(MainActivity::class.java, redirect).setup().get()
+        waitOnMain(10, "the refusal") {
+            activity.findViewById<android.widget.TextView>(Ids.PROBLEM).text.toString().takeIf { it.isNotEmpty() }
+        }.let { assertEquals("That sign-in was not started by this app; try again.", it) }
+        assertEquals(Phase.SIGNED_OUT, Session.get(activity).snapshot.phase)
+    }
+
+    @Test
     fun `the secret is stored sealed and a lost key reads as signed out`() {
         val app = RuntimeEnvironment.getApplication()
         val store = AccountStore(app, TestPlatform.box)
