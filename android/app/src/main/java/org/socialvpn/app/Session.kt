@@ -117,11 +117,24 @@ class Session private constructor(private val app: Context) {
         publish { Snapshot(jid = it.jid) }
     }
 
-    /** Main thread: a screen of ours is visible (XEP-0352: the server may hold back chatter otherwise). */
-    fun setVisible(visible: Boolean) = calls.execute {
-        foreground = visible
-        vpn?.let { engine -> ignoring { engine.setForeground(visible) } }
-        scheduleTicker()
+    /** Screens of ours started and not yet stopped (main thread). */
+    private var visibleScreens = 0
+
+    /**
+     * Main thread: a screen of ours started (true) or stopped (false). The engine is told the
+     * app is in the foreground while any is visible (XEP-0352: the server may hold back
+     * chatter otherwise); the next screen starts before the last one stops.
+     */
+    fun setVisible(visible: Boolean) {
+        visibleScreens = (visibleScreens + if (visible) 1 else -1).coerceAtLeast(0)
+        val shown = visibleScreens > 0
+        calls.execute {
+            if (foreground != shown) {
+                foreground = shown
+                vpn?.let { engine -> ignoring { engine.setForeground(shown) } }
+            }
+            scheduleTicker()
+        }
     }
 
     /** The VPN service's tunnel came or went. */

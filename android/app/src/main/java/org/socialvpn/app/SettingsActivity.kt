@@ -64,4 +64,14 @@ class SettingsActivity : Activity() {
         )
         setContentView(ScrollView(this).apply { addView(page) })
     }
+
+    override fun onStart() {
+        super.onStart()
+        Session.get(this).setVisible(true)
+    }
+
+    override fun onStop() {
+        Session.get(this).setVisible(false)
+        super.onStop()
+    }
 }
