@@ -41,6 +41,7 @@ class FriendsScreen(
         id = Ids.FRIENDS
         adapter = this@FriendsScreen.adapter
         dividerHeight = 0
+        setPadding(0, 0, 0, activity.dp(16))
     }
 
     /** The status card scrolls away with the list: on a small phone the friends get the room. */
@@ -79,6 +80,5 @@ class FriendsScreen(
         vpnProblem.shown(snapshot.problem != null)
         addFriend.isEnabled = snapshot.state is VpnState.Online
         adapter.rows = rows(snapshot)
-        list.setPadding(0, 0, 0, activity.dp(16))
     }
 }

@@ -80,24 +80,26 @@ class Session private constructor(private val app: Context) {
      * Signs in from the stored account if no engine runs (process restart, always-on start).
      * Blocks: for the service's worker thread, never the UI thread. False: nothing stored.
      */
-    fun resumeBlocking(): Boolean = calls.submit(Callable {
-        if (vpn != null) return@Callable true
-        val (account, secret) = store.load() ?: return@Callable false
-        start(account, if (account.usesToken) Secret.Token(secret) else Secret.Password(secret), Phase.SIGNED_IN)
-        vpn != null
-    }).get()
+    fun resumeBlocking(): Boolean = calls.submit(Callable { startFromStore() }).get()
 
     /** Like [resumeBlocking] without waiting: for screens opened after the process restarted. */
-    fun resume() = calls.execute {
-        if (vpn == null && phase != Phase.SIGNING_IN) {
-            val (account, secret) = store.load() ?: return@execute
-            start(account, if (account.usesToken) Secret.Token(secret) else Secret.Password(secret), Phase.SIGNED_IN)
-        }
+    fun resume() = calls.execute { startFromStore() }
+
+    /** Calls thread: the engine runs, or starts now from the stored account (false: none stored). */
+    private fun startFromStore(): Boolean {
+        if (vpn != null) return true
+        val (account, secret) = store.load() ?: return false
+        start(account, if (account.usesToken) Secret.Token(secret) else Secret.Password(secret), Phase.SIGNED_IN)
+        return vpn != null
     }
 
     /** Runs [action] on the engine off the UI thread; [failed] gets the words on the main thread. */
     fun act(failed: (String) -> Unit = {}, action: (SocialVpn) -> Unit) = calls.execute {
-        val engine = vpn ?: return@execute main.post { failed("Not signed in.") }.let {}
+        val engine = vpn
+        if (engine == null) {
+            main.post { failed("Not signed in.") }
+            return@execute
+        }
         try {
             action(engine)
         } catch (e: VpnException) {

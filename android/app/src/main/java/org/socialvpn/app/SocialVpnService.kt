@@ -51,6 +51,11 @@ class SocialVpnService : VpnService() {
         super.onCreate()
         running = this
         worker = Executors.newSingleThreadExecutor { r -> Thread(r, "socialvpn-service") }
+        getSystemService(NotificationManager::class.java).createNotificationChannel(
+            NotificationChannel(CHANNEL_ID, "VPN status", NotificationManager.IMPORTANCE_LOW).apply {
+                description = "Shown while SocialVPN carries your friends' traffic"
+            },
+        )
         Session.get(this).observe(observer)
     }
 
@@ -188,7 +193,7 @@ class SocialVpnService : VpnService() {
     }
 
     private fun goForeground() {
-        val notification = notification(Session.get(this).snapshot)
+        val notification = notification(notificationText(Session.get(this).snapshot))
         try {
             if (Build.VERSION.SDK_INT >= 34) {
                 // systemExempted: the type Android 14+ reserves for, among others, VPN apps
@@ -206,18 +211,28 @@ class SocialVpnService : VpnService() {
         }
     }
 
+    /** What the notification shows now (title and line); snapshots repeat it every 2 s while a screen is open. */
+    private var shown: String? = null
+
     private fun notifyState(snapshot: Snapshot) {
         if (!tunnelUp) return
-        getSystemService(NotificationManager::class.java)?.notify(NOTIFICATION_ID, notification(snapshot))
+        val text = notificationText(snapshot)
+        if ("$tunnelUp $text" == shown) return
+        getSystemService(NotificationManager::class.java)?.notify(NOTIFICATION_ID, notification(text))
     }
 
-    private fun notification(snapshot: Snapshot): Notification {
-        val nm = getSystemService(NotificationManager::class.java)
-        nm.createNotificationChannel(
-            NotificationChannel(CHANNEL_ID, "VPN status", NotificationManager.IMPORTANCE_LOW).apply {
-                description = "Shown while SocialVPN carries your friends' traffic"
-            },
-        )
+    private fun notificationText(snapshot: Snapshot): String {
+        val linked = snapshot.friends.sumOf { f -> f.devices.count { d -> d.link.isUp() } }
+        return when {
+            !tunnelUp -> "Connecting…"
+            snapshot.state is VpnState.Online ->
+                "${snapshot.status?.ipv4 ?: ""} · " + if (linked == 1) "1 device linked" else "$linked devices linked"
+            else -> snapshot.state?.let { Words.state(it) } ?: "Connecting…"
+        }
+    }
+
+    private fun notification(text: String): Notification {
+        shown = "$tunnelUp $text"
         val open = PendingIntent.getActivity(
             this, 0, Intent(this, MainActivity::class.java), PendingIntent.FLAG_IMMUTABLE or PendingIntent.FLAG_UPDATE_CURRENT,
         )
@@ -225,13 +240,6 @@ class SocialVpnService : VpnService() {
             this, 1, Intent(this, SocialVpnService::class.java).setAction(ACTION_DISCONNECT),
             PendingIntent.FLAG_IMMUTABLE or PendingIntent.FLAG_UPDATE_CURRENT,
         )
-        val linked = snapshot.friends.sumOf { f -> f.devices.count { d -> d.link.isUp() } }
-        val text = when {
-            !tunnelUp -> "Connecting…"
-            snapshot.state is VpnState.Online ->
-                "${snapshot.status?.ipv4 ?: ""} · " + if (linked == 1) "1 device linked" else "$linked devices linked"
-            else -> snapshot.state?.let { Words.state(it) } ?: "Connecting…"
-        }
         return Notification.Builder(this, CHANNEL_ID)
             .setContentTitle(if (tunnelUp) "SocialVPN is on" else "SocialVPN")
             .setContentText(text)
