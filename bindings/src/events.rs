@@ -71,7 +71,7 @@ pub struct LinkEvent {
 }
 
 impl LinkEvent {
-    fn new(uid: String, device: String, change: LinkChange) -> LinkEvent {
+    pub(crate) fn new(uid: String, device: String, change: LinkChange) -> LinkEvent {
         let (up, relayed, closed, by_peer) = match change {
             LinkChange::Up { relayed } => (true, relayed, false, false),
             LinkChange::PathLost => (false, false, false, false),

@@ -45,6 +45,20 @@ impl From<socialvpn_core::api::LogLevel> for LogLevel {
     }
 }
 
+impl From<LogLevel> for socialvpn_core::api::LogLevel {
+    fn from(level: LogLevel) -> socialvpn_core::api::LogLevel {
+        use socialvpn_core::api::LogLevel as L;
+        match level {
+            LogLevel::Off => L::Off,
+            LogLevel::Error => L::Error,
+            LogLevel::Warn => L::Warn,
+            LogLevel::Info => L::Info,
+            LogLevel::Debug => L::Debug,
+            LogLevel::Trace => L::Trace,
+        }
+    }
+}
+
 /// A platform logger that drops what must never be logged (the raw XMPP stream, which
 /// carries the password: see `socialvpn_core::logging`), whatever the level. (Built for
 /// the tests too, so that it is tested here, where no Android or Apple build runs.)

@@ -1,6 +1,6 @@
 //! What the friends list and the status view show, as plain records.
 
-use socialvpn_core::api::{DeviceView, FriendView, LinkPhase, LinkView, Subscription};
+use socialvpn_core::api::{DeviceView, FriendView, LinkPhase, LinkView, StatusView, Subscription};
 
 /// One roster entry: a friend, someone asking to be one, or the user's own other devices.
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
@@ -153,6 +153,22 @@ impl From<LinkView> for LinkInfo {
             session: l.session,
             tx_bytes: l.traffic.tx.bytes,
             rx_bytes: l.traffic.rx.bytes,
+        }
+    }
+}
+
+impl From<StatusView> for Status {
+    fn from(status: StatusView) -> Status {
+        Status {
+            uid: status.uid,
+            ipv4: status.ipv4.to_string(),
+            ipv6: status.ipv6.to_string(),
+            subnet: status.subnet,
+            tunnel: status.tunnel,
+            xmpp: status.xmpp.map(|x| x.to_string()),
+            tx_bytes: status.counters.net_tx.bytes,
+            rx_bytes: status.counters.net_rx.bytes,
+            dropped: status.counters.drops.total(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The engine object the apps hold: one per signed-in account.
 
 use crate::config::VpnConfig;
+use crate::control::parse_address;
 use crate::error::{CallbackError, VpnError};
 use crate::events::{spawn_byte_dispatcher, spawn_dispatcher, EventSink, VpnEventListener};
 use crate::logging;
@@ -14,6 +15,7 @@ use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::runtime::{Handle, Runtime};
 
 /// Implemented by the app: keeps a socket of the engine's out of the VPN before it is used
@@ -214,17 +216,7 @@ impl SocialVpn {
         let Response::Status { status } = self.request(Request::Status)? else {
             return Err(unexpected());
         };
-        Ok(Status {
-            uid: status.uid,
-            ipv4: status.ipv4.to_string(),
-            ipv6: status.ipv6.to_string(),
-            subnet: status.subnet,
-            tunnel: status.tunnel,
-            xmpp: status.xmpp.map(|x| x.to_string()),
-            tx_bytes: status.counters.net_tx.bytes,
-            rx_bytes: status.counters.net_rx.bytes,
-            dropped: status.counters.drops.total(),
-        })
+        Ok(Status::from(*status))
     }
 
     /// Friends, requests and the user's own devices, with toggles, addresses and links.
@@ -275,9 +267,7 @@ impl SocialVpn {
     /// Gives a device (`Device.uid`) a fixed address in the user's subnet, kept across
     /// restarts; a device holding that address unpinned moves elsewhere.
     pub fn pin_address(&self, device: String, address: String) -> Result<(), VpnError> {
-        let address = address.parse().map_err(|_| VpnError::Refused {
-            reason: format!("'{address}' is not an IPv4 address"),
-        })?;
+        let address = parse_address(&address)?;
         self.done(Request::PinAddress { device, address })
     }
 
@@ -287,16 +277,32 @@ impl SocialVpn {
     }
 
     /// The control protocol as bytes (`socialvpn_core::api`): one JSON request in, one JSON
-    /// reply out — the iOS app's messages to its tunnel extension go straight here. Never
-    /// throws: every failure (bytes that are no request, a stopped engine) is a reply.
+    /// reply out — the iOS app's messages to its tunnel extension go straight here (the app
+    /// builds and reads them with `encode_control_request` and `decode_control_reply`).
+    /// Never throws: every failure (bytes that are no request, a stopped engine) is a reply.
+    /// An `events` request may wait up to 30 s for an event: call it on a thread that may
+    /// block; other calls go on meanwhile.
     pub fn handle_control(&self, request: Vec<u8>) -> Vec<u8> {
         if let Err(e) = not_inside_engine() {
             return Response::error(ErrorKind::Unsupported, e.to_string()).encode();
         }
-        let engine = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
-        match engine.as_ref() {
-            Some(engine) => self.handle.block_on(engine.handle_bytes(&request)),
-            None => Response::error(ErrorKind::Stopped, VpnError::Stopped.to_string()).encode(),
+        let request = match Request::decode(&request) {
+            Ok(request) => request,
+            Err(error) => return Response::Error { error }.encode(),
+        };
+        let guard = self.engine.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(engine) = guard.as_ref() else {
+            return Response::error(ErrorKind::Stopped, VpnError::Stopped.to_string()).encode();
+        };
+        match request {
+            // The wait happens without the lock, which `stop` and every other call need.
+            Request::Events { after, wait_ms } => {
+                let log = engine.event_log();
+                drop(guard);
+                let wait = Duration::from_millis(u64::from(wait_ms));
+                self.handle.block_on(log.answer(after, wait)).encode()
+            }
+            request => self.handle.block_on(engine.handle(request)).encode(),
         }
     }
 

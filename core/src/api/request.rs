@@ -47,6 +47,16 @@ pub enum Request {
     /// Tells friends the links are going away, signs off and stops the engine (the app
     /// forgets the credentials) → `Response::Done`, then `Event::Stopped`.
     SignOut,
+    /// The events after the cursor `after` (0 on the first call: everything this engine
+    /// run still keeps), waiting up to `wait_ms` (at most 30 s) for one when there is none
+    /// → `Response::Events`, whose `next` is the cursor for the next call. For front ends
+    /// that cannot be called back: the iOS app asks its tunnel extension this way.
+    Events {
+        #[serde(default)]
+        after: u64,
+        #[serde(default)]
+        wait_ms: u32,
+    },
 }
 
 /// What the user can do with a roster entry.

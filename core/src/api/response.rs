@@ -1,5 +1,6 @@
 //! What the engine answers.
 
+use super::event::Event;
 use super::views::{FriendView, LinkView, StatusView};
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,12 @@ pub enum Response {
     },
     PeerAdded {
         uid: String,
+    },
+    /// The answer to `Request::Events`: the events in order (possibly none, when the wait
+    /// ended first) and the cursor to ask from next.
+    Events {
+        events: Vec<Event>,
+        next: u64,
     },
     Error {
         error: ApiError,

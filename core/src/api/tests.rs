@@ -25,6 +25,10 @@ fn every_request() -> Vec<Request> {
             keepalive_secs: Some(25),
         },
         Request::SignOut,
+        Request::Events {
+            after: 281_474_976_710_655,
+            wait_ms: 30_000,
+        },
     ];
     for action in FriendAction::ALL {
         all.push(Request::Friend {
@@ -159,6 +163,10 @@ fn replies_and_events_round_trip_and_tolerate_additions() {
         },
         Response::Links { links: vec![] },
         Response::PeerAdded { uid: "ab".into() },
+        Response::Events {
+            events: vec![Event::RosterChanged, Event::Missed { count: 2 }],
+            next: 7,
+        },
         Response::error(ErrorKind::BadJid, "'x' is not a valid JID"),
     ] {
         assert_eq!(Response::decode(&response.encode()), Ok(response));
@@ -196,6 +204,21 @@ fn replies_and_events_round_trip_and_tolerate_additions() {
     assert_eq!(
         Event::decode(br#"{"v":2,"event":"roster_changed","why":"x"}"#),
         Ok(Event::RosterChanged)
+    );
+    assert_eq!(
+        Response::decode(br#"{"v":2,"reply":"events","next":9,"events":[{"event":"teleported"},{"event":"roster_changed","why":"x"}]}"#),
+        Ok(Response::Events {
+            events: vec![Event::Unknown, Event::RosterChanged],
+            next: 9
+        })
+    );
+    // The app's first call: both fields may be left out.
+    assert_eq!(
+        Request::decode(br#"{"v":1,"cmd":"events"}"#),
+        Ok(Request::Events {
+            after: 0,
+            wait_ms: 0
+        })
     );
     // New events, error kinds, XMPP states and link phases of a newer engine are read.
     assert_eq!(

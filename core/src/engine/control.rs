@@ -1,8 +1,9 @@
 //! The control protocol's one entry point (`Engine::handle`): the node answers most
-//! requests; the log level and signing out are the shell's.
+//! requests; the log level, signing out and the event log are the shell's.
 
 use super::{Command, Engine, EngineError};
 use crate::api::{ApiError, Request, Response};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 impl Engine {
@@ -45,6 +46,11 @@ impl Engine {
                 self.stopped().await;
                 Ok(Response::Done)
             }
+            // Answered from the log, never by the engine task (a reply may wait 30 s).
+            Request::Events { after, wait_ms } => Ok(self
+                .log
+                .answer(after, Duration::from_millis(u64::from(wait_ms)))
+                .await),
             request => self.ask(|tx| Command::Request(request, tx)).await,
         }
     }

@@ -5,6 +5,7 @@
 
 mod control;
 mod error;
+mod event_log;
 mod tun_io;
 mod udp_io;
 
@@ -29,12 +30,15 @@ use crate::xmpp::session::{XmppInput, XmppSession};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tun_io::{tun_readable, watch_tun, TunReader, TunWriter};
 use udp_io::{UdpIo, UdpSink};
+
+pub use event_log::{EventLog, EVENTS_PER_REPLY, EVENT_LOG_CAPACITY, MAX_EVENTS_WAIT};
 
 /// The account, the STUN/TURN servers and the linking policy.
 #[derive(Clone, Debug)]
@@ -146,6 +150,8 @@ impl PreparedEngine {
         let port = local_addr.port();
         let dataplane = DataPlane::new(self.identity, self.book);
         let (events, _) = broadcast::channel(EVENT_QUEUE);
+        // Subscribed before the engine runs: the log has every event from the first.
+        let log = EventLog::record(events.subscribe());
         let now = Instant::now();
         let (setup, xmpp) = match self.config.social {
             Some(mut config) => {
@@ -202,6 +208,7 @@ impl PreparedEngine {
             task,
             finished,
             events,
+            log,
             uid,
             public_key,
             local_addr,
@@ -261,6 +268,8 @@ pub struct Engine {
     /// Becomes true when the engine task ends.
     finished: tokio::sync::watch::Receiver<bool>,
     events: broadcast::Sender<Event>,
+    /// The events, numbered, for `Request::Events`.
+    log: Arc<EventLog>,
     uid: Uid,
     public_key: [u8; 32],
     local_addr: SocketAddr,
@@ -316,6 +325,12 @@ impl Engine {
     /// falls more than the queue behind misses events (and is told so by the channel).
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+
+    /// The numbered events `Request::Events` answers from: a front end that must not hold
+    /// the engine while a reply waits (the bindings' lock) answers through this.
+    pub fn event_log(&self) -> Arc<EventLog> {
+        Arc::clone(&self.log)
     }
 
     /// Resolves when the engine task has ended (by itself only after a fatal fd error).

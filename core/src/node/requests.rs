@@ -141,7 +141,7 @@ impl Node {
                     uid: uid.to_string(),
                 }
             }
-            Request::SetLogLevel { .. } | Request::SignOut => {
+            Request::SetLogLevel { .. } | Request::SignOut | Request::Events { .. } => {
                 return Err(RequestError::ForTheShell)
             }
         })

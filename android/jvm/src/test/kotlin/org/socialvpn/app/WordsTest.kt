@@ -3,11 +3,18 @@ package org.socialvpn.app
 import org.junit.Assert.assertEquals
 import org.junit.Assert.assertTrue
 import org.junit.Test
+import org.junit.runner.RunWith
+import org.robolectric.RobolectricTestRunner
 import org.socialvpn.core.Device
 import org.socialvpn.core.LinkState
 import org.socialvpn.core.VpnState
 
-/** The words users read, for the engine's states and the form's checks. */
+/**
+ * The words users read, for the engine's states and the form's checks. In the Robolectric
+ * sandbox like every other class (see robolectric.properties): the sentences come from the
+ * core, and the core's callback table must stay the sandbox's.
+ */
+@RunWith(RobolectricTestRunner::class)
 class WordsTest {
     @Test
     fun `offline reasons become advice`() {

@@ -1,0 +1,31 @@
+import SwiftUI
+
+@main
+struct SocialVPNApp: App {
+    @State private var model = AppModel()
+    @Environment(\.scenePhase) private var scenePhase
+
+    var body: some Scene {
+        WindowGroup {
+            RootView()
+                .environment(model)
+                .task { await model.load() }
+        }
+        .onChange(of: scenePhase) { _, phase in
+            model.setVisible(phase == .active)
+        }
+    }
+}
+
+struct RootView: View {
+    @Environment(AppModel.self) private var model
+
+    var body: some View {
+        switch model.phase {
+        case .signedOut:
+            SignInView()
+        case .signedIn:
+            NavigationStack { FriendsView() }
+        }
+    }
+}

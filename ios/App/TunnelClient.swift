@@ -1,0 +1,68 @@
+import Foundation
+import NetworkExtension
+import SocialVPNCore
+
+/// How the app's bytes reach the engine in the tunnel extension (a seam: the tests give a
+/// transport of their own).
+protocol MessageTransport: Sendable {
+    /// The reply's bytes; nil when the extension is not running.
+    func send(_ message: Data) async throws -> Data?
+}
+
+/// The app's side of the control protocol: typed requests encoded by the core, sent to the
+/// extension, replies decoded by the core. The app never runs the engine and never writes
+/// or reads the protocol's JSON itself.
+struct TunnelClient: Sendable {
+    let transport: MessageTransport
+
+    enum Failure: Error, Equatable {
+        /// The extension is not running (the VPN is off).
+        case notRunning
+    }
+
+    func request(_ request: ControlRequest) async throws -> ControlReply {
+        let bytes = try encodeControlRequest(request: request)
+        guard let reply = try await transport.send(bytes) else { throw Failure.notRunning }
+        return try decodeControlReply(reply: reply)
+    }
+
+    func status() async throws -> Status? {
+        if case let .status(status) = try await request(.status) { return status }
+        return nil
+    }
+
+    func roster() async throws -> [Friend] {
+        if case let .roster(friends) = try await request(.roster) { return friends }
+        return []
+    }
+
+    /// The events after `cursor`, waiting up to `waitMs` for one; the new cursor.
+    func events(after cursor: UInt64, waitMs: UInt32) async throws -> ([ControlEvent], UInt64) {
+        if case let .events(events, next) = try await request(.events(after: cursor, waitMs: waitMs)) {
+            return (events, next)
+        }
+        return ([], cursor)
+    }
+}
+
+/// The real transport: `sendProviderMessage` on the running tunnel's session.
+struct ProviderTransport: MessageTransport {
+    let manager: NETunnelProviderManager
+
+    func send(_ message: Data) async throws -> Data? {
+        guard let session = manager.connection as? NETunnelProviderSession,
+              session.status == .connected || session.status == .reasserting
+        else {
+            return nil
+        }
+        return try await withCheckedThrowingContinuation { continuation in
+            do {
+                try session.sendProviderMessage(message) { reply in
+                    continuation.resume(returning: reply)
+                }
+            } catch {
+                continuation.resume(throwing: error)
+            }
+        }
+    }
+}
