@@ -11,7 +11,8 @@ struct SocialVPNApp: App {
                 .environment(model)
                 .task { await model.load() }
         }
-        .onChange(of: scenePhase) { _, phase in
+        // `initial`: the first phase counts too (the app starts visible).
+        .onChange(of: scenePhase, initial: true) { _, phase in
             model.setVisible(phase == .active)
         }
     }

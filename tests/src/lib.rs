@@ -30,6 +30,7 @@ pub mod dns_server;
 pub mod netns;
 pub mod node;
 pub mod pinger;
+pub mod proc_memory;
 pub mod social_nodes;
 pub mod social_world;
 pub mod traffic;

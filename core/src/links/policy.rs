@@ -44,8 +44,10 @@ impl LinkPolicy {
     /// The wanted devices that keep or get a link, in the order they are served: the
     /// user's own devices first, then friends taking turns (each friend's first device,
     /// then each one's second, …) so that one friend's many devices cannot take every slot.
-    /// Devices with a link (`linked`) keep it; new ones get one only under the proactive
-    /// policy and while there are slots left (on demand, a packet asks for them).
+    /// Devices with a link (`linked`) keep it and take their slot first, wherever they stand
+    /// in that order; new ones get one only under the proactive policy and while slots are
+    /// left (on demand, a packet asks for them). So the links never exceed the cap, except
+    /// by links that were there before it was lowered.
     pub fn admit<'a>(
         &self,
         wanted: &'a [WantedDevice],
@@ -63,13 +65,20 @@ impl LinkPolicy {
             })
             .collect();
         ordered.sort_by_key(|(friend, turn, i, _)| (*friend, *turn, *i));
+        let existing = ordered.iter().filter(|(.., w)| linked(&w.info.uid)).count();
+        let mut free = if proactive {
+            self.max_links().saturating_sub(existing)
+        } else {
+            0
+        };
         let mut admitted = Vec::new();
         for (_, _, _, w) in ordered {
-            let exists = linked(&w.info.uid);
-            if !exists && (!proactive || admitted.len() >= self.max_links()) {
-                continue;
+            if linked(&w.info.uid) {
+                admitted.push(w);
+            } else if free > 0 {
+                free -= 1;
+                admitted.push(w);
             }
-            admitted.push(w);
         }
         admitted
     }
@@ -107,11 +116,40 @@ mod tests {
             jids(&policy.admit(&wanted, |_| false)),
             ["alice@x/tablet", "mallory@x/1", "bob@x/1", "carol@x/1"]
         );
-        // Links that exist stay, even past the cap.
+        // A link that exists keeps its slot wherever it stands; the cap holds.
         let mallory3 = wanted[2].info.uid;
         let kept = policy.admit(&wanted, |u| *u == mallory3);
-        assert_eq!(kept.len(), 5);
-        assert!(jids(&kept).contains(&"mallory@x/3".to_string()));
+        assert_eq!(
+            jids(&kept),
+            ["alice@x/tablet", "mallory@x/1", "bob@x/1", "mallory@x/3"]
+        );
+        // Links beyond a lowered cap stay (they are not cut), and no new one starts.
+        let all: Vec<Uid> = wanted.iter().map(|w| w.info.uid).collect();
+        let lowered = LinkPolicy::Proactive { max_links: 2 };
+        let kept = lowered.admit(&wanted[..3], |u| all.contains(u));
+        assert_eq!(kept.len(), 3);
+        assert_eq!(lowered.admit(&wanted, |u| all[..3].contains(u)).len(), 3);
+    }
+
+    /// Presences arrive in any order: however the links came to be, admitting never takes
+    /// the total past the cap (the benchmark saw 136 links under a cap of 64 before).
+    #[test]
+    fn links_never_exceed_the_cap_whatever_order_devices_come_in() {
+        let policy = LinkPolicy::Proactive { max_links: 16 };
+        let devices: Vec<WantedDevice> = (0..60u8)
+            .map(|i| device(&format!("f{}@x/{}", i % 23, i), i, false))
+            .collect();
+        let mut linked: Vec<Uid> = Vec::new();
+        // Devices come online one by one, in a scrambled order (each new one first in the
+        // list); each time the policy runs and what it admits has a link.
+        let mut online: Vec<WantedDevice> = Vec::new();
+        for step in 0..devices.len() {
+            online.insert(0, devices[(step * 37) % devices.len()].clone());
+            let admitted = policy.admit(&online, |u| linked.contains(u));
+            assert!(admitted.len() <= 16, "{} links", admitted.len());
+            linked = admitted.iter().map(|w| w.info.uid).collect();
+        }
+        assert_eq!(linked.len(), 16);
     }
 
     #[test]
