@@ -38,7 +38,11 @@ final class BrowserSignIns: NSObject, ASWebAuthenticationPresentationContextProv
             session.presentationContextProvider = self
             session.prefersEphemeralWebBrowserSession = true
             self.session = session
-            session.start()
+            // false: the session could not start (another one is showing); its handler
+            // would never run.
+            if !session.start() {
+                continuation.resume(throwing: Failure.noRedirect)
+            }
         }
         // The code flow trades the code for a token over the network: off the main actor.
         let token = try await Task.detached {

@@ -1,9 +1,10 @@
 import SocialVPNCore
 import SwiftUI
 
-/// The main screen: the VPN's switch and status, friend requests, friends running
-/// SocialVPN (each online device with its address in my network, its link and traffic,
-/// and a switch per friend that acts at once), and friends without it.
+/// The main screen: the VPN's switch and status, friend requests, friends (each online
+/// device with its address in my network, its link and traffic, and a switch per friend
+/// that acts at once; offline friends and people asked too), and my other devices.
+@MainActor
 struct FriendsView: View {
     @Environment(AppModel.self) private var model
     @State private var adding = false
@@ -16,6 +17,7 @@ struct FriendsView: View {
                     get: { model.vpnOn },
                     set: { on in Task { await model.setVpn(on: on) } }
                 ))
+                .disabled(model.switching)
                 LabeledContent("Account", value: model.stateText)
                 if let status = model.status {
                     LabeledContent("My address", value: status.ipv4)
@@ -30,15 +32,19 @@ struct FriendsView: View {
                     }
                 }
             }
-            Section("On SocialVPN") {
-                ForEach(model.onSocialVpn, id: \.jid) { friend in
+            Section("Friends") {
+                if model.contacts.isEmpty {
+                    Text(model.vpnOn ? "No friends yet: add one with +." : "Switch the VPN on to see your friends.")
+                        .foregroundStyle(.secondary)
+                }
+                ForEach(model.contacts, id: \.jid) { friend in
                     FriendRow(friend: friend)
                 }
             }
-            if !model.others.isEmpty {
-                Section("Not on SocialVPN") {
-                    ForEach(model.others, id: \.jid) { friend in
-                        Text(friend.name ?? friend.jid).foregroundStyle(.secondary)
+            if !model.ownDevices.isEmpty {
+                Section("My other devices") {
+                    ForEach(model.ownDevices, id: \.resource) { device in
+                        DeviceLine(device: device, friendEnabled: true)
                     }
                 }
             }
@@ -48,10 +54,10 @@ struct FriendsView: View {
         }
         .navigationTitle("Friends")
         .toolbar {
-            ToolbarItem(placement: .primaryAction) {
+            ToolbarItem(placement: .topBarTrailing) {
                 Button("Add friend", systemImage: "person.badge.plus") { adding = true }
             }
-            ToolbarItem(placement: .secondaryAction) {
+            ToolbarItem(placement: .topBarLeading) {
                 NavigationLink("Settings") { SettingsView() }
             }
         }
@@ -68,6 +74,7 @@ struct FriendsView: View {
     }
 }
 
+@MainActor
 struct RequestRow: View {
     @Environment(AppModel.self) private var model
     let jid: String
@@ -84,6 +91,7 @@ struct RequestRow: View {
     }
 }
 
+@MainActor
 struct FriendRow: View {
     @Environment(AppModel.self) private var model
     let friend: Friend
@@ -96,24 +104,26 @@ struct FriendRow: View {
                 get: { friend.enabled },
                 set: { on in Task { await model.perform(.setFriendEnabled(jid: friend.jid, enabled: on)) } }
             ))
-            ForEach(friend.devices.filter { $0.socialvpn }, id: \.resource) { device in
-                VStack(alignment: .leading) {
-                    Text("\(device.resource) — \(device.overlayAddress ?? "no address yet")\(device.pinned ? " (pinned)" : "")")
-                    Text(linkLine(device)).foregroundStyle(.secondary)
-                }
-                .font(.footnote)
-                .contextMenu {
-                    if let uid = device.uid {
-                        if device.pinned {
-                            Button("Unpin address") { Task { await model.perform(.unpinAddress(device: uid)) } }
-                        } else {
-                            Button("Pin an address…") {
-                                pinAddress = device.overlayAddress ?? ""
-                                pinning = device
+            let devices = friend.devices.filter { $0.socialvpn }
+            if devices.isEmpty {
+                Text(friend.pendingOut ? "Asked; waiting for them to accept" : "No SocialVPN device online")
+                    .font(.footnote)
+                    .foregroundStyle(.secondary)
+            }
+            ForEach(devices, id: \.resource) { device in
+                DeviceLine(device: device, friendEnabled: friend.enabled)
+                    .contextMenu {
+                        if let uid = device.uid {
+                            if device.pinned {
+                                Button("Unpin address") { Task { await model.perform(.unpinAddress(device: uid)) } }
+                            } else {
+                                Button("Pin an address…") {
+                                    pinAddress = device.overlayAddress ?? ""
+                                    pinning = device
+                                }
                             }
                         }
                     }
-                }
             }
         }
         .swipeActions {
@@ -133,9 +143,23 @@ struct FriendRow: View {
             Button("Cancel", role: .cancel) { pinning = nil }
         }
     }
+}
 
-    private func linkLine(_ device: Device) -> String {
-        let link = friend.enabled || device.link.isUp ? describeLink(link: device.link) : "Switched off"
+/// One device: where it is in my network, then its link and traffic.
+struct DeviceLine: View {
+    let device: Device
+    let friendEnabled: Bool
+
+    var body: some View {
+        VStack(alignment: .leading) {
+            Text("\(device.resource) — \(device.overlayAddress ?? "no address yet")\(device.pinned ? " (pinned)" : "")")
+            Text(linkLine).foregroundStyle(.secondary)
+        }
+        .font(.footnote)
+    }
+
+    private var linkLine: String {
+        let link = friendEnabled || device.link.isUp ? describeLink(link: device.link) : "Switched off"
         let traffic = device.txBytes + device.rxBytes > 0 ? " · ↑\(bytes(device.txBytes)) ↓\(bytes(device.rxBytes))" : ""
         return link + traffic
     }

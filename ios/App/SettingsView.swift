@@ -1,6 +1,7 @@
 import SwiftUI
 
 /// Link policy and log level (they apply when the VPN next starts), and signing out.
+@MainActor
 struct SettingsView: View {
     @Environment(AppModel.self) private var model
     @State private var onDemand = false

@@ -3,6 +3,8 @@ import SwiftUI
 
 /// JID and password, or "Sign in with browser" (OAuth, when the server offers it);
 /// Advanced: the server's `host:port` and the subnet friends' devices get addresses in.
+/// The fields start from the last account (after a refused password, or a sign-out).
+@MainActor
 struct SignInView: View {
     @Environment(AppModel.self) private var model
     @State private var jid = ""
@@ -46,7 +48,15 @@ struct SignInView: View {
                 }
             }
             .navigationTitle("SocialVPN")
+            .onAppear(perform: fillInLastAccount)
         }
+    }
+
+    private func fillInLastAccount() {
+        guard let last = model.account, jid.isEmpty else { return }
+        jid = last.jid
+        server = last.server
+        subnet = last.subnet
     }
 
     private var account: StoredAccount {

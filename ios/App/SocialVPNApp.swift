@@ -11,9 +11,10 @@ struct SocialVPNApp: App {
                 .environment(model)
                 .task { await model.load() }
         }
-        // `initial`: the first phase counts too (the app starts visible).
+        // `initial`: the first phase counts too (the app starts visible). Only the background
+        // hides: `inactive` also means Control Center or a system alert over the app.
         .onChange(of: scenePhase, initial: true) { _, phase in
-            model.setVisible(phase == .active)
+            model.setVisible(phase != .background)
         }
     }
 }
@@ -23,6 +24,8 @@ struct RootView: View {
 
     var body: some View {
         switch model.phase {
+        case .loading:
+            ProgressView()
         case .signedOut:
             SignInView()
         case .signedIn:

@@ -18,6 +18,10 @@ struct TunnelClient: Sendable {
     enum Failure: Error, Equatable {
         /// The extension is not running (the VPN is off).
         case notRunning
+        /// No reply in time (the extension went away while the request waited).
+        case timedOut
+        /// A reply of another kind than the request asks for.
+        case unexpectedReply
     }
 
     func request(_ request: ControlRequest) async throws -> ControlReply {
@@ -38,16 +42,19 @@ struct TunnelClient: Sendable {
 
     /// The events after `cursor`, waiting up to `waitMs` for one; the new cursor.
     func events(after cursor: UInt64, waitMs: UInt32) async throws -> ([ControlEvent], UInt64) {
-        if case let .events(events, next) = try await request(.events(after: cursor, waitMs: waitMs)) {
-            return (events, next)
+        guard case let .events(events, next) = try await request(.events(after: cursor, waitMs: waitMs)) else {
+            throw Failure.unexpectedReply
         }
-        return ([], cursor)
+        return (events, next)
     }
 }
 
-/// The real transport: `sendProviderMessage` on the running tunnel's session.
+/// The real transport: `sendProviderMessage` on the running tunnel's session. A reply
+/// that never comes (the extension ended meanwhile) fails after `timeout`, longer than the
+/// longest wait the engine holds an `events` reply (30 s).
 struct ProviderTransport: MessageTransport {
     let manager: NETunnelProviderManager
+    var timeout: TimeInterval = 35
 
     func send(_ message: Data) async throws -> Data? {
         guard let session = manager.connection as? NETunnelProviderSession,
@@ -55,14 +62,37 @@ struct ProviderTransport: MessageTransport {
         else {
             return nil
         }
+        let once = ResumeOnce()
         return try await withCheckedThrowingContinuation { continuation in
+            once.set(continuation)
+            DispatchQueue.global().asyncAfter(deadline: .now() + timeout) {
+                once.resume(with: .failure(TunnelClient.Failure.timedOut))
+            }
             do {
                 try session.sendProviderMessage(message) { reply in
-                    continuation.resume(returning: reply)
+                    once.resume(with: .success(reply))
                 }
             } catch {
-                continuation.resume(throwing: error)
+                once.resume(with: .failure(error))
             }
         }
+    }
+}
+
+/// Resumes a continuation exactly once, whichever of the reply and the timeout comes first.
+private final class ResumeOnce: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<Data?, Error>?
+
+    func set(_ continuation: CheckedContinuation<Data?, Error>) {
+        lock.withLock { self.continuation = continuation }
+    }
+
+    func resume(with result: Result<Data?, Error>) {
+        let waiting: CheckedContinuation<Data?, Error>? = lock.withLock {
+            defer { self.continuation = nil }
+            return self.continuation
+        }
+        waiting?.resume(with: result)
     }
 }

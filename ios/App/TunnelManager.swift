@@ -15,9 +15,9 @@ final class TunnelManager {
         return manager
     }
 
-    /// Saves the account into the configuration (creating it: iOS asks the user once) and
-    /// switches on-demand on.
-    func save(account: StoredAccount) async throws -> NETunnelProviderManager {
+    /// Saves the account into the configuration (creating it: iOS asks the user once).
+    /// `connectOnDemand` switches on-demand on or off; nil keeps what the user chose last.
+    func save(account: StoredAccount, connectOnDemand: Bool?) async throws -> NETunnelProviderManager {
         let manager = try await load() ?? NETunnelProviderManager()
         let proto = NETunnelProviderProtocol()
         proto.providerBundleIdentifier = Shared.tunnelBundleId
@@ -26,7 +26,9 @@ final class TunnelManager {
         manager.protocolConfiguration = proto
         manager.localizedDescription = "SocialVPN"
         manager.onDemandRules = [NEOnDemandRuleConnect()]
-        manager.isOnDemandEnabled = true
+        if let connectOnDemand {
+            manager.isOnDemandEnabled = connectOnDemand
+        }
         manager.isEnabled = true
         try await manager.saveToPreferences()
         // A saved configuration must be loaded again before it can be started.
@@ -39,12 +41,25 @@ final class TunnelManager {
         try manager?.connection.startVPNTunnel()
     }
 
-    /// Off until the user switches it on again (on-demand would reconnect at once).
+    /// Off until the user switches it on again (on-demand would reconnect at once). The
+    /// tunnel stops even when the configuration cannot be saved (another app changed it).
     func stop() async throws {
         guard let manager else { return }
+        defer { manager.connection.stopVPNTunnel() }
+        try await manager.loadFromPreferences()
         manager.isOnDemandEnabled = false
         try await manager.saveToPreferences()
-        manager.connection.stopVPNTunnel()
+    }
+
+    /// Why the tunnel last ended, if it failed (the extension's error, in its words).
+    func lastDisconnectError() async -> Error? {
+        guard let manager else { return nil }
+        do {
+            try await manager.connection.fetchLastDisconnectError()
+            return nil
+        } catch {
+            return error
+        }
     }
 
     /// Signing out: the configuration goes (and with it on-demand).

@@ -43,7 +43,8 @@ final class MessageForwardingTests: XCTestCase {
 
     func testStatusRosterAndEventsThroughTheBytes() async throws {
         let client = TunnelClient(transport: Forwarding(vpn: vpn))
-        let status = try await XCTUnwrap(client.status())
+        let reply = try await client.status()
+        let status = try XCTUnwrap(reply)
         XCTAssertEqual(status.uid, vpn.deviceId())
         XCTAssertEqual(status.ipv4, vpn.tunnelSettings().ipv4)
         let friends = try await client.roster()
@@ -65,8 +66,10 @@ final class MessageForwardingTests: XCTestCase {
         do {
             _ = try await client.request(.pinAddress(device: "00", address: "100.64.0.9"))
             XCTFail("an unknown device cannot be pinned")
-        } catch let error as VpnError {
-            XCTAssertFalse(describeError(error: error).isEmpty)
+        } catch {
+            // The app's TunnelClient threw it: the app links its own copy of the bindings, so
+            // a cast to this bundle's `VpnError` would not match; its case name does.
+            XCTAssertTrue(String(describing: error).hasPrefix("refused"), "\(error)")
         }
         do {
             _ = try await TunnelClient(transport: Stopped()).request(.status)

@@ -15,6 +15,7 @@ final class PacketTunnelProvider: NEPacketTunnelProvider {
     private var vpn: SocialVpn?
     private var pathMonitor: NWPathMonitor?
     private var lastPath: NWPath?
+    private var handedOverAgain = false
 
     override func startTunnel(
         options: [String: NSObject]?,
@@ -36,6 +37,7 @@ final class PacketTunnelProvider: NEPacketTunnelProvider {
                 }
             } catch {
                 log.error("the tunnel did not start: \(String(describing: error), privacy: .public)")
+                stopEngine()
                 completionHandler(error)
             }
         }
@@ -94,32 +96,64 @@ final class PacketTunnelProvider: NEPacketTunnelProvider {
         if let level = EngineConfig.logLevel(account.logLevel) {
             setLogLevel(level: level)
         }
-        let vpn = try SocialVpn(config: config, listener: StateLogger(log: log), protector: nil)
+        let vpn = try SocialVpn(config: config, listener: EngineListener(provider: self, log: log), protector: nil)
         self.vpn = vpn
         return vpn
     }
 
+    /// The engine lost the utun (reads failed): hand it over once more; if that fails too,
+    /// end the tunnel with the reason, so iOS shows it off (and on-demand may start a new
+    /// one) instead of a connected VPN that carries nothing.
+    fileprivate func tunnelLost(_ reason: String) {
+        queue.async { [self] in
+            guard let vpn else { return }
+            // Once per engine: a utun that keeps failing is not handed over in a loop.
+            if !handedOverAgain, handOverTunnel(to: vpn) == nil {
+                handedOverAgain = true
+                log.info("the tunnel was handed over again")
+                return
+            }
+            log.error("the tunnel is lost: \(reason, privacy: .public)")
+            stopEngine()
+            cancelTunnelWithError(NEVPNError(.connectionFailed))
+        }
+    }
+
+    /// The engine ended on an error of its own (its UDP socket failed).
+    fileprivate func engineStopped(_ error: String) {
+        queue.async { [self] in
+            log.error("the engine stopped: \(error, privacy: .public)")
+            stopEngine()
+            cancelTunnelWithError(NEVPNError(.connectionFailed))
+        }
+    }
+
     /// Finds the utun NetworkExtension opened for this tunnel and hands it to the engine.
     private func attachTunnel(to vpn: SocialVpn) -> Error? {
+        if let error = handOverTunnel(to: vpn) {
+            stopEngine()
+            return error
+        }
+        watchPaths(vpn)
+        return nil
+    }
+
+    private func handOverTunnel(to vpn: SocialVpn) -> Error? {
         // The system keeps its own descriptor of the utun: the engine gets a duplicate
         // (it closes what it is given, on success, when it is done).
         guard let tunnel = findTunnelFd() else {
-            stopEngine()
             return NEVPNError(.configurationInvalid)
         }
         let fd = dup(tunnel.fd)
         guard fd >= 0 else {
-            stopEngine()
             return NEVPNError(.configurationInvalid)
         }
         do {
             try vpn.startTunnel(fd: fd, framing: .afHeader)
         } catch {
             close(fd)
-            stopEngine()
             return error
         }
-        watchPaths(vpn)
         return nil
     }
 
@@ -140,6 +174,7 @@ final class PacketTunnelProvider: NEPacketTunnelProvider {
     }
 
     private func stopEngine() {
+        handedOverAgain = false
         pathMonitor?.cancel()
         pathMonitor = nil
         lastPath = nil
@@ -151,16 +186,22 @@ final class PacketTunnelProvider: NEPacketTunnelProvider {
 }
 
 /// The engine's listener in the extension: the app hears events through its `events`
-/// requests, so this only logs the account's state (no personal data).
-final class StateLogger: VpnEventListener {
+/// requests, so this logs the account's state (no personal data) and acts only on what
+/// ends the tunnel's use: a lost utun, an engine that stopped on an error.
+final class EngineListener: VpnEventListener, @unchecked Sendable {
+    private weak var provider: PacketTunnelProvider?
     private let log: Logger
 
-    init(log: Logger) {
+    init(provider: PacketTunnelProvider, log: Logger) {
+        self.provider = provider
         self.log = log
     }
 
     func onState(state: VpnState) throws {
         log.info("xmpp: \(describeState(state: state), privacy: .private)")
+        if case let .stopped(error?) = state {
+            provider?.engineStopped(error)
+        }
     }
 
     func onRosterChanged() throws {}
@@ -170,6 +211,6 @@ final class StateLogger: VpnEventListener {
     func onLink(link: LinkEvent) throws {}
 
     func onTunnelLost(reason: String) throws {
-        log.error("the tunnel was lost: \(reason, privacy: .public)")
+        provider?.tunnelLost(reason)
     }
 }
