@@ -85,7 +85,9 @@ fn interface_name(_fd: RawFd) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use socialvpn_core::tun::linux::TunConfig;
+    use std::net::Ipv4Addr;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn names_end_at_the_first_nul() {
@@ -106,21 +108,16 @@ mod tests {
         let found = std::thread::spawn(|| {
             // SAFETY: unshare affects only this thread, which ends with the test.
             assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
-            let path = c"/dev/net/tun";
-            // SAFETY: open with a valid C string; the fd is owned below.
-            let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-            assert!(raw >= 0);
-            // SAFETY: just opened, owned here.
-            let tun = unsafe { OwnedFd::from_raw_fd(raw) };
-            // SAFETY: as above, an all-zero ifreq is valid.
-            let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-            for (slot, byte) in request.ifr_name.iter_mut().zip(b"svfind0") {
-                *slot = *byte as libc::c_char;
-            }
-            request.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
-            const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-            // SAFETY: TUNSETIFF reads one ifreq.
-            assert_eq!(unsafe { libc::ioctl(raw, TUNSETIFF as _, &mut request) }, 0);
+            let tun = socialvpn_core::tun::linux::create(&TunConfig {
+                name: "svfind0".into(),
+                mtu: 1280,
+                ipv4: Ipv4Addr::new(100, 64, 0, 1),
+                ipv4_prefix: 16,
+                ipv6: None,
+                offload: false,
+            })
+            .unwrap()
+            .device;
             let ours = TunnelFd {
                 fd: tun.as_raw_fd(),
                 name: "svfind0".into(),

@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 use tun_io::{tun_readable, watch_tun, TunReader, TunWriter};
 use udp_io::{UdpIo, UdpSink};
 
-pub use event_log::{EventLog, EVENTS_PER_REPLY, EVENT_LOG_CAPACITY, MAX_EVENTS_WAIT};
+pub use event_log::EventLog;
 
 /// The account, the STUN/TURN servers and the linking policy.
 #[derive(Clone, Debug)]
