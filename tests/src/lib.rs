@@ -36,6 +36,7 @@ pub mod social_world;
 pub mod traffic;
 pub mod turn_server;
 pub mod two_hosts;
+pub mod utun_relay;
 mod world_files;
 mod world_net;
 pub mod xmpp_server;

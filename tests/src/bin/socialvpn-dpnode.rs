@@ -6,6 +6,11 @@
 //! Usage: socialvpn-dpnode STATE_DIR TUN_NAME SUBNET LISTEN_ADDR [SOCIAL_JSON_FILE]
 //! The first line out is `{"uid","public_key","ipv4","ipv6"}`. EOF stops it (closing links
 //! cleanly).
+//!
+//! `SOCIALVPN_TUN_MODE` picks how the engine gets its tun, for the benchmark's modes:
+//! `offload` (default: `IFF_VNET_HDR` with TSO, the Linux client's), `raw` (bare IP packets,
+//! no offloads: what Android's `VpnService` hands over) or `utun` (4-byte address-family
+//! header over a datagram socket, as iOS's utun: see `socialvpn_tests::utun_relay`).
 
 use serde_json::json;
 use socialvpn_core::config::{AccountSettings, Credentials, IceServerSettings, Settings};
@@ -153,19 +158,27 @@ async fn run(args: &[String]) {
     // The device id names the default resource; the node's resource is always given.
     let config = settings.check("").unwrap_or_else(|e| fail(&e.to_string()));
     let prepared = PreparedEngine::load(config).unwrap_or_else(|e| fail(&e.to_string()));
+    let mode = std::env::var("SOCIALVPN_TUN_MODE").unwrap_or_else(|_| "offload".into());
+    if !["offload", "raw", "utun"].contains(&mode.as_str()) {
+        fail(&format!("SOCIALVPN_TUN_MODE={mode}: offload, raw or utun"));
+    }
     let tun = create(&TunConfig {
         name: args[1].clone(),
         mtu: 1360,
         ipv4: prepared.ipv4(),
         ipv4_prefix: prepared.subnet().prefix(),
         ipv6: Some(prepared.ipv6()),
-        offload: true,
+        offload: mode == "offload",
     })
     .unwrap_or_else(|e| fail(&e.to_string()));
     if !tun.ipv6 {
         eprintln!("socialvpn-dpnode: IPv6 is off on this host: IPv4 only");
     }
-    let tun = tun.device;
+    let tun = match mode.as_str() {
+        "utun" => socialvpn_tests::utun_relay::start(tun.device)
+            .unwrap_or_else(|e| fail(&format!("utun relay: {e}"))),
+        _ => tun.device,
+    };
     let hello = json!({
         "uid": prepared.uid().to_string(),
         "public_key": hex::encode(prepared.public_key()),
