@@ -12,6 +12,7 @@ use crate::addrbook::{AddressBook, AddressBookError};
 use crate::counters::LinkTraffic;
 use crate::counters::{Counters, DropReason};
 use crate::identity::DeviceIdentity;
+use crate::idle_grid::IdleGrid;
 use crate::liveness::PathAlarm;
 use crate::packet::ip::{self, IpAddrs};
 use crate::packet::translate::rewrite_ipv4;
@@ -113,6 +114,8 @@ pub struct DataPlane {
     demands: Vec<Uid>,
     /// Links whose path went quiet while we sent (the link layer checks or replaces them).
     alarms: Vec<(Uid, PathAlarm)>,
+    /// Where the links' idle timers go (the node's shared tick); none: each at its time.
+    grid: Option<IdleGrid>,
 }
 
 /// Distinct link demands kept until the engine collects them.
@@ -133,7 +136,13 @@ impl DataPlane {
             rate_limiter: Arc::new(RateLimiter::new(identity_public, HANDSHAKE_RATE_LIMIT)),
             demands: Vec::with_capacity(MAX_DEMANDS),
             alarms: Vec::new(),
+            grid: None,
         }
+    }
+
+    /// Puts the links' idle timers on the node's shared tick.
+    pub fn set_idle_grid(&mut self, grid: IdleGrid) {
+        self.grid = Some(grid);
     }
 
     pub fn uid(&self) -> Uid {
@@ -349,13 +358,18 @@ impl DataPlane {
 
     /// The earliest instant any link needs a timer tick.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.links.values().filter_map(Link::next_deadline).min()
+        let grid = self.grid.as_ref();
+        self.links
+            .values()
+            .filter_map(|l| l.next_deadline(grid))
+            .min()
     }
 
     /// Ticks every link whose deadline has come, and looks at its path.
     pub fn handle_timeout(&mut self, now: Instant, net: &mut impl NetSink) {
+        let grid = self.grid.as_ref();
         for link in self.links.values_mut() {
-            if link.next_deadline().is_some_and(|d| d <= now) {
+            if link.next_deadline(grid).is_some_and(|d| d <= now) {
                 tick(link, now, &mut self.scratch, &mut self.counters, net);
                 if let Some(alarm) = link.path.check(now) {
                     self.alarms.retain(|(uid, _)| *uid != link.uid);

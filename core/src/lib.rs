@@ -18,6 +18,7 @@ pub mod dataplane;
 pub mod engine;
 pub mod framing;
 pub mod identity;
+pub mod idle_grid;
 pub mod links;
 pub mod liveness;
 pub mod logging;

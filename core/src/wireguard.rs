@@ -9,6 +9,7 @@
 //! ticks it first, so boringtun sees time pass.
 
 use crate::counters::LinkTraffic;
+use crate::idle_grid::IdleGrid;
 use crate::liveness::PathWatch;
 use crate::packet::uid_header::UID_HEADER_LEN;
 use crate::path::Path;
@@ -167,8 +168,9 @@ impl Link {
     }
 
     /// When this link next needs `update_timers` (or a look at its path), or `None` if it
-    /// can sleep until traffic.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// can sleep until traffic. The tick that drops old keys may run late: it goes on the
+    /// node's idle grid, with the other links' timers.
+    pub fn next_deadline(&self, grid: Option<&IdleGrid>) -> Option<Instant> {
         if self.last_tick < self.last_activity + ACTIVE_WINDOW {
             return Some(self.last_tick + ACTIVE_TICK);
         }
@@ -179,7 +181,10 @@ impl Link {
         let keepalive = self
             .keepalive
             .map(|k| self.last_send.max(self.last_tick) + k);
-        let wipe = (!self.wiped).then(|| self.last_activity + SESSION_WIPE_AFTER);
+        let wipe = (!self.wiped).then(|| {
+            let at = self.last_activity + SESSION_WIPE_AFTER;
+            grid.map_or(at, |g| g.not_before(at))
+        });
         [keepalive, wipe, path].into_iter().flatten().min()
     }
 }
@@ -198,7 +203,7 @@ mod tests {
     /// Ticks at every deadline up to `until`; returns the number of ticks.
     fn run_until(l: &mut Link, until: Instant) -> usize {
         let mut ticks = 0;
-        while let Some(d) = l.next_deadline().filter(|d| *d <= until) {
+        while let Some(d) = l.next_deadline(None).filter(|d| *d <= until) {
             l.note_tick(d);
             ticks += 1;
         }
@@ -209,18 +214,18 @@ mod tests {
     fn busy_link_ticks_then_goes_to_sleep() {
         let t0 = Instant::now();
         let mut l = link(None, t0);
-        assert_eq!(l.next_deadline(), Some(t0 + ACTIVE_TICK));
+        assert_eq!(l.next_deadline(None), Some(t0 + ACTIVE_TICK));
         run_until(&mut l, t0 + ACTIVE_WINDOW + ACTIVE_TICK);
         // Quiet: the only deadline left is the late wipe tick, then nothing.
-        assert_eq!(l.next_deadline(), Some(t0 + SESSION_WIPE_AFTER));
+        assert_eq!(l.next_deadline(None), Some(t0 + SESSION_WIPE_AFTER));
         l.note_tick(t0 + SESSION_WIPE_AFTER);
-        assert_eq!(l.next_deadline(), None);
+        assert_eq!(l.next_deadline(None), None);
         // Traffic wakes it up again.
         let t2 = t0 + Duration::from_secs(1000);
         assert!(l.is_quiet(t2));
         l.note_tick(t2);
         l.mark_active(t2);
-        assert_eq!(l.next_deadline(), Some(t2 + ACTIVE_TICK));
+        assert_eq!(l.next_deadline(None), Some(t2 + ACTIVE_TICK));
     }
 
     #[test]
@@ -230,9 +235,9 @@ mod tests {
         l.note_sent(t0, &[WG_HANDSHAKE_INIT, 0, 0, 0]);
         run_until(&mut l, t0 + Duration::from_secs(60));
         // Past the busy window, still ticking once a second for the retries.
-        assert_eq!(l.next_deadline(), Some(l.last_tick + HANDSHAKE_TICK));
+        assert_eq!(l.next_deadline(None), Some(l.last_tick + HANDSHAKE_TICK));
         run_until(&mut l, t0 + Duration::from_secs(100));
-        assert_eq!(l.next_deadline(), Some(t0 + SESSION_WIPE_AFTER));
+        assert_eq!(l.next_deadline(None), Some(t0 + SESSION_WIPE_AFTER));
     }
 
     #[test]
@@ -241,10 +246,10 @@ mod tests {
         let mut l = link(Some(25), t0);
         let quiet = t0 + ACTIVE_WINDOW;
         l.note_tick(quiet);
-        assert_eq!(l.next_deadline(), Some(quiet + Duration::from_secs(25)));
+        assert_eq!(l.next_deadline(None), Some(quiet + Duration::from_secs(25)));
         let mut off = link(Some(0), t0);
         off.note_tick(quiet);
-        assert_eq!(off.next_deadline(), Some(t0 + SESSION_WIPE_AFTER));
+        assert_eq!(off.next_deadline(None), Some(t0 + SESSION_WIPE_AFTER));
     }
 
     #[test]

@@ -300,6 +300,81 @@ fn idle_linked_nodes_wake_only_for_keepalives() {
     );
 }
 
+/// Issue 16's battery goal: a device linked with ten idle friends wakes at most once per
+/// NAT-keepalive interval for all of them (each link's keepalive and the XMPP session's
+/// checks aligned to one tick), not once per link.
+#[test]
+fn ten_idle_friends_share_one_keepalive_tick() {
+    let mut w = World::new(16);
+    let home = w.add_nat(1);
+    let alice = sim::jid(ALICE).to_bare();
+    let friends: Vec<String> = (0..10)
+        .map(|k| format!("friend{k}@example.net/phone"))
+        .collect();
+    for f in &friends {
+        w.xmpp.befriend(&alice, &sim::jid(f).to_bare());
+    }
+    let a = w.add_node("alice", ALICE, Ipv4Addr::new(198, 18, 1, 10), Some(home));
+    let others: Vec<usize> = friends
+        .iter()
+        .enumerate()
+        .map(|(k, f)| {
+            let nat = w.add_nat(10 + k as u8);
+            w.add_node(
+                &format!("friend{k}"),
+                f,
+                Ipv4Addr::new(198, 18, 10 + k as u8, 10),
+                Some(nat),
+            )
+        })
+        .collect();
+    let all_linked = |w: &mut World| {
+        others
+            .iter()
+            .all(|&b| w.connected(a, b) && w.connected(b, a))
+    };
+    assert!(
+        w.run_until(Duration::from_secs(60), all_linked),
+        "not every friend linked"
+    );
+    for &b in &others {
+        assert_eq!(
+            stream(&mut w, a, b, 2, Duration::from_millis(100), "warm"),
+            2
+        );
+    }
+    // Let every session settle, then count alice's wake-ups over ten idle minutes.
+    w.run_for(Duration::from_secs(120));
+    let from = w.now;
+    let idle = Duration::from_secs(600);
+    w.run_for(idle);
+    let mut by_reason: HashMap<TimeoutReason, usize> = HashMap::new();
+    let mut instants = std::collections::BTreeSet::new();
+    for (t, r) in w.nodes[a].wakeups.iter().filter(|(t, _)| *t >= from) {
+        *by_reason.entry(*r).or_default() += 1;
+        instants.insert(*t);
+    }
+    eprintln!(
+        "alice: {} wake-ups in {idle:?}: {by_reason:?}",
+        instants.len()
+    );
+    eprintln!(
+        "at ms {:?}",
+        instants
+            .iter()
+            .take(12)
+            .map(|t| (*t - from).as_millis())
+            .collect::<Vec<_>>()
+    );
+    // 0.1 per second at most.
+    assert!(
+        instants.len() <= 60,
+        "{} wake-ups: {by_reason:?}",
+        instants.len()
+    );
+    assert!(all_linked(&mut w), "an idle link was lost");
+}
+
 #[test]
 fn a_lossy_network_still_links_and_carries_most_packets() {
     let (mut w, a, b) = two_friends(8);

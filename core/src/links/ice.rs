@@ -2,6 +2,7 @@
 //! socket and the shared TURN allocation.
 
 use super::servers::LocalCandidates;
+use crate::idle_grid::IdleGrid;
 use crate::social::payload::IceCredentials;
 use bytes::BytesMut;
 use rtc_ice::candidate::candidate_host::CandidateHostConfig;
@@ -17,8 +18,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// ICE keepalives double as NAT keepalives: one every 25 s on the selected path.
-const KEEPALIVE: Duration = Duration::from_secs(25);
+/// ICE keepalives double as NAT keepalives: one every 25 s on the selected path, on the
+/// grid every idle timer of the node shares (`crate::idle_grid`).
+const KEEPALIVE: Duration = crate::idle_grid::IDLE_TICK;
+/// A keepalive moved onto the grid still comes at least this long after the last tick: the
+/// agent only checks consent again after `PROBE_INTERVAL`.
+const KEEPALIVE_MIN_GAP: Duration = Duration::from_secs(2);
 /// While a path is suspect (see `crate::liveness`), a consent check this often.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// A selected path silent for this long counts as disconnected; this much more, failed.
@@ -58,6 +63,8 @@ pub struct IceLink {
     /// For checking requests before the agent sees them.
     crypto: Arc<dyn rtc_ice::crypto::RTCCryptoProvider>,
     last_tick: Instant,
+    /// Where idle keepalives are placed (shared by every link of the node).
+    grid: IdleGrid,
     controlling: bool,
     relay_addr: Option<SocketAddr>,
     state: ConnectionState,
@@ -114,6 +121,7 @@ impl IceLink {
         now: Instant,
         controlling: bool,
         local: &LocalCandidates,
+        grid: IdleGrid,
     ) -> Result<IceLink, IceError> {
         let config = AgentConfig {
             is_controlling: controlling,
@@ -166,6 +174,7 @@ impl IceLink {
             agent,
             crypto: provider,
             last_tick: now,
+            grid,
             controlling,
             relay_addr: local.relay,
             state: ConnectionState::New,
@@ -283,7 +292,12 @@ impl IceLink {
         let probing = self.probe_until.is_some_and(|until| deadline < until);
         Some(match self.state {
             ConnectionState::Connected | ConnectionState::Disconnected if !probing => {
-                deadline.max(self.last_tick + KEEPALIVE)
+                let keepalive = self.grid.keepalive(
+                    self.last_tick,
+                    self.last_tick + KEEPALIVE,
+                    KEEPALIVE_MIN_GAP,
+                );
+                deadline.max(keepalive)
             }
             _ => deadline,
         })

@@ -15,6 +15,7 @@ pub use super::policy::LinkPolicy;
 use super::servers::{Gatherer, IceServers};
 pub use crate::api::LinkPhase;
 pub use crate::counters::LinkCounters;
+use crate::idle_grid::IdleGrid;
 use crate::liveness::PathAlarm;
 use crate::social::payload::{DeviceInfo, Signal, SignalKind};
 use crate::social::state::WantedDevice;
@@ -69,6 +70,8 @@ pub struct LinkManager {
     /// Next check for idle on-demand links.
     trim_at: Option<Instant>,
     gatherer: Gatherer,
+    /// The idle timers' shared tick (from the manager's start).
+    grid: IdleGrid,
     /// Each device's link.
     pub(super) peers: HashMap<Uid, Peer>,
     /// Signals, events and transmits the links produced, and their counters.
@@ -86,6 +89,7 @@ macro_rules! cx {
             now: $now,
             own: $self.own,
             gatherer: &mut $self.gatherer,
+            grid: $self.grid,
             rng: &mut $self.rng,
             out: &mut $self.out,
         }
@@ -106,6 +110,7 @@ impl LinkManager {
             eligible: HashMap::new(),
             trim_at: None,
             gatherer: Gatherer::start(now, servers, host),
+            grid: IdleGrid::new(now),
             peers: HashMap::new(),
             out: Outbox::default(),
             relayed_data: VecDeque::new(),

@@ -7,6 +7,7 @@ use super::servers::Gatherer;
 use super::sessions::SessionLog;
 use crate::api::LinkPhase;
 use crate::counters::LinkCounters;
+use crate::idle_grid::IdleGrid;
 use crate::liveness::{PathAlarm, DEAD_AFTER};
 use crate::social::payload::{DeviceInfo, Signal, SignalKind};
 use crate::social::state::WantedDevice;
@@ -47,6 +48,7 @@ pub(super) struct Ctx<'a> {
     pub(super) now: Instant,
     pub(super) own: DeviceInfo,
     pub(super) gatherer: &'a mut Gatherer,
+    pub(super) grid: IdleGrid,
     pub(super) rng: &'a mut StdRng,
     pub(super) out: &'a mut Outbox,
 }
@@ -431,7 +433,7 @@ impl Peer {
         };
         // The old path carries traffic until the new session selects one.
         self.drop_session(now, true, cx.out);
-        let mut ice = match IceLink::new(now, false, cx.gatherer.candidates()) {
+        let mut ice = match IceLink::new(now, false, cx.gatherer.candidates(), cx.grid) {
             Ok(ice) => ice,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start ICE");
@@ -516,7 +518,7 @@ impl Peer {
         let now = cx.now;
         // The old path carries traffic until the new session selects one.
         self.drop_session(now, true, cx.out);
-        let ice = match IceLink::new(now, true, cx.gatherer.candidates()) {
+        let ice = match IceLink::new(now, true, cx.gatherer.candidates(), cx.grid) {
             Ok(ice) => ice,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start ICE");

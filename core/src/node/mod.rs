@@ -126,6 +126,9 @@ impl Node {
         port: u16,
         seed: u64,
     ) -> Node {
+        let mut dp = dp;
+        // The links' idle timers and the link manager's share one tick from the node's start.
+        dp.set_idle_grid(crate::idle_grid::IdleGrid::new(now));
         let own = DeviceInfo::new(*dp.identity().public_key().as_bytes());
         Node {
             social: social.map(|setup| Social::new(now, setup, own, seed)),

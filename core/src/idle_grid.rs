@@ -1,0 +1,118 @@
+//! One clock tick for the timers of an idle engine.
+//!
+//! Each link keeps its NAT binding open with a keepalive every 25 s. Timed from each link's
+//! own last packet, ten idle links wake the device ten times per interval, at scattered
+//! moments; a phone's radio and CPU wake with each. So the timers that only keep things alive
+//! are placed on one grid shared by every link (multiples of the interval from the node's
+//! start): a keepalive goes at the last grid point before it is due — never later than it
+//! would have — and timers that may be late (dropping old session keys) at the next grid point
+//! after theirs. After one interval every idle link fires at the same instants: one wake-up
+//! per interval for all of them.
+
+use std::time::{Duration, Instant};
+
+/// The grid's period: the NAT keepalive interval.
+pub const IDLE_TICK: Duration = Duration::from_secs(25);
+
+#[derive(Clone, Copy, Debug)]
+pub struct IdleGrid {
+    epoch: Instant,
+}
+
+impl IdleGrid {
+    /// A grid whose points are `epoch + k × IDLE_TICK`.
+    pub fn new(epoch: Instant) -> IdleGrid {
+        IdleGrid { epoch }
+    }
+
+    /// The last grid point at or before `t` (`t` itself before the epoch: nothing is
+    /// aligned there).
+    fn floor(&self, t: Instant) -> Instant {
+        match t.checked_duration_since(self.epoch) {
+            Some(since) => {
+                let periods = u32::try_from(since.as_nanos() / IDLE_TICK.as_nanos());
+                let back = periods
+                    .ok()
+                    .and_then(|p| IDLE_TICK.checked_mul(p))
+                    .unwrap_or(since);
+                self.epoch + back.min(since)
+            }
+            None => t,
+        }
+    }
+
+    /// When a keepalive due at `due` (the last one at `since`) goes: the last grid point at
+    /// or before `due` that is at least `min_gap` after `since`; if there is none, the grid
+    /// point after that one (at most `min_gap` plus one period after `since`).
+    pub fn keepalive(&self, since: Instant, due: Instant, min_gap: Duration) -> Instant {
+        if due < self.epoch {
+            return due;
+        }
+        let at = self.floor(due);
+        if at >= since + min_gap {
+            at
+        } else {
+            at + IDLE_TICK
+        }
+    }
+
+    /// The first grid point at or after `t`, for a timer that may run late.
+    pub fn not_before(&self, t: Instant) -> Instant {
+        let at = self.floor(t);
+        if at >= t {
+            at
+        } else {
+            at + IDLE_TICK
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GAP: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn keepalives_of_different_links_meet_on_the_grid_and_are_never_late() {
+        let t0 = Instant::now();
+        let grid = IdleGrid::new(t0);
+        let mut fired = Vec::new();
+        // Ten links whose last packets were scattered over one interval.
+        for k in 0..10u64 {
+            let mut last = t0 + Duration::from_millis(1_000 + 2_300 * k);
+            let mut times = Vec::new();
+            for _ in 0..4 {
+                let due = last + IDLE_TICK;
+                let at = grid.keepalive(last, due, GAP);
+                assert!(
+                    at <= due + IDLE_TICK && at >= last + GAP,
+                    "link {k}: {at:?}"
+                );
+                // Never more than the interval plus the minimum gap apart.
+                assert!(at - last <= IDLE_TICK + GAP, "link {k}");
+                times.push(at);
+                last = at;
+            }
+            fired.push(times);
+        }
+        // From the second keepalive on, every link fires at the same instants.
+        for times in &fired {
+            assert_eq!(times[1..], fired[0][1..]);
+        }
+    }
+
+    #[test]
+    fn late_timers_go_to_the_next_grid_point() {
+        let t0 = Instant::now();
+        let grid = IdleGrid::new(t0);
+        let t = t0 + Duration::from_secs(541);
+        assert_eq!(grid.not_before(t), t0 + Duration::from_secs(550));
+        assert_eq!(grid.not_before(t0 + IDLE_TICK), t0 + IDLE_TICK);
+        // Before the epoch nothing moves.
+        if let Some(before) = t0.checked_sub(Duration::from_secs(3)) {
+            assert_eq!(grid.not_before(before), before);
+            assert_eq!(grid.keepalive(before, before + GAP, GAP), before + GAP);
+        }
+    }
+}
