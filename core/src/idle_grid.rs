@@ -3,9 +3,11 @@
 //! Each link keeps its NAT binding open with a keepalive every 25 s. Timed from each link's
 //! own last packet, ten idle links wake the device ten times per interval, at scattered
 //! moments; a phone's radio and CPU wake with each. So the timers that only keep things alive
-//! are placed on one grid shared by every link (multiples of the interval from the node's
-//! start): a keepalive goes at the last grid point before it is due — never later than it
-//! would have — and timers that may be late (dropping old session keys) at the next grid point
+//! are placed on one grid shared by every link: multiples of the interval in wall-clock time
+//! (Unix seconds), so that friends' devices, whose keepalives arrive here and wake us too,
+//! tick at the same moments as far as their clocks agree. A keepalive goes at the last grid
+//! point before it is due (or, when that is too soon after the last one, the next: at most
+//! 2 s late), and timers that may be late (dropping old session keys) at the next grid point
 //! after theirs. After one interval every idle link fires at the same instants: one wake-up
 //! per interval for all of them.
 
@@ -23,6 +25,13 @@ impl IdleGrid {
     /// A grid whose points are `epoch + k × IDLE_TICK`.
     pub fn new(epoch: Instant) -> IdleGrid {
         IdleGrid { epoch }
+    }
+
+    /// The grid whose points are the multiples of the period in Unix time, given the wall
+    /// clock (`unix` seconds) at `now`.
+    pub fn anchored(now: Instant, unix: u64) -> IdleGrid {
+        let into_period = Duration::from_secs(unix % IDLE_TICK.as_secs());
+        IdleGrid::new(now.checked_sub(into_period).unwrap_or(now))
     }
 
     /// The last grid point at or before `t` (`t` itself before the epoch: nothing is
@@ -74,21 +83,19 @@ mod tests {
     const GAP: Duration = Duration::from_secs(2);
 
     #[test]
-    fn keepalives_of_different_links_meet_on_the_grid_and_are_never_late() {
+    fn keepalives_of_different_links_meet_on_the_grid_and_are_at_most_the_gap_late() {
         let t0 = Instant::now();
         let grid = IdleGrid::new(t0);
         let mut fired = Vec::new();
-        // Ten links whose last packets were scattered over one interval.
-        for k in 0..10u64 {
-            let mut last = t0 + Duration::from_millis(1_000 + 2_300 * k);
+        // Links whose last packets were scattered over one interval; the last one's first
+        // grid point (25 s) comes 1.5 s after it, too soon: it waits for the next.
+        for k in 0..11u64 {
+            let mut last = t0 + Duration::from_millis(1_000 + 2_250 * k);
             let mut times = Vec::new();
             for _ in 0..4 {
                 let due = last + IDLE_TICK;
                 let at = grid.keepalive(last, due, GAP);
-                assert!(
-                    at <= due + IDLE_TICK && at >= last + GAP,
-                    "link {k}: {at:?}"
-                );
+                assert!(at >= last + GAP, "link {k}: {at:?}");
                 // Never more than the interval plus the minimum gap apart.
                 assert!(at - last <= IDLE_TICK + GAP, "link {k}");
                 times.push(at);
@@ -96,10 +103,35 @@ mod tests {
             }
             fired.push(times);
         }
-        // From the second keepalive on, every link fires at the same instants.
+        // Every keepalive is on the grid, so idle links fire at the same instants.
         for times in &fired {
-            assert_eq!(times[1..], fired[0][1..]);
+            for at in times {
+                assert_eq!((*at - t0).as_nanos() % IDLE_TICK.as_nanos(), 0);
+            }
         }
+        assert_eq!(fired[10][0], t0 + IDLE_TICK * 2);
+    }
+
+    #[test]
+    fn a_grid_point_too_soon_after_the_last_tick_is_skipped() {
+        let t0 = Instant::now();
+        let grid = IdleGrid::new(t0);
+        let last = t0 + Duration::from_secs(24);
+        let at = grid.keepalive(last, last + IDLE_TICK, GAP);
+        assert_eq!(at, t0 + IDLE_TICK * 2);
+        assert!(at - last <= IDLE_TICK + GAP);
+    }
+
+    #[test]
+    fn devices_started_at_different_times_share_the_wall_clock_grid() {
+        let t0 = Instant::now();
+        // Two devices whose clocks agree, started 7 s apart.
+        let a = IdleGrid::anchored(t0, 1_800_000_003);
+        let b = IdleGrid::anchored(t0 + Duration::from_secs(7), 1_800_000_010);
+        let t = t0 + Duration::from_secs(100);
+        assert_eq!(a.not_before(t), b.not_before(t));
+        // 1_800_000_000 is a multiple of 25: the grid point 3 s before a's start.
+        assert_eq!(a.not_before(t0), t0 + Duration::from_secs(22));
     }
 
     #[test]

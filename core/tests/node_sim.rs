@@ -300,9 +300,10 @@ fn idle_linked_nodes_wake_only_for_keepalives() {
     );
 }
 
-/// Issue 16's battery goal: a device linked with ten idle friends wakes at most once per
-/// NAT-keepalive interval for all of them (each link's keepalive and the XMPP session's
-/// checks aligned to one tick), not once per link.
+/// Issue 16's battery goal: a device linked with ten idle friends wakes about once per
+/// NAT-keepalive interval for all of them (every link's keepalive on one shared tick), not
+/// once per link — and still at least once per interval. (Timer wake-ups only: the friends'
+/// own keepalives arriving are not counted here; they share the wall-clock grid.)
 #[test]
 fn ten_idle_friends_share_one_keepalive_tick() {
     let mut w = World::new(16);
@@ -365,6 +366,16 @@ fn ten_idle_friends_share_one_keepalive_tick() {
             .take(12)
             .map(|t| (*t - from).as_millis())
             .collect::<Vec<_>>()
+    );
+    // The keepalives still come: never more than the interval plus the grid's 2 s apart.
+    let longest = instants
+        .iter()
+        .zip(instants.iter().skip(1))
+        .map(|(a, b)| *b - *a)
+        .max();
+    assert!(
+        longest.is_some_and(|gap| gap <= Duration::from_secs(27)),
+        "longest idle gap {longest:?}"
     );
     // 0.1 per second at most.
     assert!(

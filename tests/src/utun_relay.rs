@@ -1,12 +1,15 @@
 //! A utun for Linux, for the benchmark's "utun framing" mode: iOS hands the packet tunnel
 //! extension a utun socket whose datagrams carry a 4-byte address family before each packet.
-//! Linux has no utun, so a `SOCK_DGRAM` socket pair stands in for it: the engine gets one end
+//! Linux has no utun, so a `SOCK_SEQPACKET` socket pair stands in for it: the engine gets one end
 //! (as `Framing::AfHeader`, exactly what `start_tunnel(fd, AF_HEADER)` gets) and two threads
 //! carry packets between the other end and a plain tun (`IFF_NO_PI`), adding the header on
 //! the way in and checking and removing it on the way out.
 //!
 //! The relay's copies cost CPU the real utun does not (its header is added by the kernel), so
-//! a figure of this mode is a lower bound for the framing's own cost, and the report says so.
+//! a figure of this mode overstates the framing's own cost (an upper bound), and the report
+//! says so. A sequenced-packet pair keeps each frame whole, as a datagram pair would, and
+//! also ends: a read after the engine closed its end returns 0 and a write fails, so the
+//! relay threads stop with it.
 
 use socialvpn_core::framing::Framing;
 use socialvpn_core::tun::TunDevice;
@@ -29,8 +32,9 @@ struct RelayCounters {
 }
 
 /// Starts relaying between `tun` (a raw-IP Linux tun) and a new socket pair; returns the
-/// engine's end. The threads end when the engine's end is closed or the tun fails; what they
-/// dropped is logged then.
+/// engine's end. When the engine closes its end, the thread writing to the tun ends at once
+/// and the one reading the tun at its next packet (or with the process); each logs what it
+/// dropped.
 pub fn start(tun: TunDevice) -> io::Result<TunDevice> {
     // The relay's threads block on their reads: a duplicate of the fd, made blocking (the
     // flag belongs to the open file, which nothing else reads any more).
@@ -41,7 +45,7 @@ pub fn start(tun: TunDevice) -> io::Result<TunDevice> {
     let rc = unsafe {
         libc::socketpair(
             libc::AF_UNIX,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
             0,
             fds.as_mut_ptr(),
         )
@@ -52,10 +56,11 @@ pub fn start(tun: TunDevice) -> io::Result<TunDevice> {
     // SAFETY: both fds were just created and are owned by nothing else.
     let (engine_end, relay_end) =
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // A utun socket queues far more than a socket pair's default; give the pair room too.
+    // A utun socket queues far more than a socket pair's default; give the pair room too
+    // (forced: the plain options are capped at a few hundred KB; the node runs as root).
     for fd in [&engine_end, &relay_end] {
-        set_buffer(fd, libc::SO_SNDBUF, 4 << 20);
-        set_buffer(fd, libc::SO_RCVBUF, 4 << 20);
+        set_buffer(fd, libc::SO_SNDBUFFORCE, 4 << 20);
+        set_buffer(fd, libc::SO_RCVBUFFORCE, 4 << 20);
     }
     let counters = Arc::new(RelayCounters::default());
     let tun = Arc::new(tun);
@@ -125,10 +130,12 @@ fn tun_to_socket(tun: &OwnedFd, socket: &OwnedFd, counters: &RelayCounters, stop
         };
         buf[..HEADER].copy_from_slice(&family.to_be_bytes());
         // A full socket blocks this thread: back-pressure onto the tun's queue, as utun has.
-        if write(socket, &buf[..HEADER + n]).is_err() {
-            counters.dropped.fetch_add(1, Ordering::Relaxed);
-            if socket_gone(socket) {
-                break;
+        match write(socket, &buf[..HEADER + n]) {
+            Ok(()) => {}
+            // The engine closed its end.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)) => break,
+            Err(_) => {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -157,23 +164,6 @@ fn socket_to_tun(socket: &OwnedFd, tun: &OwnedFd, counters: &RelayCounters, stop
     }
     stop.store(true, Ordering::Relaxed);
     report("out", counters);
-}
-
-/// The engine's end was closed: the peer of a datagram pair then refuses writes.
-fn socket_gone(socket: &OwnedFd) -> bool {
-    let mut error: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: reading an int option of our own socket into a local.
-    let rc = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut error as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    rc != 0 || error == libc::ECONNREFUSED || error == libc::ENOTCONN
 }
 
 fn read(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {

@@ -178,35 +178,55 @@ impl UdpIo {
 /// tunnel takes it as congestion. wireguard-go asks for the same 7 MB.
 const SOCKET_BUFFER: libc::c_int = 7 << 20;
 
+/// The smallest size worth asking for when the system refuses larger ones.
+const SOCKET_BUFFER_MIN: libc::c_int = 256 << 10;
+
 /// Sizes the socket's buffers: the forced option first (Linux with CAP_NET_ADMIN: the Linux
-/// client as root), else the plain one, which the system caps at its maximum (Android's
-/// `net.core.rmem_max`, Apple's `kern.ipc.maxsockbuf`). A refusal only costs headroom.
+/// client as root), else the plain one. Linux and Android cap that at `net.core.rmem_max` /
+/// `wmem_max`; Apple refuses a size above its `kern.ipc.maxsockbuf` share outright (ENOBUFS),
+/// so the size is halved until one is taken. A refusal only costs headroom.
 fn size_buffers(socket: &UdpSocket) {
     use std::os::fd::AsRawFd;
     let fd = socket.as_raw_fd();
-    let set = |option: libc::c_int| {
+    let set = |option: libc::c_int, bytes: libc::c_int| {
         // SAFETY: setting an int option on our own socket.
         let rc = unsafe {
             libc::setsockopt(
                 fd,
                 libc::SOL_SOCKET,
                 option,
-                (&SOCKET_BUFFER as *const libc::c_int).cast(),
+                (&bytes as *const libc::c_int).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };
         rc == 0
     };
+    let halving = |option: libc::c_int| {
+        let mut bytes = SOCKET_BUFFER;
+        while bytes >= SOCKET_BUFFER_MIN {
+            if set(option, bytes) {
+                return Some(bytes);
+            }
+            bytes /= 2;
+        }
+        None
+    };
     #[cfg(any(target_os = "linux", target_os = "android"))]
     let (rcv, snd) = (
-        set(libc::SO_RCVBUFFORCE) || set(libc::SO_RCVBUF),
-        set(libc::SO_SNDBUFFORCE) || set(libc::SO_SNDBUF),
+        set(libc::SO_RCVBUFFORCE, SOCKET_BUFFER)
+            .then_some(SOCKET_BUFFER)
+            .or_else(|| halving(libc::SO_RCVBUF)),
+        set(libc::SO_SNDBUFFORCE, SOCKET_BUFFER)
+            .then_some(SOCKET_BUFFER)
+            .or_else(|| halving(libc::SO_SNDBUF)),
     );
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let (rcv, snd) = (set(libc::SO_RCVBUF), set(libc::SO_SNDBUF));
-    if !(rcv && snd) {
-        tracing::debug!(rcv, snd, "socket buffers left at the system's size");
-    }
+    let (rcv, snd) = (halving(libc::SO_RCVBUF), halving(libc::SO_SNDBUF));
+    tracing::debug!(
+        ?rcv,
+        ?snd,
+        "socket buffers asked for (none: the system's size)"
+    );
 }
 
 /// quinn-udp forbids IP fragmentation (right for QUIC, which sizes its own packets); a VPN's

@@ -124,6 +124,13 @@ impl LinkManager {
         self
     }
 
+    /// Puts the links' keepalives on the node's shared tick (else one from this manager's
+    /// start).
+    pub fn with_idle_grid(mut self, grid: IdleGrid) -> LinkManager {
+        self.grid = grid;
+        self
+    }
+
     pub fn counters(&self) -> LinkCounters {
         LinkCounters {
             relay_reallocations: self.gatherer.reallocations,

@@ -127,11 +127,13 @@ impl Node {
         seed: u64,
     ) -> Node {
         let mut dp = dp;
-        // The links' idle timers and the link manager's share one tick from the node's start.
-        dp.set_idle_grid(crate::idle_grid::IdleGrid::new(now));
+        // The data plane's idle timers and the link manager's share one tick, anchored to the
+        // wall clock so that friends' devices tick at the same moments too.
+        let grid = crate::idle_grid::IdleGrid::anchored(now, unix);
+        dp.set_idle_grid(grid);
         let own = DeviceInfo::new(*dp.identity().public_key().as_bytes());
         Node {
-            social: social.map(|setup| Social::new(now, setup, own, seed)),
+            social: social.map(|setup| Social::new(now, setup, own, seed, grid)),
             dp,
             out: Outputs::default(),
             port,

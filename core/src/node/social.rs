@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use xmpp_parsers::jid::{BareJid, FullJid};
 
 use super::RequestError;
+use crate::idle_grid::IdleGrid;
 use crate::links::manager::LinkPolicy;
 use crate::social::state::Outgoing;
 
@@ -53,10 +54,17 @@ pub(super) struct Social {
 }
 
 impl Social {
-    pub(super) fn new(now: Instant, setup: SocialSetup, own: DeviceInfo, seed: u64) -> Social {
+    pub(super) fn new(
+        now: Instant,
+        setup: SocialSetup,
+        own: DeviceInfo,
+        seed: u64,
+        grid: IdleGrid,
+    ) -> Social {
         let state = SocialState::new(setup.jid, own, setup.toggles);
-        let links =
-            LinkManager::new(now, own, setup.policy, setup.servers, setup.host).with_seed(seed);
+        let links = LinkManager::new(now, own, setup.policy, setup.servers, setup.host)
+            .with_seed(seed)
+            .with_idle_grid(grid);
         Social {
             state,
             links,
