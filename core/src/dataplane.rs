@@ -100,7 +100,9 @@ const MAX_INDEX: u32 = (1 << 24) - 1;
 pub struct DataPlane {
     identity: DeviceIdentity,
     book: AddressBook,
-    links: HashMap<u32, Link>,
+    /// Boxed: a link is ~11 KB (boringtun's sessions), and a table of them inline would move
+    /// every link on each resize and keep the empty slots' memory too.
+    links: HashMap<u32, Box<Link>>,
     by_uid: HashMap<Uid, u32>,
     by_interface_id: HashMap<[u8; 8], Uid>,
     next_index: u32,
@@ -238,7 +240,7 @@ impl DataPlane {
             now,
         );
         tracing::debug!(peer = %uid, ?endpoint, "link added");
-        self.links.insert(index, link);
+        self.links.insert(index, Box::new(link));
         self.by_uid.insert(uid, index);
         self.by_interface_id.insert(uid.interface_id(), uid);
         Ok(uid)
@@ -276,13 +278,13 @@ impl DataPlane {
         self.by_uid
             .get(uid)
             .and_then(|i| self.links.get(i))
-            .is_some_and(Link::has_session)
+            .is_some_and(|l| l.has_session())
     }
 
     /// When authentic traffic last crossed the link to `uid`.
     pub fn last_activity(&self, uid: &Uid) -> Option<Instant> {
         let index = self.by_uid.get(uid)?;
-        self.links.get(index).map(Link::last_activity)
+        self.links.get(index).map(|l| l.last_activity())
     }
 
     /// Starts a WireGuard handshake with `uid` now (a path was just found), so the first

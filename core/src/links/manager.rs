@@ -73,7 +73,9 @@ pub struct LinkManager {
     /// The idle timers' shared tick (from the manager's start).
     grid: IdleGrid,
     /// Each device's link.
-    pub(super) peers: HashMap<Uid, Peer>,
+    /// Boxed: a link in progress holds its ICE agent (~1.7 KB inline), and most of a large
+    /// roster's slots are never used.
+    pub(super) peers: HashMap<Uid, Box<Peer>>,
     /// Signals, events and transmits the links produced, and their counters.
     out: Outbox,
     /// Datagrams that arrived through the relay and are not STUN: for the data plane.
@@ -167,7 +169,7 @@ impl LinkManager {
             let peer = self
                 .peers
                 .entry(w.info.uid)
-                .or_insert_with(|| Peer::new(now, w, self.own.uid < w.info.uid));
+                .or_insert_with(|| Box::new(Peer::new(now, w, self.own.uid < w.info.uid)));
             peer.wanted = true;
             peer.close_at = None;
             // A device proven to be one account's stays that account's.
@@ -191,7 +193,7 @@ impl LinkManager {
         }
         let w = self.eligible.get(uid)?.clone();
         self.peers
-            .insert(*uid, Peer::new(now, &w, self.own.uid < w.info.uid));
+            .insert(*uid, Box::new(Peer::new(now, &w, self.own.uid < w.info.uid)));
         if let Some(idle) = self.policy.idle() {
             let at = now + idle;
             self.trim_at = Some(self.trim_at.map_or(at, |t| t.min(at)));
@@ -331,7 +333,7 @@ impl LinkManager {
                 own: false,
             };
             let peer = Peer::unsolicited(now, &w, self.own.uid < uid);
-            self.peers.insert(uid, peer);
+            self.peers.insert(uid, Box::new(peer));
         }
         let Some(peer) = self.peers.get_mut(&uid) else {
             return;
