@@ -192,8 +192,10 @@ impl LinkManager {
             return None;
         }
         let w = self.eligible.get(uid)?.clone();
-        self.peers
-            .insert(*uid, Box::new(Peer::new(now, &w, self.own.uid < w.info.uid)));
+        self.peers.insert(
+            *uid,
+            Box::new(Peer::new(now, &w, self.own.uid < w.info.uid)),
+        );
         if let Some(idle) = self.policy.idle() {
             let at = now + idle;
             self.trim_at = Some(self.trim_at.map_or(at, |t| t.min(at)));
