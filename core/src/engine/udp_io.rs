@@ -186,20 +186,8 @@ const SOCKET_BUFFER_MIN: libc::c_int = 256 << 10;
 /// `wmem_max`; Apple refuses a size above its `kern.ipc.maxsockbuf` share outright (ENOBUFS),
 /// so the size is halved until one is taken. A refusal only costs headroom.
 fn size_buffers(socket: &UdpSocket) {
-    use std::os::fd::AsRawFd;
-    let fd = socket.as_raw_fd();
     let set = |option: libc::c_int, bytes: libc::c_int| {
-        // SAFETY: setting an int option on our own socket.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                option,
-                (&bytes as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        rc == 0
+        set_int_option(socket, libc::SOL_SOCKET, option, bytes).is_ok()
     };
     let halving = |option: libc::c_int| {
         let mut bytes = SOCKET_BUFFER;
@@ -234,22 +222,41 @@ fn size_buffers(socket: &UdpSocket) {
 fn allow_fragmentation(socket: &UdpSocket) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        use std::os::fd::AsRawFd;
-        let value: libc::c_int = libc::IP_PMTUDISC_DONT;
-        // SAFETY: setting an int option on our own socket.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            tracing::debug!(error = %io::Error::last_os_error(), "cannot allow fragmentation");
+        let rc = set_int_option(
+            socket,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DONT,
+        );
+        if let Err(error) = rc {
+            tracing::debug!(%error, "cannot allow fragmentation");
         }
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = socket;
+}
+
+/// Sets an int-valued socket option.
+fn set_int_option(
+    socket: &UdpSocket,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setting an int option on our own socket, from a live local.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
