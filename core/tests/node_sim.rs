@@ -20,6 +20,8 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 const ALICE: &str = "alice@example.net/phone";
+/// How long the engine leaves its socket unwatched after an idle tick (engine::gather).
+const GATHER: Duration = Duration::from_millis(250);
 const BOB: &str = "bob@example.net/laptop";
 
 /// alice behind one NAT, bob behind another, mutual friends.
@@ -377,13 +379,60 @@ fn ten_idle_friends_share_one_keepalive_tick() {
         longest.is_some_and(|gap| gap <= Duration::from_secs(27)),
         "longest idle gap {longest:?}"
     );
-    // 0.1 per second at most.
+    // One wake-up per interval, on the grid: every link's keepalive, the TURN allocation's
+    // and permissions' refreshes and the late tick that wipes old session keys all share the
+    // grid's points (600 s / 25 s = 24 of them).
     assert!(
-        instants.len() <= 60,
+        instants.len() <= 25,
         "{} wake-ups: {by_reason:?}",
         instants.len()
     );
+    let first = *instants.first().expect("woken at all");
+    for t in &instants {
+        let off_grid = (*t - first).as_millis() % socialvpn_core::idle_grid::IDLE_TICK.as_millis();
+        assert_eq!(off_grid, 0, "a wake-up off the grid, at {:?}", *t - from);
+    }
+    // What arrives wakes alice too: one datagram per link and interval (a consent check
+    // from one side, or the answer to hers), not checks from both sides and the triggered
+    // checks each one draws (about three per link). 24 intervals, ten links, and the TURN
+    // server's answers to the allocation's refreshes.
+    let arrived: Vec<_> = w.nodes[a]
+        .arrivals
+        .iter()
+        .filter(|t| **t >= from)
+        .copied()
+        .collect();
+    eprintln!("alice: {} datagrams arrived in {idle:?}", arrived.len());
+    assert!(
+        arrived.len() <= 270,
+        "{} datagrams arrived while idle",
+        arrived.len()
+    );
+    // And all of them within the engine's gathering after the tick it woke for (the friends'
+    // keepalives, the TURN server's answers), so that one read takes them all: nothing
+    // answers a keepalive, and no answer draws another round trip.
+    for t in &arrived {
+        let tick = instants.range(..=*t).next_back().copied().unwrap_or(from);
+        assert!(
+            *t - tick <= GATHER,
+            "a datagram {:?} after the tick at {:?}",
+            *t - tick,
+            tick - from
+        );
+    }
+    let now = w.now;
+    assert!(
+        w.node(a).is_idle(now, GATHER),
+        "an idle node does not say so"
+    );
     assert!(all_linked(&mut w), "an idle link was lost");
+    // With traffic it is not idle: its engine reads the network as packets come.
+    stream(&mut w, a, others[0], 2, Duration::from_millis(100), "busy");
+    let now = w.now;
+    assert!(
+        !w.node(a).is_idle(now, GATHER),
+        "a busy node says it is idle"
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@
 mod control;
 mod error;
 mod event_log;
+mod gather;
 mod tun_io;
 mod udp_io;
 
@@ -27,6 +28,7 @@ use crate::tun::TunDevice;
 use crate::uid::Uid;
 use crate::xmpp::connect::XmppAccount;
 use crate::xmpp::session::{XmppInput, XmppSession};
+use gather::Gather;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -466,14 +468,20 @@ async fn run_loop(
     let mut armed: Option<Instant> = None;
     // When to compare our addresses after the watcher saw a change.
     let mut network_check: Option<Instant> = None;
+    // Reading what arrives after an idle tick in one go.
+    let mut gather = Gather::default();
     loop {
         drain(Instant::now(), node, io);
         // What the last wake-up queued leaves now, in as few sends as the kernel allows.
         io.udp.flush();
-        let deadline = [node.poll_timeout().map(|(at, _)| at), network_check]
-            .into_iter()
-            .flatten()
-            .min();
+        let deadline = [
+            node.poll_timeout().map(|(at, _)| at),
+            network_check,
+            gather.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if deadline != armed {
             if let Some(at) = deadline {
                 timer.as_mut().reset(at.into());
@@ -496,6 +504,7 @@ async fn run_loop(
             ..
         } = &mut *io;
         let udp = &*udp;
+        let mut timer_woke = false;
         let xmpp_input = async {
             match xmpp.as_mut() {
                 Some(x) if !x.closed => x.inputs.recv().await,
@@ -564,6 +573,7 @@ async fn run_loop(
             () = timer_fired => {
                 // Fired: the next deadline re-arms it, even if it is the same instant.
                 armed = None;
+                timer_woke = true;
                 let now = wake(node);
                 if network_check.is_some_and(|at| at <= now) {
                     network_check = None;
@@ -610,6 +620,13 @@ async fn run_loop(
                     }
                 }
             }
+        }
+        let now = Instant::now();
+        if timer_woke {
+            let idle = network_check.is_none() && node.is_idle(now, gather::GATHER);
+            gather.after_timer(now, idle, &mut io.udp);
+        } else {
+            gather.after_other(now, &mut io.udp);
         }
     }
 }

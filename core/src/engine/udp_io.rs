@@ -11,6 +11,7 @@
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -21,8 +22,13 @@ const BATCH_BYTES: usize = 65_000;
 pub(super) const RECV_BYTES: usize = 65_535;
 
 pub(super) struct UdpIo {
-    /// Non-blocking; registered with the runtime for readability only.
-    socket: AsyncFd<UdpSocket>,
+    /// The runtime's watch on the socket (readability only), through a duplicate of its fd so
+    /// that it can be dropped and made again: while it is gone, datagrams wait in the
+    /// socket's buffer and wake nobody (see [`UdpIo::unwatch`]). Declared first: dropped
+    /// (deregistered) before the socket closes.
+    watch: Option<AsyncFd<OwnedFd>>,
+    /// Non-blocking.
+    socket: UdpSocket,
     state: UdpSocketState,
     /// Datagrams waiting for `flush`: all to `dst`, all `segment` bytes but the last.
     /// (A mutex only so the engine future is `Send`: one task ever touches it.)
@@ -64,8 +70,8 @@ impl UdpIo {
         allow_fragmentation(&socket);
         size_buffers(&socket);
         Ok(UdpIo {
-            // SAFETY: the UdpSocket owns its fd, which stays open while registered.
-            socket: unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }?,
+            watch: Some(watch(&socket)?),
+            socket,
             state,
             batch: Mutex::new(Batch {
                 buf: vec![0u8; BATCH_BYTES].into_boxed_slice(),
@@ -83,20 +89,44 @@ impl UdpIo {
     }
 
     pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.get_ref().local_addr()
+        self.socket.local_addr()
     }
 
     /// Resolves when datagrams may be waiting; `try_recv` until `WouldBlock` afterwards.
+    /// Never, while the socket is not watched.
     pub(super) async fn readable(&self) -> io::Result<()> {
-        // The guard is dropped at once: `try_recv` clears the readiness when the queue is empty.
-        self.socket.readable().await.map(drop)
+        match &self.watch {
+            // The guard is dropped at once: `try_recv` clears the readiness when the queue is
+            // empty.
+            Some(watch) => watch.readable().await.map(drop),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops watching the socket: what arrives waits in its buffer (7 MB) and wakes nobody
+    /// until [`UdpIo::watch`]. Sends are unaffected.
+    pub(super) fn unwatch(&mut self) {
+        self.watch = None;
+    }
+
+    /// Watches the socket again; what waits is reported readable at once.
+    pub(super) fn watch(&mut self) -> io::Result<()> {
+        if self.watch.is_none() {
+            self.watch = Some(watch(&self.socket)?);
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(super) fn is_watched(&self) -> bool {
+        self.watch.is_some()
     }
 
     /// Sends one datagram now (control traffic: STUN, TURN, ICE), after what is queued.
     /// A failure is left to the protocol's own retransmission.
     pub(super) fn send_now(&self, datagram: &[u8], dst: SocketAddr) {
         self.flush();
-        if let Err(e) = self.socket.get_ref().send_to(datagram, dst) {
+        if let Err(e) = self.socket.send_to(datagram, dst) {
             tracing::trace!(error = %e, "UDP control send failed");
         }
     }
@@ -143,7 +173,7 @@ impl UdpIo {
             segment_size: (b.count > 1).then_some(b.segment),
             src_ip: None,
         };
-        let sent = self.state.try_send(self.socket.get_ref().into(), &transmit);
+        let sent = self.state.try_send((&self.socket).into(), &transmit);
         if let Err(e) = sent {
             tracing::trace!(error = %e, datagrams = b.count, "UDP send failed");
             b.failed += b.count as u64;
@@ -161,15 +191,25 @@ impl UdpIo {
     pub(super) fn try_recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         let mut meta = [RecvMeta::default()];
         let mut bufs = [IoSliceMut::new(buf)];
-        self.socket.try_io(Interest::READABLE, |socket| {
-            self.state.recv(socket.into(), &mut bufs, &mut meta)
-        })?;
+        let mut recv = || self.state.recv((&self.socket).into(), &mut bufs, &mut meta);
+        match &self.watch {
+            // Through the watch, so that `WouldBlock` clears its readiness.
+            Some(watch) => watch.try_io(Interest::READABLE, |_| recv())?,
+            None => recv()?,
+        };
         Ok(Received {
             from: meta[0].addr,
             len: meta[0].len,
             stride: meta[0].stride.max(1),
         })
     }
+}
+
+/// The runtime's watch on `socket`: readability only, on a duplicate of its fd.
+fn watch(socket: &UdpSocket) -> io::Result<AsyncFd<OwnedFd>> {
+    let fd = socket.as_fd().try_clone_to_owned()?;
+    // SAFETY: the AsyncFd owns this fd, which stays open while it is registered.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|e| e.into_parts().1)
 }
 
 /// Socket buffer size asked for, each way. The default (about 200 KB on Linux) holds under
@@ -258,5 +298,55 @@ fn set_int_option(
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Sends `count` datagrams to `io`, lets it read them and says how many it got.
+    async fn read_all(io: &UdpIo) -> usize {
+        tokio::time::timeout(Duration::from_secs(5), io.readable())
+            .await
+            .expect("reported readable")
+            .expect("readable");
+        let mut buf = vec![0u8; RECV_BYTES];
+        let mut got = 0;
+        loop {
+            match io.try_recv(&mut buf) {
+                Ok(r) => got += r.len.div_ceil(r.stride),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return got,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// What arrives while the socket is unwatched waits for it, and is reported at once when
+    /// it is watched again (else an engine back from gathering would sleep on datagrams
+    /// already there, until another one came).
+    #[tokio::test]
+    async fn what_arrives_unwatched_is_read_once_watched_again() {
+        let mut io = UdpIo::new(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        let to = io.local_addr().unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for round in 0..3u8 {
+            io.unwatch();
+            assert!(!io.is_watched());
+            for k in 0..10u8 {
+                peer.send_to(&[round, k, 0, 0], to).unwrap();
+            }
+            // Sends work unwatched too.
+            io.send_now(b"out", peer.local_addr().unwrap());
+            io.watch().unwrap();
+            assert!(io.is_watched());
+            assert_eq!(read_all(&io).await, 10, "round {round}");
+            let mut buf = [0u8; 8];
+            assert_eq!(peer.recv(&mut buf).unwrap(), 3);
+        }
+        // Watched, it reads as before.
+        peer.send_to(b"more", to).unwrap();
+        assert_eq!(read_all(&io).await, 1);
     }
 }

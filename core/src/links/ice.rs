@@ -24,6 +24,9 @@ const KEEPALIVE: Duration = crate::idle_grid::IDLE_TICK;
 /// A keepalive moved onto the grid still comes at least this long after the last tick: the
 /// agent only checks consent again after `PROBE_INTERVAL`.
 const KEEPALIVE_MIN_GAP: Duration = Duration::from_secs(2);
+/// An idle link keeps alive with one-way indications (see [`IceLink::handle_timeout`]) while
+/// the peer's own arrive at least this often; when they stop, with consent checks again.
+const HEARD_RECENTLY: Duration = Duration::from_secs(30);
 /// While a path is suspect (see `crate::liveness`), a consent check this often.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// A selected path silent for this long counts as disconnected; this much more, failed.
@@ -73,6 +76,8 @@ pub struct IceLink {
     probe_until: Option<Instant>,
     /// Our host addresses: a peer's private address is used only on a LAN we share.
     local_hosts: Vec<SocketAddr>,
+    /// An idle keepalive of ours waiting to be sent.
+    keepalive: Option<IceOutput>,
 }
 
 /// What [`IceLink::start`] made of the peer's candidates.
@@ -181,6 +186,7 @@ impl IceLink {
             selected: None,
             probe_until: None,
             local_hosts: local.host.clone(),
+            keepalive: None,
         })
     }
 
@@ -274,6 +280,9 @@ impl IceLink {
     }
 
     pub fn poll_output(&mut self) -> Option<IceOutput> {
+        if let Some(keepalive) = self.keepalive.take() {
+            return Some(keepalive);
+        }
         let t = self.agent.poll_write()?;
         let via_relay = Some(t.transport.local_addr) == self.relay_addr;
         Some(IceOutput::Transmit {
@@ -322,10 +331,67 @@ impl IceLink {
         if self.probe_until.is_some_and(|until| until <= now) {
             self.probe_until = None;
         }
+        if self.idle_keepalive(now) {
+            return;
+        }
         if let Err(e) = self.agent.handle_timeout(now) {
             tracing::trace!(error = %e, "ICE timer");
         }
         self.drain_events();
+    }
+
+    /// An idle, healthy link's keepalive: one authenticated Binding Indication to the peer,
+    /// which answers nothing, instead of the agent's consent check. Each side sends its own on
+    /// the shared grid, so one datagram each way per interval keeps both NAT bindings open and
+    /// tells each side the other is there (the agent counts an indication from the selected
+    /// remote as hearing from it). A check instead draws an answer, and rtc-ice's controlled
+    /// agent answers every check with a check of its own: four datagrams where two do, and
+    /// answers that come back one by one, each a wake-up, after the devices would have gone
+    /// back to sleep. Consent checks come back once the peer's indications stop (nothing heard
+    /// for `HEARD_RECENTLY`), and whenever the path is probed.
+    fn idle_keepalive(&mut self, now: Instant) -> bool {
+        let heard = self
+            .last_heard()
+            .is_some_and(|at| now.saturating_duration_since(at) <= HEARD_RECENTLY);
+        if self.state != ConnectionState::Connected || self.probe_until.is_some() || !heard {
+            return false;
+        }
+        let (Some(path), Some(remote)) = (self.selected, self.agent.get_remote_credentials())
+        else {
+            return false;
+        };
+        use rtc_stun::attributes::ATTR_USERNAME;
+        use rtc_stun::fingerprint::FINGERPRINT;
+        use rtc_stun::integrity::MessageIntegrity;
+        use rtc_stun::message::{
+            Message, MessageType, Setter, TransactionId, CLASS_INDICATION, METHOD_BINDING,
+        };
+        use rtc_stun::textattrs::Username;
+        let ours = &self.agent.get_local_credentials().ufrag;
+        let setters: [Box<dyn Setter + '_>; 5] = [
+            Box::new(MessageType::new(METHOD_BINDING, CLASS_INDICATION)),
+            Box::new(TransactionId::new()),
+            Box::new(Username::new(
+                ATTR_USERNAME,
+                format!("{}:{}", remote.ufrag, ours),
+            )),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                remote.pwd.clone(),
+                self.crypto.crypto(),
+            )),
+            Box::new(FINGERPRINT),
+        ];
+        let mut msg = Message::new();
+        if let Err(e) = msg.build(&setters) {
+            tracing::debug!(error = %e, "cannot build a keepalive; checking consent instead");
+            return false;
+        }
+        self.keepalive = Some(IceOutput::Transmit {
+            dst: path.remote,
+            via_relay: path.via_our_relay,
+            data: BytesMut::from(&msg.raw[..]),
+        });
+        true
     }
 
     fn drain_events(&mut self) {
@@ -382,9 +448,11 @@ impl IceLink {
             .filter(|d| !d.is_zero())
     }
 
-    /// Whether a STUN request is for this session and authentic: its USERNAME starts with
-    /// our username fragment and its MESSAGE-INTEGRITY matches our password. rtc-ice acts
-    /// on a request's role attributes before it checks these, so nothing else reaches it.
+    /// Whether a STUN request (or keepalive indication) is for this session and authentic:
+    /// its USERNAME starts with our username fragment and its MESSAGE-INTEGRITY matches our
+    /// password. rtc-ice acts on a request's role attributes before it checks these, and
+    /// counts any indication from a known address as hearing from the peer, so nothing else
+    /// reaches it.
     pub fn authenticates(&self, request: &mut rtc_stun::message::Message) -> bool {
         use rtc_stun::attributes::ATTR_USERNAME;
         use rtc_stun::integrity::MessageIntegrity;

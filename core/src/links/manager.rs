@@ -130,6 +130,7 @@ impl LinkManager {
     /// start).
     pub fn with_idle_grid(mut self, grid: IdleGrid) -> LinkManager {
         self.grid = grid;
+        self.gatherer.set_idle_grid(grid);
         self
     }
 
@@ -433,9 +434,10 @@ impl LinkManager {
             self.out.counters.stun_rejected += 1;
             return;
         }
-        if msg.typ.class == CLASS_REQUEST {
-            // A check goes to the one session its USERNAME names, and only if its integrity
-            // holds: anyone who knows our port could otherwise steer every session.
+        if msg.typ.class == CLASS_REQUEST || msg.typ.class == CLASS_INDICATION {
+            // A check (or an idle link's keepalive indication) goes to the one session its
+            // USERNAME names, and only if its integrity holds: anyone who knows our port could
+            // otherwise steer every session, or keep a dead path looking alive.
             let username = rtc_stun::textattrs::TextAttribute::get_from_as(
                 &msg,
                 rtc_stun::attributes::ATTR_USERNAME,
@@ -454,9 +456,6 @@ impl LinkManager {
                 }
                 _ => self.out.counters.stun_rejected += 1,
             }
-            return;
-        }
-        if msg.typ.class == CLASS_INDICATION {
             return;
         }
         // Responses answer our own checks (their transaction ids are unguessable and rtc-ice

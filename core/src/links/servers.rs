@@ -5,6 +5,7 @@
 use super::permits::{Admit, Permits};
 use super::retired::Retired;
 use super::turn_answers::{self, AllocationVerdict, Challenge};
+use crate::idle_grid::IdleGrid;
 use bytes::BytesMut;
 use rtc_shared::{TransportContext, TransportMessage, TransportProtocol};
 use rtc_turn::client::{Client, ClientConfig, Event as TurnEvent};
@@ -84,10 +85,20 @@ pub struct Gatherer {
     relay_replaced: bool,
     /// Allocations lost and made again, for the status.
     pub(crate) reallocations: u64,
+    /// Where the allocation's and permissions' refreshes are placed (see `poll_timeout`).
+    grid: IdleGrid,
+    /// The latest instant an input carried.
+    now: Instant,
+    /// The TURN client's deadlines known to be refreshes (see `poll_timeout`).
+    refreshes: Vec<Instant>,
 }
 
+/// A request's next retransmission is never further than this from the latest input (rtc-turn
+/// retransmits at most 1.6 s apart): a TURN client deadline further off is a refresh.
+const RETRANSMIT_MAX: Duration = Duration::from_secs(2);
+
 /// How long a Refresh that checks our allocation may go unanswered (its transaction
-/// retransmits at 0.5, 1.5 and 3.5 s).
+/// retransmits at 0.5 and 1.5 s).
 const VERIFY_WAIT: Duration = Duration::from_secs(3);
 
 /// First wait before asking again for a refused allocation; doubles up to the cap. A server
@@ -123,6 +134,9 @@ impl Gatherer {
             verify_by: None,
             relay_replaced: false,
             reallocations: 0,
+            grid: IdleGrid::new(now),
+            now,
+            refreshes: Vec::new(),
         };
         g.begin(now);
         g
@@ -159,7 +173,9 @@ impl Gatherer {
             password,
             realm: String::new(),
             software: "SocialVPN".into(),
-            rto_in_ms: 0,
+            // RFC 8489 §6.2.1: an initial RTO above 500 ms (rtc-turn's default is 200 ms,
+            // which a cellular round trip can exceed).
+            rto_in_ms: 500,
             allocation_refresh_interval_cap: Some(ALLOCATION_REFRESH_CAP),
         };
         let client = rtc_ice::crypto::default_provider()
@@ -188,6 +204,7 @@ impl Gatherer {
     /// released only if its path may still work: after a move its refresh would come from a
     /// new address, and the server refuses it anyway.
     pub fn restart(&mut self, now: Instant, host: Vec<SocketAddr>) {
+        self.clock(now);
         if let Some(client) = self.client.as_mut() {
             let _ = client.close();
         }
@@ -214,6 +231,7 @@ impl Gatherer {
     /// configured none. New TURN credentials (sent before the old ones expire) or a new server
     /// mean a new allocation: the old one is released, and links through it find new paths.
     pub fn use_offered(&mut self, now: Instant, offered: IceServers) {
+        self.clock(now);
         let servers = IceServers {
             stun: self.configured.stun.or(offered.stun),
             turn: match self.standing_in() {
@@ -235,6 +253,7 @@ impl Gatherer {
     /// server whether the allocation still exists (a restarted TURN server forgets it). A
     /// refused or unanswered check leads to a new allocation.
     pub fn verify(&mut self, now: Instant) {
+        self.clock(now);
         if self.verify_by.is_some() || self.candidates.relay.is_none() {
             return;
         }
@@ -326,6 +345,7 @@ impl Gatherer {
     /// `poll_transmit`). A restarted device on the same port would otherwise meet its own
     /// allocation at the server until it expires (up to 10 minutes) and get no relay.
     pub fn release(&mut self, now: Instant) {
+        self.clock(now);
         let (Some(relay), Some(client)) = (self.candidates.relay.take(), self.client.as_mut())
         else {
             return;
@@ -365,6 +385,7 @@ impl Gatherer {
     }
 
     pub fn handle_server_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.clock(now);
         let Some(client) = self.client.as_mut() else {
             return;
         };
@@ -513,6 +534,7 @@ impl Gatherer {
     /// Allows `peer` to reach us through the relay (and us to send to it), for a device of
     /// `owner` (see [`Permits`] for the caps).
     pub fn permit(&mut self, now: Instant, peer: SocketAddr, owner: &BareJid) {
+        self.clock(now);
         let (Some(relay), Some(client)) = (self.candidates.relay, self.client.as_mut()) else {
             return;
         };
@@ -541,6 +563,7 @@ impl Gatherer {
     /// `in_use` (see [`Permits::renew`]). Paths through the old relay address must be found
     /// again, as after a lost allocation.
     pub fn renew_permits(&mut self, now: Instant, in_use: Vec<(SocketAddr, BareJid)>) {
+        self.clock(now);
         if self.candidates.relay.is_some() && self.permits.renew(now, in_use) {
             tracing::debug!("TURN permissions full; renewing the allocation");
             self.allocate_afresh(now);
@@ -549,6 +572,7 @@ impl Gatherer {
 
     /// Sends `data` to `peer` through the relay; false when that is not possible (yet).
     pub fn send_relayed(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) -> bool {
+        self.clock(now);
         let (Some(relay), Some(client)) = (self.candidates.relay, self.client.as_mut()) else {
             return false;
         };
@@ -575,8 +599,36 @@ impl Gatherer {
         Some((t.transport.peer_addr, t.message))
     }
 
+    /// Places the refreshes on `grid` (the one every idle timer of the node shares).
+    pub fn set_idle_grid(&mut self, grid: IdleGrid) {
+        self.grid = grid;
+    }
+
+    /// Notes the instant of an input (for telling refreshes from retransmissions).
+    fn clock(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        let client = self.client.as_mut().and_then(|c| c.poll_timeout());
+        // Refreshes may come late (the allocation lives 600 s, permissions 300 s, refreshed
+        // every 60 and 120 s): at the next grid point they share the wake-up of the links'
+        // keepalives, and their answers arrive while the engine gathers those (rather than
+        // each a wake-up of its own, twice a minute). Retransmissions keep their time.
+        let now = self.now;
+        self.refreshes.retain(|at| *at >= now);
+        let due = self.client.as_mut().and_then(|c| c.poll_timeout());
+        let client = due.map(|at| {
+            // Once seen far enough off, a deadline stays a refresh when inputs come closer
+            // to it (a tick of the grid just before it, say).
+            if at > now + RETRANSMIT_MAX && !self.refreshes.contains(&at) {
+                self.refreshes.push(at);
+            }
+            if self.refreshes.contains(&at) {
+                self.grid.not_before(at)
+            } else {
+                at
+            }
+        });
         [
             client,
             self.retired.as_mut().and_then(Retired::poll_timeout),
@@ -591,6 +643,7 @@ impl Gatherer {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock(now);
         if let Some(retired) = self.retired.as_mut() {
             if !retired.handle_timeout(now) {
                 self.retired = None;

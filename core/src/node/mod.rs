@@ -32,6 +32,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use transport::{QueueSink, Transport};
 
+/// A data plane with nothing due for this long has no busy WireGuard session (see
+/// [`Node::is_idle`]).
+const DATA_PLANE_IDLE: Duration = Duration::from_secs(5);
+
 /// A datagram the node wants sent from its UDP socket.
 #[derive(Debug)]
 pub struct Transmit {
@@ -364,6 +368,20 @@ impl Node {
             .into_iter()
             .filter_map(|(at, reason)| at.map(|at| (at, reason)))
             .min_by_key(|(at, _)| *at)
+    }
+
+    /// Whether the node is idle enough for its engine to stop watching the network for
+    /// `within` (see the engine's `gather`): no WireGuard session is busy (the data plane has
+    /// nothing due for `DATA_PLANE_IDLE`: boringtun ticks every 250 ms while packets flow, a
+    /// handshake retries every second) and nothing else is due within `within` (ICE checks
+    /// every 200 ms while a link forms; a TURN request's retransmission 500 ms out does not
+    /// count: its answer is read when the wait ends).
+    pub fn is_idle(&mut self, now: Instant, within: Duration) -> bool {
+        let [(dp, _), rest @ ..] = self.deadlines();
+        dp.is_none_or(|at| at >= now + DATA_PLANE_IDLE)
+            && rest
+                .iter()
+                .all(|(at, _)| at.is_none_or(|at| at >= now + within))
     }
 
     /// How far off each part's next deadline is (for the wake-up trace).

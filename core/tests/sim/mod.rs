@@ -129,6 +129,9 @@ pub struct SimNode {
     pub events: Vec<Event>,
     /// Timer wake-ups and which part asked.
     pub wakeups: Vec<(Instant, TimeoutReason)>,
+    /// When datagrams reached this node (each one a wake-up of an idle engine, unless it
+    /// arrives while the engine is still awake).
+    pub arrivals: Vec<Instant>,
     /// When the node (re)connects to the XMPP server.
     connect_at: Option<Instant>,
     /// Timer wake-ups in a row at one instant.
@@ -254,6 +257,7 @@ impl World {
             delivered: Vec::new(),
             events: Vec::new(),
             wakeups: Vec::new(),
+            arrivals: Vec::new(),
             connect_at: None,
             same_instant: (self.now, 0),
         });
@@ -551,6 +555,7 @@ impl World {
             return;
         };
         let now = self.now;
+        self.nodes[i].arrivals.push(now);
         let mut sinks = Sinks::default();
         let node = self.nodes[i].node.as_mut().expect("running");
         node.handle_datagram(
