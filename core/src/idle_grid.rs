@@ -28,10 +28,15 @@ impl IdleGrid {
     }
 
     /// The grid whose points are the multiples of the period in Unix time, given the wall
-    /// clock (`unix` seconds) at `now`.
-    pub fn anchored(now: Instant, unix: u64) -> IdleGrid {
-        let into_period = Duration::from_secs(unix % IDLE_TICK.as_secs());
-        IdleGrid::new(now.checked_sub(into_period).unwrap_or(now))
+    /// clock (`unix`, since the Unix epoch) at `now`. To the nanosecond: devices anchored to
+    /// whole seconds would tick up to a second apart, their keepalives arriving one by one.
+    pub fn anchored(now: Instant, unix: Duration) -> IdleGrid {
+        let period = IDLE_TICK.as_nanos();
+        let into_period = u64::try_from(unix.as_nanos() % period).unwrap_or(0);
+        IdleGrid::new(
+            now.checked_sub(Duration::from_nanos(into_period))
+                .unwrap_or(now),
+        )
     }
 
     /// The last grid point at or before `t` (`t` itself before the epoch: nothing is
@@ -126,12 +131,16 @@ mod tests {
     fn devices_started_at_different_times_share_the_wall_clock_grid() {
         let t0 = Instant::now();
         // Two devices whose clocks agree, started 7 s apart.
-        let a = IdleGrid::anchored(t0, 1_800_000_003);
-        let b = IdleGrid::anchored(t0 + Duration::from_secs(7), 1_800_000_010);
+        let unix = |s: u64, ms: u64| Duration::from_secs(s) + Duration::from_millis(ms);
+        let a = IdleGrid::anchored(t0, unix(1_800_000_003, 0));
+        let b = IdleGrid::anchored(t0 + Duration::from_millis(7_481), unix(1_800_000_010, 481));
         let t = t0 + Duration::from_secs(100);
         assert_eq!(a.not_before(t), b.not_before(t));
         // 1_800_000_000 is a multiple of 25: the grid point 3 s before a's start.
         assert_eq!(a.not_before(t0), t0 + Duration::from_secs(22));
+        // Started within the same second, they still tick at the same instants.
+        let c = IdleGrid::anchored(t0 + Duration::from_millis(900), unix(1_800_000_003, 900));
+        assert_eq!(a.not_before(t), c.not_before(t));
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod control;
 mod error;
 mod event_log;
 mod gather;
+mod timer;
 mod tun_io;
 mod udp_io;
 
@@ -34,6 +35,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+use timer::EngineTimer;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -173,7 +175,7 @@ impl PreparedEngine {
             }
             None => (None, None),
         };
-        let mut node = Node::new(now, unix_now(), dataplane, setup, port, rand::random());
+        let mut node = Node::new(now, unix_time(), dataplane, setup, port, rand::random());
         node.set_tunnel(tun.is_some());
         let writer = crate::persist::Writer::new().map_err(StartError::Persist)?;
         let netwatch = match (&xmpp, self.config.watch_network) {
@@ -462,10 +464,8 @@ async fn run_loop(
     let mut net_buf = vec![0u8; udp_io::RECV_BYTES].into_boxed_slice();
     let mut gro = Coalescer::default();
     // One timer for the engine's life, moved only when the next deadline moves (not on every
-    // packet: re-registering a timer each wake-up is work on the latency path).
-    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
-    tokio::pin!(timer);
-    let mut armed: Option<Instant> = None;
+    // packet: re-arming a timer each wake-up is work on the latency path).
+    let mut timer = EngineTimer::new();
     // When to compare our addresses after the watcher saw a change.
     let mut network_check: Option<Instant> = None;
     // Reading what arrives after an idle tick in one go.
@@ -482,18 +482,10 @@ async fn run_loop(
         .into_iter()
         .flatten()
         .min();
-        if deadline != armed {
-            if let Some(at) = deadline {
-                timer.as_mut().reset(at.into());
-            }
-            armed = deadline;
+        if deadline != timer.armed() {
+            timer.set(deadline);
         }
-        let timer_fired = async {
-            match armed {
-                Some(_) => timer.as_mut().await,
-                None => std::future::pending().await,
-            }
-        };
+        let timer_fired = timer.fired();
         let (port, subnet) = (io.port, io.subnet);
         let EngineIo {
             udp,
@@ -571,8 +563,7 @@ async fn run_loop(
                 }
             }
             () = timer_fired => {
-                // Fired: the next deadline re-arms it, even if it is the same instant.
-                armed = None;
+                // Fired (and disarmed): the next deadline re-arms it, even the same instant.
                 timer_woke = true;
                 let now = wake(node);
                 if network_check.is_some_and(|at| at <= now) {
@@ -657,10 +648,14 @@ fn wake(node: &mut Node) -> Instant {
 
 /// Seconds since the epoch, for the node's wall clock.
 fn unix_now() -> u64 {
+    unix_time().as_secs()
+}
+
+/// The wall clock, since the Unix epoch (zero for a clock set before it).
+fn unix_time() -> std::time::Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .unwrap_or_default()
 }
 
 fn is_transient(e: &io::Error) -> bool {

@@ -124,7 +124,7 @@ impl Node {
     /// link manager's session ids (random in the engine, fixed in simulations).
     pub fn new(
         now: Instant,
-        unix: u64,
+        unix: Duration,
         dp: DataPlane,
         social: Option<SocialSetup>,
         port: u16,
@@ -142,7 +142,10 @@ impl Node {
             out: Outputs::default(),
             port,
             tunnel: false,
-            clock: WallClock { at: now, unix },
+            clock: WallClock {
+                at: now,
+                unix: unix.as_secs(),
+            },
             background: None,
         }
     }

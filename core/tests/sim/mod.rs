@@ -290,7 +290,7 @@ impl World {
         let seed = self.seed.wrapping_mul(31).wrapping_add(self.boots);
         n.node = Some(Node::new(
             self.now,
-            1_800_000_000,
+            Duration::from_secs(1_800_000_000),
             dp,
             Some(setup),
             PORT,
