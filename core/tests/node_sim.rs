@@ -420,6 +420,18 @@ fn ten_idle_friends_share_one_keepalive_tick() {
             tick - from
         );
     }
+    // The XMPP stream is kept alive in the same wake-ups: every 100 s, on the grid.
+    let pings: Vec<_> = w.nodes[a]
+        .stream_keepalives
+        .iter()
+        .filter(|t| **t >= from)
+        .copied()
+        .collect();
+    assert!((5..=7).contains(&pings.len()), "stream pings at {pings:?}");
+    assert!(
+        pings.iter().all(|t| instants.contains(t)),
+        "a stream ping off the grid"
+    );
     let now = w.now;
     assert!(
         w.node(a).is_idle(now, GATHER),

@@ -406,6 +406,7 @@ fn drain(now: Instant, node: &mut Node, io: &mut EngineIo) {
                     XmppCommand::Send(stanza) => x.session.send(stanza),
                     XmppCommand::Reconnect => x.session.reconnect(),
                     XmppCommand::ClientActive(active) => x.session.set_active(active),
+                    XmppCommand::KeepAlive => x.session.keep_alive(),
                 }
             }
         }

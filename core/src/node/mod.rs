@@ -53,6 +53,8 @@ pub enum XmppCommand {
     Reconnect,
     /// Tell the server whether anyone looks at the app (XEP-0352).
     ClientActive(bool),
+    /// Ping the server: the stream's keepalive, on the idle grid.
+    KeepAlive,
 }
 
 /// Which part of the node asked for the next wake-up (for the wake-up trace, and tests
@@ -263,6 +265,7 @@ impl Node {
         let unix = self.unix(now);
         if let Some(s) = self.social.as_mut() {
             s.handle_timeout(now, unix, &mut self.dp);
+            s.keep_stream_alive(now, &mut self.out);
             s.settle(now, unix, &mut self.dp, &mut self.out);
         }
         let links = self.social.as_mut().map(|s| &mut s.links);

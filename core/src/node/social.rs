@@ -51,7 +51,15 @@ pub(super) struct Social {
     awaiting_session: HashMap<Uid, Instant>,
     /// Devices refused an address (counted once each; forgotten in bulk past a bound).
     refused_addresses: HashSet<Uid>,
+    /// While the stream is online: when to ping the server next (a point of `grid`).
+    stream_keepalive: Option<Instant>,
+    grid: IdleGrid,
 }
+
+/// How often the node pings its XMPP server while online: well within the TCP idle timeouts
+/// of NATs (RFC 5382 asks for two hours; mobile carriers' are minutes), on the idle grid so
+/// that it shares the links' wake-up (four grid intervals).
+pub const XMPP_KEEPALIVE: Duration = Duration::from_secs(100);
 
 impl Social {
     pub(super) fn new(
@@ -71,6 +79,23 @@ impl Social {
             xmpp_state: XmppState::Connecting,
             awaiting_session: HashMap::new(),
             refused_addresses: HashSet::new(),
+            stream_keepalive: None,
+            grid,
+        }
+    }
+
+    /// The stream's next keepalive after one at `since`: the last grid point before it is
+    /// due (at least one grid interval on).
+    fn next_stream_keepalive(&self, since: Instant) -> Instant {
+        self.grid
+            .keepalive(since, since + XMPP_KEEPALIVE, crate::idle_grid::IDLE_TICK)
+    }
+
+    /// Pings the server when the stream's keepalive is due.
+    pub(super) fn keep_stream_alive(&mut self, now: Instant, out: &mut Outputs) {
+        if self.stream_keepalive.is_some_and(|at| at <= now) {
+            out.xmpp.push_back(XmppCommand::KeepAlive);
+            self.stream_keepalive = Some(self.next_stream_keepalive(now));
         }
     }
 
@@ -96,6 +121,7 @@ impl Social {
             XmppInput::State(state) => {
                 match &state {
                     XmppState::Online { jid, resumed } => {
+                        self.stream_keepalive = Some(self.next_stream_keepalive(now));
                         if *resumed {
                             self.state.handle_resumed(jid.clone());
                         } else {
@@ -103,7 +129,10 @@ impl Social {
                         }
                         self.links.signalling_restored(now);
                     }
-                    _ => self.state.handle_offline(now),
+                    _ => {
+                        self.stream_keepalive = None;
+                        self.state.handle_offline(now);
+                    }
                 }
                 self.xmpp_state = state;
                 out.events.push_back(Event::Xmpp {
@@ -388,7 +417,13 @@ impl Social {
     pub(super) fn deadlines(&mut self) -> [(Option<Instant>, super::TimeoutReason); 3] {
         use super::TimeoutReason as R;
         [
-            (self.state.poll_timeout(), R::Social),
+            (
+                [self.state.poll_timeout(), self.stream_keepalive]
+                    .into_iter()
+                    .flatten()
+                    .min(),
+                R::Social,
+            ),
             (self.links.poll_timeout(), R::Links),
             (
                 self.awaiting_session.values().min().copied(),

@@ -39,6 +39,18 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Stanzas buffered each way.
 const QUEUE_DEPTH: usize = 32;
 
+/// The stream's own liveness check (tokio-xmpp): after this long without data from the server
+/// it pings (or asks for a stream-management ack), and gives the connection up when nothing
+/// comes within the response time. The node pings on its idle grid every 100 s (its
+/// `XMPP_KEEPALIVE`), and the answers count as data: while the server answers,
+/// this never trips, and when it stops, the connection is given up 125 s after the last
+/// answer at most. (With tokio-xmpp's own 60-s ping instead, every ping and its tokio timer
+/// were wake-ups of their own, off the grid.)
+const STREAM_TIMEOUTS: Timeouts = Timeouts {
+    read_timeout: Duration::from_secs(110),
+    response_timeout: Duration::from_secs(15),
+};
+
 /// Connection state reported upward.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum XmppState {
@@ -85,6 +97,8 @@ pub struct XmppSession {
     reconnect: Arc<Notify>,
     /// The client state the server is told (XEP-0352), and the nudge that sends a change.
     indicator: ClientIndicator,
+    /// Pings the server (XEP-0199): to flush a client-state change, or to keep the stream
+    /// alive.
     activity: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -224,6 +238,13 @@ impl XmppSession {
         if self.indicator.set_active(active) {
             self.activity.notify_one();
         }
+    }
+
+    /// Pings the server now (if online): the node keeps the stream alive on its idle grid,
+    /// so the TCP connection's NAT binding and the server's liveness are checked in the
+    /// wake-up the links' keepalives share (see [`STREAM_TIMEOUTS`]).
+    pub fn keep_alive(&self) {
+        self.activity.notify_one();
     }
 
     /// Queues a stanza to send (dropped with a debug log if the session is gone).
@@ -454,7 +475,7 @@ async fn reconnect_loop(
         let attempt = tokio::select! {
             r = tokio::time::timeout(
                 LOGIN_TIMEOUT,
-                login(&login_with.account, login_with.tls.clone(), Timeouts::tight(), &login_with.indicator),
+                login(&login_with.account, login_with.tls.clone(), STREAM_TIMEOUTS, &login_with.indicator),
             ) => {
                 r.unwrap_or_else(|_| Err(LoginFailure::Unreachable("the login timed out".into())))
             }

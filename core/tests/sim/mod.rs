@@ -132,6 +132,8 @@ pub struct SimNode {
     /// When datagrams reached this node (each one a wake-up of an idle engine, unless it
     /// arrives while the engine is still awake).
     pub arrivals: Vec<Instant>,
+    /// When the node asked its stream to ping the server.
+    pub stream_keepalives: Vec<Instant>,
     /// When the node (re)connects to the XMPP server.
     connect_at: Option<Instant>,
     /// Timer wake-ups in a row at one instant.
@@ -258,6 +260,7 @@ impl World {
             events: Vec::new(),
             wakeups: Vec::new(),
             arrivals: Vec::new(),
+            stream_keepalives: Vec::new(),
             connect_at: None,
             same_instant: (self.now, 0),
         });
@@ -456,12 +459,14 @@ impl World {
             }
             let mut stanzas = Vec::new();
             let mut reconnect = false;
+            let mut keepalive = false;
             while let Some(c) = node.poll_xmpp() {
                 match c {
                     XmppCommand::Send(s) => stanzas.push(s),
                     XmppCommand::Reconnect => reconnect = true,
                     // The simulated server holds nothing for inactive clients.
                     XmppCommand::ClientActive(_) => {}
+                    XmppCommand::KeepAlive => keepalive = true,
                 }
             }
             let mut events = Vec::new();
@@ -478,6 +483,9 @@ impl World {
                 None => {}
             }
             self.nodes[i].events.extend(events);
+            if keepalive {
+                self.nodes[i].stream_keepalives.push(now);
+            }
             for (dst, payload) in transmits {
                 self.send(src, dst, payload);
             }
