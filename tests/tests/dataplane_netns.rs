@@ -25,6 +25,15 @@ fn ping_both_ways_over_ipv4_and_ipv6() {
     // Each user chose a different subnet for its friend.
     assert!(w.b_at_a.starts_with("100.64."), "{}", w.b_at_a);
     assert!(w.a_at_b.starts_with("100.65."), "{}", w.a_at_b);
+    // IPv6 works without the kernel soliciting routers on the tunnel (nothing answers them;
+    // each one would wake the engine).
+    for ns in [&w.a, &w.b] {
+        let out = ns.output(
+            "cat",
+            &["/proc/sys/net/ipv6/conf/svpn0/router_solicitations"],
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+    }
 }
 
 #[test]

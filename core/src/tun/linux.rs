@@ -112,6 +112,7 @@ pub fn create(config: &TunConfig) -> Result<CreatedTun, TunError> {
     let mut req = ifreq(&name);
     req.ifr_ifru.ifru_mtu = libc::c_int::from(config.mtu);
     ioctl(ctl.as_raw_fd(), libc::SIOCSIFMTU, &mut req).map_err(configure("MTU"))?;
+    no_router_solicitations(&name);
     let mut req = ifreq(&name);
     ioctl(ctl.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req).map_err(configure("read flags"))?;
     // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
@@ -136,6 +137,16 @@ pub fn create(config: &TunConfig) -> Result<CreatedTun, TunError> {
         device: TunDevice::from_owned(fd, framing)?,
         ipv6,
     })
+}
+
+/// No router ever answers on the tunnel, yet the kernel asks for one when the interface comes
+/// up and keeps asking (with back-off, for an hour by default): each solicitation is a packet
+/// the engine wakes up to read and drop. Best effort (a sandbox may not let us write sysctls).
+fn no_router_solicitations(name: &str) {
+    let path = format!("/proc/sys/net/ipv6/conf/{name}/router_solicitations");
+    if let Err(error) = std::fs::write(&path, "0") {
+        tracing::debug!(%error, "cannot turn off router solicitations on the tunnel");
+    }
 }
 
 /// Whether IPv6 is switched off for the interface (or the machine has no IPv6 at all): then
