@@ -70,6 +70,12 @@ impl IdleGrid {
         }
     }
 
+    /// Whether `t` is a point of the grid.
+    pub fn is_point(&self, t: Instant) -> bool {
+        t.checked_duration_since(self.epoch)
+            .is_some_and(|since| since.as_nanos() % IDLE_TICK.as_nanos() == 0)
+    }
+
     /// The first grid point at or after `t`, for a timer that may run late.
     pub fn not_before(&self, t: Instant) -> Instant {
         let at = self.floor(t);
@@ -138,6 +144,7 @@ mod tests {
         assert_eq!(a.not_before(t), b.not_before(t));
         // 1_800_000_000 is a multiple of 25: the grid point 3 s before a's start.
         assert_eq!(a.not_before(t0), t0 + Duration::from_secs(22));
+        assert!(a.is_point(a.not_before(t)) && !a.is_point(t0));
         // Started within the same second, they still tick at the same instants.
         let c = IdleGrid::anchored(t0 + Duration::from_millis(900), unix(1_800_000_003, 900));
         assert_eq!(a.not_before(t), c.not_before(t));

@@ -14,7 +14,7 @@ use sim::World;
 use socialvpn_core::api::{
     Event, FriendAction, LinkChange, LinkPhase, Request, Response, XmppStatus,
 };
-use socialvpn_core::node::TimeoutReason;
+use socialvpn_core::node::{Activity, TimeoutReason};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -434,15 +434,16 @@ fn ten_idle_friends_share_one_keepalive_tick() {
     );
     let now = w.now;
     assert!(
-        w.node(a).is_idle(now, GATHER),
+        matches!(w.node(a).activity(now), Activity::Idle { next: Some(at), tick: true } if at >= now + GATHER),
         "an idle node does not say so"
     );
     assert!(all_linked(&mut w), "an idle link was lost");
     // With traffic it is not idle: its engine reads the network as packets come.
     stream(&mut w, a, others[0], 2, Duration::from_millis(100), "busy");
     let now = w.now;
-    assert!(
-        !w.node(a).is_idle(now, GATHER),
+    assert_eq!(
+        w.node(a).activity(now),
+        Activity::Busy,
         "a busy node says it is idle"
     );
 }

@@ -21,7 +21,7 @@ use crate::dataplane::DataPlane;
 use crate::identity::DeviceIdentity;
 use crate::links::host::host_candidates;
 use crate::links::servers::IceServers;
-use crate::node::{AddressCheck, Node, SocialSetup, XmppCommand};
+use crate::node::{Activity, AddressCheck, Node, SocialSetup, XmppCommand};
 use crate::packet::gro::Coalescer;
 use crate::protect::SocketProtector;
 use crate::subnet::{ula_address, Ipv4Subnet};
@@ -29,7 +29,7 @@ use crate::tun::TunDevice;
 use crate::uid::Uid;
 use crate::xmpp::connect::XmppAccount;
 use crate::xmpp::session::{XmppInput, XmppSession};
-use gather::Gather;
+use gather::{Gather, Wake};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -497,7 +497,7 @@ async fn run_loop(
             ..
         } = &mut *io;
         let udp = &*udp;
-        let mut timer_woke = false;
+        let mut woke = Wake::Other;
         let xmpp_input = async {
             match xmpp.as_mut() {
                 Some(x) if !x.closed => x.inputs.recv().await,
@@ -518,6 +518,7 @@ async fn run_loop(
             }
             ready = udp.readable() => {
                 ready.map_err(EngineError::NetRecv)?;
+                woke = Wake::Network;
                 let now = wake(node);
                 for _ in 0..BATCH {
                     // One read may bring many datagrams of `stride` bytes (UDP GRO).
@@ -565,7 +566,7 @@ async fn run_loop(
             }
             () = timer_fired => {
                 // Fired (and disarmed): the next deadline re-arms it, even the same instant.
-                timer_woke = true;
+                woke = Wake::Timer;
                 let now = wake(node);
                 if network_check.is_some_and(|at| at <= now) {
                     network_check = None;
@@ -614,12 +615,12 @@ async fn run_loop(
             }
         }
         let now = Instant::now();
-        if timer_woke {
-            let idle = network_check.is_none() && node.is_idle(now, gather::GATHER);
-            gather.after_timer(now, idle, &mut io.udp);
-        } else {
-            gather.after_other(now, &mut io.udp);
-        }
+        let activity = match network_check {
+            // A network change is being looked at: not a moment to stop reading.
+            Some(_) => Activity::Busy,
+            None => node.activity(now),
+        };
+        gather.after(now, woke, activity, &mut io.udp);
     }
 }
 

@@ -103,20 +103,6 @@ impl UdpIo {
         }
     }
 
-    /// Stops watching the socket: what arrives waits in its buffer (7 MB) and wakes nobody
-    /// until [`UdpIo::watch`]. Sends are unaffected.
-    pub(super) fn unwatch(&mut self) {
-        self.watch = None;
-    }
-
-    /// Watches the socket again; what waits is reported readable at once.
-    pub(super) fn watch(&mut self) -> io::Result<()> {
-        if self.watch.is_none() {
-            self.watch = Some(watch(&self.socket)?);
-        }
-        Ok(())
-    }
-
     #[cfg(test)]
     pub(super) fn is_watched(&self) -> bool {
         self.watch.is_some()
@@ -301,8 +287,25 @@ fn set_int_option(
     }
 }
 
+impl super::gather::Watch for UdpIo {
+    /// Stops watching the socket: what arrives waits in its buffer (7 MB) and wakes nobody
+    /// until it is watched again. Sends are unaffected.
+    fn unwatch(&mut self) {
+        self.watch = None;
+    }
+
+    /// Watches the socket again; what waits is reported readable at once.
+    fn watch(&mut self) -> io::Result<()> {
+        if self.watch.is_none() {
+            self.watch = Some(watch(&self.socket)?);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::gather::Watch;
     use super::*;
     use std::time::Duration;
 

@@ -33,8 +33,20 @@ use std::time::{Duration, Instant};
 use transport::{QueueSink, Transport};
 
 /// A data plane with nothing due for this long has no busy WireGuard session (see
-/// [`Node::is_idle`]).
+/// [`Node::activity`]).
 const DATA_PLANE_IDLE: Duration = Duration::from_secs(5);
+
+/// See [`Node::activity`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activity {
+    Busy,
+    Idle {
+        /// The next deadline.
+        next: Option<Instant>,
+        /// It is a tick of the idle grid (keepalives).
+        tick: bool,
+    },
+}
 
 /// A datagram the node wants sent from its UDP socket.
 #[derive(Debug)]
@@ -109,6 +121,8 @@ pub struct Node {
     /// Whether a tunnel is attached (for the status).
     tunnel: bool,
     clock: WallClock,
+    /// The tick every idle timer shares.
+    grid: crate::idle_grid::IdleGrid,
     /// The app's screens are hidden: events only they need are held (see `Request::Background`).
     background: Option<Held>,
 }
@@ -148,6 +162,7 @@ impl Node {
                 at: now,
                 unix: unix.as_secs(),
             },
+            grid,
             background: None,
         }
     }
@@ -376,18 +391,21 @@ impl Node {
             .min_by_key(|(at, _)| *at)
     }
 
-    /// Whether the node is idle enough for its engine to stop watching the network for
-    /// `within` (see the engine's `gather`): no WireGuard session is busy (the data plane has
-    /// nothing due for `DATA_PLANE_IDLE`: boringtun ticks every 250 ms while packets flow, a
-    /// handshake retries every second) and nothing else is due within `within` (ICE checks
-    /// every 200 ms while a link forms; a TURN request's retransmission 500 ms out does not
-    /// count: its answer is read when the wait ends).
-    pub fn is_idle(&mut self, now: Instant, within: Duration) -> bool {
+    /// Whether the node is busy or idle, for its engine's choice to stop watching the network
+    /// for a moment (see the engine's `gather`). Busy: a WireGuard session is (the data plane
+    /// has something due within `DATA_PLANE_IDLE`: boringtun ticks every 250 ms while
+    /// packets flow, a handshake retries every second). Idle: only the other parts' timers
+    /// (ICE, TURN, signalling, the idle grid's ticks) are pending, the next one at `next`.
+    pub fn activity(&mut self, now: Instant) -> Activity {
         let [(dp, _), rest @ ..] = self.deadlines();
-        dp.is_none_or(|at| at >= now + DATA_PLANE_IDLE)
-            && rest
-                .iter()
-                .all(|(at, _)| at.is_none_or(|at| at >= now + within))
+        if dp.is_some_and(|at| at < now + DATA_PLANE_IDLE) {
+            return Activity::Busy;
+        }
+        let next = rest.iter().filter_map(|(at, _)| *at).min();
+        Activity::Idle {
+            next,
+            tick: next.is_some_and(|at| self.grid.is_point(at)),
+        }
     }
 
     /// How far off each part's next deadline is (for the wake-up trace).
