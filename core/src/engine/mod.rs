@@ -615,7 +615,7 @@ async fn run_loop(
             }
         }
         let now = Instant::now();
-        let activity = match network_check {
+        let activity = || match network_check {
             // A network change is being looked at: not a moment to stop reading.
             Some(_) => Activity::Busy,
             None => node.activity(now),

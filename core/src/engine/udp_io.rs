@@ -24,7 +24,7 @@ pub(super) const RECV_BYTES: usize = 65_535;
 pub(super) struct UdpIo {
     /// The runtime's watch on the socket (readability only), through a duplicate of its fd so
     /// that it can be dropped and made again: while it is gone, datagrams wait in the
-    /// socket's buffer and wake nobody (see [`UdpIo::unwatch`]). Declared first: dropped
+    /// socket's buffer and wake nobody (see `Watch::unwatch` below). Declared first: dropped
     /// (deregistered) before the socket closes.
     watch: Option<AsyncFd<OwnedFd>>,
     /// Non-blocking.
@@ -309,7 +309,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// Sends `count` datagrams to `io`, lets it read them and says how many it got.
+    /// Waits until `io` is readable, reads all it holds and says how many datagrams it got.
     async fn read_all(io: &UdpIo) -> usize {
         tokio::time::timeout(Duration::from_secs(5), io.readable())
             .await

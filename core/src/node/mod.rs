@@ -397,10 +397,15 @@ impl Node {
     /// packets flow, a handshake retries every second). Idle: only the other parts' timers
     /// (ICE, TURN, signalling, the idle grid's ticks) are pending, the next one at `next`.
     pub fn activity(&mut self, now: Instant) -> Activity {
-        let [(dp, _), rest @ ..] = self.deadlines();
-        if dp.is_some_and(|at| at < now + DATA_PLANE_IDLE) {
+        // The data plane first: under traffic that is the answer, without the other parts.
+        if self
+            .dp
+            .poll_timeout()
+            .is_some_and(|at| at < now + DATA_PLANE_IDLE)
+        {
             return Activity::Busy;
         }
+        let [_, rest @ ..] = self.deadlines();
         let next = rest.iter().filter_map(|(at, _)| *at).min();
         Activity::Idle {
             next,
