@@ -65,14 +65,17 @@ impl Gather {
     }
 
     /// After the engine handled a wake-up: `activity` says the node's state now (asked only
-    /// when the choice depends on it: not for the wake-ups that end a wait).
+    /// when the choice depends on it: not for the wake-ups that end a wait). True when the
+    /// gathering after an idle tick is over: the engine sleeps until its next deadline,
+    /// usually the next tick, and may tidy up first (`heap`).
+    #[must_use]
     pub(super) fn after(
         &mut self,
         now: Instant,
         wake: Wake,
         activity: impl FnOnce() -> Activity,
         socket: &mut impl Watch,
-    ) {
+    ) -> bool {
         let quiet_after_tick = |activity: Activity| match activity {
             Activity::Busy => false,
             Activity::Idle { next, .. } => next.is_none_or(|at| at >= now + GATHER),
@@ -106,22 +109,30 @@ impl Gather {
                 }
             }
             (Some((until, Phase::AfterTick)), Wake::Timer) if until <= now => {
-                self.watch(now, socket)
+                return self.watch(now, socket);
             }
             // Another timer within the wait: it goes on.
             (Some(_), Wake::Timer) => {}
-            (Some(_), Wake::Network | Wake::Other) => self.watch(now, socket),
+            (Some(_), Wake::Network | Wake::Other) => {
+                self.watch(now, socket);
+            }
         }
+        false
     }
 
-    fn watch(&mut self, now: Instant, socket: &mut impl Watch) {
+    /// Watches the socket again; false if it could not be (tried again later).
+    fn watch(&mut self, now: Instant, socket: &mut impl Watch) -> bool {
         match socket.watch() {
-            Ok(()) => self.unwatched = None,
+            Ok(()) => {
+                self.unwatched = None;
+                true
+            }
             // Out of file descriptors, say: the datagrams keep in the socket's buffer; the
             // next wake-up tries again.
             Err(error) => {
                 tracing::debug!(%error, "cannot watch the links' socket again yet");
                 self.unwatched = Some((now + GATHER, Phase::AfterTick));
+                false
             }
         }
     }
@@ -172,14 +183,14 @@ mod tests {
     fn an_idle_tick_leaves_the_socket_unwatched_for_a_moment() {
         let t0 = Instant::now();
         let (mut g, mut s) = (Gather::default(), Socket::default());
-        g.after(t0, Wake::Timer, || idle(t0 + TICK), &mut s);
+        assert!(!g.after(t0, Wake::Timer, || idle(t0 + TICK), &mut s));
         assert!(s.unwatched);
         assert_eq!(g.deadline(), Some(t0 + GATHER));
         // Another timer meanwhile (a TURN retransmission, say) does not end it.
         let mid = t0 + GATHER / 2;
-        g.after(mid, Wake::Timer, || idle(t0 + TICK), &mut s);
+        assert!(!g.after(mid, Wake::Timer, || idle(t0 + TICK), &mut s));
         assert!(s.unwatched);
-        g.after(t0 + GATHER, Wake::Timer, || idle(t0 + TICK), &mut s);
+        assert!(g.after(t0 + GATHER, Wake::Timer, || idle(t0 + TICK), &mut s));
         assert!(!s.unwatched);
         assert_eq!(g.deadline(), None);
     }
@@ -189,18 +200,18 @@ mod tests {
         let t0 = Instant::now();
         let tick = t0 + Duration::from_millis(40);
         let (mut g, mut s) = (Gather::default(), Socket::default());
-        g.after(t0, Wake::Network, || idle(tick), &mut s);
+        assert!(!g.after(t0, Wake::Network, || idle(tick), &mut s));
         assert!(s.unwatched);
         assert_eq!(g.deadline(), Some(tick));
         // The tick (handled by the node) keeps it unwatched for the time after it.
-        g.after(tick, Wake::Timer, || idle(tick + TICK), &mut s);
+        assert!(!g.after(tick, Wake::Timer, || idle(tick + TICK), &mut s));
         assert!(s.unwatched);
         assert_eq!(g.deadline(), Some(tick + GATHER));
-        g.after(tick + GATHER, Wake::Timer, || idle(tick + TICK), &mut s);
+        assert!(g.after(tick + GATHER, Wake::Timer, || idle(tick + TICK), &mut s));
         assert!(!s.unwatched);
         // A datagram far from any tick is read as it comes.
         let later = tick + Duration::from_secs(10);
-        g.after(later, Wake::Network, || idle(tick + TICK), &mut s);
+        assert!(!g.after(later, Wake::Network, || idle(tick + TICK), &mut s));
         assert!(!s.unwatched);
     }
 
@@ -208,18 +219,18 @@ mod tests {
     fn a_busy_engine_or_one_with_timers_due_reads_the_network_as_it_comes() {
         let t0 = Instant::now();
         let (mut g, mut s) = (Gather::default(), Socket::default());
-        g.after(t0, Wake::Timer, || Activity::Busy, &mut s);
-        g.after(t0, Wake::Network, || Activity::Busy, &mut s);
+        assert!(!g.after(t0, Wake::Timer, || Activity::Busy, &mut s));
+        assert!(!g.after(t0, Wake::Network, || Activity::Busy, &mut s));
         // ICE checks every 200 ms while a link forms: their answers are read as they come.
         let soon = t0 + Duration::from_millis(200);
-        g.after(t0, Wake::Timer, || forming(soon), &mut s);
-        g.after(t0, Wake::Network, || forming(soon), &mut s);
+        assert!(!g.after(t0, Wake::Timer, || forming(soon), &mut s));
+        assert!(!g.after(t0, Wake::Network, || forming(soon), &mut s));
         assert!(!s.unwatched);
         assert_eq!(g.deadline(), None);
         // A friend's data starting while we wait for our tick makes the node busy: read on.
-        g.after(t0, Wake::Network, || idle(soon), &mut s);
+        assert!(!g.after(t0, Wake::Network, || idle(soon), &mut s));
         assert!(s.unwatched);
-        g.after(soon, Wake::Timer, || Activity::Busy, &mut s);
+        assert!(!g.after(soon, Wake::Timer, || Activity::Busy, &mut s));
         assert!(!s.unwatched);
     }
 
@@ -227,9 +238,9 @@ mod tests {
     fn anything_else_that_wakes_the_engine_ends_the_wait() {
         let t0 = Instant::now();
         let (mut g, mut s) = (Gather::default(), Socket::default());
-        g.after(t0, Wake::Timer, || idle(t0 + TICK), &mut s);
+        assert!(!g.after(t0, Wake::Timer, || idle(t0 + TICK), &mut s));
         assert!(s.unwatched);
-        g.after(t0 + GATHER / 5, Wake::Other, || idle(t0 + TICK), &mut s);
+        assert!(!g.after(t0 + GATHER / 5, Wake::Other, || idle(t0 + TICK), &mut s));
         assert!(!s.unwatched);
         assert_eq!(g.deadline(), None);
     }
@@ -238,13 +249,13 @@ mod tests {
     fn a_refused_watch_is_tried_again() {
         let t0 = Instant::now();
         let (mut g, mut s) = (Gather::default(), Socket::default());
-        g.after(t0, Wake::Timer, || idle(t0 + TICK), &mut s);
+        assert!(!g.after(t0, Wake::Timer, || idle(t0 + TICK), &mut s));
         s.refuse = true;
-        g.after(t0 + GATHER, Wake::Timer, || idle(t0 + TICK), &mut s);
+        assert!(!g.after(t0 + GATHER, Wake::Timer, || idle(t0 + TICK), &mut s));
         assert!(s.unwatched);
         assert_eq!(g.deadline(), Some(t0 + GATHER * 2));
         s.refuse = false;
-        g.after(t0 + GATHER * 2, Wake::Timer, || idle(t0 + TICK), &mut s);
+        assert!(g.after(t0 + GATHER * 2, Wake::Timer, || idle(t0 + TICK), &mut s));
         assert!(!s.unwatched);
     }
 }

@@ -7,6 +7,7 @@ mod control;
 mod error;
 mod event_log;
 mod gather;
+mod heap;
 mod timer;
 mod tun_io;
 mod udp_io;
@@ -620,7 +621,9 @@ async fn run_loop(
             Some(_) => Activity::Busy,
             None => node.activity(now),
         };
-        gather.after(now, woke, activity, &mut io.udp);
+        if gather.after(now, woke, activity, &mut io.udp) && heap::release_free_heap() {
+            tracing::trace!("free heap given back");
+        }
     }
 }
 
