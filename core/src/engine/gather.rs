@@ -66,8 +66,9 @@ impl Gather {
 
     /// After the engine handled a wake-up: `activity` says the node's state now (asked only
     /// when the choice depends on it: not for the wake-ups that end a wait). True when the
-    /// gathering after an idle tick is over: the engine sleeps until its next deadline,
-    /// usually the next tick, and may tidy up first (`heap`).
+    /// wait after an idle tick ran its full time and the socket is watched again: the engine
+    /// sleeps until its next deadline, usually the next tick, and may tidy up first (`heap`).
+    /// A wait ended early by traffic, or one the socket could not be watched after, is false.
     #[must_use]
     pub(super) fn after(
         &mut self,

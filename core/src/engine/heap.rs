@@ -9,37 +9,65 @@
 //!
 //! Android's (Scudo) and Apple's allocators return free pages on their own; there this does
 //! nothing.
+//!
+//! (After the walk glibc's free lists still hold the released pages, so the free total alone
+//! cannot tell whether another walk would give anything back: `FreeHeap` remembers it.)
 
-/// Free heap (bytes, all arenas) below which the walk is not worth it.
+/// Free heap (bytes, all arenas) that must have come since the last walk for another.
 const WORTH_RELEASING: usize = 256 * 1024;
 
-/// Returns free heap pages to the system if the allocator holds at least `WORTH_RELEASING`
-/// bytes of free memory; says whether it walked the heap.
-pub(super) fn release_free_heap() -> bool {
-    imp::release(WORTH_RELEASING)
+/// When the free heap was last given back. glibc keeps released pages in its free lists
+/// (they still count as free), so what decides is how much more is free since then; the low
+/// point in between counts too, as pages reused and freed again are resident again.
+#[derive(Default)]
+pub(super) struct FreeHeap {
+    low: usize,
+}
+
+impl FreeHeap {
+    /// Gives free heap pages back to the system if at least `WORTH_RELEASING` more bytes are
+    /// free than at the last walk or the lowest point since; says whether it walked the heap.
+    pub(super) fn release(&mut self) -> bool {
+        let walk = imp::free_bytes().is_some_and(|free| self.worth_a_walk(free));
+        if walk {
+            imp::release();
+        }
+        walk
+    }
+
+    fn worth_a_walk(&mut self, free: usize) -> bool {
+        if free < self.low.saturating_add(WORTH_RELEASING) {
+            self.low = self.low.min(free);
+            return false;
+        }
+        self.low = free;
+        true
+    }
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod imp {
-    pub(super) fn release(at_least: usize) -> bool {
+    /// Bytes the allocator holds free, all arenas.
+    pub(super) fn free_bytes() -> Option<usize> {
         // SAFETY: mallinfo2 (glibc ≥ 2.33) only reads the allocator's statistics under its
         // arenas' locks and returns them by value.
-        let free = unsafe { libc::mallinfo2() }.fordblks;
-        if free < at_least {
-            return false;
-        }
+        Some(unsafe { libc::mallinfo2() }.fordblks)
+    }
+
+    pub(super) fn release() {
         // SAFETY: malloc_trim(0) only releases (madvise) whole free pages inside free chunks
         // and the heap's top; live allocations are untouched.
         unsafe { libc::malloc_trim(0) };
-        true
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 mod imp {
-    pub(super) fn release(_at_least: usize) -> bool {
-        false
+    pub(super) fn free_bytes() -> Option<usize> {
+        None
     }
+
+    pub(super) fn release() {}
 }
 
 #[cfg(test)]
@@ -63,6 +91,7 @@ mod tests {
     fn freed_heap_below_live_data_goes_back_to_the_system() {
         const CHUNK: usize = 4096;
         const FREED: usize = 48 * 1024 * 1024;
+        let mut heap = FreeHeap::default();
         // Small chunks come from the heap (not mmap), written so that they are resident; the
         // one kept after them stops glibc from trimming the top by itself on free.
         let mut chunks: Vec<Vec<u8>> = (0..FREED / CHUNK).map(|_| vec![1u8; CHUNK]).collect();
@@ -70,7 +99,7 @@ mod tests {
         chunks.clear();
         chunks.shrink_to_fit();
         let before = rss_anon();
-        assert!(release_free_heap(), "48 MiB free and no walk");
+        assert!(heap.release(), "48 MiB free and no walk");
         let after = rss_anon();
         // Other tests run in parallel and allocate too: half of it is proof enough.
         assert!(
@@ -78,5 +107,28 @@ mod tests {
             "RssAnon {before} → {after} bytes"
         );
         assert_eq!(keep[0], 2);
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    const KIB: usize = 1024;
+
+    #[test]
+    fn a_walk_only_when_enough_more_is_free_than_at_the_last_or_the_low_point() {
+        let mut heap = FreeHeap::default();
+        assert!(!heap.worth_a_walk(100 * KIB));
+        assert!(heap.worth_a_walk(1024 * KIB));
+        // Released pages still count as free: the same total is not worth another walk, nor
+        // a little more.
+        assert!(!heap.worth_a_walk(1024 * KIB));
+        assert!(!heap.worth_a_walk(1200 * KIB));
+        assert!(heap.worth_a_walk(1300 * KIB));
+        // Reused (less free), then freed again: those pages are resident again.
+        assert!(!heap.worth_a_walk(400 * KIB));
+        assert!(!heap.worth_a_walk(600 * KIB));
+        assert!(heap.worth_a_walk(700 * KIB));
     }
 }

@@ -472,6 +472,8 @@ async fn run_loop(
     let mut network_check: Option<Instant> = None;
     // Reading what arrives after an idle tick in one go.
     let mut gather = Gather::default();
+    // Free heap given back once that is over.
+    let mut free_heap = heap::FreeHeap::default();
     loop {
         drain(Instant::now(), node, io);
         // What the last wake-up queued leaves now, in as few sends as the kernel allows.
@@ -621,7 +623,7 @@ async fn run_loop(
             Some(_) => Activity::Busy,
             None => node.activity(now),
         };
-        if gather.after(now, woke, activity, &mut io.udp) && heap::release_free_heap() {
+        if gather.after(now, woke, activity, &mut io.udp) && free_heap.release() {
             tracing::trace!("free heap given back");
         }
     }
