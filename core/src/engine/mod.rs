@@ -10,6 +10,7 @@ mod gather;
 mod heap;
 mod timer;
 mod tun_io;
+mod tun_thread;
 mod udp_io;
 
 pub use crate::links::manager::LinkPolicy;
@@ -41,6 +42,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tun_io::{tun_readable, watch_tun, TunReader, TunWriter};
+use tun_thread::TunWriteThread;
 use udp_io::{UdpIo, UdpSink};
 
 pub use event_log::EventLog;
@@ -463,6 +465,8 @@ async fn run_loop(
     io: &mut EngineIo,
 ) -> Result<(), EngineError> {
     let mut tun_reader = TunReader::new();
+    // Writes decrypted packets beside the engine (a tun without offloads).
+    let mut tun_thread = writer_thread(tun);
     let mut net_buf = vec![0u8; udp_io::RECV_BYTES].into_boxed_slice();
     let mut gro = Coalescer::default();
     // One timer for the engine's life, moved only when the next deadline moves (not on every
@@ -515,6 +519,7 @@ async fn run_loop(
                     Err(e) => Some(e),
                 };
                 if let Some(error) = lost {
+                    tun_thread = None;
                     tunnel_lost(tun, node, events, error);
                 }
                 node.end_tun_batch(now);
@@ -532,10 +537,11 @@ async fn run_loop(
                         Err(e) if is_transient(&e) => continue,
                         Err(e) => return Err(EngineError::NetRecv(e)),
                     };
-                    let tun_writer = &mut TunWriter {
-                        tun: tun.as_ref().map(AsyncFd::get_ref),
-                        gro: &mut gro,
-                    };
+                    let tun_writer = &mut TunWriter::new(
+                        tun.as_ref().map(AsyncFd::get_ref),
+                        &mut gro,
+                        tun_thread.as_ref(),
+                    );
                     for datagram in net_buf[..got.len].chunks(got.stride) {
                         node.handle_datagram(now, got.from, datagram, &mut UdpSink(udp), tun_writer);
                     }
@@ -593,11 +599,14 @@ async fn run_loop(
                     }
                     Command::Tunnel(new, reply) => {
                         tracing::debug!(attached = new.is_some(), "tunnel");
-                        // The old fd is deregistered and closed before the new one is watched.
+                        // The old fd is written out, deregistered and closed before the new
+                        // one is watched.
+                        drop(tun_thread.take());
                         *tun = None;
                         tun_reader.reset();
                         let watched = new.map(watch_tun).transpose().map_err(EngineError::TunFd);
                         let _ = reply.send(watched.map(|new| *tun = new));
+                        tun_thread = writer_thread(tun);
                         node.set_tunnel(tun.is_some());
                     }
                     // A caller that went away no longer wants the answer: ignoring a failed
@@ -627,6 +636,16 @@ async fn run_loop(
             tracing::trace!("free heap given back");
         }
     }
+}
+
+/// A writer thread for the tunnel's packets, if it writes them one by one. Without one (no
+/// thread or fd to spare) the engine writes them itself, as before.
+fn writer_thread(tun: &Option<AsyncFd<TunDevice>>) -> Option<TunWriteThread> {
+    let tun = tun.as_ref()?.get_ref();
+    TunWriteThread::for_tunnel(tun)
+        .map_err(|e| tracing::debug!(error = %e, "no tun writer thread; writing on the engine's"))
+        .ok()
+        .flatten()
 }
 
 /// The tunnel failed for good: it is detached (and its fd closed), the app is told, and the

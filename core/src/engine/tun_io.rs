@@ -5,6 +5,7 @@
 //! interface down under us (Android revokes the VPN, iOS stops the extension's tunnel) while
 //! the account, the roster and the links are still wanted; the app hands over a new fd.
 
+use super::tun_thread::TunWriteThread;
 use super::udp_io::{UdpIo, UdpSink};
 use super::BATCH;
 use crate::counters::DropReason;
@@ -165,28 +166,59 @@ fn offloaded_frame(
 }
 
 /// Where decrypted packets go: the tun, through the TCP coalescer when it takes
-/// super-packets (a Linux tun with offloads).
+/// super-packets (a Linux tun with offloads), else through the writer thread.
 pub(super) struct TunWriter<'a> {
     pub(super) tun: Option<&'a TunDevice>,
     pub(super) gro: &'a mut Coalescer,
+    /// The tunnel's writer thread (a tun without offloads).
+    pub(super) thread: Option<&'a TunWriteThread>,
+    /// Whether no packet of this read has been written yet: the first one is written here
+    /// when the thread has nothing in flight (at idle no packet crosses a thread).
+    pub(super) first: bool,
+}
+
+impl<'a> TunWriter<'a> {
+    /// A writer for one read's worth of datagrams.
+    pub(super) fn new(
+        tun: Option<&'a TunDevice>,
+        gro: &'a mut Coalescer,
+        thread: Option<&'a TunWriteThread>,
+    ) -> TunWriter<'a> {
+        TunWriter {
+            tun,
+            gro,
+            thread,
+            first: true,
+        }
+    }
 }
 
 impl TunSink for TunWriter<'_> {
     fn write_packet(&mut self, packet: &[u8]) -> io::Result<()> {
-        match self.tun {
-            Some(mut tun) if tun.framing() == Framing::VnetHdr => self.gro.push(packet, &mut tun),
-            Some(tun) => tun.write_packet(packet),
-            None => Err(io::ErrorKind::NotConnected.into()),
+        let first = std::mem::replace(&mut self.first, false);
+        match (self.tun, self.thread) {
+            (Some(mut tun), _) if tun.framing() == Framing::VnetHdr => {
+                self.gro.push(packet, &mut tun)
+            }
+            (Some(_), Some(thread)) if !(first && thread.is_idle()) => thread.hand_over(packet),
+            (Some(tun), _) => tun.write_packet(packet),
+            (None, _) => Err(io::ErrorKind::NotConnected.into()),
         }
     }
 }
 
 impl TunWriter<'_> {
-    /// Writes what the coalescer holds (at the end of each batch of datagrams).
+    /// Writes what the coalescer holds (at the end of each batch of datagrams) and counts
+    /// the writes the thread's kernel refused.
     pub(super) fn flush(&mut self, node: &mut Node) {
         if let Some(mut tun) = self.tun {
             if let Err(e) = self.gro.flush(&mut tun) {
                 tracing::trace!(error = %e, "tun write failed");
+                node.count_drop(DropReason::TunWrite);
+            }
+        }
+        if let Some(thread) = self.thread {
+            for _ in 0..thread.take_failed() {
                 node.count_drop(DropReason::TunWrite);
             }
         }

@@ -78,6 +78,15 @@ impl TunDevice {
         self.framing
     }
 
+    /// A second handle on the same tunnel (a duplicate of the fd), for a thread of its own;
+    /// the interface stays until both are closed.
+    pub fn try_clone(&self) -> io::Result<TunDevice> {
+        Ok(TunDevice {
+            fd: self.fd.try_clone()?,
+            framing: self.framing,
+        })
+    }
+
     /// Reads one frame into `buf`; `WouldBlock` when none is waiting.
     pub fn read_frame(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: `buf` is valid for `buf.len()` bytes for the duration of the call.

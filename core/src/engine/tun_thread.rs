@@ -1,0 +1,279 @@
+//! A thread of its own that writes decrypted packets to a tun without offloads (a phone's
+//! `VpnService` fd, utun, a Linux tun without `IFF_VNET_HDR`), so that the engine decrypts
+//! the next datagrams while the kernel takes the last ones (issue 16, "use the cores").
+//!
+//! Why the writes: on such a tun every packet is one `write`, and the kernel runs its whole
+//! receive path (IP, TCP, the socket's wake-up, the ACK it sends back) inside that call, in
+//! the writer's time. It is the largest share of the receiving engine's work per packet, and
+//! the one that needs no engine state: the packet is final. An offloading Linux tun is not
+//! handed over (the coalescer already writes one 64 KB super-packet per ~45 segments).
+//!
+//! - **No allocation per packet**: a fixed pool of packet slots, allocated when the tunnel is
+//!   attached, circulates between the engine and the thread over two bounded channels.
+//! - **Back-pressure instead of loss**: when every slot is waiting to be written, the engine
+//!   waits for the thread to free one (microseconds: the thread is writing), so it stops
+//!   reading the UDP socket, whose 7 MB buffer holds what arrives meanwhile. Only a thread
+//!   that frees nothing for [`STALL`] costs a packet, counted as `tun_write`.
+//! - **No hand-off at idle**: the first packet of a read is written by the engine itself when
+//!   the thread has nothing in flight (the order is kept: nothing is queued ahead of it), so
+//!   a ping crosses no thread and the idle engine has no extra wake-up; the thread sleeps in
+//!   `recv` until there is work.
+
+use crate::dataplane::MAX_PACKET;
+use crate::tun::TunDevice;
+use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Packets in flight between the engine and the thread at most (~380 KB of slots): several
+/// full GRO reads, so a thread that is descheduled for a moment does not stall the engine.
+pub(super) const SLOTS: usize = 256;
+
+/// How long the engine waits for a slot before it drops the packet: a thread that frees none
+/// for this long is not writing (it never blocks on the non-blocking fd otherwise).
+const STALL: Duration = Duration::from_millis(50);
+
+/// One packet on its way to the tun.
+struct Slot {
+    buf: Box<[u8]>,
+    len: usize,
+}
+
+/// What the engine and the thread both see.
+#[derive(Default)]
+struct Shared {
+    /// Packets handed to the thread and not written yet.
+    in_flight: AtomicUsize,
+    /// Writes the kernel refused, for the drop counters.
+    failed: AtomicU64,
+}
+
+/// The engine's handle on the writer thread of one tunnel. Dropping it lets the thread write
+/// what it holds and waits for it to end (at most [`SLOTS`] writes).
+pub(super) struct TunWriteThread {
+    /// Filled slots, in the order they are to be written (None only while dropping).
+    to_write: Option<SyncSender<Slot>>,
+    /// Slots written and free again.
+    free: Receiver<Slot>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TunWriteThread {
+    /// A writer thread for `tun`, if its packets are written one by one (not for an
+    /// offloading tun); it writes through a duplicate of the fd.
+    pub(super) fn for_tunnel(tun: &TunDevice) -> io::Result<Option<TunWriteThread>> {
+        if tun.framing() == crate::framing::Framing::VnetHdr {
+            return Ok(None);
+        }
+        TunWriteThread::spawn(tun.try_clone()?).map(Some)
+    }
+
+    fn spawn(tun: TunDevice) -> io::Result<TunWriteThread> {
+        let (to_write, queued) = mpsc::sync_channel::<Slot>(SLOTS);
+        let (give_back, free) = mpsc::sync_channel::<Slot>(SLOTS);
+        for _ in 0..SLOTS {
+            let slot = Slot {
+                buf: vec![0u8; MAX_PACKET].into_boxed_slice(),
+                len: 0,
+            };
+            // Cannot fail: the receiver is ours and the channel holds SLOTS.
+            let _ = give_back.try_send(slot);
+        }
+        let shared = Arc::new(Shared::default());
+        let theirs = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("svpn-tun-write".into())
+            .spawn(move || write_loop(&tun, &queued, &give_back, &theirs))?;
+        Ok(TunWriteThread {
+            to_write: Some(to_write),
+            free,
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Whether everything handed over has been written: a packet written by the engine
+    /// itself now keeps its place in the order.
+    pub(super) fn is_idle(&self) -> bool {
+        self.shared.in_flight.load(Ordering::Acquire) == 0
+    }
+
+    /// Hands `packet` to the thread, waiting for a free slot if all are in flight.
+    /// `WouldBlock` if none came free in time (the packet is dropped).
+    pub(super) fn hand_over(&self, packet: &[u8]) -> io::Result<()> {
+        let Some(to_write) = &self.to_write else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        if packet.len() > MAX_PACKET {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        let mut slot = match self.free.try_recv() {
+            Ok(slot) => slot,
+            Err(TryRecvError::Empty) => match self.free.recv_timeout(STALL) {
+                Ok(slot) => slot,
+                Err(RecvTimeoutError::Timeout) => return Err(io::ErrorKind::WouldBlock.into()),
+                Err(RecvTimeoutError::Disconnected) => return Err(io::ErrorKind::BrokenPipe.into()),
+            },
+            Err(TryRecvError::Disconnected) => return Err(io::ErrorKind::BrokenPipe.into()),
+        };
+        slot.buf[..packet.len()].copy_from_slice(packet);
+        slot.len = packet.len();
+        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        // Never waits: there are only SLOTS slots and the channel holds as many.
+        to_write.send(slot).map_err(|_| {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            io::Error::from(io::ErrorKind::BrokenPipe)
+        })
+    }
+
+    /// Writes the kernel refused since the last call.
+    pub(super) fn take_failed(&self) -> u64 {
+        self.shared.failed.swap(0, Ordering::Relaxed)
+    }
+}
+
+impl Drop for TunWriteThread {
+    fn drop(&mut self) {
+        // The thread's channel closes: it writes what it holds and ends.
+        self.to_write = None;
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::warn!("the tun writer thread panicked");
+            }
+        }
+    }
+}
+
+/// The thread: writes each slot in order and gives it back, until the engine lets go.
+fn write_loop(
+    tun: &TunDevice,
+    queued: &Receiver<Slot>,
+    give_back: &SyncSender<Slot>,
+    shared: &Shared,
+) {
+    while let Ok(slot) = queued.recv() {
+        if let Err(e) = tun.write_packet(&slot.buf[..slot.len]) {
+            tracing::trace!(error = %e, "tun write failed");
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // The engine may have gone; then the slot goes with the thread.
+        let _ = give_back.try_send(slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framing::Framing;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::net::UnixDatagram;
+
+    /// A datagram socket pair stands in for the tun: one write, one packet, boundaries kept.
+    /// Its writes block while the reader is behind (a socket pair holds only a few datagrams,
+    /// a tun hundreds), so what the tests count is the hand-over, not the pair's queue.
+    fn fake_tun() -> (TunDevice, UnixDatagram) {
+        let (ours, theirs) = UnixDatagram::pair().unwrap();
+        let tun = TunDevice::from_owned(OwnedFd::from(ours), Framing::RawIp).unwrap();
+        let fd = tun.as_raw_fd();
+        // SAFETY: plain fcntl calls on a descriptor the test owns.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            assert!(libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) >= 0);
+        }
+        (tun, theirs)
+    }
+
+    fn packet(n: u16) -> Vec<u8> {
+        let mut p = vec![0x45u8; 20 + usize::from(n % 200)];
+        p[..2].copy_from_slice(&n.to_be_bytes());
+        p
+    }
+
+    fn read_all(peer: &UnixDatagram, count: usize) -> Vec<Vec<u8>> {
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 2048];
+        (0..count)
+            .map(|_| {
+                let n = peer.recv(&mut buf).unwrap();
+                buf[..n].to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn packets_written_by_the_engine_and_the_thread_keep_their_order() {
+        let (tun, peer) = fake_tun();
+        let total = 2000;
+        let reader = std::thread::spawn(move || read_all(&peer, total));
+        let writer = TunWriteThread::spawn(tun.try_clone().unwrap()).unwrap();
+        let mut inline = 0;
+        for n in 0..total {
+            // The engine's rule: write itself only when nothing is in flight.
+            if n % 50 == 0 && writer.is_idle() {
+                tun.write_packet(&packet(n as u16)).unwrap();
+                inline += 1;
+            } else {
+                writer.hand_over(&packet(n as u16)).unwrap();
+            }
+        }
+        let got = reader.join().unwrap();
+        for (n, p) in got.iter().enumerate() {
+            assert_eq!(p, &packet(n as u16), "packet {n} out of order");
+        }
+        assert!(
+            inline >= 1,
+            "the first packet is always written by the engine"
+        );
+        assert_eq!(writer.take_failed(), 0);
+    }
+
+    #[test]
+    fn more_packets_than_slots_wait_for_the_thread_instead_of_being_dropped() {
+        let (tun, peer) = fake_tun();
+        let writer = TunWriteThread::spawn(tun).unwrap();
+        let total = SLOTS * 4;
+        let reader = std::thread::spawn(move || read_all(&peer, total));
+        for n in 0..total {
+            writer.hand_over(&packet(n as u16)).unwrap();
+        }
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), total);
+        assert!(got.iter().enumerate().all(|(n, p)| p == &packet(n as u16)));
+        assert_eq!(writer.take_failed(), 0);
+    }
+
+    #[test]
+    fn refused_writes_are_counted_and_the_thread_ends_with_its_handle() {
+        let (tun, peer) = fake_tun();
+        drop(peer);
+        let writer = TunWriteThread::spawn(tun).unwrap();
+        for n in 0..10u16 {
+            writer.hand_over(&packet(n)).unwrap();
+        }
+        // Ends only after it wrote (or failed to write) everything it held.
+        let shared = Arc::clone(&writer.shared);
+        drop(writer);
+        assert_eq!(shared.failed.load(Ordering::Relaxed), 10);
+        assert_eq!(shared.in_flight.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_packet_larger_than_a_slot_is_refused() {
+        let (tun, _peer) = fake_tun();
+        let writer = TunWriteThread::spawn(tun).unwrap();
+        let err = writer.hand_over(&vec![0u8; MAX_PACKET + 1]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn an_offloading_tun_gets_no_thread() {
+        let (ours, _theirs) = UnixDatagram::pair().unwrap();
+        let tun = TunDevice::from_owned(OwnedFd::from(ours), Framing::VnetHdr).unwrap();
+        assert!(TunWriteThread::for_tunnel(&tun).unwrap().is_none());
+    }
+}
