@@ -101,14 +101,23 @@ fn object(bytes: &[u8], accept: impl Fn(u32) -> bool) -> Result<Map<String, Valu
 }
 
 fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    // Written straight into the bytes with the version as the first member. Going through a
+    // `Value` tree first cost the daemon ~1.3 MiB of peak memory for a roster of 1 000
+    // contacts (a map node and a key string per field), several times the bytes themselves.
+    let mut out = format!("{{\"v\":{API_VERSION},").into_bytes();
+    let start = out.len();
     // Every message is an internally tagged enum: it serialises to an object, and plain
     // data cannot fail to serialise.
-    let mut object = match serde_json::to_value(message) {
-        Ok(Value::Object(object)) => object,
-        _ => Map::new(),
-    };
-    object.insert("v".into(), Value::from(API_VERSION));
-    serde_json::to_vec(&object).unwrap_or_default()
+    if serde_json::to_writer(&mut out, message).is_err() || out.get(start) != Some(&b'{') {
+        out.truncate(start);
+        out.extend_from_slice(b"{}");
+    }
+    // `{"v":1,{"reply":…}` → `{"v":1,"reply":…}`; an empty object loses the comma too.
+    out.remove(start);
+    if out.get(start) == Some(&b'}') {
+        out.remove(start - 1);
+    }
+    out
 }
 
 #[cfg(test)]

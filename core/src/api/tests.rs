@@ -257,3 +257,16 @@ fn replies_and_events_round_trip_and_tolerate_additions() {
     assert_eq!(counters.drops.get(DropReason::NoLink), 4);
     assert_eq!(counters.drops.total(), 4);
 }
+
+#[test]
+fn a_message_is_written_as_one_object_with_the_version_first() {
+    assert_eq!(Response::Done.encode(), br#"{"v":1,"reply":"done"}"#);
+    assert_eq!(
+        Event::RosterChanged.encode(),
+        br#"{"v":1,"event":"roster_changed"}"#
+    );
+    // What the encoder does with a value that is not an object (never one of ours): the
+    // version alone, still one object.
+    assert_eq!(super::encode(&3), br#"{"v":1}"#);
+    assert_eq!(super::encode(&serde_json::json!({})), br#"{"v":1}"#);
+}
