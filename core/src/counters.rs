@@ -191,7 +191,8 @@ pub struct LinkTraffic {
 pub struct Counters {
     /// IP packets read from the tun fd.
     pub tun_rx: Traffic,
-    /// IP packets written to the tun fd.
+    /// IP packets written to the tun fd, or handed to the tun writer thread (a write its
+    /// kernel refuses later is also counted as a `tun_write` drop).
     pub tun_tx: Traffic,
     /// UDP datagrams received.
     pub net_rx: Traffic,

@@ -519,7 +519,7 @@ async fn run_loop(
                     Err(e) => Some(e),
                 };
                 if let Some(error) = lost {
-                    tun_thread = None;
+                    retire_writer(&mut tun_thread, node);
                     tunnel_lost(tun, node, events, error);
                 }
                 node.end_tun_batch(now);
@@ -601,7 +601,7 @@ async fn run_loop(
                         tracing::debug!(attached = new.is_some(), "tunnel");
                         // The old fd is written out, deregistered and closed before the new
                         // one is watched.
-                        drop(tun_thread.take());
+                        retire_writer(&mut tun_thread, node);
                         *tun = None;
                         tun_reader.reset();
                         let watched = new.map(watch_tun).transpose().map_err(EngineError::TunFd);
@@ -646,6 +646,16 @@ fn writer_thread(tun: &Option<AsyncFd<TunDevice>>) -> Option<TunWriteThread> {
         .map_err(|e| tracing::debug!(error = %e, "no tun writer thread; writing on the engine's"))
         .ok()
         .flatten()
+}
+
+/// Ends the tunnel's writer thread (it writes what it holds first) and counts the writes
+/// its kernel refused.
+fn retire_writer(thread: &mut Option<TunWriteThread>, node: &mut Node) {
+    if let Some(thread) = thread.take() {
+        for _ in 0..thread.finish() {
+            node.count_drop(DropReason::TunWrite);
+        }
+    }
 }
 
 /// The tunnel failed for good: it is detached (and its fd closed), the app is told, and the

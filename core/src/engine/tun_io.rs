@@ -200,7 +200,13 @@ impl TunSink for TunWriter<'_> {
             (Some(mut tun), _) if tun.framing() == Framing::VnetHdr => {
                 self.gro.push(packet, &mut tun)
             }
-            (Some(_), Some(thread)) if !(first && thread.is_idle()) => thread.hand_over(packet),
+            (Some(tun), Some(thread)) if !(first && thread.is_idle()) => {
+                match thread.hand_over(packet) {
+                    // The thread is gone (it cannot be, short of a panic): write here.
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => tun.write_packet(packet),
+                    handed => handed,
+                }
+            }
             (Some(tun), _) => tun.write_packet(packet),
             (None, _) => Err(io::ErrorKind::NotConnected.into()),
         }

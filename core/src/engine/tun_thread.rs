@@ -136,8 +136,15 @@ impl TunWriteThread {
     }
 }
 
-impl Drop for TunWriteThread {
-    fn drop(&mut self) {
+impl TunWriteThread {
+    /// Lets the thread write what it holds, waits for it to end, and returns the writes the
+    /// kernel refused that were not taken yet.
+    pub(super) fn finish(mut self) -> u64 {
+        self.stop();
+        self.take_failed()
+    }
+
+    fn stop(&mut self) {
         // The thread's channel closes: it writes what it holds and ends.
         self.to_write = None;
         if let Some(thread) = self.thread.take() {
@@ -145,6 +152,12 @@ impl Drop for TunWriteThread {
                 tracing::warn!("the tun writer thread panicked");
             }
         }
+    }
+}
+
+impl Drop for TunWriteThread {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -257,8 +270,7 @@ mod tests {
         }
         // Ends only after it wrote (or failed to write) everything it held.
         let shared = Arc::clone(&writer.shared);
-        drop(writer);
-        assert_eq!(shared.failed.load(Ordering::Relaxed), 10);
+        assert_eq!(writer.finish(), 10);
         assert_eq!(shared.in_flight.load(Ordering::Relaxed), 0);
     }
 
