@@ -60,6 +60,14 @@ pub trait NetSink {
             PathKind::Relayed => Err(io::ErrorKind::NotConnected.into()),
         }
     }
+
+    /// The public key of a device the link layer is setting up a link with, if `uid` is one:
+    /// the data plane makes that device's link when it is first needed (a packet for it, its
+    /// handshake) rather than for every connecting device up front. A sink without a link
+    /// layer knows none.
+    fn connecting_key(&mut self, _uid: &Uid) -> Option<[u8; 32]> {
+        None
+    }
 }
 
 /// Where the data plane writes IP packets for this device. A sink without a device (the VPN
@@ -409,7 +417,7 @@ impl DataPlane {
         }
         match self.route(&info.addrs) {
             Ok(Some(dst)) => {
-                let Some(&index) = self.by_uid.get(&dst) else {
+                let Some(index) = self.link_index(now, &dst, net) else {
                     // A friend's device with an address but no link: the link layer may
                     // want to set one up (on-demand linking).
                     if !self.demands.contains(&dst) && self.demands.len() < MAX_DEMANDS {
@@ -452,6 +460,21 @@ impl DataPlane {
             }
             Err(reason) => self.count_drop(reason),
         }
+    }
+
+    /// The link to `uid`: the one it has, or one made now if the link layer is connecting
+    /// to it (packets sent meanwhile wait in its queue for the session; a handshake it sends
+    /// before our side's ICE has reported the path is answered at once).
+    fn link_index(&mut self, now: Instant, uid: &Uid, net: &mut impl NetSink) -> Option<u32> {
+        if let Some(&index) = self.by_uid.get(uid) {
+            return Some(index);
+        }
+        let key = net.connecting_key(uid)?;
+        if Uid::from_public_key(&key) != *uid || self.book.address_of(uid).is_none() {
+            return None;
+        }
+        self.add_link(now, key, None, None).ok()?;
+        self.by_uid.get(uid).copied()
     }
 
     /// Destination → `Some(uid)` for one device, `None` for every device.
@@ -504,7 +527,7 @@ impl DataPlane {
             // into our buffer (by panicking).
             return self.count_drop(DropReason::Oversized);
         }
-        let index = match self.link_for(from.remote, datagram) {
+        let index = match self.link_for(now, from.remote, datagram, net) {
             Ok(index) => index,
             Err(Some(cookie_len)) => {
                 // Under handshake load: answer with a cookie, nothing else.
@@ -666,7 +689,13 @@ impl DataPlane {
     /// that floods cannot make us run a Diffie-Hellman per datagram.
     ///
     /// `Err(Some(n))`: a cookie reply of `n` bytes is waiting in `scratch`.
-    fn link_for(&mut self, from: SocketAddr, datagram: &[u8]) -> Result<u32, Option<usize>> {
+    fn link_for(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        net: &mut impl NetSink,
+    ) -> Result<u32, Option<usize>> {
         let receiver_idx = match Tunn::parse_incoming_packet(datagram).map_err(|_| None)? {
             Packet::HandshakeInit(_) => {
                 self.rate_limiter.reset_count();
@@ -683,7 +712,7 @@ impl DataPlane {
                     parse_handshake_anon(self.identity.secret(), self.identity.public_key(), &init)
                         .map_err(|_| None)?;
                 let uid = Uid::from_public_key(&half.peer_static_public);
-                return self.by_uid.get(&uid).copied().ok_or(None);
+                return self.link_index(now, &uid, net).ok_or(None);
             }
             Packet::HandshakeResponse(p) => p.receiver_idx,
             Packet::PacketCookieReply(p) => p.receiver_idx,

@@ -13,11 +13,16 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 #[derive(Default)]
-struct Wire(Vec<(SocketAddr, Vec<u8>)>);
+struct Wire(Vec<(SocketAddr, Vec<u8>)>, Option<[u8; 32]>);
 impl NetSink for Wire {
     fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]) -> io::Result<()> {
         self.0.push((dst, datagram.to_vec()));
         Ok(())
+    }
+
+    /// The link layer under this wire is connecting to the device with key `.1`.
+    fn connecting_key(&mut self, uid: &Uid) -> Option<[u8; 32]> {
+        self.1.filter(|key| Uid::from_public_key(key) == *uid)
     }
 }
 
@@ -350,4 +355,68 @@ fn endpoint_follows_authentic_datagrams_only() {
     assert_eq!(a.tun.0.len(), 2);
     assert_eq!(a.dp.counters().drops.get(DropReason::WireGuardRejected), 1);
     let _ = ub;
+}
+
+#[test]
+fn a_connecting_device_gets_its_link_when_first_needed() {
+    let now = Instant::now();
+    let mut a = Node::new("100.64.0.0/16", 1);
+    let mut b = Node::new("100.65.0.0/16", 2);
+    let ub = Uid::from_public_key(&b.key());
+    let ua = Uid::from_public_key(&a.key());
+    let b_at_a = a.dp.address_book_mut().assign(ub).unwrap();
+    b.dp.address_book_mut().assign(ua).unwrap();
+    // b has a link to a (its ICE reported the path first); a's link layer is still
+    // connecting to b and a's data plane holds nothing for it yet.
+    b.dp.add_peer(now, a.key(), Some(a.addr), None).unwrap();
+    a.wire.1 = Some(b.key());
+    assert!(!a.dp.has_link(&ub));
+
+    // A packet for b makes the link; it waits in the link's queue for the session.
+    let packet = udp(a.dp.address_book().own_address(), b_at_a, b"early");
+    a.send_ip(now, &packet);
+    assert!(a.dp.has_link(&ub));
+    assert_eq!(a.dp.counters().drops.get(DropReason::NoLink), 0);
+    // b's handshake finds that link; the session delivers what waited.
+    b.dp.initiate(now, &ua, &mut b.wire);
+    pump(now, &mut [&mut a, &mut b]);
+    assert_eq!(b.tun.0.len(), 1, "the early packet arrives");
+    assert!(b.tun.0[0].ends_with(b"early"));
+
+    // c's handshake reaches a before a's data plane has any link to c (a's ICE has not
+    // reported the path yet): a link is made for it and the handshake answered at once.
+    let mut c = Node::new("100.66.0.0/16", 3);
+    c.dp.address_book_mut().assign(ua).unwrap();
+    a.dp.address_book_mut()
+        .assign(Uid::from_public_key(&c.key()))
+        .unwrap();
+    c.dp.add_peer(now, a.key(), Some(a.addr), None).unwrap();
+    c.dp.initiate(now, &ua, &mut c.wire);
+    a.wire.1 = Some(c.key());
+    pump(now, &mut [&mut a, &mut c]);
+    assert!(a.dp.has_link(&Uid::from_public_key(&c.key())));
+    assert_eq!(a.dp.counters().drops.get(DropReason::UnknownPeer), 0);
+    let a_at_c = c.dp.address_book().address_of(&ua).unwrap();
+    c.send_ip(
+        now,
+        &udp(c.dp.address_book().own_address(), a_at_c, b"from c"),
+    );
+    pump(now, &mut [&mut a, &mut c]);
+    assert!(a.tun.0.iter().any(|p| p.ends_with(b"from c")));
+
+    // A device the link layer is not connecting to still gets no link from a packet.
+    a.wire.1 = None;
+    let mut d = Node::new("100.67.0.0/16", 4);
+    let ud = Uid::from_public_key(&d.key());
+    let d_at_a = a.dp.address_book_mut().assign(ud).unwrap();
+    a.send_ip(now, &udp(a.dp.address_book().own_address(), d_at_a, b"x"));
+    assert!(!a.dp.has_link(&ud));
+    assert_eq!(a.dp.counters().drops.get(DropReason::NoLink), 1);
+    // Nor does its handshake.
+    d.dp.address_book_mut().assign(ua).unwrap();
+    d.dp.add_peer(now, a.key(), Some(a.addr), None).unwrap();
+    d.dp.initiate(now, &ua, &mut d.wire);
+    pump(now, &mut [&mut a, &mut d]);
+    assert!(!a.dp.has_link(&ud));
+    assert_eq!(a.dp.counters().drops.get(DropReason::UnknownPeer), 1);
 }

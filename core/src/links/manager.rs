@@ -250,6 +250,11 @@ impl LinkManager {
         self.peers.iter().map(|(u, p)| (*u, p.info.public_key))
     }
 
+    /// The public key of a device we are linking with (connecting or up).
+    pub fn device_key(&self, uid: &Uid) -> Option<[u8; 32]> {
+        self.peers.get(uid).map(|p| p.info.public_key)
+    }
+
     /// On-demand policy: closes links whose last traffic (`last_activity`) is older than the
     /// idle limit, and schedules the next check.
     fn trim_idle(&mut self, now: Instant, last_activity: impl Fn(&Uid) -> Option<Instant>) {

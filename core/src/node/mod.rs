@@ -221,7 +221,7 @@ impl Node {
         if let Some(s) = self.social.as_mut() {
             let mut demanded = false;
             while let Some(uid) = self.dp.take_demand() {
-                s.demand(now, uid, &mut self.dp);
+                s.demand(now, uid);
                 demanded = true;
             }
             if demanded {

@@ -192,7 +192,6 @@ impl Social {
             self.claim_address(unix, dp, &account, &device.info.uid, &in_use)
         });
         self.links.set_wanted(now, &wanted);
-        self.prepare_data_plane(now, dp);
     }
 
     /// Devices that must keep their addresses: those with a link or an ICE session.
@@ -231,24 +230,11 @@ impl Social {
         }
     }
 
-    /// Gives every device that is getting a link a data-plane link without a path yet, so
-    /// packets sent to it meanwhile are queued for the session instead of dropped.
-    fn prepare_data_plane(&mut self, now: Instant, dp: &mut DataPlane) {
-        let devices: Vec<(Uid, [u8; 32])> = self.links.devices().collect();
-        for (uid, key) in devices {
-            if !dp.has_link(&uid) {
-                if let Err(e) = dp.link_device(now, key, None) {
-                    tracing::debug!(error = %e, "cannot prepare a link");
-                }
-            }
-        }
-    }
-
-    /// Packets were addressed to `uid`, which has no link (on-demand linking).
-    pub(super) fn demand(&mut self, now: Instant, uid: Uid, dp: &mut DataPlane) {
-        if self.links.demand(now, &uid).is_some() {
-            self.prepare_data_plane(now, dp);
-        }
+    /// Packets were addressed to `uid`, which has no link (on-demand linking). The link's
+    /// data-plane side is made when the next packet for it comes or its handshake arrives
+    /// (`DataPlane::link_index`): a connecting link holds no WireGuard state until then.
+    pub(super) fn demand(&mut self, now: Instant, uid: Uid) {
+        let _ = self.links.demand(now, &uid);
     }
 
     pub(super) fn friend(

@@ -5,6 +5,7 @@ use super::Transmit;
 use crate::dataplane::NetSink;
 use crate::links::manager::LinkManager;
 use crate::path::{Path, PathKind};
+use crate::uid::Uid;
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::io;
@@ -48,6 +49,10 @@ impl<S: NetSink> NetSink for Transport<'_, S> {
             }
             (PathKind::Relayed, None) => Err(io::ErrorKind::NotConnected.into()),
         }
+    }
+
+    fn connecting_key(&mut self, uid: &Uid) -> Option<[u8; 32]> {
+        self.links.as_deref()?.device_key(uid)
     }
 }
 
