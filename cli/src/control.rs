@@ -78,12 +78,15 @@ pub async fn serve(stream: UnixStream, engine: &Engine) {
         // Bytes, not text: whatever arrives gets an answer (bad UTF-8 a `bad_request`).
         let mut line = Vec::new();
         let mut reader = AsyncBufReader::new(read).take(MAX_REQUEST as u64 + 1);
-        let mut answer = match reader.read_until(b'\n', &mut line).await {
+        let answer = match reader.read_until(b'\n', &mut line).await {
             Ok(n) if n > 0 => engine.handle_bytes(&line).await,
             _ => return,
         };
-        answer.push(b'\n');
-        let _ = write.write_all(&answer).await;
+        // The newline written apart: the answer is sized exactly, and appending to it would
+        // copy a large reply (a roster of 1 000 friends) into a buffer twice its size.
+        if write.write_all(&answer).await.is_ok() {
+            let _ = write.write_all(b"\n").await;
+        }
     })
     .await;
 }

@@ -104,7 +104,13 @@ fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     // Written straight into the bytes with the version as the first member. Going through a
     // `Value` tree first cost the daemon ~1.3 MiB of peak memory for a roster of 1 000
     // contacts (a map node and a key string per field), several times the bytes themselves.
-    let mut out = format!("{{\"v\":{API_VERSION},").into_bytes();
+    let head = format!("{{\"v\":{API_VERSION},");
+    // Measured first, then written into a buffer of exactly that size: a growing buffer
+    // would hold up to twice a large reply at its last doubling.
+    let mut size = ByteCount(0);
+    let body = serde_json::to_writer(&mut size, message).map_or(2, |()| size.0);
+    let mut out = Vec::with_capacity(head.len() + body);
+    out.extend_from_slice(head.as_bytes());
     let start = out.len();
     // Every message is an internally tagged enum: it serialises to an object, and plain
     // data cannot fail to serialise.
@@ -118,6 +124,20 @@ fn encode<T: Serialize>(message: &T) -> Vec<u8> {
         out.remove(start - 1);
     }
     out
+}
+
+/// A writer that only counts what it is given.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
