@@ -61,10 +61,10 @@ pub trait NetSink {
         }
     }
 
-    /// The public key of a device the link layer is setting up a link with, if `uid` is one:
-    /// the data plane makes that device's link when it is first needed (a packet for it, its
-    /// handshake) rather than for every connecting device up front. A sink without a link
-    /// layer knows none.
+    /// The public key of a device the link layer is linking with (connecting, up, retrying,
+    /// or in its grace period after going offline), if `uid` is one: the data plane makes
+    /// that device's link when it is first needed (a packet for it, its handshake) rather
+    /// than for every connecting device up front. A sink without a link layer knows none.
     fn connecting_key(&mut self, _uid: &Uid) -> Option<[u8; 32]> {
         None
     }
@@ -527,6 +527,7 @@ impl DataPlane {
             // into our buffer (by panicking).
             return self.count_drop(DropReason::Oversized);
         }
+        let links_before = self.links.len();
         let index = match self.link_for(now, from.remote, datagram, net) {
             Ok(index) => index,
             Err(Some(cookie_len)) => {
@@ -535,6 +536,10 @@ impl DataPlane {
             }
             Err(None) => return self.count_drop(DropReason::UnknownPeer),
         };
+        // Made for this handshake initiation (its device is connecting): kept only if the
+        // initiation proves authentic, or anyone who knows our public key and a connecting
+        // device's could have us hold WireGuard state for it by claiming its key.
+        let made_for_it = self.links.len() > links_before;
         let Some(link) = self.links.get_mut(&index) else {
             return self.count_drop(DropReason::UnknownPeer);
         };
@@ -551,6 +556,9 @@ impl DataPlane {
                 // A cookie reply proves nothing about the sender: answer, but neither adopt
                 // its address nor release queued packets to it.
                 send(&mut self.counters, net, from, reply);
+                if made_for_it {
+                    self.forget_link(index);
+                }
             }
             TunnResult::WriteToNetwork(reply) => {
                 // We answered an authentic handshake initiation (with a response) or response
@@ -600,7 +608,18 @@ impl DataPlane {
             TunnResult::Err(e) => {
                 tracing::trace!(error = ?e, "decapsulate rejected a datagram");
                 self.count_drop(DropReason::WireGuardRejected);
+                if made_for_it {
+                    self.forget_link(index);
+                }
             }
+        }
+    }
+
+    /// Removes the link at `index` (one made for a handshake that did not prove authentic).
+    fn forget_link(&mut self, index: u32) {
+        if let Some(link) = self.links.remove(&index) {
+            self.by_uid.remove(&link.uid);
+            self.by_interface_id.remove(&link.uid.interface_id());
         }
     }
 

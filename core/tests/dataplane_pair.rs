@@ -420,3 +420,49 @@ fn a_connecting_device_gets_its_link_when_first_needed() {
     assert!(!a.dp.has_link(&ud));
     assert_eq!(a.dp.counters().drops.get(DropReason::UnknownPeer), 1);
 }
+
+#[test]
+fn a_forged_handshake_for_a_connecting_device_leaves_no_link() {
+    use blake2::digest::{consts::U16, FixedOutput, Mac};
+    use blake2::{Blake2s256, Blake2sMac, Digest};
+    let now = Instant::now();
+    let mut a = Node::new("100.64.0.0/16", 1);
+    let mut x = Node::new("100.65.0.0/16", 2);
+    let (ua, ux) = (
+        Uid::from_public_key(&a.key()),
+        Uid::from_public_key(&x.key()),
+    );
+    a.dp.address_book_mut().assign(ux).unwrap();
+    x.dp.address_book_mut().assign(ua).unwrap();
+    x.dp.add_peer(now, a.key(), Some(a.addr), None).unwrap();
+    x.dp.initiate(now, &ua, &mut x.wire);
+    let (_, init) = x.wire.0.pop().unwrap();
+    assert_eq!((init[0], init.len()), (1, 148), "a handshake initiation");
+    // Anyone who knows a's public key (it is in a's presence) can claim x's key in the
+    // initiation's static field, and compute its MAC; not the timestamp only x can encrypt.
+    let mut forged = init.clone();
+    forged[100] ^= 0x55; // inside the encrypted timestamp (bytes 88..116)
+    let mac1_key = Blake2s256::new()
+        .chain_update(b"mac1----")
+        .chain_update(a.key())
+        .finalize();
+    let mut mac1 = <Blake2sMac<U16> as Mac>::new_from_slice(&mac1_key).unwrap();
+    Mac::update(&mut mac1, &forged[..116]);
+    forged[116..132].copy_from_slice(&mac1.finalize_fixed());
+    a.wire.1 = Some(x.key());
+    a.dp.handle_net_datagram(now, x.addr, &forged, &mut a.wire, &mut a.tun);
+    assert!(
+        !a.dp.has_link(&ux),
+        "a forged handshake left WireGuard state"
+    );
+    assert_eq!(
+        a.dp.counters().drops.get(DropReason::WireGuardRejected),
+        1,
+        "the forgery reached the handshake check (its MAC was right)"
+    );
+    assert!(a.wire.0.is_empty(), "a forgery is not answered");
+    // x's own initiation still makes the link, and is answered.
+    a.dp.handle_net_datagram(now, x.addr, &init, &mut a.wire, &mut a.tun);
+    assert!(a.dp.has_link(&ux));
+    assert_eq!(a.wire.0.len(), 1);
+}

@@ -5,12 +5,14 @@ use crate::addrbook::AddressBookError;
 use crate::api::{
     ApiError, DeviceView, ErrorKind, FriendView, LinkView, Request, Response, StatusView,
 };
+use crate::counters::LinkTraffic;
 use crate::dataplane::PeerError;
 use crate::social::payload::DeviceInfo;
 use crate::social::state::Subscription;
 use crate::social::toggles::TogglesError;
 use crate::subnet::ula_address;
 use crate::uid::Uid;
+use std::net::Ipv4Addr;
 use std::time::Instant;
 use xmpp_parsers::jid::BareJid;
 
@@ -198,17 +200,41 @@ impl Node {
     }
 
     pub fn links(&self) -> Vec<LinkView> {
-        self.dp
+        let mut links: Vec<(Uid, LinkView)> = self
+            .dp
             .links()
             .into_iter()
-            .map(|l| LinkView {
-                uid: l.uid.to_string(),
-                overlay_address: l.overlay_address,
-                endpoint: l.endpoint,
-                session: l.session,
-                traffic: l.counters,
+            .map(|l| {
+                let view = LinkView {
+                    uid: l.uid.to_string(),
+                    overlay_address: l.overlay_address,
+                    endpoint: l.endpoint,
+                    session: l.session,
+                    traffic: l.counters,
+                };
+                (l.uid, view)
             })
-            .collect()
+            .collect();
+        // Links still being set up: their WireGuard side is made when first needed, so the
+        // data plane may not list them yet. Shown as before, with no path and no session.
+        if let Some(s) = &self.social {
+            for (uid, _) in s.links.devices().filter(|(u, _)| !self.dp.has_link(u)) {
+                let view = LinkView {
+                    uid: uid.to_string(),
+                    overlay_address: self
+                        .dp
+                        .address_book()
+                        .address_of(&uid)
+                        .unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    endpoint: None,
+                    session: false,
+                    traffic: LinkTraffic::default(),
+                };
+                links.push((uid, view));
+            }
+            links.sort_by_key(|(uid, _)| *uid);
+        }
+        links.into_iter().map(|(_, view)| view).collect()
     }
 
     pub fn roster(&self, now: Instant) -> Result<Vec<FriendView>, RequestError> {
@@ -222,7 +248,14 @@ impl Node {
                 s.state.owner_of(u).is_none_or(|owner| owner == account)
                     && s.links.account_of(u).is_none_or(|a| a == *account)
             });
-            let traffic = uid.and_then(|u| links.iter().find(|l| l.uid == u).map(|l| l.counters));
+            // A link still being set up has no traffic yet (nor, perhaps, its WireGuard side).
+            let traffic = uid.and_then(|u| {
+                links
+                    .iter()
+                    .find(|l| l.uid == u)
+                    .map(|l| l.counters)
+                    .or_else(|| s.links.device_key(&u).map(|_| LinkTraffic::default()))
+            });
             DeviceView {
                 resource: resource.to_string(),
                 socialvpn: info.is_some(),
