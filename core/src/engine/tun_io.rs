@@ -168,13 +168,13 @@ fn offloaded_frame(
 /// Where decrypted packets go: the tun, through the TCP coalescer when it takes
 /// super-packets (a Linux tun with offloads), else through the writer thread.
 pub(super) struct TunWriter<'a> {
-    pub(super) tun: Option<&'a TunDevice>,
-    pub(super) gro: &'a mut Coalescer,
+    tun: Option<&'a TunDevice>,
+    gro: &'a mut Coalescer,
     /// The tunnel's writer thread (a tun without offloads).
-    pub(super) thread: Option<&'a TunWriteThread>,
+    thread: Option<&'a TunWriteThread>,
     /// Whether no packet of this read has been written yet: the first one is written here
     /// when the thread has nothing in flight (at idle no packet crosses a thread).
-    pub(super) first: bool,
+    first: bool,
 }
 
 impl<'a> TunWriter<'a> {

@@ -22,15 +22,16 @@ use crate::subnet::{ula_address, ula_interface_id};
 use crate::uid::Uid;
 use crate::wireguard::Link;
 use boringtun::noise::errors::WireGuardError;
-use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
-use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::noise::TunnResult;
 use boringtun::x25519::PublicKey;
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
+
+mod lookup;
 
 /// WireGuard data message overhead: 16-byte header + 16-byte tag.
 pub use crate::wireguard::WG_DATA_OVERHEAD;
@@ -462,21 +463,6 @@ impl DataPlane {
         }
     }
 
-    /// The link to `uid`: the one it has, or one made now if the link layer is connecting
-    /// to it (packets sent meanwhile wait in its queue for the session; a handshake it sends
-    /// before our side's ICE has reported the path is answered at once).
-    fn link_index(&mut self, now: Instant, uid: &Uid, net: &mut impl NetSink) -> Option<u32> {
-        if let Some(&index) = self.by_uid.get(uid) {
-            return Some(index);
-        }
-        let key = net.connecting_key(uid)?;
-        if Uid::from_public_key(&key) != *uid || self.book.address_of(uid).is_none() {
-            return None;
-        }
-        self.add_link(now, key, None, None).ok()?;
-        self.by_uid.get(uid).copied()
-    }
-
     /// Destination → `Some(uid)` for one device, `None` for every device.
     fn route(&self, addrs: &IpAddrs) -> Result<Option<Uid>, DropReason> {
         match *addrs {
@@ -543,6 +529,7 @@ impl DataPlane {
         let Some(link) = self.links.get_mut(&index) else {
             return self.count_drop(DropReason::UnknownPeer);
         };
+        let peer = link.uid;
         // Let boringtun see time pass before it judges the datagram, but count the link as
         // active only once the datagram proves authentic.
         if link.is_quiet(now) {
@@ -557,7 +544,7 @@ impl DataPlane {
                 // its address nor release queued packets to it.
                 send(&mut self.counters, net, from, reply);
                 if made_for_it {
-                    self.forget_link(index);
+                    self.remove_peer(&peer);
                 }
             }
             TunnResult::WriteToNetwork(reply) => {
@@ -589,7 +576,6 @@ impl DataPlane {
                 if !starts_at_zero || ip_len + UID_HEADER_LEN > plaintext_len {
                     return self.count_drop(DropReason::MissingUidHeader);
                 }
-                let peer = link.uid;
                 if self.deliver(peer, ip_len, tun) {
                     if let Some(link) = self.links.get_mut(&index) {
                         link.counters.rx.add(ip_len);
@@ -609,17 +595,9 @@ impl DataPlane {
                 tracing::trace!(error = ?e, "decapsulate rejected a datagram");
                 self.count_drop(DropReason::WireGuardRejected);
                 if made_for_it {
-                    self.forget_link(index);
+                    self.remove_peer(&peer);
                 }
             }
-        }
-    }
-
-    /// Removes the link at `index` (one made for a handshake that did not prove authentic).
-    fn forget_link(&mut self, index: u32) {
-        if let Some(link) = self.links.remove(&index) {
-            self.by_uid.remove(&link.uid);
-            self.by_interface_id.remove(&link.uid.interface_id());
         }
     }
 
@@ -700,49 +678,6 @@ impl DataPlane {
             }
         }
         Ok(())
-    }
-
-    /// The link a datagram belongs to: by receiver index, or for a handshake initiation by
-    /// the initiator's static key (decrypted with our private key). A handshake initiation
-    /// passes the shared rate limiter first (a cheap MAC check, and cookies under load) so
-    /// that floods cannot make us run a Diffie-Hellman per datagram.
-    ///
-    /// `Err(Some(n))`: a cookie reply of `n` bytes is waiting in `scratch`.
-    fn link_for(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        datagram: &[u8],
-        net: &mut impl NetSink,
-    ) -> Result<u32, Option<usize>> {
-        let receiver_idx = match Tunn::parse_incoming_packet(datagram).map_err(|_| None)? {
-            Packet::HandshakeInit(_) => {
-                self.rate_limiter.reset_count();
-                let init = match self.rate_limiter.verify_packet(
-                    Some(from.ip()),
-                    datagram,
-                    &mut self.scratch,
-                ) {
-                    Ok(Packet::HandshakeInit(init)) => init,
-                    Err(TunnResult::WriteToNetwork(cookie)) => return Err(Some(cookie.len())),
-                    _ => return Err(None),
-                };
-                let half =
-                    parse_handshake_anon(self.identity.secret(), self.identity.public_key(), &init)
-                        .map_err(|_| None)?;
-                let uid = Uid::from_public_key(&half.peer_static_public);
-                return self.link_index(now, &uid, net).ok_or(None);
-            }
-            Packet::HandshakeResponse(p) => p.receiver_idx,
-            Packet::PacketCookieReply(p) => p.receiver_idx,
-            Packet::PacketData(p) => p.receiver_idx,
-        };
-        let index = receiver_idx >> 8;
-        if self.links.contains_key(&index) {
-            Ok(index)
-        } else {
-            Err(None)
-        }
     }
 }
 
