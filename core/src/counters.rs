@@ -52,10 +52,14 @@ pub enum DropReason {
     /// Link-local control traffic of this device's own stack (router solicitations, MLD,
     /// IGMP): not forwarded.
     LinkControl,
+    /// Dropped to tell a sender that did not negotiate ECN to slow down: the links' receive
+    /// buffer held a standing queue (`dataplane::codel`). ECN-capable packets are marked
+    /// instead and not counted here.
+    Congestion,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::NotIp,
@@ -76,6 +80,7 @@ impl DropReason {
         DropReason::NoTunnel,
         DropReason::NetSend,
         DropReason::LinkControl,
+        DropReason::Congestion,
     ];
 
     /// The snake_case name used in JSON and status output.
@@ -101,6 +106,7 @@ impl DropReason {
             DropReason::NoTunnel => "no_tunnel",
             DropReason::NetSend => "net_send",
             DropReason::LinkControl => "link_control",
+            DropReason::Congestion => "congestion",
         }
     }
 
@@ -133,7 +139,11 @@ impl DropCounts {
     }
 
     pub(crate) fn add(&mut self, reason: DropReason) {
-        self.0[reason.slot()] += 1;
+        self.add_many(reason, 1);
+    }
+
+    pub(crate) fn add_many(&mut self, reason: DropReason, n: u64) {
+        self.0[reason.slot()] += n;
     }
 }
 
@@ -199,6 +209,10 @@ pub struct Counters {
     /// UDP datagrams sent.
     pub net_tx: Traffic,
     pub drops: DropCounts,
+    /// Packets delivered with a "congestion experienced" mark of ours (`dataplane::codel`;
+    /// the ones it had to drop instead are the `congestion` drops).
+    #[serde(default)]
+    pub ce_marked: u64,
 }
 
 /// What the social layer accepted and refused.
@@ -262,5 +276,17 @@ mod tests {
             let json = serde_json::to_string(reason).unwrap();
             assert_eq!(json, format!("\"{}\"", reason.name()));
         }
+    }
+
+    #[test]
+    fn a_batch_of_drops_counts_as_many_and_only_under_its_reason() {
+        let mut drops = DropCounts::default();
+        drops.add(DropReason::NetSend);
+        drops.add_many(DropReason::NetSend, 40);
+        drops.add_many(DropReason::TunWrite, 0);
+        assert_eq!(drops.get(DropReason::NetSend), 41);
+        assert_eq!(drops.get(DropReason::TunWrite), 0);
+        assert_eq!(drops.total(), 41);
+        assert_eq!(serde_json::to_string(&drops).unwrap(), r#"{"net_send":41}"#);
     }
 }

@@ -466,3 +466,89 @@ fn a_forged_handshake_for_a_connecting_device_leaves_no_link() {
     assert!(a.dp.has_link(&ux));
     assert_eq!(a.wire.0.len(), 1);
 }
+
+/// A standing queue in the receive buffer (reads that waited 20 ms for a whole interval)
+/// gets the next delivered packet that can carry it a congestion signal: a CE mark on an
+/// ECN-capable packet (checksum still right, counted as marked), else a drop of a TCP
+/// segment with data (counted as `congestion`). Other packets (a call's UDP, a bare ACK)
+/// pass and leave the signal for the next one; without a due signal all pass untouched.
+#[test]
+fn a_standing_receive_queue_marks_ecn_packets_and_drops_others() {
+    use socialvpn_core::dataplane::codel::INTERVAL;
+    use std::time::Duration;
+    let t0 = Instant::now();
+    let mut a = Node::new("100.64.0.0/16", 1);
+    let mut b = Node::new("100.65.0.0/16", 2);
+    let (ub, _) = link(&mut a, &mut b, t0);
+    let b_at_a = a.dp.address_book().address_of(&ub).unwrap();
+    let a_own = a.dp.address_book().own_address();
+    let ect = |payload: &[u8]| {
+        let mut p = udp(a_own, b_at_a, payload);
+        p[1] |= 0b10; // ECT(0)
+        let (mut ip, _) = Ipv4Header::from_slice(&p).unwrap();
+        ip.header_checksum = ip.calc_header_checksum();
+        p[..20].copy_from_slice(&ip.to_bytes());
+        p
+    };
+    a.send_ip(t0, &ect(b"handshake"));
+    pump(t0, &mut [&mut a, &mut b]);
+    assert_eq!(b.tun.0.len(), 1);
+
+    let waited = Duration::from_millis(20);
+    b.dp.handle_receive_wait(t0, waited);
+    a.send_ip(t0, &ect(b"not yet"));
+    pump(t0, &mut [&mut a, &mut b]);
+    assert_eq!(b.tun.0.len(), 2);
+    assert_eq!(b.tun.0[1][1] & 0b11, 0b10, "no signal before an interval");
+
+    let t1 = t0 + INTERVAL;
+    b.dp.handle_receive_wait(t1, waited);
+    a.send_ip(t1, &ect(b"marked"));
+    a.send_ip(t1, &ect(b"after it"));
+    pump(t1, &mut [&mut a, &mut b]);
+    assert_eq!(b.tun.0.len(), 4);
+    let (ip, rest) = Ipv4Header::from_slice(&b.tun.0[2]).unwrap();
+    assert!(rest.ends_with(b"marked"));
+    assert_eq!(b.tun.0[2][1] & 0b11, 0b11, "congestion experienced");
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+    assert_eq!(b.tun.0[3][1] & 0b11, 0b10, "one signal, one packet");
+    assert_eq!(b.dp.counters().ce_marked, 1);
+
+    // The next signal (an interval later at this count): packets without ECN. UDP and a
+    // bare ACK pass; the first TCP segment with data carries it.
+    let tcp = |payload: &[u8]| {
+        let mut out = Vec::new();
+        PacketBuilder::ipv4(a_own.octets(), b_at_a.octets(), 64)
+            .tcp(40000, 5201, 7, 1000)
+            .ack(1)
+            .write(&mut out, payload)
+            .unwrap();
+        out
+    };
+    let t2 = t1 + INTERVAL;
+    b.dp.handle_receive_wait(t2, waited);
+    a.send_ip(t2, &udp(a_own, b_at_a, b"a call"));
+    a.send_ip(t2, &tcp(b""));
+    a.send_ip(t2, &tcp(b"dropped"));
+    a.send_ip(t2, &tcp(b"delivered"));
+    pump(t2, &mut [&mut a, &mut b]);
+    let delivered = &b.tun.0[4..];
+    assert_eq!(delivered.len(), 3);
+    assert!(delivered[0].ends_with(b"a call"));
+    assert!(delivered[2].ends_with(b"delivered"));
+    assert_eq!(b.dp.counters().drops.get(DropReason::Congestion), 1);
+    assert_eq!(b.dp.counters().ce_marked, 1);
+
+    // A signal due while only packets that cannot carry it come lapses when the queue
+    // drains: the data after it is not dropped.
+    let t3 = t2 + INTERVAL;
+    b.dp.handle_receive_wait(t3, waited);
+    a.send_ip(t3, &udp(a_own, b_at_a, b"more of the call"));
+    pump(t3, &mut [&mut a, &mut b]);
+    b.dp.handle_receive_wait(t3, Duration::ZERO);
+    a.send_ip(t3, &tcp(b"calm"));
+    pump(t3, &mut [&mut a, &mut b]);
+    assert_eq!(b.tun.0.len(), 9);
+    assert!(b.tun.0[8].ends_with(b"calm"));
+    assert_eq!(b.dp.counters().drops.total(), 1);
+}

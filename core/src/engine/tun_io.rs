@@ -224,9 +224,7 @@ impl TunWriter<'_> {
             }
         }
         if let Some(thread) = self.thread {
-            for _ in 0..thread.take_failed() {
-                node.count_drop(DropReason::TunWrite);
-            }
+            node.count_drops(DropReason::TunWrite, thread.take_failed());
         }
     }
 }
