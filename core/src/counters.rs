@@ -52,14 +52,10 @@ pub enum DropReason {
     /// Link-local control traffic of this device's own stack (router solicitations, MLD,
     /// IGMP): not forwarded.
     LinkControl,
-    /// Dropped to tell a sender that did not negotiate ECN to slow down: the links' receive
-    /// buffer held a standing queue (`dataplane::codel`). ECN-capable packets are marked
-    /// instead and not counted here.
-    Congestion,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 21] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::NotIp,
@@ -80,7 +76,6 @@ impl DropReason {
         DropReason::NoTunnel,
         DropReason::NetSend,
         DropReason::LinkControl,
-        DropReason::Congestion,
     ];
 
     /// The snake_case name used in JSON and status output.
@@ -106,7 +101,6 @@ impl DropReason {
             DropReason::NoTunnel => "no_tunnel",
             DropReason::NetSend => "net_send",
             DropReason::LinkControl => "link_control",
-            DropReason::Congestion => "congestion",
         }
     }
 
@@ -209,10 +203,6 @@ pub struct Counters {
     /// UDP datagrams sent.
     pub net_tx: Traffic,
     pub drops: DropCounts,
-    /// Packets delivered with a "congestion experienced" mark of ours (`dataplane::codel`;
-    /// the ones it had to drop instead are the `congestion` drops).
-    #[serde(default)]
-    pub ce_marked: u64,
 }
 
 /// What the social layer accepted and refused.

@@ -29,9 +29,8 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-pub mod codel;
 mod lookup;
 
 /// WireGuard data message overhead: 16-byte header + 16-byte tag.
@@ -128,8 +127,6 @@ pub struct DataPlane {
     alarms: Vec<(Uid, PathAlarm)>,
     /// Where the links' idle timers go (the node's shared tick); none: each at its time.
     grid: Option<IdleGrid>,
-    /// Congestion signals for a standing queue in the links' receive buffer.
-    aqm: codel::Codel,
 }
 
 /// Distinct link demands kept until the engine collects them.
@@ -151,7 +148,6 @@ impl DataPlane {
             demands: Vec::with_capacity(MAX_DEMANDS),
             alarms: Vec::new(),
             grid: None,
-            aqm: codel::Codel::default(),
         }
     }
 
@@ -506,13 +502,6 @@ impl DataPlane {
         }
     }
 
-    /// The datagrams of one read from the links' socket waited `waited` in its receive
-    /// buffer (the kernel's receive timestamp to now). A standing queue there gets the next
-    /// delivered packet a congestion signal ([`codel`]).
-    pub fn handle_receive_wait(&mut self, now: Instant, waited: Duration) {
-        self.aqm.handle_wait(now, waited);
-    }
-
     /// Handles one datagram received from `from`.
     /// `from` is the path it came by: a bare address for the UDP socket, a relayed path for
     /// data our TURN relay passed on (the link answers the way it was reached).
@@ -644,10 +633,6 @@ impl DataPlane {
                 self.count_drop(reason);
                 false
             }
-            Ok(()) if self.aqm.signal_due() && self.drop_for_congestion(ip_len) => {
-                self.count_drop(DropReason::Congestion);
-                false
-            }
             Ok(()) => match tun.write_packet(&self.scratch[..ip_len]) {
                 Ok(()) => {
                     self.counters.tun_tx.add(ip_len);
@@ -663,23 +648,6 @@ impl DataPlane {
                     false
                 }
             },
-        }
-    }
-
-    /// Gives the due congestion signal to the packet in `scratch[..ip_len]` if it can carry
-    /// it: a CE mark if it is ECN-capable, else a drop if it is a TCP segment with data
-    /// (true: drop it). Any other packet passes and the signal waits for the next one.
-    fn drop_for_congestion(&mut self, ip_len: usize) -> bool {
-        let packet = &mut self.scratch[..ip_len];
-        if ip::mark_ce(packet) {
-            self.aqm.take_signal();
-            self.counters.ce_marked += 1;
-            false
-        } else if ip::is_tcp_data(packet) {
-            self.aqm.take_signal();
-            true
-        } else {
-            false
         }
     }
 

@@ -36,7 +36,7 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use timer::EngineTimer;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -530,22 +530,11 @@ async fn run_loop(
                     // One read may bring many datagrams of `stride` bytes (UDP GRO).
                     let got = match udp.try_recv(&mut net_buf) {
                         Ok(got) => got,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            // Read empty: no queue stands there, however long the last
-                            // datagrams waited (a burst, or what gathered around a tick).
-                            node.handle_receive_wait(Instant::now(), Duration::ZERO);
-                            break;
-                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         // ICMP errors from earlier sends surface here; they are not fatal.
                         Err(e) if is_transient(&e) => continue,
                         Err(e) => return Err(EngineError::NetRecv(e)),
                     };
-                    if let Some(arrived) = got.arrived {
-                        // Its own instant: a batch of reads may take a while under load,
-                        // and the signals' spacing is measured in it.
-                        let waited = unix_time().saturating_sub(arrived);
-                        node.handle_receive_wait(Instant::now(), waited);
-                    }
                     let tun_writer = &mut TunWriter::new(
                         tun.as_ref().map(AsyncFd::get_ref),
                         &mut gro,

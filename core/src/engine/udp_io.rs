@@ -60,9 +60,6 @@ pub(super) struct Received {
     pub from: SocketAddr,
     pub len: usize,
     pub stride: usize,
-    /// When the kernel received the first of them, as wall time since the Unix epoch
-    /// (Linux and Android: SO_TIMESTAMPNS, which the socket state turns on).
-    pub arrived: Option<std::time::Duration>,
 }
 
 impl UdpIo {
@@ -190,7 +187,6 @@ impl UdpIo {
             from: meta[0].addr,
             len: meta[0].len,
             stride: meta[0].stride.max(1),
-            arrived: meta[0].timestamp,
         })
     }
 }
@@ -355,38 +351,5 @@ mod tests {
         // Watched, it reads as before.
         peer.send_to(b"more", to).unwrap();
         assert_eq!(read_all(&io).await, 1);
-    }
-
-    /// The congestion control reads how long datagrams waited from the kernel's receive
-    /// timestamp: a datagram left in the buffer for 60 ms reads as having waited that long.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    #[tokio::test]
-    async fn a_read_says_when_its_datagrams_arrived() {
-        let io = UdpIo::new(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
-        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-        // The kernel turns receive timestamps on a moment after the socket asks (a deferred
-        // switch): until then a read is stamped when it is made. The engine's socket lives
-        // for hours; here the first datagram only lets that moment pass.
-        peer.send_to(b"first", io.local_addr().unwrap()).unwrap();
-        assert_eq!(read_all(&io).await, 1);
-        std::thread::sleep(Duration::from_millis(20));
-        peer.send_to(b"waits", io.local_addr().unwrap()).unwrap();
-        std::thread::sleep(Duration::from_millis(60));
-        // Through the watch, as the engine reads: once it has seen the socket readable.
-        tokio::time::timeout(Duration::from_secs(5), io.readable())
-            .await
-            .expect("reported readable")
-            .expect("readable");
-        let mut buf = vec![0u8; RECV_BYTES];
-        let got = io.try_recv(&mut buf).unwrap();
-        assert_eq!(got.len, 5);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
-        let waited = now - got.arrived.expect("a receive timestamp");
-        assert!(
-            waited >= Duration::from_millis(60) && waited < Duration::from_secs(5),
-            "{waited:?}"
-        );
     }
 }

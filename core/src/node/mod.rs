@@ -245,12 +245,6 @@ impl Node {
         self.dp.count_drops(reason, n);
     }
 
-    /// The datagrams of one read from the UDP socket waited `waited` in its receive buffer
-    /// (where the platform reports when they arrived): the data plane's congestion control.
-    pub fn handle_receive_wait(&mut self, now: Instant, waited: std::time::Duration) {
-        self.dp.handle_receive_wait(now, waited);
-    }
-
     /// One datagram that arrived on the UDP socket from `from`: STUN or TURN for the link
     /// manager, or WireGuard for the data plane.
     pub fn handle_datagram(
