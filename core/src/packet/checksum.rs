@@ -12,24 +12,38 @@ fn fold(mut sum: u32) -> u16 {
 
 /// Adds `data` (big-endian 16-bit words, an odd last byte padded with zero) to `sum`.
 #[inline]
-pub fn accumulate(mut sum: u64, data: &[u8]) -> u64 {
-    // Four words at a time into a 64-bit accumulator: no carry can be lost before folding
-    // for any packet size here.
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        sum += u64::from(u16::from_be_bytes([c[0], c[1]]))
-            + u64::from(u16::from_be_bytes([c[2], c[3]]))
-            + u64::from(u16::from_be_bytes([c[4], c[5]]))
-            + u64::from(u16::from_be_bytes([c[6], c[7]]));
+pub fn accumulate(sum: u64, data: &[u8]) -> u64 {
+    // One's-complement addition does not depend on byte order (RFC 1071, 2.(B)): the words are
+    // summed as the machine loads them, 32 bits at a time into a 64-bit accumulator (no carry
+    // is lost below 16 GiB of data), and only the folded result is put into network order.
+    // Summing big-endian 16-bit words one by one cost the sender of an offloading tun a
+    // twentieth of its CPU (profiled while cutting super-packets at 2.4 Gbit/s).
+    let mut native = 0u64;
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(w);
+        let v = u64::from_ne_bytes(eight);
+        native += (v & 0xffff_ffff) + (v >> 32);
     }
-    let mut rest = chunks.remainder().chunks_exact(2);
-    for c in &mut rest {
-        sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        // Zeros after the last bytes: an odd last byte is the high half of its word.
+        let mut eight = [0u8; 8];
+        eight[..rest.len()].copy_from_slice(rest);
+        let v = u64::from_ne_bytes(eight);
+        native += (v & 0xffff_ffff) + (v >> 32);
     }
-    if let [last] = rest.remainder() {
-        sum += u64::from(u16::from_be_bytes([*last, 0]));
+    sum + u64::from(u16::from_be(fold_64(native)))
+}
+
+/// Folds a 64-bit one's-complement accumulator into 16 bits (0 only when it is 0).
+#[inline]
+fn fold_64(mut sum: u64) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
     }
-    sum
+    sum as u16
 }
 
 /// The checksum field value for an accumulated sum.
@@ -82,6 +96,54 @@ mod tests {
         for len in [0usize, 1, 2, 7, 8, 9, 20, 1361] {
             let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
             assert_eq!(finish(accumulate(0, &data)), full(&data), "len {len}");
+        }
+    }
+
+    /// The word-by-word big-endian sum the native-order one replaced.
+    fn big_endian_sum(mut sum: u64, data: &[u8]) -> u64 {
+        let mut pairs = data.chunks_exact(2);
+        for c in &mut pairs {
+            sum += u64::from(u16::from_be_bytes([c[0], c[1]]));
+        }
+        if let [last] = pairs.remainder() {
+            sum += u64::from(u16::from_be_bytes([*last, 0]));
+        }
+        sum
+    }
+
+    #[test]
+    fn native_order_sums_equal_big_endian_ones_for_every_length_and_start() {
+        // Pseudo-random bytes (xorshift), all-ones runs (the carries) and zeros; every length
+        // up to two and a half of the 8-byte strides, a full segment and a super-packet;
+        // starting sums as the callers pass them (0, a pseudo-header's, a large one).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let random: Vec<u8> = (0..65_535)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let ones = vec![0xffu8; 65_535];
+        let zeros = vec![0u8; 64];
+        let lengths = (0..=20).chain([1360, 1361, 65_535]);
+        for len in lengths {
+            for data in [&random[..], &ones[..], &zeros[..]] {
+                if len > data.len() {
+                    continue;
+                }
+                for start in [0u64, 0x1_2345, u64::from(u32::MAX) * 3] {
+                    for offset in [0usize, 1] {
+                        let d = &data[offset.min(data.len() - len)..][..len];
+                        assert_eq!(
+                            finish(accumulate(start, d)),
+                            finish(big_endian_sum(start, d)),
+                            "len {len}, start {start:#x}, offset {offset}"
+                        );
+                    }
+                }
+            }
         }
     }
 
