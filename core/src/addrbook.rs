@@ -9,11 +9,12 @@
 //! addresses unseen for [`STALE_AFTER`] seconds. New addresses are written out in the
 //! background ([`AddressBook::take_dirty`]); pins are written before they are used.
 
+use crate::fast_map::FastMap;
 use crate::persist;
 use crate::subnet::Ipv4Subnet;
 use crate::uid::Uid;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -76,7 +77,7 @@ pub struct AddressBook {
     subnet: Ipv4Subnet,
     own: Ipv4Addr,
     devices: BTreeMap<Uid, AddressEntry>,
-    by_addr: HashMap<Ipv4Addr, Uid>,
+    by_addr: FastMap<Ipv4Addr, Uid>,
     /// Changed since the last [`AddressBook::take_dirty`].
     dirty: bool,
 }
@@ -97,7 +98,7 @@ impl AddressBook {
             subnet,
             own: subnet.host(1),
             devices: BTreeMap::new(),
-            by_addr: HashMap::new(),
+            by_addr: FastMap::default(),
             dirty: false,
         };
         match stored {

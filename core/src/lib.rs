@@ -16,6 +16,7 @@ pub mod config;
 pub mod counters;
 pub mod dataplane;
 pub mod engine;
+pub mod fast_map;
 pub mod framing;
 pub mod identity;
 pub mod idle_grid;

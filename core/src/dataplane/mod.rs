@@ -11,6 +11,7 @@
 use crate::addrbook::{AddressBook, AddressBookError};
 use crate::counters::LinkTraffic;
 use crate::counters::{Counters, DropReason};
+use crate::fast_map::FastMap;
 use crate::identity::DeviceIdentity;
 use crate::idle_grid::IdleGrid;
 use crate::liveness::PathAlarm;
@@ -25,7 +26,6 @@ use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::TunnResult;
 use boringtun::x25519::PublicKey;
-use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -111,9 +111,9 @@ pub struct DataPlane {
     book: AddressBook,
     /// Boxed: a link is ~11 KB (boringtun's sessions), and a table of them inline would move
     /// every link on each resize and keep the empty slots' memory too.
-    links: HashMap<u32, Box<Link>>,
-    by_uid: HashMap<Uid, u32>,
-    by_interface_id: HashMap<[u8; 8], Uid>,
+    links: FastMap<u32, Box<Link>>,
+    by_uid: FastMap<Uid, u32>,
+    by_interface_id: FastMap<[u8; 8], Uid>,
     next_index: u32,
     counters: Counters,
     /// Output buffer for WireGuard, reused for every packet.
@@ -138,9 +138,9 @@ impl DataPlane {
         DataPlane {
             identity,
             book,
-            links: HashMap::new(),
-            by_uid: HashMap::new(),
-            by_interface_id: HashMap::new(),
+            links: FastMap::default(),
+            by_uid: FastMap::default(),
+            by_interface_id: FastMap::default(),
             next_index: 1,
             counters: Counters::default(),
             scratch: vec![0u8; NET_BUFFER.max(WG_MIN_BUFFER)].into_boxed_slice(),

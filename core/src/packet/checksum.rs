@@ -126,7 +126,7 @@ mod tests {
             })
             .collect();
         let ones = vec![0xffu8; 65_535];
-        let zeros = vec![0u8; 64];
+        let zeros = [0u8; 64];
         let lengths = (0..=20).chain([1360, 1361, 65_535]);
         for len in lengths {
             for data in [&random[..], &ones[..], &zeros[..]] {
