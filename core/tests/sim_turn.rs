@@ -71,6 +71,10 @@ struct Sim {
     same_instant: (Instant, u32),
     /// Until then the client's uplink is down: what it sends vanishes.
     cut_until: Option<Instant>,
+    /// Servers that exist and never answer (an offered TURN server): what the client sends
+    /// them is counted here; anywhere else but `SERVER` is a fault.
+    silent: Vec<SocketAddr>,
+    sent_to_silent: usize,
 }
 
 impl Sim {
@@ -94,6 +98,8 @@ impl Sim {
             at_peers: Vec::new(),
             same_instant: (now, 0),
             cut_until: None,
+            silent: Vec::new(),
+            sent_to_silent: 0,
         }
     }
 
@@ -130,6 +136,10 @@ impl Sim {
     /// What the gatherer wants sent goes out through the NAT.
     fn pump(&mut self) {
         while let Some((dst, bytes)) = self.g.poll_transmit() {
+            if self.silent.contains(&dst) {
+                self.sent_to_silent += 1;
+                continue;
+            }
             assert_eq!(dst, SERVER);
             if self.cut_until.is_some_and(|t| self.now < t) {
                 continue;
@@ -308,6 +318,52 @@ fn a_restart_after_a_crash_gets_a_relay_at_once() {
     assert!(s.now - t < Duration::from_secs(5), "took {:?}", s.now - t);
     assert!(!s.server.is_relay(old), "the old allocation still lives");
     assert_eq!(s.server.allocations_made(), 2);
+}
+
+/// The same restart with a TURN server the XMPP server offers beside the configured one:
+/// the configured server's refusal (437, our own allocation) is not the refusal the offered
+/// server stands in for — the release heals it, and the relay is the configured server's.
+#[test]
+fn a_restart_after_a_crash_keeps_the_configured_turn_server() {
+    let (mut s, old) = Sim::allocated();
+    s.run_for(Duration::from_secs(5));
+    let configured = IceServers {
+        stun: None,
+        turn: Some(TurnConfig {
+            addr: SERVER,
+            username: USER.into(),
+            password: PASSWORD.into(),
+        }),
+    };
+    s.g = Gatherer::start(s.now, configured, vec![HOST]);
+    let offered = addr([198, 19, 0, 44], 3478);
+    s.silent.push(offered);
+    let now = s.now;
+    s.g.use_offered(
+        now,
+        IceServers {
+            stun: None,
+            // Nobody answers there: standing in would leave the client without a relay.
+            turn: Some(TurnConfig {
+                addr: offered,
+                username: "offered".into(),
+                password: "offered-pass".into(),
+            }),
+        },
+    );
+    let t = s.now;
+    assert!(
+        s.run_until(Duration::from_secs(60), |s| s.relay().is_some()),
+        "no relay after the restart: {} refused",
+        s.server.refused()
+    );
+    assert!(s.now - t < Duration::from_secs(5), "took {:?}", s.now - t);
+    assert!(
+        s.server.is_relay(s.relay().unwrap()),
+        "not the configured server's relay"
+    );
+    assert!(!s.server.is_relay(old), "the old allocation still lives");
+    assert_eq!(s.sent_to_silent, 0, "turned to the offered server");
 }
 
 /// The check of our allocation goes unanswered because our own uplink is down, not the

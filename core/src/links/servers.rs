@@ -321,19 +321,19 @@ impl Gatherer {
     /// The server holds an allocation for our address that our client does not know (we
     /// crashed and restarted on the same port): release it, so the next Allocate (its retry
     /// comes in 2 s) gets a relay now rather than when it expires.
-    fn release_held_allocation(&mut self) {
+    fn release_held_allocation(&mut self) -> bool {
         let (Some(turn), Some(challenge)) = (self.servers.turn.as_ref(), self.challenge.as_ref())
         else {
-            return;
+            return false;
         };
-        if let Some(request) =
+        let Some(request) =
             turn_answers::release_request(&turn.username, &turn.password, challenge)
-        {
-            tracing::debug!(
-                "the TURN server holds an allocation of ours from before; releasing it"
-            );
-            self.own_requests.push_back(request);
-        }
+        else {
+            return false;
+        };
+        tracing::debug!("the TURN server holds an allocation of ours from before; releasing it");
+        self.own_requests.push_back(request);
+        true
     }
 
     /// Whether the relay address changed since the last call.
@@ -418,9 +418,7 @@ impl Gatherer {
         if let Err(e) = client.handle_read(msg) {
             tracing::trace!(error = %e, "STUN/TURN datagram ignored");
         }
-        if held_elsewhere {
-            self.release_held_allocation();
-        }
+        let releasing = held_elsewhere && self.release_held_allocation();
         match verdict {
             Some(AllocationVerdict::Confirmed) => self.verify_by = None,
             Some(AllocationVerdict::StaleNonce) => {
@@ -443,10 +441,12 @@ impl Gatherer {
             }
             _ => {}
         }
-        self.drain_events(now);
+        self.drain_events(now, releasing);
     }
 
-    fn drain_events(&mut self, now: Instant) {
+    /// `ours_held`: the datagram just read refused an Allocate because the server still holds
+    /// an allocation of ours from before (437), and its release is on the way.
+    fn drain_events(&mut self, now: Instant, ours_held: bool) {
         let can_stand_in = self.can_stand_in();
         let Some(client) = self.client.as_mut() else {
             return;
@@ -481,18 +481,25 @@ impl Gatherer {
                     self.allocate_retry = None;
                 }
                 TurnEvent::AllocateError(_, e) => {
-                    if can_stand_in {
+                    // Refused for our own allocation from before (a crash, a quick restart
+                    // on the same port) while its release is on the way: nothing for the
+                    // user to act on, and no reason to turn to another server.
+                    if can_stand_in && !ours_held {
                         tracing::warn!(error = %e, "the configured TURN server refused an allocation; using the one the XMPP server offers");
                         self.allocation_pending = false;
                         refused = true;
                         continue;
                     }
                     let wait = self.allocate_retry.map_or(ALLOCATE_RETRY_FIRST, |(_, w)| w);
-                    tracing::warn!(
-                        error = %e,
-                        retry_in_secs = wait.as_secs(),
-                        "TURN allocation failed: relayed links are unavailable until it works"
-                    );
+                    if ours_held {
+                        tracing::debug!(error = %e, retry_in_secs = wait.as_secs(), "TURN allocation refused while our earlier one is released");
+                    } else {
+                        tracing::warn!(
+                            error = %e,
+                            retry_in_secs = wait.as_secs(),
+                            "TURN allocation failed: relayed links are unavailable until it works"
+                        );
+                    }
                     self.allocation_pending = false;
                     self.allocate_retry = Some((now + wait, (wait * 2).min(ALLOCATE_RETRY_CAP)));
                 }
@@ -682,7 +689,7 @@ impl Gatherer {
                 }
             }
         }
-        self.drain_events(now);
+        self.drain_events(now, false);
     }
 }
 
