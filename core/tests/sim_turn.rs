@@ -77,21 +77,25 @@ struct Sim {
     sent_to_silent: usize,
 }
 
+/// The client's configuration: the simulated server as its TURN server.
+fn turn_at_server(password: &str) -> IceServers {
+    IceServers {
+        stun: None,
+        turn: Some(TurnConfig {
+            addr: SERVER,
+            username: USER.into(),
+            password: password.into(),
+        }),
+    }
+}
+
 impl Sim {
     fn new(password: &str) -> Sim {
         let now = Instant::now();
-        let servers = IceServers {
-            stun: None,
-            turn: Some(TurnConfig {
-                addr: SERVER,
-                username: USER.into(),
-                password: password.into(),
-            }),
-        };
         Sim {
             now,
             server: TurnServer::new(SERVER, RELAY_IP, USER, PASSWORD, REALM),
-            g: Gatherer::start(now, servers, vec![HOST]),
+            g: Gatherer::start(now, turn_at_server(password), vec![HOST]),
             in_flight: Vec::new(),
             sent: Vec::new(),
             received: Vec::new(),
@@ -299,15 +303,7 @@ fn a_restart_after_a_crash_gets_a_relay_at_once() {
     let (mut s, old) = Sim::allocated();
     s.run_for(Duration::from_secs(5));
     // Killed: nothing released. The same address starts again.
-    let servers = IceServers {
-        stun: None,
-        turn: Some(TurnConfig {
-            addr: SERVER,
-            username: USER.into(),
-            password: PASSWORD.into(),
-        }),
-    };
-    s.g = Gatherer::start(s.now, servers, vec![HOST]);
+    s.g = Gatherer::start(s.now, turn_at_server(PASSWORD), vec![HOST]);
     let t = s.now;
     assert!(
         s.run_until(Duration::from_secs(60), |s| s.relay().is_some()),
@@ -327,15 +323,7 @@ fn a_restart_after_a_crash_gets_a_relay_at_once() {
 fn a_restart_after_a_crash_keeps_the_configured_turn_server() {
     let (mut s, old) = Sim::allocated();
     s.run_for(Duration::from_secs(5));
-    let configured = IceServers {
-        stun: None,
-        turn: Some(TurnConfig {
-            addr: SERVER,
-            username: USER.into(),
-            password: PASSWORD.into(),
-        }),
-    };
-    s.g = Gatherer::start(s.now, configured, vec![HOST]);
+    s.g = Gatherer::start(s.now, turn_at_server(PASSWORD), vec![HOST]);
     let offered = addr([198, 19, 0, 44], 3478);
     s.silent.push(offered);
     let now = s.now;
