@@ -67,6 +67,13 @@ impl Node {
         self.dp
             .handle_tun_packet(now, &mut buf, packet.len(), &mut self.wire);
     }
+
+    /// A UDP packet from this device's own address to the one it gave `peer`.
+    fn send_udp_to(&mut self, now: Instant, peer: &Uid, payload: &[u8]) {
+        let book = self.dp.address_book();
+        let packet = udp(book.own_address(), book.address_of(peer).unwrap(), payload);
+        self.send_ip(now, &packet);
+    }
 }
 
 /// Moves datagrams between the nodes until none are in flight.
@@ -300,9 +307,7 @@ fn idle_links_stop_ticking() {
     let mut a = Node::new("100.64.0.0/16", 1);
     let mut b = Node::new("100.65.0.0/16", 2);
     let (ub, _) = link(&mut a, &mut b, now);
-    let dst = a.dp.address_book().address_of(&ub).unwrap();
-    let own = a.dp.address_book().own_address();
-    a.send_ip(now, &udp(own, dst, b"x"));
+    a.send_udp_to(now, &ub, b"x");
     pump(now, &mut [&mut a, &mut b]);
     // Busy: ticking every 250 ms.
     let first = a.dp.poll_timeout().unwrap();
@@ -332,16 +337,14 @@ fn endpoint_follows_authentic_datagrams_only() {
     let now = Instant::now();
     let mut a = Node::new("100.64.0.0/16", 1);
     let mut b = Node::new("100.65.0.0/16", 2);
-    let (ub, ua) = link(&mut a, &mut b, now);
-    let dst = b.dp.address_book().address_of(&ua).unwrap();
-    let own = b.dp.address_book().own_address();
-    b.send_ip(now, &udp(own, dst, b"first"));
+    let (_, ua) = link(&mut a, &mut b, now);
+    b.send_udp_to(now, &ua, b"first");
     pump(now, &mut [&mut a, &mut b]);
     assert_eq!(a.tun.0.len(), 1);
 
     // B roams: its next packet arrives from a new address; A follows.
     let roamed = SocketAddr::from(([198, 19, 9, 9], 4444));
-    b.send_ip(now, &udp(own, dst, b"moved"));
+    b.send_udp_to(now, &ua, b"moved");
     let (_, datagram) = b.wire.0.pop().unwrap();
     // A forged copy (one flipped byte) from yet another address changes nothing.
     let mut forged = datagram.clone();
@@ -354,7 +357,6 @@ fn endpoint_follows_authentic_datagrams_only() {
     assert_eq!(a.dp.links()[0].endpoint, Some(roamed));
     assert_eq!(a.tun.0.len(), 2);
     assert_eq!(a.dp.counters().drops.get(DropReason::WireGuardRejected), 1);
-    let _ = ub;
 }
 
 #[test]
