@@ -1,9 +1,9 @@
 //! Internet checksums: incremental updates (RFC 1624, equation 3) on the per-packet path, and
 //! full sums where the tun's offloads leave a checksum to us.
 
-/// Folds a 32-bit one's-complement accumulator into 16 bits.
+/// Folds a one's-complement accumulator into 16 bits (0 only when it is 0).
 #[inline]
-fn fold(mut sum: u32) -> u16 {
+fn fold(mut sum: u64) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -34,25 +34,13 @@ pub fn accumulate(sum: u64, data: &[u8]) -> u64 {
         let v = u64::from_ne_bytes(eight);
         native += (v & 0xffff_ffff) + (v >> 32);
     }
-    sum + u64::from(u16::from_be(fold_64(native)))
-}
-
-/// Folds a 64-bit one's-complement accumulator into 16 bits (0 only when it is 0).
-#[inline]
-fn fold_64(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
+    sum + u64::from(u16::from_be(fold(native)))
 }
 
 /// The checksum field value for an accumulated sum.
 #[inline]
-pub fn finish(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+pub fn finish(sum: u64) -> u16 {
+    !fold(sum)
 }
 
 /// Returns `checksum` updated for one 4-byte field changing from `old` to `new`
@@ -64,14 +52,14 @@ pub fn update_4(checksum: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
         sum += u32::from(!u16::from_be_bytes([old[i], old[i + 1]]));
         sum += u32::from(u16::from_be_bytes([new[i], new[i + 1]]));
     }
-    !fold(sum)
+    !fold(u64::from(sum))
 }
 
 /// Returns `checksum` updated for one 16-bit field changing from `old` to `new`.
 #[inline]
 pub fn update_2(checksum: u16, old: u16, new: u16) -> u16 {
     let sum = u32::from(!checksum) + u32::from(!old) + u32::from(new);
-    !fold(sum)
+    !fold(u64::from(sum))
 }
 
 /// Updates `checksum` for both IPv4 addresses changing (the pseudo-header of TCP and UDP,
@@ -149,16 +137,7 @@ mod tests {
 
     /// Full recomputation, for comparison only.
     fn full(data: &[u8]) -> u16 {
-        let mut sum = 0u32;
-        for chunk in data.chunks(2) {
-            let word = if chunk.len() == 2 {
-                u16::from_be_bytes([chunk[0], chunk[1]])
-            } else {
-                u16::from_be_bytes([chunk[0], 0])
-            };
-            sum += u32::from(word);
-        }
-        !fold(sum)
+        !fold(big_endian_sum(0, data))
     }
 
     #[test]
