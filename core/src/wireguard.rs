@@ -1,12 +1,21 @@
 //! One link: the WireGuard session with one friend device and when it next needs a tick.
 //!
-//! boringtun wants `update_timers` roughly every 250 ms *while something is happening*
-//! (rekeying, passive keepalives). While a handshake is outstanding it retries every 5 s for
-//! up to 90 s, so a link with a pending handshake ticks once a second until a session exists
-//! or boringtun gives up. When a link has been quiet for longer than any of those timers, we
-//! stop ticking it entirely, except for a configured NAT keepalive and one late tick that lets
-//! boringtun expire and wipe the session keys. Before a quiet link is used again, the caller
-//! ticks it first, so boringtun sees time pass.
+//! boringtun has no deadlines of its own: `update_timers` looks at when packets went and came
+//! and acts when one of its timeouts has passed. It asks to be called every 250 ms; we call it
+//! far less, and only when it can act, so that a link does not wake the device after traffic:
+//! - before a link is used after [`ACTIVE_TICK`] without a tick (boringtun stamps each packet
+//!   with the time of its last tick, so busy links tick with their packets, at no extra
+//!   wake-up, and a quiet link sees time pass before it judges a datagram);
+//! - once after data came and nothing went back for [`PASSIVE_KEEPALIVE`] (boringtun then
+//!   sends the keepalive that tells the peer the data arrived), and once after data went and
+//!   nothing came back for [`NO_REPLY`] (boringtun then starts a new handshake);
+//! - once a second while a handshake is outstanding (boringtun retries every 5 s for up to
+//!   90 s);
+//! - at a configured NAT keepalive, when the path watch wants a look, and once, late, when the
+//!   session keys may be wiped.
+//!
+//! Its rekeying after 120 s and 165 s is checked when traffic ticks the link, which is when
+//! WireGuard wants it ("after sending", "after receiving").
 
 use crate::counters::LinkTraffic;
 use crate::idle_grid::IdleGrid;
@@ -30,11 +39,19 @@ pub(crate) const WG_DATA: u8 = 4;
 /// Header and tag of a WireGuard data message; a bare keepalive is exactly this long.
 pub const WG_DATA_OVERHEAD: usize = 32;
 
-/// Tick period while a link is busy (boringtun's recommendation).
+/// A link untouched for this long is ticked before its next packet (boringtun's tick period).
 pub const ACTIVE_TICK: Duration = Duration::from_millis(250);
-/// How long after the last authentic packet a link counts as busy: boringtun's 10 s passive
-/// keepalive plus its 5 s handshake retry, with 5 s of margin.
-pub const ACTIVE_WINDOW: Duration = Duration::from_secs(20);
+/// A link counts as busy this long after its last authentic packet (boringtun's passive
+/// keepalive and handshake retry, with margin): its peer is likely to send again soon.
+pub const BUSY_AFTER_TRAFFIC: Duration = Duration::from_secs(20);
+/// boringtun's KEEPALIVE_TIMEOUT: data heard and nothing sent back this long → a keepalive.
+pub const PASSIVE_KEEPALIVE: Duration = Duration::from_secs(10);
+/// boringtun's KEEPALIVE_TIMEOUT + REKEY_TIMEOUT: data sent and nothing heard this long → a
+/// new handshake.
+pub const NO_REPLY: Duration = Duration::from_secs(15);
+/// How late after one of those timeouts the link is ticked: boringtun reads its own clock a
+/// little after ours in every tick, and must find the timeout passed.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(100);
 /// Tick period while only a handshake is outstanding (boringtun retries every 5 s).
 pub const HANDSHAKE_TICK: Duration = Duration::from_secs(1);
 /// boringtun stops retrying a handshake after 90 s; a little more covers its last check.
@@ -54,6 +71,8 @@ pub struct Link {
     last_tick: Instant,
     last_activity: Instant,
     last_send: Instant,
+    /// What boringtun's timers know of the traffic: see [`TrafficStamps`].
+    stamps: TrafficStamps,
     /// When we started initiating a handshake that has not completed yet.
     handshake_since: Option<Instant>,
     wiped: bool,
@@ -89,6 +108,7 @@ impl Link {
             last_tick: now,
             last_activity: now,
             last_send: now,
+            stamps: TrafficStamps::new(now),
             handshake_since: None,
             wiped: false,
         }
@@ -122,6 +142,12 @@ impl Link {
         now.saturating_duration_since(self.last_tick) >= ACTIVE_TICK
     }
 
+    /// Whether the link carried traffic lately or waits for a handshake.
+    pub(crate) fn is_busy(&self, now: Instant) -> bool {
+        self.handshake_since.is_some()
+            || now.saturating_duration_since(self.last_activity) < BUSY_AFTER_TRAFFIC
+    }
+
     /// Records authentic traffic in either direction.
     pub(crate) fn mark_active(&mut self, now: Instant) {
         self.last_activity = now;
@@ -131,16 +157,20 @@ impl Link {
         }
     }
 
-    /// Records an authentic datagram from the peer: the path works.
-    pub(crate) fn note_heard(&mut self, now: Instant) {
+    /// Records an authentic datagram from the peer (`data`: an IP packet, not a handshake
+    /// message or a keepalive): the path works.
+    pub(crate) fn note_heard(&mut self, now: Instant, data: bool) {
         self.mark_active(now);
         self.path.heard();
+        self.stamps.heard(self.last_tick, data);
     }
 
     /// Records a datagram we sent: data for the counters and the path watch, an initiation
     /// for the retry timer.
     pub(crate) fn note_sent(&mut self, now: Instant, datagram: &[u8]) {
         self.last_send = now;
+        let data = datagram.first() == Some(&WG_DATA) && datagram.len() > WG_DATA_OVERHEAD;
+        self.stamps.sent(self.last_tick, data);
         match datagram.first() {
             Some(&WG_DATA) if datagram.len() > WG_DATA_OVERHEAD + UID_HEADER_LEN => {
                 self.counters
@@ -157,6 +187,7 @@ impl Link {
 
     pub(crate) fn note_tick(&mut self, now: Instant) {
         self.last_tick = now;
+        self.stamps.ticked(now);
         if now.saturating_duration_since(self.last_activity) >= SESSION_WIPE_AFTER {
             self.wiped = true;
         }
@@ -171,10 +202,6 @@ impl Link {
     /// can sleep until traffic. The tick that drops old keys may run late: it goes on the
     /// node's idle grid, with the other links' timers.
     pub fn next_deadline(&self, grid: Option<&IdleGrid>) -> Option<Instant> {
-        if self.last_tick < self.last_activity + ACTIVE_WINDOW {
-            return Some(self.last_tick + ACTIVE_TICK);
-        }
-        let path = self.path.next_check();
         if self.handshake_since.is_some() {
             return Some(self.last_tick + HANDSHAKE_TICK);
         }
@@ -185,7 +212,85 @@ impl Link {
             let at = self.last_activity + SESSION_WIPE_AFTER;
             grid.map_or(at, |g| g.not_before(at))
         });
-        [keepalive, wipe, path].into_iter().flatten().min()
+        [keepalive, wipe, self.path.next_check(), self.stamps.due()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+/// boringtun's own record of a link's traffic, kept beside it so that we know when its
+/// `update_timers` will act. boringtun stamps each packet with the time of the tick before
+/// it (not the packet's own time) and compares the stamps strictly; so does this. Its two
+/// flags say whether the last packet came in (a keepalive may be owed) or went out (an
+/// answer is awaited); boringtun clears a flag when it acts on it, and so does a tick at or
+/// after the due time here.
+#[derive(Clone, Copy, Debug)]
+struct TrafficStamps {
+    heard: Instant,
+    sent: Instant,
+    data_heard: Option<Instant>,
+    data_sent: Option<Instant>,
+    want_keepalive: bool,
+    want_handshake: bool,
+}
+
+impl TrafficStamps {
+    fn new(now: Instant) -> TrafficStamps {
+        TrafficStamps {
+            heard: now,
+            sent: now,
+            data_heard: None,
+            data_sent: None,
+            want_keepalive: false,
+            want_handshake: false,
+        }
+    }
+
+    /// An authentic datagram came in after the tick at `tick`.
+    fn heard(&mut self, tick: Instant, data: bool) {
+        self.heard = tick;
+        if data {
+            self.data_heard = Some(tick);
+        }
+        self.want_keepalive = true;
+        self.want_handshake = false;
+    }
+
+    /// A datagram went out after the tick at `tick`.
+    fn sent(&mut self, tick: Instant, data: bool) {
+        self.sent = tick;
+        if data {
+            self.data_sent = Some(tick);
+        }
+        self.want_handshake = true;
+        self.want_keepalive = false;
+    }
+
+    /// The passive keepalive (data heard, nothing sent since) and the new handshake (data
+    /// sent, nothing heard since), if one is owed.
+    fn keepalive_due(&self) -> Option<Instant> {
+        (self.want_keepalive && self.data_heard.is_some_and(|d| d > self.sent))
+            .then(|| self.sent + PASSIVE_KEEPALIVE + TIMEOUT_SLACK)
+    }
+
+    fn handshake_due(&self) -> Option<Instant> {
+        (self.want_handshake && self.data_sent.is_some_and(|d| d > self.heard))
+            .then(|| self.heard + NO_REPLY + TIMEOUT_SLACK)
+    }
+
+    fn due(&self) -> Option<Instant> {
+        self.keepalive_due().or(self.handshake_due())
+    }
+
+    /// A tick at `now` let boringtun act on what was due.
+    fn ticked(&mut self, now: Instant) {
+        if self.keepalive_due().is_some_and(|at| at <= now) {
+            self.want_keepalive = false;
+        }
+        if self.handshake_due().is_some_and(|at| at <= now) {
+            self.want_handshake = false;
+        }
     }
 }
 
@@ -210,22 +315,105 @@ mod tests {
         ticks
     }
 
+    const DATA: [u8; WG_DATA_OVERHEAD + UID_HEADER_LEN + 100] =
+        [WG_DATA; WG_DATA_OVERHEAD + UID_HEADER_LEN + 100];
+    const KEEPALIVE: [u8; WG_DATA_OVERHEAD] = [WG_DATA; WG_DATA_OVERHEAD];
+
+    /// A link's ticks, as the data plane gives them: before a packet after a quiet spell.
+    fn sent(l: &mut Link, now: Instant, datagram: &[u8]) {
+        if l.is_quiet(now) {
+            l.note_tick(now);
+        }
+        l.mark_active(now);
+        l.note_sent(now, datagram);
+    }
+
+    fn heard(l: &mut Link, now: Instant, data: bool) {
+        if l.is_quiet(now) {
+            l.note_tick(now);
+        }
+        l.note_heard(now, data);
+    }
+
     #[test]
-    fn busy_link_ticks_then_goes_to_sleep() {
+    fn an_answered_exchange_leaves_nothing_to_tick_but_the_late_wipe() {
         let t0 = Instant::now();
         let mut l = link(None, t0);
-        assert_eq!(l.next_deadline(None), Some(t0 + ACTIVE_TICK));
-        run_until(&mut l, t0 + ACTIVE_WINDOW + ACTIVE_TICK);
-        // Quiet: the only deadline left is the late wipe tick, then nothing.
         assert_eq!(l.next_deadline(None), Some(t0 + SESSION_WIPE_AFTER));
-        l.note_tick(t0 + SESSION_WIPE_AFTER);
+        // A ping and its reply within one tick period: boringtun stamps both with that tick,
+        // owes no keepalive and awaits no answer.
+        let t1 = t0 + Duration::from_secs(1);
+        let t2 = t1 + Duration::from_millis(1);
+        sent(&mut l, t1, &DATA);
+        heard(&mut l, t2, true);
+        assert_eq!(l.next_deadline(None), Some(t2 + SESSION_WIPE_AFTER));
+        assert_eq!(run_until(&mut l, t1 + Duration::from_secs(120)), 0);
+        l.note_tick(t2 + SESSION_WIPE_AFTER);
         assert_eq!(l.next_deadline(None), None);
-        // Traffic wakes it up again.
-        let t2 = t0 + Duration::from_secs(1000);
-        assert!(l.is_quiet(t2));
-        l.note_tick(t2);
-        l.mark_active(t2);
-        assert_eq!(l.next_deadline(None), Some(t2 + ACTIVE_TICK));
+    }
+
+    #[test]
+    fn data_heard_last_ticks_once_for_boringtuns_keepalive() {
+        let t0 = Instant::now();
+        let mut l = link(None, t0);
+        sent(&mut l, t0, &DATA);
+        // The answer comes after a quiet spell: boringtun owes a keepalive 10 s after what
+        // it sent, unless something else goes out first.
+        let t1 = t0 + Duration::from_secs(1);
+        heard(&mut l, t1, true);
+        let due = t0 + PASSIVE_KEEPALIVE + TIMEOUT_SLACK;
+        assert_eq!(l.next_deadline(None), Some(due));
+        // boringtun sends it in that tick; then only the wipe is left.
+        l.note_tick(due);
+        l.note_sent(due, &KEEPALIVE);
+        assert_eq!(l.next_deadline(None), Some(t1 + SESSION_WIPE_AFTER));
+        // Had it not (the peer's data was older on its clock), the tick still used it up.
+        let mut m = link(None, t0);
+        sent(&mut m, t0, &DATA);
+        heard(&mut m, t1, true);
+        assert_eq!(run_until(&mut m, t0 + Duration::from_secs(120)), 1);
+        // A reply sent before the keepalive was due owes none.
+        let mut r = link(None, t0);
+        sent(&mut r, t0, &DATA);
+        heard(&mut r, t1, true);
+        sent(&mut r, t1 + Duration::from_millis(10), &DATA);
+        assert_eq!(r.stamps.keepalive_due(), None);
+    }
+
+    #[test]
+    fn unanswered_data_ticks_for_the_path_watch_and_boringtuns_handshake_only() {
+        let t0 = Instant::now();
+        let mut l = link(None, t0);
+        heard(&mut l, t0, false);
+        let t1 = t0 + Duration::from_secs(2);
+        sent(&mut l, t1, &DATA);
+        // Suspect and dead path (1.5 s, 4 s), then boringtun's handshake 15 s after it last
+        // heard the peer.
+        let mut ticks = Vec::new();
+        while let Some(d) = l
+            .next_deadline(None)
+            .filter(|d| *d < t0 + Duration::from_secs(60))
+        {
+            l.note_tick(d);
+            l.path.check(d);
+            ticks.push(d);
+        }
+        assert_eq!(
+            ticks,
+            [
+                t1 + crate::liveness::SUSPECT_AFTER,
+                t1 + crate::liveness::DEAD_AFTER,
+                t0 + NO_REPLY + TIMEOUT_SLACK,
+            ]
+        );
+        // An answer in time cancels it.
+        let mut m = link(None, t0);
+        heard(&mut m, t0, false);
+        sent(&mut m, t1, &DATA);
+        let t2 = t1 + Duration::from_secs(1);
+        heard(&mut m, t2, false);
+        assert_eq!(m.stamps.handshake_due(), None);
+        assert_eq!(m.next_deadline(None), Some(t2 + SESSION_WIPE_AFTER));
     }
 
     #[test]
@@ -234,7 +422,7 @@ mod tests {
         let mut l = link(None, t0);
         l.note_sent(t0, &[WG_HANDSHAKE_INIT, 0, 0, 0]);
         run_until(&mut l, t0 + Duration::from_secs(60));
-        // Past the busy window, still ticking once a second for the retries.
+        // Still ticking once a second for the retries.
         assert_eq!(l.next_deadline(None), Some(l.last_tick + HANDSHAKE_TICK));
         run_until(&mut l, t0 + Duration::from_secs(100));
         assert_eq!(l.next_deadline(None), Some(t0 + SESSION_WIPE_AFTER));
@@ -244,7 +432,7 @@ mod tests {
     fn keepalive_is_the_only_idle_wakeup_and_zero_means_off() {
         let t0 = Instant::now();
         let mut l = link(Some(25), t0);
-        let quiet = t0 + ACTIVE_WINDOW;
+        let quiet = t0 + Duration::from_secs(1);
         l.note_tick(quiet);
         assert_eq!(l.next_deadline(None), Some(quiet + Duration::from_secs(25)));
         let mut off = link(Some(0), t0);
@@ -256,8 +444,8 @@ mod tests {
     fn only_data_counts_as_sent_traffic() {
         let t0 = Instant::now();
         let mut l = link(None, t0);
-        l.note_sent(t0, &[WG_DATA; WG_DATA_OVERHEAD]); // keepalive
-        l.note_sent(t0, &[WG_DATA; WG_DATA_OVERHEAD + UID_HEADER_LEN + 100]);
+        l.note_sent(t0, &KEEPALIVE);
+        l.note_sent(t0, &DATA);
         assert_eq!(l.counters.tx.packets, 1);
         assert_eq!(l.counters.tx.bytes, 100);
     }

@@ -302,6 +302,42 @@ fn idle_linked_nodes_wake_only_for_keepalives() {
     );
 }
 
+/// A phone that exchanged a few packets goes back to sleep: after the traffic its WireGuard
+/// timers wake it only when boringtun can act (a keepalive owed, a handshake for data that
+/// got no answer), not every 250 ms for seconds.
+#[test]
+fn after_traffic_a_node_wakes_only_when_a_timer_can_act() {
+    let (mut w, a, b) = two_friends(11);
+    assert!(linked(&mut w, a, b, Duration::from_secs(30)));
+    w.run_for(Duration::from_secs(120));
+    assert_eq!(
+        stream(&mut w, a, b, 5, Duration::from_millis(100), "burst"),
+        5
+    );
+    let from = w.now;
+    w.run_for(Duration::from_secs(20));
+    for n in [a, b] {
+        let mut by_reason: HashMap<TimeoutReason, usize> = HashMap::new();
+        for (_, r) in w.nodes[n].wakeups.iter().filter(|(t, _)| *t >= from) {
+            *by_reason.entry(*r).or_default() += 1;
+        }
+        let total: usize = by_reason.values().sum();
+        let at: Vec<_> = w.nodes[n]
+            .wakeups
+            .iter()
+            .filter(|(t, _)| *t >= from)
+            .map(|(t, r)| (*t - from, *r))
+            .collect();
+        eprintln!(
+            "{}: {total} wake-ups in the 20 s after: {at:?}",
+            w.nodes[n].name
+        );
+        // At most a keepalive's tick, the path watch's and the idle grid's (one each).
+        assert!(total <= 5, "{}: {by_reason:?}", w.nodes[n].name);
+    }
+    assert!(w.connected(a, b) && w.connected(b, a), "the link was lost");
+}
+
 /// Issue 16's battery goal: a device linked with ten idle friends wakes about once per
 /// NAT-keepalive interval for all of them (every link's keepalive on one shared tick), not
 /// once per link — and still at least once per interval. (Timer wake-ups only: the friends'

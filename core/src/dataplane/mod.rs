@@ -374,6 +374,11 @@ impl DataPlane {
         out
     }
 
+    /// Whether any link carried traffic lately or waits for a handshake.
+    pub fn is_busy(&self, now: Instant) -> bool {
+        self.links.values().any(|l| l.is_busy(now))
+    }
+
     /// The earliest instant any link needs a timer tick.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let grid = self.grid.as_ref();
@@ -557,7 +562,7 @@ impl DataPlane {
             TunnResult::WriteToNetwork(reply) => {
                 // We answered an authentic handshake initiation (with a response) or response
                 // (with a keepalive): the sender's address is this peer's endpoint now.
-                link.note_heard(now);
+                link.note_heard(now, false);
                 link.endpoint = Some(from);
                 link.note_sent(now, reply);
                 let answered_initiation = reply.first() == Some(&WG_HANDSHAKE_RESPONSE);
@@ -578,7 +583,7 @@ impl DataPlane {
                 // WireGuard overhead; the UID header follows the IP packet inside it.
                 let plaintext_len = datagram.len().saturating_sub(WG_DATA_OVERHEAD);
                 let starts_at_zero = std::ptr::eq(packet.as_ptr(), self.scratch.as_ptr());
-                link.note_heard(now);
+                link.note_heard(now, true);
                 link.endpoint = Some(from);
                 if !starts_at_zero || ip_len + UID_HEADER_LEN > plaintext_len {
                     return self.count_drop(DropReason::MissingUidHeader);
@@ -593,7 +598,7 @@ impl DataPlane {
                 // An authentic keepalive (a roaming peer may send only those), or a cookie
                 // that lets our handshake retry.
                 if datagram.first() == Some(&WG_DATA) {
-                    link.note_heard(now);
+                    link.note_heard(now, false);
                     link.endpoint = Some(from);
                 }
                 self.flush_queued(now, index, net);

@@ -17,8 +17,8 @@
 //! Anything else that wakes the engine (a packet from the tun, a signal from the XMPP server,
 //! a request) ends the wait at once. The cost: a packet from a friend that arrives in those
 //! moments waits for the rest of them, once (the first packet of a flow that starts in the
-//! 1–2 % of idle time around a tick). An engine with traffic never waits: its WireGuard
-//! sessions tick every 250 ms, which is busy.
+//! 1–2 % of idle time around a tick). An engine with traffic never waits: a link that carried
+//! traffic in the last 20 s is busy.
 
 use crate::node::Activity;
 use std::io;

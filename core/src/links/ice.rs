@@ -317,6 +317,12 @@ impl IceLink {
         self.probe_until = Some(until);
     }
 
+    /// The peer answered: the path works, and the agent goes back to its idle keepalives
+    /// (probing, it ticks every 200 ms).
+    pub fn end_probe(&mut self) {
+        self.probe_until = None;
+    }
+
     /// When the peer was last heard on the selected path (a check or a response).
     pub fn last_heard(&self) -> Option<Instant> {
         let (_, remote) = self.agent.get_selected_candidate_pair()?;

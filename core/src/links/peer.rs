@@ -661,6 +661,7 @@ impl Peer {
             if ice.last_heard().is_some_and(|t| t > since) {
                 // The peer answered the check: the path works.
                 session.probing_since = None;
+                ice.end_probe();
                 cx.out.events.push_back(LinkEvent::PathConfirmed { uid });
             }
         }

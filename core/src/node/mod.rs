@@ -397,16 +397,17 @@ impl Node {
     }
 
     /// Whether the node is busy or idle, for its engine's choice to stop watching the network
-    /// for a moment (see the engine's `gather`). Busy: a WireGuard session is (the data plane
-    /// has something due within `DATA_PLANE_IDLE`: boringtun ticks every 250 ms while
-    /// packets flow, a handshake retries every second). Idle: only the other parts' timers
-    /// (ICE, TURN, signalling, the idle grid's ticks) are pending, the next one at `next`.
+    /// for a moment (see the engine's `gather`). Busy: a link carried traffic in the last
+    /// 20 s or waits for a handshake, or the data plane has something due within
+    /// `DATA_PLANE_IDLE`. Idle: only the other parts' timers (ICE, TURN, signalling, the
+    /// idle grid's ticks) are pending, the next one at `next`.
     pub fn activity(&mut self, now: Instant) -> Activity {
         // The data plane first: under traffic that is the answer, without the other parts.
-        if self
-            .dp
-            .poll_timeout()
-            .is_some_and(|at| at < now + DATA_PLANE_IDLE)
+        if self.dp.is_busy(now)
+            || self
+                .dp
+                .poll_timeout()
+                .is_some_and(|at| at < now + DATA_PLANE_IDLE)
         {
             return Activity::Busy;
         }
