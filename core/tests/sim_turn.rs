@@ -449,7 +449,9 @@ impl Hand {
             crypto.crypto(),
         )
         .unwrap();
-        let challenge = Hand::request(METHOD_ALLOCATE, vec![Box::new(udp())], None);
+        // An unauthenticated Refresh draws the challenge whether or not this address holds an
+        // allocation (an Allocate from one that does is refused before any challenge).
+        let challenge = Hand::request(METHOD_REFRESH, vec![], None);
         let out = server.handle_client(now, PUBLIC, &challenge);
         let m = decode(&out[0].2);
         assert_eq!(code(&m), Some(401));

@@ -95,12 +95,9 @@ impl Coturn {
             })
             .args(["--realm", &self.realm])
             .args(["--fingerprint", "--no-tls", "--no-dtls", "--no-cli"])
-            // The shared-secret server's log names the user of every request: tests read
-            // which credentials (their expiry) each allocation was made with.
-            .args(match &self.auth {
-                CoturnAuth::SharedSecret(_) => &["--verbose"][..],
-                CoturnAuth::LongTerm(_) => &[][..],
-            })
+            // The log names every request's user and outcome: tests read which credentials
+            // (their expiry) each allocation was made with, and which requests were refused.
+            .arg("--verbose")
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log file"))
             .stderr(out)

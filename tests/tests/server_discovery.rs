@@ -13,7 +13,9 @@ use socialvpn_tests::dns_server::DnsRecord;
 use socialvpn_tests::node::DpNode;
 use socialvpn_tests::on_both_servers;
 use socialvpn_tests::social_nodes::{address_of, befriend, online_node, wait_linked};
-use socialvpn_tests::social_world::{SocialWorld, XmppServerKind, OFFERED_TURN_ADDR};
+use socialvpn_tests::social_world::{
+    SocialWorld, XmppServerKind, OFFERED_TURN_ADDR, TURN_RELAY_PORTS,
+};
 use socialvpn_tests::two_hosts::ping;
 use socialvpn_tests::xmpp_server::DIRECT_TLS_PORT;
 use std::path::Path;
@@ -350,4 +352,41 @@ fn the_offered_turn_server_stands_in_for_a_dead_configured_one() {
         .and_then(|p| p.parse().ok())
         .unwrap();
     assert!((49300..=49399).contains(&port), "{relay}");
+}
+
+/// The relay port of a node's relay candidate (`relay <ip>:<port>` or similar).
+fn relay_port(relay: &str) -> u16 {
+    relay
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {relay}"))
+}
+
+/// A device that crashed (its allocation never released) and restarts on the same port keeps
+/// its configured TURN server. coturn refuses the new allocation (437, allocation mismatch)
+/// until the node releases the old one, which it does at once; the server its XMPP server
+/// offers must not stand in for one that only needed that.
+#[test]
+fn a_crashed_node_keeps_its_configured_turn_server_after_a_restart() {
+    let mut w = SocialWorld::with_offered_turn("sdk", XmppServerKind::Prosody);
+    let records = w.srv_records();
+    w.serve_dns(&records);
+    w.register("carol", "pw-carol");
+    let configured = TURN_RELAY_PORTS.0..=TURN_RELAY_PORTS.1;
+    let mut carol = online_node(&w, Path::new(BIN), "carol", "carol", serde_json::json!({}));
+    let first = relay_candidate(&mut carol).expect("a relay at first start");
+    assert!(configured.contains(&relay_port(&first)), "{first}");
+    carol.kill();
+    let mut carol = online_node(&w, Path::new(BIN), "carol", "carol", serde_json::json!({}));
+    let again = relay_candidate(&mut carol).expect("a relay after the crash");
+    assert!(
+        configured.contains(&relay_port(&again)),
+        "the offered server stood in: {again}"
+    );
+    let log = std::fs::read_to_string(w.coturn_log_path()).unwrap_or_default();
+    assert!(
+        log.contains("error 437: Mismatched allocation"),
+        "coturn never refused the second allocation, so this test did not test the crash:\n{log}"
+    );
 }

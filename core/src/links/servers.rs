@@ -73,6 +73,9 @@ pub struct Gatherer {
     retired: Option<Retired>,
     /// The server's last challenge (realm, nonce), for requests we sign ourselves.
     challenge: Option<Challenge>,
+    /// The server holds an allocation of ours from before and no challenge was known to sign
+    /// its release: asked for one, the release goes when it comes.
+    release_wanted: bool,
     /// Requests we built ourselves (the release of an allocation from before a restart).
     own_requests: VecDeque<BytesMut>,
     /// After a refused allocation: when to ask again, and the wait after that.
@@ -129,6 +132,7 @@ impl Gatherer {
             relayed_in: VecDeque::new(),
             retired: None,
             challenge: None,
+            release_wanted: false,
             own_requests: VecDeque::new(),
             allocate_retry: None,
             verify_by: None,
@@ -320,12 +324,21 @@ impl Gatherer {
 
     /// The server holds an allocation for our address that our client does not know (we
     /// crashed and restarted on the same port): release it, so the next Allocate (its retry
-    /// comes in 2 s) gets a relay now rather than when it expires.
+    /// comes in 2 s) gets a relay now rather than when it expires. coturn refuses the first,
+    /// unauthenticated Allocate so before any challenge: then an unsigned request draws one
+    /// first, and the release follows its answer. Returns whether the release is on its way.
     fn release_held_allocation(&mut self) -> bool {
-        let (Some(turn), Some(challenge)) = (self.servers.turn.as_ref(), self.challenge.as_ref())
-        else {
+        let Some(turn) = self.servers.turn.as_ref() else {
             return false;
         };
+        let Some(challenge) = self.challenge.as_ref() else {
+            tracing::debug!("the TURN server holds an allocation of ours from before; asking for its challenge to release it");
+            self.own_requests
+                .push_back(turn_answers::challenge_request());
+            self.release_wanted = true;
+            return true;
+        };
+        self.release_wanted = false;
         let Some(request) =
             turn_answers::release_request(&turn.username, &turn.password, challenge)
         else {
@@ -405,7 +418,8 @@ impl Gatherer {
             challenge,
             held_elsewhere,
         } = turn_answers::read(data);
-        if challenge.is_some() {
+        let challenged = challenge.is_some();
+        if challenged {
             self.challenge = challenge;
         }
         if let Some(retired) = self.retired.as_mut() {
@@ -418,7 +432,8 @@ impl Gatherer {
         if let Err(e) = client.handle_read(msg) {
             tracing::trace!(error = %e, "STUN/TURN datagram ignored");
         }
-        let releasing = held_elsewhere && self.release_held_allocation();
+        let releasing = (held_elsewhere || (challenged && self.release_wanted))
+            && self.release_held_allocation();
         match verdict {
             Some(AllocationVerdict::Confirmed) => self.verify_by = None,
             Some(AllocationVerdict::StaleNonce) => {

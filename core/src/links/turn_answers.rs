@@ -122,6 +122,25 @@ fn allocation_held_elsewhere(m: &Message) -> bool {
         && code.code == CODE_ALLOC_MISMATCH
 }
 
+/// An unsigned Refresh with lifetime 0: the server answers it with its challenge (401 with
+/// realm and nonce), which the signed release needs. (A server without authentication would
+/// release the allocation on it, which is what it is for.)
+pub(super) fn challenge_request() -> BytesMut {
+    use rtc_stun::fingerprint::FINGERPRINT;
+    use rtc_stun::message::{MessageType, Setter, TransactionId, CLASS_REQUEST, METHOD_REFRESH};
+    use rtc_turn::proto::lifetime::Lifetime;
+    let setters: Vec<Box<dyn Setter>> = vec![
+        Box::new(TransactionId::new()),
+        Box::new(MessageType::new(METHOD_REFRESH, CLASS_REQUEST)),
+        Box::new(Lifetime(std::time::Duration::ZERO)),
+        Box::new(FINGERPRINT),
+    ];
+    let mut m = Message::new();
+    // Building these fixed attributes cannot fail; an empty datagram would only go unanswered.
+    let _ = m.build(&setters);
+    BytesMut::from(&m.raw[..])
+}
+
 /// A Refresh with lifetime 0 for whatever allocation the server holds for our address,
 /// signed with the long-term credentials under `challenge`.
 pub(super) fn release_request(
@@ -260,6 +279,14 @@ mod tests {
         assert_eq!(m.typ.method, rtc_stun::message::METHOD_REFRESH);
         let mut lifetime = rtc_turn::proto::lifetime::Lifetime::default();
         lifetime.get_from(&m).expect("a lifetime");
+        assert_eq!(lifetime.0, std::time::Duration::ZERO);
+        // The request that draws the challenge first: the same Refresh, unsigned.
+        let ask = decode(&challenge_request()).expect("STUN");
+        assert_eq!(ask.typ.method, rtc_stun::message::METHOD_REFRESH);
+        assert!(ask
+            .get(rtc_stun::attributes::ATTR_MESSAGE_INTEGRITY)
+            .is_err());
+        lifetime.get_from(&ask).expect("a lifetime");
         assert_eq!(lifetime.0, std::time::Duration::ZERO);
     }
 }

@@ -221,6 +221,13 @@ impl TurnServer {
     /// Long-term credentials as coturn checks them (RFC 5389 §10.2.2), then the method.
     fn authenticated(&mut self, now: Instant, from: SocketAddr, mut m: Message) -> Out {
         let method = m.typ.method;
+        // coturn refuses an Allocate from an address that holds an allocation made by another
+        // request before it looks at credentials: 437 with no challenge, even to a client's
+        // first, unauthenticated Allocate (a device that crashed and restarted on its port).
+        let held = self.allocations.get(&from);
+        if method == METHOD_ALLOCATE && held.is_some_and(|a| a.made_by != m.transaction_id) {
+            return self.refuse(from, &m, CODE_ALLOC_MISMATCH, false);
+        }
         // The first request of every client comes without: a challenge, not a refusal.
         if m.get(ATTR_MESSAGE_INTEGRITY).is_err() {
             return self.challenge(from, &m, CODE_UNAUTHORIZED);
