@@ -142,6 +142,17 @@ impl Link {
         now.saturating_duration_since(self.last_tick) >= ACTIVE_TICK
     }
 
+    /// Whether a handshake completed since `since`. Not `has_session`: while a rekey is
+    /// under way the old session is still good, and the rekey's retries still need ticks.
+    /// boringtun dates a session by the tick before its handshake completed, and the link is
+    /// ticked before an initiation and before a response after a quiet spell: so the tick
+    /// before completion is at most one tick period before `since`.
+    fn handshake_completed_since(&self, now: Instant, since: Instant) -> bool {
+        self.tunn
+            .time_since_last_handshake()
+            .is_some_and(|age| age <= now.saturating_duration_since(since) + 2 * ACTIVE_TICK)
+    }
+
     /// Whether the link carried traffic lately or waits for a handshake.
     pub(crate) fn is_busy(&self, now: Instant) -> bool {
         self.handshake_since.is_some()
@@ -152,7 +163,10 @@ impl Link {
     pub(crate) fn mark_active(&mut self, now: Instant) {
         self.last_activity = now;
         self.wiped = false;
-        if self.handshake_since.is_some() && self.has_session() {
+        if self
+            .handshake_since
+            .is_some_and(|since| self.handshake_completed_since(now, since))
+        {
             self.handshake_since = None;
         }
     }
@@ -192,7 +206,9 @@ impl Link {
             self.wiped = true;
         }
         if let Some(since) = self.handshake_since {
-            if self.has_session() || now.saturating_duration_since(since) >= HANDSHAKE_GIVE_UP {
+            if self.handshake_completed_since(now, since)
+                || now.saturating_duration_since(since) >= HANDSHAKE_GIVE_UP
+            {
                 self.handshake_since = None;
             }
         }
@@ -205,9 +221,11 @@ impl Link {
         if self.handshake_since.is_some() {
             return Some(self.last_tick + HANDSHAKE_TICK);
         }
+        // boringtun reads its clock a little after ours in the tick that sends it and in the
+        // one that checks: a tick exactly one interval on could find it not quite due.
         let keepalive = self
             .keepalive
-            .map(|k| self.last_send.max(self.last_tick) + k);
+            .map(|k| self.last_send.max(self.last_tick) + k + TIMEOUT_SLACK);
         let wipe = (!self.wiped).then(|| {
             let at = self.last_activity + SESSION_WIPE_AFTER;
             grid.map_or(at, |g| g.not_before(at))
@@ -434,7 +452,10 @@ mod tests {
         let mut l = link(Some(25), t0);
         let quiet = t0 + Duration::from_secs(1);
         l.note_tick(quiet);
-        assert_eq!(l.next_deadline(None), Some(quiet + Duration::from_secs(25)));
+        assert_eq!(
+            l.next_deadline(None),
+            Some(quiet + Duration::from_secs(25) + TIMEOUT_SLACK)
+        );
         let mut off = link(Some(0), t0);
         off.note_tick(quiet);
         assert_eq!(off.next_deadline(None), Some(t0 + SESSION_WIPE_AFTER));

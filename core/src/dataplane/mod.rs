@@ -312,6 +312,11 @@ impl DataPlane {
         let Some(endpoint) = link.endpoint else {
             return;
         };
+        // boringtun dates the handshake by its last tick: after a quiet spell it would find the
+        // new one begun long ago, past its 90 s of retries, and drop it at the next tick.
+        if link.is_quiet(now) {
+            tick(link, now, &mut self.scratch, &mut self.counters, net);
+        }
         if link.has_session() {
             return;
         }

@@ -313,6 +313,8 @@ impl Gatherer {
     /// [`Retired`] for why both).
     fn allocate_afresh(&mut self, now: Instant) {
         self.verify_by = None;
+        // A new client, maybe another server: an old wish to release is moot.
+        self.release_wanted = false;
         self.release(now);
         self.retired = self.client.take().map(|old| Retired::new(old, now));
         self.relay_replaced = true;
@@ -332,6 +334,10 @@ impl Gatherer {
             return false;
         };
         let Some(challenge) = self.challenge.as_ref() else {
+            if self.release_wanted {
+                // Asked once and no challenge came: this server will not let us release it.
+                return false;
+            }
             tracing::debug!("the TURN server holds an allocation of ours from before; asking for its challenge to release it");
             self.own_requests
                 .push_back(turn_answers::challenge_request());
