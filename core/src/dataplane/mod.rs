@@ -314,9 +314,7 @@ impl DataPlane {
         };
         // boringtun dates the handshake by its last tick: after a quiet spell it would find the
         // new one begun long ago, past its 90 s of retries, and drop it at the next tick.
-        if link.is_quiet(now) {
-            tick(link, now, &mut self.scratch, &mut self.counters, net);
-        }
+        tick_if_quiet(link, now, &mut self.scratch, &mut self.counters, net);
         if link.has_session() {
             return;
         }
@@ -549,9 +547,7 @@ impl DataPlane {
         let peer = link.uid;
         // Let boringtun see time pass before it judges the datagram, but count the link as
         // active only once the datagram proves authentic.
-        if link.is_quiet(now) {
-            tick(link, now, &mut self.scratch, &mut self.counters, net);
-        }
+        tick_if_quiet(link, now, &mut self.scratch, &mut self.counters, net);
         let result = link
             .tunn
             .decapsulate(Some(from.remote.ip()), datagram, &mut self.scratch);
@@ -698,6 +694,21 @@ impl DataPlane {
     }
 }
 
+/// Ticks a link not ticked for a tick period before it handles a packet or starts a
+/// handshake: boringtun stamps both with the time of its last tick, and after a quiet spell
+/// that would be long past.
+fn tick_if_quiet(
+    link: &mut Link,
+    now: Instant,
+    scratch: &mut [u8],
+    counters: &mut Counters,
+    net: &mut impl NetSink,
+) {
+    if link.is_quiet(now) {
+        tick(link, now, scratch, counters, net);
+    }
+}
+
 /// Ticks one link's WireGuard timers and sends what they produce.
 fn tick(
     link: &mut Link,
@@ -732,9 +743,7 @@ fn encapsulate(
     counters: &mut Counters,
     net: &mut impl NetSink,
 ) -> Result<(), DropReason> {
-    if link.is_quiet(now) {
-        tick(link, now, scratch, counters, net);
-    }
+    tick_if_quiet(link, now, scratch, counters, net);
     link.mark_active(now);
     let Some(endpoint) = link.endpoint else {
         // The path is still being found: let boringtun queue the packet for the session
