@@ -23,7 +23,10 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_socialvpn-dpnode");
 
-on_both_servers!(friends_link_relayed_with_no_ice_configuration,);
+on_both_servers!(
+    friends_link_relayed_with_no_ice_configuration,
+    a_crashed_node_keeps_its_configured_turn_server_after_a_restart,
+);
 
 const DOMAIN: &str = "svpn.test";
 
@@ -367,9 +370,8 @@ fn relay_port(relay: &str) -> u16 {
 /// its configured TURN server. coturn refuses the new allocation (437, allocation mismatch)
 /// until the node releases the old one, which it does at once; the server its XMPP server
 /// offers must not stand in for one that only needed that.
-#[test]
-fn a_crashed_node_keeps_its_configured_turn_server_after_a_restart() {
-    let mut w = SocialWorld::with_offered_turn("sdk", XmppServerKind::Prosody);
+fn a_crashed_node_keeps_its_configured_turn_server_after_a_restart(kind: XmppServerKind) {
+    let mut w = SocialWorld::with_offered_turn("sdk", kind);
     let records = w.srv_records();
     w.serve_dns(&records);
     w.register("carol", "pw-carol");
