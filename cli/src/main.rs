@@ -129,13 +129,23 @@ enum Command {
 const QUIET_OTHERS: &str = "boringtun=off,rtc_ice=off,rtc_turn=off,rtc_stun=off";
 
 /// Logs to stderr, at `RUST_LOG` if set, else warnings; `socialvpn log-level` changes the
-/// daemon's level while it runs.
+/// daemon's level while it runs. `RUST_LOG` takes a default level and `target=level` pairs
+/// (`warn,socialvpn_core=debug`), not `EnvFilter`'s span and field-value matches: their
+/// regular expressions would add a third of a megabyte to every daemon's resident code.
 fn init_logging() {
     use std::io::IsTerminal;
+    use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
-    use tracing_subscriber::{reload, EnvFilter};
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,{QUIET_OTHERS}")));
+    use tracing_subscriber::reload;
+    let directives = |s: &str| s.parse::<Targets>();
+    let default = || directives(&format!("warn,{QUIET_OTHERS}")).unwrap_or_default();
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(asked) => directives(&asked).unwrap_or_else(|e| {
+            eprintln!("socialvpn: RUST_LOG ignored ({e}); it takes LEVEL and TARGET=LEVEL, comma-separated");
+            default()
+        }),
+        Err(_) => default(),
+    };
     let (filter, handle) = reload::Layer::new(filter);
     tracing_subscriber::registry()
         .with(
@@ -151,12 +161,14 @@ fn init_logging() {
         .init();
     socialvpn_core::logging::set_level_control(move |level| {
         let name = level.name();
-        let directives = match level {
+        let asked = match level {
             LogLevel::Off | LogLevel::Error | LogLevel::Warn => format!("{name},{QUIET_OTHERS}"),
             // SocialVPN's own records at the level asked, others' warnings only.
             _ => format!("warn,{QUIET_OTHERS},socialvpn_core={name},socialvpn={name}"),
         };
-        let _ = handle.modify(|f| *f = EnvFilter::new(directives));
+        if let Ok(targets) = directives(&asked) {
+            let _ = handle.modify(|f| *f = targets);
+        }
     });
 }
 

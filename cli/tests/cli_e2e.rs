@@ -332,3 +332,33 @@ fn the_client_users_install_carries_no_test_world() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("status") && !help.contains("demo"), "{help}");
 }
+
+#[test]
+fn a_log_filter_it_cannot_read_is_named_and_the_default_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[account]\njid = \"alice@example.org\"\n\n[network]\nmtu = 99999\n",
+    )
+    .unwrap();
+    // A level that does not exist, and a field-value match (EnvFilter's, not offered): the
+    // daemon says what it ignored and goes on with its default, which still shows errors.
+    for asked in [
+        "warn,socialvpn_core=verbose",
+        "socialvpn_core[{peer=alice}]=debug",
+    ] {
+        let out = Command::new(BIN)
+            .env("RUST_LOG", asked)
+            .args(["up", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("RUST_LOG ignored"), "{asked}: {err}");
+        assert!(
+            err.contains("mtu") && err.contains("line 5"),
+            "{asked}: {err}"
+        );
+    }
+}
