@@ -156,13 +156,13 @@ mod platform {
             let never = tracing_subscriber::filter::filter_fn(|m| {
                 !socialvpn_core::logging::is_never_logged(m.target())
             });
+            // Both filters global, not the output layer's own: then "is this enabled?"
+            // answers what is written, and tokio-xmpp (which asks it through `log`) does not
+            // copy its raw stream for records that are dropped (see the CLI's `logging`).
             let installed = tracing_subscriber::registry()
                 .with(layer)
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .with_writer(std::io::stderr)
-                        .with_filter(never),
-                )
+                .with(never)
+                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
                 .try_init()
                 .is_ok();
             // Another subscriber (the host program's) keeps the logs: leave it alone.
@@ -211,5 +211,18 @@ mod tests {
         );
         record("socialvpn_core::engine", "link up");
         assert_eq!(*guarded.0 .0.lock().unwrap(), vec!["link up".to_string()]);
+    }
+
+    // Linux (the JVM tests): what the subscriber says is enabled is what it writes, so
+    // tokio-xmpp never captures its raw stream for a record that would be dropped.
+    #[cfg(not(any(target_os = "android", target_vendor = "apple")))]
+    #[test]
+    fn the_raw_xmpp_stream_is_not_even_captured_at_trace() {
+        super::set_log_level(super::LogLevel::Trace);
+        let wanted = |target: &str| log::log_enabled!(target: target, log::Level::Trace);
+        assert!(!wanted("tokio_xmpp::xmlstream::capture"));
+        assert!(wanted("tokio_xmpp::stanzastream"));
+        super::set_log_level(super::LogLevel::Info);
+        assert!(!wanted("tokio_xmpp::stanzastream"));
     }
 }

@@ -5,6 +5,7 @@ mod config;
 mod control;
 #[cfg(feature = "demo")]
 mod demo;
+mod logging;
 mod login;
 mod table;
 mod up;
@@ -124,56 +125,8 @@ enum Command {
     Demo,
 }
 
-/// Other crates' warnings (ICE checks of stale sessions, WireGuard retries) describe their
-/// internals, not something a user can act on: SocialVPN reports what matters.
-const QUIET_OTHERS: &str = "boringtun=off,rtc_ice=off,rtc_turn=off,rtc_stun=off";
-
-/// Logs to stderr, at `RUST_LOG` if set, else warnings; `socialvpn log-level` changes the
-/// daemon's level while it runs. `RUST_LOG` takes a default level and `target=level` pairs
-/// (`warn,socialvpn_core=debug`), not `EnvFilter`'s span and field-value matches: their
-/// regular expressions would add a third of a megabyte to every daemon's resident code.
-fn init_logging() {
-    use std::io::IsTerminal;
-    use tracing_subscriber::filter::Targets;
-    use tracing_subscriber::prelude::*;
-    use tracing_subscriber::reload;
-    let directives = |s: &str| s.parse::<Targets>();
-    let default = || directives(&format!("warn,{QUIET_OTHERS}")).unwrap_or_default();
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(asked) => directives(&asked).unwrap_or_else(|e| {
-            eprintln!("socialvpn: RUST_LOG ignored ({e}); it takes LEVEL and TARGET=LEVEL, comma-separated");
-            default()
-        }),
-        Err(_) => default(),
-    };
-    let (filter, handle) = reload::Layer::new(filter);
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_writer(std::io::stderr)
-                .with_filter(filter)
-                // Never the raw XMPP stream (it carries the password), at any level.
-                .with_filter(tracing_subscriber::filter::filter_fn(|m| {
-                    !socialvpn_core::logging::is_never_logged(m.target())
-                })),
-        )
-        .init();
-    socialvpn_core::logging::set_level_control(move |level| {
-        let name = level.name();
-        let asked = match level {
-            LogLevel::Off | LogLevel::Error | LogLevel::Warn => format!("{name},{QUIET_OTHERS}"),
-            // SocialVPN's own records at the level asked, others' warnings only.
-            _ => format!("warn,{QUIET_OTHERS},socialvpn_core={name},socialvpn={name}"),
-        };
-        if let Ok(targets) = directives(&asked) {
-            let _ = handle.modify(|f| *f = targets);
-        }
-    });
-}
-
 fn main() -> ExitCode {
-    init_logging();
+    logging::init(std::env::var("RUST_LOG").ok());
     let result = match Cli::parse().command {
         Command::Up { config } => up::run(&config),
         Command::Login { config } => login::run(&config),

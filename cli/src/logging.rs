@@ -1,0 +1,95 @@
+//! The daemon's and the commands' log: stderr, at `RUST_LOG` if set, else warnings;
+//! `socialvpn log-level` changes the daemon's level while it runs.
+//!
+//! Every filter is a global one (a layer of its own, not a filter of the output layer), so
+//! the subscriber's "is this enabled?" answers what is really written. That matters for
+//! libraries that log through the `log` crate: tokio-xmpp copies every byte it reads into a
+//! buffer whenever `log_enabled!(Trace)` says its raw-stream target is wanted, and a
+//! per-layer filter made that answer "yes" for every target: the daemon held a second copy
+//! of each stanza (0.5 MiB for a roster of 1 000) only to drop the record.
+
+use socialvpn_core::api::LogLevel;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::reload;
+
+/// Other crates' warnings (ICE checks of stale sessions, WireGuard retries) describe their
+/// internals, not something a user can act on: SocialVPN reports what matters.
+const QUIET_OTHERS: &str = "boringtun=off,rtc_ice=off,rtc_turn=off,rtc_stun=off";
+
+/// `rust_log` takes a default level and `target=level` pairs (`warn,socialvpn_core=debug`),
+/// not `EnvFilter`'s span and field-value matches: their regular expressions would add a
+/// third of a megabyte to every daemon's resident code. One it cannot read is named on
+/// stderr and the default kept.
+pub fn init(rust_log: Option<String>) {
+    use std::io::IsTerminal;
+    let default = || directives(&format!("warn,{QUIET_OTHERS}")).unwrap_or_default();
+    let filter = match rust_log {
+        Some(asked) => directives(&asked).unwrap_or_else(|e| {
+            eprintln!(
+                "socialvpn: RUST_LOG ignored ({e}); it takes LEVEL and TARGET=LEVEL, comma-separated"
+            );
+            default()
+        }),
+        None => default(),
+    };
+    let (filter, handle) = reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        // Never the raw XMPP stream (it carries the password), at any level.
+        .with(tracing_subscriber::filter::filter_fn(|m| {
+            !socialvpn_core::logging::is_never_logged(m.target())
+        }))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr),
+        )
+        .init();
+    socialvpn_core::logging::set_level_control(move |level| {
+        let name = level.name();
+        let asked = match level {
+            LogLevel::Off | LogLevel::Error | LogLevel::Warn => format!("{name},{QUIET_OTHERS}"),
+            // SocialVPN's own records at the level asked, others' warnings only.
+            _ => format!("warn,{QUIET_OTHERS},socialvpn_core={name},socialvpn={name}"),
+        };
+        if let Ok(targets) = directives(&asked) {
+            let _ = handle.modify(|f| *f = targets);
+        }
+    });
+}
+
+fn directives(s: &str) -> Result<Targets, tracing_subscriber::filter::ParseError> {
+    s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use log::Level;
+    use socialvpn_core::api::LogLevel;
+
+    // The only test here that installs the process's logger.
+    #[test]
+    fn what_is_enabled_is_what_is_written() {
+        super::init(Some("trace".into()));
+        let wanted = |target: &str, level: Level| log::log_enabled!(target: target, level);
+        // tokio-xmpp asks this before it captures its raw stream for a record.
+        assert!(!wanted("tokio_xmpp::xmlstream::capture", Level::Trace));
+        assert!(!wanted("tokio_xmpp::xmlstream", Level::Error));
+        assert!(wanted("tokio_xmpp::stanzastream", Level::Trace));
+        assert!(
+            wanted("boringtun::noise", Level::Trace),
+            "RUST_LOG=trace is everything"
+        );
+        assert!(socialvpn_core::logging::set_level(LogLevel::Warn));
+        assert!(!wanted("boringtun::noise", Level::Error));
+        assert!(!wanted("tokio_xmpp::stanzastream", Level::Trace));
+        assert!(!wanted("hickory_resolver", Level::Info));
+        assert!(wanted("hickory_resolver", Level::Warn));
+        assert!(socialvpn_core::logging::set_level(LogLevel::Debug));
+        assert!(wanted("socialvpn_core::links", Level::Debug));
+        assert!(!wanted("socialvpn_core::links", Level::Trace));
+        assert!(!wanted("hickory_resolver", Level::Info));
+        assert!(!wanted("tokio_xmpp::xmlstream::capture", Level::Trace));
+    }
+}
