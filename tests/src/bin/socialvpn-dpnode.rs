@@ -73,15 +73,17 @@ fn main() {
         .unwrap_or_default();
     let name: &'static str = Box::leak(name.into_boxed_str());
     use tracing_subscriber::prelude::*;
+    // Global filters, as the CLI's (cli/src/logging.rs): "enabled?" then answers what is
+    // written, and libraries logging through `log` do no work for dropped records.
     tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::from_default_env())
+        .with(tracing_subscriber::filter::filter_fn(|m| {
+            !socialvpn_core::logging::is_never_logged(m.target())
+        }))
         .with(
             tracing_subscriber::fmt::layer()
                 .with_ansi(false)
-                .with_writer(move || Prefixed(name))
-                .with_filter(tracing_subscriber::EnvFilter::from_default_env())
-                .with_filter(tracing_subscriber::filter::filter_fn(|m| {
-                    !socialvpn_core::logging::is_never_logged(m.target())
-                })),
+                .with_writer(move || Prefixed(name)),
         )
         .init();
     if !(4..=5).contains(&args.len()) {
