@@ -291,34 +291,40 @@ fn the_daemon_stops_when_its_interface_is_removed() {
     assert!(log.contains("the tunnel failed"), "{log}");
 }
 
+/// `socialvpn up` with this configuration (and `RUST_LOG`, if given): (success, stderr).
+fn up_once(config: &str, rust_log: Option<&str>) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("socialvpn.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut command = Command::new(BIN);
+    if let Some(filter) = rust_log {
+        command.env("RUST_LOG", filter);
+    }
+    let out = command
+        .args(["up", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const MTU_TOO_LARGE: &str = "[account]\njid = \"alice@example.org\"\n\n[network]\nmtu = 99999\n";
+
 #[test]
 fn bad_configuration_names_the_key_and_the_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        "[account]\njid = \"alice@example.org\"\n\n[network]\nmtu = 99999\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["up", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("mtu") && err.contains("line 5"), "{err}");
-    std::fs::write(
-        &path,
-        "[account]\njid = \"alice@example.org\"\nresourse = \"x\"\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["up", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (ok, err) = up_once(MTU_TOO_LARGE, None);
     assert!(
-        !out.status.success() && err.contains("resourse") && err.contains("line 3"),
+        !ok && err.contains("mtu") && err.contains("line 5"),
+        "{err}"
+    );
+    let (ok, err) = up_once(
+        "[account]\njid = \"alice@example.org\"\nresourse = \"x\"\n",
+        None,
+    );
+    assert!(
+        !ok && err.contains("resourse") && err.contains("line 3"),
         "{err}"
     );
 }
@@ -335,27 +341,14 @@ fn the_client_users_install_carries_no_test_world() {
 
 #[test]
 fn a_log_filter_it_cannot_read_is_named_and_the_default_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        "[account]\njid = \"alice@example.org\"\n\n[network]\nmtu = 99999\n",
-    )
-    .unwrap();
     // A level that does not exist, and a field-value match (EnvFilter's, not offered): the
     // daemon says what it ignored and goes on with its default, which still shows errors.
     for asked in [
         "warn,socialvpn_core=verbose",
         "socialvpn_core[{peer=alice}]=debug",
     ] {
-        let out = Command::new(BIN)
-            .env("RUST_LOG", asked)
-            .args(["up", "--config", path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{err}");
-        assert!(err.contains("RUST_LOG ignored"), "{asked}: {err}");
+        let (ok, err) = up_once(MTU_TOO_LARGE, Some(asked));
+        assert!(!ok && err.contains("RUST_LOG ignored"), "{asked}: {err}");
         assert!(
             err.contains("mtu") && err.contains("line 5"),
             "{asked}: {err}"
