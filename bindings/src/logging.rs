@@ -1,6 +1,7 @@
 //! Logging per platform: logcat on Android, the unified log on Apple platforms, stderr
 //! elsewhere (the JVM tests, Linux). The level can change at run time.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
@@ -15,9 +16,13 @@ pub enum LogLevel {
     Trace,
 }
 
+/// Set once the app chose a level, which the default must then not override.
+static CHOSEN: AtomicBool = AtomicBool::new(false);
+
 /// Sets the level of the library's logs (installing the platform's logger on first use).
 #[uniffi::export]
 pub fn set_log_level(level: LogLevel) {
+    CHOSEN.store(true, Ordering::SeqCst);
     platform::set_level(level);
 }
 
@@ -26,7 +31,9 @@ pub fn set_log_level(level: LogLevel) {
 pub(crate) fn init() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        platform::set_level(LogLevel::Info);
+        if !CHOSEN.load(Ordering::SeqCst) {
+            platform::set_level(LogLevel::Info);
+        }
         socialvpn_core::logging::set_level_control(|level| platform::set_level(level.into()));
     });
 }
@@ -213,16 +220,23 @@ mod tests {
         assert_eq!(*guarded.0 .0.lock().unwrap(), vec!["link up".to_string()]);
     }
 
-    // Linux (the JVM tests): what the subscriber says is enabled is what it writes, so
-    // tokio-xmpp never captures its raw stream for a record that would be dropped.
+    // Linux (the JVM tests). One test, because the level is the process's: another test
+    // here that set it, or made a `SocialVpn`, would race with it.
     #[cfg(not(any(target_os = "android", target_vendor = "apple")))]
     #[test]
-    fn the_raw_xmpp_stream_is_not_even_captured_at_trace() {
+    fn the_level_the_app_chose_holds_and_the_raw_stream_is_never_captured() {
+        let wanted = |target: &str, level| log::log_enabled!(target: target, level);
+        // An app may set its level before the first `SocialVpn`, whose `init` keeps it.
+        super::set_log_level(super::LogLevel::Debug);
+        super::init();
+        assert!(wanted("socialvpn_core::links", log::Level::Debug));
+        assert!(!wanted("socialvpn_core::links", log::Level::Trace));
+        // What the subscriber says is enabled is what it writes, so tokio-xmpp never
+        // captures its raw stream for a record that would be dropped.
         super::set_log_level(super::LogLevel::Trace);
-        let wanted = |target: &str| log::log_enabled!(target: target, log::Level::Trace);
-        assert!(!wanted("tokio_xmpp::xmlstream::capture"));
-        assert!(wanted("tokio_xmpp::stanzastream"));
+        assert!(!wanted("tokio_xmpp::xmlstream::capture", log::Level::Trace));
+        assert!(wanted("tokio_xmpp::stanzastream", log::Level::Trace));
         super::set_log_level(super::LogLevel::Info);
-        assert!(!wanted("tokio_xmpp::stanzastream"));
+        assert!(!wanted("tokio_xmpp::stanzastream", log::Level::Trace));
     }
 }

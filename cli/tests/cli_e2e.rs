@@ -340,12 +340,14 @@ fn the_client_users_install_carries_no_test_world() {
 }
 
 #[test]
-fn a_log_filter_it_cannot_read_is_named_and_the_default_kept() {
-    // A level that does not exist, and a field-value match (EnvFilter's, not offered): the
-    // daemon says what it ignored and goes on with its default, which still shows errors.
+fn a_log_filter_it_cannot_read_is_named_and_the_daemon_goes_on() {
+    // A level that does not exist, a field-value match (EnvFilter's, not offered) and an
+    // empty piece: the daemon says what it ignored and goes on (to the configuration's
+    // error here). That the default filter is then kept is `logging`'s unit test.
     for asked in [
         "warn,socialvpn_core=verbose",
         "socialvpn_core[{peer=alice}]=debug",
+        "warn,",
     ] {
         let (ok, err) = up_once(MTU_TOO_LARGE, Some(asked));
         assert!(!ok && err.contains("RUST_LOG ignored"), "{asked}: {err}");
