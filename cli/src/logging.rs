@@ -46,21 +46,24 @@ pub fn init(rust_log: Option<String>) {
         )
         .init();
     socialvpn_core::logging::set_level_control(move |level| {
-        let name = level.name();
-        let asked = match level {
-            LogLevel::Off | LogLevel::Error | LogLevel::Warn => format!("{name},{QUIET_OTHERS}"),
-            // SocialVPN's own records at the level asked, others' warnings only.
-            _ => format!("warn,{QUIET_OTHERS},socialvpn_core={name},socialvpn={name}"),
-        };
-        if let Ok(targets) = directives(&asked) {
-            let _ = handle.modify(|f| *f = targets);
-        }
+        let _ = handle.modify(|f| *f = for_level(level));
     });
 }
 
-/// Warnings, and other crates' internals quiet.
+/// Without `RUST_LOG`: warnings, and other crates' internals quiet.
 fn default() -> Targets {
-    directives(&format!("warn,{QUIET_OTHERS}")).unwrap_or_default()
+    for_level(LogLevel::Warn)
+}
+
+/// What `socialvpn log-level` asks for: up to warnings, every crate at that level; above,
+/// SocialVPN's own records at that level and others' warnings only.
+fn for_level(level: LogLevel) -> Targets {
+    let name = level.name();
+    let asked = match level {
+        LogLevel::Off | LogLevel::Error | LogLevel::Warn => format!("{name},{QUIET_OTHERS}"),
+        _ => format!("warn,{QUIET_OTHERS},socialvpn_core={name},socialvpn={name}"),
+    };
+    directives(&asked).unwrap_or_default()
 }
 
 /// `LEVEL` and `TARGET=LEVEL`, comma-separated, spaces around each allowed. Refused rather
