@@ -42,6 +42,22 @@ impl DpNode {
         listen: &str,
         social: Option<&Path>,
     ) -> DpNode {
+        Self::start_in_env(bin, ns, state, tun, subnet, listen, social, &[])
+    }
+
+    /// Starts a node with extra environment (`SOCIALVPN_TUN_MODE=raw`: the tun as a phone
+    /// hands it over).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_in_env(
+        bin: &Path,
+        ns: &Namespace,
+        state: &Path,
+        tun: &str,
+        subnet: &str,
+        listen: &str,
+        social: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> DpNode {
         let mut args = vec![state.to_str().unwrap_or_default(), tun, subnet, listen];
         if let Some(path) = social {
             args.push(path.to_str().unwrap_or_default());
@@ -49,6 +65,7 @@ impl DpNode {
         let mut child = ns
             .command(bin.to_str().unwrap_or_default())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

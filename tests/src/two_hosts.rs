@@ -32,10 +32,17 @@ pub struct TwoHosts {
     pub a_at_b: String,
     pub state: StateDir,
     bin: PathBuf,
+    env: Vec<(&'static str, &'static str)>,
 }
 
 impl TwoHosts {
     pub fn new(tag: &str, node_bin: &Path) -> TwoHosts {
+        Self::with_env(tag, node_bin, &[])
+    }
+
+    /// Two hosts whose nodes run with extra environment (`SOCIALVPN_TUN_MODE=raw`: each
+    /// engine gets its tun as a phone hands it over, without offloads).
+    pub fn with_env(tag: &str, node_bin: &Path, env: &[(&'static str, &'static str)]) -> TwoHosts {
         require_root();
         let a = Namespace::new(&format!("{tag}a"));
         let b = Namespace::new(&format!("{tag}b"));
@@ -48,8 +55,8 @@ impl TwoHosts {
             &format!("{B_UNDERLAY}/24"),
         );
         let state = StateDir(std::env::temp_dir().join(format!("{}-state", a.name())));
-        let mut node_a = start(node_bin, &a, &state.0.join("a"), A_SUBNET, A_UNDERLAY);
-        let mut node_b = start(node_bin, &b, &state.0.join("b"), B_SUBNET, B_UNDERLAY);
+        let mut node_a = start(node_bin, &a, &state.0.join("a"), A_SUBNET, A_UNDERLAY, env);
+        let mut node_b = start(node_bin, &b, &state.0.join("b"), B_SUBNET, B_UNDERLAY, env);
         let b_at_a = node_a.add_peer(&node_b.public_key, &format!("{B_UNDERLAY}:{PORT}"));
         let a_at_b = node_b.add_peer(&node_a.public_key, &format!("{A_UNDERLAY}:{PORT}"));
         TwoHosts {
@@ -61,6 +68,7 @@ impl TwoHosts {
             a_at_b,
             state,
             bin: node_bin.to_path_buf(),
+            env: env.to_vec(),
         }
     }
 
@@ -73,18 +81,28 @@ impl TwoHosts {
             &self.state.0.join("a"),
             A_SUBNET,
             A_UNDERLAY,
+            &self.env,
         );
     }
 }
 
-fn start(bin: &Path, ns: &Namespace, state: &Path, subnet: &str, underlay: &str) -> DpNode {
-    DpNode::start(
+fn start(
+    bin: &Path,
+    ns: &Namespace,
+    state: &Path,
+    subnet: &str,
+    underlay: &str,
+    env: &[(&str, &str)],
+) -> DpNode {
+    DpNode::start_in_env(
         bin,
         ns,
         state,
         "svpn0",
         subnet,
         &format!("{underlay}:{PORT}"),
+        None,
+        env,
     )
 }
 

@@ -103,6 +103,45 @@ fn tcp_transfer_of_100_mb_arrives_intact() {
     );
 }
 
+/// The tun as a phone hands it over (no offloads: one packet per `write`): the TCP segments
+/// of a transfer reach the receiving kernel joined into packets larger than the MTU, which
+/// it takes whole, and the data arrives intact.
+#[test]
+fn tcp_over_a_phone_fd_arrives_intact_in_joined_packets() {
+    const TOTAL: usize = 64 * 1024 * 1024;
+    let mut w = TwoHosts::with_env(
+        "rawtcp",
+        Path::new(env!("CARGO_BIN_EXE_socialvpn-dpnode")),
+        &[("SOCIALVPN_TUN_MODE", "raw")],
+    );
+    let received_packets = |ns: &socialvpn_tests::netns::Namespace| -> u64 {
+        let out = ns.output("cat", &["/sys/class/net/svpn0/statistics/rx_packets"]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("rx_packets: {e}: {out:?}"))
+    };
+    let before = received_packets(&w.b);
+    let t = tcp_transfer(
+        &w.a,
+        &w.b,
+        w.node_b.ipv4.parse().unwrap(),
+        w.b_at_a.parse().unwrap(),
+        7101,
+        TOTAL,
+    );
+    assert_eq!(t.received, TOTAL);
+    assert_eq!(t.received_sha256, t.sent_sha256);
+    // One packet per segment would be TOTAL / 1 380 (48 000); joined, a few per 64 KB.
+    let packets = received_packets(&w.b) - before;
+    let segments = (TOTAL / 1380) as u64;
+    assert!(
+        packets * 4 < segments,
+        "{packets} packets reached B's tun for {segments} segments: not joined"
+    );
+    assert_eq!(w.node_b.drops("tun_write"), 0);
+}
+
 /// A friend of A (a raw WireGuard session in B's namespace, with its own key) sends packets
 /// claiming to come from B: A drops and counts them, and delivers nothing.
 #[test]

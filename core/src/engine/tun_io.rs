@@ -12,7 +12,7 @@ use crate::counters::DropReason;
 use crate::dataplane::{TunSink, MAX_PACKET};
 use crate::framing::Framing;
 use crate::node::Node;
-use crate::packet::gro::Coalescer;
+use crate::packet::gro::{Coalescer, FrameSink, Output};
 use crate::packet::gso::{self, VNET_HDR_LEN};
 use crate::packet::uid_header::UID_HEADER_LEN;
 use crate::tun::TunDevice;
@@ -165,14 +165,15 @@ fn offloaded_frame(
     }
 }
 
-/// Where decrypted packets go: the tun, through the TCP coalescer when it takes
-/// super-packets (a Linux tun with offloads), else through the writer thread.
+/// Where decrypted packets go: the tun, through the TCP coalescer unless it takes address
+/// family headers (utun), and through the writer thread when it has one (a tun without
+/// offloads).
 pub(super) struct TunWriter<'a> {
     tun: Option<&'a TunDevice>,
     gro: &'a mut Coalescer,
     /// The tunnel's writer thread (a tun without offloads).
     thread: Option<&'a TunWriteThread>,
-    /// Whether no packet of this read has been written yet: the first one is written here
+    /// Whether nothing of this read has been written yet: the first frame is written here
     /// when the thread has nothing in flight (at idle no packet crosses a thread).
     first: bool,
 }
@@ -184,6 +185,12 @@ impl<'a> TunWriter<'a> {
         gro: &'a mut Coalescer,
         thread: Option<&'a TunWriteThread>,
     ) -> TunWriter<'a> {
+        if let Some(tun) = tun {
+            gro.set_output(match tun.framing() {
+                Framing::VnetHdr => Output::Gso,
+                _ => Output::Plain,
+            });
+        }
         TunWriter {
             tun,
             gro,
@@ -195,36 +202,75 @@ impl<'a> TunWriter<'a> {
 
 impl TunSink for TunWriter<'_> {
     fn write_packet(&mut self, packet: &[u8]) -> io::Result<()> {
-        let first = std::mem::replace(&mut self.first, false);
-        match (self.tun, self.thread) {
-            (Some(mut tun), _) if tun.framing() == Framing::VnetHdr => {
-                self.gro.push(packet, &mut tun)
-            }
-            (Some(tun), Some(thread)) if !(first && thread.is_idle()) => {
-                match thread.hand_over(packet) {
-                    // The thread is gone (it cannot be, short of a panic): write here.
-                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => tun.write_packet(packet),
-                    handed => handed,
-                }
-            }
-            (Some(tun), _) => tun.write_packet(packet),
-            (None, _) => Err(io::ErrorKind::NotConnected.into()),
+        let Some(tun) = self.tun else {
+            return Err(io::ErrorKind::NotConnected.into());
+        };
+        let mut out = Frames {
+            tun,
+            thread: self.thread,
+            first: &mut self.first,
+        };
+        match tun.framing() {
+            // A utun takes no packet larger than its MTU that we know of: written as it came.
+            Framing::AfHeader => out.write(packet),
+            Framing::VnetHdr | Framing::RawIp => self.gro.push(packet, &mut out),
         }
     }
 }
 
 impl TunWriter<'_> {
     /// Writes what the coalescer holds (at the end of each batch of datagrams) and counts
-    /// the writes the thread's kernel refused.
+    /// the writes the kernel refused (a refused joined packet loses all its segments).
     pub(super) fn flush(&mut self, node: &mut Node) {
-        if let Some(mut tun) = self.tun {
-            if let Err(e) = self.gro.flush(&mut tun) {
+        if let Some(tun) = self.tun {
+            let held = self.gro.held_segments();
+            let mut out = Frames {
+                tun,
+                thread: self.thread,
+                first: &mut self.first,
+            };
+            if let Err(e) = self.gro.flush(&mut out) {
                 tracing::trace!(error = %e, "tun write failed");
-                node.count_drop(DropReason::TunWrite);
+                node.count_drops(DropReason::TunWrite, held as u64);
             }
         }
         if let Some(thread) = self.thread {
             node.count_drops(DropReason::TunWrite, thread.take_failed());
+        }
+    }
+}
+
+/// Frames on their way to the tun: handed to its writer thread, or written here (no thread,
+/// or the first of a read while the thread has nothing in flight, so the order is kept).
+struct Frames<'w, 'a> {
+    tun: &'a TunDevice,
+    thread: Option<&'a TunWriteThread>,
+    first: &'w mut bool,
+}
+
+impl Frames<'_, '_> {
+    fn write(&mut self, packet: &[u8]) -> io::Result<()> {
+        let first = std::mem::replace(self.first, false);
+        match self.thread {
+            Some(thread) if !(first && thread.is_idle()) => match thread.hand_over(packet) {
+                // The thread is gone (it cannot be, short of a panic): write here.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => self.tun.write_packet(packet),
+                handed => handed,
+            },
+            _ => self.tun.write_packet(packet),
+        }
+    }
+}
+
+impl FrameSink for Frames<'_, '_> {
+    fn write_frame(&mut self, vnet: &[u8; VNET_HDR_LEN], packet: &[u8]) -> io::Result<()> {
+        match self.tun.framing() {
+            // An offloading tun has no thread: its super-packets are written here.
+            Framing::VnetHdr => {
+                let mut tun = self.tun;
+                tun.write_frame(vnet, packet)
+            }
+            _ => self.write(packet),
         }
     }
 }

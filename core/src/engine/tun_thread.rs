@@ -8,8 +8,10 @@
 //! the one that needs no engine state: the packet is final. An offloading Linux tun is not
 //! handed over (the coalescer already writes one 64 KB super-packet per ~45 segments).
 //!
-//! - **No allocation per packet**: a fixed pool of packet slots, allocated when the tunnel is
-//!   attached, circulates between the engine and the thread over two bounded channels.
+//! - **No allocation per packet**: fixed pools of packet slots, allocated when the tunnel is
+//!   attached, circulate between the engine and the thread over bounded channels: one of
+//!   single packets, and on a raw IP tun one of the large packets the coalescer joins
+//!   (`packet::gro`, `Output::Plain`).
 //! - **Back-pressure instead of loss**: when every slot is waiting to be written, the engine
 //!   waits for the thread to free one (microseconds: the thread is writing), so it stops
 //!   reading the UDP socket, whose 7 MB buffer holds what arrives meanwhile. Only a thread
@@ -20,6 +22,8 @@
 //!   `recv` until there is work.
 
 use crate::dataplane::MAX_PACKET;
+use crate::framing::Framing;
+use crate::packet::gro::MAX_SUPER;
 use crate::tun::TunDevice;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -31,6 +35,12 @@ use std::time::Duration;
 /// Packets in flight between the engine and the thread at most (~380 KB of slots): several
 /// full GRO reads, so a thread that is descheduled for a moment does not stall the engine.
 pub(super) const SLOTS: usize = 256;
+
+/// Slots for joined packets on a raw IP tun: a full read of the socket's worth of them
+/// (64 datagrams, at most one packet each) twice over.
+pub(super) const LARGE_SLOTS: usize = 16;
+/// A joined packet's size at most.
+const LARGE_SLOT: usize = MAX_SUPER;
 
 /// How long the engine waits for a slot before it drops the packet: a thread that frees none
 /// for this long is not writing (it never blocks on the non-blocking fd otherwise). After
@@ -58,8 +68,10 @@ struct Shared {
 pub(super) struct TunWriteThread {
     /// Filled slots, in the order they are to be written (None only while dropping).
     to_write: Option<SyncSender<Slot>>,
-    /// Slots written and free again.
+    /// Slots of one packet written and free again.
     free: Receiver<Slot>,
+    /// Large slots written and free again (a tun that takes joined packets).
+    free_large: Option<Receiver<Slot>>,
     shared: Arc<Shared>,
     /// How long to wait for a slot ([`STALL`]).
     stall: Duration,
@@ -72,31 +84,36 @@ impl TunWriteThread {
     /// A writer thread for `tun`, if its packets are written one by one (not for an
     /// offloading tun); it writes through a duplicate of the fd.
     pub(super) fn for_tunnel(tun: &TunDevice) -> io::Result<Option<TunWriteThread>> {
-        if tun.framing() == crate::framing::Framing::VnetHdr {
-            return Ok(None);
-        }
-        TunWriteThread::spawn(tun.try_clone()?, STALL).map(Some)
+        let large = match tun.framing() {
+            Framing::VnetHdr => return Ok(None),
+            // The coalescer joins segments into plain packets only on a raw IP tun.
+            Framing::RawIp => LARGE_SLOTS,
+            Framing::AfHeader => 0,
+        };
+        TunWriteThread::spawn(tun.try_clone()?, STALL, large).map(Some)
     }
 
-    fn spawn(tun: TunDevice, stall: Duration) -> io::Result<TunWriteThread> {
-        let (to_write, queued) = mpsc::sync_channel::<Slot>(SLOTS);
-        let (give_back, free) = mpsc::sync_channel::<Slot>(SLOTS);
-        for _ in 0..SLOTS {
-            let slot = Slot {
-                buf: vec![0u8; MAX_PACKET].into_boxed_slice(),
-                len: 0,
-            };
-            // Cannot fail: the receiver is ours and the channel holds SLOTS.
-            let _ = give_back.try_send(slot);
-        }
+    fn spawn(tun: TunDevice, stall: Duration, large: usize) -> io::Result<TunWriteThread> {
+        let (to_write, queued) = mpsc::sync_channel::<Slot>(SLOTS + large);
+        let (give_back, free) = pool(SLOTS, MAX_PACKET);
+        let (give_back_large, free_large) = match large {
+            0 => (None, None),
+            n => {
+                let (give_back, free) = pool(n, LARGE_SLOT);
+                (Some(give_back), Some(free))
+            }
+        };
         let shared = Arc::new(Shared::default());
         let theirs = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("svpn-tun-write".into())
-            .spawn(move || write_loop(&tun, &queued, &give_back, &theirs))?;
+            .spawn(move || {
+                write_loop(&tun, &queued, &give_back, give_back_large.as_ref(), &theirs)
+            })?;
         Ok(TunWriteThread {
             to_write: Some(to_write),
             free,
+            free_large,
             shared,
             stall,
             stalled: AtomicBool::new(false),
@@ -117,15 +134,17 @@ impl TunWriteThread {
         let Some(to_write) = &self.to_write else {
             return Err(io::ErrorKind::BrokenPipe.into());
         };
-        if packet.len() > MAX_PACKET {
-            return Err(io::ErrorKind::InvalidInput.into());
-        }
-        let mut slot = match self.free.try_recv() {
+        let free = match &self.free_large {
+            _ if packet.len() <= MAX_PACKET => &self.free,
+            Some(large) if packet.len() <= LARGE_SLOT => large,
+            _ => return Err(io::ErrorKind::InvalidInput.into()),
+        };
+        let mut slot = match free.try_recv() {
             Ok(slot) => slot,
             Err(TryRecvError::Empty) if self.stalled.load(Ordering::Relaxed) => {
                 return Err(io::ErrorKind::WouldBlock.into())
             }
-            Err(TryRecvError::Empty) => match self.free.recv_timeout(self.stall) {
+            Err(TryRecvError::Empty) => match free.recv_timeout(self.stall) {
                 Ok(slot) => slot,
                 Err(RecvTimeoutError::Timeout) => {
                     tracing::debug!("the tun writer thread freed no slot in time");
@@ -176,11 +195,27 @@ impl Drop for TunWriteThread {
     }
 }
 
-/// The thread: writes each slot in order and gives it back, until the engine lets go.
+/// `count` free slots of `size` bytes: the channel that gives them back, and its receiver.
+fn pool(count: usize, size: usize) -> (SyncSender<Slot>, Receiver<Slot>) {
+    let (give_back, free) = mpsc::sync_channel::<Slot>(count);
+    for _ in 0..count {
+        let slot = Slot {
+            buf: vec![0u8; size].into_boxed_slice(),
+            len: 0,
+        };
+        // Cannot fail: the receiver is ours and the channel holds `count`.
+        let _ = give_back.try_send(slot);
+    }
+    (give_back, free)
+}
+
+/// The thread: writes each slot in order and gives it back to its pool, until the engine
+/// lets go.
 fn write_loop(
     tun: &TunDevice,
     queued: &Receiver<Slot>,
     give_back: &SyncSender<Slot>,
+    give_back_large: Option<&SyncSender<Slot>>,
     shared: &Shared,
 ) {
     while let Ok(slot) = queued.recv() {
@@ -189,8 +224,12 @@ fn write_loop(
             shared.failed.fetch_add(1, Ordering::Relaxed);
         }
         shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let pool = match give_back_large {
+            Some(large) if slot.buf.len() > MAX_PACKET => large,
+            _ => give_back,
+        };
         // The engine may have gone; then the slot goes with the thread.
-        let _ = give_back.try_send(slot);
+        let _ = pool.try_send(slot);
     }
 }
 
@@ -252,7 +291,7 @@ mod tests {
         let (tun, peer) = fake_tun();
         let total = 2000;
         let reader = std::thread::spawn(move || read_all(&peer, total));
-        let writer = TunWriteThread::spawn(tun.try_clone().unwrap(), PATIENT).unwrap();
+        let writer = TunWriteThread::spawn(tun.try_clone().unwrap(), PATIENT, 0).unwrap();
         let mut inline = 0;
         for n in 0..total {
             if n % 100 == 0 {
@@ -279,7 +318,7 @@ mod tests {
     #[test]
     fn more_packets_than_slots_wait_for_the_thread_instead_of_being_dropped() {
         let (tun, peer) = fake_tun();
-        let writer = TunWriteThread::spawn(tun, PATIENT).unwrap();
+        let writer = TunWriteThread::spawn(tun, PATIENT, 0).unwrap();
         let total = SLOTS * 4;
         let reader = std::thread::spawn(move || read_all(&peer, total));
         for n in 0..total {
@@ -295,7 +334,7 @@ mod tests {
     fn a_thread_that_frees_no_slot_costs_one_wait_then_packets_until_it_writes_again() {
         let (tun, peer) = fake_tun();
         // Nobody reads: the thread's (blocking) write waits once the pair's queue is full.
-        let mut writer = TunWriteThread::spawn(tun, Duration::from_millis(20)).unwrap();
+        let mut writer = TunWriteThread::spawn(tun, Duration::from_millis(20), 0).unwrap();
         // Dropped before the writer, even when an assertion fails: its write then ends.
         let peer = peer;
         let handed = (0..SLOTS * 16)
@@ -329,7 +368,7 @@ mod tests {
     fn refused_writes_are_counted_and_the_thread_ends_with_its_handle() {
         let (tun, peer) = fake_tun();
         drop(peer);
-        let writer = TunWriteThread::spawn(tun, PATIENT).unwrap();
+        let writer = TunWriteThread::spawn(tun, PATIENT, 0).unwrap();
         for n in 0..10u16 {
             writer.hand_over(&packet(n)).unwrap();
         }
@@ -342,9 +381,68 @@ mod tests {
     #[test]
     fn a_packet_larger_than_a_slot_is_refused() {
         let (tun, _peer) = fake_tun();
-        let writer = TunWriteThread::spawn(tun, PATIENT).unwrap();
+        let writer = TunWriteThread::spawn(tun, PATIENT, 0).unwrap();
         let err = writer.hand_over(&vec![0u8; MAX_PACKET + 1]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn joined_packets_take_large_slots_and_keep_their_place_among_single_ones() {
+        let (tun, peer) = fake_tun();
+        // A socket pair holds datagrams of this size only with a buffer to match.
+        let size = (LARGE_SLOT * 4) as libc::c_int;
+        for fd in [tun.as_raw_fd(), peer.as_raw_fd()] {
+            for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+                // SAFETY: setsockopt with a c_int the size it says, on sockets the test owns.
+                let rc = unsafe {
+                    libc::setsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        opt,
+                        (&size as *const libc::c_int).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
+                assert_eq!(rc, 0);
+            }
+        }
+        let writer = TunWriteThread::spawn(tun, PATIENT, LARGE_SLOTS).unwrap();
+        let big = |n: u8| vec![n; LARGE_SLOT];
+        let total = LARGE_SLOTS * 3;
+        let reader = std::thread::spawn(move || {
+            peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = vec![0u8; LARGE_SLOT + 1];
+            (0..total * 2)
+                .map(|_| {
+                    let n = peer.recv(&mut buf).unwrap();
+                    buf[..n].to_vec()
+                })
+                .collect::<Vec<_>>()
+        });
+        // More large packets than large slots: they wait for each other, not for the small.
+        for n in 0..total {
+            writer.hand_over(&big(n as u8)).unwrap();
+            writer.hand_over(&packet(n as u16)).unwrap();
+        }
+        let got = reader.join().unwrap();
+        for n in 0..total {
+            assert_eq!(got[2 * n], big(n as u8), "large packet {n}");
+            assert_eq!(got[2 * n + 1], packet(n as u16), "packet {n}");
+        }
+        // Larger than any slot: refused.
+        let err = writer.hand_over(&vec![0u8; LARGE_SLOT + 1]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(writer.finish(), 0);
+    }
+
+    #[test]
+    fn only_a_raw_ip_tun_gets_large_slots() {
+        for (framing, large) in [(Framing::RawIp, true), (Framing::AfHeader, false)] {
+            let (ours, _theirs) = UnixDatagram::pair().unwrap();
+            let tun = TunDevice::from_owned(OwnedFd::from(ours), framing).unwrap();
+            let writer = TunWriteThread::for_tunnel(&tun).unwrap().unwrap();
+            assert_eq!(writer.free_large.is_some(), large, "{framing:?}");
+        }
     }
 
     #[test]

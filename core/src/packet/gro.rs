@@ -1,7 +1,20 @@
-//! Receive-side coalescing for a Linux tun with `IFF_VNET_HDR`: consecutive TCP segments of
-//! one flow, decrypted from one batch of datagrams, are joined into a super-packet written
-//! with one `write` and handed to the kernel's TCP as one unit (what GRO does for a NIC).
-//! Anything that cannot join is written as it is, in order.
+//! Receive-side coalescing: consecutive TCP segments of one flow, decrypted from one batch of
+//! datagrams, are joined into one large packet written with one `write` and handed to the
+//! kernel's TCP as one unit (what GRO does for a NIC). Anything that cannot join is written as
+//! it is, in order.
+//!
+//! - On a Linux tun with `IFF_VNET_HDR` ([`Output::Gso`]) the joined packet is a GSO
+//!   super-packet: the `virtio_net_hdr` gives its segment size and leaves the checksum partial,
+//!   so the kernel can cut it again if it forwards it.
+//! - On a tun without offloads — a phone's `VpnService` fd, a Linux tun without the header —
+//!   ([`Output::Plain`]) it is one plain IP packet larger than the MTU, every checksum complete.
+//!   The kernel takes it whole: a tun does not hold what it receives to the MTU, and TCP takes
+//!   segments of any size. This is only sound because every packet the engine writes is
+//!   addressed to this device (the data plane rewrites the destination to our own address), so
+//!   it is delivered, never forwarded out of a smaller link. Each such write saves the kernel
+//!   a receive path per segment, and the receiver's TCP acknowledges once per packet, so the
+//!   sender's engine carries fewer ACKs too. A utun (iOS) is not given such packets: whether
+//!   its kernel takes one above the MTU is not known here.
 
 use crate::packet::checksum::{accumulate, finish};
 use crate::packet::gso::{
@@ -11,9 +24,20 @@ use std::io;
 
 const TCP_ACK: u8 = 0x10;
 /// Largest IP packet the kernel accepts from the tun.
-const MAX_SUPER: usize = 65_535;
+pub const MAX_SUPER: usize = 65_535;
 
-/// Where frames go: a `virtio_net_hdr` and an IP packet.
+/// What a joined packet is written as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// A GSO super-packet behind a `virtio_net_hdr` (a Linux tun with `IFF_VNET_HDR`).
+    Gso,
+    /// A plain IP packet with complete checksums (a tun without offloads, whose kernel
+    /// delivers it to this device).
+    Plain,
+}
+
+/// Where frames go: a `virtio_net_hdr` and an IP packet. In [`Output::Plain`] the header is
+/// all zero and a tun without offloads writes the packet alone.
 pub trait FrameSink {
     fn write_frame(&mut self, vnet: &[u8; VNET_HDR_LEN], packet: &[u8]) -> io::Result<()>;
 }
@@ -34,6 +58,7 @@ pub struct Coalescer {
     buf: Box<[u8]>,
     len: usize,
     flow: Option<Flow>,
+    output: Output,
 }
 
 impl Default for Coalescer {
@@ -42,6 +67,7 @@ impl Default for Coalescer {
             buf: vec![0u8; MAX_SUPER].into_boxed_slice(),
             len: 0,
             flow: None,
+            output: Output::Gso,
         }
     }
 }
@@ -98,6 +124,18 @@ fn parse(packet: &[u8]) -> Option<Segment> {
 }
 
 impl Coalescer {
+    /// What the packets joined from now on are written as (a new tunnel may want the
+    /// other). Call between batches: what is held must have been flushed.
+    pub fn set_output(&mut self, output: Output) {
+        debug_assert!(self.flow.is_none(), "output changed with segments held");
+        self.output = output;
+    }
+
+    /// The segments held for the next flush.
+    pub fn held_segments(&self) -> usize {
+        self.flow.as_ref().map_or(0, |flow| flow.segments)
+    }
+
     /// Takes one complete IP packet (checksums valid) for the tun.
     pub fn push(&mut self, packet: &[u8], sink: &mut impl FrameSink) -> io::Result<()> {
         let segment = parse(packet);
@@ -170,7 +208,7 @@ impl Coalescer {
         }
     }
 
-    /// Writes what is gathered: a lone segment as it came, several as one super-packet.
+    /// Writes what is gathered: a lone segment as it came, several as one large packet.
     pub fn flush(&mut self, sink: &mut impl FrameSink) -> io::Result<()> {
         let Some(flow) = self.flow.take() else {
             return Ok(());
@@ -188,6 +226,16 @@ impl Coalescer {
             packet[10..12].copy_from_slice(&sum.to_be_bytes());
         } else {
             packet[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+        }
+        if self.output == Output::Plain {
+            // A full checksum over the joined data. The segments' own checksums are not
+            // carried over: the AEAD already authenticated every byte, and the GSO output
+            // (left partial, so never checked on local delivery) trusts them no more.
+            packet[ip + 16..ip + 18].fill(0);
+            let pseudo = pseudo_header_sum(&packet[..ip], flow.v4, (len - ip) as u32);
+            let sum = finish(accumulate(pseudo, &packet[ip..]));
+            packet[ip + 16..ip + 18].copy_from_slice(&sum.to_be_bytes());
+            return sink.write_frame(&[0; VNET_HDR_LEN], packet);
         }
         // CHECKSUM_PARTIAL: the field holds the pseudo-header sum (folded, not complemented),
         // the kernel does the rest where it is needed.
@@ -319,6 +367,82 @@ mod tests {
         let got: Vec<&Vec<u8>> = sink.0.iter().map(|(_, p)| p).collect();
         assert_eq!(got, vec![&a, &gap, &other, &syn, &udp]);
         assert!(sink.0.iter().all(|(v, _)| *v == [0; VNET_HDR_LEN]));
+    }
+
+    /// The Internet checksum over `data` with `sum` added is all ones when it is valid.
+    fn sums_to_ones(sum: u64, data: &[u8]) -> bool {
+        finish(accumulate(sum, data)) == 0
+    }
+
+    /// A plain join is one IP packet a kernel takes as it would the segments: lengths, the
+    /// IPv4 header checksum and the full TCP checksum valid, the payloads in order.
+    fn plain_join(v4: bool) {
+        let mut c = Coalescer::default();
+        c.set_output(Output::Plain);
+        let mut sink = Frames::default();
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let originals: Vec<Vec<u8>> = data
+            .chunks(1000)
+            .enumerate()
+            .map(|(i, chunk)| segment(v4, 9_000 + 1000 * i as u32, chunk, i == 39, 4000))
+            .collect();
+        for p in &originals {
+            c.push(p, &mut sink).unwrap();
+        }
+        assert_eq!(c.held_segments(), 40);
+        c.flush(&mut sink).unwrap();
+        assert_eq!(c.held_segments(), 0);
+        assert_eq!(sink.0.len(), 1, "not joined");
+        let (vnet, packet) = &sink.0[0];
+        assert_eq!(*vnet, [0; VNET_HDR_LEN], "a plain packet has no header");
+        let ip = if v4 { 20 } else { 40 };
+        let headers = ip + 20;
+        assert_eq!(packet.len(), headers + data.len());
+        assert_eq!(&packet[headers..], &data[..]);
+        if v4 {
+            assert_eq!(
+                u16::from_be_bytes([packet[2], packet[3]]) as usize,
+                packet.len()
+            );
+            assert!(sums_to_ones(0, &packet[..20]), "IPv4 header checksum");
+        } else {
+            let payload_len = u16::from_be_bytes([packet[4], packet[5]]) as usize;
+            assert_eq!(payload_len, packet.len() - 40);
+        }
+        let pseudo = pseudo_header_sum(&packet[..ip], v4, (packet.len() - ip) as u32);
+        assert!(sums_to_ones(pseudo, &packet[ip..]), "TCP checksum");
+        // The first segment's sequence number, the last one's PSH.
+        assert_eq!(packet[ip + 4..ip + 8], 9_000u32.to_be_bytes());
+        assert_ne!(packet[ip + 13] & TCP_PSH, 0);
+    }
+
+    #[test]
+    fn segments_join_into_one_plain_packet_with_valid_checksums() {
+        plain_join(true);
+        plain_join(false);
+    }
+
+    #[test]
+    fn a_plain_join_stops_at_the_largest_ip_packet() {
+        let mut c = Coalescer::default();
+        c.set_output(Output::Plain);
+        let mut sink = Frames::default();
+        for i in 0..100u32 {
+            c.push(
+                &segment(true, 1 + 1400 * i, &[5; 1400], false, 4000),
+                &mut sink,
+            )
+            .unwrap();
+        }
+        c.flush(&mut sink).unwrap();
+        let sizes: Vec<usize> = sink.0.iter().map(|(_, p)| p.len()).collect();
+        assert!(sizes.iter().all(|&n| n <= MAX_SUPER), "{sizes:?}");
+        assert_eq!(sizes.iter().map(|n| n - 40).sum::<usize>(), 140_000);
+        assert_eq!(sizes.len(), 3, "{sizes:?}");
+        for (_, p) in &sink.0 {
+            let pseudo = pseudo_header_sum(&p[..20], true, (p.len() - 20) as u32);
+            assert!(sums_to_ones(pseudo, &p[20..]));
+        }
     }
 
     #[test]

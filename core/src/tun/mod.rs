@@ -140,13 +140,17 @@ impl TunDevice {
 }
 
 impl crate::packet::gro::FrameSink for &TunDevice {
-    /// Writes a frame with its own `virtio_net_hdr` (a tun opened with `IFF_VNET_HDR`).
+    /// Writes a frame with its own `virtio_net_hdr` on a tun opened with `IFF_VNET_HDR`; on
+    /// any other, the packet alone (the coalescer's `Output::Plain`, whose header is zero).
     fn write_frame(
         &mut self,
         vnet: &[u8; crate::packet::gso::VNET_HDR_LEN],
         packet: &[u8],
     ) -> io::Result<()> {
-        self.write_with_header(vnet, packet)
+        match self.framing {
+            Framing::VnetHdr => self.write_with_header(vnet, packet),
+            _ => self.write_packet(packet),
+        }
     }
 }
 
