@@ -5,7 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use socialvpn_core::packet::gro::{Coalescer, FrameSink};
+use socialvpn_core::packet::checksum::{accumulate, finish};
+use socialvpn_core::packet::gro::{Coalescer, FrameSink, Output};
 use socialvpn_core::packet::gso::{complete_checksum, segment_tcp, VnetHdr, VNET_HDR_LEN};
 
 #[derive(Default)]
@@ -55,4 +56,30 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     assert_eq!(total, packets.iter().map(|p| p.len()).sum::<usize>());
+
+    // The same packets for a tun without offloads: the same joins, written as plain packets
+    // whose TCP checksum is complete instead of partial; nothing else differs.
+    let mut plain = Coalescer::default();
+    plain.set_output(Output::Plain);
+    let mut plain_frames = Frames::default();
+    for p in &packets {
+        plain.push(p, &mut plain_frames).unwrap();
+    }
+    plain.flush(&mut plain_frames).unwrap();
+    assert_eq!(plain_frames.0.len(), frames.0.len());
+    for ((vnet, gso), (zero, frame)) in frames.0.iter().zip(&plain_frames.0) {
+        assert_eq!(*zero, [0; VNET_HDR_LEN]);
+        assert_eq!(gso.len(), frame.len());
+        if !VnetHdr::parse(vnet).unwrap().is_gso() {
+            assert_eq!(gso, frame);
+            continue;
+        }
+        let v4 = frame[0] >> 4 == 4;
+        let ip = if v4 { 20 } else { 40 };
+        assert_eq!(gso[..ip + 16], frame[..ip + 16]);
+        assert_eq!(gso[ip + 18..], frame[ip + 18..]);
+        let addrs = if v4 { &frame[12..20] } else { &frame[8..40] };
+        let pseudo = accumulate(0, addrs) + 6 + (frame.len() - ip) as u64;
+        assert_eq!(finish(accumulate(pseudo, &frame[ip..])), 0, "TCP checksum");
+    }
 });
