@@ -29,26 +29,13 @@ impl DpNode {
         subnet: &str,
         listen: &str,
     ) -> DpNode {
-        Self::start_with(bin, ns, state, tun, subnet, listen, None)
+        Self::start_with(bin, ns, state, tun, subnet, listen, None, &[])
     }
 
-    /// Starts a node that logs in to XMPP with the JSON social configuration at `social`.
-    pub fn start_with(
-        bin: &Path,
-        ns: &Namespace,
-        state: &Path,
-        tun: &str,
-        subnet: &str,
-        listen: &str,
-        social: Option<&Path>,
-    ) -> DpNode {
-        Self::start_in_env(bin, ns, state, tun, subnet, listen, social, &[])
-    }
-
-    /// Starts a node with extra environment (`SOCIALVPN_TUN_MODE=raw`: the tun as a phone
-    /// hands it over).
+    /// Starts a node that logs in to XMPP with the JSON social configuration at `social`,
+    /// with extra environment (`SOCIALVPN_TUN_MODE=raw`: the tun as a phone hands it over).
     #[allow(clippy::too_many_arguments)]
-    pub fn start_in_env(
+    pub fn start_with(
         bin: &Path,
         ns: &Namespace,
         state: &Path,

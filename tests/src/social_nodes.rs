@@ -104,6 +104,7 @@ pub fn start_node_in(
         subnet_of(user),
         &listen,
         Some(&social),
+        &[],
     )
 }
 

@@ -94,7 +94,7 @@ fn start(
     underlay: &str,
     env: &[(&str, &str)],
 ) -> DpNode {
-    DpNode::start_in_env(
+    DpNode::start_with(
         bin,
         ns,
         state,

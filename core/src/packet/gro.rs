@@ -295,16 +295,21 @@ mod tests {
         out
     }
 
+    /// `data` as consecutive segments of 1 000 bytes from `seq`, the last one with PSH.
+    fn segments_of(v4: bool, data: &[u8], seq: u32) -> Vec<Vec<u8>> {
+        let last = data.len().div_ceil(1000) - 1;
+        data.chunks(1000)
+            .enumerate()
+            .map(|(i, chunk)| segment(v4, seq + 1000 * i as u32, chunk, i == last, 4000))
+            .collect()
+    }
+
     /// Joined segments, cut again as the kernel would, give back the same packets.
     fn round_trip(v4: bool) {
         let mut c = Coalescer::default();
         let mut sink = Frames::default();
         let data: Vec<u8> = (0..4000u32).map(|i| (i % 253) as u8).collect();
-        let originals: Vec<Vec<u8>> = data
-            .chunks(1000)
-            .enumerate()
-            .map(|(i, chunk)| segment(v4, 7 + 1000 * i as u32, chunk, i == 3, 4000))
-            .collect();
+        let originals = segments_of(v4, &data, 7);
         for p in &originals {
             c.push(p, &mut sink).unwrap();
         }
@@ -381,12 +386,7 @@ mod tests {
         c.set_output(Output::Plain);
         let mut sink = Frames::default();
         let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let originals: Vec<Vec<u8>> = data
-            .chunks(1000)
-            .enumerate()
-            .map(|(i, chunk)| segment(v4, 9_000 + 1000 * i as u32, chunk, i == 39, 4000))
-            .collect();
-        for p in &originals {
+        for p in &segments_of(v4, &data, 9_000) {
             c.push(p, &mut sink).unwrap();
         }
         assert_eq!(c.held_segments(), 40);
