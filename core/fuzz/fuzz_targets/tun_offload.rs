@@ -13,7 +13,12 @@ use socialvpn_core::packet::gso::{complete_checksum, segment_tcp, VnetHdr, VNET_
 struct Frames(Vec<([u8; VNET_HDR_LEN], Vec<u8>)>);
 
 impl FrameSink for Frames {
-    fn write_frame(&mut self, vnet: &[u8; VNET_HDR_LEN], packet: &[u8]) -> std::io::Result<()> {
+    fn write_frame(
+        &mut self,
+        vnet: &[u8; VNET_HDR_LEN],
+        packet: &[u8],
+        _segments: usize,
+    ) -> std::io::Result<()> {
         self.0.push((*vnet, packet.to_vec()));
         Ok(())
     }

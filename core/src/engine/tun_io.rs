@@ -167,7 +167,8 @@ fn offloaded_frame(
 
 /// Where decrypted packets go: the tun, through the TCP coalescer unless it takes address
 /// family headers (utun), and through the writer thread when it has one (a tun without
-/// offloads).
+/// offloads). What the kernel or the thread refuses is counted as `tun_write` drops, per
+/// packet (a joined packet's segments all count), when the read's batch is flushed.
 pub(super) struct TunWriter<'a> {
     tun: Option<&'a TunDevice>,
     gro: &'a mut Coalescer,
@@ -176,6 +177,8 @@ pub(super) struct TunWriter<'a> {
     /// Whether nothing of this read has been written yet: the first frame is written here
     /// when the thread has nothing in flight (at idle no packet crosses a thread).
     first: bool,
+    /// Packets refused so far in this batch.
+    lost: u64,
 }
 
 impl<'a> TunWriter<'a> {
@@ -196,7 +199,18 @@ impl<'a> TunWriter<'a> {
             gro,
             thread,
             first: true,
+            lost: 0,
         }
+    }
+
+    fn frames(&mut self, tun: &'a TunDevice) -> (&mut Coalescer, Frames<'_, 'a>) {
+        let frames = Frames {
+            tun,
+            thread: self.thread,
+            first: &mut self.first,
+            lost: &mut self.lost,
+        };
+        (self.gro, frames)
     }
 }
 
@@ -205,35 +219,27 @@ impl TunSink for TunWriter<'_> {
         let Some(tun) = self.tun else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        let mut out = Frames {
-            tun,
-            thread: self.thread,
-            first: &mut self.first,
-        };
+        let (gro, mut out) = self.frames(tun);
         match tun.framing() {
             // A utun takes no packet larger than its MTU that we know of: written as it came.
-            Framing::AfHeader => out.write(packet),
-            Framing::VnetHdr | Framing::RawIp => self.gro.push(packet, &mut out),
+            Framing::AfHeader => out.write(packet, 1),
+            // Frames count what they lose; the coalescer's errors are theirs.
+            Framing::VnetHdr | Framing::RawIp => gro.push(packet, &mut out)?,
         }
+        Ok(())
     }
 }
 
 impl TunWriter<'_> {
     /// Writes what the coalescer holds (at the end of each batch of datagrams) and counts
-    /// the writes the kernel refused (a refused joined packet loses all its segments).
+    /// the packets the kernel or the thread refused.
     pub(super) fn flush(&mut self, node: &mut Node) {
         if let Some(tun) = self.tun {
-            let held = self.gro.held_segments();
-            let mut out = Frames {
-                tun,
-                thread: self.thread,
-                first: &mut self.first,
-            };
-            if let Err(e) = self.gro.flush(&mut out) {
-                tracing::trace!(error = %e, "tun write failed");
-                node.count_drops(DropReason::TunWrite, held as u64);
-            }
+            let (gro, mut out) = self.frames(tun);
+            // Frames count what they lose.
+            let _ = gro.flush(&mut out);
         }
+        node.count_drops(DropReason::TunWrite, std::mem::take(&mut self.lost));
         if let Some(thread) = self.thread {
             node.count_drops(DropReason::TunWrite, thread.take_failed());
         }
@@ -242,35 +248,56 @@ impl TunWriter<'_> {
 
 /// Frames on their way to the tun: handed to its writer thread, or written here (no thread,
 /// or the first of a read while the thread has nothing in flight, so the order is kept).
+/// A frame refused is counted in `lost` with every packet it carries, not returned.
 struct Frames<'w, 'a> {
     tun: &'a TunDevice,
     thread: Option<&'a TunWriteThread>,
     first: &'w mut bool,
+    lost: &'w mut u64,
 }
 
 impl Frames<'_, '_> {
-    fn write(&mut self, packet: &[u8]) -> io::Result<()> {
+    fn write(&mut self, packet: &[u8], packets: usize) {
         let first = std::mem::replace(self.first, false);
-        match self.thread {
-            Some(thread) if !(first && thread.is_idle()) => match thread.hand_over(packet) {
-                // The thread is gone (it cannot be, short of a panic): write here.
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => self.tun.write_packet(packet),
-                handed => handed,
-            },
+        let written = match self.thread {
+            Some(thread) if !(first && thread.is_idle()) => {
+                match thread.hand_over(packet, packets as u64) {
+                    // The thread is gone (it cannot be, short of a panic): write here.
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                        self.tun.write_packet(packet)
+                    }
+                    handed => handed,
+                }
+            }
             _ => self.tun.write_packet(packet),
+        };
+        self.count(written, packets);
+    }
+
+    fn count(&mut self, written: io::Result<()>, packets: usize) {
+        if let Err(e) = written {
+            tracing::trace!(error = %e, packets, "tun write failed");
+            *self.lost += packets as u64;
         }
     }
 }
 
 impl FrameSink for Frames<'_, '_> {
-    fn write_frame(&mut self, vnet: &[u8; VNET_HDR_LEN], packet: &[u8]) -> io::Result<()> {
+    fn write_frame(
+        &mut self,
+        vnet: &[u8; VNET_HDR_LEN],
+        packet: &[u8],
+        segments: usize,
+    ) -> io::Result<()> {
         match self.tun.framing() {
             // An offloading tun has no thread: its super-packets are written here.
             Framing::VnetHdr => {
                 let mut tun = self.tun;
-                tun.write_frame(vnet, packet)
+                let written = tun.write_frame(vnet, packet, segments);
+                self.count(written, segments);
             }
-            _ => self.write(packet),
+            _ => self.write(packet, segments),
         }
+        Ok(())
     }
 }

@@ -36,8 +36,9 @@ use std::time::Duration;
 /// full GRO reads, so a thread that is descheduled for a moment does not stall the engine.
 pub(super) const SLOTS: usize = 256;
 
-/// Slots for joined packets on a raw IP tun: a full read of the socket's worth of them
-/// (64 datagrams, at most one packet each) twice over.
+/// Slots for joined packets on a raw IP tun (1 MiB): a bulk flow's read of 64 datagrams
+/// joins into two, so several reads' worth; many flows interleaved in one read join into
+/// more, smaller ones, and the engine then waits for slots like for single packets.
 pub(super) const LARGE_SLOTS: usize = 16;
 /// A joined packet's size at most.
 const LARGE_SLOT: usize = MAX_SUPER;
@@ -52,6 +53,16 @@ const STALL: Duration = Duration::from_millis(50);
 struct Slot {
     buf: Box<[u8]>,
     len: usize,
+    /// The packets it carries (a joined packet carries its segments), for the drop count
+    /// if the kernel refuses it.
+    packets: u64,
+}
+
+/// Free slots of one size.
+struct Pool {
+    free: Receiver<Slot>,
+    /// The last wait for one of them ran out: take free slots only, do not wait.
+    stalled: AtomicBool,
 }
 
 /// What the engine and the thread both see.
@@ -59,7 +70,7 @@ struct Slot {
 struct Shared {
     /// Packets handed to the thread and not written yet.
     in_flight: AtomicUsize,
-    /// Writes the kernel refused, for the drop counters.
+    /// Packets in writes the kernel refused, for the drop counters.
     failed: AtomicU64,
 }
 
@@ -68,15 +79,13 @@ struct Shared {
 pub(super) struct TunWriteThread {
     /// Filled slots, in the order they are to be written (None only while dropping).
     to_write: Option<SyncSender<Slot>>,
-    /// Slots of one packet written and free again.
-    free: Receiver<Slot>,
-    /// Large slots written and free again (a tun that takes joined packets).
-    free_large: Option<Receiver<Slot>>,
+    /// Slots of one packet, written and free again.
+    small: Pool,
+    /// Large slots, written and free again (a tun that takes joined packets).
+    large: Option<Pool>,
     shared: Arc<Shared>,
     /// How long to wait for a slot ([`STALL`]).
     stall: Duration,
-    /// The last wait for a slot ran out: take free slots only, do not wait.
-    stalled: AtomicBool,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -95,8 +104,8 @@ impl TunWriteThread {
 
     fn spawn(tun: TunDevice, stall: Duration, large: usize) -> io::Result<TunWriteThread> {
         let (to_write, queued) = mpsc::sync_channel::<Slot>(SLOTS + large);
-        let (give_back, free) = pool(SLOTS, MAX_PACKET);
-        let (give_back_large, free_large) = match large {
+        let (give_back, small) = pool(SLOTS, MAX_PACKET);
+        let (give_back_large, large) = match large {
             0 => (None, None),
             n => {
                 let (give_back, free) = pool(n, LARGE_SLOT);
@@ -112,11 +121,10 @@ impl TunWriteThread {
             })?;
         Ok(TunWriteThread {
             to_write: Some(to_write),
-            free,
-            free_large,
+            small,
+            large,
             shared,
             stall,
-            stalled: AtomicBool::new(false),
             thread: Some(thread),
         })
     }
@@ -130,34 +138,36 @@ impl TunWriteThread {
     /// Hands `packet` to the thread, waiting for a free slot if all are in flight.
     /// `WouldBlock` if none came free in time (the packet is dropped); `BrokenPipe` if the
     /// thread is gone (the caller writes itself).
-    pub(super) fn hand_over(&self, packet: &[u8]) -> io::Result<()> {
+    /// `packets`: how many it carries (the segments of a joined packet), for the drop count.
+    pub(super) fn hand_over(&self, packet: &[u8], packets: u64) -> io::Result<()> {
         let Some(to_write) = &self.to_write else {
             return Err(io::ErrorKind::BrokenPipe.into());
         };
-        let free = match &self.free_large {
-            _ if packet.len() <= MAX_PACKET => &self.free,
+        let pool = match &self.large {
+            _ if packet.len() <= MAX_PACKET => &self.small,
             Some(large) if packet.len() <= LARGE_SLOT => large,
             _ => return Err(io::ErrorKind::InvalidInput.into()),
         };
-        let mut slot = match free.try_recv() {
+        let mut slot = match pool.free.try_recv() {
             Ok(slot) => slot,
-            Err(TryRecvError::Empty) if self.stalled.load(Ordering::Relaxed) => {
+            Err(TryRecvError::Empty) if pool.stalled.load(Ordering::Relaxed) => {
                 return Err(io::ErrorKind::WouldBlock.into())
             }
-            Err(TryRecvError::Empty) => match free.recv_timeout(self.stall) {
+            Err(TryRecvError::Empty) => match pool.free.recv_timeout(self.stall) {
                 Ok(slot) => slot,
                 Err(RecvTimeoutError::Timeout) => {
                     tracing::debug!("the tun writer thread freed no slot in time");
-                    self.stalled.store(true, Ordering::Relaxed);
+                    pool.stalled.store(true, Ordering::Relaxed);
                     return Err(io::ErrorKind::WouldBlock.into());
                 }
                 Err(RecvTimeoutError::Disconnected) => return Err(io::ErrorKind::BrokenPipe.into()),
             },
             Err(TryRecvError::Disconnected) => return Err(io::ErrorKind::BrokenPipe.into()),
         };
-        self.stalled.store(false, Ordering::Relaxed);
+        pool.stalled.store(false, Ordering::Relaxed);
         slot.buf[..packet.len()].copy_from_slice(packet);
         slot.len = packet.len();
+        slot.packets = packets;
         self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
         // Never waits: there are only SLOTS slots and the channel holds as many.
         to_write.send(slot).map_err(|_| {
@@ -166,7 +176,7 @@ impl TunWriteThread {
         })
     }
 
-    /// Writes the kernel refused since the last call.
+    /// Packets in writes the kernel refused since the last call.
     pub(super) fn take_failed(&self) -> u64 {
         self.shared.failed.swap(0, Ordering::Relaxed)
     }
@@ -195,18 +205,23 @@ impl Drop for TunWriteThread {
     }
 }
 
-/// `count` free slots of `size` bytes: the channel that gives them back, and its receiver.
-fn pool(count: usize, size: usize) -> (SyncSender<Slot>, Receiver<Slot>) {
+/// `count` free slots of `size` bytes: the channel that gives them back, and the pool.
+fn pool(count: usize, size: usize) -> (SyncSender<Slot>, Pool) {
     let (give_back, free) = mpsc::sync_channel::<Slot>(count);
     for _ in 0..count {
         let slot = Slot {
             buf: vec![0u8; size].into_boxed_slice(),
             len: 0,
+            packets: 0,
         };
         // Cannot fail: the receiver is ours and the channel holds `count`.
         let _ = give_back.try_send(slot);
     }
-    (give_back, free)
+    let pool = Pool {
+        free,
+        stalled: AtomicBool::new(false),
+    };
+    (give_back, pool)
 }
 
 /// The thread: writes each slot in order and gives it back to its pool, until the engine
@@ -221,7 +236,7 @@ fn write_loop(
     while let Ok(slot) = queued.recv() {
         if let Err(e) = tun.write_packet(&slot.buf[..slot.len]) {
             tracing::trace!(error = %e, "tun write failed");
-            shared.failed.fetch_add(1, Ordering::Relaxed);
+            shared.failed.fetch_add(slot.packets, Ordering::Relaxed);
         }
         shared.in_flight.fetch_sub(1, Ordering::AcqRel);
         let pool = match give_back_large {
@@ -303,7 +318,7 @@ mod tests {
                 tun.write_packet(&packet(n as u16)).unwrap();
                 inline += 1;
             } else {
-                writer.hand_over(&packet(n as u16)).unwrap();
+                writer.hand_over(&packet(n as u16), 1).unwrap();
             }
         }
         let got = reader.join().unwrap();
@@ -322,7 +337,7 @@ mod tests {
         let total = SLOTS * 4;
         let reader = std::thread::spawn(move || read_all(&peer, total));
         for n in 0..total {
-            writer.hand_over(&packet(n as u16)).unwrap();
+            writer.hand_over(&packet(n as u16), 1).unwrap();
         }
         let got = reader.join().unwrap();
         assert_eq!(got.len(), total);
@@ -338,29 +353,64 @@ mod tests {
         // Dropped before the writer, even when an assertion fails: its write then ends.
         let peer = peer;
         let handed = (0..SLOTS * 16)
-            .take_while(|&n| writer.hand_over(&packet(n as u16)).is_ok())
+            .take_while(|&n| writer.hand_over(&packet(n as u16), 1).is_ok())
             .count();
         assert!(
             handed >= SLOTS,
             "{handed} handed over before the wait ran out"
         );
-        assert!(writer.stalled.load(Ordering::Relaxed));
+        assert!(writer.small.stalled.load(Ordering::Relaxed));
         // No second wait, however long a wait would be: dropped at once while nothing came
         // free.
         writer.stall = PATIENT;
         let asked = std::time::Instant::now();
-        let err = writer.hand_over(&packet(0)).unwrap_err();
+        let err = writer.hand_over(&packet(0), 1).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         assert!(asked.elapsed() < PATIENT / 2, "the engine waited again");
         // The tun goes away: the thread's writes fail (counted), its slots come free.
         drop(peer);
         wait_idle(&writer);
-        writer.hand_over(&packet(1)).unwrap();
-        assert!(!writer.stalled.load(Ordering::Relaxed));
+        writer.hand_over(&packet(1), 1).unwrap();
+        assert!(!writer.small.stalled.load(Ordering::Relaxed));
         let failed = writer.finish();
         assert!(
             (1..=handed as u64 + 1).contains(&failed),
             "{failed} failed writes"
+        );
+    }
+
+    #[test]
+    fn a_stalled_pool_costs_one_wait_even_while_the_other_still_has_slots() {
+        let (tun, peer) = fake_tun();
+        let mut writer =
+            TunWriteThread::spawn(tun, Duration::from_millis(20), LARGE_SLOTS).unwrap();
+        let peer = peer;
+        let big = vec![7u8; LARGE_SLOT];
+        // Nobody reads: the thread blocks, and the large slots run out first.
+        let handed = (0..LARGE_SLOTS * 4)
+            .take_while(|_| writer.hand_over(&big, 40).is_ok())
+            .count();
+        assert!(
+            handed >= LARGE_SLOTS - 1,
+            "{handed} large packets handed over"
+        );
+        writer.stall = PATIENT;
+        // A single packet still finds a free slot of its own...
+        writer.hand_over(&packet(1), 1).unwrap();
+        // ...and that does not make the next joined packet wait again.
+        let asked = std::time::Instant::now();
+        let err = writer.hand_over(&big, 40).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert!(asked.elapsed() < PATIENT / 2, "the engine waited again");
+        // The tun goes away: every write fails, counted by the packets each carried.
+        drop(peer);
+        wait_idle(&writer);
+        let failed = writer.finish();
+        assert!(failed >= 40 * (handed as u64 - 4), "{failed} packets lost");
+        assert_eq!(
+            failed % 40,
+            1,
+            "{failed}: the joined packets count 40 each, the single 1"
         );
     }
 
@@ -370,7 +420,7 @@ mod tests {
         drop(peer);
         let writer = TunWriteThread::spawn(tun, PATIENT, 0).unwrap();
         for n in 0..10u16 {
-            writer.hand_over(&packet(n)).unwrap();
+            writer.hand_over(&packet(n), 1).unwrap();
         }
         // Ends only after it wrote (or failed to write) everything it held.
         let shared = Arc::clone(&writer.shared);
@@ -382,7 +432,7 @@ mod tests {
     fn a_packet_larger_than_a_slot_is_refused() {
         let (tun, _peer) = fake_tun();
         let writer = TunWriteThread::spawn(tun, PATIENT, 0).unwrap();
-        let err = writer.hand_over(&vec![0u8; MAX_PACKET + 1]).unwrap_err();
+        let err = writer.hand_over(&vec![0u8; MAX_PACKET + 1], 1).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 
@@ -421,8 +471,8 @@ mod tests {
         });
         // More large packets than large slots: they wait for each other, not for the small.
         for n in 0..total {
-            writer.hand_over(&big(n as u8)).unwrap();
-            writer.hand_over(&packet(n as u16)).unwrap();
+            writer.hand_over(&big(n as u8), 1).unwrap();
+            writer.hand_over(&packet(n as u16), 1).unwrap();
         }
         let got = reader.join().unwrap();
         for n in 0..total {
@@ -430,7 +480,7 @@ mod tests {
             assert_eq!(got[2 * n + 1], packet(n as u16), "packet {n}");
         }
         // Larger than any slot: refused.
-        let err = writer.hand_over(&vec![0u8; LARGE_SLOT + 1]).unwrap_err();
+        let err = writer.hand_over(&vec![0u8; LARGE_SLOT + 1], 1).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert_eq!(writer.finish(), 0);
     }
@@ -441,7 +491,7 @@ mod tests {
             let (ours, _theirs) = UnixDatagram::pair().unwrap();
             let tun = TunDevice::from_owned(OwnedFd::from(ours), framing).unwrap();
             let writer = TunWriteThread::for_tunnel(&tun).unwrap().unwrap();
-            assert_eq!(writer.free_large.is_some(), large, "{framing:?}");
+            assert_eq!(writer.large.is_some(), large, "{framing:?}");
         }
     }
 

@@ -9,8 +9,9 @@
 //! - On a tun without offloads — a phone's `VpnService` fd, a Linux tun without the header —
 //!   ([`Output::Plain`]) it is one plain IP packet larger than the MTU, every checksum complete.
 //!   The kernel takes it whole: a tun does not hold what it receives to the MTU, and TCP takes
-//!   segments of any size. This is only sound because every packet the engine writes is
-//!   addressed to this device (the data plane rewrites the destination to our own address), so
+//!   segments of any size. This is only sound because every TCP packet the engine writes is
+//!   addressed to this device (IPv4 unicast is rewritten to our own address, IPv6 must already
+//!   be addressed to our own ULA; TCP to a broadcast or group address the kernel discards), so
 //!   it is delivered, never forwarded out of a smaller link. Each such write saves the kernel
 //!   a receive path per segment, and the receiver's TCP acknowledges once per packet, so the
 //!   sender's engine carries fewer ACKs too. A utun (iOS) is not given such packets: whether
@@ -36,10 +37,16 @@ pub enum Output {
     Plain,
 }
 
-/// Where frames go: a `virtio_net_hdr` and an IP packet. In [`Output::Plain`] the header is
-/// all zero and a tun without offloads writes the packet alone.
+/// Where frames go: a `virtio_net_hdr` and an IP packet carrying `segments` of the packets
+/// pushed (one, or those joined). In [`Output::Plain`] the header is all zero and a tun
+/// without offloads writes the packet alone.
 pub trait FrameSink {
-    fn write_frame(&mut self, vnet: &[u8; VNET_HDR_LEN], packet: &[u8]) -> io::Result<()>;
+    fn write_frame(
+        &mut self,
+        vnet: &[u8; VNET_HDR_LEN],
+        packet: &[u8],
+        segments: usize,
+    ) -> io::Result<()>;
 }
 
 /// The flow being gathered: its header layout and where the next segment must start.
@@ -136,7 +143,9 @@ impl Coalescer {
         self.flow.as_ref().map_or(0, |flow| flow.segments)
     }
 
-    /// Takes one complete IP packet (checksums valid) for the tun.
+    /// Takes one complete IP packet (checksums valid) for the tun. An error is the sink's,
+    /// for what was held or for this packet; this packet is taken even when writing what was
+    /// held failed.
     pub fn push(&mut self, packet: &[u8], sink: &mut impl FrameSink) -> io::Result<()> {
         let segment = parse(packet);
         if let Some(seg) = &segment {
@@ -145,7 +154,18 @@ impl Coalescer {
                 return Ok(());
             }
         }
-        self.flush(sink)?;
+        let held = self.flush(sink);
+        let this = self.start(segment, packet, sink);
+        held.and(this)
+    }
+
+    /// Starts a flow with `packet`, or writes it as it is.
+    fn start(
+        &mut self,
+        segment: Option<Segment>,
+        packet: &[u8],
+        sink: &mut impl FrameSink,
+    ) -> io::Result<()> {
         match segment {
             // Pure data segments start a flow; everything else goes straight out.
             Some(seg)
@@ -166,7 +186,7 @@ impl Coalescer {
                 });
                 Ok(())
             }
-            _ => sink.write_frame(&[0; VNET_HDR_LEN], packet),
+            _ => sink.write_frame(&[0; VNET_HDR_LEN], packet, 1),
         }
     }
 
@@ -216,7 +236,7 @@ impl Coalescer {
         let len = std::mem::take(&mut self.len);
         let packet = &mut self.buf[..len];
         if flow.segments == 1 {
-            return sink.write_frame(&[0; VNET_HDR_LEN], packet);
+            return sink.write_frame(&[0; VNET_HDR_LEN], packet, 1);
         }
         let ip = flow.ip_len;
         if flow.v4 {
@@ -235,7 +255,7 @@ impl Coalescer {
             let pseudo = pseudo_header_sum(&packet[..ip], flow.v4, (len - ip) as u32);
             let sum = finish(accumulate(pseudo, &packet[ip..]));
             packet[ip + 16..ip + 18].copy_from_slice(&sum.to_be_bytes());
-            return sink.write_frame(&[0; VNET_HDR_LEN], packet);
+            return sink.write_frame(&[0; VNET_HDR_LEN], packet, flow.segments);
         }
         // CHECKSUM_PARTIAL: the field holds the pseudo-header sum (folded, not complemented),
         // the kernel does the rest where it is needed.
@@ -250,7 +270,7 @@ impl Coalescer {
             // The TCP checksum's offset in the TCP header.
             csum_offset: 16,
         };
-        sink.write_frame(&vnet.to_bytes(), packet)
+        sink.write_frame(&vnet.to_bytes(), packet, flow.segments)
     }
 }
 
@@ -274,7 +294,12 @@ mod tests {
     struct Frames(Vec<([u8; VNET_HDR_LEN], Vec<u8>)>);
 
     impl FrameSink for Frames {
-        fn write_frame(&mut self, vnet: &[u8; VNET_HDR_LEN], packet: &[u8]) -> io::Result<()> {
+        fn write_frame(
+            &mut self,
+            vnet: &[u8; VNET_HDR_LEN],
+            packet: &[u8],
+            _segments: usize,
+        ) -> io::Result<()> {
             self.0.push((*vnet, packet.to_vec()));
             Ok(())
         }

@@ -146,6 +146,7 @@ impl crate::packet::gro::FrameSink for &TunDevice {
         &mut self,
         vnet: &[u8; crate::packet::gso::VNET_HDR_LEN],
         packet: &[u8],
+        _segments: usize,
     ) -> io::Result<()> {
         match self.framing {
             Framing::VnetHdr => self.write_with_header(vnet, packet),
