@@ -7,7 +7,9 @@
 use libfuzzer_sys::fuzz_target;
 use socialvpn_core::packet::checksum::{accumulate, finish};
 use socialvpn_core::packet::gro::{Coalescer, FrameSink, Output};
-use socialvpn_core::packet::gso::{complete_checksum, segment_tcp, VnetHdr, VNET_HDR_LEN};
+use socialvpn_core::packet::gso::{
+    complete_checksum, pseudo_header_sum, segment_tcp, VnetHdr, VNET_HDR_LEN,
+};
 
 #[derive(Default)]
 struct Frames(Vec<([u8; VNET_HDR_LEN], Vec<u8>)>);
@@ -83,8 +85,7 @@ fuzz_target!(|data: &[u8]| {
         let ip = if v4 { 20 } else { 40 };
         assert_eq!(gso[..ip + 16], frame[..ip + 16]);
         assert_eq!(gso[ip + 18..], frame[ip + 18..]);
-        let addrs = if v4 { &frame[12..20] } else { &frame[8..40] };
-        let pseudo = accumulate(0, addrs) + 6 + (frame.len() - ip) as u64;
+        let pseudo = pseudo_header_sum(&frame[..ip], v4, (frame.len() - ip) as u32);
         assert_eq!(finish(accumulate(pseudo, &frame[ip..])), 0, "TCP checksum");
     }
 });

@@ -105,13 +105,7 @@ impl TunWriteThread {
     fn spawn(tun: TunDevice, stall: Duration, large: usize) -> io::Result<TunWriteThread> {
         let (to_write, queued) = mpsc::sync_channel::<Slot>(SLOTS + large);
         let (give_back, small) = pool(SLOTS, MAX_PACKET);
-        let (give_back_large, large) = match large {
-            0 => (None, None),
-            n => {
-                let (give_back, free) = pool(n, LARGE_SLOT);
-                (Some(give_back), Some(free))
-            }
-        };
+        let (give_back_large, large) = (large > 0).then(|| pool(large, LARGE_SLOT)).unzip();
         let shared = Arc::new(Shared::default());
         let theirs = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -169,7 +163,7 @@ impl TunWriteThread {
         slot.len = packet.len();
         slot.packets = packets;
         self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
-        // Never waits: there are only SLOTS slots and the channel holds as many.
+        // Never waits: the channel holds every slot of both pools.
         to_write.send(slot).map_err(|_| {
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
             io::Error::from(io::ErrorKind::BrokenPipe)

@@ -139,6 +139,7 @@ impl Coalescer {
     }
 
     /// The segments held for the next flush.
+    #[cfg(test)]
     pub fn held_segments(&self) -> usize {
         self.flow.as_ref().map_or(0, |flow| flow.segments)
     }

@@ -166,7 +166,7 @@ pub fn segment_tcp(
 }
 
 /// The TCP pseudo-header's sum for the IP header `ip` (IPv4 or IPv6 without extensions).
-pub(crate) fn pseudo_header_sum(ip: &[u8], v4: bool, tcp_len: u32) -> u64 {
+pub fn pseudo_header_sum(ip: &[u8], v4: bool, tcp_len: u32) -> u64 {
     let addrs = if v4 { &ip[12..20] } else { &ip[8..40] };
     accumulate(0, addrs) + u64::from(TCP) + u64::from(tcp_len)
 }
