@@ -3,7 +3,7 @@
 use crate::netns::Namespace;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 /// Deterministic pseudo-random bytes (xorshift), so both ends can be checked by hash.
@@ -33,8 +33,8 @@ pub struct Transfer {
 pub fn tcp_transfer(
     from: &Namespace,
     to: &Namespace,
-    listen_ip: Ipv4Addr,
-    target_ip: Ipv4Addr,
+    listen_ip: IpAddr,
+    target_ip: IpAddr,
     port: u16,
     total: usize,
 ) -> Transfer {
