@@ -7,6 +7,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::task::{ready, Context, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
@@ -57,41 +58,44 @@ impl NetWatch {
         Ok(NetWatch { fd })
     }
 
-    /// Resolves when something changed (all pending notifications are consumed).
-    pub async fn changed(&self) -> io::Result<()> {
-        let mut buf = [0u8; 8192];
+    /// Ready when something changed (all pending notifications are consumed); the waker is
+    /// kept for the next change otherwise.
+    pub fn poll_changed(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            let mut guard = self.fd.readable().await?;
-            let mut got = false;
-            loop {
-                // SAFETY: `buf` is valid for its length.
-                let n = unsafe {
-                    libc::recv(
-                        self.fd.get_ref().as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        0,
-                    )
-                };
-                if n > 0 {
-                    got = true;
-                    continue;
-                }
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => break,
-                    io::ErrorKind::Interrupted => continue,
-                    // The kernel dropped notifications (buffer full): something changed.
-                    _ if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                        got = true;
-                        continue;
-                    }
-                    _ => return Err(e),
-                }
-            }
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let got = self.consume()?;
             guard.clear_ready();
             if got {
-                return Ok(());
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+
+    /// Reads every pending notification; whether there was any.
+    fn consume(&self) -> io::Result<bool> {
+        let mut buf = [0u8; 8192];
+        let mut got = false;
+        loop {
+            // SAFETY: `buf` is valid for its length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.get_ref().as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                )
+            };
+            if n > 0 {
+                got = true;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => return Ok(got),
+                io::ErrorKind::Interrupted => continue,
+                // The kernel dropped notifications (buffer full): something changed.
+                _ if e.raw_os_error() == Some(libc::ENOBUFS) => got = true,
+                _ => return Err(e),
             }
         }
     }

@@ -12,6 +12,7 @@ mod timer;
 mod tun_io;
 mod tun_thread;
 mod udp_io;
+mod wait;
 
 pub use crate::links::manager::LinkPolicy;
 pub use error::{EngineError, StartError};
@@ -36,14 +37,16 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 use timer::EngineTimer;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tun_io::{tun_readable, watch_tun, TunReader, TunWriter};
+use tun_io::{watch_tun, TunReader, TunWriter};
 use tun_thread::TunWriteThread;
 use udp_io::{UdpIo, UdpSink};
+use wait::{Sources, Turn, Woken};
 
 pub use event_log::EventLog;
 
@@ -239,15 +242,12 @@ fn watch_network() -> Option<NetWatch> {
     None
 }
 
-/// Resolves when the watched network changed; never without a watcher.
-async fn network_change(watch: &Option<NetWatch>) -> io::Result<()> {
-    match watch {
-        #[cfg(target_os = "linux")]
-        Some(w) => w.changed().await,
-        #[cfg(not(target_os = "linux"))]
-        Some(never) => match *never {},
-        None => std::future::pending().await,
-    }
+/// Ready when the watched network changed.
+fn poll_network_change(watch: &NetWatch, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    #[cfg(target_os = "linux")]
+    return watch.poll_changed(cx);
+    #[cfg(not(target_os = "linux"))]
+    match *watch {}
 }
 
 /// After a change notice, changes usually come in bursts (address removed, added, routes):
@@ -476,6 +476,8 @@ async fn run_loop(
     let mut gather = Gather::default();
     // Free heap given back once that is over.
     let mut free_heap = heap::FreeHeap::default();
+    // Which of the tun and the links' socket is looked at first.
+    let mut turn = Turn::default();
     loop {
         drain(Instant::now(), node, io);
         // What the last wake-up queued leaves now, in as few sends as the kernel allows.
@@ -491,7 +493,6 @@ async fn run_loop(
         if deadline != timer.armed() {
             timer.set(deadline);
         }
-        let timer_fired = timer.fired();
         let (port, subnet) = (io.port, io.subnet);
         let EngineIo {
             udp,
@@ -503,18 +504,27 @@ async fn run_loop(
         } = &mut *io;
         let udp = &*udp;
         let mut woke = Wake::Other;
-        let xmpp_input = async {
-            match xmpp.as_mut() {
-                Some(x) if !x.closed => x.inputs.recv().await,
-                _ => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            guard = tun_readable(tun) => {
+        let woken = std::future::poll_fn(|cx| {
+            turn.poll(
+                cx,
+                Sources {
+                    tun: tun.as_ref(),
+                    udp,
+                    xmpp: xmpp.as_mut().filter(|x| !x.closed).map(|x| &mut x.inputs),
+                    netwatch: netwatch.as_ref(),
+                    timer: &mut timer,
+                    commands,
+                },
+            )
+        })
+        .await;
+        match woken {
+            Woken::Tun { ready, failed } => {
                 let now = wake(node);
-                let lost = match guard {
-                    Ok(mut guard) => tun_reader.read_batch(now, &mut guard, node, udp),
-                    Err(e) => Some(e),
+                let lost = match (ready, tun.as_ref()) {
+                    (Ok(()), Some(fd)) => tun_reader.read_batch(now, fd, failed, node, udp),
+                    (Ok(()), None) => None,
+                    (Err(e), _) => Some(e),
                 };
                 if let Some(error) = lost {
                     retire_writer(&mut tun_thread, node);
@@ -522,7 +532,7 @@ async fn run_loop(
                 }
                 node.end_tun_batch(now);
             }
-            ready = udp.readable() => {
+            Woken::Network(ready) => {
                 ready.map_err(EngineError::NetRecv)?;
                 woke = Wake::Network;
                 let now = wake(node);
@@ -541,12 +551,18 @@ async fn run_loop(
                         tun_thread.as_ref(),
                     );
                     for datagram in net_buf[..got.len].chunks(got.stride) {
-                        node.handle_datagram(now, got.from, datagram, &mut UdpSink(udp), tun_writer);
+                        node.handle_datagram(
+                            now,
+                            got.from,
+                            datagram,
+                            &mut UdpSink(udp),
+                            tun_writer,
+                        );
                     }
                     tun_writer.flush(node);
                 }
             }
-            input = xmpp_input => {
+            Woken::Xmpp(input) => {
                 match input {
                     Some(input) => {
                         let now = wake(node);
@@ -560,18 +576,16 @@ async fn run_loop(
                     }
                 }
             }
-            changed = network_change(netwatch) => {
-                match changed {
-                    Ok(()) => {
-                        network_check.get_or_insert(Instant::now() + NETWORK_SETTLE);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "stopped watching network changes");
-                        *netwatch = None;
-                    }
+            Woken::NetworkChanged(changed) => match changed {
+                Ok(()) => {
+                    network_check.get_or_insert(Instant::now() + NETWORK_SETTLE);
                 }
-            }
-            () = timer_fired => {
+                Err(e) => {
+                    tracing::warn!(error = %e, "stopped watching network changes");
+                    *netwatch = None;
+                }
+            },
+            Woken::Timer => {
                 // Fired (and disarmed): the next deadline re-arms it, even the same instant.
                 woke = Wake::Timer;
                 let now = wake(node);
@@ -583,7 +597,7 @@ async fn run_loop(
                 tracing::trace!(sources = ?node.timeout_sources(now), "timer");
                 node.handle_timeout(now, &mut UdpSink(udp));
             }
-            command = commands.recv() => {
+            Woken::Command(command) => {
                 let Some(command) = command else {
                     tracing::debug!("engine stopping");
                     return Ok(());

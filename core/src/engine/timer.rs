@@ -8,7 +8,9 @@
 //! it wakes the engine once, when that deadline comes. Elsewhere, and if the kernel refuses
 //! one, it is a tokio sleep.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 pub(super) struct EngineTimer {
@@ -55,17 +57,17 @@ impl EngineTimer {
         }
     }
 
-    /// Resolves when the armed deadline has come (never while disarmed); it is disarmed then.
-    pub(super) async fn fired(&mut self) {
+    /// Ready when the armed deadline has come (never while disarmed); it is disarmed then.
+    pub(super) fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.armed.is_none() {
-            return std::future::pending().await;
+            return Poll::Pending;
         }
         #[cfg(any(target_os = "linux", target_os = "android"))]
         if let Some(fd) = &self.fd {
-            match fd.expired().await {
+            match ready!(fd.poll_expired(cx)) {
                 Ok(()) => {
                     self.armed = None;
-                    return;
+                    return Poll::Ready(());
                 }
                 Err(error) => {
                     tracing::debug!(%error, "timer fd failed; using tokio's timer");
@@ -76,8 +78,9 @@ impl EngineTimer {
                 }
             }
         }
-        self.sleep.as_mut().await;
+        ready!(self.sleep.as_mut().poll(cx));
         self.armed = None;
+        Poll::Ready(())
     }
 }
 
@@ -85,6 +88,7 @@ impl EngineTimer {
 mod timerfd {
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::task::{ready, Context, Poll};
     use std::time::Instant;
     use tokio::io::unix::AsyncFd;
     use tokio::io::Interest;
@@ -145,10 +149,10 @@ mod timerfd {
             }
         }
 
-        /// Resolves once the armed deadline has passed (reading the expiry clears it).
-        pub(super) async fn expired(&self) -> io::Result<()> {
+        /// Ready once the armed deadline has passed (reading the expiry clears it).
+        pub(super) fn poll_expired(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             loop {
-                let mut guard = self.0.readable().await?;
+                let mut guard = ready!(self.0.poll_read_ready(cx))?;
                 let mut count = [0u8; 8];
                 let read = guard.try_io(|fd| {
                     // SAFETY: reading 8 bytes into a buffer of 8 from our own fd.
@@ -162,8 +166,7 @@ mod timerfd {
                     }
                 });
                 match read {
-                    Ok(Ok(())) => return Ok(()),
-                    Ok(Err(e)) => return Err(e),
+                    Ok(result) => return Poll::Ready(result),
                     // Spurious readiness (re-armed meanwhile): wait on.
                     Err(_would_block) => continue,
                 }
@@ -177,6 +180,10 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    async fn fired(timer: &mut EngineTimer) {
+        std::future::poll_fn(|cx| timer.poll_fired(cx)).await
+    }
+
     #[tokio::test]
     async fn fires_once_at_its_deadline_and_not_when_disarmed() {
         let mut timer = EngineTimer::new();
@@ -184,19 +191,19 @@ mod tests {
         assert!(timer.fd.is_some(), "Linux has timer fds");
         let start = Instant::now();
         timer.set(Some(start + Duration::from_millis(30)));
-        timer.fired().await;
+        fired(&mut timer).await;
         assert!(start.elapsed() >= Duration::from_millis(30));
         assert_eq!(timer.armed(), None);
         // Disarmed, it never fires.
-        let waited = tokio::time::timeout(Duration::from_millis(50), timer.fired()).await;
+        let waited = tokio::time::timeout(Duration::from_millis(50), fired(&mut timer)).await;
         assert!(waited.is_err());
         // A deadline moved later replaces the earlier one; one already past fires at once.
         timer.set(Some(Instant::now() + Duration::from_millis(10)));
         timer.set(Some(Instant::now() + Duration::from_secs(3)));
-        let early = tokio::time::timeout(Duration::from_millis(200), timer.fired()).await;
+        let early = tokio::time::timeout(Duration::from_millis(200), fired(&mut timer)).await;
         assert!(early.is_err(), "fired at the replaced deadline");
         timer.set(Some(Instant::now() - Duration::from_millis(5)));
-        tokio::time::timeout(Duration::from_secs(5), timer.fired())
+        tokio::time::timeout(Duration::from_secs(5), fired(&mut timer))
             .await
             .expect("a past deadline fires at once");
     }

@@ -18,7 +18,7 @@ use crate::packet::uid_header::UID_HEADER_LEN;
 use crate::tun::TunDevice;
 use std::io;
 use std::time::Instant;
-use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 /// Largest frame an offloading tun hands over (a 64 KB TCP super-packet).
@@ -33,21 +33,9 @@ const ERRORS_IN_A_ROW: u32 = 64;
 /// refuses is closed with the device.
 pub(super) fn watch_tun(tun: TunDevice) -> io::Result<AsyncFd<TunDevice>> {
     // SAFETY: TunDevice owns its fd and never closes or replaces it while registered.
-    unsafe { AsyncFd::register_with_interest(tun, TUN_INTEREST) }.map_err(Into::into)
-}
-
-/// Readable, or in error: a tun whose interface was deleted reports only EPOLLERR, and a
-/// wait for readability alone would never see it go.
-const TUN_INTEREST: Interest = Interest::READABLE.add(Interest::ERROR);
-
-/// Resolves when the tunnel has packets to read (or has failed); never without a tunnel.
-pub(super) async fn tun_readable(
-    tun: &Option<AsyncFd<TunDevice>>,
-) -> io::Result<AsyncFdReadyGuard<'_, TunDevice>> {
-    match tun {
-        Some(tun) => tun.ready(TUN_INTEREST).await,
-        None => std::future::pending().await,
-    }
+    // Readable only: a deleted interface's EPOLLERR comes through all the same (epoll always
+    // reports it), as `wait::poll_tun` reads it.
+    unsafe { AsyncFd::register_with_interest(tun, Interest::READABLE) }.map_err(Into::into)
 }
 
 /// The buffers of the tun reader, allocated once for the engine's life: the largest frame
@@ -76,15 +64,18 @@ impl TunReader {
 
     /// Reads up to a batch of frames into the data plane. Returns the error that ends the
     /// tunnel (end of file, a fd in a bad state, or failures that do not stop); transient
-    /// failures are counted as `tun_read` drops and end only this wake-up's batch.
+    /// failures are counted as `tun_read` drops and end only this wake-up's batch. `failed`:
+    /// the tun reported an error condition, which its read readiness does not include, so the
+    /// first read is made regardless, to learn the error.
     pub(super) fn read_batch(
         &mut self,
         now: Instant,
-        guard: &mut AsyncFdReadyGuard<'_, TunDevice>,
+        tun: &AsyncFd<TunDevice>,
+        failed: bool,
         node: &mut Node,
         udp: &UdpIo,
     ) -> Option<io::Error> {
-        let framing = guard.get_inner().framing();
+        let framing = tun.get_ref().framing();
         let net = &mut UdpSink(udp);
         for read in 0..BATCH {
             if read == 1 {
@@ -94,12 +85,19 @@ impl TunReader {
                 // for one batched send.
                 udp.flush();
             }
-            let n = match guard.try_io(|fd| fd.get_ref().read_frame(&mut self.frame)) {
+            let result = if failed && read == 0 {
+                tun.get_ref().read_frame(&mut self.frame)
+            } else {
+                // A read that would block clears the readiness.
+                tun.try_io(Interest::READABLE, |fd| fd.read_frame(&mut self.frame))
+            };
+            let n = match result {
                 // A tun fd never reads 0 bytes while the interface exists: it is gone.
-                Ok(Ok(0)) => return Some(io::ErrorKind::UnexpectedEof.into()),
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Ok(Err(e)) => {
+                Ok(0) => return Some(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
                     self.errors += 1;
                     if !is_transient(&e) || self.errors >= ERRORS_IN_A_ROW {
                         return Some(e);
@@ -108,7 +106,6 @@ impl TunReader {
                     node.count_drop(DropReason::TunRead);
                     break;
                 }
-                Err(_would_block) => break,
             };
             self.errors = 0;
             if framing == Framing::VnetHdr {

@@ -13,6 +13,7 @@ use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
@@ -92,14 +93,14 @@ impl UdpIo {
         self.socket.local_addr()
     }
 
-    /// Resolves when datagrams may be waiting; `try_recv` until `WouldBlock` afterwards.
+    /// Ready when datagrams may be waiting; `try_recv` until `WouldBlock` afterwards.
     /// Never, while the socket is not watched.
-    pub(super) async fn readable(&self) -> io::Result<()> {
+    pub(super) fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &self.watch {
             // The guard is dropped at once: `try_recv` clears the readiness when the queue is
             // empty.
-            Some(watch) => watch.readable().await.map(drop),
-            None => std::future::pending().await,
+            Some(watch) => watch.poll_read_ready(cx).map_ok(drop),
+            None => Poll::Pending,
         }
     }
 
@@ -311,10 +312,13 @@ mod tests {
 
     /// Waits until `io` is readable, reads all it holds and says how many datagrams it got.
     async fn read_all(io: &UdpIo) -> usize {
-        tokio::time::timeout(Duration::from_secs(5), io.readable())
-            .await
-            .expect("reported readable")
-            .expect("readable");
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            std::future::poll_fn(|cx| io.poll_readable(cx)),
+        )
+        .await
+        .expect("reported readable")
+        .expect("readable");
         let mut buf = vec![0u8; RECV_BYTES];
         let mut got = 0;
         loop {
