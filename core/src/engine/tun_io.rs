@@ -66,7 +66,9 @@ impl TunReader {
     /// tunnel (end of file, a fd in a bad state, or failures that do not stop); transient
     /// failures are counted as `tun_read` drops and end only this wake-up's batch. `failed`:
     /// the tun reported an error condition, which its read readiness does not include, so the
-    /// first read is made regardless, to learn the error.
+    /// first read is made regardless, to learn the error. That report stays (`wait::poll_tun`):
+    /// a fd that keeps answering it with "nothing to read" counts towards giving up as a
+    /// failed read would, so that it cannot keep the engine awake.
     pub(super) fn read_batch(
         &mut self,
         now: Instant,
@@ -95,7 +97,15 @@ impl TunReader {
                 // A tun fd never reads 0 bytes while the interface exists: it is gone.
                 Ok(0) => return Some(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if failed && read == 0 {
+                        self.errors += 1;
+                        if self.errors >= ERRORS_IN_A_ROW {
+                            return Some(e);
+                        }
+                    }
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.errors += 1;

@@ -1,15 +1,17 @@
 //! The engine's wait for its next input.
 //!
-//! Each source's readiness is polled by hand, in a fixed order, through the runtime's
-//! poll functions. A `select!` over the same sources built, registered and dropped one future
-//! per source on every wake-up (a readiness future's registration and its drop each take its
-//! fd's lock), and drew a random number to pick among the ready ones: at idle, where one
-//! wake-up carries one packet, that was a large share of the engine's own work per packet
-//! (ARCHITECTURE "Timers", idle RTT). A poll function keeps one waker slot per fd instead.
+//! Each source's readiness is polled by hand, through the runtime's poll functions. A
+//! `select!` over the same sources built one future per source on every wake-up, linked it
+//! into its fd's list of waiters and unlinked it again when dropped (each under that fd's
+//! lock), and drew a random number to pick among the ready ones: at idle, where one wake-up
+//! carries one packet, that was a visible share of the engine's own work per packet
+//! (ARCHITECTURE "Measured", idle RTT). A poll function keeps the task's waker in the fd's
+//! fixed slot instead.
 //!
 //! The rare sources (requests, the timer, the XMPP session, the network watcher) are looked
-//! at first; the tun and the links' socket, which carry the traffic, take turns at going
-//! first, so that neither starves the other under load.
+//! at first, unless one of them woke the engine last time: then the traffic goes first, so
+//! that a source that stays ready cannot starve it. The tun and the links' socket take turns
+//! at going first, so that neither starves the other under load.
 
 use super::timer::EngineTimer;
 use super::udp_io::UdpIo;
@@ -49,58 +51,83 @@ pub(super) struct Sources<'a> {
     pub(super) commands: &'a mut mpsc::Receiver<Command>,
 }
 
-/// Which of the two traffic sources goes first next time.
+/// Who goes first next time.
 #[derive(Default)]
 pub(super) struct Turn {
+    /// Of the two traffic sources.
     network_first: bool,
+    /// A rare source woke the engine last time: the traffic goes first now.
+    rare_last: bool,
 }
 
 impl Turn {
     /// The first ready source, or pending with every source's waker registered.
-    pub(super) fn poll(&mut self, cx: &mut Context<'_>, sources: Sources<'_>) -> Poll<Woken> {
-        let Sources {
-            tun,
-            udp,
-            xmpp,
-            netwatch,
-            timer,
-            commands,
-        } = sources;
-        if let Poll::Ready(command) = commands.poll_recv(cx) {
-            return Poll::Ready(Woken::Command(command));
-        }
-        if timer.poll_fired(cx).is_ready() {
-            return Poll::Ready(Woken::Timer);
-        }
-        if let Some(Poll::Ready(input)) = xmpp.map(|inputs| inputs.poll_recv(cx)) {
-            return Poll::Ready(Woken::Xmpp(input));
-        }
-        if let Some(Poll::Ready(changed)) = netwatch.map(|watch| poll_network_change(watch, cx)) {
-            return Poll::Ready(Woken::NetworkChanged(changed));
-        }
-        self.network_first = !self.network_first;
-        if self.network_first {
-            if let Poll::Ready(ready) = udp.poll_readable(cx) {
-                return Poll::Ready(Woken::Network(ready));
+    pub(super) fn poll(&mut self, cx: &mut Context<'_>, mut sources: Sources<'_>) -> Poll<Woken> {
+        let traffic_first = self.rare_last;
+        if traffic_first {
+            if let Poll::Ready(woken) = self.poll_traffic(cx, &sources) {
+                self.rare_last = false;
+                return Poll::Ready(woken);
             }
         }
-        if let Some(Poll::Ready(woken)) = tun.map(|tun| poll_tun(cx, tun)) {
+        if let Poll::Ready(woken) = poll_rare(cx, &mut sources) {
+            self.rare_last = true;
             return Poll::Ready(woken);
         }
-        if !self.network_first {
-            if let Poll::Ready(ready) = udp.poll_readable(cx) {
-                return Poll::Ready(Woken::Network(ready));
+        if !traffic_first {
+            if let Poll::Ready(woken) = self.poll_traffic(cx, &sources) {
+                self.rare_last = false;
+                return Poll::Ready(woken);
             }
         }
         Poll::Pending
     }
+
+    /// The tun and the links' socket, in turns.
+    fn poll_traffic(&mut self, cx: &mut Context<'_>, sources: &Sources<'_>) -> Poll<Woken> {
+        self.network_first = !self.network_first;
+        let network = |cx: &mut Context<'_>| sources.udp.poll_readable(cx).map(Woken::Network);
+        if self.network_first {
+            if let Poll::Ready(woken) = network(cx) {
+                return Poll::Ready(woken);
+            }
+        }
+        if let Some(Poll::Ready(woken)) = sources.tun.map(|tun| poll_tun(cx, tun)) {
+            return Poll::Ready(woken);
+        }
+        if self.network_first {
+            Poll::Pending
+        } else {
+            network(cx)
+        }
+    }
+}
+
+/// Requests, the timer, the XMPP session and the network watcher.
+fn poll_rare(cx: &mut Context<'_>, sources: &mut Sources<'_>) -> Poll<Woken> {
+    if let Poll::Ready(command) = sources.commands.poll_recv(cx) {
+        return Poll::Ready(Woken::Command(command));
+    }
+    if sources.timer.poll_fired(cx).is_ready() {
+        return Poll::Ready(Woken::Timer);
+    }
+    if let Some(Poll::Ready(input)) = sources.xmpp.as_mut().map(|inputs| inputs.poll_recv(cx)) {
+        return Poll::Ready(Woken::Xmpp(input));
+    }
+    if let Some(Poll::Ready(changed)) = sources.netwatch.map(|watch| poll_network_change(watch, cx))
+    {
+        return Poll::Ready(Woken::NetworkChanged(changed));
+    }
+    Poll::Pending
 }
 
 /// Readable, or in error. A tun whose interface was deleted reports only EPOLLERR, which the
-/// runtime's read readiness does not include; the fd is watched for reading only, and mio
-/// reports an EPOLLERR alone as the write side closed, so its write readiness comes only
-/// with that error (`cli_e2e`'s deleted interface checks this). It is cleared here, and the
-/// read that follows says what the error is.
+/// runtime's read readiness does not include. The fd is watched for reading only, and mio
+/// reports an EPOLLERR alone as the write side closed (a tun never reports EPOLLHUP, the
+/// other cause), so its write readiness comes only with that error (`cli_e2e`'s deleted
+/// interface and `tunnel_attach`'s pipe check this; kqueue never sets it for a fd watched for
+/// reading). A closed side is final in tokio: once set, it stays, and every wake-up reads
+/// once more until the read says what failed (`TunReader::read_batch`).
 fn poll_tun(cx: &mut Context<'_>, tun: &AsyncFd<TunDevice>) -> Poll<Woken> {
     if let Poll::Ready(ready) = tun.poll_read_ready(cx) {
         // The guard goes at once: a read that would block clears the readiness.
@@ -110,13 +137,10 @@ fn poll_tun(cx: &mut Context<'_>, tun: &AsyncFd<TunDevice>) -> Poll<Woken> {
         });
     }
     match tun.poll_write_ready(cx) {
-        Poll::Ready(Ok(mut guard)) => {
-            guard.clear_ready();
-            Poll::Ready(Woken::Tun {
-                ready: Ok(()),
-                failed: true,
-            })
-        }
+        Poll::Ready(Ok(_failed)) => Poll::Ready(Woken::Tun {
+            ready: Ok(()),
+            failed: true,
+        }),
         Poll::Ready(Err(gone)) => Poll::Ready(Woken::Tun {
             ready: Err(gone),
             failed: false,
