@@ -87,7 +87,9 @@ impl TunReader {
                 // for one batched send.
                 udp.flush();
             }
-            let result = if failed && read == 0 {
+            // The read that learns what the reported error is.
+            let probe = failed && read == 0;
+            let result = if probe {
                 tun.get_ref().read_frame(&mut self.frame)
             } else {
                 // A read that would block clears the readiness.
@@ -98,7 +100,7 @@ impl TunReader {
                 Ok(0) => return Some(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if failed && read == 0 {
+                    if probe {
                         self.errors += 1;
                         if self.errors >= ERRORS_IN_A_ROW {
                             return Some(e);
