@@ -10,8 +10,11 @@
 //!
 //! The rare sources (requests, the timer, the XMPP session, the network watcher) are looked
 //! at first, unless one of them woke the engine last time: then the traffic goes first, so
-//! that a source that stays ready cannot starve it. The tun and the links' socket take turns
-//! at going first, so that neither starves the other under load.
+//! that a source that stays ready cannot starve it. Among themselves the rare sources take
+//! turns (the one after the last to wake goes first): a request then waits behind at most
+//! one XMPP input, and a server's flood of stanzas cannot hold back requests or the timer.
+//! The tun and the links' socket take turns at going first, so that neither starves the
+//! other under load.
 
 use super::timer::EngineTimer;
 use super::udp_io::UdpIo;
@@ -58,7 +61,20 @@ pub(super) struct Turn {
     network_first: bool,
     /// A rare source woke the engine last time: the traffic goes first now.
     rare_last: bool,
+    /// The rare source looked at first (an index into `RARE`).
+    rare_next: usize,
 }
+
+/// The rare sources, in the order of their turns.
+#[derive(Clone, Copy)]
+enum Rare {
+    Command,
+    Timer,
+    Xmpp,
+    NetWatch,
+}
+
+const RARE: [Rare; 4] = [Rare::Command, Rare::Timer, Rare::Xmpp, Rare::NetWatch];
 
 impl Turn {
     /// The first ready source, or pending with every source's waker registered.
@@ -70,7 +86,7 @@ impl Turn {
                 return Poll::Ready(woken);
             }
         }
-        if let Poll::Ready(woken) = poll_rare(cx, &mut sources) {
+        if let Poll::Ready(woken) = self.poll_rare(cx, &mut sources) {
             self.rare_last = true;
             return Poll::Ready(woken);
         }
@@ -101,24 +117,33 @@ impl Turn {
             network(cx)
         }
     }
+
+    /// Requests, the timer, the XMPP session and the network watcher, in turns.
+    fn poll_rare(&mut self, cx: &mut Context<'_>, sources: &mut Sources<'_>) -> Poll<Woken> {
+        for step in 0..RARE.len() {
+            let at = (self.rare_next + step) % RARE.len();
+            if let Poll::Ready(woken) = poll_one_rare(cx, sources, RARE[at]) {
+                self.rare_next = (at + 1) % RARE.len();
+                return Poll::Ready(woken);
+            }
+        }
+        Poll::Pending
+    }
 }
 
-/// Requests, the timer, the XMPP session and the network watcher.
-fn poll_rare(cx: &mut Context<'_>, sources: &mut Sources<'_>) -> Poll<Woken> {
-    if let Poll::Ready(command) = sources.commands.poll_recv(cx) {
-        return Poll::Ready(Woken::Command(command));
+fn poll_one_rare(cx: &mut Context<'_>, sources: &mut Sources<'_>, which: Rare) -> Poll<Woken> {
+    match which {
+        Rare::Command => sources.commands.poll_recv(cx).map(Woken::Command),
+        Rare::Timer => sources.timer.poll_fired(cx).map(|()| Woken::Timer),
+        Rare::Xmpp => match sources.xmpp.as_mut().map(|inputs| inputs.poll_recv(cx)) {
+            Some(Poll::Ready(input)) => Poll::Ready(Woken::Xmpp(input)),
+            _ => Poll::Pending,
+        },
+        Rare::NetWatch => match sources.netwatch.map(|watch| poll_network_change(watch, cx)) {
+            Some(Poll::Ready(changed)) => Poll::Ready(Woken::NetworkChanged(changed)),
+            _ => Poll::Pending,
+        },
     }
-    if sources.timer.poll_fired(cx).is_ready() {
-        return Poll::Ready(Woken::Timer);
-    }
-    if let Some(Poll::Ready(input)) = sources.xmpp.as_mut().map(|inputs| inputs.poll_recv(cx)) {
-        return Poll::Ready(Woken::Xmpp(input));
-    }
-    if let Some(Poll::Ready(changed)) = sources.netwatch.map(|watch| poll_network_change(watch, cx))
-    {
-        return Poll::Ready(Woken::NetworkChanged(changed));
-    }
-    Poll::Pending
 }
 
 /// Readable, or in error. A tun whose interface was deleted reports only EPOLLERR, which the
@@ -146,5 +171,69 @@ fn poll_tun(cx: &mut Context<'_>, tun: &AsyncFd<TunDevice>) -> Poll<Woken> {
             failed: false,
         }),
         Poll::Pending => Poll::Pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use tokio::sync::oneshot;
+
+    /// What each of `count` waits returns, by kind.
+    async fn wake_order(
+        turn: &mut Turn,
+        udp: &UdpIo,
+        timer: &mut EngineTimer,
+        commands: &mut mpsc::Receiver<Command>,
+        xmpp: &mut mpsc::Receiver<XmppInput>,
+        count: usize,
+    ) -> Vec<&'static str> {
+        let mut order = Vec::new();
+        for _ in 0..count {
+            let woken = poll_fn(|cx| {
+                turn.poll(
+                    cx,
+                    Sources {
+                        tun: None,
+                        udp,
+                        xmpp: Some(&mut *xmpp),
+                        netwatch: None,
+                        timer: &mut *timer,
+                        commands: &mut *commands,
+                    },
+                )
+            })
+            .await;
+            order.push(match woken {
+                Woken::Command(_) => "command",
+                Woken::Xmpp(_) => "xmpp",
+                _ => "other",
+            });
+        }
+        order
+    }
+
+    #[tokio::test]
+    async fn the_rare_sources_take_turns() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("loopback socket");
+        let udp = UdpIo::new(socket).expect("watched socket");
+        let mut timer = EngineTimer::new();
+        let (command_tx, mut commands) = mpsc::channel(8);
+        let (xmpp_tx, mut xmpp) = mpsc::channel(8);
+        for _ in 0..3 {
+            let (reply, _) = oneshot::channel();
+            command_tx.try_send(Command::Stop(reply)).expect("room");
+            xmpp_tx
+                .try_send(XmppInput::Roster(Vec::new()))
+                .expect("room");
+        }
+        let mut turn = Turn::default();
+        // Queued requests do not hold back a queued stanza, nor stanzas a request.
+        let order = wake_order(&mut turn, &udp, &mut timer, &mut commands, &mut xmpp, 4).await;
+        assert_eq!(order, ["command", "xmpp", "command", "xmpp"]);
+        // The turn passed the (absent) network watcher: requests are next.
+        let order = wake_order(&mut turn, &udp, &mut timer, &mut commands, &mut xmpp, 2).await;
+        assert_eq!(order, ["command", "xmpp"]);
     }
 }
