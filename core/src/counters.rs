@@ -203,6 +203,10 @@ pub struct Counters {
     /// UDP datagrams sent.
     pub net_tx: Traffic,
     pub drops: DropCounts,
+    /// Bare TCP ACKs for the tun that waited for the engine's next visit to it, so that the
+    /// local sender's next burst would not overflow the tun's ring (`engine::ack_hold`).
+    #[serde(default)]
+    pub acks_delayed: u64,
 }
 
 /// What the social layer accepted and refused.

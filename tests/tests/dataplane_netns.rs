@@ -108,18 +108,18 @@ fn tcp_transfer_of_100_mb_arrives_intact() {
 /// it takes whole, and the data arrives intact.
 #[test]
 fn tcp_over_a_phone_fd_arrives_intact_in_joined_packets() {
-    let w = raw_fd_world("rawtcp");
+    let mut w = raw_fd_world("rawtcp");
     let (listen, target) = (w.node_b.ipv4.parse().unwrap(), w.b_at_a.parse().unwrap());
-    joined_transfer(&w, listen, target, 7101);
+    joined_transfer(&mut w, listen, target, 7101);
 }
 
 /// The same over IPv6 (the devices' ULA addresses): a joined packet's payload length and
 /// checksum are IPv6's, and the kernel takes it too.
 #[test]
 fn tcp_over_a_phone_fd_arrives_intact_in_joined_packets_over_ipv6() {
-    let w = raw_fd_world("rawtcp6");
+    let mut w = raw_fd_world("rawtcp6");
     let b: IpAddr = w.node_b.ipv6.parse().unwrap();
-    joined_transfer(&w, b, b, 7102);
+    joined_transfer(&mut w, b, b, 7102);
 }
 
 fn raw_fd_world(tag: &str) -> TwoHosts {
@@ -131,8 +131,8 @@ fn raw_fd_world(tag: &str) -> TwoHosts {
 }
 
 /// Sends 64 MB from A to B and checks that they arrive intact, in far fewer packets than
-/// segments on B's tun.
-fn joined_transfer(w: &TwoHosts, listen: IpAddr, target: IpAddr, port: u16) {
+/// segments on B's tun, and that A's engine held back ACKs to its sender on the way.
+fn joined_transfer(w: &mut TwoHosts, listen: IpAddr, target: IpAddr, port: u16) {
     const TOTAL: usize = 64 * 1024 * 1024;
     let received_packets = |ns: &socialvpn_tests::netns::Namespace| -> u64 {
         let out = ns.output("cat", &["/sys/class/net/svpn0/statistics/rx_packets"]);
@@ -152,6 +152,12 @@ fn joined_transfer(w: &TwoHosts, listen: IpAddr, target: IpAddr, port: u16) {
     assert!(
         packets * 4 < segments,
         "{packets} packets reached B's tun for {segments} segments: not joined"
+    );
+    // A's engine clocked its sender: ACKs beyond what its tun's ring could take waited.
+    let counters = w.node_a.ask(Request::Status)["counters"].take();
+    assert!(
+        counters["acks_delayed"].as_u64() > Some(0),
+        "no ACK waited at the sender: {counters}"
     );
 }
 

@@ -186,6 +186,11 @@ impl DataPlane {
         self.count_drops(reason, 1);
     }
 
+    /// `n` bare ACKs that waited before the shell wrote them to the tun.
+    pub fn count_acks_delayed(&mut self, n: u64) {
+        self.counters.acks_delayed += n;
+    }
+
     /// `n` losses of one kind at once (a batch the shell could not send or write).
     pub fn count_drops(&mut self, reason: DropReason, n: u64) {
         if n > 0 {

@@ -3,6 +3,7 @@
 //! whatever is ready into the node, and carries out what the node asks for in one place per
 //! wake-up ([`drain`]). Reads are drained in batches until the fd would block.
 
+mod ack_hold;
 mod control;
 mod error;
 mod event_log;
@@ -20,7 +21,7 @@ pub use error::{EngineError, StartError};
 use crate::addrbook::AddressBook;
 use crate::api::{Event, Request, Response};
 use crate::counters::DropReason;
-use crate::dataplane::DataPlane;
+use crate::dataplane::{DataPlane, TunSink};
 use crate::identity::DeviceIdentity;
 use crate::links::host::host_candidates;
 use crate::links::servers::IceServers;
@@ -32,6 +33,7 @@ use crate::tun::TunDevice;
 use crate::uid::Uid;
 use crate::xmpp::connect::XmppAccount;
 use crate::xmpp::session::{XmppInput, XmppSession};
+use ack_hold::AckHold;
 use gather::{Gather, Wake};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -465,6 +467,8 @@ async fn run_loop(
     let mut tun_reader = TunReader::new();
     // Writes decrypted packets beside the engine (a tun without offloads).
     let mut tun_thread = writer_thread(tun);
+    // Bare ACKs to the tun go on a budget each visit to it renews.
+    let mut ack_hold = ack_hold_for(tun);
     let mut net_buf = vec![0u8; udp_io::RECV_BYTES].into_boxed_slice();
     let mut gro = Coalescer::default();
     // One timer for the engine's life, moved only when the next deadline moves (not on every
@@ -486,6 +490,7 @@ async fn run_loop(
             node.poll_timeout().map(|(at, _)| at),
             network_check,
             gather.deadline(),
+            ack_hold.as_ref().and_then(AckHold::deadline),
         ]
         .into_iter()
         .flatten()
@@ -529,6 +534,10 @@ async fn run_loop(
                 if let Some(error) = lost {
                     retire_writer(&mut tun_thread, node);
                     tunnel_lost(tun, node, events, error);
+                    ack_hold = None;
+                } else {
+                    let drained = Some(tun_reader.drained());
+                    release_acks(&mut ack_hold, drained, tun, &mut gro, &tun_thread, node);
                 }
                 node.end_tun_batch(now);
             }
@@ -549,6 +558,7 @@ async fn run_loop(
                         tun.as_ref().map(AsyncFd::get_ref),
                         &mut gro,
                         tun_thread.as_ref(),
+                        ack_hold.as_mut(),
                     );
                     for datagram in net_buf[..got.len].chunks(got.stride) {
                         node.handle_datagram(
@@ -560,6 +570,9 @@ async fn run_loop(
                         );
                     }
                     tun_writer.flush(node);
+                }
+                if let Some(hold) = ack_hold.as_mut() {
+                    hold.mark(now);
                 }
             }
             Woken::Xmpp(input) => {
@@ -596,6 +609,10 @@ async fn run_loop(
                 // Every wake-up should be explainable: which part asked for it.
                 tracing::trace!(sources = ?node.timeout_sources(now), "timer");
                 node.handle_timeout(now, &mut UdpSink(udp));
+                let acks_due = ack_hold.as_ref().and_then(AckHold::deadline);
+                if acks_due.is_some_and(|due| due <= now) {
+                    release_acks(&mut ack_hold, None, tun, &mut gro, &tun_thread, node);
+                }
             }
             Woken::Command(command) => {
                 let Some(command) = command else {
@@ -619,6 +636,7 @@ async fn run_loop(
                         let watched = new.map(watch_tun).transpose().map_err(EngineError::TunFd);
                         let _ = reply.send(watched.map(|new| *tun = new));
                         tun_thread = writer_thread(tun);
+                        ack_hold = ack_hold_for(tun);
                         node.set_tunnel(tun.is_some());
                     }
                     // A caller that went away no longer wants the answer: ignoring a failed
@@ -658,6 +676,32 @@ fn writer_thread(tun: &Option<AsyncFd<TunDevice>>) -> Option<TunWriteThread> {
         .map_err(|e| tracing::debug!(error = %e, "no tun writer thread; writing on the engine's"))
         .ok()
         .flatten()
+}
+
+/// A hold for the bare ACKs of an attached tunnel.
+fn ack_hold_for(tun: &Option<AsyncFd<TunDevice>>) -> Option<AckHold> {
+    tun.as_ref().map(|_| AckHold::new())
+}
+
+/// Writes the held ACKs whose turn it is (`ack_hold::AckHold::release`).
+fn release_acks(
+    hold: &mut Option<AckHold>,
+    drained: Option<bool>,
+    tun: &Option<AsyncFd<TunDevice>>,
+    gro: &mut Coalescer,
+    thread: &Option<TunWriteThread>,
+    node: &mut Node,
+) {
+    let (Some(hold), Some(tun)) = (hold.as_mut(), tun.as_ref()) else {
+        return;
+    };
+    let writer = &mut TunWriter::new(Some(tun.get_ref()), gro, thread.as_ref(), None);
+    hold.release(drained, |ack| {
+        // The writer counts what it loses.
+        let _ = writer.write_packet(ack);
+    });
+    writer.flush(node);
+    node.count_acks_delayed(hold.take_delayed());
 }
 
 /// Ends the tunnel's writer thread (it writes what it holds first) and counts the writes

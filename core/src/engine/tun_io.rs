@@ -5,6 +5,7 @@
 //! interface down under us (Android revokes the VPN, iOS stops the extension's tunnel) while
 //! the account, the roster and the links are still wanted; the app hands over a new fd.
 
+use super::ack_hold::AckHold;
 use super::tun_thread::TunWriteThread;
 use super::udp_io::{UdpIo, UdpSink};
 use super::BATCH;
@@ -46,6 +47,8 @@ pub(super) struct TunReader {
     segment: Box<[u8]>,
     /// Failed reads since the last good one.
     errors: u32,
+    /// The last batch ended because the tun had nothing more (not at the batch's end).
+    drained: bool,
 }
 
 impl TunReader {
@@ -54,7 +57,13 @@ impl TunReader {
             frame: vec![0u8; VNET_HDR_LEN + MAX_FRAME + UID_HEADER_LEN].into_boxed_slice(),
             segment: vec![0u8; MAX_PACKET + UID_HEADER_LEN].into_boxed_slice(),
             errors: 0,
+            drained: false,
         }
+    }
+
+    /// Whether the last batch found the tun's ring empty.
+    pub(super) fn drained(&self) -> bool {
+        self.drained
     }
 
     /// A new tunnel starts with a clean slate.
@@ -79,6 +88,7 @@ impl TunReader {
     ) -> Option<io::Error> {
         let framing = tun.get_ref().framing();
         let net = &mut UdpSink(udp);
+        self.drained = false;
         for read in 0..BATCH {
             if read == 1 {
                 // The first packet of a wake-up leaves before the next read: at idle that
@@ -106,6 +116,7 @@ impl TunReader {
                             return Some(e);
                         }
                     }
+                    self.drained = true;
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -188,6 +199,8 @@ pub(super) struct TunWriter<'a> {
     first: bool,
     /// Packets refused so far in this batch.
     lost: u64,
+    /// Where bare ACKs beyond the budget wait for the next visit to the tun.
+    hold: Option<&'a mut AckHold>,
 }
 
 impl<'a> TunWriter<'a> {
@@ -196,6 +209,7 @@ impl<'a> TunWriter<'a> {
         tun: Option<&'a TunDevice>,
         gro: &'a mut Coalescer,
         thread: Option<&'a TunWriteThread>,
+        hold: Option<&'a mut AckHold>,
     ) -> TunWriter<'a> {
         if let Some(tun) = tun {
             gro.set_output(match tun.framing() {
@@ -209,6 +223,7 @@ impl<'a> TunWriter<'a> {
             thread,
             first: true,
             lost: 0,
+            hold,
         }
     }
 
@@ -228,6 +243,11 @@ impl TunSink for TunWriter<'_> {
         let Some(tun) = self.tun else {
             return Err(io::ErrorKind::NotConnected.into());
         };
+        if let Some(hold) = self.hold.as_deref_mut() {
+            if hold.offer(packet) {
+                return Ok(());
+            }
+        }
         let (gro, mut out) = self.frames(tun);
         match tun.framing() {
             // A utun takes no packet larger than its MTU that we know of: written as it came.

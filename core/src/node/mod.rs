@@ -245,6 +245,11 @@ impl Node {
         self.dp.count_drops(reason, n);
     }
 
+    /// `n` bare ACKs that waited before the shell wrote them to the tun.
+    pub fn count_acks_delayed(&mut self, n: u64) {
+        self.dp.count_acks_delayed(n);
+    }
+
     /// One datagram that arrived on the UDP socket from `from`: STUN or TURN for the link
     /// manager, or WireGuard for the data plane.
     pub fn handle_datagram(

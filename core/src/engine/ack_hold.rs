@@ -1,0 +1,282 @@
+//! Back-pressure onto the local TCP senders through their ACKs.
+//!
+//! A tun has no back-pressure: the kernel queues up to `txqueuelen` packets for its reader
+//! and drops the rest (ARCHITECTURE "Loss under load"). On a phone's fd that ring holds 500
+//! single packets, less than a TCP window, and overflows; with Linux offloads it holds 500
+//! super-packets of up to 64 KB, which never overflow but make a long queue for a ping to
+//! wait behind. A local TCP sender is clocked by the ACKs this engine writes to the tun:
+//! each one lets it release its next burst into that ring, in the `write` that hands the ACK
+//! over. So bare ACKs (no data, no SYN, FIN or RST) are written to the tun on a budget that
+//! each visit to the tun renews: a few when the visit found the ring empty, one when it did
+//! not. ACKs beyond it wait, in order, for the next visit; the sender then waits for its ACKs
+//! instead of filling a ring it cannot see. Everything else (pings, data, a call's UDP)
+//! passes at once. Held ACKs are kept in a fixed pool (when it is full, an ACK passes), and
+//! none waits longer than `MAX_WAIT`: a sender that has nothing more to send makes no visit
+//! to the tun.
+
+use std::time::{Duration, Instant};
+
+/// ACKs held at most.
+const SLOTS: usize = 512;
+/// The largest packet held (IPv6 + TCP with 40 bytes of options is 100).
+const SLOT_BYTES: usize = 128;
+/// The longest an ACK is held.
+const MAX_WAIT: Duration = Duration::from_millis(2);
+/// ACKs written per visit to the tun that found its ring empty, and per visit that did not.
+/// Tried in `bench/ab` (phone fd, 4 pairs each): 16 and 2 let twice to fifty times as many
+/// retransmissions through for no more throughput, 4 and 1 was no better, and 2 and 1 cost a
+/// sixth of the throughput with Linux offloads (ARCHITECTURE "Loss under load", step 8).
+const BUDGET_DRAINED: usize = 8;
+const BUDGET_BACKLOG: usize = 1;
+
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+const URG: u8 = 0x20;
+
+/// The held ACKs, oldest first.
+pub(super) struct AckHold {
+    slots: Box<[u8]>,
+    lens: Box<[u8]>,
+    /// Index of the oldest held ACK.
+    head: usize,
+    held: usize,
+    /// When the oldest held ACK was held (set by `mark`).
+    since: Option<Instant>,
+    /// ACKs held since `take_delayed` was last asked.
+    delayed: u64,
+    /// ACKs that may still be written before the next visit to the tun.
+    budget: usize,
+    /// The budget a visit gives when it found the ring empty, and when it did not.
+    budget_drained: usize,
+    budget_backlog: usize,
+}
+
+impl AckHold {
+    /// A hold for one tunnel.
+    pub(super) fn new() -> AckHold {
+        AckHold::with_budgets(BUDGET_DRAINED, BUDGET_BACKLOG)
+    }
+
+    fn with_budgets(budget_drained: usize, budget_backlog: usize) -> AckHold {
+        AckHold {
+            slots: vec![0u8; SLOTS * SLOT_BYTES].into_boxed_slice(),
+            lens: vec![0u8; SLOTS].into_boxed_slice(),
+            head: 0,
+            held: 0,
+            since: None,
+            delayed: 0,
+            budget: budget_drained,
+            budget_drained,
+            budget_backlog,
+        }
+    }
+
+    /// Holds `packet` if it is a bare TCP ACK beyond the budget; false: it is to be written
+    /// now.
+    pub(super) fn offer(&mut self, packet: &[u8]) -> bool {
+        if packet.len() > SLOT_BYTES || !is_bare_ack(packet) {
+            return false;
+        }
+        if self.held == 0 && self.budget > 0 {
+            self.budget -= 1;
+            return false;
+        }
+        if self.held == SLOTS {
+            return false;
+        }
+        let at = (self.head + self.held) % SLOTS;
+        self.slots[at * SLOT_BYTES..][..packet.len()].copy_from_slice(packet);
+        // At most SLOT_BYTES (128): fits.
+        self.lens[at] = packet.len() as u8;
+        self.held += 1;
+        self.delayed += 1;
+        true
+    }
+
+    /// Notes when ACKs began to wait (after the datagrams of a wake-up were handled).
+    pub(super) fn mark(&mut self, now: Instant) {
+        if self.held > 0 && self.since.is_none() {
+            self.since = Some(now);
+        }
+    }
+
+    /// When the held ACKs must go, whatever the tun.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.since.map(|since| since + MAX_WAIT)
+    }
+
+    /// A visit to the tun ended (`drained`: it found the ring empty), or the deadline came
+    /// (`None`: all go, and the budget is whole again: no visit for that long means the
+    /// sender had nothing more). The ACKs whose turn it is go to `write`, oldest first.
+    pub(super) fn release(&mut self, drained: Option<bool>, mut write: impl FnMut(&[u8])) {
+        let (release, budget) = match drained {
+            Some(true) => (self.held.min(self.budget_drained), self.budget_drained),
+            Some(false) => (self.held.min(self.budget_backlog), self.budget_backlog),
+            None => (self.held, self.budget_drained + self.held),
+        };
+        self.budget = budget - release;
+        for _ in 0..release {
+            let at = self.head;
+            write(&self.slots[at * SLOT_BYTES..][..usize::from(self.lens[at])]);
+            self.head = (self.head + 1) % SLOTS;
+            self.held -= 1;
+        }
+        if self.held == 0 {
+            self.since = None;
+        }
+    }
+
+    /// ACKs held since the last call, for the node's counters.
+    pub(super) fn take_delayed(&mut self) -> u64 {
+        std::mem::take(&mut self.delayed)
+    }
+
+    /// Held ACKs.
+    #[cfg(test)]
+    pub(super) fn held(&self) -> usize {
+        self.held
+    }
+}
+
+/// A TCP segment that carries only an acknowledgement (options such as SACK allowed).
+fn is_bare_ack(packet: &[u8]) -> bool {
+    let Some(&first) = packet.first() else {
+        return false;
+    };
+    let (tcp, ip_len) = match first >> 4 {
+        4 => {
+            let header = usize::from(first & 0x0f) * 4;
+            // Not TCP, or a fragment (MF set or an offset).
+            if packet.len() < 20
+                || header < 20
+                || packet[9] != 6
+                || u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff != 0
+            {
+                return false;
+            }
+            let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+            match packet.get(header..total) {
+                Some(tcp) => (tcp, total),
+                None => return false,
+            }
+        }
+        6 => {
+            // TCP straight after the fixed header only.
+            if packet.len() < 40 || packet[6] != 6 {
+                return false;
+            }
+            let total = 40 + usize::from(u16::from_be_bytes([packet[4], packet[5]]));
+            match packet.get(40..total) {
+                Some(tcp) => (tcp, total),
+                None => return false,
+            }
+        }
+        _ => return false,
+    };
+    if tcp.len() < 20 || ip_len != packet.len() {
+        return false;
+    }
+    let data_offset = usize::from(tcp[12] >> 4) * 4;
+    let flags = tcp[13];
+    data_offset >= 20
+        && data_offset == tcp.len()
+        && flags & ACK != 0
+        && flags & (FIN | SYN | RST | URG) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ipv4_tcp(flags: u8, payload: usize) -> Vec<u8> {
+        let total = 20 + 20 + payload;
+        let mut p = vec![0u8; total];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[6] = 0x40; // DF
+        p[8] = 64;
+        p[9] = 6;
+        p[20 + 12] = 5 << 4;
+        p[20 + 13] = flags;
+        p
+    }
+
+    fn ipv6_tcp(flags: u8, options: usize) -> Vec<u8> {
+        let tcp = 20 + options;
+        let mut p = vec![0u8; 40 + tcp];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&(tcp as u16).to_be_bytes());
+        p[6] = 6;
+        p[40 + 12] = ((tcp / 4) as u8) << 4;
+        p[40 + 13] = flags;
+        p
+    }
+
+    fn ack(n: u8) -> Vec<u8> {
+        let mut p = ipv4_tcp(ACK, 0);
+        p[20 + 8] = n; // the acknowledgement number tells them apart
+        p
+    }
+
+    #[test]
+    fn acks_beyond_the_budget_wait_for_a_visit_and_leave_in_order() {
+        let mut hold = AckHold::with_budgets(3, 1);
+        for n in 0..3 {
+            assert!(!hold.offer(&ack(n)), "within the budget: written at once");
+        }
+        assert!(!hold.offer(&ipv4_tcp(ACK, 100)), "data passes");
+        for n in 3..10 {
+            assert!(hold.offer(&ack(n)));
+        }
+        let mut written = Vec::new();
+        hold.release(Some(false), |p| written.push(p[28]));
+        assert_eq!(written, [3], "a ring with a backlog: one");
+        hold.release(Some(true), |p| written.push(p[28]));
+        assert_eq!(written, [3, 4, 5, 6]);
+        assert!(hold.offer(&ack(10)), "behind the held ones");
+        hold.release(Some(true), |p| written.push(p[28]));
+        assert_eq!(written, [3, 4, 5, 6, 7, 8, 9]);
+        hold.release(Some(true), |p| written.push(p[28]));
+        assert_eq!(written.last(), Some(&10));
+        assert_eq!(hold.held(), 0);
+        assert!(!hold.offer(&ack(11)), "budget left: written at once");
+    }
+
+    #[test]
+    fn held_acks_leave_by_their_deadline() {
+        let start = Instant::now();
+        let mut hold = AckHold::with_budgets(0, 0);
+        hold.mark(start);
+        assert_eq!(hold.deadline(), None, "nothing held: no wake-up");
+        assert!(hold.offer(&ack(1)));
+        hold.mark(start);
+        hold.mark(start + MAX_WAIT);
+        assert!(hold.offer(&ack(2)));
+        assert_eq!(hold.deadline(), Some(start + MAX_WAIT), "the oldest's");
+        hold.release(Some(true), |_| panic!("no budget"));
+        let mut written = 0;
+        hold.release(None, |_| written += 1);
+        assert_eq!((written, hold.held(), hold.deadline()), (2, 0, None));
+        assert_eq!(hold.take_delayed(), 2);
+        assert_eq!(hold.take_delayed(), 0);
+    }
+
+    #[test]
+    fn a_full_hold_lets_acks_pass() {
+        let mut hold = AckHold::with_budgets(0, 0);
+        for _ in 0..SLOTS {
+            assert!(hold.offer(&ipv4_tcp(ACK, 0)));
+        }
+        assert!(!hold.offer(&ipv4_tcp(ACK, 0)));
+        // Wrapping around the pool keeps the order and the lengths.
+        hold.budget_drained = 1;
+        hold.release(Some(true), |_| {});
+        assert!(hold.offer(&ipv6_tcp(ACK, 40)));
+        let mut lens = Vec::new();
+        hold.release(None, |p| lens.push(p.len()));
+        assert_eq!(lens.len(), SLOTS);
+        assert_eq!(lens.last(), Some(&100));
+    }
+}
