@@ -10,9 +10,12 @@
 //! each visit to the tun renews: a few when the visit found the ring empty, one when it did
 //! not. ACKs beyond it wait, in order, for the next visit; the sender then waits for its ACKs
 //! instead of filling a ring it cannot see. Everything else (pings, data, a call's UDP)
-//! passes at once. Held ACKs are kept in a fixed pool (when it is full, an ACK passes), and
-//! none waits longer than `MAX_WAIT`: a sender that has nothing more to send makes no visit
-//! to the tun.
+//! passes at once, and may overtake a held ACK of its flow (the sender's TCP takes an ACK
+//! older than one it has seen as nothing new). Held ACKs are kept in a fixed pool; when it is
+//! full, an ACK passes the held ones. A sender that has nothing more to send makes no visit
+//! to the tun: when none has come for `MAX_WAIT` while ACKs wait, the timer stands for a
+//! visit that found the ring empty (it is: a ring with packets is readable, and readable
+//! means a visit).
 
 use std::time::{Duration, Instant};
 
@@ -20,12 +23,13 @@ use std::time::{Duration, Instant};
 const SLOTS: usize = 512;
 /// The largest packet held (IPv6 + TCP with 40 bytes of options is 100).
 const SLOT_BYTES: usize = 128;
-/// The longest an ACK is held.
+/// How long ACKs wait with no visit to the tun before the timer releases some.
 const MAX_WAIT: Duration = Duration::from_millis(2);
 /// ACKs written per visit to the tun that found its ring empty, and per visit that did not.
-/// Tried in `bench/ab` (phone fd, 4 pairs each): 16 and 2 let twice to fifty times as many
-/// retransmissions through for no more throughput, 4 and 1 was no better, and 2 and 1 cost a
-/// sixth of the throughput with Linux offloads (ARCHITECTURE "Loss under load", step 8).
+/// Tried in `bench/ab` (4 pairs each): 16 and 2 let sixteen times as many retransmissions
+/// through on the phone's fd, with 1.56 times the RTT under load and no more throughput; 4
+/// and 1 was no better; 2 and 1 cost a sixth of the throughput with Linux offloads
+/// (ARCHITECTURE "Loss under load", step 8).
 const BUDGET_DRAINED: usize = 8;
 const BUDGET_BACKLOG: usize = 1;
 
@@ -42,8 +46,8 @@ pub(super) struct AckHold {
     /// Index of the oldest held ACK.
     head: usize,
     held: usize,
-    /// When the oldest held ACK was held (set by `mark`).
-    since: Option<Instant>,
+    /// Since when ACKs have waited with none released (set by `mark` and `release`).
+    stalled_since: Option<Instant>,
     /// ACKs held since `take_delayed` was last asked.
     delayed: u64,
     /// ACKs that may still be written before the next visit to the tun.
@@ -65,7 +69,7 @@ impl AckHold {
             lens: vec![0u8; SLOTS].into_boxed_slice(),
             head: 0,
             held: 0,
-            since: None,
+            stalled_since: None,
             delayed: 0,
             budget: budget_drained,
             budget_drained,
@@ -97,34 +101,48 @@ impl AckHold {
 
     /// Notes when ACKs began to wait (after the datagrams of a wake-up were handled).
     pub(super) fn mark(&mut self, now: Instant) {
-        if self.held > 0 && self.since.is_none() {
-            self.since = Some(now);
+        if self.held > 0 && self.stalled_since.is_none() {
+            self.stalled_since = Some(now);
         }
     }
 
-    /// When the held ACKs must go, whatever the tun.
+    /// When the timer is to stand for a visit to the tun: `MAX_WAIT` after the last release
+    /// while ACKs wait (none while none wait: an idle engine does not wake for this).
     pub(super) fn deadline(&self) -> Option<Instant> {
-        self.since.map(|since| since + MAX_WAIT)
+        self.stalled_since.map(|since| since + MAX_WAIT)
     }
 
     /// A visit to the tun ended (`drained`: it found the ring empty), or the deadline came
-    /// (`None`: all go, and the budget is whole again: no visit for that long means the
-    /// sender had nothing more). The ACKs whose turn it is go to `write`, oldest first.
-    pub(super) fn release(&mut self, drained: Option<bool>, mut write: impl FnMut(&[u8])) {
-        let (release, budget) = match drained {
-            Some(true) => (self.held.min(self.budget_drained), self.budget_drained),
-            Some(false) => (self.held.min(self.budget_backlog), self.budget_backlog),
-            None => (self.held, self.budget_drained + self.held),
+    /// (as a visit that found it empty). The ACKs whose turn it is go to `write`, oldest
+    /// first.
+    pub(super) fn release(&mut self, drained: bool, now: Instant, write: impl FnMut(&[u8])) {
+        let budget = if drained {
+            self.budget_drained
+        } else {
+            self.budget_backlog
         };
+        let release = self.held.min(budget);
         self.budget = budget - release;
-        for _ in 0..release {
+        self.write_oldest(release, write);
+        if self.held == 0 {
+            self.stalled_since = None;
+        } else if release > 0 {
+            self.stalled_since = Some(now);
+        }
+    }
+
+    /// The tunnel is being replaced: what waits goes to it now, before its fd closes.
+    pub(super) fn release_all(&mut self, write: impl FnMut(&[u8])) {
+        self.write_oldest(self.held, write);
+        self.stalled_since = None;
+    }
+
+    fn write_oldest(&mut self, count: usize, mut write: impl FnMut(&[u8])) {
+        for _ in 0..count {
             let at = self.head;
             write(&self.slots[at * SLOT_BYTES..][..usize::from(self.lens[at])]);
             self.head = (self.head + 1) % SLOTS;
             self.held -= 1;
-        }
-        if self.held == 0 {
-            self.since = None;
         }
     }
 
@@ -133,8 +151,7 @@ impl AckHold {
         std::mem::take(&mut self.delayed)
     }
 
-    /// Held ACKs.
-    #[cfg(test)]
+    /// ACKs waiting.
     pub(super) fn held(&self) -> usize {
         self.held
     }
@@ -222,6 +239,7 @@ mod tests {
 
     #[test]
     fn acks_beyond_the_budget_wait_for_a_visit_and_leave_in_order() {
+        let now = Instant::now();
         let mut hold = AckHold::with_budgets(3, 1);
         for n in 0..3 {
             assert!(!hold.offer(&ack(n)), "within the budget: written at once");
@@ -231,35 +249,43 @@ mod tests {
             assert!(hold.offer(&ack(n)));
         }
         let mut written = Vec::new();
-        hold.release(Some(false), |p| written.push(p[28]));
+        hold.release(false, now, |p| written.push(p[28]));
         assert_eq!(written, [3], "a ring with a backlog: one");
-        hold.release(Some(true), |p| written.push(p[28]));
+        hold.release(true, now, |p| written.push(p[28]));
         assert_eq!(written, [3, 4, 5, 6]);
         assert!(hold.offer(&ack(10)), "behind the held ones");
-        hold.release(Some(true), |p| written.push(p[28]));
+        hold.release(true, now, |p| written.push(p[28]));
         assert_eq!(written, [3, 4, 5, 6, 7, 8, 9]);
-        hold.release(Some(true), |p| written.push(p[28]));
+        hold.release(true, now, |p| written.push(p[28]));
         assert_eq!(written.last(), Some(&10));
         assert_eq!(hold.held(), 0);
         assert!(!hold.offer(&ack(11)), "budget left: written at once");
     }
 
     #[test]
-    fn held_acks_leave_by_their_deadline() {
+    fn the_deadline_stands_for_a_visit_when_none_comes() {
         let start = Instant::now();
-        let mut hold = AckHold::with_budgets(0, 0);
+        let mut hold = AckHold::with_budgets(2, 1);
         hold.mark(start);
         assert_eq!(hold.deadline(), None, "nothing held: no wake-up");
-        assert!(hold.offer(&ack(1)));
+        for n in 0..6 {
+            hold.offer(&ack(n));
+        }
         hold.mark(start);
         hold.mark(start + MAX_WAIT);
-        assert!(hold.offer(&ack(2)));
-        assert_eq!(hold.deadline(), Some(start + MAX_WAIT), "the oldest's");
-        hold.release(Some(true), |_| panic!("no budget"));
-        let mut written = 0;
-        hold.release(None, |_| written += 1);
-        assert_eq!((written, hold.held(), hold.deadline()), (2, 0, None));
-        assert_eq!(hold.take_delayed(), 2);
+        assert_eq!(hold.deadline(), Some(start + MAX_WAIT), "the first wait's");
+        // A visit that releases one moves the deadline on: the queue is moving.
+        let later = start + MAX_WAIT / 2;
+        let mut written = Vec::new();
+        hold.release(false, later, |p| written.push(p[28]));
+        assert_eq!(hold.deadline(), Some(later + MAX_WAIT));
+        // The timer's release is a drained visit's: a budget's worth, not all at once.
+        hold.release(true, later + MAX_WAIT, |p| written.push(p[28]));
+        assert_eq!(written, [2, 3, 4]);
+        assert_eq!(hold.deadline(), Some(later + 2 * MAX_WAIT));
+        hold.release(true, later + 2 * MAX_WAIT, |p| written.push(p[28]));
+        assert_eq!((written.len(), hold.held(), hold.deadline()), (4, 0, None));
+        assert_eq!(hold.take_delayed(), 4);
         assert_eq!(hold.take_delayed(), 0);
     }
 
@@ -272,11 +298,12 @@ mod tests {
         assert!(!hold.offer(&ipv4_tcp(ACK, 0)));
         // Wrapping around the pool keeps the order and the lengths.
         hold.budget_drained = 1;
-        hold.release(Some(true), |_| {});
+        hold.release(true, Instant::now(), |_| {});
         assert!(hold.offer(&ipv6_tcp(ACK, 40)));
         let mut lens = Vec::new();
-        hold.release(None, |p| lens.push(p.len()));
+        hold.release_all(|p| lens.push(p.len()));
         assert_eq!(lens.len(), SLOTS);
         assert_eq!(lens.last(), Some(&100));
+        assert_eq!((hold.held(), hold.deadline()), (0, None));
     }
 }

@@ -534,10 +534,24 @@ async fn run_loop(
                 if let Some(error) = lost {
                     retire_writer(&mut tun_thread, node);
                     tunnel_lost(tun, node, events, error);
-                    ack_hold = None;
+                    if let Some(mut hold) = ack_hold.take() {
+                        // They were counted as written to the tun.
+                        node.count_drops(DropReason::TunWrite, hold.held() as u64);
+                        node.count_acks_delayed(hold.take_delayed());
+                    }
                 } else {
+                    // What was read leaves first: the ACKs make the local TCP send more.
+                    udp.flush();
                     let drained = Some(tun_reader.drained());
-                    release_acks(&mut ack_hold, drained, tun, &mut gro, &tun_thread, node);
+                    release_acks(
+                        &mut ack_hold,
+                        drained,
+                        now,
+                        tun,
+                        &mut gro,
+                        &tun_thread,
+                        node,
+                    );
                 }
                 node.end_tun_batch(now);
             }
@@ -611,7 +625,17 @@ async fn run_loop(
                 node.handle_timeout(now, &mut UdpSink(udp));
                 let acks_due = ack_hold.as_ref().and_then(AckHold::deadline);
                 if acks_due.is_some_and(|due| due <= now) {
-                    release_acks(&mut ack_hold, None, tun, &mut gro, &tun_thread, node);
+                    // No visit for that long: the ring is empty (it would be readable).
+                    let drained = Some(true);
+                    release_acks(
+                        &mut ack_hold,
+                        drained,
+                        now,
+                        tun,
+                        &mut gro,
+                        &tun_thread,
+                        node,
+                    );
                 }
             }
             Woken::Command(command) => {
@@ -628,8 +652,9 @@ async fn run_loop(
                     }
                     Command::Tunnel(new, reply) => {
                         tracing::debug!(attached = new.is_some(), "tunnel");
-                        // The old fd is written out, deregistered and closed before the new
-                        // one is watched.
+                        // The old fd is written out (the ACKs waiting too), deregistered
+                        // and closed before the new one is watched.
+                        release_acks(&mut ack_hold, None, now, tun, &mut gro, &tun_thread, node);
                         retire_writer(&mut tun_thread, node);
                         *tun = None;
                         tun_reader.reset();
@@ -684,9 +709,12 @@ fn ack_hold_for(tun: &Option<AsyncFd<TunDevice>>) -> Option<AckHold> {
 }
 
 /// Writes the held ACKs whose turn it is (`ack_hold::AckHold::release`).
+/// `drained`: how the visit to the tun ended (the timer's stands for one that found the
+/// ring empty); `None`: all of them (the tunnel is being replaced).
 fn release_acks(
     hold: &mut Option<AckHold>,
     drained: Option<bool>,
+    now: Instant,
     tun: &Option<AsyncFd<TunDevice>>,
     gro: &mut Coalescer,
     thread: &Option<TunWriteThread>,
@@ -696,10 +724,12 @@ fn release_acks(
         return;
     };
     let writer = &mut TunWriter::new(Some(tun.get_ref()), gro, thread.as_ref(), None);
-    hold.release(drained, |ack| {
-        // The writer counts what it loses.
-        let _ = writer.write_packet(ack);
-    });
+    // The writer counts what it loses.
+    let write = |ack: &[u8]| drop(writer.write_packet(ack));
+    match drained {
+        Some(drained) => hold.release(drained, now, write),
+        None => hold.release_all(write),
+    }
     writer.flush(node);
     node.count_acks_delayed(hold.take_delayed());
 }

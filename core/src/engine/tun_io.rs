@@ -187,7 +187,8 @@ fn offloaded_frame(
 
 /// Where decrypted packets go: the tun, through the TCP coalescer unless it takes address
 /// family headers (utun), and through the writer thread when it has one (a tun without
-/// offloads). What the kernel or the thread refuses is counted as `tun_write` drops, per
+/// offloads). Bare TCP ACKs beyond the budget wait in the hold instead, when it is given one
+/// (`ack_hold`). What the kernel or the thread refuses is counted as `tun_write` drops, per
 /// packet (a joined packet's segments all count), when the read's batch is flushed.
 pub(super) struct TunWriter<'a> {
     tun: Option<&'a TunDevice>,
