@@ -509,6 +509,8 @@ async fn run_loop(
         } = &mut *io;
         let udp = &*udp;
         let mut woke = Wake::Other;
+        // After a visit to the tun, or the timer standing for one: how it ended, and when.
+        let mut acks_turn = None;
         let woken = std::future::poll_fn(|cx| {
             turn.poll(
                 cx,
@@ -542,16 +544,7 @@ async fn run_loop(
                 } else {
                     // What was read leaves first: the ACKs make the local TCP send more.
                     udp.flush();
-                    let drained = Some(tun_reader.drained());
-                    release_acks(
-                        &mut ack_hold,
-                        drained,
-                        now,
-                        tun,
-                        &mut gro,
-                        &tun_thread,
-                        node,
-                    );
+                    acks_turn = Some((tun_reader.drained(), now));
                 }
                 node.end_tun_batch(now);
             }
@@ -626,16 +619,7 @@ async fn run_loop(
                 let acks_due = ack_hold.as_ref().and_then(AckHold::deadline);
                 if acks_due.is_some_and(|due| due <= now) {
                     // No visit for that long: the ring is empty (it would be readable).
-                    let drained = Some(true);
-                    release_acks(
-                        &mut ack_hold,
-                        drained,
-                        now,
-                        tun,
-                        &mut gro,
-                        &tun_thread,
-                        node,
-                    );
+                    acks_turn = Some((true, now));
                 }
             }
             Woken::Command(command) => {
@@ -680,6 +664,17 @@ async fn run_loop(
                     }
                 }
             }
+        }
+        if let Some((drained, now)) = acks_turn {
+            release_acks(
+                &mut ack_hold,
+                Some(drained),
+                now,
+                tun,
+                &mut gro,
+                &tun_thread,
+                node,
+            );
         }
         let now = Instant::now();
         let activity = || match network_check {
