@@ -704,14 +704,9 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
     if resources + 1 > MAX_DEVICES_PER_CONTACT {
         // The resources beyond the cap flood in parallel with the kept ones: their last
         // presences may still be on the way when the kept ones are complete.
-        let deadline = Instant::now() + FLOOD_WITHIN;
-        let counted = loop {
-            let counted = count(&alice.ask(Request::Status), "social.presences_ignored") > ignored;
-            if counted || Instant::now() >= deadline {
-                break counted;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let counted = alice.wait_until(Request::Status, FLOOD_WITHIN, |s| {
+            count(s, "social.presences_ignored") > ignored
+        });
         assert!(counted, "presences beyond the resource cap not counted");
     }
     intact(&mut alice, "after the flood");

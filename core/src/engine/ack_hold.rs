@@ -58,7 +58,7 @@ pub(super) struct AckHold {
 }
 
 impl AckHold {
-    /// A hold for one tunnel.
+    /// A hold for the engine's life, across tunnels.
     pub(super) fn new() -> AckHold {
         AckHold::with_budgets(BUDGET_DRAINED, BUDGET_BACKLOG)
     }
@@ -131,10 +131,13 @@ impl AckHold {
         }
     }
 
-    /// The tunnel is being replaced: what waits goes to it now, before its fd closes.
-    pub(super) fn release_all(&mut self, write: impl FnMut(&[u8])) {
-        self.write_oldest(self.held, write);
+    /// The tunnel is being replaced (what waits goes to it now, before its fd closes) or
+    /// was lost. Returns how many there were.
+    pub(super) fn release_all(&mut self, write: impl FnMut(&[u8])) -> usize {
+        let held = self.held;
+        self.write_oldest(held, write);
         self.stalled_since = None;
+        held
     }
 
     fn write_oldest(&mut self, count: usize, mut write: impl FnMut(&[u8])) {
@@ -152,6 +155,7 @@ impl AckHold {
     }
 
     /// ACKs waiting.
+    #[cfg(test)]
     pub(super) fn held(&self) -> usize {
         self.held
     }

@@ -468,7 +468,7 @@ async fn run_loop(
     // Writes decrypted packets beside the engine (a tun without offloads).
     let mut tun_thread = writer_thread(tun);
     // Bare ACKs to the tun go on a budget each visit to it renews.
-    let mut ack_hold = ack_hold_for(tun);
+    let mut ack_hold = AckHold::new();
     let mut net_buf = vec![0u8; udp_io::RECV_BYTES].into_boxed_slice();
     let mut gro = Coalescer::default();
     // One timer for the engine's life, moved only when the next deadline moves (not on every
@@ -490,7 +490,7 @@ async fn run_loop(
             node.poll_timeout().map(|(at, _)| at),
             network_check,
             gather.deadline(),
-            ack_hold.as_ref().and_then(AckHold::deadline),
+            ack_hold.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -536,11 +536,7 @@ async fn run_loop(
                 if let Some(error) = lost {
                     retire_writer(&mut tun_thread, node);
                     tunnel_lost(tun, node, events, error);
-                    if let Some(mut hold) = ack_hold.take() {
-                        // They were counted as written to the tun.
-                        node.count_drops(DropReason::TunWrite, hold.held() as u64);
-                        node.count_acks_delayed(hold.take_delayed());
-                    }
+                    release_acks(&mut ack_hold, None, now, tun, &mut gro, &tun_thread, node);
                 } else {
                     // What was read leaves first: the ACKs make the local TCP send more.
                     udp.flush();
@@ -565,7 +561,7 @@ async fn run_loop(
                         tun.as_ref().map(AsyncFd::get_ref),
                         &mut gro,
                         tun_thread.as_ref(),
-                        ack_hold.as_mut(),
+                        Some(&mut ack_hold),
                     );
                     for datagram in net_buf[..got.len].chunks(got.stride) {
                         node.handle_datagram(
@@ -578,9 +574,7 @@ async fn run_loop(
                     }
                     tun_writer.flush(node);
                 }
-                if let Some(hold) = ack_hold.as_mut() {
-                    hold.mark(now);
-                }
+                ack_hold.mark(now);
             }
             Woken::Xmpp(input) => {
                 match input {
@@ -616,8 +610,7 @@ async fn run_loop(
                 // Every wake-up should be explainable: which part asked for it.
                 tracing::trace!(sources = ?node.timeout_sources(now), "timer");
                 node.handle_timeout(now, &mut UdpSink(udp));
-                let acks_due = ack_hold.as_ref().and_then(AckHold::deadline);
-                if acks_due.is_some_and(|due| due <= now) {
+                if ack_hold.deadline().is_some_and(|due| due <= now) {
                     // No visit for that long: the ring is empty (it would be readable).
                     acks_turn = Some((true, now));
                 }
@@ -645,7 +638,6 @@ async fn run_loop(
                         let watched = new.map(watch_tun).transpose().map_err(EngineError::TunFd);
                         let _ = reply.send(watched.map(|new| *tun = new));
                         tun_thread = writer_thread(tun);
-                        ack_hold = ack_hold_for(tun);
                         node.set_tunnel(tun.is_some());
                     }
                     // A caller that went away no longer wants the answer: ignoring a failed
@@ -698,16 +690,12 @@ fn writer_thread(tun: &Option<AsyncFd<TunDevice>>) -> Option<TunWriteThread> {
         .flatten()
 }
 
-/// A hold for the bare ACKs of an attached tunnel.
-fn ack_hold_for(tun: &Option<AsyncFd<TunDevice>>) -> Option<AckHold> {
-    tun.as_ref().map(|_| AckHold::new())
-}
-
 /// Writes the held ACKs whose turn it is (`ack_hold::AckHold::release`).
 /// `drained`: how the visit to the tun ended (the timer's stands for one that found the
-/// ring empty); `None`: all of them (the tunnel is being replaced).
+/// ring empty); `None`: all of them (the tunnel is being replaced; with no tunnel, lost:
+/// counted as `tun_write` drops, as they were counted as written).
 fn release_acks(
-    hold: &mut Option<AckHold>,
+    hold: &mut AckHold,
     drained: Option<bool>,
     now: Instant,
     tun: &Option<AsyncFd<TunDevice>>,
@@ -715,7 +703,9 @@ fn release_acks(
     thread: &Option<TunWriteThread>,
     node: &mut Node,
 ) {
-    let (Some(hold), Some(tun)) = (hold.as_mut(), tun.as_ref()) else {
+    let Some(tun) = tun.as_ref() else {
+        node.count_drops(DropReason::TunWrite, hold.release_all(|_| ()) as u64);
+        node.count_acks_delayed(hold.take_delayed());
         return;
     };
     let writer = &mut TunWriter::new(Some(tun.get_ref()), gro, thread.as_ref(), None);
@@ -723,7 +713,9 @@ fn release_acks(
     let write = |ack: &[u8]| drop(writer.write_packet(ack));
     match drained {
         Some(drained) => hold.release(drained, now, write),
-        None => hold.release_all(write),
+        None => {
+            hold.release_all(write);
+        }
     }
     writer.flush(node);
     node.count_acks_delayed(hold.take_delayed());
