@@ -62,6 +62,23 @@ pub trait NetSink {
         }
     }
 
+    /// Builds a datagram for a direct `path` straight into the sink's own send buffer,
+    /// saving the copy `send_on` makes of every encrypted packet: `build` gets `room` bytes
+    /// and returns how many of them it built, from the start (0: nothing to send); `expect`
+    /// is the length it will most likely build (at most `room`). Returns how many left
+    /// (failures to send are the sink's to count, as for `send_on`), or None without calling
+    /// `build` when the sink has no such buffer or the path is relayed: then the datagram is
+    /// built elsewhere and goes to `send_on`.
+    fn send_built(
+        &mut self,
+        _path: Path,
+        _expect: usize,
+        _room: usize,
+        _build: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Option<io::Result<usize>> {
+        None
+    }
+
     /// The public key of a device the link layer is linking with (connecting, up, retrying,
     /// or in its grace period after going offline), if `uid` is one: the data plane makes
     /// that device's link when it is first needed (a packet for it, its handshake) rather
@@ -757,6 +774,47 @@ fn encapsulate(
         let _ = link.tunn.encapsulate(payload, scratch);
         return Ok(());
     };
+    // Encrypted straight into the socket's send batch where the sink has one. boringtun
+    // needs room for the payload and its overhead, or for a handshake initiation when the
+    // session is gone (it then queues the packet).
+    let expect = payload.len() + WG_DATA_OVERHEAD;
+    let mut rejected = None;
+    let built = net.send_built(endpoint, expect, expect.max(WG_MIN_BUFFER), &mut |room| {
+        match link.tunn.encapsulate(payload, room) {
+            TunnResult::WriteToNetwork(datagram) => {
+                link.note_sent(now, datagram);
+                // boringtun builds at the start of the buffer it is given.
+                datagram.len()
+            }
+            TunnResult::Err(e) => {
+                rejected = Some(e);
+                0
+            }
+            TunnResult::Done
+            | TunnResult::WriteToTunnelV4(..)
+            | TunnResult::WriteToTunnelV6(..) => 0,
+        }
+    });
+    match built {
+        Some(Ok(len)) => {
+            if len > 0 {
+                counters.net_tx.add(len);
+            }
+            return match rejected {
+                Some(e) => {
+                    tracing::debug!(peer = %link.uid, error = ?e, "encapsulate failed");
+                    Err(DropReason::WireGuardRejected)
+                }
+                None => Ok(()),
+            };
+        }
+        Some(Err(e)) => {
+            tracing::trace!(error = %e, "send failed");
+            counters.drops.add(DropReason::NetSend);
+            return Ok(());
+        }
+        None => {}
+    }
     match link.tunn.encapsulate(payload, scratch) {
         TunnResult::WriteToNetwork(datagram) => {
             link.note_sent(now, datagram);

@@ -8,6 +8,7 @@
 //! on a phone's Wi-Fi happens later, from the driver's completion interrupt: one more wake-up
 //! per burst for nothing.
 
+use crate::path::{Path, PathKind};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
@@ -53,6 +54,19 @@ impl crate::dataplane::NetSink for UdpSink<'_> {
     fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]) -> io::Result<()> {
         self.0.queue(dst, datagram);
         Ok(())
+    }
+
+    fn send_built(
+        &mut self,
+        path: Path,
+        expect: usize,
+        room: usize,
+        build: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Option<io::Result<usize>> {
+        match path.kind {
+            PathKind::Direct => Some(Ok(self.0.build(path.remote, expect, room, build))),
+            PathKind::Relayed => None,
+        }
     }
 }
 
@@ -121,37 +135,66 @@ impl UdpIo {
     /// Queues a datagram; it leaves with the next `flush` (or earlier, when the batch is
     /// full or the next datagram cannot join it).
     pub(super) fn queue(&self, dst: SocketAddr, datagram: &[u8]) {
-        let joins = {
-            let b = self.batch();
-            b.count > 0
-                && b.dst == Some(dst)
-                && datagram.len() <= b.segment
-                && b.len % b.segment == 0
-                // Asked each time: quinn-udp turns GSO off after a send the kernel refused.
-                && b.count < self.state.max_gso_segments().max(1)
-                && b.len + datagram.len() <= BATCH_BYTES
-        };
-        if !joins {
-            self.flush();
-        }
+        let len = datagram.len();
+        self.build(dst, len, len, &mut |room: &mut [u8]| {
+            room[..len].copy_from_slice(datagram);
+            len
+        });
+    }
+
+    /// Builds a datagram for `dst` in place at the end of the batch: `build` gets `room`
+    /// bytes and returns how many it built (0: none), most likely `expect`. Queued as
+    /// `queue`'s are; returns the length queued. One lock per datagram, and no copy of it
+    /// before the kernel's.
+    pub(super) fn build(
+        &self,
+        dst: SocketAddr,
+        expect: usize,
+        room: usize,
+        build: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> usize {
         let mut b = self.batch();
-        if datagram.len() > b.buf.len() {
+        let joins = b.count > 0
+            && b.dst == Some(dst)
+            && expect <= b.segment
+            && b.len % b.segment == 0
+            // Asked each time: quinn-udp turns GSO off after a send the kernel refused.
+            && b.count < self.state.max_gso_segments().max(1)
+            && b.len + room <= BATCH_BYTES;
+        if !joins {
+            self.send_batch(&mut b);
+        }
+        if room > b.buf.len() {
             b.failed += 1;
-            return;
+            return 0;
+        }
+        let mut start = b.len;
+        let len = build(&mut b.buf[start..start + room]).min(room);
+        if len == 0 {
+            return 0;
+        }
+        if b.count > 0 && len > b.segment {
+            // Built longer than expected (a handshake instead of data): a GSO batch's
+            // datagrams are all one size but the last, so it starts a batch of its own.
+            self.send_batch(&mut b);
+            b.buf.copy_within(start..start + len, 0);
+            start = 0;
         }
         if b.count == 0 {
             b.dst = Some(dst);
-            b.segment = datagram.len();
+            b.segment = len;
         }
-        let start = b.len;
-        b.buf[start..start + datagram.len()].copy_from_slice(datagram);
-        b.len += datagram.len();
+        b.len = start + len;
         b.count += 1;
+        len
     }
 
     /// Sends what is queued.
     pub(super) fn flush(&self) {
-        let mut b = self.batch();
+        self.send_batch(&mut self.batch());
+    }
+
+    fn send_batch(&self, b: &mut Batch) {
         let Some(dst) = b.dst.take() else { return };
         let transmit = Transmit {
             destination: dst,
@@ -355,5 +398,50 @@ mod tests {
         // Watched, it reads as before.
         peer.send_to(b"more", to).unwrap();
         assert_eq!(read_all(&io).await, 1);
+    }
+
+    /// Datagrams built in place join the batch as queued ones do; one built longer than
+    /// expected (a handshake where data was expected) leaves in a batch of its own, one built
+    /// empty not at all, one shorter ends its batch: each arrives whole and in order.
+    #[tokio::test]
+    async fn datagrams_built_in_place_arrive_whole_and_in_order() {
+        let io = UdpIo::new(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let to = peer.local_addr().unwrap();
+        let mut sent = Vec::new();
+        for n in 0..24u8 {
+            let len = match n {
+                7 | 8 => 148,
+                12 => 0,
+                15 => 60,
+                _ => 100,
+            };
+            let datagram = vec![n; len];
+            let built = io.build(to, 100, 148, &mut |room: &mut [u8]| {
+                assert_eq!(room.len(), 148);
+                room[..len].copy_from_slice(&datagram);
+                len
+            });
+            assert_eq!(built, len);
+            if len > 0 {
+                sent.push(datagram);
+            }
+            if n == 3 {
+                io.queue(to, &[99; 100]);
+                sent.push(vec![99; 100]);
+            }
+        }
+        io.flush();
+        let mut buf = [0u8; 256];
+        for (k, want) in sent.iter().enumerate() {
+            let got = peer.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..got], &want[..], "datagram {k}");
+        }
+        assert_eq!(io.take_failed(), 0);
+        // No room that large: nothing built, counted as a failed send.
+        assert_eq!(io.build(to, 70_000, 70_000, &mut |_| unreachable!()), 0);
+        assert_eq!(io.take_failed(), 1);
     }
 }

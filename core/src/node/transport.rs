@@ -51,6 +51,20 @@ impl<S: NetSink> NetSink for Transport<'_, S> {
         }
     }
 
+    fn send_built(
+        &mut self,
+        path: Path,
+        expect: usize,
+        room: usize,
+        build: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Option<io::Result<usize>> {
+        match path.kind {
+            PathKind::Direct => self.socket.send_built(path, expect, room, build),
+            // Wrapped for the relay: built elsewhere.
+            PathKind::Relayed => None,
+        }
+    }
+
     fn connecting_key(&mut self, uid: &Uid) -> Option<[u8; 32]> {
         self.links.as_deref()?.device_key(uid)
     }
