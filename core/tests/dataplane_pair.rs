@@ -6,6 +6,7 @@ use socialvpn_core::addrbook::AddressBook;
 use socialvpn_core::dataplane::{DataPlane, NetSink, TunSink, TUN_BUFFER};
 use socialvpn_core::identity::DeviceIdentity;
 use socialvpn_core::packet::uid_header;
+use socialvpn_core::path::{Path, PathKind};
 use socialvpn_core::subnet::ula_address;
 use socialvpn_core::{DropReason, Uid};
 use std::io;
@@ -18,6 +19,28 @@ impl NetSink for Wire {
     fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]) -> io::Result<()> {
         self.0.push((dst, datagram.to_vec()));
         Ok(())
+    }
+
+    /// Built in place, as the engine's socket batch builds them: the data plane's in-place
+    /// path is the one these tests drive (the fallback through `send_to` stays for what is
+    /// not a data packet on a direct path).
+    fn send_built(
+        &mut self,
+        path: Path,
+        _expect: usize,
+        room: usize,
+        build: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Option<io::Result<usize>> {
+        if path.kind != PathKind::Direct {
+            return None;
+        }
+        let mut datagram = vec![0u8; room];
+        let len = build(&mut datagram);
+        if len > 0 {
+            datagram.truncate(len);
+            self.0.push((path.remote, datagram));
+        }
+        Some(Ok(len))
     }
 
     /// The link layer under this wire is connecting to the device with key `.1`.

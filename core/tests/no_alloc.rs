@@ -62,11 +62,17 @@ fn outbound_and_inbound_paths_do_not_allocate() {
     pair.dp
         .handle_tun_packet(now, &mut buf, packet.len(), &mut sinks);
 
+    let mut in_place = common::InPlace::default();
     let (dp, endpoint) = (&mut pair.dp, pair.peer_endpoint);
     let n = allocations_during(|| {
         for _ in 0..1000 {
             buf[..packet.len()].copy_from_slice(&packet);
             dp.handle_tun_packet(now, &mut buf, packet.len(), &mut sinks);
+        }
+        // As the engine sends: encrypted in place into the socket's batch.
+        for _ in 0..1000 {
+            buf[..packet.len()].copy_from_slice(&packet);
+            dp.handle_tun_packet(now, &mut buf, packet.len(), &mut in_place);
         }
         for (d, n) in inbound.iter_mut() {
             let mut tun = common::Sizes::default();
@@ -82,6 +88,8 @@ fn outbound_and_inbound_paths_do_not_allocate() {
     });
     assert_eq!(dp.counters().drops.total(), 0, "{:?}", dp.counters());
     assert!(sinks.sent >= 1000 * 1200);
+    assert_eq!(in_place.built, 1000, "encrypted in place");
+    assert!(in_place.sent >= 1000 * 1200);
     assert_eq!(n, 0, "{n} heap allocations on the data path");
 }
 

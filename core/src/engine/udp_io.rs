@@ -133,7 +133,7 @@ impl UdpIo {
     }
 
     /// Queues a datagram; it leaves with the next `flush` (or earlier, when the batch is
-    /// full or the next datagram cannot join it).
+    /// full or the next datagram cannot join it). An empty one is not sent.
     pub(super) fn queue(&self, dst: SocketAddr, datagram: &[u8]) {
         let len = datagram.len();
         self.build(dst, len, len, &mut |room: &mut [u8]| {
@@ -174,8 +174,9 @@ impl UdpIo {
             return 0;
         }
         if b.count > 0 && len > b.segment {
-            // Built longer than expected (a handshake instead of data): a GSO batch's
-            // datagrams are all one size but the last, so it starts a batch of its own.
+            // Built longer than the batch's segment (a handshake instead of data): a GSO
+            // batch's datagrams are all one size but the last, so the earlier ones leave
+            // and it moves to the front of a batch of its own.
             self.send_batch(&mut b);
             b.buf.copy_within(start..start + len, 0);
             start = 0;

@@ -9,6 +9,7 @@ use socialvpn_core::addrbook::AddressBook;
 use socialvpn_core::dataplane::{DataPlane, NetSink, TunSink};
 use socialvpn_core::identity::DeviceIdentity;
 use socialvpn_core::packet::uid_header;
+use socialvpn_core::path::Path;
 use socialvpn_core::Uid;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -32,6 +33,42 @@ impl TunSink for Sizes {
         assert!(!p.is_empty() && matches!(p[0] >> 4, 4 | 6));
         self.written += p.len();
         Ok(())
+    }
+}
+
+/// A socket sink that builds datagrams in place in a fixed buffer, as the engine's send
+/// batch does, and records sizes only: it must not allocate either.
+pub struct InPlace {
+    buf: Box<[u8]>,
+    pub sent: usize,
+    pub built: usize,
+}
+impl Default for InPlace {
+    fn default() -> InPlace {
+        InPlace {
+            buf: vec![0u8; 65_000].into_boxed_slice(),
+            sent: 0,
+            built: 0,
+        }
+    }
+}
+impl NetSink for InPlace {
+    fn send_to(&mut self, _: SocketAddr, d: &[u8]) -> io::Result<()> {
+        self.sent += d.len();
+        Ok(())
+    }
+
+    fn send_built(
+        &mut self,
+        _path: Path,
+        _expect: usize,
+        room: usize,
+        build: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Option<io::Result<usize>> {
+        let len = build(self.buf.get_mut(..room)?);
+        self.sent += len;
+        self.built += usize::from(len > 0);
+        Some(Ok(len))
     }
 }
 
