@@ -8,7 +8,8 @@
 //! each one lets it release its next burst into that ring, in the `write` that hands the ACK
 //! over. So bare ACKs (no data, no SYN, FIN or RST) are written to the tun on a budget that
 //! each visit to the tun renews: a few when the visit found the ring empty, one when it did
-//! not. ACKs beyond it wait, in order, for the next visit; the sender then waits for its ACKs
+//! not — or, while more is left of it, a budget of acknowledged bytes (per flow, from each
+//! ACK's number), for a far end whose ACKs each cover two segments instead of 64 KB. ACKs beyond it wait, in order, for the next visit; the sender then waits for its ACKs
 //! instead of filling a ring it cannot see. Everything else (pings, data, a call's UDP)
 //! passes at once, and may overtake a held ACK of its flow (the sender's TCP takes an ACK
 //! older than one it has seen as nothing new). Held ACKs are kept in a fixed pool; when it is
@@ -32,6 +33,19 @@ const MAX_WAIT: Duration = Duration::from_millis(2);
 /// (ARCHITECTURE "Loss under load", step 8).
 const BUDGET_DRAINED: usize = 8;
 const BUDGET_BACKLOG: usize = 1;
+/// Acknowledged bytes a visit lets through besides, whatever the count: where the far end
+/// does not join segments (a utun on both ends), one ACK covers two segments, and one ACK
+/// per visit that read 64 packets starved the sender (utun framing lost two fifths of its
+/// throughput). With joined segments an ACK covers up to 64 KB and the count governs.
+const BYTES_DRAINED: u32 = 64 * 1024;
+const BYTES_BACKLOG: u32 = 16 * 1024;
+/// What an ACK whose flow has no earlier ACK in the table is taken to cover.
+const BYTES_UNKNOWN: u32 = 64 * 1024;
+/// What any ACK is taken to cover at least: a duplicate lets a segment be sent again, and
+/// the byte budget runs out on duplicates too.
+const BYTES_LEAST: u32 = 1500;
+/// Flows whose last acknowledgement number is remembered (direct-mapped by a hash).
+const FLOWS: usize = 64;
 
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
@@ -43,6 +57,10 @@ const URG: u8 = 0x20;
 pub(super) struct AckHold {
     slots: Box<[u8]>,
     lens: Box<[u8]>,
+    /// Bytes each held ACK acknowledges beyond its flow's ACK before it.
+    covers: Box<[u32]>,
+    /// Per flow (by hash): the hash and the highest acknowledgement number seen.
+    flows: Box<[(u64, u32)]>,
     /// Index of the oldest held ACK.
     head: usize,
     held: usize,
@@ -55,18 +73,29 @@ pub(super) struct AckHold {
     /// The budget a visit gives when it found the ring empty, and when it did not.
     budget_drained: usize,
     budget_backlog: usize,
+    /// Acknowledged bytes that may still be written before the next visit (an ACK may go
+    /// while either budget lasts), and what a visit gives.
+    bytes: u32,
+    bytes_drained: u32,
+    bytes_backlog: u32,
 }
 
 impl AckHold {
     /// A hold for the engine's life, across tunnels.
     pub(super) fn new() -> AckHold {
-        AckHold::with_budgets(BUDGET_DRAINED, BUDGET_BACKLOG)
+        let mut hold = AckHold::with_budgets(BUDGET_DRAINED, BUDGET_BACKLOG);
+        (hold.bytes_drained, hold.bytes_backlog) = (BYTES_DRAINED, BYTES_BACKLOG);
+        hold.bytes = BYTES_DRAINED;
+        hold
     }
 
+    /// A hold with these ACK budgets and no byte budgets.
     fn with_budgets(budget_drained: usize, budget_backlog: usize) -> AckHold {
         AckHold {
             slots: vec![0u8; SLOTS * SLOT_BYTES].into_boxed_slice(),
             lens: vec![0u8; SLOTS].into_boxed_slice(),
+            covers: vec![0u32; SLOTS].into_boxed_slice(),
+            flows: vec![(0u64, 0u32); FLOWS].into_boxed_slice(),
             head: 0,
             held: 0,
             stalled_since: None,
@@ -74,17 +103,24 @@ impl AckHold {
             budget: budget_drained,
             budget_drained,
             budget_backlog,
+            bytes: 0,
+            bytes_drained: 0,
+            bytes_backlog: 0,
         }
     }
 
     /// Holds `packet` if it is a bare TCP ACK beyond the budget; false: it is to be written
     /// now.
     pub(super) fn offer(&mut self, packet: &[u8]) -> bool {
-        if packet.len() > SLOT_BYTES || !is_bare_ack(packet) {
+        if packet.len() > SLOT_BYTES {
             return false;
         }
-        if self.held == 0 && self.budget > 0 {
-            self.budget -= 1;
+        let Some((flow, ack)) = bare_ack(packet) else {
+            return false;
+        };
+        let covers = self.covers(flow, ack);
+        if self.held == 0 && (self.budget > 0 || self.bytes > 0) {
+            self.spend(covers);
             return false;
         }
         if self.held == SLOTS {
@@ -94,9 +130,33 @@ impl AckHold {
         self.slots[at * SLOT_BYTES..][..packet.len()].copy_from_slice(packet);
         // At most SLOT_BYTES (128): fits.
         self.lens[at] = packet.len() as u8;
+        self.covers[at] = covers;
         self.held += 1;
         self.delayed += 1;
         true
+    }
+
+    /// Bytes `ack` acknowledges beyond the highest acknowledgement seen for its flow (at
+    /// least `BYTES_LEAST`, also for a duplicate or an older one), and remembers it.
+    fn covers(&mut self, flow: u64, ack: u32) -> u32 {
+        // FLOWS divides u64's range: the index is in bounds.
+        let entry = &mut self.flows[(flow % FLOWS as u64) as usize];
+        if entry.0 != flow {
+            *entry = (flow, ack);
+            return BYTES_UNKNOWN;
+        }
+        // Sequence arithmetic: "beyond" is less than half the number space ahead.
+        let ahead = ack.wrapping_sub(entry.1);
+        if ahead == 0 || ahead > u32::MAX / 2 {
+            return BYTES_LEAST;
+        }
+        entry.1 = ack;
+        ahead.max(BYTES_LEAST)
+    }
+
+    fn spend(&mut self, covers: u32) {
+        self.budget = self.budget.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(covers);
     }
 
     /// Notes when ACKs began to wait (after the datagrams of a wake-up were handled).
@@ -116,14 +176,18 @@ impl AckHold {
     /// (as a visit that found it empty). The ACKs whose turn it is go to `write`, oldest
     /// first.
     pub(super) fn release(&mut self, drained: bool, now: Instant, write: impl FnMut(&[u8])) {
-        let budget = if drained {
-            self.budget_drained
+        (self.budget, self.bytes) = if drained {
+            (self.budget_drained, self.bytes_drained)
         } else {
-            self.budget_backlog
+            (self.budget_backlog, self.bytes_backlog)
         };
-        let release = self.held.min(budget);
-        self.budget = budget - release;
-        self.write_oldest(release, write);
+        let mut write = write;
+        let mut release = 0;
+        while self.held > 0 && (self.budget > 0 || self.bytes > 0) {
+            self.spend(self.covers[self.head]);
+            self.write_oldest(1, &mut write);
+            release += 1;
+        }
         if self.held == 0 {
             self.stalled_since = None;
         } else if release > 0 {
@@ -161,12 +225,11 @@ impl AckHold {
     }
 }
 
-/// A TCP segment that carries only an acknowledgement (options such as SACK allowed).
-fn is_bare_ack(packet: &[u8]) -> bool {
-    let Some(&first) = packet.first() else {
-        return false;
-    };
-    let (tcp, ip_len) = match first >> 4 {
+/// A TCP segment that carries only an acknowledgement (options such as SACK allowed): a
+/// hash of its flow (addresses and ports) and its acknowledgement number.
+fn bare_ack(packet: &[u8]) -> Option<(u64, u32)> {
+    let first = *packet.first()?;
+    let (tcp, ip_len, addresses) = match first >> 4 {
         4 => {
             let header = usize::from(first & 0x0f) * 4;
             // Not TCP, or a fragment (MF set or an offset).
@@ -175,36 +238,39 @@ fn is_bare_ack(packet: &[u8]) -> bool {
                 || packet[9] != 6
                 || u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff != 0
             {
-                return false;
+                return None;
             }
             let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
-            match packet.get(header..total) {
-                Some(tcp) => (tcp, total),
-                None => return false,
-            }
+            (packet.get(header..total)?, total, &packet[12..20])
         }
         6 => {
             // TCP straight after the fixed header only.
             if packet.len() < 40 || packet[6] != 6 {
-                return false;
+                return None;
             }
             let total = 40 + usize::from(u16::from_be_bytes([packet[4], packet[5]]));
-            match packet.get(40..total) {
-                Some(tcp) => (tcp, total),
-                None => return false,
-            }
+            (packet.get(40..total)?, total, &packet[8..40])
         }
-        _ => return false,
+        _ => return None,
     };
     if tcp.len() < 20 || ip_len != packet.len() {
-        return false;
+        return None;
     }
     let data_offset = usize::from(tcp[12] >> 4) * 4;
     let flags = tcp[13];
-    data_offset >= 20
+    let bare = data_offset >= 20
         && data_offset == tcp.len()
         && flags & ACK != 0
-        && flags & (FIN | SYN | RST | URG) == 0
+        && flags & (FIN | SYN | RST | URG) == 0;
+    if !bare {
+        return None;
+    }
+    // FNV-1a: a hostile flow that collides with another only shares its budget.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in addresses.iter().chain(&tcp[..4]) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    Some((hash, u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]])))
 }
 
 #[cfg(test)]
@@ -309,5 +375,67 @@ mod tests {
         assert_eq!(lens.len(), SLOTS);
         assert_eq!(lens.last(), Some(&100));
         assert_eq!((hold.held(), hold.deadline()), (0, None));
+    }
+
+    fn ack_of(flow_port: u8, number: u32) -> Vec<u8> {
+        let mut p = ipv4_tcp(ACK, 0);
+        p[20 + 1] = flow_port;
+        p[20 + 8..20 + 12].copy_from_slice(&number.to_be_bytes());
+        p
+    }
+
+    /// Offers ACKs `step` bytes apart on one flow until one is held; returns how many passed.
+    fn passing(hold: &mut AckHold, port: u8, number: &mut u32, step: u32) -> usize {
+        (0..1000)
+            .take_while(|_| {
+                *number = number.wrapping_add(step);
+                !hold.offer(&ack_of(port, *number))
+            })
+            .count()
+    }
+
+    #[test]
+    fn small_acks_go_by_the_bytes_they_acknowledge_large_ones_by_their_count() {
+        let now = Instant::now();
+        let mut hold = AckHold::new();
+        // A far end that does not join: each ACK covers two segments.
+        let small = 2 * 1348;
+        // Across the wrap of the number space too.
+        let mut number = u32::MAX - 1000;
+        // The flow's first ACK covers what is not known yet: it takes the byte budget.
+        assert_eq!(passing(&mut hold, 1, &mut number, small), BUDGET_DRAINED);
+        for _ in 0..100 {
+            number = number.wrapping_add(small);
+            assert!(hold.offer(&ack_of(1, number)), "behind the held one");
+        }
+        let mut released = 0;
+        hold.release(true, now, |_| released += 1);
+        let by_bytes = BYTES_DRAINED.div_ceil(small) as usize;
+        assert!(by_bytes > BUDGET_DRAINED);
+        assert_eq!(released, by_bytes, "a drained visit: the bytes' worth");
+        let mut backlog = 0;
+        hold.release(false, now, |_| backlog += 1);
+        assert_eq!(backlog, BYTES_BACKLOG.div_ceil(small) as usize);
+        hold.release_all(|_| {});
+        // ACKs of joined segments (64 KB each): the count governs.
+        let mut number = 0;
+        hold.release(true, now, |_| {});
+        let passed = passing(&mut hold, 2, &mut number, 64 * 1024);
+        assert_eq!(passed, BUDGET_DRAINED);
+        for _ in 0..20 {
+            number = number.wrapping_add(64 * 1024);
+            assert!(hold.offer(&ack_of(2, number)));
+        }
+        let mut released = 0;
+        hold.release(false, now, |_| released += 1);
+        assert_eq!(released, BUDGET_BACKLOG);
+        // Duplicates acknowledge nothing new but let a segment go again: they are counted
+        // as one.
+        hold.release_all(|_| {});
+        hold.release(true, now, |_| {});
+        assert_eq!(
+            passing(&mut hold, 2, &mut number, 0),
+            BYTES_DRAINED.div_ceil(BYTES_LEAST) as usize
+        );
     }
 }
