@@ -6,7 +6,6 @@ use socialvpn_core::addrbook::AddressBook;
 use socialvpn_core::dataplane::{DataPlane, NetSink, TunSink, TUN_BUFFER};
 use socialvpn_core::identity::DeviceIdentity;
 use socialvpn_core::packet::uid_header;
-use socialvpn_core::path::{Path, PathKind};
 use socialvpn_core::subnet::ula_address;
 use socialvpn_core::{DropReason, Uid};
 use std::io;
@@ -24,21 +23,18 @@ impl NetSink for Wire {
     /// Built in place, as the engine's socket batch builds them: the data plane's in-place
     /// path is the one these tests drive (the fallback through `send_to` stays for what is
     /// not a data packet on a direct path).
-    fn send_built(
+    fn send_built_to(
         &mut self,
-        path: Path,
+        dst: SocketAddr,
         _expect: usize,
         room: usize,
         build: &mut dyn FnMut(&mut [u8]) -> usize,
     ) -> Option<io::Result<usize>> {
-        if path.kind != PathKind::Direct {
-            return None;
-        }
         let mut datagram = vec![0u8; room];
         let len = build(&mut datagram);
         if len > 0 {
             datagram.truncate(len);
-            self.0.push((path.remote, datagram));
+            self.0.push((dst, datagram));
         }
         Some(Ok(len))
     }

@@ -62,16 +62,16 @@ pub trait NetSink {
         }
     }
 
-    /// Builds a datagram for a direct `path` straight into the sink's own send buffer,
-    /// saving the copy `send_on` makes of every encrypted packet: `build` gets `room` bytes
-    /// and returns how many of them it built, from the start (0: nothing to send); `expect`
-    /// is the length it will most likely build (at most `room`). Returns how many left
-    /// (failures to send are the sink's to count, as for `send_on`), or None without calling
-    /// `build` when the sink has no such buffer or the path is relayed: then the datagram is
-    /// built elsewhere and goes to `send_on`.
-    fn send_built(
+    /// Builds a datagram for `dst` (a direct path) straight into the sink's own send
+    /// buffer, saving the copy `send_to` makes of every encrypted packet: `build` gets `room`
+    /// bytes and returns how many of them it built, from the start (0: nothing to send);
+    /// `expect` is the length it will most likely build (at most `room`). Returns how many
+    /// left (failures to send are the sink's to count, as for `send_to`), or None without
+    /// calling `build` when the sink has no such buffer: then the datagram is built
+    /// elsewhere and goes to `send_to`.
+    fn send_built_to(
         &mut self,
-        _path: Path,
+        _dst: SocketAddr,
         _expect: usize,
         _room: usize,
         _build: &mut dyn FnMut(&mut [u8]) -> usize,
@@ -777,24 +777,30 @@ fn encapsulate(
     // Encrypted straight into the socket's send batch where the sink has one. boringtun
     // needs room for the payload and its overhead, or for a handshake initiation when the
     // session is gone (it then queues the packet).
+    // A relayed path's datagram is wrapped for the relay: built in `scratch` below.
     let expect = payload.len() + WG_DATA_OVERHEAD;
     let mut rejected = None;
-    let built = net.send_built(endpoint, expect, expect.max(WG_MIN_BUFFER), &mut |room| {
-        match link.tunn.encapsulate(payload, room) {
-            TunnResult::WriteToNetwork(datagram) => {
-                link.note_sent(now, datagram);
-                // boringtun builds at the start of the buffer it is given.
-                datagram.len()
-            }
-            TunnResult::Err(e) => {
-                rejected = Some(e);
-                0
-            }
-            TunnResult::Done
-            | TunnResult::WriteToTunnelV4(..)
-            | TunnResult::WriteToTunnelV6(..) => 0,
+    let mut build = |room: &mut [u8]| match link.tunn.encapsulate(payload, room) {
+        TunnResult::WriteToNetwork(datagram) => {
+            link.note_sent(now, datagram);
+            // boringtun builds at the start of the buffer it is given.
+            datagram.len()
         }
-    });
+        TunnResult::Err(e) => {
+            rejected = Some(e);
+            0
+        }
+        TunnResult::Done | TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => 0,
+    };
+    let built = match endpoint.kind {
+        PathKind::Direct => net.send_built_to(
+            endpoint.remote,
+            expect,
+            expect.max(WG_MIN_BUFFER),
+            &mut build,
+        ),
+        PathKind::Relayed => None,
+    };
     match built {
         Some(Ok(len)) => {
             if len > 0 {

@@ -8,7 +8,6 @@
 //! on a phone's Wi-Fi happens later, from the driver's completion interrupt: one more wake-up
 //! per burst for nothing.
 
-use crate::path::{Path, PathKind};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
@@ -56,17 +55,14 @@ impl crate::dataplane::NetSink for UdpSink<'_> {
         Ok(())
     }
 
-    fn send_built(
+    fn send_built_to(
         &mut self,
-        path: Path,
+        dst: SocketAddr,
         expect: usize,
         room: usize,
         build: &mut dyn FnMut(&mut [u8]) -> usize,
     ) -> Option<io::Result<usize>> {
-        match path.kind {
-            PathKind::Direct => Some(Ok(self.0.build(path.remote, expect, room, build))),
-            PathKind::Relayed => None,
-        }
+        Some(Ok(self.0.build(dst, expect, room, build)))
     }
 }
 

@@ -51,18 +51,14 @@ impl<S: NetSink> NetSink for Transport<'_, S> {
         }
     }
 
-    fn send_built(
+    fn send_built_to(
         &mut self,
-        path: Path,
+        dst: SocketAddr,
         expect: usize,
         room: usize,
         build: &mut dyn FnMut(&mut [u8]) -> usize,
     ) -> Option<io::Result<usize>> {
-        match path.kind {
-            PathKind::Direct => self.socket.send_built(path, expect, room, build),
-            // Wrapped for the relay: built elsewhere.
-            PathKind::Relayed => None,
-        }
+        self.socket.send_built_to(dst, expect, room, build)
     }
 
     fn connecting_key(&mut self, uid: &Uid) -> Option<[u8; 32]> {

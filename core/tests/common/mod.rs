@@ -9,7 +9,6 @@ use socialvpn_core::addrbook::AddressBook;
 use socialvpn_core::dataplane::{DataPlane, NetSink, TunSink};
 use socialvpn_core::identity::DeviceIdentity;
 use socialvpn_core::packet::uid_header;
-use socialvpn_core::path::Path;
 use socialvpn_core::Uid;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -58,9 +57,9 @@ impl NetSink for InPlace {
         Ok(())
     }
 
-    fn send_built(
+    fn send_built_to(
         &mut self,
-        _path: Path,
+        _dst: SocketAddr,
         _expect: usize,
         room: usize,
         build: &mut dyn FnMut(&mut [u8]) -> usize,
