@@ -8,15 +8,16 @@
 //! each one lets it release its next burst into that ring, in the `write` that hands the ACK
 //! over. So bare ACKs (no data, no SYN, FIN or RST) are written to the tun on a budget that
 //! each visit to the tun renews: a few when the visit found the ring empty, one when it did
-//! not — or, while more is left of it, a budget of acknowledged bytes (per flow, from each
-//! ACK's number), for a far end whose ACKs each cover two segments instead of 64 KB. ACKs beyond it wait, in order, for the next visit; the sender then waits for its ACKs
-//! instead of filling a ring it cannot see. Everything else (pings, data, a call's UDP)
-//! passes at once, and may overtake a held ACK of its flow (the sender's TCP takes an ACK
-//! older than one it has seen as nothing new). Held ACKs are kept in a fixed pool; when it is
-//! full, an ACK passes the held ones. A sender that has nothing more to send makes no visit
-//! to the tun: when none has come for `MAX_WAIT` while ACKs wait, the timer stands for a
-//! visit that found the ring empty (it is: a ring with packets is readable, and readable
-//! means a visit).
+//! not — or, while more is left of it, one budget of acknowledged bytes (each ACK's new
+//! bytes from its flow's last acknowledgement number), for a far end whose ACKs each cover
+//! two segments instead of 64 KB. ACKs beyond it wait, in order, for the next visit; the
+//! sender then waits for its ACKs instead of filling a ring it cannot see. Everything else
+//! (pings, data, a call's UDP) passes at once, and may overtake a held ACK of its flow (the
+//! sender's TCP takes an ACK older than one it has seen as nothing new). Held ACKs are kept
+//! in a fixed pool; when it is full, an ACK passes the held ones. A sender that has nothing
+//! more to send makes no visit to the tun: when none has come for `MAX_WAIT` while ACKs
+//! wait, the timer stands for a visit that found the ring empty (it is: a ring with packets
+//! is readable, and readable means a visit).
 
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,7 @@ const BYTES_UNKNOWN: u32 = 64 * 1024;
 const BYTES_LEAST: u32 = 1500;
 /// Flows whose last acknowledgement number is remembered (direct-mapped by a hash).
 const FLOWS: usize = 64;
+const _: () = assert!(FLOWS.is_power_of_two());
 
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
@@ -139,8 +141,9 @@ impl AckHold {
     /// Bytes `ack` acknowledges beyond the highest acknowledgement seen for its flow (at
     /// least `BYTES_LEAST`, also for a duplicate or an older one), and remembers it.
     fn covers(&mut self, flow: u64, ack: u32) -> u32 {
-        // FLOWS divides u64's range: the index is in bounds.
-        let entry = &mut self.flows[(flow % FLOWS as u64) as usize];
+        // The hash's top bits (FLOWS is 2^6): FNV-1a's low bits depend on the input's low
+        // bits only, so ports 64 apart would share a slot. In bounds: < 64.
+        let entry = &mut self.flows[(flow >> (64 - FLOWS.trailing_zeros())) as usize];
         if entry.0 != flow {
             *entry = (flow, ack);
             return BYTES_UNKNOWN;
@@ -265,7 +268,8 @@ fn bare_ack(packet: &[u8]) -> Option<(u64, u32)> {
     if !bare {
         return None;
     }
-    // FNV-1a: a hostile flow that collides with another only shares its budget.
+    // FNV-1a. Flows that share a table slot evict each other and count as unknown (64 KB):
+    // the count budget then governs, as it did before the bytes were counted.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &byte in addresses.iter().chain(&tcp[..4]) {
         hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
@@ -400,8 +404,8 @@ mod tests {
         let mut hold = AckHold::new();
         // A far end that does not join: each ACK covers two segments.
         let small = 2 * 1348;
-        // Across the wrap of the number space too.
-        let mut number = u32::MAX - 1000;
+        // Across the wrap of the number space too (after the flow's first ACK).
+        let mut number = u32::MAX - 5 * small;
         // The flow's first ACK covers what is not known yet: it takes the byte budget.
         assert_eq!(passing(&mut hold, 1, &mut number, small), BUDGET_DRAINED);
         for _ in 0..100 {
@@ -436,6 +440,31 @@ mod tests {
         assert_eq!(
             passing(&mut hold, 2, &mut number, 0),
             BYTES_DRAINED.div_ceil(BYTES_LEAST) as usize
+        );
+    }
+
+    /// Ports 64 apart (FNV-1a's low bits alike) keep slots of their own; an older ACK counts
+    /// as a segment and does not rewind its flow.
+    #[test]
+    fn flows_keep_their_own_acknowledgement_numbers() {
+        let mut hold = AckHold::new();
+        let flows = [1u8, 65, 129, 193].map(|port| bare_ack(&ack_of(port, 0)).unwrap().0);
+        for &flow in &flows {
+            assert_eq!(hold.covers(flow, 10_000), BYTES_UNKNOWN);
+        }
+        for &flow in &flows {
+            assert_eq!(hold.covers(flow, 10_000 + 2696), 2696, "slot of its own");
+        }
+        assert_eq!(hold.covers(flows[0], 5_000), BYTES_LEAST, "older");
+        assert_eq!(
+            hold.covers(flows[0], 10_000 + 2696 + 3000),
+            3000,
+            "not rewound"
+        );
+        assert_eq!(
+            hold.covers(flows[0], 10_000 + 2696 + 3100),
+            BYTES_LEAST,
+            "at least one"
         );
     }
 }
