@@ -774,10 +774,10 @@ fn encapsulate(
         let _ = link.tunn.encapsulate(payload, scratch);
         return Ok(());
     };
-    // Encrypted straight into the socket's send batch where the sink has one. boringtun
+    // Encrypted straight into the socket's send batch where the sink has one, else (a
+    // relayed path, wrapped for the relay; a sink without a batch) into `scratch`. boringtun
     // needs room for the payload and its overhead, or for a handshake initiation when the
     // session is gone (it then queues the packet).
-    // A relayed path's datagram is wrapped for the relay: built in `scratch` below.
     let expect = payload.len() + WG_DATA_OVERHEAD;
     let mut rejected = None;
     let mut build = |room: &mut [u8]| match link.tunn.encapsulate(payload, room) {
@@ -802,38 +802,25 @@ fn encapsulate(
         PathKind::Relayed => None,
     };
     match built {
-        Some(Ok(len)) => {
-            if len > 0 {
-                counters.net_tx.add(len);
-            }
-            return match rejected {
-                Some(e) => {
-                    tracing::debug!(peer = %link.uid, error = ?e, "encapsulate failed");
-                    Err(DropReason::WireGuardRejected)
-                }
-                None => Ok(()),
-            };
-        }
+        Some(Ok(0)) => {}
+        Some(Ok(len)) => counters.net_tx.add(len),
         Some(Err(e)) => {
             tracing::trace!(error = %e, "send failed");
             counters.drops.add(DropReason::NetSend);
-            return Ok(());
         }
-        None => {}
+        None => {
+            let len = build(scratch);
+            if len > 0 {
+                send(counters, net, endpoint, &scratch[..len]);
+            }
+        }
     }
-    match link.tunn.encapsulate(payload, scratch) {
-        TunnResult::WriteToNetwork(datagram) => {
-            link.note_sent(now, datagram);
-            send(counters, net, endpoint, datagram);
-            Ok(())
-        }
-        TunnResult::Err(e) => {
+    match rejected {
+        Some(e) => {
             tracing::debug!(peer = %link.uid, error = ?e, "encapsulate failed");
             Err(DropReason::WireGuardRejected)
         }
-        TunnResult::Done | TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {
-            Ok(())
-        }
+        None => Ok(()),
     }
 }
 

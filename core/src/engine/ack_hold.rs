@@ -85,14 +85,16 @@ pub(super) struct AckHold {
 impl AckHold {
     /// A hold for the engine's life, across tunnels.
     pub(super) fn new() -> AckHold {
-        let mut hold = AckHold::with_budgets(BUDGET_DRAINED, BUDGET_BACKLOG);
-        (hold.bytes_drained, hold.bytes_backlog) = (BYTES_DRAINED, BYTES_BACKLOG);
-        hold.bytes = BYTES_DRAINED;
-        hold
+        AckHold::with_budgets(BUDGET_DRAINED, BUDGET_BACKLOG, BYTES_DRAINED, BYTES_BACKLOG)
     }
 
-    /// A hold with these ACK budgets and no byte budgets.
-    fn with_budgets(budget_drained: usize, budget_backlog: usize) -> AckHold {
+    /// A hold with these budgets of ACKs and of acknowledged bytes.
+    fn with_budgets(
+        budget_drained: usize,
+        budget_backlog: usize,
+        bytes_drained: u32,
+        bytes_backlog: u32,
+    ) -> AckHold {
         AckHold {
             slots: vec![0u8; SLOTS * SLOT_BYTES].into_boxed_slice(),
             lens: vec![0u8; SLOTS].into_boxed_slice(),
@@ -105,9 +107,9 @@ impl AckHold {
             budget: budget_drained,
             budget_drained,
             budget_backlog,
-            bytes: 0,
-            bytes_drained: 0,
-            bytes_backlog: 0,
+            bytes: bytes_drained,
+            bytes_drained,
+            bytes_backlog,
         }
     }
 
@@ -178,13 +180,12 @@ impl AckHold {
     /// A visit to the tun ended (`drained`: it found the ring empty), or the deadline came
     /// (as a visit that found it empty). The ACKs whose turn it is go to `write`, oldest
     /// first.
-    pub(super) fn release(&mut self, drained: bool, now: Instant, write: impl FnMut(&[u8])) {
+    pub(super) fn release(&mut self, drained: bool, now: Instant, mut write: impl FnMut(&[u8])) {
         (self.budget, self.bytes) = if drained {
             (self.budget_drained, self.bytes_drained)
         } else {
             (self.budget_backlog, self.bytes_backlog)
         };
-        let mut write = write;
         let mut release = 0;
         while self.held > 0 && (self.budget > 0 || self.bytes > 0) {
             self.spend(self.covers[self.head]);
@@ -314,7 +315,7 @@ mod tests {
     #[test]
     fn acks_beyond_the_budget_wait_for_a_visit_and_leave_in_order() {
         let now = Instant::now();
-        let mut hold = AckHold::with_budgets(3, 1);
+        let mut hold = AckHold::with_budgets(3, 1, 0, 0);
         for n in 0..3 {
             assert!(!hold.offer(&ack(n)), "within the budget: written at once");
         }
@@ -339,7 +340,7 @@ mod tests {
     #[test]
     fn the_deadline_stands_for_a_visit_when_none_comes() {
         let start = Instant::now();
-        let mut hold = AckHold::with_budgets(2, 1);
+        let mut hold = AckHold::with_budgets(2, 1, 0, 0);
         hold.mark(start);
         assert_eq!(hold.deadline(), None, "nothing held: no wake-up");
         for n in 0..6 {
@@ -365,7 +366,7 @@ mod tests {
 
     #[test]
     fn a_full_hold_lets_acks_pass() {
-        let mut hold = AckHold::with_budgets(0, 0);
+        let mut hold = AckHold::with_budgets(0, 0, 0, 0);
         for _ in 0..SLOTS {
             assert!(hold.offer(&ipv4_tcp(ACK, 0)));
         }
