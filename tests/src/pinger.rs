@@ -122,6 +122,13 @@ impl PingReport {
             .reduce(f64::min)
     }
 
+    /// Longest time between two replies (seconds).
+    pub fn longest_gap(&self) -> f64 {
+        let mut times: Vec<f64> = self.replies.values().copied().collect();
+        times.sort_by(f64::total_cmp);
+        times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
+    }
+
     /// Seconds from `t` until traffic flowed again (the first reply after `t`).
     pub fn back_after(&self, t: f64) -> Option<f64> {
         self.first_reply_after(t).map(|at| at - t)

@@ -1,7 +1,7 @@
 //! SocialVPN nodes with XMPP accounts inside the social world's hosts.
 
 use crate::node::DpNode;
-use crate::social_world::{SocialWorld, XmppServerKind, TURN_PASSWORD, TURN_USER};
+use crate::social_world::{SocialWorld, XmppServerKind, DOMAIN, TURN_PASSWORD, TURN_USER};
 use serde_json::Value;
 use socialvpn_core::api::{FriendAction, Request};
 use std::path::Path;
@@ -108,6 +108,19 @@ pub fn start_node_in(
     )
 }
 
+/// The account `user` has on the world's XMPP server.
+pub fn jid(user: &str) -> String {
+    format!("{user}@{DOMAIN}")
+}
+
+/// A counter of a `status` answer by its path, e.g. "social.signals_rejected".
+pub fn counter(status: &Value, path: &str) -> u64 {
+    path.split('.')
+        .fold(status, |v, k| &v[k])
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {path} in {status}"))
+}
+
 /// The roster entry for `jid` in a `roster` answer.
 pub fn entry<'a>(roster: &'a Value, jid: &str) -> Option<&'a Value> {
     roster.as_array()?.iter().find(|e| e["jid"] == jid)
@@ -119,6 +132,21 @@ pub fn device<'a>(roster: &'a Value, uid: &str) -> Option<&'a Value> {
         .as_array()?
         .iter()
         .flat_map(|e| e["devices"].as_array().into_iter().flatten())
+        .find(|d| d["uid"] == uid)
+}
+
+/// The devices listed under `account` in a `roster` answer.
+pub fn devices<'a>(roster: &'a Value, account: &str) -> Vec<&'a Value> {
+    entry(roster, account)
+        .and_then(|e| e["devices"].as_array())
+        .map(|d| d.iter().collect())
+        .unwrap_or_default()
+}
+
+/// The device `uid` as listed under `account` (a device may be listed under others too).
+pub fn device_under<'a>(roster: &'a Value, account: &str, uid: &str) -> Option<&'a Value> {
+    devices(roster, account)
+        .into_iter()
         .find(|d| d["uid"] == uid)
 }
 

@@ -45,8 +45,10 @@ use socialvpn_tests::attacker::{
 };
 use socialvpn_tests::node::DpNode;
 use socialvpn_tests::on_both_servers;
-use socialvpn_tests::pinger::{PingReport, Pinger};
-use socialvpn_tests::social_nodes::{entry, online_node, wait_linked, world_with_users};
+use socialvpn_tests::pinger::Pinger;
+use socialvpn_tests::social_nodes::{
+    counter, device_under, devices, entry, jid, online_node, wait_linked, world_with_users,
+};
 use socialvpn_tests::social_world::{SocialWorld, XmppServerKind};
 use socialvpn_tests::two_hosts::ping;
 use std::collections::{HashMap, HashSet};
@@ -76,10 +78,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 on_both_servers!(attacks_are_refused_and_counted);
 
-fn jid(user: &str) -> String {
-    format!("{user}@svpn.test")
-}
-
 fn bare(user: &str) -> BareJid {
     jid(user).parse().expect("bare JID")
 }
@@ -100,40 +98,18 @@ fn key_of(n: &DpNode) -> [u8; 32] {
     key
 }
 
-/// A counter of `status` by its path, e.g. "social.signals_rejected".
-fn count(status: &Value, path: &str) -> u64 {
-    path.split('.')
-        .fold(status, |v, k| &v[k])
-        .as_u64()
-        .unwrap_or_else(|| panic!("no counter {path} in {status}"))
-}
-
 /// Waits until the counter at `path` reaches `at_least`; returns its value.
 fn wait_count(n: &mut DpNode, path: &str, at_least: u64, what: &str) -> u64 {
     let reached = n.wait_until(Request::Status, REACT_WITHIN, |s| {
-        count(s, path) >= at_least
+        counter(s, path) >= at_least
     });
     let status = n.ask(Request::Status);
     assert!(
         reached,
         "{what}: {path} is {}, expected at least {at_least}; status {status}",
-        count(&status, path)
+        counter(&status, path)
     );
-    count(&status, path)
-}
-
-/// The devices listed under `account` in a roster answer.
-fn devices<'a>(roster: &'a Value, account: &str) -> Vec<&'a Value> {
-    entry(roster, account)
-        .and_then(|e| e["devices"].as_array())
-        .map(|d| d.iter().collect())
-        .unwrap_or_default()
-}
-
-fn device_under<'a>(roster: &'a Value, account: &str, uid: &str) -> Option<&'a Value> {
-    devices(roster, account)
-        .into_iter()
-        .find(|d| d["uid"] == uid)
+    counter(&status, path)
 }
 
 /// The device `uid` shows up connected with `addr` under `owner`, and under every other
@@ -159,13 +135,6 @@ fn assert_only_under(roster: &Value, uid: &str, owner: &str, addr: &str, when: &
             }
         }
     }
-}
-
-/// Longest time between two replies in a ping report (seconds).
-fn longest_gap(report: &PingReport) -> f64 {
-    let mut times: Vec<f64> = report.replies.values().copied().collect();
-    times.sort_by(f64::total_cmp);
-    times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max)
 }
 
 /// Candidates no check may go to: loopback, link-local, multicast, broadcast, unspecified,
@@ -258,7 +227,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
 
     // 1. Copied device announcements.
     let status = alice.ask(Request::Status);
-    let claims = count(&status, "social.device_claims_refused");
+    let claims = counter(&status, "social.device_claims_refused");
     let copies = [
         ("copy-bob", bob.public_key.clone(), bob.uid.clone()),
         ("copy-alice2", alice2.public_key.clone(), alice2.uid.clone()),
@@ -309,8 +278,8 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
 
     // 2. Signals naming bob's device.
     let status = alice.ask(Request::Status);
-    let rejected = count(&status, "social.signals_rejected");
-    let paths_lost = count(&status, "links.paths_lost");
+    let rejected = counter(&status, "social.signals_rejected");
+    let paths_lost = counter(&status, "links.paths_lost");
     let copy_bob = &copiers[0];
     let now = unix_now();
     let forged = offer(bob_device, random_u64(), &[PLAIN]);
@@ -339,7 +308,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
     );
     intact(&mut alice, "after the forged signals");
     assert_eq!(
-        count(&alice.ask(Request::Status), "links.paths_lost"),
+        counter(&alice.ask(Request::Status), "links.paths_lost"),
         paths_lost,
         "a path was lost during the forged signals"
     );
@@ -360,9 +329,9 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
 
     // 4. Offers from mallory's own key with hostile candidates, more than the session rate.
     let status = alice.ask(Request::Status);
-    let accepted = count(&status, "social.signals_accepted");
-    let dropped = count(&status, "links.candidates_dropped");
-    let refused = count(&status, "links.signals_refused");
+    let accepted = counter(&status, "social.signals_accepted");
+    let dropped = counter(&status, "links.candidates_dropped");
+    let refused = counter(&status, "links.signals_refused");
     let mut candidates: Vec<&str> = HOSTILE.to_vec();
     candidates.push(PLAIN);
     let offers: Vec<_> = (0..SESSIONS_PER_MINUTE + 4)
@@ -400,7 +369,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
 
     // 5. STUN from a stranger on alice's LAN (alice2's host) to alice's port.
     let status = alice.ask(Request::Status);
-    let stun_rejected = count(&status, "links.stun_rejected");
+    let stun_rejected = counter(&status, "links.stun_rejected");
     let port: u16 = status["candidates"]
         .as_array()
         .into_iter()
@@ -473,8 +442,8 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
 
     // 6. A stranger, a one-way contact and a friend switched off.
     let status = alice.ask(Request::Status);
-    let rejected = count(&status, "social.signals_rejected");
-    let claims = count(&status, "social.device_claims_refused");
+    let rejected = counter(&status, "social.signals_rejected");
+    let claims = counter(&status, "social.device_claims_refused");
     let bob_copy = bob_device.to_wire();
     let forged_for = |from: &XmppAttacker| {
         vec![
@@ -624,7 +593,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
     let state_dir = w.state_dir().join("node-alice");
     let pid = pid_with_arg("socialvpn-dpnode", state_dir.to_str().expect("UTF-8 path"))
         .expect("alice's process");
-    let ignored = count(&alice.ask(Request::Status), "social.presences_ignored");
+    let ignored = counter(&alice.ask(Request::Status), "social.presences_ignored");
     let cpu_before = cpu_seconds(pid).expect("alice's CPU time");
     let flood_started = Instant::now();
     let mut slowest = Duration::ZERO;
@@ -705,7 +674,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
         // The resources beyond the cap flood in parallel with the kept ones: their last
         // presences may still be on the way when the kept ones are complete.
         let counted = alice.wait_until(Request::Status, FLOOD_WITHIN, |s| {
-            count(s, "social.presences_ignored") > ignored
+            counter(s, "social.presences_ignored") > ignored
         });
         assert!(counted, "presences beyond the resource cap not counted");
     }
@@ -785,7 +754,7 @@ fn attacks_are_refused_and_counted(kind: XmppServerKind) {
     assert_eq!(alice.ask(Request::Status)["xmpp"]["state"], "online");
     let report = pings.stop();
     let lost = report.lost();
-    let gap = longest_gap(&report);
+    let gap = report.longest_gap();
     eprintln!(
         "{kind}: {} pings answered, {} lost, longest gap {gap:.2} s; whole test {:?}",
         report.received(),

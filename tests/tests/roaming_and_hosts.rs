@@ -7,7 +7,7 @@ use socialvpn_core::api::Request;
 use socialvpn_tests::node::DpNode;
 use socialvpn_tests::pinger::{unix_now, Pinger};
 use socialvpn_tests::social_nodes::{
-    address_of, befriend, online_node, start_node_in, wait_linked, world_with_users,
+    address_of, befriend, jid, online_node, start_node_in, wait_linked, world_with_users,
 };
 use socialvpn_tests::social_world::{SocialWorld, XmppServerKind};
 use socialvpn_tests::two_hosts::ping;
@@ -16,10 +16,6 @@ use std::path::Path;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_socialvpn-dpnode");
-
-fn jid(user: &str) -> String {
-    format!("{user}@svpn.test")
-}
 
 fn world(tag: &str, users: &[&str]) -> SocialWorld {
     world_with_users(XmppServerKind::Prosody, tag, users)

@@ -6,7 +6,7 @@ use socialvpn_core::api::{FriendAction, Request};
 use socialvpn_tests::node::DpNode;
 use socialvpn_tests::on_both_servers;
 use socialvpn_tests::social_nodes::{
-    address_of, befriend, entry, online_node, wait_linked, world_with_users,
+    address_of, befriend, entry, jid, online_node, wait_linked, world_with_users,
 };
 use socialvpn_tests::social_world::{SocialWorld, XmppServerKind};
 use socialvpn_tests::traffic::tcp_transfer;
@@ -16,10 +16,6 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_socialvpn-dpnode");
 const LINK_WITHIN: Duration = Duration::from_secs(20);
-
-fn jid(user: &str) -> String {
-    format!("{user}@svpn.test")
-}
 
 on_both_servers!(
     friends_link_directly_through_nat_and_through_turn,

@@ -6,7 +6,7 @@ use socialvpn_core::api::Request;
 use socialvpn_tests::node::DpNode;
 use socialvpn_tests::pinger::{unix_now, Pinger};
 use socialvpn_tests::social_nodes::{
-    address_of, befriend, online_node, wait_linked, world_with_users,
+    address_of, befriend, jid, online_node, wait_linked, world_with_users,
 };
 use socialvpn_tests::social_world::{SocialWorld, XmppServerKind};
 use std::net::Ipv4Addr;
@@ -20,10 +20,6 @@ const OUTAGE: Duration = Duration::from_secs(60);
 const BACK_ONLINE_WITHIN: Duration = Duration::from_secs(30);
 /// Login attempts a device may make during the outage.
 const MAX_ATTEMPTS: u64 = 10;
-
-fn jid(user: &str) -> String {
-    format!("{user}@svpn.test")
-}
 
 fn node(w: &SocialWorld, host: &str, user: &str) -> DpNode {
     online_node(w, Path::new(BIN), host, user, serde_json::json!({}))

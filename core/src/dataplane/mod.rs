@@ -22,7 +22,6 @@ use crate::path::{Path, PathKind};
 use crate::subnet::{ula_address, ula_interface_id};
 use crate::uid::Uid;
 use crate::wireguard::Link;
-use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::TunnResult;
 use boringtun::x25519::PublicKey;
@@ -31,7 +30,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod link_io;
 mod lookup;
+mod sinks;
+
+use link_io::{encapsulate, send, tick, tick_if_quiet};
+pub use sinks::{NetSink, TunSink};
 
 /// WireGuard data message overhead: 16-byte header + 16-byte tag.
 pub use crate::wireguard::WG_DATA_OVERHEAD;
@@ -48,51 +52,6 @@ pub const MAX_PACKET: usize = 1500;
 pub const TUN_BUFFER: usize = MAX_PACKET + UID_HEADER_LEN;
 /// Buffer size for one datagram on the network.
 pub const NET_BUFFER: usize = TUN_BUFFER + WG_DATA_OVERHEAD;
-
-/// Where the data plane sends datagrams (the transport under the links).
-pub trait NetSink {
-    fn send_to(&mut self, dst: SocketAddr, datagram: &[u8]) -> io::Result<()>;
-
-    /// Sends along a link's path. A sink without a TURN relay (a link made by hand, a test
-    /// wire) has no relayed paths.
-    fn send_on(&mut self, path: Path, datagram: &[u8]) -> io::Result<()> {
-        match path.kind {
-            PathKind::Direct => self.send_to(path.remote, datagram),
-            PathKind::Relayed => Err(io::ErrorKind::NotConnected.into()),
-        }
-    }
-
-    /// Builds a datagram for `dst` (a direct path) straight into the sink's own send
-    /// buffer, saving the copy `send_to` makes of every encrypted packet: `build` gets `room`
-    /// bytes and returns how many of them it built, from the start (0: nothing to send);
-    /// `expect` is the length it will most likely build (at most `room`). Returns how many
-    /// left (failures to send are the sink's to count, as for `send_to`), or None without
-    /// calling `build` when the sink has no such buffer: then the datagram is built
-    /// elsewhere and goes to `send_to`.
-    fn send_built_to(
-        &mut self,
-        _dst: SocketAddr,
-        _expect: usize,
-        _room: usize,
-        _build: &mut dyn FnMut(&mut [u8]) -> usize,
-    ) -> Option<io::Result<usize>> {
-        None
-    }
-
-    /// The public key of a device the link layer is linking with (connecting, up, retrying,
-    /// or in its grace period after going offline), if `uid` is one: the data plane makes
-    /// that device's link when it is first needed (a packet for it, its handshake) rather
-    /// than for every connecting device up front. A sink without a link layer knows none.
-    fn connecting_key(&mut self, _uid: &Uid) -> Option<[u8; 32]> {
-        None
-    }
-}
-
-/// Where the data plane writes IP packets for this device. A sink without a device (the VPN
-/// is off) answers `NotConnected`, counted as [`DropReason::NoTunnel`].
-pub trait TunSink {
-    fn write_packet(&mut self, packet: &[u8]) -> io::Result<()>;
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -713,123 +672,5 @@ impl DataPlane {
             }
         }
         Ok(())
-    }
-}
-
-/// Ticks a link not ticked for a tick period before it handles a packet or starts a
-/// handshake: boringtun stamps both with the time of its last tick, and after a quiet spell
-/// that would be long past.
-fn tick_if_quiet(
-    link: &mut Link,
-    now: Instant,
-    scratch: &mut [u8],
-    counters: &mut Counters,
-    net: &mut impl NetSink,
-) {
-    if link.is_quiet(now) {
-        tick(link, now, scratch, counters, net);
-    }
-}
-
-/// Ticks one link's WireGuard timers and sends what they produce.
-fn tick(
-    link: &mut Link,
-    now: Instant,
-    scratch: &mut [u8],
-    counters: &mut Counters,
-    net: &mut impl NetSink,
-) {
-    link.note_tick(now);
-    match link.tunn.update_timers(scratch) {
-        TunnResult::WriteToNetwork(datagram) => {
-            if let Some(endpoint) = link.endpoint {
-                link.note_sent(now, datagram);
-                send(counters, net, endpoint, datagram);
-            }
-        }
-        TunnResult::Err(WireGuardError::ConnectionExpired) => {
-            tracing::debug!(peer = %link.uid, "session expired");
-        }
-        TunnResult::Err(e) => tracing::debug!(peer = %link.uid, error = ?e, "timer error"),
-        _ => {}
-    }
-}
-
-/// Encrypts `payload` (IP packet + UID header) for `link` and sends it to the link's
-/// endpoint. While a handshake is pending boringtun queues the packet and starts one.
-fn encapsulate(
-    link: &mut Link,
-    now: Instant,
-    payload: &[u8],
-    scratch: &mut [u8],
-    counters: &mut Counters,
-    net: &mut impl NetSink,
-) -> Result<(), DropReason> {
-    tick_if_quiet(link, now, scratch, counters, net);
-    link.mark_active(now);
-    let Some(endpoint) = link.endpoint else {
-        // The path is still being found: let boringtun queue the packet for the session
-        // (the handshake it starts cannot be sent yet; it is resent once a path exists).
-        // boringtun bounds that queue.
-        let _ = link.tunn.encapsulate(payload, scratch);
-        return Ok(());
-    };
-    // Encrypted straight into the socket's send batch where the sink has one, else (a
-    // relayed path, wrapped for the relay; a sink without a batch) into `scratch`. boringtun
-    // needs room for the payload and its overhead, or for a handshake initiation when the
-    // session is gone (it then queues the packet).
-    let expect = payload.len() + WG_DATA_OVERHEAD;
-    let mut rejected = None;
-    let mut build = |room: &mut [u8]| match link.tunn.encapsulate(payload, room) {
-        TunnResult::WriteToNetwork(datagram) => {
-            link.note_sent(now, datagram);
-            // boringtun builds at the start of the buffer it is given.
-            datagram.len()
-        }
-        TunnResult::Err(e) => {
-            rejected = Some(e);
-            0
-        }
-        TunnResult::Done | TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => 0,
-    };
-    let built = match endpoint.kind {
-        PathKind::Direct => net.send_built_to(
-            endpoint.remote,
-            expect,
-            expect.max(WG_MIN_BUFFER),
-            &mut build,
-        ),
-        PathKind::Relayed => None,
-    };
-    match built {
-        Some(Ok(0)) => {}
-        Some(Ok(len)) => counters.net_tx.add(len),
-        Some(Err(e)) => {
-            tracing::trace!(error = %e, "send failed");
-            counters.drops.add(DropReason::NetSend);
-        }
-        None => {
-            let len = build(scratch);
-            if len > 0 {
-                send(counters, net, endpoint, &scratch[..len]);
-            }
-        }
-    }
-    match rejected {
-        Some(e) => {
-            tracing::debug!(peer = %link.uid, error = ?e, "encapsulate failed");
-            Err(DropReason::WireGuardRejected)
-        }
-        None => Ok(()),
-    }
-}
-
-fn send(counters: &mut Counters, net: &mut impl NetSink, path: Path, datagram: &[u8]) {
-    match net.send_on(path, datagram) {
-        Ok(()) => counters.net_tx.add(datagram.len()),
-        Err(e) => {
-            tracing::trace!(error = %e, "send failed");
-            counters.drops.add(DropReason::NetSend);
-        }
     }
 }
