@@ -504,11 +504,12 @@ async fn run_loop(
             commands,
             netwatch,
             xmpp,
+            events,
             ..
         } = &mut *io;
         let udp = &*udp;
         let mut woke = Wake::Other;
-        // After a visit to the tun: how it ended, and when.
+        // After a visit to the tun, or the timer standing for one: how it ended, and when.
         let mut acks_turn = None;
         let woken = std::future::poll_fn(|cx| {
             turn.poll(
@@ -524,11 +525,25 @@ async fn run_loop(
             )
         })
         .await;
-        // A visit to the tun, for its readiness or for the ACKs' timer (below): how the tun
-        // reported, and when.
-        let mut tun_visit = None;
         match woken {
-            Woken::Tun { ready, failed } => tun_visit = Some((ready, failed, wake(node))),
+            Woken::Tun { ready, failed } => {
+                let now = wake(node);
+                let lost = match (ready, tun.as_ref()) {
+                    (Ok(()), Some(fd)) => tun_reader.read_batch(now, fd, failed, node, udp),
+                    (Ok(()), None) => None,
+                    (Err(e), _) => Some(e),
+                };
+                if let Some(error) = lost {
+                    retire_writer(&mut tun_thread, node);
+                    tunnel_lost(tun, node, events, error);
+                    release_acks(&mut ack_hold, None, now, tun, &mut gro, &tun_thread, node);
+                } else {
+                    // What was read leaves first: the ACKs make the local TCP send more.
+                    udp.flush();
+                    acks_turn = Some((tun_reader.drained(), now));
+                }
+                node.end_tun_batch(now);
+            }
             Woken::Network(ready) => {
                 ready.map_err(EngineError::NetRecv)?;
                 woke = Wake::Network;
@@ -596,13 +611,8 @@ async fn run_loop(
                 tracing::trace!(sources = ?node.timeout_sources(now), "timer");
                 node.handle_timeout(now, &mut UdpSink(udp));
                 if ack_hold.deadline().is_some_and(|due| due <= now) {
-                    // No visit for that long while ACKs wait. The ring is most likely empty
-                    // (a ring with packets is readable, and readable means a visit), but the
-                    // engine may have been kept off the CPU while it filled, and the timer
-                    // is looked at before the tun: releasing a drained visit's budget onto
-                    // a full ring overflowed it. A visit says which, and the ACKs go by
-                    // what it found (no read is made unless the tun was reported readable).
-                    tun_visit = Some((Ok(()), false, now));
+                    // No visit for that long: the ring is empty (it would be readable).
+                    acks_turn = Some((true, now));
                 }
             }
             Woken::Command(command) => {
@@ -646,23 +656,6 @@ async fn run_loop(
                     }
                 }
             }
-        }
-        if let Some((ready, failed, now)) = tun_visit {
-            let lost = match (ready, tun.as_ref()) {
-                (Ok(()), Some(fd)) => tun_reader.read_batch(now, fd, failed, node, &io.udp),
-                (Ok(()), None) => None,
-                (Err(e), _) => Some(e),
-            };
-            if let Some(error) = lost {
-                retire_writer(&mut tun_thread, node);
-                tunnel_lost(tun, node, &io.events, error);
-                release_acks(&mut ack_hold, None, now, tun, &mut gro, &tun_thread, node);
-            } else {
-                // What was read leaves first: the ACKs make the local TCP send more.
-                io.udp.flush();
-                acks_turn = Some((tun.is_none() || tun_reader.drained(), now));
-            }
-            node.end_tun_batch(now);
         }
         if let Some((drained, now)) = acks_turn {
             release_acks(
