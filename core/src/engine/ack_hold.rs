@@ -45,13 +45,6 @@ const BYTES_UNKNOWN: u32 = 64 * 1024;
 /// What any ACK is taken to cover at least: a duplicate lets a segment be sent again, and
 /// the byte budget runs out on duplicates too.
 const BYTES_LEAST: u32 = 1500;
-/// Acknowledged bytes the count budget lets through per visit where the tun's ring holds
-/// single packets (a phone's fd, utun; 500 of them, about 700 KB): the sender may send up to
-/// twice what its ACKs acknowledge (slow start), and an ACK of joined segments covers 64 KB
-/// or, where the receiver's TCP acknowledges several at once, more, so 8 of them could
-/// release more than the ring holds. A ring of super-packets (Linux offloads) has no such
-/// bound. The first ACK of a visit always goes (the byte budget is never empty then).
-const ROOM_SINGLE_PACKETS: u32 = 256 * 1024;
 /// Flows whose last acknowledgement number is remembered (direct-mapped by a hash).
 const FLOWS: usize = 64;
 const _: () = assert!(FLOWS.is_power_of_two());
@@ -87,10 +80,6 @@ pub(super) struct AckHold {
     bytes: u32,
     bytes_drained: u32,
     bytes_backlog: u32,
-    /// Acknowledged bytes the count budget may still let through before the next visit, and
-    /// what a visit gives (`ROOM_SINGLE_PACKETS`, or no bound).
-    room: u32,
-    room_per_visit: u32,
 }
 
 impl AckHold {
@@ -121,25 +110,7 @@ impl AckHold {
             bytes: bytes_drained,
             bytes_drained,
             bytes_backlog,
-            room: u32::MAX,
-            room_per_visit: u32::MAX,
         }
-    }
-
-    /// Whether the tun's ring holds single packets (no offloads): from the next visit on,
-    /// the count budget is bounded by `ROOM_SINGLE_PACKETS` as well.
-    pub(super) fn set_single_packet_ring(&mut self, single: bool) {
-        self.room_per_visit = if single {
-            ROOM_SINGLE_PACKETS
-        } else {
-            u32::MAX
-        };
-    }
-
-    /// Whether an ACK may go now: while the byte budget lasts, or the count budget and the
-    /// room.
-    fn may_pass(&self) -> bool {
-        self.bytes > 0 || (self.budget > 0 && self.room > 0)
     }
 
     /// Holds `packet` if it is a bare TCP ACK beyond the budget; false: it is to be written
@@ -152,7 +123,7 @@ impl AckHold {
             return false;
         };
         let covers = self.covers(flow, ack);
-        if self.held == 0 && self.may_pass() {
+        if self.held == 0 && (self.budget > 0 || self.bytes > 0) {
             self.spend(covers);
             return false;
         }
@@ -191,7 +162,6 @@ impl AckHold {
     fn spend(&mut self, covers: u32) {
         self.budget = self.budget.saturating_sub(1);
         self.bytes = self.bytes.saturating_sub(covers);
-        self.room = self.room.saturating_sub(covers);
     }
 
     /// Notes when ACKs began to wait (after the datagrams of a wake-up were handled).
@@ -216,9 +186,8 @@ impl AckHold {
         } else {
             (self.budget_backlog, self.bytes_backlog)
         };
-        self.room = self.room_per_visit;
         let mut release = 0;
-        while self.held > 0 && self.may_pass() {
+        while self.held > 0 && (self.budget > 0 || self.bytes > 0) {
             self.spend(self.covers[self.head]);
             self.write_oldest(1, &mut write);
             release += 1;
@@ -473,44 +442,6 @@ mod tests {
             passing(&mut hold, 2, &mut number, 0),
             BYTES_DRAINED.div_ceil(BYTES_LEAST) as usize
         );
-    }
-
-    /// On a ring of single packets the ACK count lets through at most `ROOM_SINGLE_PACKETS`
-    /// of acknowledged data per visit, beyond the visit's first ACK; on a ring of
-    /// super-packets only the count bounds it.
-    #[test]
-    fn a_ring_of_single_packets_bounds_the_data_the_count_lets_through() {
-        let now = Instant::now();
-        const KB: u32 = 1024;
-        for (single, step, expect) in [
-            (false, 128 * KB, BUDGET_DRAINED),
-            (true, 64 * KB, 4),
-            (true, 128 * KB, 2),
-            (true, 512 * KB, 1),
-            // Small ACKs go by the byte budget as before, room or not.
-            (true, 2 * 1348, BYTES_DRAINED.div_ceil(2 * 1348) as usize),
-        ] {
-            let mut hold = AckHold::new();
-            hold.set_single_packet_ring(single);
-            let mut number = 0;
-            // The flow's first ACK (not known yet), then a visit that found the ring empty.
-            passing(&mut hold, 3, &mut number, step);
-            hold.release_all(|_| {});
-            hold.release(true, now, |_| {});
-            let passed = passing(&mut hold, 3, &mut number, step);
-            assert_eq!(passed, expect, "single {single}, {step} bytes each");
-            // The same bound for held ACKs released by a visit.
-            for _ in 0..40 {
-                number = number.wrapping_add(step);
-                assert!(hold.offer(&ack_of(3, number)));
-            }
-            let mut released = 0;
-            hold.release(true, now, |_| released += 1);
-            assert_eq!(
-                released, expect,
-                "released: single {single}, {step} bytes each"
-            );
-        }
     }
 
     /// Ports 64 apart (FNV-1a's low bits alike) keep slots of their own; an older ACK counts

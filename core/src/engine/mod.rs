@@ -22,7 +22,6 @@ use crate::addrbook::AddressBook;
 use crate::api::{Event, Request, Response};
 use crate::counters::DropReason;
 use crate::dataplane::{DataPlane, TunSink};
-use crate::framing::Framing;
 use crate::identity::DeviceIdentity;
 use crate::links::host::host_candidates;
 use crate::links::servers::IceServers;
@@ -470,7 +469,6 @@ async fn run_loop(
     let mut tun_thread = writer_thread(tun);
     // Bare ACKs to the tun go on a budget each visit to it renews.
     let mut ack_hold = AckHold::new();
-    ack_hold.set_single_packet_ring(single_packet_ring(tun));
     let mut net_buf = vec![0u8; udp_io::RECV_BYTES].into_boxed_slice();
     let mut gro = Coalescer::default();
     // One timer for the engine's life, moved only when the next deadline moves (not on every
@@ -640,7 +638,6 @@ async fn run_loop(
                         let watched = new.map(watch_tun).transpose().map_err(EngineError::TunFd);
                         let _ = reply.send(watched.map(|new| *tun = new));
                         tun_thread = writer_thread(tun);
-                        ack_hold.set_single_packet_ring(single_packet_ring(tun));
                         node.set_tunnel(tun.is_some());
                     }
                     // A caller that went away no longer wants the answer: ignoring a failed
@@ -691,12 +688,6 @@ fn writer_thread(tun: &Option<AsyncFd<TunDevice>>) -> Option<TunWriteThread> {
         .map_err(|e| tracing::debug!(error = %e, "no tun writer thread; writing on the engine's"))
         .ok()
         .flatten()
-}
-
-/// Whether the tunnel's ring holds single packets (no offloads: a phone's fd, utun).
-fn single_packet_ring(tun: &Option<AsyncFd<TunDevice>>) -> bool {
-    tun.as_ref()
-        .is_some_and(|fd| fd.get_ref().framing() != Framing::VnetHdr)
 }
 
 /// Writes the held ACKs whose turn it is (`ack_hold::AckHold::release`).
