@@ -45,6 +45,14 @@ const BYTES_UNKNOWN: u32 = 64 * 1024;
 /// What any ACK is taken to cover at least: a duplicate lets a segment be sent again, and
 /// the byte budget runs out on duplicates too.
 const BYTES_LEAST: u32 = 1500;
+/// Acknowledged bytes released and not yet read back from the tun, at most, where its ring
+/// holds single packets (a phone's fd, utun: 500 packets, about 700 KB). The sending TCP
+/// paces: its timer, not the ACK's arrival, puts much of what an ACK allows into the ring
+/// (`perf` of the drops: `tcp_pace_kick`), so a budget per visit does not bound the ring
+/// while the engine is off the CPU; this window does. A visit that found the ring empty
+/// lowers it to half, so that a sender with less to send than its ACKs allowed cannot stall
+/// the ACKs. A ring of super-packets (Linux offloads) has no such bound.
+const UNREAD_SINGLE_PACKETS: u64 = 512 * 1024;
 /// Flows whose last acknowledgement number is remembered (direct-mapped by a hash).
 const FLOWS: usize = 64;
 const _: () = assert!(FLOWS.is_power_of_two());
@@ -80,6 +88,10 @@ pub(super) struct AckHold {
     bytes: u32,
     bytes_drained: u32,
     bytes_backlog: u32,
+    /// Acknowledged bytes released and not yet read back from the tun, and the most that
+    /// may be (`UNREAD_SINGLE_PACKETS`, or no bound).
+    unread: u64,
+    unread_limit: u64,
 }
 
 impl AckHold {
@@ -110,7 +122,31 @@ impl AckHold {
             bytes: bytes_drained,
             bytes_drained,
             bytes_backlog,
+            unread: 0,
+            unread_limit: u64::MAX,
         }
+    }
+
+    /// Whether the tun's ring holds single packets (no offloads): then what is released is
+    /// bounded by what is read back (`UNREAD_SINGLE_PACKETS`).
+    pub(super) fn set_single_packet_ring(&mut self, single: bool) {
+        self.unread_limit = if single {
+            UNREAD_SINGLE_PACKETS
+        } else {
+            u64::MAX
+        };
+        self.unread = 0;
+    }
+
+    /// A visit to the tun read `bytes` (before it releases what is held).
+    pub(super) fn note_read(&mut self, bytes: u64) {
+        self.unread = self.unread.saturating_sub(bytes);
+    }
+
+    /// Whether an ACK may go now: while the count or the byte budget lasts, and the window
+    /// of unread data is not full.
+    fn may_pass(&self) -> bool {
+        (self.budget > 0 || self.bytes > 0) && self.unread < self.unread_limit
     }
 
     /// Holds `packet` if it is a bare TCP ACK beyond the budget; false: it is to be written
@@ -123,7 +159,7 @@ impl AckHold {
             return false;
         };
         let covers = self.covers(flow, ack);
-        if self.held == 0 && (self.budget > 0 || self.bytes > 0) {
+        if self.held == 0 && self.may_pass() {
             self.spend(covers);
             return false;
         }
@@ -162,6 +198,7 @@ impl AckHold {
     fn spend(&mut self, covers: u32) {
         self.budget = self.budget.saturating_sub(1);
         self.bytes = self.bytes.saturating_sub(covers);
+        self.unread += u64::from(covers);
     }
 
     /// Notes when ACKs began to wait (after the datagrams of a wake-up were handled).
@@ -186,8 +223,11 @@ impl AckHold {
         } else {
             (self.budget_backlog, self.bytes_backlog)
         };
+        if drained {
+            self.unread = self.unread.min(self.unread_limit / 2);
+        }
         let mut release = 0;
-        while self.held > 0 && (self.budget > 0 || self.bytes > 0) {
+        while self.held > 0 && self.may_pass() {
             self.spend(self.covers[self.head]);
             self.write_oldest(1, &mut write);
             release += 1;
@@ -442,6 +482,38 @@ mod tests {
             passing(&mut hold, 2, &mut number, 0),
             BYTES_DRAINED.div_ceil(BYTES_LEAST) as usize
         );
+    }
+
+    /// On a ring of single packets what ACKs release must be read back from the tun before
+    /// more go; a visit that found the ring empty halves what is owed.
+    #[test]
+    fn on_a_ring_of_single_packets_what_acks_release_must_be_read_back() {
+        let now = Instant::now();
+        let step = 128 * 1024;
+        let mut hold = AckHold::new();
+        hold.set_single_packet_ring(true);
+        let mut number = 0;
+        // The flow's first ACK counts as 64 KB, the next ones 128 KB: 64 + 4 × 128 KB
+        // released, the last of them while less than 512 KB was owed.
+        assert_eq!(passing(&mut hold, 4, &mut number, step), 5);
+        for _ in 0..20 {
+            number = number.wrapping_add(step);
+            assert!(hold.offer(&ack_of(4, number)));
+        }
+        let mut released = 0;
+        hold.note_read(0);
+        hold.release(false, now, |_| released += 1);
+        assert_eq!(released, 0, "nothing read back: none goes");
+        hold.note_read(200 * 1024);
+        hold.release(false, now, |_| released += 1);
+        assert_eq!(released, 1, "read back: the visit's budget");
+        // 504 KB owed, halved by a visit that found the ring empty: two more.
+        hold.release(true, now, |_| released += 1);
+        assert_eq!(released, 3);
+        // Without it (Linux offloads), the budget alone.
+        hold.set_single_packet_ring(false);
+        hold.release(true, now, |_| released += 1);
+        assert_eq!(released, 3 + BUDGET_DRAINED);
     }
 
     /// Ports 64 apart (FNV-1a's low bits alike) keep slots of their own; an older ACK counts
