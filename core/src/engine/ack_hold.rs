@@ -10,7 +10,10 @@
 //! each visit to the tun renews: a few when the visit found the ring empty, one when it did
 //! not — or, while more is left of it, one budget of acknowledged bytes (each ACK's new
 //! bytes from its flow's last acknowledgement number), for a far end whose ACKs each cover
-//! two segments instead of 64 KB. ACKs beyond it wait, in order, for the next visit; the
+//! two segments instead of 64 KB. Where the ring holds single packets, an ACK also waits
+//! while too much of what the released ones acknowledged is still unread from the tun: the
+//! sender paces, so what an ACK allows can reach the ring well after the ACK, while the
+//! engine is off the CPU. ACKs beyond it wait, in order, for the next visit; the
 //! sender then waits for its ACKs instead of filling a ring it cannot see. Everything else
 //! (pings, data, a call's UDP) passes at once, and may overtake a held ACK of its flow (the
 //! sender's TCP takes an ACK older than one it has seen as nothing new). Held ACKs are kept
