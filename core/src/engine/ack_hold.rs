@@ -52,12 +52,17 @@ const BYTES_LEAST: u32 = 1500;
 /// holds single packets (a phone's fd, utun: 500 packets, about 700 KB). The sending TCP
 /// paces: its timer, not the ACK's arrival, puts much of what an ACK allows into the ring
 /// (`perf` of the drops: `tcp_pace_kick`), so a budget per visit does not bound the ring
-/// while the engine is off the CPU; this window does. A visit that found the ring empty
-/// lowers it to half, so that a sender with less to send than its ACKs allowed cannot stall
-/// the ACKs. A ring of super-packets (Linux offloads) has no such bound. Tried in `bench/ab`
-/// (phone fd, 4–5 pairs each): 512 KB took the retransmissions to none but cost a tenth of
-/// the throughput; 640 and 768 KB about halved them at no cost; 1 MB changed nothing
-/// (ARCHITECTURE "Loss under load", step 9).
+/// while the engine is off the CPU; this window does. A visit that found the ring empty caps
+/// what is owed at half the window, so that a sender with less to send than its ACKs allowed
+/// cannot stall the ACKs; one ACK owes at most the window, so reading one window back always
+/// reopens it (a huge jump of a flow's number, or a peer's made-up one, cannot shut it for
+/// long). Bytes read count whole frames of any traffic, a few per cent more than the TCP
+/// payload the ACKs acknowledge. A ring of super-packets (Linux offloads) has no such bound.
+/// Tried in `bench/ab` (phone fd, 4–5 pairs each): 512 KB took the retransmissions to none
+/// but cost a tenth of the throughput; 640 and 768 KB cut them by half to two thirds at no
+/// cost in throughput; 1 MB was no better (ARCHITECTURE "Loss under load", step 9). utun's
+/// figure is the bench's utun framing over a Linux tun: how a real utun queues is not known
+/// here.
 const UNREAD_SINGLE_PACKETS: u64 = 640 * 1024;
 /// Flows whose last acknowledgement number is remembered (direct-mapped by a hash).
 const FLOWS: usize = 64;
@@ -97,7 +102,7 @@ pub(super) struct AckHold {
     /// Acknowledged bytes released and not yet read back from the tun, and the most that
     /// may be (`UNREAD_SINGLE_PACKETS`, or no bound).
     unread: u64,
-    unread_limit: u64,
+    unread_limit: Option<u64>,
 }
 
 impl AckHold {
@@ -129,18 +134,14 @@ impl AckHold {
             bytes_drained,
             bytes_backlog,
             unread: 0,
-            unread_limit: u64::MAX,
+            unread_limit: None,
         }
     }
 
     /// Whether the tun's ring holds single packets (no offloads): then what is released is
     /// bounded by what is read back (`UNREAD_SINGLE_PACKETS`).
     pub(super) fn set_single_packet_ring(&mut self, single: bool) {
-        self.unread_limit = if single {
-            UNREAD_SINGLE_PACKETS
-        } else {
-            u64::MAX
-        };
+        self.unread_limit = single.then_some(UNREAD_SINGLE_PACKETS);
         self.unread = 0;
     }
 
@@ -152,7 +153,7 @@ impl AckHold {
     /// Whether an ACK may go now: while the count or the byte budget lasts, and the window
     /// of unread data is not full.
     fn may_pass(&self) -> bool {
-        (self.budget > 0 || self.bytes > 0) && self.unread < self.unread_limit
+        (self.budget > 0 || self.bytes > 0) && self.unread_limit.is_none_or(|l| self.unread < l)
     }
 
     /// Holds `packet` if it is a bare TCP ACK beyond the budget; false: it is to be written
@@ -170,6 +171,8 @@ impl AckHold {
             return false;
         }
         if self.held == SLOTS {
+            // Passes the held ones; what it allows is owed all the same.
+            self.owe(covers);
             return false;
         }
         let at = (self.head + self.held) % SLOTS;
@@ -204,7 +207,15 @@ impl AckHold {
     fn spend(&mut self, covers: u32) {
         self.budget = self.budget.saturating_sub(1);
         self.bytes = self.bytes.saturating_sub(covers);
-        self.unread += u64::from(covers);
+        self.owe(covers);
+    }
+
+    /// An ACK written acknowledged `covers` bytes: the window owes them (one ACK at most a
+    /// window's worth).
+    fn owe(&mut self, covers: u32) {
+        if let Some(limit) = self.unread_limit {
+            self.unread = (self.unread + u64::from(covers).min(limit)).min(limit);
+        }
     }
 
     /// Notes when ACKs began to wait (after the datagrams of a wake-up were handled).
@@ -214,8 +225,8 @@ impl AckHold {
         }
     }
 
-    /// When the timer is to stand for a visit to the tun: `MAX_WAIT` after the last release
-    /// while ACKs wait (none while none wait: an idle engine does not wake for this).
+    /// When the timer is to stand for a visit to the tun: `MAX_WAIT` after the last visit
+    /// (or the first ACK held since) while ACKs wait (none while none wait: an idle engine does not wake for this).
     pub(super) fn deadline(&self) -> Option<Instant> {
         self.stalled_since.map(|since| since + MAX_WAIT)
     }
@@ -229,20 +240,16 @@ impl AckHold {
         } else {
             (self.budget_backlog, self.bytes_backlog)
         };
-        if drained {
-            self.unread = self.unread.min(self.unread_limit / 2);
+        if let (true, Some(limit)) = (drained, self.unread_limit) {
+            self.unread = self.unread.min(limit / 2);
         }
-        let mut release = 0;
         while self.held > 0 && self.may_pass() {
             self.spend(self.covers[self.head]);
             self.write_oldest(1, &mut write);
-            release += 1;
         }
-        if self.held == 0 {
-            self.stalled_since = None;
-        } else if release > 0 {
-            self.stalled_since = Some(now);
-        }
+        // The timer stands for a visit that has not come: any visit, whether or not the
+        // window let an ACK go, restarts its wait.
+        self.stalled_since = (self.held > 0).then_some(now);
     }
 
     /// The tunnel is being replaced (what waits goes to it now, before its fd closes) or
@@ -491,7 +498,7 @@ mod tests {
     }
 
     /// On a ring of single packets what ACKs release must be read back from the tun before
-    /// more go; a visit that found the ring empty halves what is owed.
+    /// more go; a visit that found the ring empty caps what is owed at half the window.
     #[test]
     fn on_a_ring_of_single_packets_what_acks_release_must_be_read_back() {
         let now = Instant::now();
@@ -513,13 +520,47 @@ mod tests {
         hold.note_read(200 * 1024);
         hold.release(false, now, |_| released += 1);
         assert_eq!(released, 1, "read back: the visit's budget");
-        // 632 KB owed, halved to 320 by a visit that found the ring empty: three more.
+        // 632 KB owed, capped at 320 by a visit that found the ring empty: three more.
         hold.release(true, now, |_| released += 1);
         assert_eq!(released, 4);
         // Without it (Linux offloads), the budget alone.
         hold.set_single_packet_ring(false);
         hold.release(true, now, |_| released += 1);
         assert_eq!(released, 4 + BUDGET_DRAINED);
+    }
+
+    /// One ACK that acknowledges a huge jump (a flow's number after ACKs rode on data, or a
+    /// peer's made-up one) owes one window at most: reading that back reopens it. A visit
+    /// that lets none go still restarts the timer's wait.
+    #[test]
+    fn a_huge_acknowledgement_shuts_the_window_only_until_it_is_read_back() {
+        let start = Instant::now();
+        let mut hold = AckHold::new();
+        hold.set_single_packet_ring(true);
+        let mut number = 0;
+        passing(&mut hold, 5, &mut number, 1000);
+        hold.release_all(|_| {});
+        hold.note_read(u64::MAX);
+        hold.release(true, start, |_| {});
+        number = number.wrapping_add(u32::MAX / 2 - 1);
+        assert!(!hold.offer(&ack_of(5, number)), "the first of a visit goes");
+        number = number.wrapping_add(1448);
+        assert!(hold.offer(&ack_of(5, number)), "the window is full");
+        hold.mark(start);
+        let mut released = 0;
+        let visit = start + MAX_WAIT / 2;
+        hold.note_read(0);
+        hold.release(false, visit, |_| released += 1);
+        assert_eq!(released, 0, "nothing read back");
+        assert_eq!(
+            hold.deadline(),
+            Some(visit + MAX_WAIT),
+            "the visit restarts the wait"
+        );
+        hold.note_read(UNREAD_SINGLE_PACKETS);
+        hold.release(false, visit, |_| released += 1);
+        assert_eq!(released, 1, "a window read back reopens it");
+        assert_eq!(hold.deadline(), None);
     }
 
     /// Ports 64 apart (FNV-1a's low bits alike) keep slots of their own; an older ACK counts

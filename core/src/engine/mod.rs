@@ -539,6 +539,7 @@ async fn run_loop(
                     retire_writer(&mut tun_thread, node);
                     tunnel_lost(tun, node, events, error);
                     release_acks(&mut ack_hold, None, now, tun, &mut gro, &tun_thread, node);
+                    ack_hold.set_single_packet_ring(false);
                 } else {
                     // What was read leaves first: the ACKs make the local TCP send more.
                     udp.flush();
