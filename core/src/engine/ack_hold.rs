@@ -226,7 +226,8 @@ impl AckHold {
     }
 
     /// When the timer is to stand for a visit to the tun: `MAX_WAIT` after the last visit
-    /// (or the first ACK held since) while ACKs wait (none while none wait: an idle engine does not wake for this).
+    /// (or the first ACK held since) while ACKs wait (none while none wait: an idle engine
+    /// does not wake for this).
     pub(super) fn deadline(&self) -> Option<Instant> {
         self.stalled_since.map(|since| since + MAX_WAIT)
     }
