@@ -10,10 +10,7 @@
 //! each visit to the tun renews: a few when the visit found the ring empty, one when it did
 //! not — or, while more is left of it, one budget of acknowledged bytes (each ACK's new
 //! bytes from its flow's last acknowledgement number), for a far end whose ACKs each cover
-//! two segments instead of 64 KB. Where the ring holds single packets, an ACK also waits
-//! while too much of what the released ones acknowledged is still unread from the tun: the
-//! sender paces, so what an ACK allows can reach the ring well after the ACK, while the
-//! engine is off the CPU. ACKs beyond it wait, in order, for the next visit; the
+//! two segments instead of 64 KB. ACKs beyond it wait, in order, for the next visit; the
 //! sender then waits for its ACKs instead of filling a ring it cannot see. Everything else
 //! (pings, data, a call's UDP) passes at once, and may overtake a held ACK of its flow (the
 //! sender's TCP takes an ACK older than one it has seen as nothing new). Held ACKs are kept
@@ -48,22 +45,6 @@ const BYTES_UNKNOWN: u32 = 64 * 1024;
 /// What any ACK is taken to cover at least: a duplicate lets a segment be sent again, and
 /// the byte budget runs out on duplicates too.
 const BYTES_LEAST: u32 = 1500;
-/// Acknowledged bytes released and not yet read back from the tun, at most, where its ring
-/// holds single packets (a phone's fd, utun: 500 packets, about 700 KB). The sending TCP
-/// paces: its timer, not the ACK's arrival, puts much of what an ACK allows into the ring
-/// (`perf` of the drops: `tcp_pace_kick`), so a budget per visit does not bound the ring
-/// while the engine is off the CPU; this window does. A visit that found the ring empty caps
-/// what is owed at half the window, so that a sender with less to send than its ACKs allowed
-/// cannot stall the ACKs; one ACK owes at most the window, so reading one window back always
-/// reopens it (a huge jump of a flow's number, or a peer's made-up one, cannot shut it for
-/// long). Bytes read count whole frames of any traffic, a few per cent more than the TCP
-/// payload the ACKs acknowledge. A ring of super-packets (Linux offloads) has no such bound.
-/// Tried in `bench/ab` (phone fd, 4–5 pairs each): 512 KB took the retransmissions to none
-/// but cost a tenth of the throughput; 640 and 768 KB cut them by half to two thirds at no
-/// cost in throughput; 1 MB was no better (ARCHITECTURE "Loss under load", step 9). utun's
-/// figure is the bench's utun framing over a Linux tun: how a real utun queues is not known
-/// here.
-const UNREAD_SINGLE_PACKETS: u64 = 640 * 1024;
 /// Flows whose last acknowledgement number is remembered (direct-mapped by a hash).
 const FLOWS: usize = 64;
 const _: () = assert!(FLOWS.is_power_of_two());
@@ -99,10 +80,6 @@ pub(super) struct AckHold {
     bytes: u32,
     bytes_drained: u32,
     bytes_backlog: u32,
-    /// Acknowledged bytes released and not yet read back from the tun, and the most that
-    /// may be (`UNREAD_SINGLE_PACKETS`, or no bound).
-    unread: u64,
-    unread_limit: Option<u64>,
 }
 
 impl AckHold {
@@ -133,27 +110,7 @@ impl AckHold {
             bytes: bytes_drained,
             bytes_drained,
             bytes_backlog,
-            unread: 0,
-            unread_limit: None,
         }
-    }
-
-    /// Whether the tun's ring holds single packets (no offloads): then what is released is
-    /// bounded by what is read back (`UNREAD_SINGLE_PACKETS`).
-    pub(super) fn set_single_packet_ring(&mut self, single: bool) {
-        self.unread_limit = single.then_some(UNREAD_SINGLE_PACKETS);
-        self.unread = 0;
-    }
-
-    /// A visit to the tun read `bytes` (before it releases what is held).
-    pub(super) fn note_read(&mut self, bytes: u64) {
-        self.unread = self.unread.saturating_sub(bytes);
-    }
-
-    /// Whether an ACK may go now: while the count or the byte budget lasts, and the window
-    /// of unread data is not full.
-    fn may_pass(&self) -> bool {
-        (self.budget > 0 || self.bytes > 0) && self.unread_limit.is_none_or(|l| self.unread < l)
     }
 
     /// Holds `packet` if it is a bare TCP ACK beyond the budget; false: it is to be written
@@ -166,13 +123,11 @@ impl AckHold {
             return false;
         };
         let covers = self.covers(flow, ack);
-        if self.held == 0 && self.may_pass() {
+        if self.held == 0 && (self.budget > 0 || self.bytes > 0) {
             self.spend(covers);
             return false;
         }
         if self.held == SLOTS {
-            // Passes the held ones; what it allows is owed all the same.
-            self.owe(covers);
             return false;
         }
         let at = (self.head + self.held) % SLOTS;
@@ -207,15 +162,6 @@ impl AckHold {
     fn spend(&mut self, covers: u32) {
         self.budget = self.budget.saturating_sub(1);
         self.bytes = self.bytes.saturating_sub(covers);
-        self.owe(covers);
-    }
-
-    /// An ACK written acknowledged `covers` bytes: the window owes them (one ACK at most a
-    /// window's worth).
-    fn owe(&mut self, covers: u32) {
-        if let Some(limit) = self.unread_limit {
-            self.unread = (self.unread + u64::from(covers).min(limit)).min(limit);
-        }
     }
 
     /// Notes when ACKs began to wait (after the datagrams of a wake-up were handled).
@@ -225,9 +171,8 @@ impl AckHold {
         }
     }
 
-    /// When the timer is to stand for a visit to the tun: `MAX_WAIT` after the last visit
-    /// (or the first ACK held since) while ACKs wait (none while none wait: an idle engine
-    /// does not wake for this).
+    /// When the timer is to stand for a visit to the tun: `MAX_WAIT` after the last release
+    /// while ACKs wait (none while none wait: an idle engine does not wake for this).
     pub(super) fn deadline(&self) -> Option<Instant> {
         self.stalled_since.map(|since| since + MAX_WAIT)
     }
@@ -241,16 +186,17 @@ impl AckHold {
         } else {
             (self.budget_backlog, self.bytes_backlog)
         };
-        if let (true, Some(limit)) = (drained, self.unread_limit) {
-            self.unread = self.unread.min(limit / 2);
-        }
-        while self.held > 0 && self.may_pass() {
+        let mut release = 0;
+        while self.held > 0 && (self.budget > 0 || self.bytes > 0) {
             self.spend(self.covers[self.head]);
             self.write_oldest(1, &mut write);
+            release += 1;
         }
-        // The timer stands for a visit that has not come: any visit, whether or not the
-        // window let an ACK go, restarts its wait.
-        self.stalled_since = (self.held > 0).then_some(now);
+        if self.held == 0 {
+            self.stalled_since = None;
+        } else if release > 0 {
+            self.stalled_since = Some(now);
+        }
     }
 
     /// The tunnel is being replaced (what waits goes to it now, before its fd closes) or
@@ -496,72 +442,6 @@ mod tests {
             passing(&mut hold, 2, &mut number, 0),
             BYTES_DRAINED.div_ceil(BYTES_LEAST) as usize
         );
-    }
-
-    /// On a ring of single packets what ACKs release must be read back from the tun before
-    /// more go; a visit that found the ring empty caps what is owed at half the window.
-    #[test]
-    fn on_a_ring_of_single_packets_what_acks_release_must_be_read_back() {
-        let now = Instant::now();
-        let step = 128 * 1024;
-        let mut hold = AckHold::new();
-        hold.set_single_packet_ring(true);
-        let mut number = 0;
-        // The flow's first ACK counts as 64 KB, the next ones 128 KB: 64 + 5 × 128 KB
-        // released, the last of them while less than 640 KB was owed.
-        assert_eq!(passing(&mut hold, 4, &mut number, step), 6);
-        for _ in 0..20 {
-            number = number.wrapping_add(step);
-            assert!(hold.offer(&ack_of(4, number)));
-        }
-        let mut released = 0;
-        hold.note_read(0);
-        hold.release(false, now, |_| released += 1);
-        assert_eq!(released, 0, "nothing read back: none goes");
-        hold.note_read(200 * 1024);
-        hold.release(false, now, |_| released += 1);
-        assert_eq!(released, 1, "read back: the visit's budget");
-        // 632 KB owed, capped at 320 by a visit that found the ring empty: three more.
-        hold.release(true, now, |_| released += 1);
-        assert_eq!(released, 4);
-        // Without it (Linux offloads), the budget alone.
-        hold.set_single_packet_ring(false);
-        hold.release(true, now, |_| released += 1);
-        assert_eq!(released, 4 + BUDGET_DRAINED);
-    }
-
-    /// One ACK that acknowledges a huge jump (a flow's number after ACKs rode on data, or a
-    /// peer's made-up one) owes one window at most: reading that back reopens it. A visit
-    /// that lets none go still restarts the timer's wait.
-    #[test]
-    fn a_huge_acknowledgement_shuts_the_window_only_until_it_is_read_back() {
-        let start = Instant::now();
-        let mut hold = AckHold::new();
-        hold.set_single_packet_ring(true);
-        let mut number = 0;
-        passing(&mut hold, 5, &mut number, 1000);
-        hold.release_all(|_| {});
-        hold.note_read(u64::MAX);
-        hold.release(true, start, |_| {});
-        number = number.wrapping_add(u32::MAX / 2 - 1);
-        assert!(!hold.offer(&ack_of(5, number)), "the first of a visit goes");
-        number = number.wrapping_add(1448);
-        assert!(hold.offer(&ack_of(5, number)), "the window is full");
-        hold.mark(start);
-        let mut released = 0;
-        let visit = start + MAX_WAIT / 2;
-        hold.note_read(0);
-        hold.release(false, visit, |_| released += 1);
-        assert_eq!(released, 0, "nothing read back");
-        assert_eq!(
-            hold.deadline(),
-            Some(visit + MAX_WAIT),
-            "the visit restarts the wait"
-        );
-        hold.note_read(UNREAD_SINGLE_PACKETS);
-        hold.release(false, visit, |_| released += 1);
-        assert_eq!(released, 1, "a window read back reopens it");
-        assert_eq!(hold.deadline(), None);
     }
 
     /// Ports 64 apart (FNV-1a's low bits alike) keep slots of their own; an older ACK counts

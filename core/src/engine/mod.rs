@@ -22,7 +22,6 @@ use crate::addrbook::AddressBook;
 use crate::api::{Event, Request, Response};
 use crate::counters::DropReason;
 use crate::dataplane::{DataPlane, TunSink};
-use crate::framing::Framing;
 use crate::identity::DeviceIdentity;
 use crate::links::host::host_candidates;
 use crate::links::servers::IceServers;
@@ -470,7 +469,6 @@ async fn run_loop(
     let mut tun_thread = writer_thread(tun);
     // Bare ACKs to the tun go on a budget each visit to it renews.
     let mut ack_hold = AckHold::new();
-    ack_hold.set_single_packet_ring(single_packet_ring(tun));
     let mut net_buf = vec![0u8; udp_io::RECV_BYTES].into_boxed_slice();
     let mut gro = Coalescer::default();
     // One timer for the engine's life, moved only when the next deadline moves (not on every
@@ -539,11 +537,10 @@ async fn run_loop(
                     retire_writer(&mut tun_thread, node);
                     tunnel_lost(tun, node, events, error);
                     release_acks(&mut ack_hold, None, now, tun, &mut gro, &tun_thread, node);
-                    ack_hold.set_single_packet_ring(false);
                 } else {
                     // What was read leaves first: the ACKs make the local TCP send more.
                     udp.flush();
-                    acks_turn = Some(((tun_reader.drained(), tun_reader.bytes_read()), now));
+                    acks_turn = Some((tun_reader.drained(), now));
                 }
                 node.end_tun_batch(now);
             }
@@ -615,7 +612,7 @@ async fn run_loop(
                 node.handle_timeout(now, &mut UdpSink(udp));
                 if ack_hold.deadline().is_some_and(|due| due <= now) {
                     // No visit for that long: the ring is empty (it would be readable).
-                    acks_turn = Some(((true, 0), now));
+                    acks_turn = Some((true, now));
                 }
             }
             Woken::Command(command) => {
@@ -641,7 +638,6 @@ async fn run_loop(
                         let watched = new.map(watch_tun).transpose().map_err(EngineError::TunFd);
                         let _ = reply.send(watched.map(|new| *tun = new));
                         tun_thread = writer_thread(tun);
-                        ack_hold.set_single_packet_ring(single_packet_ring(tun));
                         node.set_tunnel(tun.is_some());
                     }
                     // A caller that went away no longer wants the answer: ignoring a failed
@@ -661,10 +657,10 @@ async fn run_loop(
                 }
             }
         }
-        if let Some((visit, now)) = acks_turn {
+        if let Some((drained, now)) = acks_turn {
             release_acks(
                 &mut ack_hold,
-                Some(visit),
+                Some(drained),
                 now,
                 tun,
                 &mut gro,
@@ -694,20 +690,13 @@ fn writer_thread(tun: &Option<AsyncFd<TunDevice>>) -> Option<TunWriteThread> {
         .flatten()
 }
 
-/// Whether the tunnel's ring holds single packets (no offloads: a phone's fd, utun).
-fn single_packet_ring(tun: &Option<AsyncFd<TunDevice>>) -> bool {
-    tun.as_ref()
-        .is_some_and(|fd| fd.get_ref().framing() != Framing::VnetHdr)
-}
-
 /// Writes the held ACKs whose turn it is (`ack_hold::AckHold::release`).
-/// `visit`: how the visit to the tun ended, and the bytes it read (the timer's stands for
-/// one that found the ring empty and read nothing); `None`: all of them (the tunnel is being
-/// replaced; with no tunnel, lost: counted as `tun_write` drops, as they were counted as
-/// written).
+/// `drained`: how the visit to the tun ended (the timer's stands for one that found the
+/// ring empty); `None`: all of them (the tunnel is being replaced; with no tunnel, lost:
+/// counted as `tun_write` drops, as they were counted as written).
 fn release_acks(
     hold: &mut AckHold,
-    visit: Option<(bool, u64)>,
+    drained: Option<bool>,
     now: Instant,
     tun: &Option<AsyncFd<TunDevice>>,
     gro: &mut Coalescer,
@@ -722,11 +711,8 @@ fn release_acks(
     let writer = &mut TunWriter::new(Some(tun.get_ref()), gro, thread.as_ref(), None);
     // The writer counts what it loses.
     let write = |ack: &[u8]| drop(writer.write_packet(ack));
-    match visit {
-        Some((drained, read)) => {
-            hold.note_read(read);
-            hold.release(drained, now, write);
-        }
+    match drained {
+        Some(drained) => hold.release(drained, now, write),
         None => {
             hold.release_all(write);
         }

@@ -49,8 +49,6 @@ pub(super) struct TunReader {
     errors: u32,
     /// The last batch ended because the tun had nothing more (not at the batch's end).
     drained: bool,
-    /// Bytes the last batch read.
-    read: u64,
 }
 
 impl TunReader {
@@ -60,18 +58,12 @@ impl TunReader {
             segment: vec![0u8; MAX_PACKET + UID_HEADER_LEN].into_boxed_slice(),
             errors: 0,
             drained: false,
-            read: 0,
         }
     }
 
     /// Whether the last batch found the tun's ring empty.
     pub(super) fn drained(&self) -> bool {
         self.drained
-    }
-
-    /// Bytes the last batch read (frames as read, headers included).
-    pub(super) fn bytes_read(&self) -> u64 {
-        self.read
     }
 
     /// A new tunnel starts with a clean slate.
@@ -97,7 +89,6 @@ impl TunReader {
         let framing = tun.get_ref().framing();
         let net = &mut UdpSink(udp);
         self.drained = false;
-        self.read = 0;
         for read in 0..BATCH {
             if read == 1 {
                 // The first packet of a wake-up leaves before the next read: at idle that
@@ -140,7 +131,6 @@ impl TunReader {
                 }
             };
             self.errors = 0;
-            self.read += n as u64;
             if framing == Framing::VnetHdr {
                 offloaded_frame(now, node, &mut self.frame, n, &mut self.segment, net);
                 continue;
