@@ -203,10 +203,10 @@ pub struct Counters {
     /// UDP datagrams sent.
     pub net_tx: Traffic,
     pub drops: DropCounts,
-    /// Bare TCP ACKs for the tun that waited for the engine's next visit to it, so that the
-    /// local sender's next burst would not overflow the tun's ring (`engine::ack_hold`).
+    /// Bare TCP ACKs to the tun whose receive window was lowered, so that the local sender
+    /// could not put more into the tun's ring than it holds (`engine::window_clamp`).
     #[serde(default)]
-    pub acks_delayed: u64,
+    pub windows_clamped: u64,
 }
 
 /// What the social layer accepted and refused.

@@ -131,34 +131,46 @@ fn raw_fd_world(tag: &str) -> TwoHosts {
 }
 
 /// Sends 64 MB from A to B and checks that they arrive intact, in far fewer packets than
-/// segments on B's tun, and that A's engine held back ACKs to its sender on the way.
+/// segments on B's tun, and that A's engine bounded its sender's window with none of A's
+/// packets lost in its tun's ring.
 fn joined_transfer(w: &mut TwoHosts, listen: IpAddr, target: IpAddr, port: u16) {
     const TOTAL: usize = 64 * 1024 * 1024;
-    let received_packets = |ns: &socialvpn_tests::netns::Namespace| -> u64 {
-        let out = ns.output("cat", &["/sys/class/net/svpn0/statistics/rx_packets"]);
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("rx_packets: {e}: {out:?}"))
-    };
-    let before = received_packets(&w.b);
+    let before = svpn0_counter(&w.b, "rx_packets");
+    let dropped_before = svpn0_counter(&w.a, "tx_dropped");
     let t = tcp_transfer(&w.a, &w.b, listen, target, port, TOTAL);
     assert_eq!(t.received, TOTAL);
     assert_eq!(t.received_sha256, t.sent_sha256);
     // One packet per segment would be TOTAL / 1 380 (48 000; IPv6's are 20 bytes smaller);
     // joined, a few per 64 KB.
-    let packets = received_packets(&w.b) - before;
+    let packets = svpn0_counter(&w.b, "rx_packets") - before;
     let segments = (TOTAL / 1380) as u64;
     assert!(
         packets * 4 < segments,
         "{packets} packets reached B's tun for {segments} segments: not joined"
     );
-    // A's engine clocked its sender: ACKs beyond what its tun's ring could take waited.
+    // A's engine bounded its sender by the windows of the ACKs it wrote, and its tun's ring
+    // (500 packets, which a sender's congestion window outgrows) dropped nothing.
     let counters = w.node_a.ask(Request::Status)["counters"].take();
     assert!(
-        counters["acks_delayed"].as_u64() > Some(0),
-        "no ACK waited at the sender: {counters}"
+        counters["windows_clamped"].as_u64() > Some(0),
+        "no window was lowered at the sender: {counters}"
     );
+    let dropped = svpn0_counter(&w.a, "tx_dropped") - dropped_before;
+    assert_eq!(
+        dropped, 0,
+        "A's tun dropped {dropped} packets of the transfer"
+    );
+}
+
+/// One of the statistics of the tun interface `svpn0` in `ns` (`tx_dropped`: packets the
+/// kernel dropped on their way into the tun's ring).
+fn svpn0_counter(ns: &socialvpn_tests::netns::Namespace, name: &str) -> u64 {
+    let path = format!("/sys/class/net/svpn0/statistics/{name}");
+    let out = ns.output("cat", &[&path]);
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {e}: {out:?}"))
 }
 
 /// A friend of A (a raw WireGuard session in B's namespace, with its own key) sends packets

@@ -162,9 +162,9 @@ impl DataPlane {
         self.count_drops(reason, 1);
     }
 
-    /// `n` bare ACKs that waited before the shell wrote them to the tun.
-    pub fn count_acks_delayed(&mut self, n: u64) {
-        self.counters.acks_delayed += n;
+    /// `n` bare ACKs whose window the shell lowered on their way to the tun.
+    pub fn count_windows_clamped(&mut self, n: u64) {
+        self.counters.windows_clamped += n;
     }
 
     /// `n` losses of one kind at once (a batch the shell could not send or write).

@@ -3,7 +3,6 @@
 //! whatever is ready into the node, and carries out what the node asks for in one place per
 //! wake-up ([`drain`]). Reads are drained in batches until the fd would block.
 
-mod ack_hold;
 mod control;
 mod error;
 mod event_log;
@@ -14,6 +13,7 @@ mod tun_io;
 mod tun_thread;
 mod udp_io;
 mod wait;
+mod window_clamp;
 
 pub use crate::links::manager::LinkPolicy;
 pub use error::{EngineError, StartError};
@@ -21,7 +21,7 @@ pub use error::{EngineError, StartError};
 use crate::addrbook::AddressBook;
 use crate::api::{Event, Request, Response};
 use crate::counters::DropReason;
-use crate::dataplane::{DataPlane, TunSink};
+use crate::dataplane::DataPlane;
 use crate::identity::DeviceIdentity;
 use crate::links::host::host_candidates;
 use crate::links::servers::IceServers;
@@ -33,7 +33,6 @@ use crate::tun::TunDevice;
 use crate::uid::Uid;
 use crate::xmpp::connect::XmppAccount;
 use crate::xmpp::session::{XmppInput, XmppSession};
-use ack_hold::AckHold;
 use gather::{Gather, Wake};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -49,6 +48,7 @@ use tun_io::{watch_tun, TunReader, TunWriter};
 use tun_thread::TunWriteThread;
 use udp_io::{UdpIo, UdpSink};
 use wait::{Sources, Turn, Woken};
+use window_clamp::WindowClamp;
 
 pub use event_log::EventLog;
 
@@ -467,8 +467,8 @@ async fn run_loop(
     let mut tun_reader = TunReader::new();
     // Writes decrypted packets beside the engine (a tun without offloads).
     let mut tun_thread = writer_thread(tun);
-    // Bare ACKs to the tun go on a budget each visit to it renews.
-    let mut ack_hold = AckHold::new();
+    // The windows of the ACKs to the tun bound what its senders may put into its ring.
+    let mut window = WindowClamp::new();
     let mut net_buf = vec![0u8; udp_io::RECV_BYTES].into_boxed_slice();
     let mut gro = Coalescer::default();
     // One timer for the engine's life, moved only when the next deadline moves (not on every
@@ -490,7 +490,6 @@ async fn run_loop(
             node.poll_timeout().map(|(at, _)| at),
             network_check,
             gather.deadline(),
-            ack_hold.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -509,8 +508,6 @@ async fn run_loop(
         } = &mut *io;
         let udp = &*udp;
         let mut woke = Wake::Other;
-        // After a visit to the tun, or the timer standing for one: how it ended, and when.
-        let mut acks_turn = None;
         let woken = std::future::poll_fn(|cx| {
             turn.poll(
                 cx,
@@ -529,18 +526,15 @@ async fn run_loop(
             Woken::Tun { ready, failed } => {
                 let now = wake(node);
                 let lost = match (ready, tun.as_ref()) {
-                    (Ok(()), Some(fd)) => tun_reader.read_batch(now, fd, failed, node, udp),
+                    (Ok(()), Some(fd)) => {
+                        tun_reader.read_batch(now, fd, failed, node, udp, &mut window)
+                    }
                     (Ok(()), None) => None,
                     (Err(e), _) => Some(e),
                 };
                 if let Some(error) = lost {
                     retire_writer(&mut tun_thread, node);
                     tunnel_lost(tun, node, events, error);
-                    release_acks(&mut ack_hold, None, now, tun, &mut gro, &tun_thread, node);
-                } else {
-                    // What was read leaves first: the ACKs make the local TCP send more.
-                    udp.flush();
-                    acks_turn = Some((tun_reader.drained(), now));
                 }
                 node.end_tun_batch(now);
             }
@@ -561,7 +555,7 @@ async fn run_loop(
                         tun.as_ref().map(AsyncFd::get_ref),
                         &mut gro,
                         tun_thread.as_ref(),
-                        Some(&mut ack_hold),
+                        &mut window,
                     );
                     for datagram in net_buf[..got.len].chunks(got.stride) {
                         node.handle_datagram(
@@ -574,7 +568,6 @@ async fn run_loop(
                     }
                     tun_writer.flush(node);
                 }
-                ack_hold.mark(now);
             }
             Woken::Xmpp(input) => {
                 match input {
@@ -610,10 +603,6 @@ async fn run_loop(
                 // Every wake-up should be explainable: which part asked for it.
                 tracing::trace!(sources = ?node.timeout_sources(now), "timer");
                 node.handle_timeout(now, &mut UdpSink(udp));
-                if ack_hold.deadline().is_some_and(|due| due <= now) {
-                    // No visit for that long: the ring is empty (it would be readable).
-                    acks_turn = Some((true, now));
-                }
             }
             Woken::Command(command) => {
                 let Some(command) = command else {
@@ -629,9 +618,8 @@ async fn run_loop(
                     }
                     Command::Tunnel(new, reply) => {
                         tracing::debug!(attached = new.is_some(), "tunnel");
-                        // The old fd is written out (the ACKs waiting too), deregistered
-                        // and closed before the new one is watched.
-                        release_acks(&mut ack_hold, None, now, tun, &mut gro, &tun_thread, node);
+                        // The old fd is written out, deregistered and closed before the new
+                        // one is watched.
                         retire_writer(&mut tun_thread, node);
                         *tun = None;
                         tun_reader.reset();
@@ -657,17 +645,6 @@ async fn run_loop(
                 }
             }
         }
-        if let Some((drained, now)) = acks_turn {
-            release_acks(
-                &mut ack_hold,
-                Some(drained),
-                now,
-                tun,
-                &mut gro,
-                &tun_thread,
-                node,
-            );
-        }
         let now = Instant::now();
         let activity = || match network_check {
             // A network change is being looked at: not a moment to stop reading.
@@ -688,37 +665,6 @@ fn writer_thread(tun: &Option<AsyncFd<TunDevice>>) -> Option<TunWriteThread> {
         .map_err(|e| tracing::debug!(error = %e, "no tun writer thread; writing on the engine's"))
         .ok()
         .flatten()
-}
-
-/// Writes the held ACKs whose turn it is (`ack_hold::AckHold::release`).
-/// `drained`: how the visit to the tun ended (the timer's stands for one that found the
-/// ring empty); `None`: all of them (the tunnel is being replaced; with no tunnel, lost:
-/// counted as `tun_write` drops, as they were counted as written).
-fn release_acks(
-    hold: &mut AckHold,
-    drained: Option<bool>,
-    now: Instant,
-    tun: &Option<AsyncFd<TunDevice>>,
-    gro: &mut Coalescer,
-    thread: &Option<TunWriteThread>,
-    node: &mut Node,
-) {
-    let Some(tun) = tun.as_ref() else {
-        node.count_drops(DropReason::TunWrite, hold.release_all(|_| ()) as u64);
-        node.count_acks_delayed(hold.take_delayed());
-        return;
-    };
-    let writer = &mut TunWriter::new(Some(tun.get_ref()), gro, thread.as_ref(), None);
-    // The writer counts what it loses.
-    let write = |ack: &[u8]| drop(writer.write_packet(ack));
-    match drained {
-        Some(drained) => hold.release(drained, now, write),
-        None => {
-            hold.release_all(write);
-        }
-    }
-    writer.flush(node);
-    node.count_acks_delayed(hold.take_delayed());
 }
 
 /// Ends the tunnel's writer thread (it writes what it holds first) and counts the writes

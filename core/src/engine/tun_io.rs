@@ -5,9 +5,9 @@
 //! interface down under us (Android revokes the VPN, iOS stops the extension's tunnel) while
 //! the account, the roster and the links are still wanted; the app hands over a new fd.
 
-use super::ack_hold::AckHold;
 use super::tun_thread::TunWriteThread;
 use super::udp_io::{UdpIo, UdpSink};
+use super::window_clamp::{WindowClamp, CLAMPED_BYTES};
 use super::BATCH;
 use crate::counters::DropReason;
 use crate::dataplane::{TunSink, MAX_PACKET};
@@ -47,8 +47,6 @@ pub(super) struct TunReader {
     segment: Box<[u8]>,
     /// Failed reads since the last good one.
     errors: u32,
-    /// The last batch ended because the tun had nothing more (not at the batch's end).
-    drained: bool,
 }
 
 impl TunReader {
@@ -57,13 +55,7 @@ impl TunReader {
             frame: vec![0u8; VNET_HDR_LEN + MAX_FRAME + UID_HEADER_LEN].into_boxed_slice(),
             segment: vec![0u8; MAX_PACKET + UID_HEADER_LEN].into_boxed_slice(),
             errors: 0,
-            drained: false,
         }
-    }
-
-    /// Whether the last batch found the tun's ring empty.
-    pub(super) fn drained(&self) -> bool {
-        self.drained
     }
 
     /// A new tunnel starts with a clean slate.
@@ -85,10 +77,10 @@ impl TunReader {
         failed: bool,
         node: &mut Node,
         udp: &UdpIo,
+        window: &mut WindowClamp,
     ) -> Option<io::Error> {
         let framing = tun.get_ref().framing();
         let net = &mut UdpSink(udp);
-        self.drained = false;
         for read in 0..BATCH {
             if read == 1 {
                 // The first packet of a wake-up leaves before the next read: at idle that
@@ -116,7 +108,6 @@ impl TunReader {
                             return Some(e);
                         }
                     }
-                    self.drained = true;
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -132,11 +123,15 @@ impl TunReader {
             };
             self.errors = 0;
             if framing == Framing::VnetHdr {
+                if n > VNET_HDR_LEN {
+                    window.note_read(now, &self.frame[VNET_HDR_LEN..n]);
+                }
                 offloaded_frame(now, node, &mut self.frame, n, &mut self.segment, net);
                 continue;
             }
             match framing.decode(&self.frame[..n]) {
                 Ok(offset) if n - offset <= MAX_PACKET => {
+                    window.note_read(now, &self.frame[offset..n]);
                     node.handle_tun_packet(now, &mut self.frame[offset..], n - offset, net);
                 }
                 Ok(_) => node.count_tun_drop(n, DropReason::Oversized),
@@ -187,8 +182,8 @@ fn offloaded_frame(
 
 /// Where decrypted packets go: the tun, through the TCP coalescer unless it takes address
 /// family headers (utun), and through the writer thread when it has one (a tun without
-/// offloads). Bare TCP ACKs beyond the budget wait in the hold instead, when it is given one
-/// (`ack_hold`). What the kernel or the thread refuses is counted as `tun_write` drops, per
+/// offloads). Bare TCP ACKs offer the local senders no more than their share of the tun's
+/// ring (`window_clamp`). What the kernel or the thread refuses is counted as `tun_write` drops, per
 /// packet (a joined packet's segments all count), when the read's batch is flushed.
 pub(super) struct TunWriter<'a> {
     tun: Option<&'a TunDevice>,
@@ -200,8 +195,8 @@ pub(super) struct TunWriter<'a> {
     first: bool,
     /// Packets refused so far in this batch.
     lost: u64,
-    /// Where bare ACKs beyond the budget wait for the next visit to the tun.
-    hold: Option<&'a mut AckHold>,
+    /// What bounds the windows of the ACKs written.
+    window: &'a mut WindowClamp,
 }
 
 impl<'a> TunWriter<'a> {
@@ -210,7 +205,7 @@ impl<'a> TunWriter<'a> {
         tun: Option<&'a TunDevice>,
         gro: &'a mut Coalescer,
         thread: Option<&'a TunWriteThread>,
-        hold: Option<&'a mut AckHold>,
+        window: &'a mut WindowClamp,
     ) -> TunWriter<'a> {
         if let Some(tun) = tun {
             gro.set_output(match tun.framing() {
@@ -224,7 +219,7 @@ impl<'a> TunWriter<'a> {
             thread,
             first: true,
             lost: 0,
-            hold,
+            window,
         }
     }
 
@@ -244,11 +239,12 @@ impl TunSink for TunWriter<'_> {
         let Some(tun) = self.tun else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        if let Some(hold) = self.hold.as_deref_mut() {
-            if hold.offer(packet) {
-                return Ok(());
-            }
-        }
+        // A bare ACK whose window is lowered is written from a copy (on the stack).
+        let mut clamped = [0u8; CLAMPED_BYTES];
+        let packet = match self.window.clamp(packet, &mut clamped) {
+            Some(len) => &clamped[..len],
+            None => packet,
+        };
         let (gro, mut out) = self.frames(tun);
         match tun.framing() {
             // A utun takes no packet larger than its MTU that we know of: written as it came.
@@ -270,6 +266,7 @@ impl TunWriter<'_> {
             let _ = gro.flush(&mut out);
         }
         node.count_drops(DropReason::TunWrite, std::mem::take(&mut self.lost));
+        node.count_windows_clamped(self.window.take_clamped());
         if let Some(thread) = self.thread {
             node.count_drops(DropReason::TunWrite, thread.take_failed());
         }

@@ -245,9 +245,9 @@ impl Node {
         self.dp.count_drops(reason, n);
     }
 
-    /// `n` bare ACKs that waited before the shell wrote them to the tun.
-    pub fn count_acks_delayed(&mut self, n: u64) {
-        self.dp.count_acks_delayed(n);
+    /// `n` bare ACKs whose window the shell lowered on their way to the tun.
+    pub fn count_windows_clamped(&mut self, n: u64) {
+        self.dp.count_windows_clamped(n);
     }
 
     /// One datagram that arrived on the UDP socket from `from`: STUN or TURN for the link
