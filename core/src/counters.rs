@@ -203,8 +203,8 @@ pub struct Counters {
     /// UDP datagrams sent.
     pub net_tx: Traffic,
     pub drops: DropCounts,
-    /// Bare TCP ACKs to the tun whose receive window was lowered, so that the local sender
-    /// could not put more into the tun's ring than it holds (`engine::window_clamp`).
+    /// TCP ACKs on their way to the tun whose receive window was lowered, so that a local
+    /// sender's share of the tun's ring bounds what it sends (`engine::window_clamp`).
     #[serde(default)]
     pub windows_clamped: u64,
 }

@@ -182,9 +182,9 @@ fn offloaded_frame(
 
 /// Where decrypted packets go: the tun, through the TCP coalescer unless it takes address
 /// family headers (utun), and through the writer thread when it has one (a tun without
-/// offloads). Bare TCP ACKs offer the local senders no more than their share of the tun's
-/// ring (`window_clamp`). What the kernel or the thread refuses is counted as `tun_write` drops, per
-/// packet (a joined packet's segments all count), when the read's batch is flushed.
+/// offloads). TCP ACKs offer the local senders no more than their share of the tun's ring
+/// (`window_clamp`). What the kernel or the thread refuses is counted as `tun_write` drops,
+/// per packet (a joined packet's segments all count), when the read's batch is flushed.
 pub(super) struct TunWriter<'a> {
     tun: Option<&'a TunDevice>,
     gro: &'a mut Coalescer,
