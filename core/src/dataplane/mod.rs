@@ -162,7 +162,7 @@ impl DataPlane {
         self.count_drops(reason, 1);
     }
 
-    /// `n` bare ACKs whose window the shell lowered on their way to the tun.
+    /// `n` TCP ACKs whose window the shell lowered on their way to the tun.
     pub fn count_windows_clamped(&mut self, n: u64) {
         self.counters.windows_clamped += n;
     }

@@ -239,7 +239,7 @@ impl TunSink for TunWriter<'_> {
         let Some(tun) = self.tun else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        // A bare ACK whose window is lowered is written from a copy (on the stack).
+        // An ACK whose window is lowered is written from a copy (on the stack).
         let mut clamped = [0u8; CLAMPED_BYTES];
         let packet = match self.window.clamp(packet, &mut clamped) {
             Some(len) => &clamped[..len],

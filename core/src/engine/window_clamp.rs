@@ -74,6 +74,9 @@ struct Flow {
     local_scales: bool,
     remote_syn: bool,
     local_syn: bool,
+    /// A SYN carried TCP-MD5, TCP-AO or MPTCP: the window is signed, or counts from the
+    /// connection's data level, and is never rewritten.
+    signed: bool,
     /// The right edge (acknowledgement + window) of the last window the local side was
     /// offered: a window is never lowered below it (RFC 9293, 3.8.6.2.2: no shrinking).
     edge: Option<u32>,
@@ -104,11 +107,29 @@ impl Flow {
         })
     }
 
-    /// Notes the right edge a segment with this acknowledgement and window field offers.
+    /// Notes the right edge a segment with this acknowledgement and window field offers (an
+    /// edge the acknowledgements have passed, as after 2 GB of segments that went as they
+    /// came, is forgotten).
     fn offered(&mut self, ack: u32, field: u16, shift: u8) {
         let edge = ack.wrapping_add(u32::from(field) << shift);
-        if self.edge.is_none_or(|last| is_after(edge, last)) {
+        if self
+            .edge
+            .is_none_or(|last| is_after(edge, last) || !is_after(last, ack))
+        {
             self.edge = Some(edge);
+        }
+    }
+
+    /// Notes what the SYN in `segment` announced; the local side's when `local`.
+    fn syn(&mut self, segment: &Segment<'_>, local: bool) {
+        let options = segment.syn_options();
+        self.signed |= options.signed;
+        if local {
+            self.local_syn = true;
+            self.local_scales = options.scale.is_some();
+        } else {
+            self.remote_syn = true;
+            self.remote_shift = options.scale;
         }
     }
 }
@@ -120,12 +141,13 @@ pub(super) struct WindowClamp {
     limit: u32,
     hasher: SeedableRandomState,
     /// The current period of reads (`EPOCH`) and when it began; the flows that counted as
-    /// sending in it, those of them that did not in the one before, and those that did in
-    /// the one before.
+    /// sending in it, and those of them that did not in the period before; that period
+    /// (the last in which any flow counted) and its count.
     epoch: u32,
     epoch_start: Option<Instant>,
     sending_now: u32,
     joined_now: u32,
+    before_epoch: u32,
     sending_before: u32,
     /// ACKs rewritten since `take_clamped` was last asked.
     clamped: u64,
@@ -146,6 +168,7 @@ impl WindowClamp {
             epoch_start: None,
             sending_now: 0,
             joined_now: 0,
+            before_epoch: 0,
             sending_before: 0,
             clamped: 0,
         }
@@ -193,13 +216,18 @@ impl WindowClamp {
         flow
     }
 
-    /// Starts a new period of reads when the last is over. Periods pass only with reads: a
-    /// flow that sent before the engine lost the CPU still counts when it reads again.
+    /// Starts a new period of reads when the last is over. Periods pass only with reads, and
+    /// one in which no flow counted does not replace the one before: the flows that sent
+    /// before the engine lost the CPU, or before the far end's ACKs stalled (the senders
+    /// held by their windows, only small packets read), still count when they send again.
     fn tick(&mut self, now: Instant) {
         match self.epoch_start {
             Some(start) if now.saturating_duration_since(start) < EPOCH => {}
             Some(_) => {
-                self.sending_before = self.sending_now;
+                if self.sending_now > 0 {
+                    self.sending_before = self.sending_now;
+                    self.before_epoch = self.epoch;
+                }
                 self.sending_now = 0;
                 self.joined_now = 0;
                 self.epoch = next(self.epoch);
@@ -209,7 +237,7 @@ impl WindowClamp {
         }
     }
 
-    /// Flows that count as sending: in this period or the one before.
+    /// Flows that count as sending: in this period or the one before it in which any did.
     fn sending(&self) -> u32 {
         (self.sending_before + self.joined_now).max(1)
     }
@@ -226,15 +254,14 @@ impl WindowClamp {
         let flags = segment.flags();
         if flags & SYN != 0 {
             let flow = self.place(hash, flags & ACK == 0);
-            flow.local_syn = true;
-            flow.local_scales = segment.window_scale().is_some();
+            flow.syn(&segment, true);
             flow.read_end = seq.wrapping_add(1);
             return;
         }
         let Some(at) = self.find(hash) else {
             return;
         };
-        let epoch = self.epoch;
+        let (epoch, before) = (self.epoch, self.before_epoch);
         let flow = &mut self.flows[at];
         if flags & (FIN | RST) != 0 {
             // The local side sends no more: nothing left to bound.
@@ -252,7 +279,8 @@ impl WindowClamp {
         }
         flow.period_bytes = flow.period_bytes.saturating_add(payload);
         if flow.period_bytes >= BULK && flow.sent_in != epoch {
-            if flow.sent_in != previous(epoch) {
+            // New, or back after a period without it (0: it never counted).
+            if flow.sent_in == 0 || flow.sent_in != before {
                 self.joined_now += 1;
             }
             flow.sent_in = epoch;
@@ -273,9 +301,7 @@ impl WindowClamp {
         let hash = segment.flow(false, &self.hasher);
         let flags = segment.flags();
         if flags & SYN != 0 {
-            let flow = self.place(hash, flags & ACK == 0);
-            flow.remote_syn = true;
-            flow.remote_shift = segment.window_scale();
+            self.place(hash, flags & ACK == 0).syn(&segment, false);
             return None;
         }
         let at = self.find(hash)?;
@@ -284,24 +310,30 @@ impl WindowClamp {
             return None;
         }
         let sending = self.sending();
-        let (limit, epoch) = (self.limit, self.epoch);
+        let (limit, epoch, before) = (self.limit, self.epoch, self.before_epoch);
         let flow = &mut self.flows[at];
         flow.seen_in = epoch;
         let shift = flow.shift()?;
         // Larger segments carry data the far end sends in bulk (a copy of each would be the
         // price) and go as they came; their windows may offer more than the next ACK's.
-        if flags & ACK == 0 || flags & (FIN | URG) != 0 || packet.len() > CLAMPED_BYTES {
+        if flags & ACK == 0 || packet.len() > CLAMPED_BYTES || flow.signed {
             return None;
         }
         let (ack, real) = (segment.ack(), segment.window());
+        // A FIN or urgent data goes as it came, and so does a small segment of data while
+        // the local side sends no bulk (a download's last short segment then still joins
+        // the ones before it, whose windows are equal): the window they offer is noted.
+        let bulk = flow.sent_in != 0 && (flow.sent_in == epoch || flow.sent_in == before);
+        let passes = flags & (FIN | URG) != 0 || (segment.payload_len() > 0 && !bulk);
         let field = match flow.last {
+            _ if passes => real,
             Some((last_ack, last_real, field)) if (last_ack, last_real) == (ack, real) => field,
-            _ => {
+            _ => 'field: {
                 // Read but not yet acknowledged; acknowledged beyond what was read: the flow
                 // went another way, and is left alone.
                 let read_unacked = flow.read_end.wrapping_sub(ack);
                 if read_unacked > u32::MAX / 2 {
-                    return None;
+                    break 'field real;
                 }
                 let share = limit.min(RING_ENTRIES.saturating_mul(flow.largest.max(1))) / sending;
                 let mut allowed = u64::from(read_unacked) + u64::from(share.max(FLOOR));
@@ -348,15 +380,6 @@ fn next(epoch: u32) -> u32 {
     epoch.checked_add(1).unwrap_or(1)
 }
 
-/// The period before `epoch`.
-fn previous(epoch: u32) -> u32 {
-    if epoch == 1 {
-        u32::MAX
-    } else {
-        epoch - 1
-    }
-}
-
 /// A flow's place in the table: the hash's top bits. Below `FLOWS`.
 fn slot(hash: u64) -> usize {
     (hash >> (64 - FLOWS.trailing_zeros())) as usize
@@ -366,6 +389,18 @@ fn slot(hash: u64) -> usize {
 fn is_after(a: u32, b: u32) -> bool {
     let ahead = a.wrapping_sub(b);
     ahead != 0 && ahead <= u32::MAX / 2
+}
+
+/// TCP options that sign the header or make the window count at the connection's data
+/// level (RFC 2385, RFC 5925, RFC 8684).
+const MD5: u8 = 19;
+const AO: u8 = 29;
+const MPTCP: u8 = 30;
+
+#[derive(Default)]
+struct SynOptions {
+    scale: Option<u8>,
+    signed: bool,
 }
 
 /// A TCP segment in an IPv4 packet (not a fragment) or straight after an IPv6 header.
@@ -469,27 +504,34 @@ impl<'a> Segment<'a> {
         state.finish()
     }
 
-    /// The window scale option's shift, if the segment has one.
-    fn window_scale(&self) -> Option<u8> {
+    /// What a SYN's options announce: the window scale option's shift, and whether an
+    /// option (TCP-MD5, TCP-AO, MPTCP) forbids rewriting the window.
+    fn syn_options(&self) -> SynOptions {
         let options = &self.packet[self.tcp + 20..self.tcp + self.header_len()];
+        let mut found = SynOptions::default();
         let mut at = 0;
         while at < options.len() {
             match options[at] {
-                0 => return None,
+                0 => break,
                 1 => at += 1,
                 kind => {
-                    let len = usize::from(*options.get(at + 1)?);
+                    let Some(&len) = options.get(at + 1) else {
+                        break;
+                    };
+                    let len = usize::from(len);
                     if len < 2 || at + len > options.len() {
-                        return None;
+                        break;
                     }
-                    if kind == 3 && len == 3 {
-                        return Some(options[at + 2]);
+                    match kind {
+                        3 if len == 3 => found.scale = Some(options[at + 2]),
+                        MD5 | AO | MPTCP => found.signed = true,
+                        _ => {}
                     }
                     at += len;
                 }
             }
         }
-        None
+        found
     }
 }
 

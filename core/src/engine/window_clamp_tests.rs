@@ -20,6 +20,8 @@ struct Seg {
     window: u16,
     /// A window scale option (`SCALE`).
     scale: bool,
+    /// A TCP-MD5 signature option.
+    md5: bool,
 }
 
 impl Seg {
@@ -35,6 +37,7 @@ impl Seg {
             payload,
             window: 0xffff,
             scale: flags & SYN != 0,
+            md5: false,
         }
     }
 
@@ -47,7 +50,7 @@ impl Seg {
     }
 
     fn build(&self) -> Vec<u8> {
-        let options = if self.scale { 4 } else { 0 };
+        let options = if self.scale { 4 } else { 0 } + if self.md5 { 20 } else { 0 };
         let tcp_len = 20 + options + self.payload;
         let ip = self.ip_len();
         let mut p = vec![0u8; ip + tcp_len];
@@ -87,8 +90,13 @@ impl Seg {
         t[12] = (((20 + options) / 4) as u8) << 4;
         t[13] = self.flags;
         t[14..16].copy_from_slice(&self.window.to_be_bytes());
+        let mut at = 20;
         if self.scale {
-            t[20..24].copy_from_slice(&[1, 3, 3, SCALE]);
+            t[at..at + 4].copy_from_slice(&[1, 3, 3, SCALE]);
+            at += 4;
+        }
+        if self.md5 {
+            t[at..at + 4].copy_from_slice(&[1, 1, 19, 18]);
         }
         let sum = tcp_sum(&p, ip);
         p[ip + 16..ip + 18].copy_from_slice(&sum.to_be_bytes());
@@ -205,8 +213,12 @@ fn a_duplicate_ack_offers_the_same_window_and_no_edge_moves_back() {
     }
     let later = now + EPOCH;
     send(&mut clamp, later, 40003, 11_000, 5_000);
+    let quarter = written_window(&mut clamp, 40004, 11_000).expect("lowered");
+    assert!((25_000..25_128).contains(&quarter), "a new edge: {quarter}");
     let next = written_window(&mut clamp, 40002, 52_000).expect("lowered");
+    // 69 000 in flight + a quarter would be 94 000: the edge offered before stands.
     assert!(52_000 + next >= 51_000 + first, "{next} after {first}");
+    assert!(52_000 + next < 51_000 + first + 128, "{next}: no more than that edge");
 }
 
 #[test]
@@ -219,6 +231,14 @@ fn flows_sending_together_share_the_limit() {
     }
     let quarter = written_window(&mut clamp, 40012, 11_000).expect("lowered");
     assert!((75_000..75_128).contains(&quarter), "a quarter: {quarter}");
+    // The far end's ACKs stall: the senders are held, and only small packets are read for
+    // two periods. The four still count.
+    for n in 1..3 {
+        let empty = segment(true, 40013, ACK, 11_000, 6, 0);
+        clamp.note_read(now + EPOCH * n, &empty);
+    }
+    let share = written_window(&mut clamp, 40011, 11_000).expect("lowered");
+    assert!((75_000..75_128).contains(&share), "after the stall: {share}");
     // The engine is off the CPU for 10 ms; then one flow is read: the four still count.
     let later = now + 5 * EPOCH;
     send(&mut clamp, later, 40010, 11_000, 5_000);
@@ -338,6 +358,10 @@ fn small_data_segments_are_clamped_large_ones_and_the_rest_pass() {
     let len = clamp.clamp(&small, &mut out).expect("lowered");
     assert!(window_of(&out[..len]) < 100_000);
     assert_eq!(tcp_sum(&out[..len], 20), 0);
+    // The same from a flow whose local side sends no bulk (a download) goes as it came.
+    connected(&mut clamp, now, 40051, 1_000);
+    let small = segment(false, 40051, ACK | 0x08, 6, 2000, 40);
+    assert_eq!(clamp.clamp(&small, &mut out), None);
     // Bulk data, a FIN, UDP, a fragment, a bad data offset, truncations, garbage.
     let large = segment(false, 40050, ACK, 6, 1000, CLAMPED_BYTES);
     assert_eq!(clamp.clamp(&large, &mut out), None);
@@ -363,16 +387,73 @@ fn small_data_segments_are_clamped_large_ones_and_the_rest_pass() {
 }
 
 #[test]
-fn many_flows_keep_their_slots_while_the_table_has_room() {
+fn many_flows_sending_get_the_floor_each() {
+    let now = Instant::now();
+    let mut clamp = WindowClamp::with_limit(100_000);
+    for port in 40070..40080 {
+        connected(&mut clamp, now, port, 10_000);
+    }
+    // A tenth of the limit is below the floor: the floor.
+    let offered = written_window(&mut clamp, 40075, 11_000).expect("lowered");
+    let floor = u64::from(FLOOR);
+    assert!((floor..floor + 128).contains(&offered), "{offered}");
+}
+
+#[test]
+fn a_new_connection_on_the_same_ports_starts_over() {
+    let now = Instant::now();
+    let mut clamp = WindowClamp::with_limit(50_000);
+    connected(&mut clamp, now, 40034, 300_000);
+    assert!(written_window(&mut clamp, 40034, 200_000).is_some());
+    // No FIN was seen (the old connection timed out): a SYN on the same ports replaces it.
+    connected_at(&mut clamp, now, 40034, 7_000_000, 20_000);
+    let offered = written_window(&mut clamp, 40034, 7_010_001).expect("lowered");
+    // 10 000 in flight; the old flow still counts in this period: half the limit.
+    assert!((35_000..35_128).contains(&offered), "{offered}");
+}
+
+#[test]
+fn a_flow_takes_one_of_four_slots_and_the_oldest_makes_room() {
     let now = Instant::now();
     let mut clamp = WindowClamp::with_limit(100_000);
     clamp.hasher = SeedableRandomState::fixed();
-    let ports = 41000..41064;
-    for port in ports.clone() {
-        connected(&mut clamp, now, port, 10_000);
+    // Five flows whose own slot is the same, found with the table's own hash.
+    let base = |clamp: &WindowClamp, port| {
+        let syn = segment(false, port, SYN | ACK, 5, 1000, 0);
+        slot(Segment::parse(&syn).unwrap().flow(false, &clamp.hasher))
+    };
+    let first = base(&clamp, 42000);
+    let ports: Vec<u16> = (42000..u16::MAX)
+        .filter(|&p| base(&clamp, p) == first)
+        .take(5)
+        .collect();
+    assert_eq!(ports.len(), 5);
+    // Four fit, each in its own period.
+    for (n, &port) in ports[..4].iter().enumerate() {
+        connected(&mut clamp, now + EPOCH * n as u32, port, 10_000);
     }
-    let clamped = ports
-        .filter(|&port| written_window(&mut clamp, port, 1000).is_some())
-        .count();
-    assert_eq!(clamped, 64, "64 flows in 256 slots of 4 ways");
+    // The second is seen longest ago; the fifth takes its slot.
+    let later = now + EPOCH * 5;
+    for &port in [ports[0], ports[2], ports[3]].iter() {
+        send(&mut clamp, later, port, 11_000, 1000);
+    }
+    connected(&mut clamp, later + EPOCH, ports[4], 10_000);
+    assert!(written_window(&mut clamp, ports[4], 1000).is_some());
+    assert_eq!(written_window(&mut clamp, ports[1], 2000), None, "evicted");
+    for &port in [ports[0], ports[2], ports[3]].iter() {
+        assert!(written_window(&mut clamp, port, 2000).is_some(), "{port} kept");
+    }
+}
+
+#[test]
+fn signed_and_multipath_connections_are_left_alone() {
+    let now = Instant::now();
+    let mut clamp = WindowClamp::with_limit(10_000);
+    let mut syn = Seg::new(true, 40080, SYN, 999, 0, 0);
+    syn.md5 = true;
+    clamp.note_read(now, &syn.build());
+    let mut out = [0u8; CLAMPED_BYTES];
+    clamp.clamp(&segment(false, 40080, SYN | ACK, 5, 1000, 0), &mut out);
+    send(&mut clamp, now, 40080, 1000, 50_000);
+    assert_eq!(written_window(&mut clamp, 40080, 1000), None);
 }

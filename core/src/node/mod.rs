@@ -245,7 +245,7 @@ impl Node {
         self.dp.count_drops(reason, n);
     }
 
-    /// `n` bare ACKs whose window the shell lowered on their way to the tun.
+    /// `n` TCP ACKs whose window the shell lowered on their way to the tun.
     pub fn count_windows_clamped(&mut self, n: u64) {
         self.dp.count_windows_clamped(n);
     }
