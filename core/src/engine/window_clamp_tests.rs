@@ -218,7 +218,10 @@ fn a_duplicate_ack_offers_the_same_window_and_no_edge_moves_back() {
     let next = written_window(&mut clamp, 40002, 52_000).expect("lowered");
     // 69 000 in flight + a quarter would be 94 000: the edge offered before stands.
     assert!(52_000 + next >= 51_000 + first, "{next} after {first}");
-    assert!(52_000 + next < 51_000 + first + 128, "{next}: no more than that edge");
+    assert!(
+        52_000 + next < 51_000 + first + 128,
+        "{next}: no more than that edge"
+    );
 }
 
 #[test]
@@ -238,7 +241,10 @@ fn flows_sending_together_share_the_limit() {
         clamp.note_read(now + EPOCH * n, &empty);
     }
     let share = written_window(&mut clamp, 40011, 11_000).expect("lowered");
-    assert!((75_000..75_128).contains(&share), "after the stall: {share}");
+    assert!(
+        (75_000..75_128).contains(&share),
+        "after the stall: {share}"
+    );
     // The engine is off the CPU for 10 ms; then one flow is read: the four still count.
     let later = now + 5 * EPOCH;
     send(&mut clamp, later, 40010, 11_000, 5_000);
@@ -441,7 +447,10 @@ fn a_flow_takes_one_of_four_slots_and_the_oldest_makes_room() {
     assert!(written_window(&mut clamp, ports[4], 1000).is_some());
     assert_eq!(written_window(&mut clamp, ports[1], 2000), None, "evicted");
     for &port in [ports[0], ports[2], ports[3]].iter() {
-        assert!(written_window(&mut clamp, port, 2000).is_some(), "{port} kept");
+        assert!(
+            written_window(&mut clamp, port, 2000).is_some(),
+            "{port} kept"
+        );
     }
 }
 
