@@ -176,20 +176,16 @@ impl WindowClamp {
 
     /// The slot of the flow with this hash.
     fn find(&self, hash: u64) -> Option<usize> {
-        let base = slot(hash);
-        (0..WAYS)
-            .map(|way| (base + way) % FLOWS)
-            .find(|&at| self.flows[at].hash == hash)
+        ways(hash).find(|&at| self.flows[at].hash == hash)
     }
 
     /// The slot for a flow whose SYN was seen: its own (`fresh`: a new connection starts
     /// over), else the first free one, else that of the flow seen longest ago.
     fn place(&mut self, hash: u64, fresh: bool) -> &mut Flow {
-        let base = slot(hash);
         let mut own = None;
         let mut free = None;
-        let (mut oldest, mut oldest_age) = (base, 0);
-        for at in (0..WAYS).map(|way| (base + way) % FLOWS) {
+        let (mut oldest, mut oldest_age) = (slot(hash), 0);
+        for at in ways(hash) {
             let flow = &self.flows[at];
             if flow.hash == hash {
                 own = Some(at);
@@ -383,6 +379,12 @@ fn next(epoch: u32) -> u32 {
 /// A flow's place in the table: the hash's top bits. Below `FLOWS`.
 fn slot(hash: u64) -> usize {
     (hash >> (64 - FLOWS.trailing_zeros())) as usize
+}
+
+/// The slots a flow may take: its own and the next `WAYS - 1`.
+fn ways(hash: u64) -> impl Iterator<Item = usize> {
+    let base = slot(hash);
+    (0..WAYS).map(move |way| (base + way) % FLOWS)
 }
 
 /// `a` is later than `b` in sequence space (less than half of it ahead).
