@@ -12,9 +12,9 @@ use socialvpn_core::xmpp::session::{XmppInput, XmppSession, XmppState};
 use socialvpn_tests::dns_server::DnsRecord;
 use socialvpn_tests::node::DpNode;
 use socialvpn_tests::on_both_servers;
-use socialvpn_tests::social_nodes::{address_of, befriend, online_node, wait_linked};
+use socialvpn_tests::social_nodes::{address_of, befriend, jid, online_node, wait_linked};
 use socialvpn_tests::social_world::{
-    SocialWorld, XmppServerKind, OFFERED_TURN_ADDR, TURN_RELAY_PORTS,
+    SocialWorld, XmppServerKind, DOMAIN, OFFERED_TURN_ADDR, TURN_RELAY_PORTS,
 };
 use socialvpn_tests::two_hosts::ping;
 use socialvpn_tests::xmpp_server::DIRECT_TLS_PORT;
@@ -27,8 +27,6 @@ on_both_servers!(
     friends_link_relayed_with_no_ice_configuration,
     a_crashed_node_keeps_its_configured_turn_server_after_a_restart,
 );
-
-const DOMAIN: &str = "svpn.test";
 
 /// A node with nothing but its account and the network's DNS server: no server address, no
 /// STUN or TURN server.
@@ -89,7 +87,7 @@ fn friends_link_relayed_with_no_ice_configuration(kind: XmppServerKind) {
     }
 
     // alice (cone) ↔ bob (symmetric): only the relay joins them.
-    befriend(&mut alice, "alice@svpn.test", &mut bob, "bob@svpn.test");
+    befriend(&mut alice, &jid("alice"), &mut bob, &jid("bob"));
     let link = wait_linked(&mut alice, &bob.uid, Duration::from_secs(30)).expect("a link");
     assert_eq!(link["relayed"], true, "{link}");
     let bob_at_alice = address_of(&mut alice, &bob.uid).unwrap();
@@ -101,7 +99,7 @@ fn friends_link_relayed_with_no_ice_configuration(kind: XmppServerKind) {
 
 fn session_account(w: &SocialWorld) -> XmppAccount {
     XmppAccount {
-        jid: format!("alice@{DOMAIN}").parse().unwrap(),
+        jid: jid("alice").parse().unwrap(),
         credentials: Credentials::Password("pw-alice".into()),
         resource: "srv1".into(),
         server: None,
@@ -295,7 +293,7 @@ fn short_lived_turn_credentials_are_renewed_before_they_expire() {
     let mut bob = bare_node(&w, "bob", "bob");
     let logged_in = std::time::Instant::now();
     let first_relay = relay_candidate(&mut alice).expect("a relay");
-    befriend(&mut alice, "alice@svpn.test", &mut bob, "bob@svpn.test");
+    befriend(&mut alice, &jid("alice"), &mut bob, &jid("bob"));
     let link = wait_linked(&mut alice, &bob.uid, Duration::from_secs(30)).expect("a link");
     assert_eq!(link["relayed"], true, "{link}");
     let bob_at_alice = address_of(&mut alice, &bob.uid).unwrap();

@@ -139,7 +139,7 @@ fn toggles_cut_traffic_at_once_and_strangers_are_refused(kind: XmppServerKind) {
         protect: None,
     };
     let dave_device = DeviceInfo::new([0xda; 32]);
-    let alice_full: xmpp_parsers::jid::FullJid = "alice@svpn.test/alice".parse().unwrap();
+    let alice_full: xmpp_parsers::jid::FullJid = format!("{}/alice", jid("alice")).parse().unwrap();
     w.host("dave")
         .run(move || {
             let rt = tokio::runtime::Builder::new_current_thread()

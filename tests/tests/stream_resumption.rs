@@ -10,7 +10,7 @@ use socialvpn_tests::attacker::{fresh_device, make_friends, XmppAttacker};
 use socialvpn_tests::netns::Namespace;
 use socialvpn_tests::node::DpNode;
 use socialvpn_tests::on_both_servers;
-use socialvpn_tests::social_nodes::{device, entry, online_node, world_with_users};
+use socialvpn_tests::social_nodes::{device, entry, jid, online_node, world_with_users};
 use socialvpn_tests::social_world::{SocialWorld, XmppServerKind, XMPP_ADDR};
 use std::path::Path;
 use std::time::Duration;
@@ -127,7 +127,7 @@ fn a_silently_cut_stream_resumes_without_missing_a_roster_push(kind: XmppServerK
     // 2. Meanwhile alice's other device adds dave: the server pushes the roster change to
     //    every session of hers, the cut one included (unacknowledged, kept for resumption).
     let other = XmppAttacker::login(&w, "alice2", "alice", "other");
-    let dave: BareJid = "dave@svpn.test".parse().expect("JID");
+    let dave: BareJid = jid("dave").parse().expect("JID");
     let id = "roster-add-dave".to_string();
     other.send_one(Iq::from_set(
         id.clone(),
@@ -158,7 +158,7 @@ fn a_silently_cut_stream_resumes_without_missing_a_roster_push(kind: XmppServerK
     assert!(
         alice.wait_until(Request::Roster, Duration::from_secs(10), |r| entry(
             r,
-            "dave@svpn.test"
+            &jid("dave")
         )
         .is_some()),
         "{kind}: the roster push sent during the cut was lost: {}",

@@ -212,7 +212,7 @@ fn ejabberd_resumes_a_cut_stream_and_every_link_stays_up() {
     let log = std::fs::read_to_string(t.w.xmpp_log_path()).unwrap_or_default();
     assert!(
         log.lines()
-            .any(|l| l.contains("alice@svpn.test") && l.to_lowercase().contains("resum")),
+            .any(|l| l.contains(&jid("alice")) && l.to_lowercase().contains("resum")),
         "ejabberd did not resume alice's session"
     );
 }
