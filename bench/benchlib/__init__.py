@@ -1,1 +1,1 @@
-"""The pieces of bench/run (bench/README.md), shared with bench/ab and bench/roster-memory."""
+"""The pieces of bench/run (bench/README.md), shared with bench/ab."""

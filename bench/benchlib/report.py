@@ -143,10 +143,6 @@ def goal_ratio_name(mode, peer):
     return f"{SVPN_MODES[mode]['prefix']}_vs_{peer.replace('-', '_')}"
 
 
-# bench/roster-memory's cases that issue 16's memory goal names, and the figure each goes by.
-
-
-
 def roster_memory_section(results):
     rm = results.get("roster_memory")
     if rm is None:

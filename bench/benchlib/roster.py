@@ -11,6 +11,7 @@ from .common import BENCH, Interrupted, REPO, log
 
 
 ROSTER_MEMORY = BENCH / "roster-memory"
+# bench/roster-memory's cases that issue 16's memory goal names, and the figure each goes by.
 ROSTER_MEMORY_KEYS = {"proactive": "peak_rss_mb_1000_contacts_200_online_proactive",
                       "on-demand": "peak_rss_mb_1000_contacts_200_online_on_demand"}
 # "< 12 MB", read strictly: 12 × 10^6 bytes.
@@ -24,7 +25,7 @@ def roster_memory_bench(args, tmp, results):
     issue 16's memory goal and keeps its figures; its full tables stay in its own files."""
     out = results["roster_memory"] = {}
     rdir = tmp / "roster-memory"
-    # Installed and built by this script already (install, build).
+    # Installed and built by bench/run already (install, build).
     cmd = [sys.executable, str(ROSTER_MEMORY), "--skip-install", "--skip-build",
            "--out", str(rdir), "--cases", ",".join(ROSTER_MEMORY_KEYS)]
     if args.mode == "quick":

@@ -90,7 +90,7 @@ impl Attack {
         // The address book on disk (written in the background) once it holds the flood's
         // last keys. Checked at the very end, after everything else.
         let book = read_book_holding(&state_dir.join(ADDRESS_BOOK_FILE), &last);
-        // Every key mallory announced: her device, the copies, the flood.
+        // Every key mallory minted: her device's and the flood's (the copies used others' keys).
         let minted: HashSet<String> = flood
             .keys
             .iter()
