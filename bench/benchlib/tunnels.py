@@ -70,76 +70,60 @@ def wg_configure(ctx, d, names, keys, a_ip, b_ip, plen):
         run(["ip", "link", "set", me, "mtu", ctx.mtu, "up"], ns=ns)
 
 
-def setup_wireguard_go(w, ctx):
-    a_ip, b_ip, plen = OVERLAY["wireguard-go"]
-    d = ctx.tmp / "wireguard-go"
+def uapi_wireguards(w, ctx, peer, prefix, argv, env=None):
+    """Starts a user-space WireGuard (`argv(side, d, ifname)`) in each namespace, configures
+    both with `wg` and waits for a ping: the tunnel, and its notes still to be given. Their
+    control sockets are /var/run/wireguard/<ifname>.sock, shared by all namespaces: the
+    interface names (`prefix` and our PID) must differ from each other and from anyone
+    else's."""
+    a_ip, b_ip, plen = OVERLAY[peer]
+    d = ctx.tmp / peer
     d.mkdir()
+    procs = []
+    names = {side: f"{prefix}{os.getpid() % 100000}{side}" for side in ("a", "b")}
+    keys = wg_keys(d)
+    for side, ns in (("a", ctx.ns_a), ("b", ctx.ns_b)):
+        sock = Path("/var/run/wireguard") / f"{names[side]}.sock"
+        w.files.append(str(sock))
+        p = w.spawn(f"{peer}-{side}", ns, argv(side, d, names[side]), env=env)
+        procs.append(p)
+        wait_for(f"{peer} control socket {sock}",
+                 lambda s=sock, p=p: s.exists() or p.poll() is not None, 10)
+        if p.poll() is not None:
+            raise BenchError(f"{peer} ({side}) exited: {tail(w.workdir / f'{peer}-{side}.log')}")
+    wg_configure(ctx, d, names, keys, a_ip, b_ip, plen)
+    wait_ping(ctx.ns_a, b_ip, 15, peer)
+
+    def stop():
+        for p in procs:
+            w.stop(p)
+
+    return lambda notes: Tunnel(b_ip, [procs[0].pid], [procs[1].pid], notes, stop,
+                                ifaces=(names["a"], names["b"]))
+
+
+def setup_wireguard_go(w, ctx):
     wgg = wireguard_go_bin()
     if not wgg:
         raise BenchError("wireguard-go is not installed (run without --skip-install)")
-    procs = []
-    # Like boringtun's, its control socket is /var/run/wireguard/<ifname>.sock, shared by all
-    # namespaces: names of our own.
-    names = {"a": f"wgg{os.getpid() % 100000}a", "b": f"wgg{os.getpid() % 100000}b"}
-    keys = wg_keys(d)
     # Its defaults: the tun with IFF_VNET_HDR (TSO/GRO offloads) and UDP GSO/GRO, GOMAXPROCS
     # = the cores. LOG_LEVEL=error: no per-handshake lines.
     env = dict(os.environ, LOG_LEVEL="error", WG_PROCESS_FOREGROUND="1")
-    for side, ns in (("a", ctx.ns_a), ("b", ctx.ns_b)):
-        sock = Path("/var/run/wireguard") / f"{names[side]}.sock"
-        w.files.append(str(sock))
-        p = w.spawn(f"wireguard-go-{side}", ns, [wgg, "-f", names[side]], env=env)
-        procs.append(p)
-        wait_for(f"wireguard-go control socket {sock}",
-                 lambda s=sock, p=p: s.exists() or p.poll() is not None, 10)
-        if p.poll() is not None:
-            raise BenchError(f"wireguard-go ({side}) exited: "
-                             f"{tail(w.workdir / f'wireguard-go-{side}.log')}")
-    wg_configure(ctx, d, names, keys, a_ip, b_ip, plen)
-    wait_ping(ctx.ns_a, b_ip, 15, "wireguard-go")
-
-    def stop():
-        for p in procs:
-            w.stop(p)
-
-    return Tunnel(b_ip, [procs[0].pid], [procs[1].pid],
-                  ["wireguard-go -f, configured with wg; its Linux defaults: tun offloads "
-                   "(IFF_VNET_HDR, TSO/GRO) and UDP GSO/GRO on, GOMAXPROCS = cores"],
-                  stop, ifaces=(names["a"], names["b"]))
+    tunnel = uapi_wireguards(w, ctx, "wireguard-go", "wgg",
+                             lambda _side, _d, ifname: [wgg, "-f", ifname], env)
+    return tunnel(["wireguard-go -f, configured with wg; its Linux defaults: tun offloads "
+                   "(IFF_VNET_HDR, TSO/GRO) and UDP GSO/GRO on, GOMAXPROCS = cores"])
 
 
 def setup_boringtun(w, ctx):
-    a_ip, b_ip, plen = OVERLAY["boringtun"]
-    d = ctx.tmp / "boringtun"
-    d.mkdir()
     bt = boringtun_bin()
     if not bt:
         raise BenchError("boringtun-cli is not installed (run without --skip-install)")
-    procs = []
-    # boringtun-cli's control socket lives in /var/run/wireguard/<ifname>.sock, shared by all
-    # namespaces: the interface names must differ from each other and from anyone else's.
-    names = {"a": f"btun{os.getpid() % 100000}a", "b": f"btun{os.getpid() % 100000}b"}
-    keys = wg_keys(d)
-    for side, ns in (("a", ctx.ns_a), ("b", ctx.ns_b)):
-        sock = Path("/var/run/wireguard") / f"{names[side]}.sock"
-        w.files.append(str(sock))
-        p = w.spawn(f"boringtun-{side}", ns,
-                    [bt, "-f", "--disable-drop-privileges", "--threads", ctx.args.boringtun_threads,
-                     "--log", d / f"{side}.log", names[side]])
-        procs.append(p)
-        wait_for(f"boringtun control socket {sock}", lambda s=sock, p=p: s.exists() or p.poll() is not None, 10)
-        if p.poll() is not None:
-            raise BenchError(f"boringtun-cli ({side}) exited: {tail(w.workdir / f'boringtun-{side}.log')}")
-    wg_configure(ctx, d, names, keys, a_ip, b_ip, plen)
-    wait_ping(ctx.ns_a, b_ip, 15, "boringtun")
-
-    def stop():
-        for p in procs:
-            w.stop(p)
-
-    return Tunnel(b_ip, [procs[0].pid], [procs[1].pid],
-                  [f"boringtun-cli --threads {ctx.args.boringtun_threads}, configured with wg"],
-                  stop, ifaces=(names["a"], names["b"]))
+    threads = ctx.args.boringtun_threads
+    tunnel = uapi_wireguards(w, ctx, "boringtun", "btun", lambda side, d, ifname: [
+        bt, "-f", "--disable-drop-privileges", "--threads", threads,
+        "--log", d / f"{side}.log", ifname])
+    return tunnel([f"boringtun-cli --threads {threads}, configured with wg"])
 
 
 def setup_nebula(w, ctx):
