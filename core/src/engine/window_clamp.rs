@@ -120,6 +120,12 @@ impl Flow {
         }
     }
 
+    /// Whether the flow counts as sending: it did in the current period of reads or in
+    /// `before`, the last one in which any flow did (0: it never counted).
+    fn counts(&self, epoch: u32, before: u32) -> bool {
+        self.sent_in != 0 && (self.sent_in == epoch || self.sent_in == before)
+    }
+
     /// Notes what the SYN in `segment` announced; the local side's when `local`.
     fn syn(&mut self, segment: &Segment<'_>, local: bool) {
         let options = segment.syn_options();
@@ -275,8 +281,8 @@ impl WindowClamp {
         }
         flow.period_bytes = flow.period_bytes.saturating_add(payload);
         if flow.period_bytes >= BULK && flow.sent_in != epoch {
-            // New, or back after a period without it (0: it never counted).
-            if flow.sent_in == 0 || flow.sent_in != before {
+            // New, or back after a period without it.
+            if !flow.counts(epoch, before) {
                 self.joined_now += 1;
             }
             flow.sent_in = epoch;
@@ -319,8 +325,8 @@ impl WindowClamp {
         // A FIN or urgent data goes as it came, and so does a small segment of data while
         // the local side sends no bulk (a download's last short segment then still joins
         // the ones before it, whose windows are equal): the window they offer is noted.
-        let bulk = flow.sent_in != 0 && (flow.sent_in == epoch || flow.sent_in == before);
-        let passes = flags & (FIN | URG) != 0 || (segment.payload_len() > 0 && !bulk);
+        let passes =
+            flags & (FIN | URG) != 0 || (segment.payload_len() > 0 && !flow.counts(epoch, before));
         let field = match flow.last {
             _ if passes => real,
             Some((last_ack, last_real, field)) if (last_ack, last_real) == (ack, real) => field,
