@@ -93,6 +93,6 @@ class Interrupted(BaseException):
     pass
 
 
-def _on_signal(signum, _frame):
+def on_signal(signum, _frame):
     raise Interrupted(f"signal {signal.Signals(signum).name}")
 
